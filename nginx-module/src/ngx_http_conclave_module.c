@@ -1,0 +1,374 @@
+
+/*
+ * Conclave's http module: the directives, and the content handlers of
+ * conclave_websocket (XMPP over WebSocket) and conclave_status (the
+ * session registry as JSON).  The XMPP core lives in ngx_xmpp_*.c.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_xmpp.h"
+
+
+typedef struct {
+    ngx_uint_t   handler;
+} ngx_http_conclave_loc_conf_t;
+
+
+#define NGX_HTTP_CONCLAVE_NONE       0
+#define NGX_HTTP_CONCLAVE_WEBSOCKET  1
+#define NGX_HTTP_CONCLAVE_STATUS     2
+
+
+ngx_int_t ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
+
+static void *ngx_http_conclave_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_conclave_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_conclave_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_conclave_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_conclave_location(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_conclave_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_conclave_init_process(ngx_cycle_t *cycle);
+static void ngx_http_conclave_exit_process(ngx_cycle_t *cycle);
+
+
+#define NGX_XMPP_MAIN  (NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1)
+#define NGX_XMPP_OFF(field)  offsetof(ngx_xmpp_conf_t, field)
+
+
+static ngx_command_t  ngx_http_conclave_commands[] = {
+
+    { ngx_string("conclave_domain"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(domain), NULL },
+
+    { ngx_string("conclave_ldap_uri"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_uri), NULL },
+
+    { ngx_string("conclave_ldap_bind_dn"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_bind_dn), NULL },
+
+    { ngx_string("conclave_ldap_bind_password"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_bind_password), NULL },
+
+    { ngx_string("conclave_ldap_bind_password_file"), NGX_XMPP_MAIN,
+      ngx_xmpp_conf_password_file, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+
+    { ngx_string("conclave_ldap_base"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_base), NULL },
+
+    { ngx_string("conclave_ldap_user_filter"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_user_filter), NULL },
+
+    { ngx_string("conclave_ldap_group"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_group), NULL },
+
+    { ngx_string("conclave_ldap_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_timeout), NULL },
+
+    { ngx_string("conclave_ldap_pool_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_pool_size), NULL },
+
+    { ngx_string("conclave_thread_pool"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(thread_pool_name), NULL },
+
+    { ngx_string("conclave_max_stanza_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_stanza_size), NULL },
+
+    { ngx_string("conclave_max_stanza_size_preauth"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_stanza_size_preauth), NULL },
+
+    { ngx_string("conclave_max_depth"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_depth), NULL },
+
+    { ngx_string("conclave_max_attributes"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_attrs), NULL },
+
+    { ngx_string("conclave_websocket_max_message"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ws_max_message), NULL },
+
+    { ngx_string("conclave_max_output"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_output), NULL },
+
+    { ngx_string("conclave_auth_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(auth_timeout), NULL },
+
+    { ngx_string("conclave_idle_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(idle_timeout), NULL },
+
+    { ngx_string("conclave_close_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(close_timeout), NULL },
+
+    { ngx_string("conclave_max_auth_failures"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_auth_failures), NULL },
+
+    { ngx_string("conclave_max_sessions_per_user"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_sessions_per_user), NULL },
+
+    { ngx_string("conclave_allow_plaintext_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(allow_plaintext_auth), NULL },
+
+    { ngx_string("conclave_resource_conflict"), NGX_XMPP_MAIN,
+      ngx_xmpp_conf_conflict, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+
+    { ngx_string("conclave_registry_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(registry_size), NULL },
+
+    { ngx_string("conclave_websocket"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_WEBSOCKET },
+
+    { ngx_string("conclave_status"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_STATUS },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_conclave_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_conclave_create_main_conf,    /* create main configuration */
+    ngx_http_conclave_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_conclave_create_loc_conf,     /* create location configuration */
+    ngx_http_conclave_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_conclave_module = {
+    NGX_MODULE_V1,
+    &ngx_http_conclave_module_ctx,         /* module context */
+    ngx_http_conclave_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_conclave_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_conclave_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_conclave_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_xmpp_conf_create(cf);
+}
+
+
+static char *
+ngx_http_conclave_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    return ngx_xmpp_conf_init(cf, conf);
+}
+
+
+static void *
+ngx_http_conclave_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_conclave_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_conclave_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    lcf->handler = NGX_CONF_UNSET_UINT;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_conclave_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_conclave_loc_conf_t *prev = parent;
+    ngx_http_conclave_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->handler, prev->handler,
+                              NGX_HTTP_CONCLAVE_NONE);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_conclave_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_conclave_loc_conf_t *lcf = conf;
+
+    ngx_xmpp_conf_t           *xcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->handler != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    xcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_conclave_module);
+
+    if (xcf->domain.len == 0) {
+        return "needs \"conclave_domain\" earlier in the http block";
+    }
+
+    lcf->handler = (ngx_uint_t) cmd->post;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_conclave_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conclave_status(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_str_t     json;
+    ngx_chain_t   out;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_xmpp_registry_json(xcf, r->pool, &json) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = json.data;
+    b->last = json.data + json.len;
+    b->memory = 1;
+    b->last_buf = 1;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = json.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_conclave_handler(ngx_http_request_t *r)
+{
+    ngx_xmpp_conf_t               *xcf;
+    ngx_http_conclave_loc_conf_t  *lcf;
+
+    xcf = ngx_http_get_module_main_conf(r, ngx_http_conclave_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conclave_module);
+
+    if (lcf->handler == NGX_HTTP_CONCLAVE_STATUS) {
+        return ngx_http_conclave_status(r, xcf);
+    }
+
+    return ngx_xmpp_ws_handler(r, xcf);
+}
+
+
+static ngx_xmpp_conf_t *
+ngx_http_conclave_cycle_conf(ngx_cycle_t *cycle)
+{
+    ngx_xmpp_conf_t  *xcf;
+
+    if (ngx_get_conf(cycle->conf_ctx, ngx_http_module) == NULL) {
+        return NULL;
+    }
+
+    xcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_conclave_module);
+
+    if (xcf == NULL || xcf->domain.len == 0) {
+        return NULL;
+    }
+
+    return xcf;
+}
+
+
+static ngx_int_t
+ngx_http_conclave_init_process(ngx_cycle_t *cycle)
+{
+    ngx_xmpp_conf_t  *xcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    xcf = ngx_http_conclave_cycle_conf(cycle);
+    if (xcf == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_xmpp_init_worker(cycle, xcf);
+}
+
+
+static void
+ngx_http_conclave_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_xmpp_conf_t  *xcf;
+
+    xcf = ngx_http_conclave_cycle_conf(cycle);
+    if (xcf == NULL) {
+        return;
+    }
+
+    ngx_xmpp_exit_worker(cycle, xcf);
+}

@@ -1,0 +1,366 @@
+
+/*
+ * Conclave: the transport-independent XMPP core shared by the http
+ * (WebSocket) and stream (TCP) modules.
+ */
+
+
+#ifndef _NGX_XMPP_H_INCLUDED_
+#define _NGX_XMPP_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_thread_pool.h>
+
+#include <libxml/parser.h>
+
+#include "ngx_xmpp_proto.h"
+#include "cdir.h"
+
+
+#define NGX_XMPP_NS_CLIENT    "jabber:client"
+#define NGX_XMPP_NS_STREAM    "http://etherx.jabber.org/streams"
+#define NGX_XMPP_NS_FRAMING   "urn:ietf:params:xml:ns:xmpp-framing"
+#define NGX_XMPP_NS_SASL      "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NGX_XMPP_NS_BIND      "urn:ietf:params:xml:ns:xmpp-bind"
+#define NGX_XMPP_NS_SESSION   "urn:ietf:params:xml:ns:xmpp-session"
+#define NGX_XMPP_NS_STREAMS   "urn:ietf:params:xml:ns:xmpp-streams"
+#define NGX_XMPP_NS_STANZAS   "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NGX_XMPP_NS_PING      "urn:xmpp:ping"
+#define NGX_XMPP_NS_DISCO_INFO   "http://jabber.org/protocol/disco#info"
+#define NGX_XMPP_NS_DISCO_ITEMS  "http://jabber.org/protocol/disco#items"
+#define NGX_XMPP_NS_ROSTER    "jabber:iq:roster"
+#define NGX_XMPP_NS_XML       "http://www.w3.org/XML/1998/namespace"
+
+#define NGX_XMPP_DIRECTED_MAX     32
+#define NGX_XMPP_ROUTE_MAX        64
+
+#define NGX_XMPP_CONFLICT_KICK_OLD  0
+#define NGX_XMPP_CONFLICT_REJECT    1
+
+
+typedef struct ngx_xmpp_session_s    ngx_xmpp_session_t;
+typedef struct ngx_xmpp_node_s       ngx_xmpp_node_t;
+typedef struct ngx_xmpp_transport_s  ngx_xmpp_transport_t;
+
+
+/* configuration shared by every transport (http main conf) */
+typedef struct {
+    ngx_str_t              domain;
+
+    ngx_str_t              ldap_uri;
+    ngx_str_t              ldap_bind_dn;
+    ngx_str_t              ldap_bind_password;
+    ngx_str_t              ldap_base;
+    ngx_str_t              ldap_user_filter;
+    ngx_str_t              ldap_group;
+    ngx_msec_t             ldap_timeout;
+    ngx_uint_t             ldap_pool_size;
+    cdir_t                *dir;            /* per worker, init_process */
+
+    ngx_str_t              thread_pool_name;
+    ngx_thread_pool_t     *thread_pool;
+
+    size_t                 max_stanza_size;
+    size_t                 max_stanza_size_preauth;
+    ngx_uint_t             max_depth;
+    ngx_uint_t             max_attrs;
+    size_t                 ws_max_message;
+    size_t                 max_output;
+    ngx_msec_t             auth_timeout;
+    ngx_msec_t             idle_timeout;
+    ngx_msec_t             close_timeout;
+    ngx_uint_t             max_auth_failures;
+    ngx_uint_t             max_sessions_per_user;
+    ngx_flag_t             allow_plaintext_auth;
+    ngx_uint_t             resource_conflict;
+
+    size_t                 registry_size;
+    ngx_shm_zone_t        *registry_zone;
+
+    ngx_str_t              conf_file;
+    ngx_uint_t             conf_line;
+} ngx_xmpp_conf_t;
+
+
+/* a parsed XML element or, with an empty name, a text node */
+typedef struct {
+    ngx_str_t              name;
+    ngx_str_t              ns;
+    ngx_str_t              value;
+} ngx_xmpp_attr_t;
+
+struct ngx_xmpp_node_s {
+    ngx_str_t              name;
+    ngx_str_t              ns;
+    ngx_str_t              text;
+    ngx_xmpp_attr_t       *attrs;
+    ngx_uint_t             nattrs;
+    ngx_xmpp_node_t       *parent;
+    ngx_xmpp_node_t       *child;
+    ngx_xmpp_node_t       *last;
+    ngx_xmpp_node_t       *next;
+};
+
+
+typedef struct {
+    ngx_str_t              full;
+    ngx_str_t              bare;
+    ngx_str_t              local;
+    ngx_str_t              domain;
+    ngx_str_t              resource;
+} ngx_xmpp_jid_t;
+
+
+typedef enum {
+    NGX_XMPP_STANZA_MESSAGE = 0,
+    NGX_XMPP_STANZA_PRESENCE,
+    NGX_XMPP_STANZA_IQ
+} ngx_xmpp_stanza_kind_e;
+
+
+typedef struct {
+    ngx_xmpp_node_t       *node;
+    ngx_pool_t            *pool;
+    ngx_xmpp_stanza_kind_e kind;
+    ngx_str_t              type;
+    ngx_str_t              id;
+    ngx_xmpp_jid_t         to;
+    ngx_xmpp_jid_t         from;
+    unsigned               has_to:1;
+} ngx_xmpp_stanza_t;
+
+
+/* a growable output buffer on the heap, bounded by max */
+typedef struct {
+    u_char                *start;
+    u_char                *last;
+    u_char                *end;
+    size_t                 max;
+    unsigned               failed:1;
+} ngx_xmpp_wbuf_t;
+
+
+/* what the core needs from a transport (RFC 7395 vs RFC 6120 framing) */
+struct ngx_xmpp_transport_s {
+    ngx_str_t              name;
+    /* the stream header answering the client's; id is the stream id */
+    ngx_int_t            (*open)(ngx_xmpp_session_t *s);
+    /* one complete top-level element */
+    ngx_int_t            (*send)(ngx_xmpp_session_t *s, u_char *data,
+                                 size_t len);
+    /* the stream end (</stream:stream> or <close/>), then shut down */
+    void                 (*end)(ngx_xmpp_session_t *s);
+    /* release the connection now; the session is gone afterwards */
+    void                 (*finalize)(ngx_xmpp_session_t *s);
+};
+
+
+typedef enum {
+    NGX_XMPP_ST_WAIT_OPEN = 0,
+    NGX_XMPP_ST_WAIT_AUTH,
+    NGX_XMPP_ST_AUTH_PENDING,
+    NGX_XMPP_ST_WAIT_BIND,
+    NGX_XMPP_ST_SESSION,
+    NGX_XMPP_ST_CLOSING
+} ngx_xmpp_state_e;
+
+
+typedef struct ngx_xmpp_auth_ctx_s  ngx_xmpp_auth_ctx_t;
+
+
+struct ngx_xmpp_session_s {
+    ngx_rbtree_node_t      node;          /* key: id, local table */
+    uint64_t               id;
+
+    ngx_connection_t      *connection;
+    ngx_pool_t            *pool;
+    ngx_xmpp_conf_t       *conf;
+    ngx_xmpp_transport_t  *transport;
+    void                  *transport_data;
+
+    ngx_xmpp_state_e       state;
+    u_char                 stream_id[16];
+
+    ngx_xmpp_jid_t         jid;           /* set at bind */
+    ngx_str_t              user;          /* localpart, set at SASL */
+
+    /* parser state (ngx_xmpp_parser.c) */
+    xmlParserCtxtPtr       parser;
+    ngx_uint_t             depth;
+    size_t                 stanza_size;
+    ngx_pool_t            *stanza_pool;
+    ngx_xmpp_node_t       *cur;
+    ngx_xmpp_node_t       *root;
+    ngx_uint_t             parser_error;  /* stream error condition */
+    ngx_uint_t             elements;      /* top-level elements parsed */
+
+    ngx_xmpp_wbuf_t        out;           /* unsent bytes */
+
+    ngx_event_t            timer;         /* auth deadline / close wait */
+    ngx_xmpp_auth_ctx_t   *auth;
+    ngx_uint_t             auth_failures;
+
+    ngx_int_t              priority;
+    ngx_uint_t             ndirected;
+    ngx_str_t             *directed;      /* NGX_XMPP_DIRECTED_MAX */
+
+    unsigned               in_feed:1;
+    unsigned               close_pending:1;
+    unsigned               finalized:1;
+    unsigned               authenticated:1;
+    unsigned               bound:1;
+    unsigned               available:1;
+    unsigned               secure:1;
+    unsigned               sasl_started:1;
+};
+
+
+/* ngx_xmpp_conf.c */
+void *ngx_xmpp_conf_create(ngx_conf_t *cf);
+char *ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+char *ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_xmpp_conf_conflict(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+
+/* ngx_xmpp_xml.c (in ngx_xmpp_parser.c): tree helpers and writer */
+ngx_xmpp_node_t *ngx_xmpp_node_child(ngx_xmpp_node_t *n, const char *name,
+    const char *ns);
+ngx_str_t *ngx_xmpp_node_attr(ngx_xmpp_node_t *n, const char *name);
+ngx_int_t ngx_xmpp_node_set_attr(ngx_pool_t *pool, ngx_xmpp_node_t *n,
+    const char *name, ngx_str_t *value);
+void ngx_xmpp_node_del_attr(ngx_xmpp_node_t *n, const char *name);
+ngx_int_t ngx_xmpp_node_text(ngx_pool_t *pool, ngx_xmpp_node_t *n,
+    ngx_str_t *text);
+ngx_uint_t ngx_xmpp_node_nchildren(ngx_xmpp_node_t *n);
+ngx_xmpp_node_t *ngx_xmpp_node_first_element(ngx_xmpp_node_t *n);
+void ngx_xmpp_serialize(ngx_xmpp_wbuf_t *b, ngx_xmpp_node_t *n,
+    ngx_str_t *parent_ns);
+
+/* ngx_xmpp_parser.c */
+ngx_int_t ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix,
+    size_t len);
+ngx_int_t ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+void ngx_xmpp_parser_free(ngx_xmpp_session_t *s);
+
+/* ngx_xmpp_session.c */
+ngx_xmpp_session_t *ngx_xmpp_session_create(ngx_connection_t *c,
+    ngx_pool_t *pool, ngx_xmpp_conf_t *xcf, ngx_xmpp_transport_t *t,
+    void *data);
+ngx_int_t ngx_xmpp_session_start(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_session_input(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+ngx_int_t ngx_xmpp_session_send(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+ngx_int_t ngx_xmpp_session_send_wbuf(ngx_xmpp_session_t *s,
+    ngx_xmpp_wbuf_t *b);
+ngx_int_t ngx_xmpp_session_write(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+ngx_int_t ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1,
+    size_t l1, u_char *d2, size_t l2);
+ngx_int_t ngx_xmpp_session_flush(ngx_xmpp_session_t *s);
+void ngx_xmpp_session_error(ngx_xmpp_session_t *s, const char *condition,
+    const char *text);
+void ngx_xmpp_session_close(ngx_xmpp_session_t *s);
+void ngx_xmpp_session_finalize(ngx_xmpp_session_t *s);
+void ngx_xmpp_session_cleanup(ngx_xmpp_session_t *s);
+ngx_xmpp_session_t *ngx_xmpp_session_find(uint64_t id);
+ngx_uint_t ngx_xmpp_session_count(void);
+void ngx_xmpp_session_shutdown_all(const char *condition);
+
+ngx_xmpp_wbuf_t *ngx_xmpp_wbuf_scratch(size_t max);
+ngx_int_t ngx_xmpp_wbuf_reserve(ngx_xmpp_wbuf_t *b, size_t n);
+void ngx_xmpp_wbuf_add(ngx_xmpp_wbuf_t *b, const void *data, size_t len);
+void ngx_xmpp_wbuf_str(ngx_xmpp_wbuf_t *b, const char *s);
+void ngx_xmpp_wbuf_esc(ngx_xmpp_wbuf_t *b, const u_char *p, size_t len);
+void ngx_xmpp_wbuf_free(ngx_xmpp_wbuf_t *b);
+
+#define ngx_xmpp_wbuf_lit(b, s)  ngx_xmpp_wbuf_add(b, s, sizeof(s) - 1)
+#define ngx_xmpp_wbuf_nstr(b, str)  ngx_xmpp_wbuf_add(b, (str)->data,      \
+                                                      (str)->len)
+#define ngx_xmpp_wbuf_escs(b, str)  ngx_xmpp_wbuf_esc(b, (str)->data,      \
+                                                      (str)->len)
+
+/* ngx_xmpp_stream.c */
+void ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+void ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
+    const char *reason);
+ngx_int_t ngx_xmpp_stream_features(ngx_xmpp_session_t *s);
+
+/* ngx_xmpp_auth.c */
+ngx_int_t ngx_xmpp_auth_start(ngx_xmpp_session_t *s, const u_char *login,
+    size_t login_len, const u_char *pw, size_t pw_len);
+void ngx_xmpp_auth_cancel(ngx_xmpp_session_t *s);
+
+/* ngx_xmpp_jid.c helpers over ngx_str_t, in ngx_xmpp_router.c */
+ngx_int_t ngx_xmpp_jid_parse(ngx_pool_t *pool, ngx_str_t *s,
+    ngx_xmpp_jid_t *jid);
+ngx_int_t ngx_xmpp_jid_make(ngx_pool_t *pool, ngx_str_t *local,
+    ngx_str_t *domain, ngx_str_t *resource, ngx_xmpp_jid_t *jid);
+
+/* ngx_xmpp_registry.c: JID -> (worker pid, session id) in shared memory */
+typedef struct {
+    ngx_pid_t              pid;
+    uint64_t               sid;
+    ngx_int_t              priority;
+    unsigned               available:1;
+    u_char                 resource[NGX_XMPP_JID_PART_MAX + 1];
+    size_t                 resource_len;
+} ngx_xmpp_route_t;
+
+ngx_shm_zone_t *ngx_xmpp_registry_add_zone(ngx_conf_t *cf, size_t size);
+ngx_int_t ngx_xmpp_registry_add(ngx_xmpp_session_t *s, ngx_pid_t *old_pid,
+    uint64_t *old_sid);
+void ngx_xmpp_registry_remove(ngx_xmpp_session_t *s);
+void ngx_xmpp_registry_update(ngx_xmpp_session_t *s);
+ngx_uint_t ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
+    ngx_xmpp_route_t *routes, ngx_uint_t max);
+void ngx_xmpp_registry_purge_pid(ngx_xmpp_conf_t *xcf, ngx_pid_t pid);
+void ngx_xmpp_registry_purge_dead(ngx_xmpp_conf_t *xcf);
+u_char *ngx_xmpp_registry_secret(ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
+    ngx_str_t *out);
+
+/* ngx_xmpp_ipc.c: unix datagram sockets between workers */
+#define NGX_XMPP_IPC_DELIVER   1
+#define NGX_XMPP_IPC_KICK      2
+
+ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
+ngx_int_t ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid,
+    u_char *data, size_t len);
+
+/* ngx_xmpp_router.c */
+void ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+ngx_int_t ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_route_t *rt, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
+    ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s,
+    ngx_xmpp_jid_t *to, u_char *data, size_t len);
+void ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *type, const char *condition);
+void ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len);
+void ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid);
+void ngx_xmpp_router_kick_local(uint64_t sid);
+
+/* ngx_xmpp_presence.c */
+void ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+void ngx_xmpp_presence_gone(ngx_xmpp_session_t *s);
+void ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+
+/* ngx_xmpp_disco.c: IQs the server answers itself */
+void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
+
+extern ngx_module_t  ngx_http_conclave_module;
+extern ngx_module_t  ngx_stream_conclave_module;
+
+
+#endif /* _NGX_XMPP_H_INCLUDED_ */

@@ -1,0 +1,324 @@
+
+/*
+ * Configuration shared by the transports, and the per-worker set-up:
+ * the directory handle, the thread pool, the registry zone, the
+ * inter-worker socket and a housekeeping timer.
+ */
+
+
+#include "ngx_xmpp.h"
+
+
+#define NGX_XMPP_HOUSEKEEPING   1000
+#define NGX_XMPP_PURGE_EVERY    30
+
+
+static void ngx_xmpp_housekeeping(ngx_event_t *ev);
+
+
+static ngx_event_t       ngx_xmpp_housekeeping_ev;
+static ngx_xmpp_conf_t  *ngx_xmpp_worker_conf;
+static ngx_uint_t        ngx_xmpp_housekeeping_ticks;
+static ngx_uint_t        ngx_xmpp_shutting_down;
+
+
+void *
+ngx_xmpp_conf_create(ngx_conf_t *cf)
+{
+    ngx_xmpp_conf_t  *xcf;
+
+    xcf = ngx_pcalloc(cf->pool, sizeof(ngx_xmpp_conf_t));
+    if (xcf == NULL) {
+        return NULL;
+    }
+
+    xcf->ldap_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->ldap_pool_size = NGX_CONF_UNSET_UINT;
+    xcf->max_stanza_size = NGX_CONF_UNSET_SIZE;
+    xcf->max_stanza_size_preauth = NGX_CONF_UNSET_SIZE;
+    xcf->max_depth = NGX_CONF_UNSET_UINT;
+    xcf->max_attrs = NGX_CONF_UNSET_UINT;
+    xcf->ws_max_message = NGX_CONF_UNSET_SIZE;
+    xcf->max_output = NGX_CONF_UNSET_SIZE;
+    xcf->auth_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->close_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->max_auth_failures = NGX_CONF_UNSET_UINT;
+    xcf->max_sessions_per_user = NGX_CONF_UNSET_UINT;
+    xcf->allow_plaintext_auth = NGX_CONF_UNSET;
+    xcf->resource_conflict = NGX_CONF_UNSET_UINT;
+    xcf->registry_size = NGX_CONF_UNSET_SIZE;
+
+    return xcf;
+}
+
+
+/* defaults, limits that depend on each other, and the registry zone */
+char *
+ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
+{
+    ngx_shm_zone_t  *zone;
+
+    ngx_conf_init_msec_value(xcf->ldap_timeout, 5000);
+    ngx_conf_init_uint_value(xcf->ldap_pool_size, 4);
+    ngx_conf_init_size_value(xcf->max_stanza_size, 65536);
+    ngx_conf_init_size_value(xcf->max_stanza_size_preauth, 8192);
+    ngx_conf_init_uint_value(xcf->max_depth, 32);
+    ngx_conf_init_uint_value(xcf->max_attrs, 64);
+    ngx_conf_init_size_value(xcf->ws_max_message, 262144);
+    ngx_conf_init_size_value(xcf->max_output, 1048576);
+    ngx_conf_init_msec_value(xcf->auth_timeout, 30000);
+    ngx_conf_init_msec_value(xcf->idle_timeout, 600000);
+    ngx_conf_init_msec_value(xcf->close_timeout, 5000);
+    ngx_conf_init_uint_value(xcf->max_auth_failures, 3);
+    ngx_conf_init_uint_value(xcf->max_sessions_per_user, 16);
+    ngx_conf_init_value(xcf->allow_plaintext_auth, 0);
+    ngx_conf_init_uint_value(xcf->resource_conflict,
+                             NGX_XMPP_CONFLICT_KICK_OLD);
+    ngx_conf_init_size_value(xcf->registry_size, 32 * 1024 * 1024);
+
+    if (xcf->thread_pool_name.len == 0) {
+        ngx_str_set(&xcf->thread_pool_name, "default");
+    }
+
+    if (xcf->domain.len == 0) {
+        /* the module is loaded but not used */
+        return NGX_CONF_OK;
+    }
+
+    /* a whole stanza must fit in one inter-worker datagram */
+    if (xcf->max_stanza_size > 192 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_max_stanza_size\" must not exceed "
+                           "192k");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->max_stanza_size_preauth > xcf->max_stanza_size) {
+        xcf->max_stanza_size_preauth = xcf->max_stanza_size;
+    }
+
+    if (xcf->ldap_uri.len == 0 || xcf->ldap_base.len == 0
+        || xcf->ldap_user_filter.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_domain\" needs \"conclave_ldap_uri\", "
+                           "\"conclave_ldap_base\" and "
+                           "\"conclave_ldap_user_filter\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strlcasestrn(xcf->ldap_user_filter.data,
+                         xcf->ldap_user_filter.data
+                         + xcf->ldap_user_filter.len,
+                         (u_char *) "%u", 1)
+        == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_ldap_user_filter\" must contain %%u");
+        return NGX_CONF_ERROR;
+    }
+
+    xcf->thread_pool = ngx_thread_pool_add(cf, &xcf->thread_pool_name);
+    if (xcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_xmpp_registry_add_zone(cf, xcf->registry_size);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    xcf->registry_zone = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the secret is read by the master, so the file can be root-only */
+char *
+ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_xmpp_conf_t  *xcf = conf;
+
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *value, path;
+    u_char            buf[1024];
+
+    if (xcf->ldap_bind_password.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf));
+    ngx_close_file(fd);
+
+    if (n == -1 || n == sizeof(buf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read the password from \"%V\"", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    /* one line; the trailing newline is not part of the password */
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+
+    xcf->ldap_bind_password.data = ngx_pnalloc(cf->pool, n + 1);
+    if (xcf->ldap_bind_password.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(xcf->ldap_bind_password.data, buf, n);
+    xcf->ldap_bind_password.data[n] = '\0';
+    xcf->ldap_bind_password.len = n;
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_xmpp_conf_conflict(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_xmpp_conf_t  *xcf = conf;
+
+    ngx_str_t  *value;
+
+    if (xcf->resource_conflict != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "kick_old") == 0) {
+        xcf->resource_conflict = NGX_XMPP_CONFLICT_KICK_OLD;
+
+    } else if (ngx_strcmp(value[1].data, "reject") == 0) {
+        xcf->resource_conflict = NGX_XMPP_CONFLICT_REJECT;
+
+    } else {
+        return "must be \"kick_old\" or \"reject\"";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static const char *
+ngx_xmpp_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    if (s->len == 0) {
+        return NULL;
+    }
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_cpymem(p, s->data, s->len) = '\0';
+
+    return (const char *) p;
+}
+
+
+ngx_int_t
+ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
+{
+    char            err[256];
+    cdir_config_t   dc;
+
+    ngx_memzero(&dc, sizeof(cdir_config_t));
+
+    dc.uri = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_uri);
+    dc.bind_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_dn);
+    dc.bind_pw = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_password);
+    dc.base = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_base);
+    dc.user_filter = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_user_filter);
+    dc.group_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_group);
+    dc.timeout_ms = (int) xcf->ldap_timeout;
+    dc.pool_size = (int) xcf->ldap_pool_size;
+
+    err[0] = '\0';
+
+    xcf->dir = cdir_create(&dc, err, sizeof(err));
+    if (xcf->dir == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "xmpp: directory set-up failed: %s", err);
+        return NGX_ERROR;
+    }
+
+    /* entries of workers that crashed before this one started */
+    ngx_xmpp_registry_purge_dead(xcf);
+
+    if (ngx_xmpp_ipc_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_xmpp_worker_conf = xcf;
+
+    ngx_xmpp_housekeeping_ev.handler = ngx_xmpp_housekeeping;
+    ngx_xmpp_housekeeping_ev.log = cycle->log;
+    ngx_xmpp_housekeeping_ev.cancelable = 1;
+    ngx_add_timer(&ngx_xmpp_housekeeping_ev, NGX_XMPP_HOUSEKEEPING);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
+{
+    if (xcf->registry_zone) {
+        ngx_xmpp_registry_purge_pid(xcf, ngx_pid);
+    }
+
+    ngx_xmpp_ipc_exit_worker(cycle);
+
+    if (xcf->dir) {
+        cdir_destroy(xcf->dir);
+        xcf->dir = NULL;
+    }
+}
+
+
+/*
+ * nginx has no hook for the start of a graceful shutdown; the timer
+ * notices ngx_exiting, and sessions then end with <system-shutdown/>
+ * instead of being cut when the worker exits.  The timer is
+ * cancelable, so it never delays the exit itself.
+ */
+static void
+ngx_xmpp_housekeeping(ngx_event_t *ev)
+{
+    if ((ngx_exiting || ngx_quit || ngx_terminate)
+        && !ngx_xmpp_shutting_down)
+    {
+        ngx_xmpp_shutting_down = 1;
+        ngx_xmpp_session_shutdown_all("system-shutdown");
+    }
+
+    if (++ngx_xmpp_housekeeping_ticks % NGX_XMPP_PURGE_EVERY == 0) {
+        ngx_xmpp_registry_purge_dead(ngx_xmpp_worker_conf);
+    }
+
+    ngx_add_timer(ev, NGX_XMPP_HOUSEKEEPING);
+}

@@ -1,0 +1,132 @@
+
+/*
+ * IQs that the server answers itself, for its own JID or on behalf of
+ * the user's account (RFC 6120 section 10.3): XEP-0199 ping, XEP-0030
+ * service discovery, the legacy session request, and the roster, which
+ * is empty until rosters exist (RFC 6121 section 2).  Anything else is
+ * <service-unavailable/> (RFC 6120 8.3.3.19).
+ */
+
+
+#include "ngx_xmpp.h"
+
+
+static void
+ngx_xmpp_disco_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *payload)
+{
+    ngx_str_t        *to;
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_wbuf_scratch(16384);
+
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='result'"
+                      " from='");
+
+    to = ngx_xmpp_node_attr(st->node, "to");
+
+    if (st->has_to && to) {
+        ngx_xmpp_wbuf_escs(b, to);
+    } else {
+        ngx_xmpp_wbuf_nstr(b, &s->conf->domain);
+    }
+
+    ngx_xmpp_wbuf_lit(b, "' to='");
+    ngx_xmpp_wbuf_escs(b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(b, "' id='");
+    ngx_xmpp_wbuf_escs(b, &st->id);
+
+    if (payload) {
+        ngx_xmpp_wbuf_lit(b, "'>");
+        ngx_xmpp_wbuf_str(b, payload);
+        ngx_xmpp_wbuf_lit(b, "</iq>");
+
+    } else {
+        ngx_xmpp_wbuf_lit(b, "'/>");
+    }
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+}
+
+
+static ngx_int_t
+ngx_xmpp_disco_is(ngx_xmpp_node_t *q, const char *name, const char *ns)
+{
+    return q->name.len == ngx_strlen(name)
+           && ngx_strncmp(q->name.data, name, q->name.len) == 0
+           && q->ns.len == ngx_strlen(ns)
+           && ngx_strncmp(q->ns.data, ns, q->ns.len) == 0;
+}
+
+
+void
+ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    ngx_uint_t        get, account;
+    ngx_xmpp_node_t  *q;
+
+    get = (st->type.len == 3 && ngx_strncmp(st->type.data, "get", 3) == 0);
+
+    if (!get && !(st->type.len == 3
+                  && ngx_strncmp(st->type.data, "set", 3) == 0))
+    {
+        /* results and errors addressed to the server end here */
+        return;
+    }
+
+    q = ngx_xmpp_node_first_element(st->node);
+    account = st->has_to && st->to.local.len;
+
+    if (get && ngx_xmpp_disco_is(q, "ping", NGX_XMPP_NS_PING)) {
+        ngx_xmpp_disco_reply(s, st, NULL);
+        return;
+    }
+
+    if (!get && ngx_xmpp_disco_is(q, "session", NGX_XMPP_NS_SESSION)) {
+        ngx_xmpp_disco_reply(s, st, NULL);
+        return;
+    }
+
+    if (get && !account
+        && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_DISCO_INFO)
+        && ngx_xmpp_node_attr(q, "node") == NULL)
+    {
+        ngx_xmpp_disco_reply(s, st,
+            "<query xmlns='" NGX_XMPP_NS_DISCO_INFO "'>"
+            "<identity category='server' type='im' name='Conclave'/>"
+            "<feature var='" NGX_XMPP_NS_DISCO_INFO "'/>"
+            "<feature var='" NGX_XMPP_NS_DISCO_ITEMS "'/>"
+            "<feature var='" NGX_XMPP_NS_PING "'/>"
+            "</query>");
+        return;
+    }
+
+    if (get && account
+        && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_DISCO_INFO)
+        && ngx_xmpp_node_attr(q, "node") == NULL)
+    {
+        /* XEP-0030 section 3.1 on the user's own bare JID */
+        ngx_xmpp_disco_reply(s, st,
+            "<query xmlns='" NGX_XMPP_NS_DISCO_INFO "'>"
+            "<identity category='account' type='registered'/>"
+            "<feature var='" NGX_XMPP_NS_DISCO_INFO "'/>"
+            "</query>");
+        return;
+    }
+
+    if (get && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_DISCO_ITEMS)
+        && ngx_xmpp_node_attr(q, "node") == NULL)
+    {
+        ngx_xmpp_disco_reply(s, st,
+            "<query xmlns='" NGX_XMPP_NS_DISCO_ITEMS "'/>");
+        return;
+    }
+
+    if (get && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_ROSTER)) {
+        ngx_xmpp_disco_reply(s, st,
+            "<query xmlns='" NGX_XMPP_NS_ROSTER "'/>");
+        return;
+    }
+
+    ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+}

@@ -1,0 +1,368 @@
+
+/*
+ * Inter-worker delivery.  Each worker binds a unix datagram socket in
+ * the abstract namespace, named after its pid, which the registry
+ * already stores; a whole stanza fits in one datagram, so nothing of it
+ * lives in shared memory.  Abstract sockets are reachable by any local
+ * process, so every datagram carries the registry zone's random secret
+ * and the receiver drops any without it.
+ *
+ * A full receiver queue (EAGAIN) does not lose the stanza: it waits in
+ * a bounded FIFO of the sender, retried on a short timer.  ECONNREFUSED
+ * means the worker is gone; the caller then treats the JID as offline.
+ */
+
+
+#include "ngx_xmpp.h"
+
+#include <sys/un.h>
+#include <openssl/crypto.h>
+
+
+#define NGX_XMPP_IPC_BUF         (256 * 1024)
+#define NGX_XMPP_IPC_QUEUE_MAX   (16 * 1024 * 1024)
+#define NGX_XMPP_IPC_RETRY       5
+#define NGX_XMPP_IPC_BATCH       512
+
+
+typedef struct {
+    u_char                 secret[16];
+    uint32_t               cmd;
+    uint32_t               len;
+    uint64_t               sid;
+    ngx_pid_t              from;
+} ngx_xmpp_ipc_hdr_t;
+
+
+typedef struct ngx_xmpp_ipc_msg_s  ngx_xmpp_ipc_msg_t;
+
+struct ngx_xmpp_ipc_msg_s {
+    ngx_xmpp_ipc_msg_t    *next;
+    ngx_pid_t              pid;
+    ngx_xmpp_ipc_hdr_t     hdr;
+    u_char                 data[1];
+};
+
+
+static void ngx_xmpp_ipc_read_handler(ngx_event_t *ev);
+static void ngx_xmpp_ipc_retry_handler(ngx_event_t *ev);
+static ngx_int_t ngx_xmpp_ipc_sendto(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr,
+    u_char *data, size_t len);
+
+
+static ngx_connection_t    *ngx_xmpp_ipc_conn;
+static ngx_xmpp_conf_t     *ngx_xmpp_ipc_conf;
+static u_char              *ngx_xmpp_ipc_buf;
+static ngx_xmpp_ipc_msg_t  *ngx_xmpp_ipc_head;
+static ngx_xmpp_ipc_msg_t **ngx_xmpp_ipc_tail = &ngx_xmpp_ipc_head;
+static size_t               ngx_xmpp_ipc_queued;
+static ngx_event_t          ngx_xmpp_ipc_retry;
+
+
+static socklen_t
+ngx_xmpp_ipc_addr(struct sockaddr_un *sun, ngx_pid_t pid)
+{
+    u_char  *p;
+
+    ngx_memzero(sun, sizeof(struct sockaddr_un));
+    sun->sun_family = AF_UNIX;
+
+    /* sun_path[0] == '\0': the abstract namespace, no file to clean up */
+    p = ngx_sprintf((u_char *) sun->sun_path + 1, "conclave/%P", pid);
+
+    return offsetof(struct sockaddr_un, sun_path)
+           + (p - (u_char *) sun->sun_path);
+}
+
+
+ngx_int_t
+ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
+{
+    int                  fd, size;
+    socklen_t            len;
+    ngx_connection_t    *c;
+    struct sockaddr_un   sun;
+
+    ngx_xmpp_ipc_conf = xcf;
+
+    ngx_xmpp_ipc_buf = ngx_alloc(NGX_XMPP_IPC_BUF, cycle->log);
+    if (ngx_xmpp_ipc_buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_socket_errno,
+                      "xmpp: socket(AF_UNIX) failed");
+        return NGX_ERROR;
+    }
+
+    len = ngx_xmpp_ipc_addr(&sun, ngx_pid);
+
+    if (bind(fd, (struct sockaddr *) &sun, len) == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_socket_errno,
+                      "xmpp: bind() of the worker socket failed");
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    /* room for bursts; the kernel caps it at net.core.[rw]mem_max */
+    size = 4 * 1024 * 1024;
+    (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int));
+    (void) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int));
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    c->recv = ngx_recv;
+    c->read->handler = ngx_xmpp_ipc_read_handler;
+    c->read->log = cycle->log;
+    c->data = NULL;
+
+    ngx_xmpp_ipc_conn = c;
+
+    ngx_xmpp_ipc_retry.handler = ngx_xmpp_ipc_retry_handler;
+    ngx_xmpp_ipc_retry.log = cycle->log;
+    ngx_xmpp_ipc_retry.cancelable = 1;
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_xmpp_ipc_msg_t  *m, *next;
+
+    for (m = ngx_xmpp_ipc_head; m; m = next) {
+        next = m->next;
+        ngx_free(m);
+    }
+
+    ngx_xmpp_ipc_head = NULL;
+    ngx_xmpp_ipc_tail = &ngx_xmpp_ipc_head;
+
+    if (ngx_xmpp_ipc_conn) {
+        ngx_close_connection(ngx_xmpp_ipc_conn);
+        ngx_xmpp_ipc_conn = NULL;
+    }
+
+    if (ngx_xmpp_ipc_buf) {
+        ngx_free(ngx_xmpp_ipc_buf);
+        ngx_xmpp_ipc_buf = NULL;
+    }
+}
+
+
+static ngx_int_t
+ngx_xmpp_ipc_sendto(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr, u_char *data,
+    size_t len)
+{
+    ssize_t             n;
+    ngx_err_t           err;
+    struct iovec        iov[2];
+    struct msghdr       msg;
+    struct sockaddr_un  sun;
+
+    ngx_memzero(&msg, sizeof(struct msghdr));
+
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof(ngx_xmpp_ipc_hdr_t);
+    iov[1].iov_base = data;
+    iov[1].iov_len = len;
+
+    msg.msg_name = &sun;
+    msg.msg_namelen = ngx_xmpp_ipc_addr(&sun, pid);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+
+    n = sendmsg(ngx_xmpp_ipc_conn->fd, &msg, 0);
+
+    if (n != -1) {
+        return NGX_OK;
+    }
+
+    err = ngx_socket_errno;
+
+    if (err == NGX_EAGAIN || err == ENOBUFS) {
+        return NGX_AGAIN;
+    }
+
+    if (err == ECONNREFUSED || err == ENOENT) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                  "xmpp: sendmsg() to worker %P failed", pid);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * NGX_OK: sent or queued; NGX_DECLINED: no such worker (its registry
+ * entries are purged); NGX_ERROR: the queue is full or the send failed.
+ */
+ngx_int_t
+ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid, u_char *data,
+    size_t len)
+{
+    ngx_int_t            rc;
+    ngx_xmpp_ipc_hdr_t   hdr;
+    ngx_xmpp_ipc_msg_t  *m;
+
+    if (ngx_xmpp_ipc_conn == NULL || len > NGX_XMPP_IPC_BUF - sizeof(hdr)) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(hdr.secret, ngx_xmpp_registry_secret(ngx_xmpp_ipc_conf),
+               sizeof(hdr.secret));
+    hdr.cmd = (uint32_t) cmd;
+    hdr.len = (uint32_t) len;
+    hdr.sid = sid;
+    hdr.from = ngx_pid;
+
+    /* keep the order: nothing overtakes what is already queued */
+    if (ngx_xmpp_ipc_head == NULL) {
+        rc = ngx_xmpp_ipc_sendto(pid, &hdr, data, len);
+
+        if (rc == NGX_DECLINED) {
+            ngx_xmpp_registry_purge_pid(ngx_xmpp_ipc_conf, pid);
+        }
+
+        if (rc != NGX_AGAIN) {
+            return rc;
+        }
+    }
+
+    if (ngx_xmpp_ipc_queued + len > NGX_XMPP_IPC_QUEUE_MAX) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "xmpp: inter-worker queue is full");
+        return NGX_ERROR;
+    }
+
+    m = ngx_alloc(offsetof(ngx_xmpp_ipc_msg_t, data) + len, ngx_cycle->log);
+    if (m == NULL) {
+        return NGX_ERROR;
+    }
+
+    m->next = NULL;
+    m->pid = pid;
+    m->hdr = hdr;
+    ngx_memcpy(m->data, data, len);
+
+    *ngx_xmpp_ipc_tail = m;
+    ngx_xmpp_ipc_tail = &m->next;
+    ngx_xmpp_ipc_queued += len;
+
+    if (!ngx_xmpp_ipc_retry.timer_set) {
+        ngx_add_timer(&ngx_xmpp_ipc_retry, NGX_XMPP_IPC_RETRY);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_xmpp_ipc_retry_handler(ngx_event_t *ev)
+{
+    ngx_int_t            rc;
+    ngx_xmpp_ipc_msg_t  *m;
+
+    while (ngx_xmpp_ipc_head) {
+        m = ngx_xmpp_ipc_head;
+
+        rc = ngx_xmpp_ipc_sendto(m->pid, &m->hdr, m->data, m->hdr.len);
+
+        if (rc == NGX_AGAIN) {
+            ngx_add_timer(ev, NGX_XMPP_IPC_RETRY);
+            return;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_xmpp_registry_purge_pid(ngx_xmpp_ipc_conf, m->pid);
+        }
+
+        ngx_xmpp_ipc_head = m->next;
+        if (ngx_xmpp_ipc_head == NULL) {
+            ngx_xmpp_ipc_tail = &ngx_xmpp_ipc_head;
+        }
+
+        ngx_xmpp_ipc_queued -= m->hdr.len;
+        ngx_free(m);
+    }
+}
+
+
+static void
+ngx_xmpp_ipc_read_handler(ngx_event_t *ev)
+{
+    ssize_t              n;
+    ngx_uint_t           i;
+    ngx_connection_t    *c;
+    ngx_xmpp_ipc_hdr_t  *hdr;
+
+    c = ev->data;
+
+    for (i = 0; i < NGX_XMPP_IPC_BATCH; i++) {
+        n = recv(c->fd, ngx_xmpp_ipc_buf, NGX_XMPP_IPC_BUF, 0);
+
+        if (n == -1) {
+            if (ngx_socket_errno != NGX_EAGAIN) {
+                ngx_log_error(NGX_LOG_ALERT, ev->log, ngx_socket_errno,
+                              "xmpp: recv() on the worker socket failed");
+            }
+
+            ev->ready = 0;
+
+            if (ngx_handle_read_event(ev, 0) != NGX_OK) {
+                ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                              "xmpp: cannot re-arm the worker socket");
+            }
+
+            return;
+        }
+
+        hdr = (ngx_xmpp_ipc_hdr_t *) ngx_xmpp_ipc_buf;
+
+        if ((size_t) n < sizeof(ngx_xmpp_ipc_hdr_t)
+            || CRYPTO_memcmp(hdr->secret,
+                             ngx_xmpp_registry_secret(ngx_xmpp_ipc_conf),
+                             sizeof(hdr->secret)) != 0
+            || hdr->len != n - sizeof(ngx_xmpp_ipc_hdr_t))
+        {
+            ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                          "xmpp: dropped a foreign datagram on the "
+                          "worker socket");
+            continue;
+        }
+
+        switch (hdr->cmd) {
+
+        case NGX_XMPP_IPC_DELIVER:
+            ngx_xmpp_router_deliver_ipc(hdr->sid, (u_char *) (hdr + 1),
+                                        hdr->len);
+            break;
+
+        case NGX_XMPP_IPC_KICK:
+            ngx_xmpp_router_kick_local(hdr->sid);
+            break;
+
+        default:
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "xmpp: unknown inter-worker command %uD",
+                          hdr->cmd);
+            break;
+        }
+    }
+
+    /* a long burst: let other connections run, then continue */
+    ngx_post_event(ev, &ngx_posted_events);
+}

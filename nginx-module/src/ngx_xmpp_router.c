@@ -1,0 +1,396 @@
+
+/*
+ * Routing of stanzas between sessions (RFC 6121 section 8.5): find the
+ * target resources in the registry, then deliver in this worker or hand
+ * the serialized stanza to the owning worker.  A stanza is serialized
+ * once, with "from" already stamped, whatever the number of targets.
+ */
+
+
+#include "ngx_xmpp.h"
+
+
+ngx_int_t
+ngx_xmpp_jid_make(ngx_pool_t *pool, ngx_str_t *local, ngx_str_t *domain,
+    ngx_str_t *resource, ngx_xmpp_jid_t *jid)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = local->len + 1 + domain->len + 1 + resource->len;
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    jid->full.data = p;
+
+    jid->local.data = p;
+    jid->local.len = local->len;
+    p = ngx_cpymem(p, local->data, local->len);
+
+    if (local->len) {
+        *p++ = '@';
+    }
+
+    jid->domain.data = p;
+    jid->domain.len = domain->len;
+    p = ngx_cpymem(p, domain->data, domain->len);
+
+    ngx_xmpp_ascii_lower(jid->full.data, p - jid->full.data);
+
+    jid->bare.data = jid->full.data;
+    jid->bare.len = p - jid->full.data;
+
+    jid->resource.len = resource->len;
+
+    if (resource->len) {
+        *p++ = '/';
+        jid->resource.data = p;
+        p = ngx_cpymem(p, resource->data, resource->len);
+
+    } else {
+        jid->resource.data = p;
+    }
+
+    jid->full.len = p - jid->full.data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_xmpp_jid_parse(ngx_pool_t *pool, ngx_str_t *s, ngx_xmpp_jid_t *jid)
+{
+    ngx_str_t             local, domain, resource;
+    ngx_xmpp_jid_parts_t  parts;
+
+    if (ngx_xmpp_jid_split(s->data, s->len, &parts) != 0) {
+        return NGX_ERROR;
+    }
+
+    local.data = (u_char *) parts.local;
+    local.len = parts.local_len;
+    domain.data = (u_char *) parts.domain;
+    domain.len = parts.domain_len;
+    resource.data = (u_char *) parts.resource;
+    resource.len = parts.resource_len;
+
+    return ngx_xmpp_jid_make(pool, &local, &domain, &resource, jid);
+}
+
+
+static ngx_inline ngx_int_t
+ngx_xmpp_str_is(ngx_str_t *s, const char *lit)
+{
+    size_t  len;
+
+    len = ngx_strlen(lit);
+
+    return s->len == len && ngx_strncmp(s->data, lit, len) == 0;
+}
+
+
+/*
+ * NGX_OK: delivered or handed to the owning worker; NGX_DECLINED: the
+ * session is gone.
+ */
+ngx_int_t
+ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf, ngx_xmpp_route_t *rt,
+    u_char *data, size_t len)
+{
+    ngx_int_t            rc;
+    ngx_xmpp_session_t  *s;
+
+    if (rt->pid == ngx_pid) {
+        s = ngx_xmpp_session_find(rt->sid);
+
+        if (s == NULL || !s->bound) {
+            return NGX_DECLINED;
+        }
+
+        return ngx_xmpp_session_send(s, data, len) == NGX_OK ? NGX_OK
+                                                             : NGX_DECLINED;
+    }
+
+    rc = ngx_xmpp_ipc_send(rt->pid, NGX_XMPP_IPC_DELIVER, rt->sid, data, len);
+
+    return rc == NGX_OK ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * Delivery to a bare JID (RFC 6121 8.5.2.1): a message of type normal
+ * or chat goes to the available resources of the highest non-negative
+ * priority, a headline to all non-negative ones, presence to all
+ * available ones.  Returns the number of sessions reached.
+ */
+ngx_int_t
+ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
+    ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len)
+{
+    ngx_int_t          best, delivered;
+    ngx_uint_t         i, n, all;
+    ngx_xmpp_route_t  *routes;
+
+    routes = ngx_palloc(s->stanza_pool ? s->stanza_pool : s->pool,
+                        NGX_XMPP_ROUTE_MAX * sizeof(ngx_xmpp_route_t));
+    if (routes == NULL) {
+        return 0;
+    }
+
+    n = ngx_xmpp_registry_lookup(s->conf, bare, routes, NGX_XMPP_ROUTE_MAX);
+
+    all = (kind == NGX_XMPP_STANZA_PRESENCE)
+          || (type && ngx_xmpp_str_is(type, "headline"));
+
+    best = -1;
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].available && routes[i].priority > best) {
+            best = routes[i].priority;
+        }
+    }
+
+    delivered = 0;
+
+    for (i = 0; i < n; i++) {
+        if (!routes[i].available) {
+            continue;
+        }
+
+        if (kind == NGX_XMPP_STANZA_PRESENCE) {
+            /* presence goes to every available resource */
+
+        } else if (routes[i].priority < 0
+                   || (!all && routes[i].priority != best))
+        {
+            continue;
+        }
+
+        if (ngx_xmpp_router_to_session(s->conf, &routes[i], data, len)
+            == NGX_OK)
+        {
+            delivered++;
+        }
+    }
+
+    return delivered;
+}
+
+
+ngx_int_t
+ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
+    u_char *data, size_t len)
+{
+    ngx_uint_t         i, n;
+    ngx_xmpp_route_t  *routes;
+
+    routes = ngx_palloc(s->stanza_pool ? s->stanza_pool : s->pool,
+                        NGX_XMPP_ROUTE_MAX * sizeof(ngx_xmpp_route_t));
+    if (routes == NULL) {
+        return NGX_DECLINED;
+    }
+
+    n = ngx_xmpp_registry_lookup(s->conf, &to->bare, routes,
+                                 NGX_XMPP_ROUTE_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].resource_len == to->resource.len
+            && ngx_memcmp(routes[i].resource, to->resource.data,
+                          to->resource.len) == 0)
+        {
+            return ngx_xmpp_router_to_session(s->conf, &routes[i], data,
+                                              len);
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+void
+ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    size_t            len;
+    u_char           *data;
+    ngx_xmpp_wbuf_t  *b;
+
+    if (!st->has_to) {
+        /* RFC 6120 10.3: no "to" means the sender's own bare JID */
+        st->to = s->jid;
+        st->to.full = s->jid.bare;
+        st->to.resource.len = 0;
+    }
+
+    if (st->to.domain.len != s->conf->domain.len
+        || ngx_strncmp(st->to.domain.data, s->conf->domain.data,
+                       s->conf->domain.len) != 0)
+    {
+        /* no server-to-server yet */
+        ngx_xmpp_router_error(s, st, "cancel", "remote-server-not-found");
+        return;
+    }
+
+    if (st->to.local.len == 0) {
+        /* a message to the server itself: nothing handles it yet */
+        if (st->kind == NGX_XMPP_STANZA_MESSAGE) {
+            ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+        }
+
+        return;
+    }
+
+    b = ngx_xmpp_wbuf_scratch(s->conf->max_stanza_size + 4096);
+    ngx_xmpp_serialize(b, st->node, NULL);
+
+    if (b->failed) {
+        ngx_xmpp_router_error(s, st, "wait", "resource-constraint");
+        return;
+    }
+
+    data = b->start;
+    len = b->last - b->start;
+
+    if (st->to.resource.len) {
+        if (ngx_xmpp_router_to_full_jid(s, &st->to, data, len) == NGX_OK) {
+            return;
+        }
+
+        /* RFC 6121 8.5.3.2: an iq or groupchat fails; others fall back */
+        if (st->kind == NGX_XMPP_STANZA_IQ
+            || ngx_xmpp_str_is(&st->type, "groupchat"))
+        {
+            ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+            return;
+        }
+    }
+
+    if (st->kind == NGX_XMPP_STANZA_IQ) {
+        /* an iq to another user's bare JID is answered for the account */
+        ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+        return;
+    }
+
+    if (ngx_xmpp_str_is(&st->type, "groupchat")) {
+        ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+        return;
+    }
+
+    if (ngx_xmpp_router_to_bare(s, &st->to.bare, st->kind, &st->type,
+                                data, len)
+        > 0)
+    {
+        return;
+    }
+
+    /* offline or unknown: no offline storage yet (RFC 6121 8.5.2.2) */
+    if (!ngx_xmpp_str_is(&st->type, "headline")) {
+        ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+    }
+}
+
+
+/* RFC 6120 8.3: bounce an error to the sender; never answer an error */
+void
+ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *type, const char *condition)
+{
+    static const char  *kinds[] = { "message", "presence", "iq" };
+
+    ngx_str_t        *v;
+    ngx_xmpp_wbuf_t   b;
+
+    if (ngx_xmpp_str_is(&st->type, "error")
+        || (st->kind == NGX_XMPP_STANZA_IQ
+            && ngx_xmpp_str_is(&st->type, "result")))
+    {
+        return;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 16384;
+
+    ngx_xmpp_wbuf_lit(&b, "<");
+    ngx_xmpp_wbuf_str(&b, kinds[st->kind]);
+    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_CLIENT "' type='error'");
+
+    v = ngx_xmpp_node_attr(st->node, "to");
+
+    ngx_xmpp_wbuf_lit(&b, " from='");
+    if (v && st->has_to) {
+        ngx_xmpp_wbuf_escs(&b, v);
+    } else {
+        ngx_xmpp_wbuf_nstr(&b, &s->conf->domain);
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(&b, "'");
+
+    if (st->id.len) {
+        ngx_xmpp_wbuf_lit(&b, " id='");
+        ngx_xmpp_wbuf_escs(&b, &st->id);
+        ngx_xmpp_wbuf_lit(&b, "'");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "><error type='");
+    ngx_xmpp_wbuf_str(&b, type);
+    ngx_xmpp_wbuf_lit(&b, "'><");
+    ngx_xmpp_wbuf_str(&b, condition);
+    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_STANZAS "'/></error></");
+    ngx_xmpp_wbuf_str(&b, kinds[st->kind]);
+    ngx_xmpp_wbuf_lit(&b, ">");
+
+    (void) ngx_xmpp_session_send_wbuf(s, &b);
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+void
+ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
+{
+    ngx_xmpp_session_t  *s;
+
+    s = ngx_xmpp_session_find(sid);
+
+    if (s == NULL || !s->bound) {
+        /*
+         * The session ended after the sender looked it up; until offline
+         * storage exists such a stanza cannot be kept (issue 7).
+         */
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "xmpp: stanza for ended session #%uL not delivered",
+                      sid);
+        return;
+    }
+
+    (void) ngx_xmpp_session_send(s, data, len);
+}
+
+
+void
+ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid)
+{
+    if (pid == ngx_pid) {
+        ngx_xmpp_router_kick_local(sid);
+        return;
+    }
+
+    (void) ngx_xmpp_ipc_send(pid, NGX_XMPP_IPC_KICK, sid, NULL, 0);
+}
+
+
+/* RFC 6120 4.9.3.3: the older session of a resource gives way */
+void
+ngx_xmpp_router_kick_local(uint64_t sid)
+{
+    ngx_xmpp_session_t  *s;
+
+    s = ngx_xmpp_session_find(sid);
+
+    if (s) {
+        ngx_xmpp_session_error(s, "conflict", "replaced by a new session");
+    }
+}

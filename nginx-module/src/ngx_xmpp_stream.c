@@ -1,0 +1,727 @@
+
+/*
+ * Stream negotiation (RFC 6120 sections 4-7): the state machine that
+ * takes each top-level element from the parser.
+ *
+ *   WAIT_OPEN -> (features) -> WAIT_AUTH -> AUTH_PENDING -> (success,
+ *   stream restart) WAIT_OPEN -> WAIT_BIND -> SESSION -> CLOSING
+ *
+ * Any stanza before SESSION is <not-authorized/> (RFC 6120 4.9.3.12).
+ */
+
+
+#include "ngx_xmpp.h"
+
+
+static void ngx_xmpp_stream_open(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+static void ngx_xmpp_stream_sasl(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+static void ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s,
+    ngx_xmpp_node_t *n);
+static void ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s,
+    const char *condition);
+static void ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+static void ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s,
+    ngx_xmpp_node_t *n);
+static ngx_int_t ngx_xmpp_stream_is(ngx_xmpp_node_t *n, const char *name,
+    const char *ns);
+
+
+static ngx_int_t
+ngx_xmpp_stream_is(ngx_xmpp_node_t *n, const char *name, const char *ns)
+{
+    return n->name.len == ngx_strlen(name)
+           && ngx_strncmp(n->name.data, name, n->name.len) == 0
+           && n->ns.len == ngx_strlen(ns)
+           && ngx_strncmp(n->ns.data, ns, n->ns.len) == 0;
+}
+
+
+static ngx_int_t
+ngx_xmpp_stream_is_stanza(ngx_xmpp_node_t *n)
+{
+    return ngx_xmpp_stream_is(n, "message", NGX_XMPP_NS_CLIENT)
+           || ngx_xmpp_stream_is(n, "presence", NGX_XMPP_NS_CLIENT)
+           || ngx_xmpp_stream_is(n, "iq", NGX_XMPP_NS_CLIENT);
+}
+
+
+void
+ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    if (n == NULL
+        || ngx_xmpp_stream_is(n, "close", NGX_XMPP_NS_FRAMING))
+    {
+        /* RFC 7395 section 3.6 / RFC 6120 section 4.4: the stream ends */
+        if (s->state == NGX_XMPP_ST_CLOSING) {
+            ngx_xmpp_session_finalize(s);
+            return;
+        }
+
+        ngx_xmpp_session_close(s);
+        return;
+    }
+
+    if (s->state == NGX_XMPP_ST_CLOSING) {
+        return;
+    }
+
+    if (ngx_xmpp_stream_is(n, "open", NGX_XMPP_NS_FRAMING)) {
+        ngx_xmpp_stream_open(s, n);
+        return;
+    }
+
+    switch (s->state) {
+
+    case NGX_XMPP_ST_WAIT_OPEN:
+        ngx_xmpp_session_error(s, "not-authorized", "expected <open/>");
+        return;
+
+    case NGX_XMPP_ST_WAIT_AUTH:
+    case NGX_XMPP_ST_AUTH_PENDING:
+        if (n->ns.len == sizeof(NGX_XMPP_NS_SASL) - 1
+            && ngx_strncmp(n->ns.data, NGX_XMPP_NS_SASL, n->ns.len) == 0)
+        {
+            ngx_xmpp_stream_sasl(s, n);
+            return;
+        }
+
+        break;
+
+    case NGX_XMPP_ST_WAIT_BIND:
+        if (ngx_xmpp_stream_is(n, "iq", NGX_XMPP_NS_CLIENT)) {
+            ngx_xmpp_stream_bind(s, n);
+            return;
+        }
+
+        break;
+
+    default: /* NGX_XMPP_ST_SESSION */
+        if (ngx_xmpp_stream_is_stanza(n)) {
+            ngx_xmpp_stream_stanza(s, n);
+            return;
+        }
+
+        ngx_xmpp_session_error(s, "unsupported-stanza-type", NULL);
+        return;
+    }
+
+    if (ngx_xmpp_stream_is_stanza(n)) {
+        ngx_xmpp_session_error(s, "not-authorized", NULL);
+        return;
+    }
+
+    ngx_xmpp_session_error(s, "unsupported-stanza-type", NULL);
+}
+
+
+static ngx_int_t
+ngx_xmpp_stream_domain_is_ours(ngx_xmpp_session_t *s, ngx_str_t *d)
+{
+    size_t  len;
+
+    len = d->len;
+
+    /* RFC 7622 section 3.2: a trailing dot does not count */
+    if (len > 1 && d->data[len - 1] == '.') {
+        len--;
+    }
+
+    return len == s->conf->domain.len
+           && ngx_strncasecmp(d->data, s->conf->domain.data, len) == 0;
+}
+
+
+/* RFC 7395 section 3.4 / RFC 6120 section 4.7 */
+static void
+ngx_xmpp_stream_open(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    ngx_str_t  *to, *version;
+
+    if (s->state != NGX_XMPP_ST_WAIT_OPEN
+        && s->state != NGX_XMPP_ST_WAIT_AUTH)
+    {
+        ngx_xmpp_session_error(s, "policy-violation",
+                               "stream restart out of order");
+        return;
+    }
+
+    to = ngx_xmpp_node_attr(n, "to");
+    version = ngx_xmpp_node_attr(n, "version");
+
+    if (s->transport->open(s) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
+    if (to && !ngx_xmpp_stream_domain_is_ours(s, to)) {
+        ngx_xmpp_session_error(s, "host-unknown", NULL);
+        return;
+    }
+
+    if (version == NULL || version->len != 3
+        || ngx_strncmp(version->data, "1.0", 3) != 0)
+    {
+        ngx_xmpp_session_error(s, "unsupported-version", NULL);
+        return;
+    }
+
+    if (!s->authenticated && !s->secure && !s->conf->allow_plaintext_auth) {
+        ngx_xmpp_session_error(s, "policy-violation",
+                               "authentication requires TLS");
+        return;
+    }
+
+    s->state = s->authenticated ? NGX_XMPP_ST_WAIT_BIND
+                                : NGX_XMPP_ST_WAIT_AUTH;
+
+    if (ngx_xmpp_stream_features(s) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+    }
+}
+
+
+ngx_int_t
+ngx_xmpp_stream_features(ngx_xmpp_session_t *s)
+{
+    ngx_int_t         rc;
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_wbuf_scratch(4096);
+
+    ngx_xmpp_wbuf_lit(b, "<stream:features xmlns:stream='"
+                      NGX_XMPP_NS_STREAM "'>");
+
+    if (!s->authenticated) {
+        ngx_xmpp_wbuf_lit(b, "<mechanisms xmlns='" NGX_XMPP_NS_SASL "'>"
+                          "<mechanism>PLAIN</mechanism></mechanisms>");
+
+    } else {
+        /* the session element is kept for older clients (RFC 6121 A) */
+        ngx_xmpp_wbuf_lit(b, "<bind xmlns='" NGX_XMPP_NS_BIND "'/>"
+                          "<session xmlns='" NGX_XMPP_NS_SESSION "'>"
+                          "<optional/></session>");
+    }
+
+    ngx_xmpp_wbuf_lit(b, "</stream:features>");
+
+    rc = ngx_xmpp_session_send_wbuf(s, b);
+
+    return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
+}
+
+
+static void
+ngx_xmpp_stream_sasl_reply(ngx_xmpp_session_t *s, const char *xml)
+{
+    (void) ngx_xmpp_session_send(s, (u_char *) xml, ngx_strlen(xml));
+}
+
+
+static void
+ngx_xmpp_stream_sasl(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    ngx_str_t  *mech;
+
+    if (s->state == NGX_XMPP_ST_AUTH_PENDING) {
+        ngx_xmpp_session_error(s, "policy-violation",
+                               "authentication already in progress");
+        return;
+    }
+
+    if (ngx_xmpp_stream_is(n, "abort", NGX_XMPP_NS_SASL)) {
+        s->sasl_started = 0;
+        ngx_xmpp_stream_sasl_failure(s, "aborted");
+        return;
+    }
+
+    if (ngx_xmpp_stream_is(n, "response", NGX_XMPP_NS_SASL)) {
+        if (!s->sasl_started) {
+            ngx_xmpp_stream_sasl_failure(s, "malformed-request");
+            return;
+        }
+
+        ngx_xmpp_stream_sasl_plain(s, n);
+        return;
+    }
+
+    if (!ngx_xmpp_stream_is(n, "auth", NGX_XMPP_NS_SASL)) {
+        ngx_xmpp_session_error(s, "unsupported-stanza-type", NULL);
+        return;
+    }
+
+    mech = ngx_xmpp_node_attr(n, "mechanism");
+
+    if (mech == NULL || mech->len != 5
+        || ngx_strncmp(mech->data, "PLAIN", 5) != 0)
+    {
+        ngx_xmpp_stream_sasl_failure(s, "invalid-mechanism");
+        return;
+    }
+
+    if (n->child == NULL) {
+        /* no initial response: an empty challenge (RFC 6120 6.4.2) */
+        s->sasl_started = 1;
+        ngx_xmpp_stream_sasl_reply(s, "<challenge xmlns='"
+                                   NGX_XMPP_NS_SASL "'/>");
+        return;
+    }
+
+    ngx_xmpp_stream_sasl_plain(s, n);
+}
+
+
+static void
+ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    u_char                 buf[1024], *at;
+    size_t                 login_len;
+    ngx_str_t              text, decoded;
+    const u_char          *login;
+    ngx_xmpp_sasl_plain_t  plain;
+
+    s->sasl_started = 0;
+
+    if (ngx_xmpp_node_text(s->stanza_pool, n, &text) != NGX_OK) {
+        ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
+        return;
+    }
+
+    if (text.len > ngx_base64_encoded_length(sizeof(buf))) {
+        ngx_xmpp_stream_sasl_failure(s, "malformed-request");
+        return;
+    }
+
+    decoded.data = buf;
+
+    if (text.len == 0 || ngx_decode_base64(&decoded, &text) != NGX_OK) {
+        ngx_xmpp_stream_sasl_failure(s, text.len ? "incorrect-encoding"
+                                                 : "malformed-request");
+        return;
+    }
+
+    if (ngx_xmpp_sasl_plain_parse(decoded.data, decoded.len, &plain) != 0) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_failure(s, "malformed-request");
+        return;
+    }
+
+    /* the login is the localpart; "user@domain" is accepted too */
+    login = plain.authcid;
+    login_len = plain.authcid_len;
+
+    at = ngx_strlchr((u_char *) login, (u_char *) login + login_len, '@');
+
+    if (at) {
+        text.data = at + 1;
+        text.len = login + login_len - at - 1;
+
+        if (!ngx_xmpp_stream_domain_is_ours(s, &text)) {
+            ngx_explicit_memzero(buf, sizeof(buf));
+            ngx_xmpp_stream_sasl_failure(s, "not-authorized");
+            return;
+        }
+
+        login_len = at - login;
+    }
+
+    if (!ngx_xmpp_jid_local_valid(login, login_len)) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_failure(s, "not-authorized");
+        return;
+    }
+
+    s->user.data = ngx_pnalloc(s->pool, login_len);
+    if (s->user.data == NULL) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
+        return;
+    }
+
+    ngx_memcpy(s->user.data, login, login_len);
+    s->user.len = login_len;
+    ngx_xmpp_ascii_lower(s->user.data, s->user.len);
+
+    /* RFC 6120 6.3.8: only the user's own bare JID may be the authzid */
+    if (plain.authzid_len
+        && (plain.authzid_len != s->user.len + 1 + s->conf->domain.len
+            || ngx_strncasecmp((u_char *) plain.authzid, s->user.data,
+                               s->user.len) != 0
+            || plain.authzid[s->user.len] != '@'
+            || ngx_strncasecmp((u_char *) plain.authzid + s->user.len + 1,
+                               s->conf->domain.data, s->conf->domain.len)
+               != 0))
+    {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_failure(s, "invalid-authzid");
+        return;
+    }
+
+    s->state = NGX_XMPP_ST_AUTH_PENDING;
+
+    if (ngx_xmpp_auth_start(s, s->user.data, s->user.len, plain.passwd,
+                            plain.passwd_len)
+        != NGX_OK)
+    {
+        s->state = NGX_XMPP_ST_WAIT_AUTH;
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
+        return;
+    }
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    ngx_add_timer(&s->timer, s->conf->ldap_timeout);
+}
+
+
+static void
+ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_wbuf_scratch(1024);
+
+    ngx_xmpp_wbuf_lit(b, "<failure xmlns='" NGX_XMPP_NS_SASL "'><");
+    ngx_xmpp_wbuf_str(b, condition);
+    ngx_xmpp_wbuf_lit(b, "/></failure>");
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+
+    if (ngx_strcmp(condition, "temporary-auth-failure") == 0) {
+        return;
+    }
+
+    /* RFC 6120 section 6.4.5: a bounded number of retries */
+    if (++s->auth_failures >= s->conf->max_auth_failures) {
+        ngx_xmpp_session_error(s, "policy-violation",
+                               "too many failed authentication attempts");
+    }
+}
+
+
+/* back on the event loop with the directory's answer */
+void
+ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
+    const char *reason)
+{
+    ngx_connection_t  *c;
+
+    if (s->state != NGX_XMPP_ST_AUTH_PENDING) {
+        return;
+    }
+
+    c = s->connection;
+    s->state = NGX_XMPP_ST_WAIT_AUTH;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    ngx_add_timer(&s->timer, s->conf->auth_timeout);
+
+    switch (status) {
+
+    case CDIR_OK:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: \"%V\" signed in", &s->user);
+        s->authenticated = 1;
+        s->state = NGX_XMPP_ST_WAIT_OPEN;
+        ngx_xmpp_stream_sasl_reply(s, "<success xmlns='"
+                                   NGX_XMPP_NS_SASL "'/>");
+        return;
+
+    case CDIR_DENIED:
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: sign-in of \"%V\" refused: %s",
+                      &s->user, reason);
+        ngx_xmpp_stream_sasl_failure(s, "not-authorized");
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "xmpp: sign-in of \"%V\" failed: directory %s",
+                      &s->user, reason);
+        ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
+        return;
+    }
+}
+
+
+static void
+ngx_xmpp_stream_iq_reply(ngx_xmpp_session_t *s, ngx_str_t *id,
+    const char *payload)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_wbuf_scratch(4096 + s->jid.full.len);
+
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='");
+    ngx_xmpp_wbuf_str(b, payload ? "error" : "result");
+    ngx_xmpp_wbuf_lit(b, "' id='");
+    if (id) {
+        ngx_xmpp_wbuf_escs(b, id);
+    }
+    ngx_xmpp_wbuf_lit(b, "'>");
+
+    if (payload) {
+        ngx_xmpp_wbuf_str(b, payload);
+    }
+
+    ngx_xmpp_wbuf_lit(b, "</iq>");
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+}
+
+
+/* RFC 6120 section 7: resource binding, the only thing before SESSION */
+static void
+ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    u_char            res[20];
+    uint32_t          r[2];
+    uint64_t          old_sid;
+    ngx_int_t         rc;
+    ngx_str_t        *type, *id, text;
+    ngx_pid_t         old_pid;
+    ngx_xmpp_node_t  *bind, *rn;
+    ngx_xmpp_wbuf_t  *b;
+    ngx_xmpp_jid_t    jid;
+
+    type = ngx_xmpp_node_attr(n, "type");
+    id = ngx_xmpp_node_attr(n, "id");
+
+    bind = ngx_xmpp_node_child(n, "bind", NGX_XMPP_NS_BIND);
+
+    if (bind == NULL) {
+        if (ngx_xmpp_node_child(n, "session", NGX_XMPP_NS_SESSION)) {
+            ngx_xmpp_stream_iq_reply(s, id, NULL);
+            return;
+        }
+
+        ngx_xmpp_session_error(s, "not-authorized", "bind a resource first");
+        return;
+    }
+
+    if (type == NULL || type->len != 3
+        || ngx_strncmp(type->data, "set", 3) != 0 || id == NULL)
+    {
+        ngx_xmpp_stream_iq_reply(s, id, "<error type='modify'><bad-request"
+                                 " xmlns='" NGX_XMPP_NS_STANZAS "'/></error>");
+        return;
+    }
+
+    rn = ngx_xmpp_node_child(bind, "resource", NGX_XMPP_NS_BIND);
+
+    text.len = 0;
+
+    if (rn && ngx_xmpp_node_text(s->pool, rn, &text) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
+    if (text.len == 0) {
+        /* RFC 6120 7.6.2.1: the server picks a random resource */
+        r[0] = (uint32_t) ngx_random();
+        r[1] = (uint32_t) ngx_random();
+        text.len = ngx_sprintf(res, "cv-%08xD%08xD", r[0], r[1]) - res;
+        text.data = res;
+
+    } else if (!ngx_xmpp_jid_resource_valid(text.data, text.len)) {
+        ngx_xmpp_stream_iq_reply(s, id, "<error type='modify'><bad-request"
+                                 " xmlns='" NGX_XMPP_NS_STANZAS "'/></error>");
+        return;
+    }
+
+    if (ngx_xmpp_jid_make(s->pool, &s->user, &s->conf->domain, &text, &jid)
+        != NGX_OK)
+    {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
+    s->jid = jid;
+
+    rc = ngx_xmpp_registry_add(s, &old_pid, &old_sid);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
+        /* RFC 6120 7.7.2.2: policy "reject" */
+        ngx_xmpp_stream_iq_reply(s, id, "<error type='cancel'><conflict"
+                                 " xmlns='" NGX_XMPP_NS_STANZAS "'/></error>");
+        return;
+
+    default:
+        ngx_xmpp_stream_iq_reply(s, id, "<error type='wait'>"
+                                 "<resource-constraint xmlns='"
+                                 NGX_XMPP_NS_STANZAS "'/></error>");
+        return;
+    }
+
+    s->bound = 1;
+    s->state = NGX_XMPP_ST_SESSION;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "xmpp: bound \"%V\"", &s->jid.full);
+
+    b = ngx_xmpp_wbuf_scratch(8192);
+
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='result'"
+                      " id='");
+    ngx_xmpp_wbuf_escs(b, id);
+    ngx_xmpp_wbuf_lit(b, "'><bind xmlns='" NGX_XMPP_NS_BIND "'><jid>");
+    ngx_xmpp_wbuf_escs(b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(b, "</jid></bind></iq>");
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+
+    if (old_pid) {
+        /* RFC 6120 7.7.2.2: policy "override" ends the older session */
+        ngx_xmpp_router_kick(old_pid, old_sid);
+    }
+}
+
+
+/* RFC 6120 section 8.1.2.1: the server stamps and checks "from" */
+static ngx_int_t
+ngx_xmpp_stream_check_from(ngx_xmpp_session_t *s, ngx_str_t *from)
+{
+    ngx_xmpp_jid_t  jid;
+
+    if (ngx_xmpp_jid_parse(s->stanza_pool, from, &jid) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (jid.bare.len != s->jid.bare.len
+        || ngx_strncmp(jid.bare.data, s->jid.bare.data, jid.bare.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (jid.resource.len
+        && (jid.resource.len != s->jid.resource.len
+            || ngx_strncmp(jid.resource.data, s->jid.resource.data,
+                           jid.resource.len) != 0))
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    ngx_str_t          *v;
+    ngx_xmpp_stanza_t   st;
+
+    ngx_memzero(&st, sizeof(ngx_xmpp_stanza_t));
+
+    st.node = n;
+    st.pool = s->stanza_pool;
+
+    switch (n->name.data[0]) {
+    case 'm':
+        st.kind = NGX_XMPP_STANZA_MESSAGE;
+        break;
+    case 'p':
+        st.kind = NGX_XMPP_STANZA_PRESENCE;
+        break;
+    default:
+        st.kind = NGX_XMPP_STANZA_IQ;
+        break;
+    }
+
+    v = ngx_xmpp_node_attr(n, "type");
+    if (v) {
+        st.type = *v;
+    }
+
+    v = ngx_xmpp_node_attr(n, "id");
+    if (v) {
+        st.id = *v;
+    }
+
+    v = ngx_xmpp_node_attr(n, "from");
+    if (v && ngx_xmpp_stream_check_from(s, v) != NGX_OK) {
+        ngx_xmpp_session_error(s, "invalid-from", NULL);
+        return;
+    }
+
+    st.from = s->jid;
+
+    if (ngx_xmpp_node_set_attr(st.pool, n, "from", &s->jid.full) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
+    v = ngx_xmpp_node_attr(n, "to");
+
+    if (v) {
+        if (ngx_xmpp_jid_parse(st.pool, v, &st.to) != NGX_OK) {
+            ngx_xmpp_router_error(s, &st, "modify", "jid-malformed");
+            return;
+        }
+
+        st.has_to = 1;
+    }
+
+    if (st.kind == NGX_XMPP_STANZA_IQ) {
+        /* RFC 6120 8.2.3: an id, a known type, one child for get/set */
+        if (st.id.len == 0 || st.type.len == 0) {
+            ngx_xmpp_router_error(s, &st, "modify", "bad-request");
+            return;
+        }
+
+        if ((st.type.len == 3
+             && (ngx_strncmp(st.type.data, "get", 3) == 0
+                 || ngx_strncmp(st.type.data, "set", 3) == 0)))
+        {
+            if (ngx_xmpp_node_nchildren(n) != 1) {
+                ngx_xmpp_router_error(s, &st, "modify", "bad-request");
+                return;
+            }
+
+        } else if (!(st.type.len == 6
+                     && ngx_strncmp(st.type.data, "result", 6) == 0)
+                   && !(st.type.len == 5
+                        && ngx_strncmp(st.type.data, "error", 5) == 0))
+        {
+            ngx_xmpp_router_error(s, &st, "modify", "bad-request");
+            return;
+        }
+    }
+
+    if (st.kind == NGX_XMPP_STANZA_PRESENCE) {
+        ngx_xmpp_presence_handle(s, &st);
+        return;
+    }
+
+    if (st.kind == NGX_XMPP_STANZA_IQ
+        && (!st.has_to
+            || (st.to.local.len == 0 && st.to.resource.len == 0
+                && ngx_xmpp_stream_domain_is_ours(s, &st.to.domain))
+            || (st.to.resource.len == 0
+                && st.to.bare.len == s->jid.bare.len
+                && ngx_strncmp(st.to.bare.data, s->jid.bare.data,
+                               s->jid.bare.len) == 0)))
+    {
+        /* RFC 6120 10.3: the server answers for itself and the account */
+        ngx_xmpp_disco_iq(s, &st);
+        return;
+    }
+
+    ngx_xmpp_router_route(s, &st);
+}

@@ -1,0 +1,569 @@
+
+/*
+ * XMPP over WebSocket (RFC 7395) in an http location: the opening
+ * handshake (RFC 6455 section 4.2), then raw frames on the connection,
+ * the way nginx's own upgraded proxy connections work.  Each text
+ * message is fed to the session's parser as it arrives, so a message
+ * is never buffered whole; server frames go out unmasked.
+ */
+
+
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+
+#include "ngx_xmpp.h"
+
+
+#define NGX_XMPP_WS_GUID  "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+/* the synthetic root that makes each message a child element */
+#define NGX_XMPP_WS_ROOT  "<ws xmlns='" NGX_XMPP_NS_CLIENT "'>"
+
+
+typedef struct {
+    ngx_http_request_t      *request;
+    ngx_xmpp_session_t      *session;
+    ngx_xmpp_ws_decoder_t    dec;
+    unsigned                 close_sent:1;
+    unsigned                 close_received:1;
+    unsigned                 failed:1;
+} ngx_xmpp_ws_t;
+
+
+static ngx_int_t ngx_xmpp_ws_open(ngx_xmpp_session_t *s);
+static ngx_int_t ngx_xmpp_ws_send(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+static void ngx_xmpp_ws_end(ngx_xmpp_session_t *s);
+static void ngx_xmpp_ws_finalize(ngx_xmpp_session_t *s);
+static void ngx_xmpp_ws_read(ngx_http_request_t *r);
+static void ngx_xmpp_ws_write(ngx_http_request_t *r);
+static ngx_int_t ngx_xmpp_ws_process(ngx_xmpp_ws_t *ws, u_char *p,
+    u_char *last);
+
+
+static ngx_xmpp_transport_t  ngx_xmpp_ws_transport = {
+    ngx_string("websocket"),
+    ngx_xmpp_ws_open,
+    ngx_xmpp_ws_send,
+    ngx_xmpp_ws_end,
+    ngx_xmpp_ws_finalize
+};
+
+
+static u_char  ngx_xmpp_ws_buf[16384];
+
+
+static ngx_xmpp_session_t *
+ngx_xmpp_ws_session(ngx_http_request_t *r)
+{
+    ngx_xmpp_ws_t  *ws;
+
+    ws = ngx_http_get_module_ctx(r, ngx_http_conclave_module);
+
+    return ws->session;
+}
+
+
+static ngx_table_elt_t *
+ngx_xmpp_ws_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* a comma-separated header value contains the token (RFC 7230 7) */
+static ngx_int_t
+ngx_xmpp_ws_has_token(ngx_str_t *value, const char *token)
+{
+    size_t   len;
+    u_char  *p, *end, *start;
+
+    len = ngx_strlen(token);
+    p = value->data;
+    end = p + value->len;
+
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+
+        start = p;
+
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+
+        if ((size_t) (p - start) == len
+            && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_xmpp_ws_add_header(ngx_http_request_t *r, const char *key, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The content handler of a conclave_websocket location.  Failures of
+ * the handshake answer with an HTTP status: 400 for a malformed or
+ * non-"xmpp" request, 426 for a WebSocket version other than 13.
+ */
+ngx_int_t
+ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
+{
+    u_char              *accept, key_raw[32];
+    ngx_int_t            rc;
+    ngx_str_t            key, decoded, src;
+    ngx_sha1_t           sha1;
+    ngx_xmpp_ws_t       *ws;
+    ngx_table_elt_t     *h;
+    ngx_connection_t    *c;
+    ngx_xmpp_session_t  *s;
+    u_char               digest[20];
+
+    c = r->connection;
+
+    if (r->method != NGX_HTTP_GET) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    if (r->http_version != NGX_HTTP_VERSION_11 || r->stream) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: WebSocket needs HTTP/1.1");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    h = ngx_xmpp_ws_header(r, "Upgrade");
+    if (h == NULL || !ngx_xmpp_ws_has_token(&h->value, "websocket")) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: not a WebSocket upgrade request");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    h = ngx_xmpp_ws_header(r, "Connection");
+    if (h == NULL || !ngx_xmpp_ws_has_token(&h->value, "upgrade")) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    h = ngx_xmpp_ws_header(r, "Sec-WebSocket-Version");
+    if (h == NULL || h->value.len != 2
+        || ngx_strncmp(h->value.data, "13", 2) != 0)
+    {
+        /* RFC 6455 section 4.4: name the version we speak */
+        if (ngx_xmpp_ws_add_header(r, "Sec-WebSocket-Version",
+                                   (u_char *) "13", 2) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return 426;
+    }
+
+    h = ngx_xmpp_ws_header(r, "Sec-WebSocket-Key");
+    if (h == NULL || h->value.len != 24) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    key = h->value;
+    decoded.data = key_raw;
+
+    if (ngx_decode_base64(&decoded, &key) != NGX_OK || decoded.len != 16) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    /* RFC 7395 section 3.1: the subprotocol must be "xmpp" */
+    h = ngx_xmpp_ws_header(r, "Sec-WebSocket-Protocol");
+    if (h == NULL || !ngx_xmpp_ws_has_token(&h->value, "xmpp")) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: WebSocket request without the \"xmpp\" "
+                      "subprotocol");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    /* the request body would be frames: refuse one that is declared */
+    if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key.data, key.len);
+    ngx_sha1_update(&sha1, NGX_XMPP_WS_GUID, sizeof(NGX_XMPP_WS_GUID) - 1);
+    ngx_sha1_final(digest, &sha1);
+
+    accept = ngx_pnalloc(r->pool, ngx_base64_encoded_length(20));
+    if (accept == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    src.data = digest;
+    src.len = 20;
+    decoded.data = accept;
+    ngx_encode_base64(&decoded, &src);
+
+    if (ngx_xmpp_ws_add_header(r, "Upgrade", (u_char *) "websocket", 9)
+           != NGX_OK
+        || ngx_xmpp_ws_add_header(r, "Sec-WebSocket-Accept", decoded.data,
+                                  decoded.len) != NGX_OK
+        || ngx_xmpp_ws_add_header(r, "Sec-WebSocket-Protocol",
+                                  (u_char *) "xmpp", 4) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws = ngx_pcalloc(r->pool, sizeof(ngx_xmpp_ws_t));
+    if (ws == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws->request = r;
+    ngx_xmpp_ws_decoder_init(&ws->dec, xcf->ws_max_message);
+
+    s = ngx_xmpp_session_create(c, r->pool, xcf, &ngx_xmpp_ws_transport, ws);
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws->session = s;
+    s->secure = (c->ssl != NULL);
+
+    if (ngx_xmpp_parser_init(s, (u_char *) NGX_XMPP_WS_ROOT,
+                             sizeof(NGX_XMPP_WS_ROOT) - 1)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
+    r->headers_out.content_length_n = -1;
+    r->keepalive = 0;
+    r->lingering_close = 0;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    c->log->action = "serving XMPP over WebSocket";
+
+    r->read_event_handler = ngx_xmpp_ws_read;
+    r->write_event_handler = ngx_xmpp_ws_write;
+    r->main->count++;
+
+    ngx_http_set_ctx(r, ws, ngx_http_conclave_module);
+
+    (void) ngx_xmpp_session_start(s);
+
+    /*
+     * Frames that arrived together with the request header are handled
+     * by the read handler: never finalize inside the content handler.
+     */
+    if (c->read->ready || r->header_in->pos < r->header_in->last) {
+        ngx_post_event(c->read, &ngx_posted_events);
+
+    } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_xmpp_ws_control(ngx_xmpp_ws_t *ws, unsigned opcode, u_char *payload,
+    size_t len)
+{
+    u_char  hdr[16];
+    size_t  hl;
+
+    hl = ngx_xmpp_ws_frame_header(hdr, opcode, len);
+
+    return ngx_xmpp_session_writev(ws->session, hdr, hl, payload, len);
+}
+
+
+static void
+ngx_xmpp_ws_send_close(ngx_xmpp_ws_t *ws, unsigned code)
+{
+    u_char  payload[2];
+
+    if (ws->close_sent) {
+        return;
+    }
+
+    ws->close_sent = 1;
+
+    payload[0] = (u_char) (code >> 8);
+    payload[1] = (u_char) code;
+
+    (void) ngx_xmpp_ws_control(ws, NGX_XMPP_WS_OP_CLOSE, payload,
+                               code ? 2 : 0);
+}
+
+
+/*
+ * Decodes and dispatches a slice of input.  NGX_DONE: the session and
+ * the request are gone, touch nothing.
+ */
+static ngx_int_t
+ngx_xmpp_ws_process(ngx_xmpp_ws_t *ws, u_char *p, u_char *last)
+{
+    ngx_int_t            rc;
+    ngx_xmpp_ws_ev_e     ev;
+    ngx_xmpp_session_t  *s;
+
+    s = ws->session;
+
+    while (!ws->failed) {
+
+        ev = ngx_xmpp_ws_decode(&ws->dec, &p, last);
+
+        switch (ev) {
+
+        case NGX_XMPP_WS_EV_NEED_MORE:
+            return NGX_OK;
+
+        case NGX_XMPP_WS_EV_DATA:
+            if (s->close_pending) {
+                break;
+            }
+
+            rc = ngx_xmpp_session_input(s, ws->dec.data, ws->dec.len);
+
+            if (rc == NGX_DONE) {
+                return NGX_DONE;
+            }
+
+            break;
+
+        case NGX_XMPP_WS_EV_MESSAGE_END:
+            break;
+
+        case NGX_XMPP_WS_EV_PING:
+            /* RFC 6455 section 5.5.2: a pong with the same payload */
+            (void) ngx_xmpp_ws_control(ws, NGX_XMPP_WS_OP_PONG, ws->dec.ctl,
+                                       ws->dec.ctl_len);
+            break;
+
+        case NGX_XMPP_WS_EV_PONG:
+            break;
+
+        case NGX_XMPP_WS_EV_CLOSE:
+            /* section 5.5.1: answer with the same code, then close */
+            ws->close_received = 1;
+            ngx_xmpp_ws_send_close(ws, ws->dec.close_code);
+            ngx_xmpp_session_finalize(s);
+            return NGX_DONE;
+
+        default: /* NGX_XMPP_WS_EV_ERROR */
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "xmpp: bad WebSocket frame, closing with %ui",
+                          (ngx_uint_t) ws->dec.close_code);
+            ws->failed = 1;
+            ngx_xmpp_ws_send_close(ws, ws->dec.close_code);
+            ngx_xmpp_session_finalize(s);
+            return NGX_DONE;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_xmpp_ws_read(ngx_http_request_t *r)
+{
+    ssize_t              n;
+    ngx_int_t            rc;
+    ngx_event_t         *rev;
+    ngx_xmpp_ws_t       *ws;
+    ngx_connection_t    *c;
+    ngx_xmpp_session_t  *s;
+
+    c = r->connection;
+    rev = c->read;
+    s = ngx_xmpp_ws_session(r);
+    ws = s->transport_data;
+
+    if (c->error || c->close) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+        ngx_xmpp_session_error(s, "connection-timeout", "idle too long");
+    }
+
+    if (r->header_in->pos < r->header_in->last) {
+        rc = ngx_xmpp_ws_process(ws, r->header_in->pos, r->header_in->last);
+        r->header_in->pos = r->header_in->last;
+
+        if (rc == NGX_DONE) {
+            return;
+        }
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, ngx_xmpp_ws_buf, sizeof(ngx_xmpp_ws_buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            /* the client went away without a close frame */
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "xmpp: client closed the connection");
+            ngx_xmpp_session_finalize(s);
+            return;
+        }
+
+        rc = ngx_xmpp_ws_process(ws, ngx_xmpp_ws_buf,
+                                 ngx_xmpp_ws_buf + n);
+        if (rc == NGX_DONE) {
+            return;
+        }
+    }
+
+    if (s->state == NGX_XMPP_ST_SESSION) {
+        ngx_add_timer(rev, s->conf->idle_timeout);
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+    }
+}
+
+
+static void
+ngx_xmpp_ws_write(ngx_http_request_t *r)
+{
+    ngx_connection_t    *c;
+    ngx_xmpp_session_t  *s;
+
+    c = r->connection;
+    s = ngx_xmpp_ws_session(r);
+
+    if (c->error || ngx_xmpp_session_flush(s) == NGX_ERROR) {
+        ngx_xmpp_session_finalize(s);
+    }
+}
+
+
+static ngx_int_t
+ngx_xmpp_ws_open(ngx_xmpp_session_t *s)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_wbuf_scratch(1024);
+
+    ngx_xmpp_wbuf_lit(b, "<open xmlns='" NGX_XMPP_NS_FRAMING "' from='");
+    ngx_xmpp_wbuf_nstr(b, &s->conf->domain);
+    ngx_xmpp_wbuf_lit(b, "' id='");
+    ngx_xmpp_wbuf_add(b, s->stream_id, sizeof(s->stream_id));
+    ngx_xmpp_wbuf_lit(b, "' version='1.0' xml:lang='en'/>");
+
+    return ngx_xmpp_session_send_wbuf(s, b);
+}
+
+
+static ngx_int_t
+ngx_xmpp_ws_send(ngx_xmpp_session_t *s, u_char *data, size_t len)
+{
+    u_char  hdr[16];
+    size_t  hl;
+
+    hl = ngx_xmpp_ws_frame_header(hdr, NGX_XMPP_WS_OP_TEXT, len);
+
+    return ngx_xmpp_session_writev(s, hdr, hl, data, len);
+}
+
+
+/* RFC 7395 section 3.6: <close/>, then the WebSocket close handshake */
+static void
+ngx_xmpp_ws_end(ngx_xmpp_session_t *s)
+{
+    u_char          hdr[16];
+    size_t          hl;
+    ngx_xmpp_ws_t  *ws;
+
+    static u_char   close[] = "<close xmlns='" NGX_XMPP_NS_FRAMING "'/>";
+
+    ws = s->transport_data;
+
+    hl = ngx_xmpp_ws_frame_header(hdr, NGX_XMPP_WS_OP_TEXT,
+                                  sizeof(close) - 1);
+
+    (void) ngx_xmpp_session_writev(s, hdr, hl, close, sizeof(close) - 1);
+
+    ngx_xmpp_ws_send_close(ws, NGX_XMPP_WS_CLOSE_NORMAL);
+
+    /* the peer's close frame, or the close timer, finalizes */
+}
+
+
+static void
+ngx_xmpp_ws_finalize(ngx_xmpp_session_t *s)
+{
+    ngx_xmpp_ws_t       *ws;
+    ngx_http_request_t  *r;
+
+    ws = s->transport_data;
+    r = ws->request;
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+}
