@@ -1,0 +1,231 @@
+
+/*
+ * cdir_cli: drives the ldap/ library from tests.
+ *
+ *   cdir_cli [--threads N] [--repeat R] [--pool P] \
+ *       URI BINDDN BINDPW BASE FILTER GROUP TIMEOUT_MS LOGIN PASSWORD
+ *   cdir_cli --stdin [--pool P] \
+ *       URI BINDDN BINDPW BASE FILTER GROUP TIMEOUT_MS
+ *
+ * Prints one line per attempt: "OK <dn>", "DENIED <reason>" or
+ * "UNAVAILABLE <reason>".  With --stdin it reads "LOGIN<TAB>PASSWORD"
+ * lines and keeps one cdir_t (and so its connection pools) across them,
+ * which lets a test restart or pause slapd between attempts.  Exits 0
+ * only if every attempt was OK.  GROUP "" means no group restriction.
+ */
+
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdir.h"
+
+
+typedef struct {
+    cdir_t      *dir;
+    const char  *login;
+    const char  *password;
+    int          repeat;
+    int          failed;
+} cli_job_t;
+
+
+static pthread_mutex_t  cli_out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+static int
+cli_report(const cdir_auth_result_t *res)
+{
+    static const char  *names[] = { "OK", "DENIED", "UNAVAILABLE" };
+
+    (void) pthread_mutex_lock(&cli_out_lock);
+
+    printf("%s %s\n", names[res->status],
+           res->status == CDIR_OK ? res->dn : res->reason);
+    fflush(stdout);
+
+    (void) pthread_mutex_unlock(&cli_out_lock);
+
+    return res->status == CDIR_OK ? 0 : -1;
+}
+
+
+static void *
+cli_worker(void *data)
+{
+    int                  i;
+    cli_job_t           *job;
+    cdir_auth_result_t   res;
+
+    job = data;
+
+    for (i = 0; i < job->repeat; i++) {
+        cdir_authenticate(job->dir, job->login, strlen(job->login),
+                          job->password, strlen(job->password), &res);
+
+        if (cli_report(&res) != 0) {
+            job->failed++;
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+cli_threads(cdir_t *dir, int threads, int repeat, const char *login,
+    const char *password)
+{
+    int         i, failed;
+    cli_job_t  *jobs;
+    pthread_t  *tids;
+
+    jobs = calloc(threads, sizeof(cli_job_t));
+    tids = calloc(threads, sizeof(pthread_t));
+
+    if (jobs == NULL || tids == NULL) {
+        fprintf(stderr, "out of memory\n");
+        failed = 1;
+        goto done;
+    }
+
+    for (i = 0; i < threads; i++) {
+        jobs[i].dir = dir;
+        jobs[i].login = login;
+        jobs[i].password = password;
+        jobs[i].repeat = repeat;
+
+        if (pthread_create(&tids[i], NULL, cli_worker, &jobs[i]) != 0) {
+            fprintf(stderr, "pthread_create failed\n");
+            threads = i;
+            jobs[0].failed++;
+            break;
+        }
+    }
+
+    failed = 0;
+
+    for (i = 0; i < threads; i++) {
+        (void) pthread_join(tids[i], NULL);
+        failed += jobs[i].failed;
+    }
+
+done:
+
+    free(jobs);
+    free(tids);
+
+    return failed ? 1 : 0;
+}
+
+
+static int
+cli_stdin(cdir_t *dir)
+{
+    int                  failed;
+    char                *tab, *nl;
+    char                 line[4096];
+    cdir_auth_result_t   res;
+
+    failed = 0;
+
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        nl = strchr(line, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+        }
+
+        tab = strchr(line, '\t');
+        if (tab == NULL) {
+            fprintf(stderr, "expected LOGIN<TAB>PASSWORD\n");
+            return 1;
+        }
+
+        *tab++ = '\0';
+
+        cdir_authenticate(dir, line, strlen(line), tab, strlen(tab), &res);
+
+        if (cli_report(&res) != 0) {
+            failed = 1;
+        }
+    }
+
+    return failed;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int             i, rc, threads, repeat, from_stdin, need;
+    char            err[256];
+    cdir_t         *dir;
+    cdir_config_t   cfg;
+
+    threads = 1;
+    repeat = 1;
+    from_stdin = 0;
+
+    memset(&cfg, 0, sizeof(cdir_config_t));
+    cfg.pool_size = 4;
+
+    for (i = 1; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--stdin") == 0) {
+            from_stdin = 1;
+
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+
+        } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
+            repeat = atoi(argv[++i]);
+
+        } else if (strcmp(argv[i], "--pool") == 0 && i + 1 < argc) {
+            cfg.pool_size = atoi(argv[++i]);
+
+        } else {
+            goto usage;
+        }
+    }
+
+    need = from_stdin ? 7 : 9;
+
+    if (argc - i != need || threads < 1 || repeat < 1) {
+        goto usage;
+    }
+
+    cfg.uri = argv[i];
+    cfg.bind_dn = argv[i + 1];
+    cfg.bind_pw = argv[i + 2];
+    cfg.base = argv[i + 3];
+    cfg.user_filter = argv[i + 4];
+    cfg.group_dn = argv[i + 5];
+    cfg.timeout_ms = atoi(argv[i + 6]);
+
+    dir = cdir_create(&cfg, err, sizeof(err));
+    if (dir == NULL) {
+        fprintf(stderr, "cdir_create: %s\n", err);
+        return 3;
+    }
+
+    if (from_stdin) {
+        rc = cli_stdin(dir);
+
+    } else {
+        rc = cli_threads(dir, threads, repeat, argv[i + 7], argv[i + 8]);
+    }
+
+    cdir_destroy(dir);
+
+    return rc;
+
+usage:
+
+    fprintf(stderr,
+            "usage: cdir_cli [--threads N] [--repeat R] [--pool P] URI BINDDN"
+            " BINDPW BASE FILTER GROUP TIMEOUT_MS LOGIN PASSWORD\n"
+            "       cdir_cli --stdin [--pool P] URI BINDDN BINDPW BASE"
+            " FILTER GROUP TIMEOUT_MS\n");
+    return 3;
+}
