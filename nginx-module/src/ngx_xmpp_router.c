@@ -28,9 +28,9 @@ ngx_xmpp_jid_make(ngx_pool_t *pool, ngx_str_t *local, ngx_str_t *domain,
 
     jid->local.data = p;
     jid->local.len = local->len;
-    p = ngx_cpymem(p, local->data, local->len);
 
     if (local->len) {
+        p = ngx_cpymem(p, local->data, local->len);
         *p++ = '@';
     }
 
@@ -70,7 +70,8 @@ ngx_xmpp_jid_parse(ngx_pool_t *pool, ngx_str_t *s, ngx_xmpp_jid_t *jid)
         return NGX_ERROR;
     }
 
-    local.data = (u_char *) parts.local;
+    local.data = (u_char *) (parts.local ? parts.local
+                                         : (const unsigned char *) "");
     local.len = parts.local_len;
     domain.data = (u_char *) parts.domain;
     domain.len = parts.domain_len;

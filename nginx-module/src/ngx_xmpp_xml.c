@@ -110,7 +110,9 @@ ngx_xmpp_node_set_attr(ngx_pool_t *pool, ngx_xmpp_node_t *n,
         return NGX_ERROR;
     }
 
-    ngx_memcpy(a, n->attrs, n->nattrs * sizeof(ngx_xmpp_attr_t));
+    if (n->nattrs) {
+        ngx_memcpy(a, n->attrs, n->nattrs * sizeof(ngx_xmpp_attr_t));
+    }
 
     a[n->nattrs].name.data = (u_char *) name;
     a[n->nattrs].name.len = ngx_strlen(name);
@@ -336,7 +338,7 @@ ngx_xmpp_wbuf_reserve(ngx_xmpp_wbuf_t *b, size_t n)
 void
 ngx_xmpp_wbuf_add(ngx_xmpp_wbuf_t *b, const void *data, size_t len)
 {
-    if (ngx_xmpp_wbuf_reserve(b, len) != NGX_OK) {
+    if (len == 0 || ngx_xmpp_wbuf_reserve(b, len) != NGX_OK) {
         return;
     }
 
