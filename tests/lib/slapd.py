@@ -238,6 +238,24 @@ class Slapd:
 
     # -- helpers -------------------------------------------------------------
 
+    def add_users(self, prefix, count, group=SIGNIN_GROUP_DN):
+        """Adds users <prefix>1..<prefix>count (password "<uid>-pw") and
+        puts them in group; for benchmarks that need many accounts."""
+        uids = ["%s%d" % (prefix, i) for i in range(1, count + 1)]
+        ldif = "".join(
+            "dn: %s\nobjectClass: inetOrgPerson\nuid: %s\ncn: %s\n"
+            "sn: %s\nuserPassword: %s\n\n"
+            % (user_dn(u), u, u, u, ssha(u + "-pw")) for u in uids)
+        ldif += "dn: %s\nchangetype: modify\nadd: member\n" % group
+        ldif += "".join("member: %s\n" % user_dn(u) for u in uids)
+        path = os.path.join(self.workdir, "bench-users.ldif")
+        with open(path, "w") as f:
+            f.write(ldif)
+        # entries first, then the group change, in one ldapmodify -a run
+        self._ldap("ldapmodify", "-a", "-D", ROOT_DN, "-w", self.root_pw,
+                   "-f", path)
+        return uids
+
     def _read_pid(self):
         with open(self.pid_file) as f:
             return int(f.read().split()[0])
