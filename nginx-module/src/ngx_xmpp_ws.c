@@ -562,8 +562,16 @@ ngx_xmpp_ws_finalize(ngx_xmpp_session_t *s)
     ngx_xmpp_ws_t       *ws;
     ngx_http_request_t  *r;
 
+    ngx_connection_t    *c;
+
     ws = s->transport_data;
     r = ws->request;
+    c = r->connection;
 
+    /*
+     * Termination is posted as a request; from timers and other
+     * sessions' handlers nobody else would run it.
+     */
     ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+    ngx_http_run_posted_requests(c);
 }
