@@ -17,6 +17,7 @@ static void ngx_xmpp_housekeeping(ngx_event_t *ev);
 
 
 static ngx_event_t       ngx_xmpp_housekeeping_ev;
+static ngx_connection_t  ngx_xmpp_dumb;
 static ngx_xmpp_conf_t  *ngx_xmpp_worker_conf;
 static ngx_uint_t        ngx_xmpp_housekeeping_ticks;
 static ngx_uint_t        ngx_xmpp_shutting_down;
@@ -275,6 +276,9 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     ngx_xmpp_worker_conf = xcf;
 
+    /* timer events are logged as connections: give it a dummy one */
+    ngx_xmpp_dumb.fd = (ngx_socket_t) -1;
+    ngx_xmpp_housekeeping_ev.data = &ngx_xmpp_dumb;
     ngx_xmpp_housekeeping_ev.handler = ngx_xmpp_housekeeping;
     ngx_xmpp_housekeeping_ev.log = cycle->log;
     ngx_xmpp_housekeeping_ev.cancelable = 1;

@@ -124,6 +124,7 @@ ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     ngx_xmpp_ipc_conn = c;
 
+    ngx_xmpp_ipc_retry.data = c;
     ngx_xmpp_ipc_retry.handler = ngx_xmpp_ipc_retry_handler;
     ngx_xmpp_ipc_retry.log = cycle->log;
     ngx_xmpp_ipc_retry.cancelable = 1;

@@ -72,8 +72,9 @@ ngx_xmpp_session_create(ngx_connection_t *c, ngx_pool_t *pool,
     r[1] = (uint32_t) ngx_random();
     ngx_hex_dump(s->stream_id, (u_char *) r, sizeof(r));
 
+    /* debug logging reads ev->data as a connection */
     s->timer.handler = ngx_xmpp_session_timer_handler;
-    s->timer.data = s;
+    s->timer.data = c;
     s->timer.log = c->log;
 
     return s;
@@ -184,6 +185,10 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
         b2.pos = d2;
         b2.last = d2 + l2;
         b2.memory = 1;
+
+        /* TLS connections buffer until a flush (ngx_ssl_send_chain) */
+        b1.flush = (l2 == 0);
+        b2.flush = 1;
 
         c1.buf = &b1;
         c1.next = l2 ? &c2 : NULL;
@@ -438,7 +443,10 @@ ngx_xmpp_session_io_error(ngx_xmpp_session_t *s)
 static void
 ngx_xmpp_session_timer_handler(ngx_event_t *ev)
 {
-    ngx_xmpp_session_t  *s = ev->data;
+    ngx_xmpp_session_t  *s;
+
+    s = (ngx_xmpp_session_t *) ((u_char *) ev
+                                - offsetof(ngx_xmpp_session_t, timer));
 
     if (s->state == NGX_XMPP_ST_CLOSING) {
         ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,

@@ -10,6 +10,7 @@ import base64
 import os
 import re
 import socket
+import ssl
 import struct
 import time
 
@@ -43,12 +44,19 @@ def handshake_request(path, host, key, protocol="xmpp", version="13",
 
 class RawWS:
     def __init__(self, port, path="/xmpp-websocket", protocol="xmpp",
-                 version="13", timeout=10.0, connect=True):
+                 version="13", timeout=10.0, connect=True, tls=False):
         self.port = port
         self.path = path
         self.timeout = timeout
         self.sock = socket.create_connection(("127.0.0.1", port),
                                              timeout=timeout)
+        if tls:
+            # the harness's certificate is self-signed
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.sock = ctx.wrap_socket(self.sock,
+                                        server_hostname="example.com")
         self.buf = b""
         self.status = None
         self.headers = {}
@@ -108,7 +116,7 @@ class RawWS:
                 data = self.sock.recv(65536)
             except socket.timeout:
                 raise TimeoutError("no data from the server")
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 data = b""
             if not data:
                 raise Closed(None)
