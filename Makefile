@@ -29,7 +29,8 @@ CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 	-Werror -Wno-error=deprecated-declarations $(SAN_FLAGS)
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
-.PHONY: all build deps test unit integration demo stop clean
+.PHONY: all build deps deb-deps npm-deps test unit integration demo stop \
+	clean
 
 all: build
 
@@ -52,6 +53,166 @@ $(MODULE): $(BUILD)/Makefile $(MODULE_SRCS)
 
 $(NGX_SRC)/configure:
 	$(MAKE) deps
+
+
+# ---------------------------------------------------------------------
+# deps: Debian packages, then npm packages from package-lock.json.
+# Idempotent: apt-get runs only when dpkg-query finds something missing.
+
+DEB_PKGS := nginx nginx-dev libnginx-mod-stream \
+	mariadb-server-core mariadb-client-core libmariadb-dev \
+	slapd ldap-utils libldap-dev libxml2-dev libssl-dev libjansson-dev \
+	python3-pytest python3-slixmpp python3-aioxmpp python3-websockets \
+	openssl ca-certificates gcc make libc6-dev dpkg-dev pkg-config
+
+deps: deb-deps
+	@$(MAKE) --no-print-directory npm-deps
+
+# slapd's debconf questions: noninteractive.  Services the packages may
+# start on a fresh machine do not matter: we never use the system ones.
+deb-deps:
+	@missing=""; \
+	for p in $(DEB_PKGS); do \
+	    [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" \
+	        = installed ] || missing="$$missing $$p"; \
+	done; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	    [ "$$(id -u)" = 0 ] || \
+	        { echo "deps: need root to install:$$missing"; exit 1; }; \
+	    echo "deps: installing$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && \
+	    apt-get install -y -q --no-install-recommends \
+	        -o Dpkg::Options::=--force-confdef \
+	        -o Dpkg::Options::=--force-confold $$missing; \
+	else \
+	    echo "deps: all Debian packages present"; \
+	fi
+
+# npm ci when node_modules is missing or was installed from another lock
+npm-deps:
+	@want=$$(sha256sum package-lock.json | cut -d' ' -f1); \
+	have=$$(cat node_modules/.conclave-lock.sha256 2>/dev/null); \
+	if [ "$$want" != "$$have" ]; then \
+	    echo "deps: npm ci"; \
+	    npm ci --no-audit --no-fund --loglevel=error && \
+	    echo "$$want" > node_modules/.conclave-lock.sha256; \
+	else \
+	    echo "deps: node_modules up to date"; \
+	fi
+
+# ---------------------------------------------------------------------
+# unit: every tests/unit/<name>_test.c, built with ASan+UBSan and run.
+#   <name>_test.srcs    extra source files (paths from the repo root)
+#   <name>_test.libs    link flags, e.g. -lldap -llber
+#   <name>_test.cflags  extra compile flags
+# The files are shell words, so $$(pkg-config --libs x) works in them.
+# Each test prints "N passed, N failed"; a test that does not build,
+# prints no such line, or exits non-zero counts as (one more) failure.
+
+UNIT_BUILD := $(TOP)/build/unit
+UNIT_TESTS := $(sort $(wildcard tests/unit/*_test.c))
+UNIT_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-Inginx-module/src -Ildap/src -Iaudit/src -Itests/unit
+
+unit:
+	@mkdir -p $(UNIT_BUILD); rm -f build/unit.counts; pass=0; fail=0; \
+	for t in $(UNIT_TESTS); do \
+	    n=$$(basename $$t .c); b=$${t%.c}; bin=$(UNIT_BUILD)/$$n; \
+	    srcs=; libs=; cflags=; \
+	    [ -f $$b.srcs ] && srcs=$$(cat $$b.srcs); \
+	    [ -f $$b.libs ] && libs=$$(cat $$b.libs); \
+	    [ -f $$b.cflags ] && cflags=$$(cat $$b.cflags); \
+	    echo "== $$n"; \
+	    if ! eval "$(CC) $(UNIT_CFLAGS) $$cflags -o $$bin $$t $$srcs $$libs" \
+	            > $$bin.build.log 2>&1; then \
+	        cat $$bin.build.log; echo "$$n: BUILD FAILED"; \
+	        fail=$$((fail + 1)); continue; \
+	    fi; \
+	    timeout 300 $$bin > $$bin.log 2>&1; rc=$$?; cat $$bin.log; \
+	    line=$$(grep -oE '[0-9]+ passed, [0-9]+ failed' $$bin.log | tail -1); \
+	    if [ -z "$$line" ]; then \
+	        echo "$$n: exit $$rc, no \"N passed, N failed\" line"; \
+	        fail=$$((fail + 1)); continue; \
+	    fi; \
+	    p=$${line%% passed*}; f=$${line##*, }; f=$${f%% failed}; \
+	    if [ $$rc -ne 0 ] && [ $$f -eq 0 ]; then \
+	        echo "$$n: exit $$rc"; f=1; \
+	    fi; \
+	    pass=$$((pass + p)); fail=$$((fail + f)); \
+	done; \
+	echo "$$pass $$fail" > build/unit.counts; \
+	echo "unit total:"; echo "$$pass passed, $$fail failed"; \
+	[ $$fail -eq 0 ]
+
+# ---------------------------------------------------------------------
+# integration: pytest on Debian's python3 (not a pyenv one on PATH).
+# SANITIZE=1 runs the suite against build/asan/.  pytest's exit 5 (no
+# tests collected) and any other non-zero exit count as a failure.
+
+PYTEST := /usr/bin/python3 -m pytest tests/integration -q
+
+integration:
+	@mkdir -p build; rm -f build/integration.counts; \
+	$(if $(filter 1,$(SANITIZE)),export CONCLAVE_SANITIZE=1;) \
+	set -o pipefail; $(PYTEST) 2>&1 | tee build/integration.log; rc=$$?; \
+	last=$$(grep -E ' in [0-9.]+s' build/integration.log | tail -1); \
+	p=$$(echo "$$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); \
+	f=0; for n in $$(echo "$$last" | grep -oE '[0-9]+ (failed|errors?)' \
+	    | grep -oE '[0-9]+'); do f=$$((f + n)); done; \
+	p=$${p:-0}; \
+	if [ $$rc -ne 0 ] && [ $$f -eq 0 ]; then \
+	    echo "integration: pytest exit $$rc counts as a failure"; f=1; \
+	fi; \
+	echo "$$p $$f" > build/integration.counts; \
+	exit $$rc
+
+# ---------------------------------------------------------------------
+# test: deps, build, unit, integration (release, then ASan+UBSan); the
+# last line of output is the combined "N passed, N failed".  Unit tests run even if the module
+# does not build; integration tests then count as one failure.
+
+test:
+	@rc=0; \
+	if $(MAKE) --no-print-directory deps && \
+	   $(MAKE) --no-print-directory build; then built=1; \
+	else built=0; rc=1; fi; \
+	$(MAKE) --no-print-directory unit || rc=1; \
+	up=0; uf=1; [ -f build/unit.counts ] && read up uf < build/unit.counts; \
+	ip=0; if_=1; ap=0; af=1; \
+	if [ $$built = 1 ]; then \
+	    $(MAKE) --no-print-directory integration || rc=1; \
+	    [ -f build/integration.counts ] && \
+	        read ip if_ < build/integration.counts; \
+	    echo "== integration again, against the ASan+UBSan build"; \
+	    if $(MAKE) --no-print-directory build SANITIZE=1; then \
+	        $(MAKE) --no-print-directory integration SANITIZE=1 || rc=1; \
+	        [ -f build/integration.counts ] && \
+	            read ap af < build/integration.counts; \
+	    else rc=1; fi; \
+	else \
+	    echo "build failed: integration tests not run"; \
+	fi; \
+	fails=$$((uf + if_ + af)); [ $$fails -eq 0 ] || rc=1; \
+	echo "$$((up + ip + ap)) passed, $$fails failed"; \
+	exit $$rc
+
+# ---------------------------------------------------------------------
+# demo: a complete appliance on 127.0.0.1 (HTTPS 8443, LDAP 10389,
+# MariaDB 13306) that keeps running; endpoints in run/demo.env.
+
+DEMO_DIR := run/demo
+
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@/usr/bin/python3 tests/lib/appliance.py start --dir $(DEMO_DIR) --demo
+
+stop:
+	@/usr/bin/python3 tests/lib/appliance.py stop --dir $(DEMO_DIR)
 
 clean:
 	rm -rf build
