@@ -188,7 +188,8 @@ struct ngx_xmpp_session_s {
     ngx_str_t              user;          /* localpart, set at SASL */
 
     /* parser state (ngx_xmpp_parser.c) */
-    xmlParserCtxtPtr       parser;
+    xmlParserCtxtPtr       parser;        /* NULL while idle (WebSocket) */
+    ngx_str_t              parser_prefix;
     ngx_uint_t             depth;
     size_t                 stanza_size;
     ngx_pool_t            *stanza_pool;
@@ -247,6 +248,7 @@ ngx_int_t ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix,
 ngx_int_t ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 void ngx_xmpp_parser_free(ngx_xmpp_session_t *s);
+void ngx_xmpp_parser_release(ngx_xmpp_session_t *s);
 
 /* ngx_xmpp_session.c */
 ngx_xmpp_session_t *ngx_xmpp_session_create(ngx_connection_t *c,

@@ -481,7 +481,89 @@ ngx_xmpp_parser_cleanup(void *data)
 }
 
 
-/* prefix: the synthetic root for WebSocket, or NULL for TCP */
+/*
+ * A libxml2 push parser costs about 16 KiB.  A WebSocket stream needs one
+ * only while a message is being parsed, since every message is a whole
+ * element (RFC 7395 3.3.3): between messages the session returns its
+ * parser to a per-worker cache, reset, and idle sessions hold none.
+ * A parser whose dictionary has grown (many distinct names) is freed
+ * rather than cached, so one client cannot inflate it for everyone.
+ */
+
+#define NGX_XMPP_PARSER_CACHE     64
+#define NGX_XMPP_PARSER_DICT_MAX  1024
+
+static xmlParserCtxtPtr  ngx_xmpp_parser_cache[NGX_XMPP_PARSER_CACHE];
+static ngx_uint_t        ngx_xmpp_parser_cached;
+
+
+static ngx_int_t
+ngx_xmpp_parser_acquire(ngx_xmpp_session_t *s)
+{
+    xmlParserCtxtPtr  ctxt;
+
+    if (ngx_xmpp_parser_cached) {
+        ctxt = ngx_xmpp_parser_cache[--ngx_xmpp_parser_cached];
+        ctxt->userData = s;
+
+    } else {
+        ctxt = xmlCreatePushParserCtxt(&ngx_xmpp_sax, s, NULL, 0, NULL);
+        if (ctxt == NULL) {
+            ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                          "xmpp: xmlCreatePushParserCtxt() failed");
+            return NGX_ERROR;
+        }
+    }
+
+    xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOCDATA
+                            | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+
+    s->parser = ctxt;
+    s->depth = 0;
+
+    if (s->parser_prefix.len == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_xmpp_parser_feed(s, s->parser_prefix.data,
+                                s->parser_prefix.len);
+}
+
+
+/* at a WebSocket message boundary: give the parser back if idle */
+void
+ngx_xmpp_parser_release(ngx_xmpp_session_t *s)
+{
+    xmlParserCtxtPtr  ctxt;
+
+    ctxt = s->parser;
+
+    if (ctxt == NULL || s->parser_prefix.len == 0 || s->depth != 1
+        || s->parser_error || s->stanza_pool || s->close_pending)
+    {
+        return;
+    }
+
+    s->parser = NULL;
+    s->depth = 0;
+
+    if (ngx_xmpp_parser_cached < NGX_XMPP_PARSER_CACHE
+        && xmlDictSize(ctxt->dict) < NGX_XMPP_PARSER_DICT_MAX
+        && xmlCtxtResetPush(ctxt, NULL, 0, NULL, NULL) == 0)
+    {
+        ctxt->userData = NULL;
+        ngx_xmpp_parser_cache[ngx_xmpp_parser_cached++] = ctxt;
+        return;
+    }
+
+    xmlFreeParserCtxt(ctxt);
+}
+
+
+/*
+ * prefix: the synthetic root for WebSocket (the parser is then taken
+ * lazily), or NULL for TCP, whose parser lives as long as the stream.
+ */
 ngx_int_t
 ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix, size_t len)
 {
@@ -494,27 +576,18 @@ ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix, size_t len)
         return NGX_ERROR;
     }
 
-    s->parser = xmlCreatePushParserCtxt(&ngx_xmpp_sax, s, NULL, 0, NULL);
-    if (s->parser == NULL) {
-        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
-                      "xmpp: xmlCreatePushParserCtxt() failed");
-        return NGX_ERROR;
-    }
-
     cln->handler = ngx_xmpp_parser_cleanup;
     cln->data = s;
 
-    xmlCtxtUseOptions(s->parser, XML_PARSE_NONET | XML_PARSE_NOCDATA
-                                 | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-
-    s->depth = 0;
     s->parser_error = NGX_XMPP_ERR_NONE;
+    s->parser_prefix.data = prefix;
+    s->parser_prefix.len = prefix ? len : 0;
 
-    if (prefix == NULL) {
+    if (prefix) {
         return NGX_OK;
     }
 
-    return ngx_xmpp_parser_feed(s, prefix, len);
+    return ngx_xmpp_parser_acquire(s);
 }
 
 
@@ -531,7 +604,11 @@ ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data, size_t len)
     xmlParserInputPtr   in;
 
     if (s->parser == NULL) {
-        return NGX_ERROR;
+        if (s->parser_prefix.len == 0
+            || ngx_xmpp_parser_acquire(s) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     rc = xmlParseChunk(s->parser, (const char *) data, (int) len, 0);

@@ -390,6 +390,7 @@ ngx_xmpp_ws_process(ngx_xmpp_ws_t *ws, u_char *p, u_char *last)
             break;
 
         case NGX_XMPP_WS_EV_MESSAGE_END:
+            ngx_xmpp_parser_release(s);
             break;
 
         case NGX_XMPP_WS_EV_PING:
