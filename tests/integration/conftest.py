@@ -112,3 +112,22 @@ def make_appliance(tmp_path_factory, conclave_module, request):
     if problems:
         pytest.fail("nginx logged problems:\n" + "\n".join(problems),
                     pytrace=False)
+
+
+@pytest.fixture
+def clients():
+    """Factory of real XMPP clients (npm @xmpp/client or stanza, driven by
+    tests/lib/xmppdriver.mjs): clients("xmpp") or clients("stanza").
+    Every client made is closed at the end of the test."""
+    from xmppclient import NodeClient
+
+    made = []
+
+    def make(lib):
+        c = NodeClient(lib)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
