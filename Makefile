@@ -29,7 +29,7 @@ CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 	-Werror -Wno-error=deprecated-declarations $(SAN_FLAGS)
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
-.PHONY: all build deps deb-deps npm-deps test unit integration demo stop \
+.PHONY: all build deps deb-deps npm-deps test unit fuzz integration demo stop \
 	clean
 
 all: build
@@ -63,7 +63,8 @@ DEB_PKGS := nginx nginx-dev libnginx-mod-stream \
 	mariadb-server-core mariadb-client-core libmariadb-dev \
 	slapd ldap-utils libldap-dev libxml2-dev libssl-dev libjansson-dev \
 	python3-pytest python3-slixmpp python3-aioxmpp python3-websockets \
-	openssl ca-certificates gcc make libc6-dev dpkg-dev pkg-config
+	openssl ca-certificates gcc make libc6-dev dpkg-dev pkg-config \
+	clang libclang-rt-14-dev
 
 deps: deb-deps
 	@$(MAKE) --no-print-directory npm-deps
@@ -149,6 +150,39 @@ unit:
 	[ $$fail -eq 0 ]
 
 # ---------------------------------------------------------------------
+# fuzz: every tests/fuzz/fuzz_<name>.c with libFuzzer + ASan + UBSan for
+# FUZZ_SECONDS each (<name>.srcs as for unit tests).  A crash, leak or
+# sanitizer report fails it; each target counts as one test.
+
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD := $(TOP)/build/fuzz
+FUZZ_TARGETS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+fuzz:
+	@mkdir -p $(FUZZ_BUILD)/corpus; pass=0; fail=0; \
+	for t in $(FUZZ_TARGETS); do \
+	    n=$$(basename $$t .c); b=$${t%.c}; bin=$(FUZZ_BUILD)/$$n; \
+	    srcs=; [ -f $$b.srcs ] && srcs=$$(cat $$b.srcs); \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$n; \
+	    if clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	        -fno-sanitize-recover=undefined -Inginx-module/src \
+	        -o $$bin $$t $$srcs > $$bin.build.log 2>&1 && \
+	       $$bin -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$n \
+	        > $$bin.log 2>&1; then \
+	        echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
+	            $$bin.log | awk '{print $$2}') runs, no crash"; \
+	        pass=$$((pass + 1)); \
+	    else \
+	        cat $$bin.build.log; tail -40 $$bin.log; \
+	        echo "$$n: FAILED"; fail=$$((fail + 1)); \
+	    fi; \
+	done; \
+	echo "$$pass $$fail" > build/fuzz.counts; \
+	echo "fuzz total:"; echo "$$pass passed, $$fail failed"; \
+	[ $$fail -eq 0 ]
+
+# ---------------------------------------------------------------------
 # integration: pytest on Debian's python3 (not a pyenv one on PATH).
 # SANITIZE=1 runs the suite against build/asan/.  pytest's exit 5 (no
 # tests collected) and any other non-zero exit count as a failure.
@@ -182,6 +216,9 @@ test:
 	else built=0; rc=1; fi; \
 	$(MAKE) --no-print-directory unit || rc=1; \
 	up=0; uf=1; [ -f build/unit.counts ] && read up uf < build/unit.counts; \
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15 || rc=1; \
+	fp=0; ff=1; [ -f build/fuzz.counts ] && read fp ff < build/fuzz.counts; \
+	up=$$((up + fp)); uf=$$((uf + ff)); \
 	ip=0; if_=1; ap=0; af=1; \
 	if [ $$built = 1 ]; then \
 	    $(MAKE) --no-print-directory integration || rc=1; \

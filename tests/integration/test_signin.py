@@ -147,21 +147,12 @@ def test_repeated_failures_end_the_stream(port):
     assert ws.close_code() == 1000
 
 
-def test_no_plaintext_auth_without_tls_by_default(appliance):
+def test_no_plaintext_auth_without_tls_by_default(make_appliance):
     """The harness allows SASL PLAIN on plain ws:// for loopback tests; the
-    default must refuse it.  A second nginx with the default shows that."""
-    from nginx import Nginx
-    import tempfile
-    d = tempfile.mkdtemp(prefix="conclave-notls-", dir=appliance.workdir)
-    ng = Nginx(d, appliance.nginx.module_so, ldap=appliance.ldap,
-               plaintext_auth=False)
-    ng.start()
-    try:
-        ws = RawWS(ng.http_port)
-        ws.send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' "
-                "to='example.com' version='1.0'/>")
-        assert ws.stream_error() == "policy-violation"
-        ws.close()
-    finally:
-        ng.stop()
-        assert ng.check_logs() == []
+    default must refuse it.  A second appliance with the default shows it."""
+    app = make_appliance(plaintext_auth=False)
+    ws = RawWS(app.nginx.http_port)
+    ws.send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' "
+            "to='example.com' version='1.0'/>")
+    assert ws.stream_error() == "policy-violation"
+    ws.close()
