@@ -20,6 +20,7 @@
 static void ngx_xmpp_session_timer_handler(ngx_event_t *ev);
 static void ngx_xmpp_session_detach(ngx_xmpp_session_t *s);
 static void ngx_xmpp_session_pool_cleanup(void *data);
+static void ngx_xmpp_session_reset(ngx_connection_t *c);
 static void ngx_xmpp_session_io_error(ngx_xmpp_session_t *s);
 
 
@@ -222,6 +223,12 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: output backlog over %uz bytes, "
                       "closing slow client", s->conf->max_output);
+
+        /*
+         * Reset rather than close: what the kernel still holds for this
+         * client would otherwise trickle out for as long as it dawdles.
+         */
+        ngx_xmpp_session_reset(c);
         ngx_xmpp_session_io_error(s);
         return NGX_ERROR;
     }
@@ -424,6 +431,24 @@ ngx_xmpp_session_pool_cleanup(void *data)
     }
 
     ngx_xmpp_wbuf_free(&s->out);
+}
+
+
+static void
+ngx_xmpp_session_reset(ngx_connection_t *c)
+{
+    struct linger  linger;
+
+    linger.l_onoff = 1;
+    linger.l_linger = 0;
+
+    if (setsockopt(c->fd, SOL_SOCKET, SO_LINGER, (const void *) &linger,
+                   sizeof(struct linger))
+        == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, c->log, ngx_socket_errno,
+                      "setsockopt(SO_LINGER) failed");
+    }
 }
 
 
