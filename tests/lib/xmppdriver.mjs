@@ -122,7 +122,14 @@ function pkgVersion(name) {
 
 // Both libraries open their WebSocket through this subclass of npm "ws":
 // it adds TLS options, frame tracing and a handle for "kill".
-const WS = req("ws");
+let WS;
+try {
+  WS = req("ws");
+} catch (err) {
+  console.error("[xmppdriver] cannot load npm ws:", err?.message);
+  emit({ ev: "error", phase: "load", text: String(err?.message || err) });
+  process.exit(1);
+}
 const wsState = { current: null, insecure: false, deflate: true, trace: ARGS.trace, lastIn: null, lastError: null };
 
 class DriverWebSocket extends WS {
@@ -472,7 +479,6 @@ class StanzaAdapter {
     });
 
     let saslFailure = null;
-    let authFailed = false;
     let negotiationFailure = null;
     c.on("sasl", (s) => {
       if (s.type === "failure") saslFailure = s;
@@ -500,7 +506,6 @@ class StanzaAdapter {
     const result = new Promise((resolve, reject) => {
       c.once("session:started", () => resolve(String(c.jid)));
       c.once("auth:failed", () => {
-        authFailed = true;
         reject({
           phase: "auth",
           condition: saslFailure?.condition ?? null,
@@ -526,7 +531,6 @@ class StanzaAdapter {
       return await withTimeout(result, opts.timeoutMs, "connect");
     } catch (err) {
       if (err?.isTimeout) throw { phase: "timeout", condition: "timeout", text: err.message };
-      void authFailed;
       throw err;
     }
   }
@@ -551,7 +555,8 @@ class StanzaAdapter {
       out.thread = s.thread ?? null;
     } else if (kind === "presence") {
       out.show = s.show ?? null;
-      out.priority = s.priority ?? null;
+      // stanza's schema defaults priority to 0; report only what was sent
+      out.priority = /<priority[\s>]/.test(out.xml || "") ? (s.priority ?? null) : null;
       out.status = s.status ?? null;
     }
     return out;
@@ -631,14 +636,15 @@ class StanzaAdapter {
     const attrs = [`type="${escapeXml(type)}"`, `id="${escapeXml(c.id)}"`];
     if (c.to) attrs.push(`to="${escapeXml(c.to)}"`);
     const frame = `<iq xmlns="jabber:client" ${attrs.join(" ")}>${c.xml || ""}</iq>`;
+    const event = `iq:id:${c.id}`;
+    let h;
     const reply = new Promise((resolve) => {
-      const h = (iq) => {
+      h = (iq) => {
         if (iq.type !== "result" && iq.type !== "error") return;
-        this.c.off(`iq:id:${c.id}`, h);
+        this.c.off(event, h);
         resolve(iq);
       };
-      this.c.on(`iq:id:${c.id}`, h);
-      this.reply_cleanup = () => this.c.off(`iq:id:${c.id}`, h);
+      this.c.on(event, h);
     });
     await this.raw(frame);
     try {
@@ -652,7 +658,7 @@ class StanzaAdapter {
         xml: this.rawOf.get(iq) ?? null,
       };
     } catch (err) {
-      this.reply_cleanup?.();
+      this.c.off(event, h);
       return { ok: false, condition: "timeout", type: null, text: err.message };
     }
   }
@@ -715,12 +721,15 @@ const events = {
   },
 };
 
-async function getAdapter() {
-  if (state.adapter) return state.adapter;
-  const a = ARGS.lib === "xmpp" ? new XmppJsAdapter(events) : new StanzaAdapter(events);
-  await a.load();
-  state.adapter = a;
-  return a;
+let adapterPromise = null;
+function getAdapter() {
+  adapterPromise ??= (async () => {
+    const a = ARGS.lib === "xmpp" ? new XmppJsAdapter(events) : new StanzaAdapter(events);
+    await a.load();
+    state.adapter = a;
+    return a;
+  })();
+  return adapterPromise;
 }
 
 function requireOnline(c) {
@@ -740,10 +749,6 @@ let iqCounter = 0;
 const newId = (p) => `${p}${++iqCounter}-${randomUUID().slice(0, 8)}`;
 
 const handlers = {
-  async hello(c) {
-    emit({ ev: "hello", lib: ARGS.lib, version: (await getAdapter()).version, node: process.version, tag: c.tag ?? null });
-  },
-
   async connect(c) {
     if (state.phase !== "idle") {
       emit({ ev: "error", phase: "cmd", cmd: "connect", text: `already used (${state.phase}); start a new driver` });
@@ -921,4 +926,13 @@ process.on("uncaughtException", (err) => {
   emit({ ev: "error", phase: "internal", text: String(err?.message || err) });
 });
 
-emit({ ev: "ready", lib: ARGS.lib, version: ARGS.lib === "xmpp" ? pkgVersion("@xmpp/client") : pkgVersion("stanza") });
+// Load the library before announcing "ready", so a missing package fails
+// here and connect() does not pay for the import.
+getAdapter().then(
+  (a) => emit({ ev: "ready", lib: ARGS.lib, version: a.version, node: process.version }),
+  (err) => {
+    console.error("[xmppdriver] cannot load the library:", err?.stack || err);
+    emit({ ev: "error", phase: "load", text: String(err?.message || err) });
+    process.exit(1);
+  },
+);
