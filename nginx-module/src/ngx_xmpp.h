@@ -338,6 +338,7 @@ ngx_int_t ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid,
     u_char *data, size_t len);
 
 /* ngx_xmpp_router.c */
+ngx_xmpp_route_t *ngx_xmpp_router_routes(void);
 void ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 ngx_int_t ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf,
     ngx_xmpp_route_t *rt, u_char *data, size_t len);

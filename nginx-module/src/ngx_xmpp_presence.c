@@ -59,11 +59,7 @@ ngx_xmpp_presence_broadcast_own(ngx_xmpp_session_t *s, u_char *data,
     ngx_uint_t         i, n;
     ngx_xmpp_route_t  *routes;
 
-    routes = ngx_palloc(s->stanza_pool ? s->stanza_pool : s->pool,
-                        NGX_XMPP_ROUTE_MAX * sizeof(ngx_xmpp_route_t));
-    if (routes == NULL) {
-        return;
-    }
+    routes = ngx_xmpp_router_routes();
 
     n = ngx_xmpp_registry_lookup(s->conf, &s->jid.bare, routes,
                                  NGX_XMPP_ROUTE_MAX);

@@ -10,6 +10,21 @@
 #include "ngx_xmpp.h"
 
 
+/*
+ * Registry lookups copy their answer here rather than into a pool: the
+ * array is large (a resource may be 1023 bytes) and delivery never
+ * nests one lookup inside another.
+ */
+static ngx_xmpp_route_t  ngx_xmpp_routes[NGX_XMPP_ROUTE_MAX];
+
+
+ngx_xmpp_route_t *
+ngx_xmpp_router_routes(void)
+{
+    return ngx_xmpp_routes;
+}
+
+
 ngx_int_t
 ngx_xmpp_jid_make(ngx_pool_t *pool, ngx_str_t *local, ngx_str_t *domain,
     ngx_str_t *resource, ngx_xmpp_jid_t *jid)
@@ -135,11 +150,7 @@ ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
     ngx_uint_t         i, n, all;
     ngx_xmpp_route_t  *routes;
 
-    routes = ngx_palloc(s->stanza_pool ? s->stanza_pool : s->pool,
-                        NGX_XMPP_ROUTE_MAX * sizeof(ngx_xmpp_route_t));
-    if (routes == NULL) {
-        return 0;
-    }
+    routes = ngx_xmpp_router_routes();
 
     n = ngx_xmpp_registry_lookup(s->conf, bare, routes, NGX_XMPP_ROUTE_MAX);
 
@@ -188,11 +199,7 @@ ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
     ngx_uint_t         i, n;
     ngx_xmpp_route_t  *routes;
 
-    routes = ngx_palloc(s->stanza_pool ? s->stanza_pool : s->pool,
-                        NGX_XMPP_ROUTE_MAX * sizeof(ngx_xmpp_route_t));
-    if (routes == NULL) {
-        return NGX_DECLINED;
-    }
+    routes = ngx_xmpp_router_routes();
 
     n = ngx_xmpp_registry_lookup(s->conf, &to->bare, routes,
                                  NGX_XMPP_ROUTE_MAX);
