@@ -14,6 +14,9 @@
 #include "ngx_xmpp.h"
 
 
+/* reads of ngx_xmpp_ws_buf per read event before yielding */
+#define NGX_XMPP_WS_READS  8
+
 #define NGX_XMPP_WS_GUID  "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 /* the synthetic root that makes each message a child element */
@@ -428,6 +431,7 @@ static void
 ngx_xmpp_ws_read(ngx_http_request_t *r)
 {
     ssize_t              n;
+    ngx_uint_t           i;
     ngx_int_t            rc;
     ngx_event_t         *rev;
     ngx_xmpp_ws_t       *ws;
@@ -458,7 +462,14 @@ ngx_xmpp_ws_read(ngx_http_request_t *r)
         }
     }
 
-    for ( ;; ) {
+    for (i = 0; /* void */; i++) {
+
+        if (i == NGX_XMPP_WS_READS) {
+            /* a client that keeps sending must not starve the others */
+            ngx_post_event(rev, &ngx_posted_events);
+            break;
+        }
+
         n = c->recv(c, ngx_xmpp_ws_buf, sizeof(ngx_xmpp_ws_buf));
 
         if (n == NGX_AGAIN) {
