@@ -1,0 +1,362 @@
+
+/*
+ * Conclave audit library (caud): audit records, the per-writer journal
+ * and Ed25519-signed checkpoints.  Plain C, no nginx types; functions
+ * return 0 on success and -1 on failure unless said otherwise.
+ *
+ * The path of a record (DESIGN.md "The audit record is the product's
+ * spine", COMPLIANCE.md 7.1-7.2):
+ *
+ *   caud_record_new() ... caud_record_set_*()      build a jansson object
+ *   caud_journal_append()                          owner thread, no fsync
+ *   caud_journal_sync()                            a pool thread
+ *   caud_journal_durable_seq() >= seq              now it may be routed
+ *   caud_reader_next()                             shipper, verify
+ *   caud_checkpoint_sign() / _verify()             signed tree heads
+ */
+
+
+#ifndef _CAUD_H_INCLUDED_
+#define _CAUD_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+
+#define CAUD_HASH_LEN          32
+#define CAUD_MAX_RECORD        (1024 * 1024)     /* canonical bytes */
+#define CAUD_SEGMENT_SIZE      (64 * 1024 * 1024)
+#define CAUD_RETIRED_MAX       16
+
+/* segment header, frame header + hashes, trailing CRC (see the layout
+ * comment in caud_journal.c) */
+#define CAUD_SEGMENT_HDR_LEN   64
+#define CAUD_FRAME_HDR_LEN     88
+#define CAUD_FRAME_OVERHEAD    (CAUD_FRAME_HDR_LEN + 4)
+
+
+/* ------------------------------------------------------------------ */
+/* records (caud_record.c) */
+
+/*
+ * A record is a jansson object, COMPLIANCE.md 7.1:
+ *
+ *   {"v":1, "event":"message", "status":"success", "ts_utc_us":...,
+ *    "seq":N,                       set by caud_journal_append()
+ *    "actor":{"user","ldap_dn","session_id","ip","transport","client"},
+ *    "object":{"type","id"}, "params":{...},
+ *    "prior_state", "resulting_state", "meta", "error":{"code",...}}
+ *
+ * Only "v", "event", "status" and "ts_utc_us" are required; everything
+ * else is added by the event that needs it, so later issues (rooms,
+ * admin actions, uploads) add events and params, not a new format.
+ *
+ * The canonical encoding, which is what gets hashed, stored in the
+ * journal and shipped, is jansson's JSON_COMPACT | JSON_SORT_KEYS
+ * without JSON_ENSURE_ASCII: UTF-8 as is, keys sorted bytewise, no
+ * whitespace, "\uXXXX" only for control characters.  Real numbers are
+ * refused because their text form is not byte-stable across libraries;
+ * times are integer microseconds.  The bytes are stored, so nobody ever
+ * needs to re-encode a record to check its hash.
+ */
+
+typedef enum {
+    CAUD_ATTEMPT = 0,
+    CAUD_SUCCESS,
+    CAUD_FAIL
+} caud_status_e;
+
+
+typedef struct {
+    const char  *user;          /* bare JID or login; NULL = omitted */
+    const char  *ldap_dn;
+    const char  *session_id;
+    const char  *ip;
+    const char  *transport;     /* "websocket", "bosh", "tcp", "admin" */
+    const char  *client;        /* user agent / XMPP resource */
+} caud_actor_t;
+
+
+typedef struct {
+    uint8_t  *data;
+    size_t    len;
+    size_t    cap;
+} caud_buf_t;
+
+
+typedef struct caud_hasher_s  caud_hasher_t;
+
+
+int64_t caud_now_us(void);
+
+json_t *caud_record_new(const char *event, caud_status_e status,
+    int64_t ts_utc_us);
+int caud_record_set_actor(json_t *rec, const caud_actor_t *actor);
+int caud_record_set_object(json_t *rec, const char *type, const char *id);
+int caud_record_set_error(json_t *rec, const char *code,
+    const char *description);
+/* value is stolen, even on failure */
+int caud_record_set_param(json_t *rec, const char *key, json_t *value);
+/* len bytes of UTF-8 (a body or a whole stanza may hold NULs) */
+int caud_record_set_param_str(json_t *rec, const char *key, const char *s,
+    size_t len);
+
+/* appends the canonical bytes of rec to b (b->len grows) */
+int caud_record_encode(const json_t *rec, caud_buf_t *b);
+json_t *caud_record_decode(const void *p, size_t len, char *err,
+    size_t errlen);
+void caud_buf_free(caud_buf_t *b);
+
+/*
+ * entry_hash = SHA-256(0x00 || canonical || prev_hash): an RFC 6962 leaf
+ * hash (2.1) of canonical || prev_hash, so the chain head can later be a
+ * Merkle leaf without rehashing.  A hasher is not thread-safe: one per
+ * thread.
+ */
+caud_hasher_t *caud_hasher_new(void);
+int caud_hasher_entry(caud_hasher_t *h, const void *canon, size_t len,
+    const uint8_t prev[CAUD_HASH_LEN], uint8_t out[CAUD_HASH_LEN]);
+/* SHA-256(prefix || a || b), the RFC 6962 leaf (0x00) and node (0x01) */
+int caud_hasher_prefixed(caud_hasher_t *h, uint8_t prefix, const void *a,
+    size_t alen, const void *b, size_t blen, uint8_t out[CAUD_HASH_LEN]);
+void caud_hasher_free(caud_hasher_t *h);
+
+
+/* ------------------------------------------------------------------ */
+/* journal (caud_journal.c) */
+
+/*
+ * One journal per writer (nginx worker): segment files
+ * "journal-<writer_id>-<first_seq, 20 digits>.cj" in one directory,
+ * and "journal-<writer_id>.lock", flock()ed while a writer has it open.
+ * seq starts at 1 and is gapless per writer, so a checkpoint's tree
+ * size N covers seqs 1..N.
+ *
+ * THREADING CONTRACT
+ *
+ *   Owner thread (the worker's event loop): caud_journal_open(),
+ *   _append(), _append_raw(), _next_seq(), _last_seq(), _head(),
+ *   _error(), _close().  Append never syncs and never waits for the
+ *   sync thread: it is one pwrite(2) into the page cache (plus creating
+ *   a file when it rotates), and it takes a mutex only while rotating,
+ *   for a few instructions.  Only open and close wait for the disk.
+ *
+ *   Any thread, concurrently with the owner: caud_journal_sync(),
+ *   _durable_seq(), _written_seq().  Concurrent sync calls are
+ *   serialised by the journal.  Sync snapshots the highest seq whose
+ *   write(2) has returned, fdatasync()s every segment that may hold
+ *   records up to it (segments retired by rotation first, then the
+ *   directory if a segment was created, then the current one) and only
+ *   then publishes that seq as durable_seq (release; read it with
+ *   acquire).  Appends that race with a sync are covered by the next
+ *   one: that is the group commit.
+ *
+ *   _close() must not race with a sync: stop or join the sync thread
+ *   (or wait for its posted task) first.
+ *
+ *   With opts.no_sync (fsync policy "off") nothing ever waits for
+ *   durability: rotation closes the old segment at once, and sync may
+ *   only be called from the owner thread.
+ *
+ *   The lock is an flock() on the open file description: open the
+ *   journal in the worker, after fork(), never in the master.  Writer
+ *   ids must be unique among live writers: during an nginx reload the
+ *   old generation's workers still hold theirs, so an id taken from the
+ *   worker slot alone makes the new worker's open fail (EWOULDBLOCK).
+ *
+ *   After an fdatasync() error the journal is failed for good (Linux may
+ *   have dropped the dirty pages, so retrying could report success for
+ *   lost data): append, sync and close return -1 with EIO.  A write
+ *   error (ENOSPC, EDQUOT, EIO) is not sticky: the partial frame is cut
+ *   off, append returns -1 with errno set, and the next append retries.
+ */
+
+typedef struct caud_journal_s  caud_journal_t;
+
+
+typedef struct {
+    size_t    segment_size;     /* rotate before passing it; 0: default */
+    int       no_sync;          /* fsync policy "off" */
+    unsigned  mode;             /* segment file mode; 0: 0600 */
+} caud_journal_opts_t;
+
+
+/*
+ * Opens (and locks) the journal, creating the first segment if there is
+ * none.  Resumes an existing one: verifies the last segment (CRC and
+ * chain), cuts a torn tail off (an incomplete last frame, or a tail of
+ * zeros), fdatasync()s, and continues the chain from the last good
+ * frame.  Corruption that is not a torn tail fails the open with the
+ * file, offset and seq in err: the journal is evidence, so it is never
+ * "repaired" by dropping records.  Blocks on the disk: call it at
+ * worker start, not from the event loop.
+ */
+int caud_journal_open(const char *dir, uint32_t writer_id,
+    const caud_journal_opts_t *opts, caud_journal_t **jp, char *err,
+    size_t errlen);
+
+/* sets rec["seq"] to the next seq, encodes and writes the frame */
+int caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq);
+
+/* canonical bytes as they are; they should carry "seq":next_seq() */
+int caud_journal_append_raw(caud_journal_t *j, const void *canon,
+    size_t len, uint64_t *seq);
+
+int caud_journal_sync(caud_journal_t *j, char *err, size_t errlen);
+
+uint64_t caud_journal_next_seq(caud_journal_t *j);
+uint64_t caud_journal_last_seq(caud_journal_t *j);
+const uint8_t *caud_journal_head(caud_journal_t *j);  /* entry_hash */
+uint64_t caud_journal_written_seq(caud_journal_t *j);
+uint64_t caud_journal_durable_seq(caud_journal_t *j);
+const char *caud_journal_error(caud_journal_t *j);
+
+/* syncs (unless no_sync), closes and unlocks; frees j even on error */
+int caud_journal_close(caud_journal_t *j, char *err, size_t errlen);
+
+
+/*
+ * Reader: verifies as it goes, from the segment that holds from_seq:
+ * the segment header, every frame's CRCs, seq continuity and the hash
+ * chain, across segments.  A reader that starts at seq 1 checks the
+ * whole chain from the genesis (prev_hash all zeros); one that starts
+ * later trusts the prev_hash in the first segment's header, and a
+ * checkpoint check (below) closes that gap.
+ *
+ * caud_reader_next() returns 1 with a frame, 0 at the end, -1 on
+ * corruption (caud_reader_error() names the file, offset and seq).
+ * An incomplete last frame of the last segment is a torn tail or a
+ * write in progress: it is the end (caud_reader_torn() says how many
+ * bytes), and the next call looks again, so a shipper can tail a live
+ * journal.  An incomplete frame in a segment that has a successor is
+ * corruption.  The frame's pointers stay valid until the next call.
+ * A reader needs no lock and may run in another process than the
+ * writer.
+ */
+
+typedef struct caud_reader_s  caud_reader_t;
+
+
+typedef struct {
+    uint64_t        seq;
+    const uint8_t  *prev_hash;
+    const uint8_t  *entry_hash;
+    const uint8_t  *payload;      /* canonical JSON, not NUL-terminated */
+    size_t          len;
+    const char     *file;         /* segment file name */
+    uint64_t        offset;       /* of the frame in that file */
+} caud_frame_t;
+
+
+int caud_reader_open(const char *dir, uint32_t writer_id, uint64_t from_seq,
+    caud_reader_t **rp, char *err, size_t errlen);
+int caud_reader_next(caud_reader_t *r, caud_frame_t *f);
+const char *caud_reader_error(caud_reader_t *r);
+size_t caud_reader_torn(caud_reader_t *r);
+void caud_reader_close(caud_reader_t *r);
+
+
+/* ------------------------------------------------------------------ */
+/* checkpoints (caud_checkpoint.c) */
+
+/*
+ * C2SP tlog-checkpoint in a C2SP signed note, Ed25519:
+ *
+ *   <origin>\n<tree size>\n<base64 root>\n
+ *   \n
+ *   \u2014 <key name> base64(key ID || signature)\n
+ *
+ * key ID = SHA-256(name || "\n" || 0x01 || public key)[:4], and a
+ * verifier key is written "<name>+<hex key ID>+base64(0x01 || public
+ * key)" (the signed-note "vkey" that other tools accept).
+ *
+ * For now the root is the journal's chain head: the entry_hash of
+ * record <tree size>, which commits to every record before it.  An
+ * RFC 6962 Merkle root over the same entry hashes (they are already
+ * leaf hashes) will replace it when inclusion and consistency proofs
+ * land; caud_merkle_* below computes it, checked against the RFC 6962
+ * reference vectors.
+ */
+
+#define CAUD_ORIGIN_MAX  256
+#define CAUD_NOTE_MAX    4096
+#define CAUD_VKEY_MAX    512
+
+typedef struct caud_signer_s    caud_signer_t;
+typedef struct caud_verifier_s  caud_verifier_t;
+
+
+typedef struct {
+    char      origin[CAUD_ORIGIN_MAX];   /* <appliance-id>/audit/<node> */
+    uint64_t  size;
+    uint8_t   root[CAUD_HASH_LEN];
+} caud_checkpoint_t;
+
+
+/* a new Ed25519 key in a PKCS#8 PEM file created 0600 (never replaced) */
+int caud_key_generate(const char *path, char *err, size_t errlen);
+
+caud_signer_t *caud_signer_load(const char *path, const char *name,
+    char *err, size_t errlen);
+int caud_signer_vkey(const caud_signer_t *s, char *buf, size_t size);
+void caud_signer_free(caud_signer_t *s);
+
+caud_verifier_t *caud_verifier_new(const char *vkey, char *err,
+    size_t errlen);
+void caud_verifier_free(caud_verifier_t *v);
+
+/*
+ * Plain signed notes (golang.org/x/mod/sumdb/note): text must end with
+ * "\n"; text and buf may be the same.  verify accepts the note when a
+ * signature line is by v's name and key ID and valid, ignores lines by
+ * other keys, and returns the text length.
+ */
+int caud_note_sign(caud_signer_t *s, const char *text, size_t tlen,
+    char *buf, size_t size, size_t *len);
+int caud_note_verify(const caud_verifier_t *v, const char *note, size_t len,
+    size_t *text_len, char *err, size_t errlen);
+
+/* the NUL-terminated note in buf; *len without the NUL */
+int caud_checkpoint_sign(caud_signer_t *s, const caud_checkpoint_t *cp,
+    char *buf, size_t size, size_t *len);
+
+/*
+ * Accepts the note only if it is well formed, signed by v's key, and,
+ * when origin is not NULL, has that origin; fills cp.  Signatures by
+ * other keys (witness cosignatures) are ignored.
+ */
+int caud_checkpoint_verify(const caud_verifier_t *v, const char *note,
+    size_t len, const char *origin, caud_checkpoint_t *cp, char *err,
+    size_t errlen);
+
+/*
+ * Reads the journal from seq 1 through record cp->size, verifying the
+ * chain from the genesis, and compares the chain head with cp->root.
+ * Catches a rewritten history and a journal cut below the checkpoint.
+ */
+int caud_checkpoint_check_journal(const char *dir, uint32_t writer_id,
+    const caud_checkpoint_t *cp, char *err, size_t errlen);
+
+
+/*
+ * RFC 6962 2.1 Merkle tree head, kept as a compact range: one subtree
+ * root per set bit of size, so an append costs O(1) amortised hashes.
+ */
+typedef struct {
+    uint64_t  size;
+    uint8_t   level[64][CAUD_HASH_LEN];
+} caud_merkle_t;
+
+void caud_merkle_init(caud_merkle_t *m);
+int caud_merkle_append(caud_merkle_t *m, caud_hasher_t *h,
+    const uint8_t leaf[CAUD_HASH_LEN]);
+int caud_merkle_root(const caud_merkle_t *m, caud_hasher_t *h,
+    uint8_t out[CAUD_HASH_LEN]);
+int caud_merkle_leaf(caud_hasher_t *h, const void *data, size_t len,
+    uint8_t out[CAUD_HASH_LEN]);
+
+
+#endif /* _CAUD_H_INCLUDED_ */

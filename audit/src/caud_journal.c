@@ -1,0 +1,1705 @@
+
+/*
+ * The audit journal: an append-only, CRC-checked, hash-chained log per
+ * writer, and the reader that verifies it (DESIGN.md "Durable before
+ * delivery", COMPLIANCE.md 4 and 7.1).
+ *
+ * Segment file, all integers little-endian:
+ *
+ *   header, 64 bytes
+ *      0   8  magic "CAUDSEG1"
+ *      8   4  format version, 1
+ *     12   4  writer_id
+ *     16   8  first_seq
+ *     24  32  prev_hash: entry_hash of first_seq - 1 (zeros for seq 1)
+ *     56   4  reserved, 0
+ *     60   4  CRC32C of bytes 0..59
+ *
+ *   frames, 88 + N + 4 bytes each
+ *      0   4  magic "CJR1"
+ *      4   4  N, payload length, <= CAUD_MAX_RECORD
+ *      8   8  seq
+ *     16   2  type, 1 = record
+ *     18   2  flags, 0
+ *     20   4  CRC32C of bytes 0..19
+ *     24  32  prev_hash
+ *     56  32  entry_hash = SHA-256(0x00 || payload || prev_hash)
+ *     88   N  payload: the record's canonical JSON
+ *   88+N   4  CRC32C of bytes 0..87+N
+ *
+ * The header carries its own CRC so that a damaged length field is
+ * told apart from a torn write: a torn tail has a valid header and too
+ * few bytes after it; a flipped length bit fails the header CRC.  The
+ * segment header binds the file to its writer and holds the chain
+ * anchor, so a segment still verifies, and a writer still resumes,
+ * after retention has removed the segments before it.
+ *
+ * CRC32C (Castagnoli) rather than zlib's CRC32: the same strength
+ * against bit flips and bursts, and the SSE4.2 instruction makes it
+ * nearly free.
+ */
+
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caud.h"
+
+
+#define CAUD_SEG_MAGIC      "CAUDSEG1"
+#define CAUD_FRAME_MAGIC    "CJR1"
+#define CAUD_VERSION        1
+#define CAUD_TYPE_RECORD    1
+#define CAUD_FRAME_MIN_HDR  24          /* up to and with the header CRC */
+#define CAUD_READ_BUF       (1024 * 1024)
+#define CAUD_NAME_LEN       64
+
+
+struct caud_journal_s {
+    char                 *dir;
+    uint32_t              writer_id;
+    caud_journal_opts_t   opts;
+
+    int                   lock_fd;
+    int                   dir_fd;
+    int                   fd;           /* current segment; see mu */
+
+    uint64_t              seg_first;
+    uint64_t              seg_off;      /* bytes in the current segment */
+    uint64_t              last_seq;
+    uint8_t               head[CAUD_HASH_LEN];
+
+    caud_buf_t            buf;          /* the frame being built */
+    caud_hasher_t        *hasher;
+
+    atomic_int            failed;
+    _Atomic uint64_t      written_seq;
+    _Atomic uint64_t      durable_seq;
+
+    /* mu guards fd, retired[] and dir_dirty between the owner's
+     * rotation and a sync's snapshot; sync_mu makes syncs take turns,
+     * and is what keeps a retired fd open while a sync uses it */
+    pthread_mutex_t       mu;
+    pthread_mutex_t       sync_mu;
+    int                   retired[CAUD_RETIRED_MAX];
+    int                   nretired;
+    int                   dir_dirty;
+
+    char                  err[320];
+};
+
+
+struct caud_reader_s {
+    char                 *dir;
+    uint32_t              writer_id;
+    uint64_t              from_seq;
+
+    int                   fd;
+    uint64_t              seg_first;
+    char                  path[PATH_MAX];
+    char                 *name;         /* in path */
+    int                   have_header;
+    int                   have_head;    /* chain head known */
+
+    uint64_t              pos;          /* next frame in the file */
+    uint8_t              *buf;
+    size_t                cap;
+    uint64_t              bstart;       /* file offset of buf[0] */
+    size_t                blen;
+
+    uint64_t              next_seq;
+    uint8_t               head[CAUD_HASH_LEN];
+    size_t                torn;
+    int                   failed;
+
+    caud_hasher_t        *hasher;
+    char                  err[384];
+};
+
+
+static const uint8_t  caud_zero_hash[CAUD_HASH_LEN];
+
+
+/* ------------------------------------------------------------------ */
+/* CRC32C, RFC 3720 B.4: reflected 0x82F63B78, ~0 in and out */
+
+static uint32_t  caud_crc_table[256];
+static int       caud_crc_hw;
+static pthread_once_t  caud_crc_once = PTHREAD_ONCE_INIT;
+
+
+static void
+caud_crc_init(void)
+{
+    uint32_t  c, i, k;
+
+    for (i = 0; i < 256; i++) {
+        c = i;
+        for (k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78 : c >> 1;
+        }
+        caud_crc_table[i] = c;
+    }
+
+#if defined(__x86_64__)
+    caud_crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+
+#if defined(__x86_64__)
+
+__attribute__((target("sse4.2")))
+static uint32_t
+caud_crc_sse42(uint32_t crc, const uint8_t *p, size_t n)
+{
+    uint64_t  c, v;
+
+    c = crc;
+
+    while (n >= 8) {
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        n -= 8;
+    }
+
+    while (n--) {
+        c = __builtin_ia32_crc32qi((uint32_t) c, *p++);
+    }
+
+    return (uint32_t) c;
+}
+
+#endif
+
+
+static uint32_t
+caud_crc32c(const uint8_t *p, size_t n)
+{
+    uint32_t  c;
+
+    pthread_once(&caud_crc_once, caud_crc_init);
+
+    c = 0xFFFFFFFF;
+
+#if defined(__x86_64__)
+    if (caud_crc_hw) {
+        return ~caud_crc_sse42(c, p, n);
+    }
+#endif
+
+    while (n--) {
+        c = caud_crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    }
+
+    return ~c;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* helpers */
+
+/* a message that may be cut short: paths can be long, err buffers not */
+static void caud_strf(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+
+static void
+caud_strf(char *buf, size_t size, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (buf == NULL || size == 0) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+}
+
+
+
+static void
+caud_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t) v;
+    p[1] = (uint8_t) (v >> 8);
+    p[2] = (uint8_t) (v >> 16);
+    p[3] = (uint8_t) (v >> 24);
+}
+
+
+static void
+caud_put64(uint8_t *p, uint64_t v)
+{
+    caud_put32(p, (uint32_t) v);
+    caud_put32(p + 4, (uint32_t) (v >> 32));
+}
+
+
+static uint32_t
+caud_get32(const uint8_t *p)
+{
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16
+           | (uint32_t) p[3] << 24;
+}
+
+
+static uint64_t
+caud_get64(const uint8_t *p)
+{
+    return (uint64_t) caud_get32(p) | (uint64_t) caud_get32(p + 4) << 32;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* segment files */
+
+static void
+caud_seg_name(char *buf, size_t size, uint32_t writer_id, uint64_t first)
+{
+    /* 20 digits: ls(1) and the shipper see segments in seq order */
+    snprintf(buf, size, "journal-%" PRIu32 "-%020" PRIu64 ".cj", writer_id,
+             first);
+}
+
+
+static int
+caud_seg_path(char *buf, size_t size, const char *dir, uint32_t writer_id,
+    uint64_t first)
+{
+    char  name[CAUD_NAME_LEN];
+    int   n;
+
+    caud_seg_name(name, sizeof(name), writer_id, first);
+
+    n = snprintf(buf, size, "%s/%s", dir, name);
+
+    return (n < 0 || (size_t) n >= size) ? -1 : 0;
+}
+
+
+static int
+caud_cmp_u64(const void *a, const void *b)
+{
+    uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+
+/*
+ * The first seqs of writer_id's segments, ascending.  Only names this
+ * library would write count: anything else in the directory is left
+ * alone.
+ */
+static int
+caud_seg_list(const char *dir, uint32_t writer_id, uint64_t **out,
+    size_t *nout)
+{
+    DIR            *d;
+    char            prefix[CAUD_NAME_LEN], name[CAUD_NAME_LEN], *end;
+    size_t          n, cap, plen;
+    uint64_t        first, *list, *p;
+    struct dirent  *de;
+
+    *out = NULL;
+    *nout = 0;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return -1;
+    }
+
+    plen = snprintf(prefix, sizeof(prefix), "journal-%" PRIu32 "-",
+                    writer_id);
+    list = NULL;
+    n = 0;
+    cap = 0;
+
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, plen) != 0) {
+            continue;
+        }
+
+        errno = 0;
+        first = strtoull(de->d_name + plen, &end, 10);
+        if (errno != 0 || first == 0) {
+            continue;
+        }
+
+        caud_seg_name(name, sizeof(name), writer_id, first);
+        if (strcmp(name, de->d_name) != 0) {
+            continue;
+        }
+
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            p = realloc(list, cap * sizeof(uint64_t));
+            if (p == NULL) {
+                goto fail;
+            }
+            list = p;
+        }
+
+        list[n++] = first;
+    }
+
+    closedir(d);
+
+    if (n > 1) {
+        qsort(list, n, sizeof(uint64_t), caud_cmp_u64);
+    }
+
+    *out = list;
+    *nout = n;
+
+    return 0;
+
+fail:
+
+    closedir(d);
+    free(list);
+    errno = ENOMEM;
+    return -1;
+}
+
+
+static void
+caud_seg_header(uint8_t *h, uint32_t writer_id, uint64_t first,
+    const uint8_t *prev)
+{
+    memset(h, 0, CAUD_SEGMENT_HDR_LEN);
+    memcpy(h, CAUD_SEG_MAGIC, 8);
+    caud_put32(h + 8, CAUD_VERSION);
+    caud_put32(h + 12, writer_id);
+    caud_put64(h + 16, first);
+    memcpy(h + 24, prev, CAUD_HASH_LEN);
+    caud_put32(h + 60, caud_crc32c(h, 60));
+}
+
+
+static int
+caud_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    ssize_t  w;
+
+    while (n) {
+        w = pwrite(fd, p, n, (off_t) off);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+
+        p += w;
+        n -= w;
+        off += w;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Frame check without the chain: 1 and *need = frame length for a whole
+ * frame with good CRCs, 0 and *need = bytes wanted when avail is short,
+ * -1 and *why for damage.
+ */
+static int
+caud_frame_check(const uint8_t *p, size_t avail, size_t *need,
+    const char **why)
+{
+    size_t    flen;
+    uint32_t  len;
+
+    if (avail < CAUD_FRAME_MIN_HDR) {
+        *need = CAUD_FRAME_HDR_LEN;
+        return 0;
+    }
+
+    if (memcmp(p, CAUD_FRAME_MAGIC, 4) != 0) {
+        *why = "bad frame magic";
+        return -1;
+    }
+
+    if (caud_crc32c(p, 20) != caud_get32(p + 20)) {
+        *why = "frame header CRC mismatch";
+        return -1;
+    }
+
+    len = caud_get32(p + 4);
+    if (len > CAUD_MAX_RECORD) {
+        *why = "frame length out of range";
+        return -1;
+    }
+
+    if (p[16] != CAUD_TYPE_RECORD || p[17] != 0 || p[18] != 0 || p[19] != 0)
+    {
+        *why = "unknown frame type";
+        return -1;
+    }
+
+    flen = CAUD_FRAME_OVERHEAD + (size_t) len;
+    *need = flen;
+
+    if (avail < flen) {
+        return 0;
+    }
+
+    if (caud_crc32c(p, flen - 4) != caud_get32(p + flen - 4)) {
+        *why = "frame CRC mismatch";
+        return -1;
+    }
+
+    return 1;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* reader */
+
+static int caud_reader_fail(caud_reader_t *r, uint64_t off, uint64_t seq,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+
+static int
+caud_reader_fail(caud_reader_t *r, uint64_t off, uint64_t seq,
+    const char *fmt, ...)
+{
+    char     what[192];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+
+    if (seq) {
+        caud_strf(r->err, sizeof(r->err), "%s offset %" PRIu64 " seq %"
+                 PRIu64 ": %s", r->name, off, seq, what);
+
+    } else {
+        caud_strf(r->err, sizeof(r->err), "%s offset %" PRIu64 ": %s",
+                 r->name, off, what);
+    }
+
+    r->failed = 1;
+    return -1;
+}
+
+
+/*
+ * Makes at least n bytes from r->pos available in buf if the file has
+ * them; returns how many are available, or -1.
+ */
+static ssize_t
+caud_reader_fill(caud_reader_t *r, size_t n)
+{
+    size_t    avail, cap;
+    ssize_t   got;
+    uint8_t  *b;
+
+    if (r->pos < r->bstart || r->pos > r->bstart + r->blen) {
+        r->bstart = r->pos;
+        r->blen = 0;
+    }
+
+    avail = r->bstart + r->blen - r->pos;
+    if (avail >= n) {
+        return avail;
+    }
+
+    memmove(r->buf, r->buf + (r->pos - r->bstart), avail);
+    r->bstart = r->pos;
+    r->blen = avail;
+
+    if (n > r->cap) {
+        cap = r->cap;
+        while (cap < n) {
+            cap *= 2;
+        }
+
+        b = realloc(r->buf, cap);
+        if (b == NULL) {
+            return -1;
+        }
+
+        r->buf = b;
+        r->cap = cap;
+    }
+
+    while (r->blen < n) {
+        got = pread(r->fd, r->buf + r->blen, r->cap - r->blen,
+                    (off_t) (r->bstart + r->blen));
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+
+        if (got == 0) {
+            break;
+        }
+
+        r->blen += got;
+    }
+
+    return r->blen;
+}
+
+
+/* 1 if every byte from off to the end of the file is zero */
+static int
+caud_zero_tail(int fd, uint64_t off)
+{
+    size_t   i;
+    ssize_t  n;
+    uint8_t  b[4096];
+
+    for ( ;; ) {
+        n = pread(fd, b, sizeof(b), (off_t) off);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+
+        if (n <= 0) {
+            return n == 0;
+        }
+
+        for (i = 0; i < (size_t) n; i++) {
+            if (b[i]) {
+                return 0;
+            }
+        }
+
+        off += n;
+    }
+}
+
+
+static int
+caud_reader_seg_open(caud_reader_t *r, uint64_t first)
+{
+    if (r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+    }
+
+    if (caud_seg_path(r->path, sizeof(r->path), r->dir, r->writer_id, first)
+        != 0)
+    {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+
+    r->name = strrchr(r->path, '/') + 1;
+    r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
+        return -1;
+    }
+
+    r->seg_first = first;
+    r->have_header = 0;
+    r->pos = 0;
+    r->bstart = 0;
+    r->blen = 0;
+
+    return 0;
+}
+
+
+/*
+ * The first seq of the segment after the current one: 0 if there is
+ * none, -1 on error.  A successor means the current segment is sealed.
+ */
+static int
+caud_reader_successor(caud_reader_t *r, uint64_t *next)
+{
+    size_t     i, n;
+    uint64_t  *list;
+
+    if (caud_seg_list(r->dir, r->writer_id, &list, &n) != 0) {
+        caud_strf(r->err, sizeof(r->err), "%s: %s", r->dir, strerror(errno));
+        r->failed = 1;
+        return -1;
+    }
+
+    *next = 0;
+
+    for (i = 0; i < n; i++) {
+        if (list[i] > r->seg_first) {
+            *next = list[i];
+            break;
+        }
+    }
+
+    free(list);
+
+    return 0;
+}
+
+
+static int
+caud_reader_header(caud_reader_t *r)
+{
+    ssize_t         avail;
+    const uint8_t  *h;
+
+    avail = caud_reader_fill(r, CAUD_SEGMENT_HDR_LEN);
+    if (avail < 0) {
+        return caud_reader_fail(r, 0, 0, "read: %s", strerror(errno));
+    }
+
+    if (avail < CAUD_SEGMENT_HDR_LEN) {
+        return 0;
+    }
+
+    h = r->buf;
+
+    if (memcmp(h, CAUD_SEG_MAGIC, 8) != 0
+        || caud_crc32c(h, 60) != caud_get32(h + 60))
+    {
+        if (caud_zero_tail(r->fd, 0) == 1) {
+            return 0;
+        }
+
+        return caud_reader_fail(r, 0, 0, "%s", "segment header damaged");
+    }
+
+    if (caud_get32(h + 8) != CAUD_VERSION || caud_get32(h + 56) != 0) {
+        return caud_reader_fail(r, 0, 0, "%s", "unknown segment version");
+    }
+
+    if (caud_get32(h + 12) != r->writer_id
+        || caud_get64(h + 16) != r->seg_first)
+    {
+        return caud_reader_fail(r, 0, 0, "%s",
+                                "segment header names another writer or "
+                                "seq (file renamed?)");
+    }
+
+    if (r->seg_first == 1 && memcmp(h + 24, caud_zero_hash, CAUD_HASH_LEN))
+    {
+        return caud_reader_fail(r, 0, 1, "%s",
+                                "genesis prev_hash is not zero");
+    }
+
+    if (r->have_head) {
+        if (memcmp(h + 24, r->head, CAUD_HASH_LEN) != 0) {
+            return caud_reader_fail(r, 0, r->seg_first, "%s",
+                                    "segment prev_hash does not match the "
+                                    "previous segment's last entry_hash");
+        }
+
+    } else {
+        /* where reading starts, the header is the trust anchor */
+        memcpy(r->head, h + 24, CAUD_HASH_LEN);
+        r->have_head = 1;
+    }
+
+    r->next_seq = r->seg_first;
+    r->have_header = 1;
+    r->pos = CAUD_SEGMENT_HDR_LEN;
+
+    return 1;
+}
+
+
+/* checks the chain of the whole frame at buf and advances past it */
+static int
+caud_reader_chain(caud_reader_t *r, const uint8_t *p, size_t flen,
+    caud_frame_t *f)
+{
+    uint8_t   h[CAUD_HASH_LEN];
+    uint32_t  len;
+    uint64_t  seq;
+
+    seq = caud_get64(p + 8);
+    len = caud_get32(p + 4);
+
+    if (seq != r->next_seq) {
+        return caud_reader_fail(r, r->pos, seq,
+                                "expected seq %" PRIu64 " (record deleted, "
+                                "inserted or reordered)", r->next_seq);
+    }
+
+    if (memcmp(p + 24, r->head, CAUD_HASH_LEN) != 0) {
+        return caud_reader_fail(r, r->pos, seq, "%s",
+                                "prev_hash does not match the previous "
+                                "entry_hash (record deleted, inserted or "
+                                "reordered)");
+    }
+
+    if (caud_hasher_entry(r->hasher, p + CAUD_FRAME_HDR_LEN, len, r->head, h)
+        != 0)
+    {
+        return caud_reader_fail(r, r->pos, seq, "%s", "SHA-256 failed");
+    }
+
+    if (memcmp(p + 56, h, CAUD_HASH_LEN) != 0) {
+        return caud_reader_fail(r, r->pos, seq, "%s",
+                                "entry_hash does not match the record");
+    }
+
+    f->seq = seq;
+    f->prev_hash = p + 24;
+    f->entry_hash = p + 56;
+    f->payload = p + CAUD_FRAME_HDR_LEN;
+    f->len = len;
+    f->file = r->name;
+    f->offset = r->pos;
+
+    memcpy(r->head, h, CAUD_HASH_LEN);
+    r->next_seq = seq + 1;
+    r->pos += flen;
+
+    return 1;
+}
+
+
+/*
+ * At the end of the readable data of the current segment: moves to the
+ * successor (1), reports the end (0), asks to look again (2), or finds
+ * corruption (-1).
+ */
+static int
+caud_reader_end(caud_reader_t *r)
+{
+    size_t       incomplete;
+    uint64_t     next;
+    struct stat  st;
+
+    if (fstat(r->fd, &st) != 0) {
+        return caud_reader_fail(r, r->pos, 0, "stat: %s", strerror(errno));
+    }
+
+    incomplete = (uint64_t) st.st_size > r->pos ? st.st_size - r->pos : 0;
+
+    if (caud_reader_successor(r, &next) != 0) {
+        return -1;
+    }
+
+    if (next == 0) {
+        /* the live tail: a torn write, or a write in progress; forget
+         * the buffered bytes, a reopened writer may rewrite them */
+        r->torn = incomplete;
+        r->bstart = r->pos;
+        r->blen = 0;
+        return 0;
+    }
+
+    if (incomplete || !r->have_header) {
+        /* look again: the writer completes a frame before it creates
+         * the next segment, so a short sealed segment is damage */
+        r->blen = 0;
+        return 2;
+    }
+
+    if (next != r->next_seq) {
+        return caud_reader_fail(r, r->pos, r->next_seq,
+                                "%s", "segments missing after this one "
+                                "(records deleted)");
+    }
+
+    if (caud_reader_seg_open(r, next) != 0) {
+        return caud_reader_fail(r, 0, 0, "open next segment: %s",
+                                strerror(errno));
+    }
+
+    return 1;
+}
+
+
+int
+caud_reader_next(caud_reader_t *r, caud_frame_t *f)
+{
+    int             rc, again;
+    size_t          need;
+    ssize_t         avail;
+    const char     *why;
+    const uint8_t  *p;
+
+    if (r->failed) {
+        return -1;
+    }
+
+    r->torn = 0;
+    again = 0;
+
+    for ( ;; ) {
+        if (!r->have_header) {
+            rc = caud_reader_header(r);
+            if (rc < 0) {
+                return -1;
+            }
+
+            if (rc == 0) {
+                goto end;
+            }
+        }
+
+        avail = caud_reader_fill(r, CAUD_FRAME_HDR_LEN);
+        if (avail < 0) {
+            return caud_reader_fail(r, r->pos, 0, "read: %s",
+                                    strerror(errno));
+        }
+
+        p = r->buf + (r->pos - r->bstart);
+        rc = caud_frame_check(p, avail, &need, &why);
+
+        if (rc == 0 && need > (size_t) avail) {
+            avail = caud_reader_fill(r, need);
+            if (avail < 0) {
+                return caud_reader_fail(r, r->pos, 0, "read: %s",
+                                        strerror(errno));
+            }
+
+            p = r->buf + (r->pos - r->bstart);
+            rc = caud_frame_check(p, avail, &need, &why);
+        }
+
+        if (rc < 0) {
+            /* a tail of zeros is a crash after the size grew but before
+             * the data reached the disk: torn, not damage */
+            if (caud_zero_tail(r->fd, r->pos) != 1) {
+                return caud_reader_fail(r, r->pos, r->next_seq, "%s", why);
+            }
+
+            rc = 0;
+        }
+
+        if (rc == 1) {
+            if (caud_reader_chain(r, p, need, f) != 1) {
+                return -1;
+            }
+
+            if (f->seq < r->from_seq) {
+                again = 0;
+                continue;
+            }
+
+            return 1;
+        }
+
+    end:
+
+        rc = caud_reader_end(r);
+
+        if (rc == 2) {
+            if (again++) {
+                return caud_reader_fail(r, r->pos, r->next_seq, "%s",
+                                        r->have_header
+                                        ? "sealed segment ends inside a "
+                                          "frame (truncated)"
+                                        : "sealed segment has no header");
+            }
+            continue;
+        }
+
+        if (rc != 1) {
+            return rc;
+        }
+
+        again = 0;
+    }
+}
+
+
+static int
+caud_reader_init(caud_reader_t **rp, const char *dir, uint32_t writer_id,
+    uint64_t seg_first, uint64_t from_seq)
+{
+    caud_reader_t  *r;
+
+    r = calloc(1, sizeof(caud_reader_t));
+    if (r == NULL) {
+        return -1;
+    }
+
+    r->fd = -1;
+    r->writer_id = writer_id;
+    r->from_seq = from_seq;
+    r->cap = CAUD_READ_BUF;
+    r->name = r->path;
+
+    r->dir = strdup(dir);
+    r->buf = malloc(r->cap);
+    r->hasher = caud_hasher_new();
+
+    if (r->dir == NULL || r->buf == NULL || r->hasher == NULL) {
+        goto fail;
+    }
+
+    if (caud_reader_seg_open(r, seg_first) != 0) {
+        goto fail;
+    }
+
+    *rp = r;
+
+    return 0;
+
+fail:
+
+    caud_reader_close(r);
+    return -1;
+}
+
+
+int
+caud_reader_open(const char *dir, uint32_t writer_id, uint64_t from_seq,
+    caud_reader_t **rp, char *err, size_t errlen)
+{
+    size_t     i, n;
+    uint64_t  *list, first;
+
+    *rp = NULL;
+
+    if (from_seq == 0) {
+        from_seq = 1;
+    }
+
+    if (caud_seg_list(dir, writer_id, &list, &n) != 0) {
+        caud_strf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+
+    if (n == 0 || list[0] > from_seq) {
+        caud_strf(err, errlen, "%s: writer %" PRIu32 " has no segment with "
+                 "seq %" PRIu64 "%s", dir, writer_id, from_seq,
+                 n ? " (pruned)" : "");
+        free(list);
+        errno = ENOENT;
+        return -1;
+    }
+
+    first = list[0];
+    for (i = 0; i < n && list[i] <= from_seq; i++) {
+        first = list[i];
+    }
+
+    free(list);
+
+    if (caud_reader_init(rp, dir, writer_id, first, from_seq) != 0) {
+        caud_strf(err, errlen, "%s: journal %" PRIu32 ": %s", dir, writer_id,
+                 strerror(errno));
+        return -1;
+    }
+
+    return 0;
+}
+
+
+const char *
+caud_reader_error(caud_reader_t *r)
+{
+    return r->err;
+}
+
+
+size_t
+caud_reader_torn(caud_reader_t *r)
+{
+    return r->torn;
+}
+
+
+void
+caud_reader_close(caud_reader_t *r)
+{
+    if (r == NULL) {
+        return;
+    }
+
+    if (r->fd >= 0) {
+        close(r->fd);
+    }
+
+    caud_hasher_free(r->hasher);
+    free(r->buf);
+    free(r->dir);
+    free(r);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* writer */
+
+static int
+caud_journal_fail(caud_journal_t *j, const char *what, const char *path)
+{
+    int  e = errno;
+
+    caud_strf(j->err, sizeof(j->err), "%s%s%s: %s", what, path ? " " : "",
+              path ? path : "", strerror(e));
+    errno = e;
+    return -1;
+}
+
+
+static int
+caud_seg_create(caud_journal_t *j, uint64_t first, const uint8_t *prev)
+{
+    int      fd, e;
+    char     path[PATH_MAX];
+    uint8_t  h[CAUD_SEGMENT_HDR_LEN];
+
+    if (caud_seg_path(path, sizeof(path), j->dir, j->writer_id, first) != 0)
+    {
+        errno = ENAMETOOLONG;
+        return caud_journal_fail(j, "segment path", j->dir);
+    }
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+              j->opts.mode);
+    if (fd < 0) {
+        return caud_journal_fail(j, "create", path);
+    }
+
+    caud_seg_header(h, j->writer_id, first, prev);
+
+    if (caud_pwrite_all(fd, h, sizeof(h), 0) != 0) {
+        e = errno;
+        unlink(path);
+        close(fd);
+        errno = e;
+        return caud_journal_fail(j, "write", path);
+    }
+
+    return fd;
+}
+
+
+/* a new segment for the next frame; the old fd goes to the syncer */
+static int
+caud_journal_rotate(caud_journal_t *j)
+{
+    int  fd, old;
+
+    if (!j->opts.no_sync) {
+        pthread_mutex_lock(&j->mu);
+        old = j->nretired;
+        pthread_mutex_unlock(&j->mu);
+
+        if (old == CAUD_RETIRED_MAX) {
+            /* back pressure: a stuck disk or a dead sync thread must
+             * refuse messages rather than queue unsynced data forever */
+            caud_strf(j->err, sizeof(j->err), "%d segments await sync",
+                     CAUD_RETIRED_MAX);
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+
+    fd = caud_seg_create(j, j->last_seq + 1, j->head);
+    if (fd < 0) {
+        return -1;
+    }
+
+    pthread_mutex_lock(&j->mu);
+
+    old = j->fd;
+    if (!j->opts.no_sync) {
+        j->retired[j->nretired++] = old;
+        old = -1;
+    }
+
+    j->fd = fd;
+    j->dir_dirty = 1;
+
+    pthread_mutex_unlock(&j->mu);
+
+    if (old >= 0) {
+        close(old);
+    }
+
+    j->seg_first = j->last_seq + 1;
+    j->seg_off = CAUD_SEGMENT_HDR_LEN;
+
+    return 0;
+}
+
+
+/* frames the len payload bytes at buf + 88 and writes them */
+static int
+caud_journal_write(caud_journal_t *j, size_t len, uint64_t *seq)
+{
+    int       e;
+    size_t    flen;
+    uint8_t  *p;
+    uint64_t  s;
+
+    flen = CAUD_FRAME_OVERHEAD + len;
+
+    if (j->seg_off + flen > j->opts.segment_size
+        && j->seg_off > CAUD_SEGMENT_HDR_LEN
+        && caud_journal_rotate(j) != 0)
+    {
+        return -1;
+    }
+
+    s = j->last_seq + 1;
+    p = j->buf.data;
+
+    memcpy(p, CAUD_FRAME_MAGIC, 4);
+    caud_put32(p + 4, (uint32_t) len);
+    caud_put64(p + 8, s);
+    p[16] = CAUD_TYPE_RECORD;
+    p[17] = 0;
+    p[18] = 0;
+    p[19] = 0;
+    caud_put32(p + 20, caud_crc32c(p, 20));
+    memcpy(p + 24, j->head, CAUD_HASH_LEN);
+
+    if (caud_hasher_entry(j->hasher, p + CAUD_FRAME_HDR_LEN, len, j->head,
+                          p + 56)
+        != 0)
+    {
+        errno = EIO;
+        return caud_journal_fail(j, "SHA-256", NULL);
+    }
+
+    caud_put32(p + flen - 4, caud_crc32c(p, flen - 4));
+
+    if (caud_pwrite_all(j->fd, p, flen, j->seg_off) != 0) {
+        e = errno;
+
+        /* cut the partial frame off, so the next append does not land
+         * behind garbage; if even that fails the file is unusable */
+        if (ftruncate(j->fd, (off_t) j->seg_off) != 0) {
+            atomic_store(&j->failed, 1);
+        }
+
+        errno = e;
+        return caud_journal_fail(j, "append to segment", NULL);
+    }
+
+    j->seg_off += flen;
+    j->last_seq = s;
+    memcpy(j->head, p + 56, CAUD_HASH_LEN);
+
+    /* release: a sync that sees s also sees the write that made it */
+    atomic_store_explicit(&j->written_seq, s, memory_order_release);
+
+    if (seq) {
+        *seq = s;
+    }
+
+    return 0;
+}
+
+
+static int
+caud_journal_reserve(caud_journal_t *j, size_t len)
+{
+    size_t    cap;
+    uint8_t  *d;
+
+    if (len <= j->buf.cap) {
+        return 0;
+    }
+
+    cap = j->buf.cap ? j->buf.cap : 4096;
+    while (cap < len) {
+        cap *= 2;
+    }
+
+    d = realloc(j->buf.data, cap);
+    if (d == NULL) {
+        return -1;
+    }
+
+    j->buf.data = d;
+    j->buf.cap = cap;
+
+    return 0;
+}
+
+
+int
+caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq)
+{
+    if (atomic_load(&j->failed)) {
+        errno = EIO;
+        return caud_journal_fail(j, "journal failed", NULL);
+    }
+
+    if (json_object_set_new(rec, "seq", json_integer(j->last_seq + 1)) != 0)
+    {
+        errno = ENOMEM;
+        return caud_journal_fail(j, "record", NULL);
+    }
+
+    /* the payload is encoded right behind the frame header space */
+    j->buf.len = CAUD_FRAME_HDR_LEN;
+
+    if (caud_record_encode(rec, &j->buf) != 0) {
+        return caud_journal_fail(j, "encode record", NULL);
+    }
+
+    if (caud_journal_reserve(j, j->buf.len + 4) != 0) {
+        errno = ENOMEM;
+        return caud_journal_fail(j, "frame buffer", NULL);
+    }
+
+    return caud_journal_write(j, j->buf.len - CAUD_FRAME_HDR_LEN, seq);
+}
+
+
+int
+caud_journal_append_raw(caud_journal_t *j, const void *canon, size_t len,
+    uint64_t *seq)
+{
+    if (atomic_load(&j->failed)) {
+        errno = EIO;
+        return caud_journal_fail(j, "journal failed", NULL);
+    }
+
+    if (len > CAUD_MAX_RECORD) {
+        errno = EMSGSIZE;
+        return caud_journal_fail(j, "record", NULL);
+    }
+
+    if (caud_journal_reserve(j, CAUD_FRAME_OVERHEAD + len) != 0) {
+        errno = ENOMEM;
+        return caud_journal_fail(j, "frame buffer", NULL);
+    }
+
+    memcpy(j->buf.data + CAUD_FRAME_HDR_LEN, canon, len);
+
+    return caud_journal_write(j, len, seq);
+}
+
+
+int
+caud_journal_sync(caud_journal_t *j, char *err, size_t errlen)
+{
+    int         i, n, fd, dirty, rc;
+    int         retired[CAUD_RETIRED_MAX];
+    uint64_t    target;
+    const char  *what;
+
+    if (atomic_load(&j->failed)) {
+        caud_strf(err, errlen, "journal failed after an earlier sync error");
+        errno = EIO;
+        return -1;
+    }
+
+    pthread_mutex_lock(&j->sync_mu);
+
+    /* the snapshot: every record <= target sits in a retired segment
+     * taken here or in fd, because rotation swaps under mu */
+    pthread_mutex_lock(&j->mu);
+
+    target = atomic_load_explicit(&j->written_seq, memory_order_acquire);
+    n = j->nretired;
+    memcpy(retired, j->retired, n * sizeof(int));
+    j->nretired = 0;
+    dirty = j->dir_dirty;
+    j->dir_dirty = 0;
+    fd = j->fd;
+
+    pthread_mutex_unlock(&j->mu);
+
+    rc = 0;
+    what = NULL;
+
+    for (i = 0; i < n; i++) {
+        if (rc == 0 && fdatasync(retired[i]) != 0) {
+            rc = -1;
+            what = "fdatasync(retired segment)";
+        }
+
+        close(retired[i]);
+    }
+
+    if (rc == 0 && dirty && fsync(j->dir_fd) != 0) {
+        rc = -1;
+        what = "fsync(directory)";
+    }
+
+    if (rc == 0 && fdatasync(fd) != 0) {
+        rc = -1;
+        what = "fdatasync(segment)";
+    }
+
+    if (rc == 0) {
+        if (target > atomic_load(&j->durable_seq)) {
+            atomic_store_explicit(&j->durable_seq, target,
+                                  memory_order_release);
+        }
+
+    } else {
+        caud_strf(err, errlen, "%s %s: %s", what, j->dir, strerror(errno));
+        atomic_store(&j->failed, 1);
+        errno = EIO;
+    }
+
+    pthread_mutex_unlock(&j->sync_mu);
+
+    return rc;
+}
+
+
+uint64_t
+caud_journal_next_seq(caud_journal_t *j)
+{
+    return j->last_seq + 1;
+}
+
+
+uint64_t
+caud_journal_last_seq(caud_journal_t *j)
+{
+    return j->last_seq;
+}
+
+
+const uint8_t *
+caud_journal_head(caud_journal_t *j)
+{
+    return j->head;
+}
+
+
+uint64_t
+caud_journal_written_seq(caud_journal_t *j)
+{
+    return atomic_load_explicit(&j->written_seq, memory_order_acquire);
+}
+
+
+uint64_t
+caud_journal_durable_seq(caud_journal_t *j)
+{
+    return atomic_load_explicit(&j->durable_seq, memory_order_acquire);
+}
+
+
+const char *
+caud_journal_error(caud_journal_t *j)
+{
+    return j->err;
+}
+
+
+/* fdatasync()s every segment: a crashed writer may have left data that
+ * is in the page cache only */
+static int
+caud_journal_sync_all(caud_journal_t *j, const uint64_t *list, size_t n)
+{
+    int     fd, rc;
+    char    path[PATH_MAX];
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (caud_seg_path(path, sizeof(path), j->dir, j->writer_id, list[i])
+            != 0)
+        {
+            errno = ENAMETOOLONG;
+            return caud_journal_fail(j, "segment path", j->dir);
+        }
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            return caud_journal_fail(j, "open", path);
+        }
+
+        rc = fdatasync(fd);
+        close(fd);
+
+        if (rc != 0) {
+            return caud_journal_fail(j, "fdatasync", path);
+        }
+    }
+
+    if (fsync(j->dir_fd) != 0) {
+        return caud_journal_fail(j, "fsync", j->dir);
+    }
+
+    return 0;
+}
+
+
+/*
+ * Finds where the chain stops in the last segment.  1: resumed, j->fd
+ * open for writing; 0: the segment has not even a whole header (a crash
+ * right after creating it) and was removed or rewritten; -1: damage.
+ */
+static int
+caud_journal_resume(caud_journal_t *j, uint64_t first, int has_prev)
+{
+    int             rc, fd;
+    uint64_t        end;
+    caud_frame_t    f;
+    caud_reader_t  *r;
+
+    if (caud_reader_init(&r, j->dir, j->writer_id, first, first) != 0) {
+        return caud_journal_fail(j, "open", j->dir);
+    }
+
+    while ((rc = caud_reader_next(r, &f)) == 1) {
+        /* scan only */
+    }
+
+    if (rc < 0) {
+        caud_strf(j->err, sizeof(j->err), "%s/%s", j->dir, r->err);
+        caud_reader_close(r);
+        errno = EILSEQ;
+        return -1;
+    }
+
+    if (!r->have_header) {
+        if (first != 1 && !has_prev) {
+            caud_strf(j->err, sizeof(j->err), "%s/%s: no segment header, and "
+                     "no earlier segment to take the chain head from",
+                     j->dir, r->name);
+            caud_reader_close(r);
+            errno = EILSEQ;
+            return -1;
+        }
+
+        /* no record lives in it (a crash right after creating it):
+         * drop it, and resume from the previous segment or start over */
+        if (unlink(r->path) != 0) {
+            caud_journal_fail(j, "unlink", r->path);
+            caud_reader_close(r);
+            return -1;
+        }
+
+        caud_reader_close(r);
+
+        if (has_prev) {
+            return 0;
+        }
+
+        fd = caud_seg_create(j, 1, caud_zero_hash);
+        if (fd < 0) {
+            return -1;
+        }
+
+        j->fd = fd;
+        j->seg_first = 1;
+        j->seg_off = CAUD_SEGMENT_HDR_LEN;
+        return 1;
+    }
+
+    end = r->pos;
+    j->last_seq = r->next_seq - 1;
+    j->seg_first = first;
+    memcpy(j->head, r->head, CAUD_HASH_LEN);
+
+    fd = open(r->path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        caud_journal_fail(j, "open", r->path);
+        caud_reader_close(r);
+        return -1;
+    }
+
+    /* a torn tail is a record whose write never returned: it was never
+     * acknowledged, so it is cut off and its seq is reused */
+    if (ftruncate(fd, (off_t) end) != 0) {
+        caud_journal_fail(j, "truncate", r->path);
+        close(fd);
+        caud_reader_close(r);
+        return -1;
+    }
+
+    caud_reader_close(r);
+
+    j->fd = fd;
+    j->seg_off = end;
+
+    return 1;
+}
+
+
+int
+caud_journal_open(const char *dir, uint32_t writer_id,
+    const caud_journal_opts_t *opts, caud_journal_t **jp, char *err,
+    size_t errlen)
+{
+    int              rc;
+    char             path[PATH_MAX];
+    size_t           n;
+    uint64_t        *list;
+    caud_journal_t  *j;
+
+    *jp = NULL;
+    list = NULL;
+
+    j = calloc(1, sizeof(caud_journal_t));
+    if (j == NULL) {
+        caud_strf(err, errlen, "out of memory");
+        return -1;
+    }
+
+    j->lock_fd = -1;
+    j->dir_fd = -1;
+    j->fd = -1;
+    j->writer_id = writer_id;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_mutex_init(&j->sync_mu, NULL);
+
+    if (opts) {
+        j->opts = *opts;
+    }
+
+    if (j->opts.segment_size == 0) {
+        j->opts.segment_size = CAUD_SEGMENT_SIZE;
+    }
+
+    if (j->opts.mode == 0) {
+        j->opts.mode = 0600;
+    }
+
+    j->dir = strdup(dir);
+    j->hasher = caud_hasher_new();
+
+    if (j->dir == NULL || j->hasher == NULL
+        || caud_journal_reserve(j, 4096) != 0)
+    {
+        errno = ENOMEM;
+        caud_journal_fail(j, "allocate", NULL);
+        goto fail;
+    }
+
+    rc = snprintf(path, sizeof(path), "%s/journal-%" PRIu32 ".lock", dir,
+                  writer_id);
+    if (rc < 0 || (size_t) rc >= sizeof(path)) {
+        errno = ENAMETOOLONG;
+        caud_journal_fail(j, "lock path", dir);
+        goto fail;
+    }
+
+    j->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, j->opts.mode);
+    if (j->lock_fd < 0) {
+        caud_journal_fail(j, "open", path);
+        goto fail;
+    }
+
+    /* two writers on one chain would fork it: the second one fails */
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        caud_journal_fail(j, "lock (another writer has it)", path);
+        goto fail;
+    }
+
+    j->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (j->dir_fd < 0) {
+        caud_journal_fail(j, "open", dir);
+        goto fail;
+    }
+
+    if (caud_seg_list(dir, writer_id, &list, &n) != 0) {
+        caud_journal_fail(j, "list", dir);
+        goto fail;
+    }
+
+    for ( ;; ) {
+        if (n == 0) {
+            j->fd = caud_seg_create(j, 1, caud_zero_hash);
+            if (j->fd < 0) {
+                goto fail;
+            }
+
+            j->seg_first = 1;
+            j->seg_off = CAUD_SEGMENT_HDR_LEN;
+            break;
+        }
+
+        rc = caud_journal_resume(j, list[n - 1], n > 1);
+        if (rc < 0) {
+            goto fail;
+        }
+
+        if (rc == 1) {
+            break;
+        }
+
+        n--;
+    }
+
+    if (caud_journal_sync_all(j, list, n) != 0) {
+        goto fail;
+    }
+
+    free(list);
+
+    atomic_store(&j->written_seq, j->last_seq);
+    atomic_store(&j->durable_seq, j->last_seq);
+
+    *jp = j;
+
+    return 0;
+
+fail:
+
+    caud_strf(err, errlen, "%s", j->err);
+    free(list);
+    j->opts.no_sync = 1;
+    caud_journal_close(j, NULL, 0);
+    return -1;
+}
+
+
+int
+caud_journal_close(caud_journal_t *j, char *err, size_t errlen)
+{
+    int   i, rc;
+    char  e[256];
+
+    if (j == NULL) {
+        return 0;
+    }
+
+    rc = 0;
+
+    if (!j->opts.no_sync && j->fd >= 0
+        && caud_journal_sync(j, e, sizeof(e)) != 0)
+    {
+        if (err) {
+            caud_strf(err, errlen, "%s", e);
+        }
+        rc = -1;
+    }
+
+    for (i = 0; i < j->nretired; i++) {
+        close(j->retired[i]);
+    }
+
+    if (j->fd >= 0) {
+        close(j->fd);
+    }
+
+    if (j->dir_fd >= 0) {
+        close(j->dir_fd);
+    }
+
+    if (j->lock_fd >= 0) {
+        close(j->lock_fd);
+    }
+
+    pthread_mutex_destroy(&j->mu);
+    pthread_mutex_destroy(&j->sync_mu);
+    caud_hasher_free(j->hasher);
+    caud_buf_free(&j->buf);
+    free(j->dir);
+    free(j);
+
+    return rc;
+}
