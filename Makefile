@@ -29,7 +29,8 @@ CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 	-Werror -Wno-error=deprecated-declarations $(SAN_FLAGS)
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
-.PHONY: all build deps deb-deps npm-deps test unit fuzz integration demo stop \
+.PHONY: all build deps deb-deps npm-deps test unit fuzz integration bench \
+	demo stop \
 	clean
 
 all: build
@@ -236,6 +237,14 @@ test:
 	fails=$$((uf + if_ + af)); [ $$fails -eq 0 ] || rc=1; \
 	echo "$$((up + ip + ap)) passed, $$fails failed"; \
 	exit $$rc
+
+# ---------------------------------------------------------------------
+# bench (issue 4): print figures, assert nothing; flags via BENCH_ARGS,
+# e.g. make bench BENCH_ARGS="--repeat 3 --rates 1000,5000,20000".
+# Results land in build/bench/results/.  See tests/bench/README.md.
+
+bench: build
+	/usr/bin/python3 tests/bench/run_bench.py $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------
 # demo: a complete appliance on 127.0.0.1 (HTTPS 8443, LDAP 10389,

@@ -302,6 +302,12 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 
     c->log->action = "serving XMPP over WebSocket";
 
+    /*
+     * Stanzas are small writes: without TCP_NODELAY each one waits for
+     * the peer's delayed ACK (up to 40 ms); nginx sets it only for TLS.
+     */
+    (void) ngx_tcp_nodelay(c);
+
     r->read_event_handler = ngx_xmpp_ws_read;
     r->write_event_handler = ngx_xmpp_ws_write;
     r->main->count++;

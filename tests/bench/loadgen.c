@@ -1,0 +1,1147 @@
+
+/*
+ * loadgen: the load generator of Conclave's benchmark suite (issue 4).
+ *
+ * One process, one epoll loop, non-blocking sockets, optionally pinned
+ * to a CPU.  It speaks XMPP over WebSocket (RFC 7395 on RFC 6455) on
+ * ws:// or wss:// (no certificate check: the demo certificate is
+ * self-signed), signs sessions in with SASL PLAIN, binds a resource,
+ * sends initial presence, and then runs one scenario:
+ *
+ *   idle             K sessions online, held for H seconds: server
+ *                    memory per session
+ *   chat-saturation  closed loop, W messages in flight per sender to
+ *                    random online peers: delivered msgs/s, CPU/msg
+ *   chat-fixed-rate  open loop at R msgs/s: p50/p99/max latency
+ *   login            connect, sign in, bind, presence, close with C in
+ *                    flight: logins/s
+ *
+ * Every message body carries the sender's and recipient's slots and a
+ * CLOCK_MONOTONIC timestamp, so latency is end to end, client queueing
+ * included.  In
+ * the open loop the timestamp is the scheduled send time, so a stall
+ * of the generator or the server is charged, not hidden (coordinated
+ * omission).  Server figures come from /proc of the PIDs given with
+ * --server-pids, sampled exactly at the phase boundaries.
+ *
+ * Each scenario prints one row and appends one CSV line.  Any failed
+ * session, error stanza or lost message is printed with its reason and
+ * makes the exit status 1: a benchmark with failures must say so.
+ *
+ * This file holds the scenarios, the measurements and the report;
+ * loadgen_xmpp.c holds a client session (socket, TLS, WebSocket,
+ * sign-in); loadgen.h the types they share.
+ */
+
+#include "loadgen.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+
+
+lg_t  lg;
+
+static volatile sig_atomic_t  lg_interrupted;
+
+
+void
+lg_die(const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    fputs("loadgen: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(2);
+}
+
+
+/*
+ * Errors are grouped by reason text, which therefore names a class
+ * ("auth: not-authorized"), never a per-session detail.
+ */
+void
+lg_reason(const char *fmt, ...)
+{
+    int      i;
+    char     text[96];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+
+    for (i = 0; i < lg.nreasons; i++) {
+        if (strcmp(lg.reasons[i].text, text) == 0) {
+            lg.reasons[i].count++;
+            return;
+        }
+    }
+
+    if (lg.nreasons == LG_MAX_REASONS) {
+        lg.other_reasons++;
+        return;
+    }
+
+    memcpy(lg.reasons[lg.nreasons].text, text, sizeof(text));
+    lg.reasons[lg.nreasons++].count = 1;
+}
+
+
+/* latency histograms */
+
+static unsigned
+lg_hist_idx(uint64_t v)
+{
+    unsigned  shift;
+
+    if (v < 2 * LG_HIST_SUB) {
+        return (unsigned) v;
+    }
+
+    shift = 63 - __builtin_clzll(v) - 7;
+    return (shift + 1) * LG_HIST_SUB + (unsigned) (v >> shift)
+           - LG_HIST_SUB;
+}
+
+
+static uint64_t
+lg_hist_value(unsigned i)
+{
+    unsigned  shift;
+
+    if (i < 2 * LG_HIST_SUB) {
+        return i;
+    }
+
+    shift = i / LG_HIST_SUB - 1;
+    return ((uint64_t) (i % LG_HIST_SUB + LG_HIST_SUB) << shift)
+           + ((1ULL << shift) >> 1);
+}
+
+
+static void
+lg_hist_add(lg_hist_t *h, uint64_t v)
+{
+    h->b[lg_hist_idx(v)]++;
+    h->n++;
+    if (v > h->max) {
+        h->max = v;
+    }
+}
+
+
+/* the value at quantile q, in milliseconds; -1 without samples */
+static double
+lg_hist_ms(lg_hist_t *h, double q)
+{
+    unsigned  i;
+    uint64_t  want, seen;
+
+    if (h->n == 0) {
+        return -1;
+    }
+
+    want = (uint64_t) (q * h->n + 0.999999);
+    if (want == 0) {
+        want = 1;
+    }
+
+    seen = 0;
+    for (i = 0; i < LG_HIST_N; i++) {
+        seen += h->b[i];
+        if (seen >= want) {
+            return lg_hist_value(i) / 1e6;
+        }
+    }
+
+    return h->max / 1e6;
+}
+
+
+/* the server's side, from /proc */
+
+static int
+lg_proc_cpu(pid_t pid, uint64_t *ticks)
+{
+    int      fd;
+    char     buf[1024], *p;
+    ssize_t  n;
+    unsigned long long  ut, st;
+
+    snprintf(buf, sizeof(buf), "/proc/%d/stat", (int) pid);
+    fd = open(buf, O_RDONLY);
+    if (fd == -1) {
+        return -1;
+    }
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+
+    /* fields after "(comm)": state is field 3, utime 14, stime 15 */
+    p = strrchr(buf, ')');
+    if (p == NULL
+        || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u"
+                  " %llu %llu", &ut, &st) != 2)
+    {
+        return -1;
+    }
+
+    *ticks += ut + st;
+    return 0;
+}
+
+
+static int
+lg_proc_mem(pid_t pid, uint64_t *rss, uint64_t *pss)
+{
+    char                path[64], line[256];
+    FILE               *f;
+    unsigned long long  v;
+
+    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int) pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "Rss: %llu", &v) == 1) {
+            *rss += v;
+        } else if (sscanf(line, "Pss: %llu", &v) == 1) {
+            *pss += v;
+        }
+    }
+
+    fclose(f);
+    return 0;
+}
+
+
+static void
+lg_sample(lg_sample_t *s, int mem)
+{
+    int  i;
+
+    memset(s, 0, sizeof(lg_sample_t));
+    s->at = lg_now();
+    getrusage(RUSAGE_SELF, &s->self);
+
+    for (i = 0; i < lg.nspids; i++) {
+        if (lg_proc_cpu(lg.spids[i], &s->cpu_ticks) == -1
+            || (mem && lg_proc_mem(lg.spids[i], &s->rss_kib, &s->pss_kib)
+                       == -1))
+        {
+            /* a worker that crashed and was respawned */
+            lg_reason("server: pid %d vanished", (int) lg.spids[i]);
+            lg.failed++;
+        }
+    }
+
+    for (i = 0; i < lg.napids; i++) {
+        (void) lg_proc_cpu(lg.apids[i], &s->aux_ticks);
+    }
+}
+
+
+/*
+ * Messages: "<sender slot> <recipient slot> <timestamp ns> <padding>" in
+ * the body, so a stanza delivered to the wrong session is caught too.
+ */
+
+static void
+lg_chat_send(lg_conn_t *c, uint64_t ts)
+{
+    int         i;
+    lg_conn_t  *to;
+    static char  pad[2048];
+
+    if (lg.nonline < 2 || c->pos < 0) {
+        return;
+    }
+
+    if (pad[0] == '\0') {
+        memset(pad, 'x', sizeof(pad) - 1);
+    }
+
+    i = lg_rand() % (lg.nonline - 1);
+    if (i >= c->pos) {
+        i++;
+    }
+    to = &lg.conns[lg.online[i]];
+
+    if (lg_send(c, "<message to='%s@%s/lg' type='chat'><body>%u %u %llu"
+                " %.*s</body></message>", lg.uids[to->user], lg.domain,
+                c->slot, to->slot, (unsigned long long) ts, lg.payload, pad)
+        == 0)
+    {
+        c->inflight++;
+        lg.inflight++;
+        lg.sent++;
+    }
+}
+
+
+void
+lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len)
+{
+    char                  cond[64];
+    uint64_t              now, ts;
+    unsigned              slot, rcpt;
+    unsigned long long    t;
+    const unsigned char  *v;
+    lg_conn_t            *from;
+    size_t                n;
+    char                  body[64];
+
+    n = lg_xml_attr(m, len, "type", &v);
+    if (n == 5 && memcmp(v, "error", 5) == 0) {
+        /* the bounce carries no body: it is one of c's own messages */
+        lg_xml_condition(m, len, cond, sizeof(cond));
+        lg_reason("message: error %s", cond);
+        lg.msg_errors++;
+        if (c->inflight) {
+            c->inflight--;
+            lg.inflight--;
+        }
+        return;
+    }
+
+    n = lg_xml_text(m, len, "<body>", "</body>", &v);
+    if (n == 0) {
+        lg_reason("message: no body");
+        lg.msg_errors++;
+        return;
+    }
+
+    n = n < sizeof(body) - 1 ? n : sizeof(body) - 1;
+    memcpy(body, v, n);
+    body[n] = '\0';
+
+    if (sscanf(body, "%u %u %llu", &slot, &rcpt, &t) != 3
+        || slot >= (unsigned) lg.nslots)
+    {
+        lg_reason("message: body not ours");
+        lg.msg_errors++;
+        return;
+    }
+
+    if (rcpt != c->slot) {
+        lg_reason("message: delivered to the wrong session");
+        lg.msg_errors++;
+    }
+
+    now = lg_now();
+    ts = t;
+    lg.delivered++;
+    lg.t_progress = now;
+    if (lg.phase == LG_PH_MEASURE) {
+        lg.delivered_win++;
+        lg_hist_add(&lg.lat, now > ts ? now - ts : 0);
+    }
+
+    from = &lg.conns[slot];
+    if (from->state == LG_FREE || from->inflight == 0) {
+        return;
+    }
+
+    from->inflight--;
+    lg.inflight--;
+
+    if (lg.scenario == LG_SC_SAT && from->state == LG_ONLINE
+        && (lg.phase == LG_PH_WARMUP || lg.phase == LG_PH_MEASURE))
+    {
+        lg_chat_send(from, now);
+    }
+}
+
+
+void
+lg_signed_in(lg_conn_t *c)
+{
+    uint64_t  now;
+
+    now = lg_now();
+    lg.signing_in--;
+    lg.logins++;
+    lg_hist_add(&lg.login_lat, now - c->t_start);
+
+    if (lg.scenario == LG_SC_LOGIN) {
+        if (lg.phase == LG_PH_MEASURE) {
+            lg.logins_win++;
+        }
+        c->state = LG_CLOSING;
+        lg_close_stream(c);
+        return;
+    }
+
+    c->state = LG_ONLINE;
+    c->deadline = 0;
+    lg.online_now++;
+    lg_online_add(c);
+}
+
+
+/*
+ * The scenario's phases, driven after every loop turn:
+ *
+ *   idle:  WARM -> WARM_CLOSE -> SETTLE0 (memory) -> RAMP -> SETTLE
+ *          (memory) -> HOLD -> CLOSE
+ *   chat:  RAMP -> SETTLE -> WARMUP -> MEASURE -> DRAIN -> CLOSE
+ *   login: WARMUP -> MEASURE (C sign-ins in flight) -> CLOSE
+ */
+
+static void
+lg_phase(lg_phase_e ph, double seconds)
+{
+    lg.phase = ph;
+    lg.phase_end = lg_now() + (uint64_t) (seconds * LG_NS);
+}
+
+
+static void
+lg_close_all(void)
+{
+    int         i;
+    lg_conn_t  *c;
+
+    for (i = 0; i < lg.nslots; i++) {
+        c = &lg.conns[i];
+        if (c->state == LG_ONLINE) {
+            lg_close_stream(c);
+        } else if (c->state != LG_FREE && c->state != LG_CLOSING) {
+            lg_fail(c, "still signing in at the end");
+        }
+    }
+}
+
+
+static void
+lg_open_sessions(int total)
+{
+    while (lg.signing_in < lg.ramp && (int) lg.started < total
+           && lg.nfree > 0)
+    {
+        lg_conn_start();
+    }
+}
+
+
+static void
+lg_fixed_rate(uint64_t now)
+{
+    lg_conn_t  *c;
+
+    while (lg.next_send <= now && lg.nonline >= 2) {
+        c = &lg.conns[lg.online[lg.rr++ % lg.nonline]];
+        lg_chat_send(c, lg.next_send);
+        lg.nsched++;
+        lg.next_send = lg.t_measure
+                       + (uint64_t) (lg.nsched * (double) LG_NS / lg.rate);
+    }
+}
+
+
+static void
+lg_tick(uint64_t now)
+{
+    int  i;
+
+    switch (lg.phase) {
+
+    case LG_PH_WARM:
+        lg_open_sessions(lg.target_online);
+        if (lg.online_now + (int) lg.failed >= lg.target_online) {
+            lg_close_all();
+            lg.phase = LG_PH_WARM_CLOSE;
+        }
+        break;
+
+    case LG_PH_WARM_CLOSE:
+        if (lg.live == 0) {
+            lg_phase(LG_PH_SETTLE0, 1.0);
+        }
+        break;
+
+    case LG_PH_SETTLE0:
+        if (now >= lg.phase_end) {
+            lg_sample(&lg.s0, 1);
+            lg.started = 0;
+            lg.target_online = lg.sessions;
+            lg.phase = LG_PH_RAMP;
+            lg.ramp_t0 = lg_now();
+            lg.logins = 0;
+            memset(&lg.login_lat, 0, sizeof(lg_hist_t));
+        }
+        break;
+
+    case LG_PH_RAMP:
+        lg_open_sessions(lg.target_online);
+        if ((int) lg.started >= lg.target_online && lg.signing_in == 0) {
+            lg.ramp_t1 = now;
+            printf("# %s: %d sessions online, %llu failed, %.1f s\n",
+                   lg.scenario_name, lg.online_now,
+                   (unsigned long long) lg.failed,
+                   (now - lg.ramp_t0) / 1e9);
+            fflush(stdout);
+            lg_phase(LG_PH_SETTLE, lg.scenario == LG_SC_IDLE ? 2.0 : 0.5);
+        }
+        break;
+
+    case LG_PH_SETTLE:
+        if (now < lg.phase_end) {
+            break;
+        }
+        if (lg.scenario == LG_SC_IDLE) {
+            lg_sample(&lg.s1, 1);
+            lg.sampled = 1;
+            lg.sampled_online = lg.online_now;
+            lg_phase(LG_PH_HOLD, lg.hold);
+            break;
+        }
+        if (lg.scenario == LG_SC_SAT) {
+            for (i = 0; i < lg.nslots * lg.window; i++) {
+                if (lg.conns[i % lg.nslots].state == LG_ONLINE) {
+                    lg_chat_send(&lg.conns[i % lg.nslots], lg_now());
+                }
+            }
+        }
+        lg_phase(LG_PH_WARMUP, lg.warmup);
+        lg.t_measure = now;
+        lg.next_send = now;
+        break;
+
+    case LG_PH_WARMUP:
+        if (lg.scenario == LG_SC_FIXED) {
+            lg_fixed_rate(now);
+        } else if (lg.scenario == LG_SC_LOGIN) {
+            while (lg.nfree > 0) {
+                lg_conn_start();
+            }
+        }
+        if (now >= lg.phase_end) {
+            lg_sample(&lg.s0, 0);
+            memset(&lg.login_lat, 0, sizeof(lg_hist_t));
+            lg_phase(LG_PH_MEASURE, lg.duration);
+        }
+        break;
+
+    case LG_PH_MEASURE:
+        if (lg.scenario == LG_SC_FIXED) {
+            lg_fixed_rate(now);
+        } else if (lg.scenario == LG_SC_LOGIN) {
+            while (lg.nfree > 0) {
+                lg_conn_start();
+            }
+        }
+        if (now >= lg.phase_end) {
+            lg_sample(&lg.s1, 0);
+            lg.sampled = 1;
+            if (lg.scenario == LG_SC_LOGIN) {
+                lg.phase = LG_PH_CLOSE;
+                lg.phase_end = now + 15 * LG_NS;
+            } else {
+                /* an overloaded server may still be delivering */
+                lg_phase(LG_PH_DRAIN, 120.0);
+                lg.t_progress = now;
+            }
+        }
+        break;
+
+    case LG_PH_HOLD:
+    case LG_PH_DRAIN:
+        if (now >= lg.phase_end
+            || (lg.phase == LG_PH_DRAIN
+                && (lg.inflight == 0 || now - lg.t_progress > 5 * LG_NS)))
+        {
+            lg.lost += lg.inflight;
+            lg.inflight = 0;
+            for (i = 0; i < lg.nslots; i++) {
+                lg.conns[i].inflight = 0;
+            }
+            lg_close_all();
+            lg_phase(LG_PH_CLOSE, 15.0);
+        }
+        break;
+
+    case LG_PH_CLOSE:
+        if (lg.live == 0) {
+            lg.phase = LG_PH_END;
+        } else if (now >= lg.phase_end) {
+            for (i = 0; i < lg.nslots; i++) {
+                if (lg.conns[i].state != LG_FREE) {
+                    lg_fail(&lg.conns[i], "no end of stream after 15 s");
+                }
+            }
+            lg.phase = LG_PH_END;
+        }
+        break;
+
+    case LG_PH_END:
+        break;
+    }
+}
+
+
+/* results */
+
+static double
+lg_cpu_seconds(uint64_t ticks)
+{
+    return (double) ticks / sysconf(_SC_CLK_TCK);
+}
+
+
+static double
+lg_tv(struct timeval *tv)
+{
+    return tv->tv_sec + tv->tv_usec / 1e6;
+}
+
+
+static int
+lg_report(void)
+{
+    int          i, size;
+    FILE        *f;
+    char         date[32], param[32];
+    time_t       t;
+    struct stat  st;
+    uint64_t     ok, errors;
+    double       secs, per_s, cpu, aux, cli, us_op, rss, pss, p50, p99, mx;
+    lg_hist_t   *h;
+
+    secs = (lg.s1.at - lg.s0.at) / 1e9;
+    cpu = lg_cpu_seconds(lg.s1.cpu_ticks - lg.s0.cpu_ticks);
+    aux = lg_cpu_seconds(lg.s1.aux_ticks - lg.s0.aux_ticks);
+    cli = lg_tv(&lg.s1.self.ru_utime) + lg_tv(&lg.s1.self.ru_stime)
+          - lg_tv(&lg.s0.self.ru_utime) - lg_tv(&lg.s0.self.ru_stime);
+    rss = pss = -1;
+    h = &lg.lat;
+
+    switch (lg.scenario) {
+
+    case LG_SC_IDLE:
+        size = lg.sessions;
+        snprintf(param, sizeof(param), "hold=%gs", lg.hold);
+        ok = lg.sampled_online;
+        secs = (lg.ramp_t1 - lg.ramp_t0) / 1e9;
+        per_s = ok / secs;
+        if (ok) {
+            rss = ((double) lg.s1.rss_kib - lg.s0.rss_kib) / ok;
+            pss = ((double) lg.s1.pss_kib - lg.s0.pss_kib) / ok;
+        }
+        h = &lg.login_lat;
+        break;
+
+    case LG_SC_LOGIN:
+        size = lg.concurrency;
+        snprintf(param, sizeof(param), "C=%d", lg.concurrency);
+        ok = lg.logins_win;
+        per_s = ok / secs;
+        h = &lg.login_lat;
+        break;
+
+    case LG_SC_SAT:
+        size = lg.sessions;
+        snprintf(param, sizeof(param), "W=%d", lg.window);
+        ok = lg.delivered_win;
+        per_s = ok / secs;
+        break;
+
+    default:
+        size = lg.sessions;
+        snprintf(param, sizeof(param), "R=%g", lg.rate);
+        ok = lg.delivered_win;
+        per_s = ok / secs;
+        break;
+    }
+
+    if (lg.scenario == LG_SC_IDLE) {
+        cpu = cli = aux = -1;
+        us_op = -1;
+    } else {
+        us_op = ok ? cpu * 1e6 / ok : -1;
+    }
+
+    errors = lg.failed + lg.msg_errors + lg.lost;
+
+    if (lg.scenario == LG_SC_FIXED && per_s < 0.95 * lg.rate) {
+        printf("# OVERLOAD: offered %g msgs/s, delivered %.0f/s in the"
+               " window; latency measures the backlog\n", lg.rate, per_s);
+    }
+    p50 = lg_hist_ms(h, 0.50);
+    p99 = lg_hist_ms(h, 0.99);
+    mx = h->n ? h->max / 1e6 : -1;
+
+    printf("%-9s %-16s %6s %-10s %9s %6s %9s %8s %8s %8s %7s %8s %8s %8s"
+           " %7s\n", "target", "scenario", "size", "param", "ok", "errors",
+           "per_s", "p50_ms", "p99_ms", "max_ms", "srv_cpu", "us_op",
+           "rss_kib", "pss_kib", "cli_cpu");
+    printf("%-9s %-16s %6d %-10s %9llu %6llu %9.1f %8.3f %8.3f %8.3f"
+           " %6.0f%% %8.1f %8.2f %8.2f %6.0f%%\n",
+           lg.target, lg.scenario_name, size, param,
+           (unsigned long long) ok, (unsigned long long) errors, per_s,
+           p50, p99, mx, cpu >= 0 ? 100 * cpu / secs : -1, us_op, rss, pss,
+           cli >= 0 ? 100 * cli / secs : -1);
+    if (lg.scenario == LG_SC_LOGIN && lg.napids && ok) {
+        printf("# directory CPU (--aux-pids): %.1f us per op, %.0f%%\n",
+               aux * 1e6 / ok, 100 * aux / secs);
+    }
+
+    if (lg.csv) {
+        f = fopen(lg.csv, "a");
+        if (f == NULL) {
+            lg_die("%s: %s", lg.csv, strerror(errno));
+        }
+        if (fstat(fileno(f), &st) == 0 && st.st_size == 0) {
+            fprintf(f, "date,target,transport,scenario,size,param,"
+                    "duration_s,ok,errors,failed_sessions,msg_errors,lost,"
+                    "per_s,p50_ms,p99_ms,max_ms,srv_cpu_s,srv_cpu_pct,"
+                    "srv_cpu_us_per_op,aux_cpu_s,rss_kib_per_session,"
+                    "pss_kib_per_session,cli_cpu_pct,label\n");
+        }
+        t = time(NULL);
+        strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", localtime(&t));
+        fprintf(f, "%s,%s,%s,%s,%d,%s,%.2f,%llu,%llu,%llu,%llu,%llu,%.1f,"
+                "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s\n",
+                date, lg.target, lg.tls ? "wss" : "ws", lg.scenario_name,
+                size, param, secs, (unsigned long long) ok,
+                (unsigned long long) errors, (unsigned long long) lg.failed,
+                (unsigned long long) lg.msg_errors,
+                (unsigned long long) lg.lost, per_s, p50, p99, mx, cpu,
+                cpu >= 0 ? 100 * cpu / secs : -1, us_op, aux, rss, pss,
+                cli >= 0 ? 100 * cli / secs : -1, lg.label);
+        fclose(f);
+    }
+
+    if (errors == 0 && !lg_interrupted) {
+        return 0;
+    }
+
+    printf("*** FAILURES in %s: %llu failed sessions, %llu error stanzas, "
+           "%llu lost messages%s ***\n", lg.scenario_name,
+           (unsigned long long) lg.failed,
+           (unsigned long long) lg.msg_errors,
+           (unsigned long long) lg.lost,
+           lg_interrupted ? ", interrupted" : "");
+    for (i = 0; i < lg.nreasons; i++) {
+        printf("***   %8llu  %s\n", (unsigned long long) lg.reasons[i].count,
+               lg.reasons[i].text);
+    }
+    if (lg.other_reasons) {
+        printf("***   %8llu  (other reasons)\n",
+               (unsigned long long) lg.other_reasons);
+    }
+
+    return 1;
+}
+
+
+/* setup */
+
+static void
+lg_users(const char *path)
+{
+    FILE    *f;
+    char     line[512], *uid, *pw;
+    int      cap;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        lg_die("%s: %s", path, strerror(errno));
+    }
+
+    cap = 0;
+    while (fgets(line, sizeof(line), f)) {
+        uid = strtok(line, " \t\r\n");
+        if (uid == NULL || uid[0] == '#') {
+            continue;
+        }
+        pw = strtok(NULL, " \t\r\n");
+
+        if (lg.nusers == cap) {
+            cap = cap ? cap * 2 : 1024;
+            lg.uids = realloc(lg.uids, cap * sizeof(char *));
+            lg.pws = realloc(lg.pws, cap * sizeof(char *));
+            if (lg.uids == NULL || lg.pws == NULL) {
+                lg_die("out of memory");
+            }
+        }
+
+        lg.uids[lg.nusers] = strdup(uid);
+        if (pw) {
+            lg.pws[lg.nusers] = strdup(pw);
+        } else {
+            /* the harness's bench users: password "<uid>-pw" */
+            lg.pws[lg.nusers] = malloc(strlen(uid) + 4);
+            if (lg.pws[lg.nusers]) {
+                sprintf(lg.pws[lg.nusers], "%s-pw", uid);
+            }
+        }
+        if (lg.uids[lg.nusers] == NULL || lg.pws[lg.nusers] == NULL) {
+            lg_die("out of memory");
+        }
+        lg.nusers++;
+    }
+
+    fclose(f);
+}
+
+
+static int
+lg_pids(const char *s, pid_t *pids)
+{
+    int    n;
+    char  *end;
+    long   v;
+
+    for (n = 0; *s && n < LG_MAX_PIDS; n++) {
+        v = strtol(s, &end, 10);
+        if (end == s || v <= 0) {
+            lg_die("bad pid list: %s", s);
+        }
+        pids[n] = v;
+        s = *end == ',' ? end + 1 : end;
+    }
+
+    return n;
+}
+
+
+static void
+lg_url(const char *url)
+{
+    const char  *p, *slash, *colon;
+
+    if (strncmp(url, "ws://", 5) == 0) {
+        p = url + 5;
+        lg.port = 80;
+    } else if (strncmp(url, "wss://", 6) == 0) {
+        p = url + 6;
+        lg.tls = 1;
+        lg.port = 443;
+    } else {
+        lg_die("url must be ws:// or wss://: %s", url);
+    }
+
+    slash = strchr(p, '/');
+    if (slash == NULL) {
+        slash = p + strlen(p);
+    }
+    colon = memchr(p, ':', slash - p);
+
+    if ((colon ? colon : slash) - p >= (long) sizeof(lg.host)) {
+        lg_die("host too long: %s", url);
+    }
+    memcpy(lg.host, p, (colon ? colon : slash) - p);
+    if (colon) {
+        lg.port = atoi(colon + 1);
+    }
+    snprintf(lg.path, sizeof(lg.path), "%s", *slash ? slash : "/");
+}
+
+
+static void
+lg_limits(int slots)
+{
+    rlim_t         need;
+    struct rlimit  rl;
+
+    need = slots + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need) {
+        return;
+    }
+
+    if (rl.rlim_max < need) {
+        rl.rlim_max = need;
+    }
+    rl.rlim_cur = need;
+
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        lg_die("cannot raise RLIMIT_NOFILE to %llu: %s",
+               (unsigned long long) need, strerror(errno));
+    }
+}
+
+
+static void
+lg_on_signal(int sig)
+{
+    (void) sig;
+    lg_interrupted = 1;
+}
+
+
+static void
+lg_usage(void)
+{
+    fputs(
+"usage: loadgen --url ws[s]://127.0.0.1:PORT/xmpp-websocket --users FILE\n"
+"               --scenario idle|chat-saturation|chat-fixed-rate|login\n"
+"  --sessions N      sessions online (idle K, chat senders)   [100]\n"
+"  --hold S          idle: seconds to hold the sessions        [5]\n"
+"  --window W        chat-saturation: messages in flight each  [4]\n"
+"  --rate R          chat-fixed-rate: messages per second      [1000]\n"
+"  --concurrency C   login: sign-ins in flight                 [20]\n"
+"  --duration S      measured seconds (chat, login)            [20]\n"
+"  --warmup S        unmeasured traffic before (chat, login)   [2]\n"
+"  --ramp N          sign-ins in flight while opening sessions [200]\n"
+"  --payload N       padding bytes in each message body        [32]\n"
+"  --sources N       spread sources over 127.0.0.1..N          [16]\n"
+"  --timeout S       limit on each sign-in step                [30]\n"
+"  --server-pids L   comma list: server processes to measure\n"
+"  --aux-pids L      comma list: more processes (the directory)\n"
+"  --cpu N           pin the generator to CPU N\n"
+"  --domain D        XMPP domain                               [example.com]\n"
+"  --csv FILE        append one CSV line\n"
+"  --target NAME     server name in the row                    [conclave]\n"
+"  --label TEXT      free text for the CSV (no commas)\n"
+"users FILE: one \"uid [password]\" a line; the password defaults to\n"
+"\"<uid>-pw\".  Exit status: 0 clean, 1 failures, 2 usage or setup.\n",
+          stderr);
+    exit(2);
+}
+
+
+static void
+lg_options(int argc, char **argv)
+{
+    int          o;
+    const char  *url, *users;
+    static struct option  opts[] = {
+        { "url", 1, NULL, 'u' },         { "users", 1, NULL, 'U' },
+        { "scenario", 1, NULL, 's' },    { "sessions", 1, NULL, 'n' },
+        { "hold", 1, NULL, 'H' },        { "window", 1, NULL, 'w' },
+        { "rate", 1, NULL, 'r' },        { "concurrency", 1, NULL, 'c' },
+        { "duration", 1, NULL, 'd' },    { "warmup", 1, NULL, 'W' },
+        { "ramp", 1, NULL, 'R' },        { "payload", 1, NULL, 'p' },
+        { "sources", 1, NULL, 'S' },     { "timeout", 1, NULL, 't' },
+        { "server-pids", 1, NULL, 'P' }, { "aux-pids", 1, NULL, 'A' },
+        { "cpu", 1, NULL, 'C' },         { "domain", 1, NULL, 'D' },
+        { "csv", 1, NULL, 'o' },         { "target", 1, NULL, 'T' },
+        { "label", 1, NULL, 'l' },       { "help", 0, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    url = users = NULL;
+    lg.sessions = 100;
+    lg.hold = 5;
+    lg.window = 4;
+    lg.rate = 1000;
+    lg.concurrency = 20;
+    lg.duration = 20;
+    lg.warmup = 2;
+    lg.ramp = 200;
+    lg.payload = 32;
+    lg.nsrc = 16;
+    lg.timeout = 30;
+    lg.cpu = -1;
+    lg.domain = "example.com";
+    lg.target = "conclave";
+    lg.label = "";
+    lg.scenario_name = NULL;
+
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'u': url = optarg; break;
+        case 'U': users = optarg; break;
+        case 's': lg.scenario_name = optarg; break;
+        case 'n': lg.sessions = atoi(optarg); break;
+        case 'H': lg.hold = atof(optarg); break;
+        case 'w': lg.window = atoi(optarg); break;
+        case 'r': lg.rate = atof(optarg); break;
+        case 'c': lg.concurrency = atoi(optarg); break;
+        case 'd': lg.duration = atof(optarg); break;
+        case 'W': lg.warmup = atof(optarg); break;
+        case 'R': lg.ramp = atoi(optarg); break;
+        case 'p': lg.payload = atoi(optarg); break;
+        case 'S': lg.nsrc = atoi(optarg); break;
+        case 't': lg.timeout = atof(optarg); break;
+        case 'P': lg.nspids = lg_pids(optarg, lg.spids); break;
+        case 'A': lg.napids = lg_pids(optarg, lg.apids); break;
+        case 'C': lg.cpu = atoi(optarg); break;
+        case 'D': lg.domain = optarg; break;
+        case 'o': lg.csv = optarg; break;
+        case 'T': lg.target = optarg; break;
+        case 'l': lg.label = optarg; break;
+        default: lg_usage();
+        }
+    }
+
+    if (url == NULL || users == NULL || lg.scenario_name == NULL) {
+        lg_usage();
+    }
+
+    if (strcmp(lg.scenario_name, "idle") == 0) {
+        lg.scenario = LG_SC_IDLE;
+    } else if (strcmp(lg.scenario_name, "chat-saturation") == 0) {
+        lg.scenario = LG_SC_SAT;
+    } else if (strcmp(lg.scenario_name, "chat-fixed-rate") == 0) {
+        lg.scenario = LG_SC_FIXED;
+    } else if (strcmp(lg.scenario_name, "login") == 0) {
+        lg.scenario = LG_SC_LOGIN;
+    } else {
+        lg_usage();
+    }
+
+    if (lg.sessions < 2 || lg.window < 1 || lg.rate <= 0
+        || lg.concurrency < 1 || lg.duration <= 0 || lg.ramp < 1
+        || lg.nsrc < 1 || lg.nsrc > 254 || lg.payload < 0
+        || lg.payload > 2000 || strchr(lg.label, ','))
+    {
+        lg_die("option out of range (see --help)");
+    }
+
+    lg_url(url);
+    lg_users(users);
+
+    if (lg.scenario != LG_SC_LOGIN && lg.nusers < lg.sessions) {
+        lg_die("%d sessions need %d distinct users, %s has %d",
+               lg.sessions, lg.sessions, users, lg.nusers);
+    }
+}
+
+
+static void
+lg_setup(void)
+{
+    int        i;
+    cpu_set_t  set;
+
+    if (lg.cpu >= 0) {
+        CPU_ZERO(&set);
+        CPU_SET(lg.cpu, &set);
+        if (sched_setaffinity(0, sizeof(set), &set) == -1) {
+            lg_die("cannot pin to CPU %d: %s", lg.cpu, strerror(errno));
+        }
+    }
+
+    lg.nslots = lg.scenario == LG_SC_LOGIN ? lg.concurrency : lg.sessions;
+    lg_limits(lg.nslots);
+
+    lg.conns = calloc(lg.nslots, sizeof(lg_conn_t));
+    lg.freelist = malloc(lg.nslots * sizeof(int));
+    lg.online = malloc(lg.nslots * sizeof(int));
+    if (lg.conns == NULL || lg.freelist == NULL || lg.online == NULL) {
+        lg_die("out of memory");
+    }
+
+    for (i = lg.nslots - 1; i >= 0; i--) {
+        lg.conns[i].fd = -1;
+        lg.conns[i].pos = -1;
+        lg.conns[i].slot = i;
+        lg.freelist[lg.nfree++] = i;
+    }
+
+    lg.rng = lg_now() | 1;
+    lg.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (lg.ep == -1) {
+        lg_die("epoll_create1: %s", strerror(errno));
+    }
+
+    if (lg.tls) {
+        lg.ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (lg.ssl_ctx == NULL) {
+            lg_die("SSL_CTX_new failed");
+        }
+        /* the appliance's certificate is self-signed: no verification */
+        SSL_CTX_set_verify(lg.ssl_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(lg.ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
+                         | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, lg_on_signal);
+    signal(SIGTERM, lg_on_signal);
+
+    switch (lg.scenario) {
+    case LG_SC_IDLE:
+        lg.target_online = lg.sessions < 20 ? lg.sessions : 20;
+        lg.phase = LG_PH_WARM;
+        break;
+    case LG_SC_LOGIN:
+        lg_phase(LG_PH_WARMUP, lg.warmup);
+        break;
+    default:
+        lg.target_online = lg.sessions;
+        lg.ramp_t0 = lg_now();
+        lg.phase = LG_PH_RAMP;
+        break;
+    }
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                 i, n, ms;
+    uint64_t            now, last_scan, wait;
+    struct timespec     ts;
+    struct epoll_event  evs[LG_EVENTS];
+
+    lg_options(argc, argv);
+    lg_setup();
+
+    last_scan = lg_now();
+
+    while (lg.phase != LG_PH_END) {
+        if (lg_interrupted && lg.phase < LG_PH_CLOSE) {
+            lg_close_all();
+            lg_phase(LG_PH_CLOSE, 5.0);
+        }
+
+        now = lg_now();
+        wait = 10 * 1000000ULL;
+        if (lg.scenario == LG_SC_FIXED
+            && (lg.phase == LG_PH_WARMUP || lg.phase == LG_PH_MEASURE))
+        {
+            /* sleep exactly until the next scheduled message */
+            wait = lg.next_send > now ? lg.next_send - now : 0;
+            if (wait > 10 * 1000000ULL) {
+                wait = 10 * 1000000ULL;
+            }
+        }
+
+        ts.tv_sec = wait / LG_NS;
+        ts.tv_nsec = wait % LG_NS;
+        n = epoll_pwait2(lg.ep, evs, LG_EVENTS, &ts, NULL);
+        if (n == -1 && errno == ENOSYS) {
+            ms = (int) ((wait + 999999) / 1000000);
+            n = epoll_wait(lg.ep, evs, LG_EVENTS, ms);
+        }
+        if (n == -1 && errno != EINTR) {
+            lg_die("epoll_wait: %s", strerror(errno));
+        }
+
+        for (i = 0; i < n; i++) {
+            lg_event(evs[i].data.ptr, evs[i].events);
+        }
+
+        now = lg_now();
+        lg_tick(now);
+        lg_flush_dirty();
+
+        if (now - last_scan > 100 * 1000000ULL) {
+            last_scan = now;
+            lg_timeouts(now);
+        }
+    }
+
+    if (!lg.sampled) {
+        lg_sample(&lg.s1, 0);
+    }
+
+    return lg_report();
+}
