@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -357,6 +358,140 @@ int caud_merkle_root(const caud_merkle_t *m, caud_hasher_t *h,
     uint8_t out[CAUD_HASH_LEN]);
 int caud_merkle_leaf(caud_hasher_t *h, const void *data, size_t len,
     uint8_t out[CAUD_HASH_LEN]);
+
+
+/* ------------------------------------------------------------------ */
+/* the journal directory (caud_journal_dir.c) */
+
+/*
+ * Files beside the segments:
+ *
+ *   journal-<writer_id>.lock                 flock()ed by the live writer
+ *   checkpoint-<writer_id>-<size, 20 digits>.note
+ *                                            one C2SP signed note each,
+ *                                            written (tmp + rename) only
+ *                                            once records 1..size are
+ *                                            durable
+ *
+ * A checkpoint's origin is "<origin prefix>/<writer_id>", the prefix
+ * being "<conclave_domain>/audit/<node>"; the signing key's name is the
+ * prefix itself.
+ */
+
+/* writer ids with at least one segment in dir, ascending; -1 on error */
+int caud_journal_list(const char *dir, uint32_t *ids, size_t max,
+    size_t *n);
+
+/* 1: a live writer holds the journal's lock; 0: free (or no lock file);
+ * -1: error.  A probe, racy by nature: adopting a journal means opening
+ * it, and that takes the lock for real. */
+int caud_journal_locked(const char *dir, uint32_t writer_id);
+
+/* sizes of writer_id's checkpoint files, ascending (malloc()ed) */
+int caud_checkpoint_list(const char *dir, uint32_t writer_id,
+    uint64_t **sizes, size_t *n);
+int caud_checkpoint_path(char *buf, size_t size, const char *dir,
+    uint32_t writer_id, uint64_t tree_size);
+/* writes the note as that file (tmp + fsync + rename + dir fsync) */
+int caud_checkpoint_store(const char *dir, uint32_t writer_id,
+    uint64_t tree_size, const char *note, size_t len, char *err,
+    size_t errlen);
+
+
+/* ------------------------------------------------------------------ */
+/* MariaDB (caud_db.c, caud_ship.c) */
+
+/*
+ * Tables (audit/schema/NNN_*.sql, applied by caud_db_migrate()):
+ *
+ *   schema_version    (version, name, applied_at)
+ *   audit_journal     (node, writer_id) -> shipped_seq, head_hash
+ *   audit_record      (node, writer_id, seq) -> the canonical payload
+ *                     bytes, prev_hash, entry_hash, and columns copied
+ *                     out of the payload for the compliance queries
+ *   audit_checkpoint  (node, writer_id, size) -> root, note
+ *
+ * Every blocking call here has the timeouts of caud_db_opts_t; none of
+ * it may run on an nginx event loop (a worker runs it in its shipper
+ * thread).
+ */
+
+typedef struct {
+    const char  *host;        /* an IP address (no DNS), or NULL */
+    unsigned     port;
+    const char  *socket;      /* unix socket path, or NULL */
+    const char  *user;
+    const char  *password;
+    const char  *database;
+    unsigned     timeout_s;   /* connect, read and write; 0: 5 s */
+} caud_db_opts_t;
+
+/* applies the missing schema files of schema_dir in order; log may be
+ * NULL; returns the number applied or -1 */
+int caud_db_migrate(const caud_db_opts_t *db, const char *schema_dir,
+    FILE *log, char *err, size_t errlen);
+
+
+typedef struct caud_shipper_s  caud_shipper_t;
+
+typedef struct {
+    uint64_t  shipped;        /* records committed by this shipper */
+    uint64_t  batches;        /* transactions committed */
+    uint64_t  failed;         /* batches that failed (and were retried) */
+    uint64_t  checkpoints;    /* checkpoint notes stored */
+} caud_ship_stats_t;
+
+/*
+ * One shipper per thread; it connects lazily and reconnects after any
+ * error.  node names this appliance node in the tables.
+ */
+caud_shipper_t *caud_shipper_new(const caud_db_opts_t *db, const char *dir,
+    const char *node, size_t batch, char *err, size_t errlen);
+
+/*
+ * Ships what MariaDB lacks of journal writer_id: reads its shipped_seq
+ * from audit_journal, reads the journal after it (CRC and chain
+ * checked, and the first record's prev_hash must equal the stored
+ * head_hash), and commits batches of at most `batch` rows, each in one
+ * transaction together with the new shipped_seq and head_hash, so a
+ * replay after a crash inserts nothing twice.  Stops at the journal's
+ * end (a torn or in-progress tail is the end) or after max records
+ * (0: no limit).  Then stores the checkpoint notes of writer_id whose
+ * size is <= shipped_seq.  Returns the records shipped, or -1 (err).
+ */
+int64_t caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id,
+    uint64_t max, char *err, size_t errlen);
+
+/* shipped_seq of writer_id as of the last successful call, or 0 */
+uint64_t caud_shipper_shipped_seq(caud_shipper_t *sh, uint32_t writer_id);
+void caud_shipper_stats(caud_shipper_t *sh, caud_ship_stats_t *st);
+void caud_shipper_free(caud_shipper_t *sh);
+
+
+/* ------------------------------------------------------------------ */
+/* verify (caud_verify.c) */
+
+typedef struct {
+    const char            *dir;          /* journals; NULL: skip them */
+    const caud_db_opts_t  *db;           /* MariaDB; NULL: skip it */
+    const char            *node;
+    const char            *origin_prefix;  /* "<domain>/audit/<node>" */
+    const char            *vkey;         /* signed-note verifier key */
+    FILE                  *out;          /* the report */
+} caud_verify_opts_t;
+
+/*
+ * Checks every journal in dir (CRC, chain from the genesis, every
+ * checkpoint file: signature, root, and that the journal is not shorter
+ * than it), every journal in MariaDB (each row's entry_hash against its
+ * payload and prev_hash, the links between rows, gapless seqs, the
+ * stored checkpoints), and MariaDB against the journals where both
+ * exist.  Each finding is one line on out naming the journal, the seq
+ * and what happened to it: changed, deleted, inserted, reordered,
+ * truncated, bad signature.  Returns 0 when all is well, 1 when there
+ * are findings, -1 when it could not run (err).
+ */
+int caud_verify(const caud_verify_opts_t *o, char *err, size_t errlen);
 
 
 #endif /* _CAUD_H_INCLUDED_ */
