@@ -334,6 +334,14 @@ int caud_checkpoint_verify(const caud_verifier_t *v, const char *note,
     size_t errlen);
 
 /*
+ * Parses a checkpoint note without checking its signatures: for storing
+ * notes that verification checks later (the shipper), never for
+ * trusting them.
+ */
+int caud_checkpoint_parse(const char *note, size_t len,
+    caud_checkpoint_t *cp, char *err, size_t errlen);
+
+/*
  * Reads the journal from seq 1 through record cp->size, verifying the
  * chain from the genesis, and compares the chain head with cp->root.
  * Catches a rewritten history and a journal cut below the checkpoint.

@@ -586,7 +586,7 @@ caud_checkpoint_sign(caud_signer_t *s, const caud_checkpoint_t *cp,
 
 /* the body "<origin>\n<size>\n<root>\n[extension lines]" */
 static int
-caud_checkpoint_parse(const char *p, size_t n, caud_checkpoint_t *cp,
+caud_checkpoint_body(const char *p, size_t n, caud_checkpoint_t *cp,
     char *err, size_t errlen)
 {
     size_t       k, got;
@@ -788,7 +788,7 @@ caud_checkpoint_verify(const caud_verifier_t *v, const char *note,
         return -1;
     }
 
-    if (caud_checkpoint_parse(note, tlen, cp, err, errlen) != 0) {
+    if (caud_checkpoint_body(note, tlen, cp, err, errlen) != 0) {
         return -1;
     }
 
@@ -799,6 +799,32 @@ caud_checkpoint_verify(const caud_verifier_t *v, const char *note,
     }
 
     return 0;
+}
+
+
+/*
+ * The text of a note ends at its last blank line, as caud_note_verify()
+ * splits it; the signatures are not checked here.
+ */
+int
+caud_checkpoint_parse(const char *note, size_t len, caud_checkpoint_t *cp,
+    char *err, size_t errlen)
+{
+    size_t  i;
+
+    if (len == 0 || len > CAUD_NOTE_MAX || note[len - 1] != '\n') {
+        caud_errf(err, errlen, "note: empty, too long, or no final newline");
+        return -1;
+    }
+
+    for (i = len - 1; i > 0; i--) {
+        if (note[i] == '\n' && note[i - 1] == '\n') {
+            return caud_checkpoint_body(note, i, cp, err, errlen);
+        }
+    }
+
+    caud_errf(err, errlen, "note: no signature block");
+    return -1;
 }
 
 
