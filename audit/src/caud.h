@@ -434,10 +434,74 @@ typedef struct {
     unsigned     timeout_s;   /* connect, read and write; 0: 5 s */
 } caud_db_opts_t;
 
+struct st_mysql;
+
+/*
+ * A connection with db's connect, read and write timeouts, utf8mb4
+ * (utf8mb4_unicode_ci), UTC session time and no automatic reconnect.
+ * host must be an IP address: Connector/C resolves a name with a
+ * blocking getaddrinfo() that no timeout covers.  socket, when set,
+ * wins over host.  The caller owns the handle (mysql_close()).
+ *
+ * Threads: Connector/C initialises itself once (pthread_once), so any
+ * thread may connect.  A thread that used a connection or a shipper
+ * calls caud_db_thread_end() before it exits (mysql_thread_end(); a
+ * no-op in Connector/C 3.3, but the client library's contract).
+ */
+struct st_mysql *caud_db_connect(const caud_db_opts_t *db, char *err,
+    size_t errlen);
+void caud_db_thread_end(void);
+
 /* applies the missing schema files of schema_dir in order; log may be
  * NULL; returns the number applied or -1 */
 int caud_db_migrate(const caud_db_opts_t *db, const char *schema_dir,
     FILE *log, char *err, size_t errlen);
+
+
+/*
+ * The columns of audit_record copied out of a record's canonical bytes
+ * (caud_ship.c): event, status, actor_user = actor.user, peer =
+ * object.id cut at its first '/' (the bare JID), actor_ip = actor.ip,
+ * session_id = actor.session_id, transport = actor.transport, msg_type
+ * = params.type, stanza_id = params.id, body = params.body.  A value
+ * that is missing, not a string or not valid UTF-8 is NULL; a long one
+ * is cut to the column's width in characters (caud_column_width[]),
+ * never inside a character.  The payload keeps everything.  Pure, so
+ * verify can also check that the columns still say what the payload
+ * says.
+ */
+typedef enum {
+    CAUD_COL_EVENT = 0,
+    CAUD_COL_STATUS,
+    CAUD_COL_ACTOR_USER,
+    CAUD_COL_PEER,
+    CAUD_COL_ACTOR_IP,
+    CAUD_COL_SESSION_ID,
+    CAUD_COL_TRANSPORT,
+    CAUD_COL_MSG_TYPE,
+    CAUD_COL_STANZA_ID,
+    CAUD_COL_BODY,
+    CAUD_NCOLS
+} caud_column_e;
+
+typedef struct {
+    int64_t  ts_utc_us;              /* 0 when missing */
+    size_t   off[CAUD_NCOLS];        /* of the value in buf->data */
+    size_t   len[CAUD_NCOLS];        /* bytes */
+    uint8_t  null[CAUD_NCOLS];       /* 1: SQL NULL */
+} caud_columns_t;
+
+extern const size_t  caud_column_width[CAUD_NCOLS];   /* characters */
+extern const char   *caud_column_name[CAUD_NCOLS];
+
+/*
+ * Appends the unescaped, cut values to buf (realloc()ed; free it with
+ * caud_buf_free()) and records where they are.  Returns 0, 1 when the
+ * payload is not a JSON object (every column NULL, ts 0), or -1 when
+ * out of memory.
+ */
+int caud_columns(const void *payload, size_t len, caud_columns_t *c,
+    caud_buf_t *buf);
 
 
 typedef struct caud_shipper_s  caud_shipper_t;
