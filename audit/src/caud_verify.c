@@ -1,0 +1,1321 @@
+
+/*
+ * verify: the auditor's check of everything the audit pipeline stored
+ * (DESIGN.md "The audit record is the product's spine", COMPLIANCE.md 3
+ * and 7.2).
+ *
+ * Two stores, each checked on its own, and against each other:
+ *
+ *   the journal directory  every writer's segments read from seq 1 (CRC,
+ *                          seq continuity, the chain from the genesis),
+ *                          and every checkpoint file beside them
+ *                          (signature, origin, root = entry_hash of
+ *                          record <size>, journal not shorter)
+ *
+ *   MariaDB                every writer's rows streamed in seq order:
+ *                          entry_hash against payload and prev_hash, the
+ *                          payload's own seq, the links between rows,
+ *                          gapless seqs up to audit_journal.shipped_seq,
+ *                          head_hash, the columns copied out of the
+ *                          payload, and the stored checkpoints
+ *
+ * Where the same writer's journal is in the directory it is a second
+ * witness: every row's bytes must equal the journal record's.
+ *
+ * A finding is one line, "journal <node>/<writer> seq N: <what>
+ * (<detail>)", what being changed, deleted, inserted, reordered,
+ * truncated or bad signature (docs/audit-verify.md).  A row is named by
+ * what it holds, not by what is around it: a moved row is one that is
+ * self-consistent (entry_hash matches payload and prev_hash) but whose
+ * payload carries another seq; an altered row is one whose entry_hash
+ * does not match, or that differs from the journal, or whose successor
+ * does not link to it after it was re-hashed.  After a finding the next
+ * row's link is not checked: a deleted or moved row breaks the link of
+ * the row after it, and that row is not at fault.
+ */
+
+
+#define _GNU_SOURCE
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mysql.h>
+
+#include "caud.h"
+
+
+#define CAUD_V_MAX_WRITERS  65536
+#define CAUD_V_MAX_LINES    1000      /* finding lines per journal */
+#define CAUD_V_SQL_MAX      1024
+
+
+typedef struct {
+    uint64_t  size;
+    uint8_t   root[CAUD_HASH_LEN];
+    int       valid;                  /* signature, origin and size good */
+} caud_vcp_t;
+
+
+typedef struct {
+    uint64_t  journals;
+    uint64_t  records;
+    uint64_t  checkpoints;
+} caud_vcount_t;
+
+
+typedef struct {
+    const caud_verify_opts_t  *o;
+    FILE                      *out;
+    caud_verifier_t           *vkey;
+    caud_hasher_t             *hasher;
+    const char                *node;
+
+    uint32_t                   writer;
+    uint64_t                   lines;     /* of the current journal */
+    uint64_t                   findings;
+
+    caud_vcount_t              files;
+    caud_vcount_t              db;
+
+    char                      *err;
+    size_t                     errlen;
+} caud_verify_t;
+
+
+/* the journal in the directory beside a MariaDB journal */
+typedef struct {
+    caud_reader_t  *r;
+    caud_frame_t    f;
+    int             have;               /* f holds a frame */
+    int             done;
+} caud_vwitness_t;
+
+
+/* one writer's state while its rows stream by */
+typedef struct {
+    uint64_t         shipped;
+    uint8_t          head_hash[CAUD_HASH_LEN];
+    int              has_head;
+
+    uint64_t         next;             /* the seq the chain expects */
+    uint8_t          head[CAUD_HASH_LEN];
+    int              linked;           /* check the next row's prev_hash */
+    uint8_t          last_entry[CAUD_HASH_LEN];
+    int              last_flagged;
+    uint64_t         last_seq;
+    uint8_t          at_shipped[CAUD_HASH_LEN];
+    int              have_shipped;
+
+    caud_vcp_t      *cps;
+    size_t           ncps;
+    size_t           cpi;
+
+    caud_vwitness_t  wit;
+} caud_vstream_t;
+
+
+/*
+ * The columns audit_record copies out of the payload, for the
+ * compliance queries (caud_ship.c writes them): each must equal the
+ * payload's value, or be NULL where the payload has none.  An UPDATE of
+ * one of them alone leaves the hashes intact and is tampering all the
+ * same.
+ */
+typedef struct {
+    const char  *column;
+    const char  *object;                /* NULL: a top-level key */
+    const char  *key;
+} caud_vcol_t;
+
+
+static const caud_vcol_t  caud_vcols[] = {
+    { "ts_utc_us",  NULL,      "ts_utc_us" },
+    { "event",      NULL,      "event" },
+    { "status",     NULL,      "status" },
+    { "actor_user", "actor",   "user" },
+    { "peer",       "params",  "to" },
+    { "actor_ip",   "actor",   "ip" },
+    { "session_id", "actor",   "session_id" },
+    { "transport",  "actor",   "transport" },
+    { "msg_type",   "params",  "type" },
+    { "stanza_id",  "object",  "id" },
+    { "body",       "params",  "body" },
+};
+
+#define CAUD_V_NCOLS  (sizeof(caud_vcols) / sizeof(caud_vcols[0]))
+
+/* seq, payload, prev_hash, entry_hash, then caud_vcols */
+#define CAUD_V_FIXED  4
+
+
+static const uint8_t  caud_v_zero[CAUD_HASH_LEN];
+
+
+/* ------------------------------------------------------------------ */
+/* the report */
+
+static void caud_verrf(caud_verify_t *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void caud_vfind(caud_verify_t *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+
+static void
+caud_verrf(caud_verify_t *v, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (v->err == NULL || v->errlen == 0) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    vsnprintf(v->err, v->errlen, fmt, ap);
+    va_end(ap);
+}
+
+
+/* "journal <node>/<writer>" and what follows (" seq N: ...", ": ..."):
+ * at most CAUD_V_MAX_LINES lines a journal, every finding counted */
+static void
+caud_vfind(caud_verify_t *v, const char *fmt, ...)
+{
+    va_list  ap;
+
+    v->findings++;
+
+    if (v->lines++ >= CAUD_V_MAX_LINES || v->out == NULL) {
+        return;
+    }
+
+    fprintf(v->out, "journal %s/%" PRIu32, v->node, v->writer);
+
+    va_start(ap, fmt);
+    vfprintf(v->out, fmt, ap);
+    va_end(ap);
+
+    fputc('\n', v->out);
+}
+
+
+static void
+caud_vjournal_begin(caud_verify_t *v, uint32_t writer)
+{
+    v->writer = writer;
+    v->lines = 0;
+}
+
+
+static void
+caud_vjournal_end(caud_verify_t *v)
+{
+    if (v->lines > CAUD_V_MAX_LINES && v->out) {
+        fprintf(v->out, "journal %s/%" PRIu32 ": %" PRIu64 " more findings "
+                "not shown\n", v->node, v->writer,
+                v->lines - CAUD_V_MAX_LINES);
+    }
+}
+
+
+/* one line for seqs from..to, both included */
+static void
+caud_vfind_range(caud_verify_t *v, uint64_t from, uint64_t to,
+    const char *what, const char *detail)
+{
+    if (from == to) {
+        caud_vfind(v, " seq %" PRIu64 ": %s (%s)", from, what, detail);
+
+    } else {
+        caud_vfind(v, " seqs %" PRIu64 "..%" PRIu64 ": %s (%s)", from, to,
+                   what, detail);
+    }
+}
+
+
+static void
+caud_vhex(char *buf, const uint8_t *h)
+{
+    int  i;
+
+    for (i = 0; i < 8; i++) {
+        sprintf(buf + 2 * i, "%02x", h[i]);
+    }
+}
+
+
+/* ------------------------------------------------------------------ */
+/* checkpoint notes */
+
+static int
+caud_vorigin(caud_verify_t *v, uint32_t writer, char *buf, size_t size)
+{
+    int  n;
+
+    n = snprintf(buf, size, "%s/%" PRIu32, v->o->origin_prefix, writer);
+
+    return (n < 0 || (size_t) n >= size) ? -1 : 0;
+}
+
+
+/*
+ * Checks one note stored as checkpoint <size> (a file name or a row
+ * key): 1 valid, 0 a finding was reported.
+ */
+static int
+caud_vnote(caud_verify_t *v, uint64_t size, const char *note, size_t len,
+    const char *where, caud_vcp_t *cp)
+{
+    char               origin[CAUD_ORIGIN_MAX], e[320];
+    caud_checkpoint_t  c;
+
+    cp->size = size;
+    cp->valid = 0;
+
+    if (caud_vorigin(v, v->writer, origin, sizeof(origin)) != 0) {
+        caud_vfind(v, " checkpoint %" PRIu64 ": bad signature (%s: origin "
+                   "prefix too long)", size, where);
+        return 0;
+    }
+
+    if (caud_checkpoint_verify(v->vkey, note, len, NULL, &c, e, sizeof(e))
+        != 0)
+    {
+        caud_vfind(v, " checkpoint %" PRIu64 ": bad signature (%s: %s)",
+                   size, where, e);
+        return 0;
+    }
+
+    if (strcmp(c.origin, origin) != 0) {
+        caud_vfind(v, " checkpoint %" PRIu64 ": bad signature (%s: origin "
+                   "\"%s\", expected \"%s\")", size, where, c.origin,
+                   origin);
+        return 0;
+    }
+
+    if (c.size != size) {
+        caud_vfind(v, " checkpoint %" PRIu64 ": changed (%s: the note "
+                   "covers %" PRIu64 " records)", size, where, c.size);
+        return 0;
+    }
+
+    memcpy(cp->root, c.root, CAUD_HASH_LEN);
+    cp->valid = 1;
+
+    return 1;
+}
+
+
+/* the root of a valid checkpoint against the entry_hash of its record */
+static void
+caud_vcp_root(caud_verify_t *v, const caud_vcp_t *cp, const uint8_t *entry,
+    const char *store)
+{
+    char  a[17], b[17];
+
+    if (!cp->valid || memcmp(cp->root, entry, CAUD_HASH_LEN) == 0) {
+        return;
+    }
+
+    caud_vhex(a, cp->root);
+    caud_vhex(b, entry);
+
+    caud_vfind(v, " checkpoint %" PRIu64 ": changed (%s: root %s... is not "
+               "the entry_hash %s... of seq %" PRIu64 ")", cp->size, store,
+               a, b, cp->size);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* the journal directory */
+
+static int
+caud_vread_note(const char *path, char *buf, size_t size, size_t *len)
+{
+    FILE    *f;
+    size_t   n;
+
+    f = fopen(path, "re");
+    if (f == NULL) {
+        return -1;
+    }
+
+    n = fread(buf, 1, size, f);
+    if (ferror(f)) {
+        fclose(f);
+        return -1;
+    }
+
+    fclose(f);
+    *len = n;
+
+    return 0;
+}
+
+
+static int
+caud_vfile_cps(caud_verify_t *v, uint32_t writer, caud_vcp_t **out,
+    size_t *nout)
+{
+    char         path[4096], note[CAUD_NOTE_MAX + 2];
+    size_t       i, n, len;
+    uint64_t    *sizes;
+    caud_vcp_t  *cps;
+
+    if (caud_checkpoint_list(v->o->dir, writer, &sizes, &n) != 0) {
+        caud_verrf(v, "%s: %s", v->o->dir, strerror(errno));
+        return -1;
+    }
+
+    cps = calloc(n ? n : 1, sizeof(caud_vcp_t));
+    if (cps == NULL) {
+        free(sizes);
+        caud_verrf(v, "out of memory");
+        return -1;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (caud_checkpoint_path(path, sizeof(path), v->o->dir, writer,
+                                 sizes[i]) != 0
+            || caud_vread_note(path, note, sizeof(note), &len) != 0)
+        {
+            caud_verrf(v, "%s: %s", path, strerror(errno));
+            free(sizes);
+            free(cps);
+            return -1;
+        }
+
+        (void) caud_vnote(v, sizes[i], note, len, strrchr(path, '/') + 1,
+                          &cps[i]);
+    }
+
+    v->files.checkpoints += n;
+    free(sizes);
+    *out = cps;
+    *nout = n;
+
+    return 0;
+}
+
+
+/* the lowest first seq of writer's segments, 0 if it has none */
+static int
+caud_vfirst_seq(const char *dir, uint32_t writer, uint64_t *first)
+{
+    DIR                *d;
+    char                prefix[64], *end;
+    size_t              plen;
+    struct dirent      *de;
+    unsigned long long  s;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return -1;
+    }
+
+    plen = snprintf(prefix, sizeof(prefix), "journal-%" PRIu32 "-", writer);
+    *first = 0;
+
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, plen) != 0) {
+            continue;
+        }
+
+        errno = 0;
+        s = strtoull(de->d_name + plen, &end, 10);
+        if (errno || s == 0 || strcmp(end, ".cj") != 0
+            || strlen(de->d_name + plen) != 23)
+        {
+            continue;
+        }
+
+        if (*first == 0 || s < *first) {
+            *first = s;
+        }
+    }
+
+    closedir(d);
+
+    return 0;
+}
+
+
+/*
+ * A reader error names the file, offset and seq ("<file> offset O seq
+ * S: what").  The reader stops at the first damage, so the kind comes
+ * from what it says: a seq jump is a deletion, a seq going back a
+ * reorder, anything else (CRC, header, hash, link) a change.
+ */
+static void
+caud_vreader_finding(caud_verify_t *v, caud_reader_t *r)
+{
+    const char          *e, *p;
+    unsigned long long   seq, want;
+
+    e = caud_reader_error(r);
+
+    p = strstr(e, " seq ");
+    if (p == NULL || sscanf(p, " seq %llu", &seq) != 1) {
+        caud_vfind(v, ": %s (%s)", strstr(e, "segments missing")
+                   ? "deleted" : "changed", e);
+        return;
+    }
+
+    p = strstr(e, "expected seq ");
+    if (p && sscanf(p, "expected seq %llu", &want) == 1) {
+        if (seq > want) {
+            caud_vfind_range(v, want, seq - 1, "deleted", e);
+
+        } else {
+            caud_vfind(v, " seq %llu: reordered (%s)", want, e);
+        }
+
+        return;
+    }
+
+    caud_vfind(v, " seq %llu: %s (%s)", seq,
+               strstr(e, "segments missing") ? "deleted" : "changed", e);
+}
+
+
+/* reads writer's journal from its first record; *last: the last seq */
+static int
+caud_vfile_read(caud_verify_t *v, uint32_t writer, caud_vcp_t *cps,
+    size_t ncps, uint64_t *last, int *broken)
+{
+    int             rc;
+    char            e[512];
+    size_t          k;
+    uint64_t        first;
+    caud_frame_t    f;
+    caud_reader_t  *r;
+
+    *last = 0;
+    *broken = 0;
+
+    if (caud_vfirst_seq(v->o->dir, writer, &first) != 0) {
+        caud_verrf(v, "%s: %s", v->o->dir, strerror(errno));
+        return -1;
+    }
+
+    if (first > 1) {
+        /* retention tombstones will make this legitimate; until then
+         * the head of the journal is gone */
+        caud_vfind_range(v, 1, first - 1, "deleted",
+                         "the first segment starts later");
+        *last = first - 1;
+    }
+
+    if (caud_reader_open(v->o->dir, writer, first, &r, e, sizeof(e)) != 0) {
+        caud_verrf(v, "%s", e);
+        return -1;
+    }
+
+    k = 0;
+
+    while ((rc = caud_reader_next(r, &f)) == 1) {
+        v->files.records++;
+        *last = f.seq;
+
+        while (k < ncps && cps[k].size < f.seq) {
+            k++;
+        }
+
+        if (k < ncps && cps[k].size == f.seq) {
+            caud_vcp_root(v, &cps[k], f.entry_hash, f.file);
+        }
+    }
+
+    if (rc < 0) {
+        caud_vreader_finding(v, r);
+        *broken = 1;
+    }
+
+    caud_reader_close(r);
+
+    return 0;
+}
+
+
+static int
+caud_vfile_journal(caud_verify_t *v, uint32_t writer)
+{
+    int          broken;
+    size_t       i, ncps;
+    uint64_t     last;
+    caud_vcp_t  *cps;
+
+    caud_vjournal_begin(v, writer);
+    v->files.journals++;
+
+    if (caud_vfile_cps(v, writer, &cps, &ncps) != 0) {
+        return -1;
+    }
+
+    if (caud_vfile_read(v, writer, cps, ncps, &last, &broken) != 0) {
+        free(cps);
+        return -1;
+    }
+
+    /* a damaged journal was reported where it broke; past that point
+     * nothing can be said about its length */
+    for (i = ncps; !broken && i > 0; i--) {
+        if (cps[i - 1].valid && cps[i - 1].size > last) {
+            caud_vfind(v, " truncated: last seq %" PRIu64 " < checkpoint %"
+                       PRIu64 " (records %" PRIu64 "..%" PRIu64 " gone)",
+                       last, cps[i - 1].size, last + 1, cps[i - 1].size);
+            break;
+        }
+    }
+
+    free(cps);
+    caud_vjournal_end(v);
+
+    return 0;
+}
+
+
+static int
+caud_vfiles(caud_verify_t *v)
+{
+    size_t     i, n;
+    uint32_t  *ids;
+
+    ids = malloc(CAUD_V_MAX_WRITERS * sizeof(uint32_t));
+    if (ids == NULL) {
+        caud_verrf(v, "out of memory");
+        return -1;
+    }
+
+    if (caud_journal_list(v->o->dir, ids, CAUD_V_MAX_WRITERS, &n) != 0) {
+        caud_verrf(v, "%s: %s", v->o->dir, strerror(errno));
+        free(ids);
+        return -1;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (caud_vfile_journal(v, ids[i]) != 0) {
+            free(ids);
+            return -1;
+        }
+    }
+
+    free(ids);
+
+    if (v->out) {
+        fprintf(v->out, "journals in %s: %" PRIu64 " journals, %" PRIu64
+                " records, %" PRIu64 " checkpoints\n", v->o->dir,
+                v->files.journals, v->files.records, v->files.checkpoints);
+    }
+
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* MariaDB */
+
+static MYSQL *
+caud_vdb_connect(caud_verify_t *v)
+{
+    MYSQL                 *m;
+    unsigned               t;
+    const caud_db_opts_t  *db;
+
+    db = v->o->db;
+    t = db->timeout_s ? db->timeout_s : 5;
+
+    m = mysql_init(NULL);
+    if (m == NULL) {
+        caud_verrf(v, "mysql_init: out of memory");
+        return NULL;
+    }
+
+    if (mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &t) != 0
+        || mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &t) != 0
+        || mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &t) != 0
+        || mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0)
+    {
+        caud_verrf(v, "mysql_options: %s", mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
+
+    if (mysql_real_connect(m, db->host, db->user, db->password,
+                           db->database, db->port, db->socket, 0) == NULL)
+    {
+        caud_verrf(v, "mariadb %s: %s", db->host ? db->host
+                   : (db->socket ? db->socket : "localhost"), mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
+
+    return m;
+}
+
+
+static int
+caud_vdb_query(caud_verify_t *v, MYSQL *m, const char *sql)
+{
+    if (mysql_real_query(m, sql, strlen(sql)) != 0) {
+        caud_verrf(v, "mariadb: %s (%.120s)", mysql_error(m), sql);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static uint64_t
+caud_vdb_u64(const char *s)
+{
+    return s ? strtoull(s, NULL, 10) : 0;
+}
+
+
+/* the node, quoted for SQL */
+static int
+caud_vdb_node(caud_verify_t *v, MYSQL *m, char *buf, size_t size)
+{
+    size_t  n;
+
+    n = strlen(v->node);
+    if (2 * n + 3 > size) {
+        caud_verrf(v, "node name too long");
+        return -1;
+    }
+
+    buf[0] = '\'';
+    n = mysql_real_escape_string(m, buf + 1, v->node, n);
+    buf[n + 1] = '\'';
+    buf[n + 2] = '\0';
+
+    return 0;
+}
+
+
+/*
+ * The stored checkpoints of the current writer, checked one by one; a
+ * size beyond shipped_seq is a truncation (rows and shipped_seq were
+ * both cut back below a signed size).
+ */
+static int
+caud_vdb_cps(caud_verify_t *v, MYSQL *m, const char *node,
+    caud_vstream_t *st)
+{
+    char           sql[CAUD_V_SQL_MAX], where[64];
+    size_t         n;
+    uint64_t       size, over;
+    MYSQL_ROW      row;
+    MYSQL_RES     *res;
+    unsigned long *len;
+
+    snprintf(sql, sizeof(sql), "SELECT size, root, note FROM "
+             "audit_checkpoint WHERE node = %s AND writer_id = %" PRIu32
+             " ORDER BY size", node, v->writer);
+
+    if (caud_vdb_query(v, m, sql) != 0
+        || (res = mysql_store_result(m)) == NULL)
+    {
+        caud_verrf(v, "mariadb: %s", mysql_error(m));
+        return -1;
+    }
+
+    st->cps = calloc(mysql_num_rows(res) + 1, sizeof(caud_vcp_t));
+    if (st->cps == NULL) {
+        mysql_free_result(res);
+        caud_verrf(v, "out of memory");
+        return -1;
+    }
+
+    n = 0;
+    over = 0;
+
+    while ((row = mysql_fetch_row(res)) != NULL) {
+        len = mysql_fetch_lengths(res);
+        size = caud_vdb_u64(row[0]);
+        snprintf(where, sizeof(where), "mariadb");
+
+        if (caud_vnote(v, size, row[2] ? row[2] : "", row[2] ? len[2] : 0,
+                       where, &st->cps[n]))
+        {
+            if (row[1] == NULL || len[1] != CAUD_HASH_LEN
+                || memcmp(row[1], st->cps[n].root, CAUD_HASH_LEN) != 0)
+            {
+                caud_vfind(v, " checkpoint %" PRIu64 ": changed (mariadb: "
+                           "the root column differs from the signed note)",
+                           size);
+            }
+
+            if (size > st->shipped) {
+                over = size;
+            }
+        }
+
+        n++;
+    }
+
+    mysql_free_result(res);
+
+    if (over) {
+        caud_vfind(v, " truncated: shipped_seq %" PRIu64 " < checkpoint %"
+                   PRIu64 " (mariadb: records %" PRIu64 "..%" PRIu64
+                   " gone)", st->shipped, over, st->shipped + 1, over);
+    }
+
+    st->ncps = n;
+    v->db.checkpoints += n;
+
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* the journal as a witness for the rows */
+
+static void
+caud_vwit_open(caud_verify_t *v, caud_vwitness_t *w)
+{
+    char      e[512];
+    uint64_t  first;
+
+    memset(w, 0, sizeof(caud_vwitness_t));
+    w->done = 1;
+
+    if (v->o->dir == NULL
+        || caud_vfirst_seq(v->o->dir, v->writer, &first) != 0
+        || first == 0
+        || caud_reader_open(v->o->dir, v->writer, first, &w->r, e,
+                            sizeof(e)) != 0)
+    {
+        return;
+    }
+
+    w->done = 0;
+}
+
+
+/* the journal's frame seq, or NULL once the journal has no more (its
+ * damage was reported by the directory pass) */
+static const caud_frame_t *
+caud_vwit_get(caud_vwitness_t *w, uint64_t seq)
+{
+    while (!w->done && (!w->have || w->f.seq < seq)) {
+        if (caud_reader_next(w->r, &w->f) != 1) {
+            w->done = 1;
+            w->have = 0;
+            break;
+        }
+
+        w->have = 1;
+    }
+
+    return (w->have && w->f.seq == seq) ? &w->f : NULL;
+}
+
+
+static void
+caud_vwit_close(caud_vwitness_t *w)
+{
+    caud_reader_close(w->r);
+    w->r = NULL;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* rows */
+
+static int
+caud_vcol_eq(const json_t *j, const char *s, unsigned long len)
+{
+    char  num[32];
+    int   n;
+
+    if (j == NULL || json_is_null(j)) {
+        return s == NULL;
+    }
+
+    if (s == NULL) {
+        return 0;
+    }
+
+    if (json_is_string(j)) {
+        return json_string_length(j) == len
+               && memcmp(json_string_value(j), s, len) == 0;
+    }
+
+    if (json_is_integer(j)) {
+        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
+                     json_integer_value(j));
+        return (unsigned long) n == len && memcmp(num, s, len) == 0;
+    }
+
+    if (json_is_boolean(j)) {
+        return len == 1 && s[0] == (json_is_true(j) ? '1' : '0');
+    }
+
+    /* objects and arrays are not copied into columns */
+    return 1;
+}
+
+
+/* the first copied column that disagrees with the payload, or NULL */
+static const char *
+caud_vdb_columns(const json_t *rec, MYSQL_ROW row, unsigned long *len)
+{
+    size_t        i;
+    const json_t  *o, *val;
+
+    for (i = 0; i < CAUD_V_NCOLS; i++) {
+        o = rec;
+
+        if (caud_vcols[i].object) {
+            o = json_object_get(rec, caud_vcols[i].object);
+        }
+
+        val = json_is_object(o) ? json_object_get(o, caud_vcols[i].key)
+                                : NULL;
+
+        if (!caud_vcol_eq(val, row[CAUD_V_FIXED + i],
+                          len[CAUD_V_FIXED + i]))
+        {
+            return caud_vcols[i].column;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Classifies a row at the seq the chain expects; returns 1 if a
+ * finding was reported.  The order matters: the journal, where there is
+ * one, decides; without it, a row that is not self-consistent was
+ * altered, and a self-consistent row that holds another seq was moved.
+ */
+static int
+caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
+    MYSQL_ROW row, unsigned long *len)
+{
+    int                  self;
+    char                 e[160];
+    json_t              *rec, *js;
+    int64_t              ps;
+    uint8_t              h[CAUD_HASH_LEN];
+    const char          *col;
+    const uint8_t       *prev, *entry;
+    const caud_frame_t  *f;
+
+    prev = (const uint8_t *) row[2];
+    entry = (const uint8_t *) row[3];
+
+    if (row[1] == NULL || prev == NULL || entry == NULL
+        || len[2] != CAUD_HASH_LEN || len[3] != CAUD_HASH_LEN)
+    {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: payload or hash "
+                   "missing)", seq);
+        return 1;
+    }
+
+    if (caud_hasher_entry(v->hasher, row[1], len[1], prev, h) != 0) {
+        caud_verrf(v, "SHA-256 failed");
+        return -1;
+    }
+
+    self = memcmp(h, entry, CAUD_HASH_LEN) == 0;
+
+    rec = caud_record_decode(row[1], len[1], e, sizeof(e));
+    js = rec ? json_object_get(rec, "seq") : NULL;
+    ps = json_is_integer(js) ? json_integer_value(js) : -1;
+
+    f = caud_vwit_get(&st->wit, seq);
+
+    if (f && f->len == len[1] && memcmp(f->payload, row[1], f->len) == 0
+        && memcmp(f->prev_hash, prev, CAUD_HASH_LEN) == 0
+        && memcmp(f->entry_hash, entry, CAUD_HASH_LEN) == 0)
+    {
+        /* the journal vouches for the bytes: only the copies may lie */
+        goto columns;
+    }
+
+    if (self && rec && ps > 0 && (uint64_t) ps != seq) {
+        caud_vfind(v, " seq %" PRIu64 ": reordered (mariadb: row holds "
+                   "record %" PRId64 ")", seq, ps);
+        goto found;
+    }
+
+    if (f) {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: %s differ from "
+                   "the journal, %s offset %" PRIu64 ")", seq,
+                   self ? "payload and hashes" : "entry_hash does not match "
+                   "the payload; the bytes", f->file, f->offset);
+        goto found;
+    }
+
+    if (!self) {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: entry_hash does "
+                   "not match the payload)", seq);
+        goto found;
+    }
+
+    if (rec == NULL || ps != (int64_t) seq) {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: %s)", seq,
+                   rec ? "the payload carries no seq" : e);
+        goto found;
+    }
+
+    if (st->linked && memcmp(prev, st->head, CAUD_HASH_LEN) != 0) {
+        /* the row before was rewritten and re-hashed: its own links
+         * held, this one's prev_hash still names the original */
+        if (!st->last_flagged) {
+            caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: re-hashed; "
+                       "seq %" PRIu64 "'s prev_hash does not match its "
+                       "entry_hash)", seq - 1, seq);
+        }
+    }
+
+columns:
+
+    col = rec ? caud_vdb_columns(rec, row, len) : NULL;
+    json_decref(rec);
+
+    if (col) {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: column %s "
+                   "differs from the payload)", seq, col);
+        return 1;
+    }
+
+    return 0;
+
+found:
+
+    json_decref(rec);
+    return 1;
+}
+
+
+/* a row: the chain bookkeeping around caud_vdb_row() */
+static int
+caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
+    unsigned long *len)
+{
+    int       flagged;
+    uint64_t  seq;
+
+    seq = caud_vdb_u64(row[0]);
+    v->db.records++;
+
+    if (seq > st->shipped || seq == 0) {
+        caud_vfind(v, " seq %" PRIu64 ": inserted (mariadb: not in the chain, "
+                   "shipped_seq is %" PRIu64 ")", seq, st->shipped);
+        return 0;
+    }
+
+    if (seq > st->next) {
+        caud_vfind_range(v, st->next, seq - 1, "deleted", "mariadb: rows "
+                         "missing");
+        st->linked = 0;
+        st->last_flagged = 1;
+    }
+
+    flagged = caud_vdb_row(v, st, seq, row, len);
+    if (flagged < 0) {
+        return -1;
+    }
+
+    while (st->cpi < st->ncps && st->cps[st->cpi].size < seq) {
+        st->cpi++;
+    }
+
+    if (!flagged && st->cpi < st->ncps && st->cps[st->cpi].size == seq
+        && len[3] == CAUD_HASH_LEN)
+    {
+        caud_vcp_root(v, &st->cps[st->cpi], (const uint8_t *) row[3],
+                      "mariadb");
+    }
+
+    if (len[3] == CAUD_HASH_LEN) {
+        memcpy(st->head, row[3], CAUD_HASH_LEN);
+        if (seq == st->shipped) {
+            memcpy(st->at_shipped, row[3], CAUD_HASH_LEN);
+            st->have_shipped = !flagged;
+        }
+    }
+
+    st->linked = !flagged && len[3] == CAUD_HASH_LEN;
+    st->last_flagged = flagged;
+    st->last_seq = seq;
+    st->next = seq + 1;
+
+    return 0;
+}
+
+
+static int
+caud_vdb_rows(caud_verify_t *v, MYSQL *m, const char *node,
+    caud_vstream_t *st)
+{
+    int            rc;
+    char           sql[CAUD_V_SQL_MAX];
+    size_t         i, n;
+    MYSQL_ROW      row;
+    MYSQL_RES     *res;
+    unsigned long *len;
+
+    n = snprintf(sql, sizeof(sql), "SELECT seq, payload, prev_hash, "
+                 "entry_hash");
+    for (i = 0; i < CAUD_V_NCOLS; i++) {
+        n += snprintf(sql + n, sizeof(sql) - n, ", %s",
+                      caud_vcols[i].column);
+    }
+
+    snprintf(sql + n, sizeof(sql) - n, " FROM audit_record WHERE node = %s "
+             "AND writer_id = %" PRIu32 " ORDER BY seq", node, v->writer);
+
+    /* millions of rows: streamed, never held */
+    if (caud_vdb_query(v, m, sql) != 0
+        || (res = mysql_use_result(m)) == NULL)
+    {
+        caud_verrf(v, "mariadb: %s", mysql_error(m));
+        return -1;
+    }
+
+    rc = 0;
+
+    while ((row = mysql_fetch_row(res)) != NULL) {
+        len = mysql_fetch_lengths(res);
+        if (caud_vdb_step(v, st, row, len) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+
+    if (rc == 0 && mysql_errno(m)) {
+        caud_verrf(v, "mariadb: %s", mysql_error(m));
+        rc = -1;
+    }
+
+    mysql_free_result(res);
+
+    return rc;
+}
+
+
+/* after the rows: the tail against shipped_seq and head_hash */
+static void
+caud_vdb_tail(caud_verify_t *v, caud_vstream_t *st)
+{
+    if (st->next <= st->shipped) {
+        caud_vfind_range(v, st->next, st->shipped, "deleted",
+                         "mariadb: rows missing below shipped_seq");
+        return;
+    }
+
+    if (st->shipped == 0) {
+        if (st->has_head && memcmp(st->head_hash, caud_v_zero,
+                                   CAUD_HASH_LEN) != 0)
+        {
+            caud_vfind(v, ": changed (mariadb: head_hash set with "
+                       "shipped_seq 0)");
+        }
+
+        return;
+    }
+
+    if (st->have_shipped
+        && (!st->has_head
+            || memcmp(st->head_hash, st->at_shipped, CAUD_HASH_LEN) != 0))
+    {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: entry_hash "
+                   "differs from audit_journal.head_hash)", st->shipped);
+    }
+}
+
+
+static int
+caud_vdb_journal(caud_verify_t *v, MYSQL *m, const char *node,
+    uint32_t writer, MYSQL_ROW jrow, unsigned long *jlen)
+{
+    int             rc;
+    caud_vstream_t  st;
+
+    caud_vjournal_begin(v, writer);
+    v->db.journals++;
+
+    memset(&st, 0, sizeof(st));
+    st.next = 1;
+    st.linked = 1;
+
+    if (jrow[1] == NULL) {
+        caud_vfind(v, ": inserted (mariadb: rows or checkpoints without an "
+                   "audit_journal row)");
+
+    } else {
+        st.shipped = caud_vdb_u64(jrow[1]);
+        if (jrow[2] && jlen[2] == CAUD_HASH_LEN) {
+            memcpy(st.head_hash, jrow[2], CAUD_HASH_LEN);
+            st.has_head = 1;
+        }
+    }
+
+    if (caud_vdb_cps(v, m, node, &st) != 0) {
+        return -1;
+    }
+
+    caud_vwit_open(v, &st.wit);
+
+    rc = caud_vdb_rows(v, m, node, &st);
+    if (rc == 0) {
+        caud_vdb_tail(v, &st);
+    }
+
+    caud_vwit_close(&st.wit);
+    free(st.cps);
+    caud_vjournal_end(v);
+
+    return rc;
+}
+
+
+static int
+caud_vdb(caud_verify_t *v)
+{
+    int             rc;
+    char            sql[CAUD_V_SQL_MAX], node[2 * 256 + 3];
+    MYSQL          *m;
+    MYSQL_ROW       row;
+    MYSQL_RES      *res;
+    unsigned long  *len;
+
+    m = caud_vdb_connect(v);
+    if (m == NULL) {
+        return -1;
+    }
+
+    res = NULL;
+
+    if (caud_vdb_node(v, m, node, sizeof(node)) != 0) {
+        goto fail;
+    }
+
+    /* every writer that left a trace: a journal row, a record or a
+     * checkpoint (rows without a journal row were inserted) */
+    snprintf(sql, sizeof(sql), "SELECT w.writer_id, j.shipped_seq, "
+             "j.head_hash FROM (SELECT writer_id FROM audit_journal WHERE "
+             "node = %s UNION SELECT DISTINCT writer_id FROM audit_record "
+             "WHERE node = %s UNION SELECT DISTINCT writer_id FROM "
+             "audit_checkpoint WHERE node = %s) w LEFT JOIN audit_journal j "
+             "ON j.node = %s AND j.writer_id = w.writer_id ORDER BY "
+             "w.writer_id", node, node, node, node);
+
+    if (caud_vdb_query(v, m, sql) != 0
+        || (res = mysql_store_result(m)) == NULL)
+    {
+        caud_verrf(v, "mariadb: %s", mysql_error(m));
+        goto fail;
+    }
+
+    while ((row = mysql_fetch_row(res)) != NULL) {
+        len = mysql_fetch_lengths(res);
+        rc = caud_vdb_journal(v, m, node, (uint32_t) caud_vdb_u64(row[0]),
+                              row, len);
+        if (rc != 0) {
+            goto fail;
+        }
+    }
+
+    mysql_free_result(res);
+    mysql_close(m);
+
+    if (v->out) {
+        fprintf(v->out, "mariadb node %s: %" PRIu64 " journals, %" PRIu64
+                " records, %" PRIu64 " checkpoints\n", v->node,
+                v->db.journals, v->db.records, v->db.checkpoints);
+    }
+
+    return 0;
+
+fail:
+
+    if (res) {
+        mysql_free_result(res);
+    }
+
+    mysql_close(m);
+    return -1;
+}
+
+
+/* ------------------------------------------------------------------ */
+
+int
+caud_verify(const caud_verify_opts_t *o, char *err, size_t errlen)
+{
+    int             rc;
+    caud_verify_t   v;
+    caud_vcount_t   t;
+
+    memset(&v, 0, sizeof(v));
+    v.o = o;
+    v.out = o->out;
+    v.err = err;
+    v.errlen = errlen;
+    v.node = o->node ? o->node : "local";
+    rc = -1;
+
+    if (o->vkey == NULL || o->origin_prefix == NULL
+        || (o->db && o->node == NULL))
+    {
+        caud_verrf(&v, "verify: vkey, origin_prefix and (for MariaDB) node "
+                   "are required");
+        return -1;
+    }
+
+    v.vkey = caud_verifier_new(o->vkey, err, errlen);
+    if (v.vkey == NULL) {
+        return -1;
+    }
+
+    v.hasher = caud_hasher_new();
+    if (v.hasher == NULL) {
+        caud_verrf(&v, "out of memory");
+        goto fail;
+    }
+
+    if ((o->dir && caud_vfiles(&v) != 0) || (o->db && caud_vdb(&v) != 0)) {
+        goto fail;
+    }
+
+    t.journals = v.files.journals + v.db.journals;
+    t.records = v.files.records + v.db.records;
+    t.checkpoints = v.files.checkpoints + v.db.checkpoints;
+
+    if (v.out) {
+        fprintf(v.out, "verify: %" PRIu64 " journals, %" PRIu64 " records, %"
+                PRIu64 " checkpoints: ", t.journals, t.records,
+                t.checkpoints);
+
+        if (v.findings) {
+            fprintf(v.out, "%" PRIu64 " findings\n", v.findings);
+
+        } else {
+            fprintf(v.out, "OK\n");
+        }
+
+        fflush(v.out);
+    }
+
+    rc = v.findings ? 1 : 0;
+
+fail:
+
+    caud_hasher_free(v.hasher);
+    caud_verifier_free(v.vkey);
+
+    return rc;
+}
