@@ -527,12 +527,13 @@ caud_shipper_t *caud_shipper_new(const caud_db_opts_t *db, const char *dir,
  * head_hash), and commits batches of at most `batch` rows, each in one
  * transaction together with the new shipped_seq and head_hash, so a
  * replay after a crash inserts nothing twice.  Stops at the journal's
- * end (a torn or in-progress tail is the end) or after max records
- * (0: no limit).  Then stores the checkpoint notes of writer_id whose
+ * end (a torn or in-progress tail is the end) or after the record whose
+ * seq is `upto` (0: no limit): a live writer passes its durable seq, so
+ * nothing a power cut could still undo reaches MariaDB.  Then stores the checkpoint notes of writer_id whose
  * size is <= shipped_seq.  Returns the records shipped, or -1 (err).
  */
 int64_t caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id,
-    uint64_t max, char *err, size_t errlen);
+    uint64_t upto, char *err, size_t errlen);
 
 /* shipped_seq of writer_id as of the last successful call, or 0 */
 uint64_t caud_shipper_shipped_seq(caud_shipper_t *sh, uint32_t writer_id);
