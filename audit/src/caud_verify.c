@@ -53,6 +53,7 @@
 #define CAUD_V_MAX_WRITERS  65536
 #define CAUD_V_MAX_LINES    1000      /* finding lines per journal */
 #define CAUD_V_SQL_MAX      1024
+#define CAUD_V_NODE_MAX     64        /* audit_*.node VARCHAR(64) */
 
 
 typedef struct {
@@ -685,8 +686,8 @@ caud_vdb_node(caud_verify_t *v, MYSQL *m, char *buf, size_t size)
     size_t  n;
 
     n = strlen(v->node);
-    if (2 * n + 3 > size) {
-        caud_verrf(v, "node name too long");
+    if (n > CAUD_V_NODE_MAX || 2 * n + 3 > size) {
+        caud_verrf(v, "node name longer than %d bytes", CAUD_V_NODE_MAX);
         return -1;
     }
 
@@ -1186,7 +1187,7 @@ static int
 caud_vdb(caud_verify_t *v)
 {
     int             rc;
-    char            sql[CAUD_V_SQL_MAX], node[2 * 256 + 3];
+    char            sql[CAUD_V_SQL_MAX], node[2 * CAUD_V_NODE_MAX + 3];
     MYSQL          *m;
     MYSQL_ROW       row;
     MYSQL_RES      *res;
