@@ -460,7 +460,7 @@ int caud_db_migrate(const caud_db_opts_t *db, const char *schema_dir,
 
 /*
  * The columns of audit_record copied out of a record's canonical bytes
- * (caud_ship.c): event, status, actor_user = actor.user, peer =
+ * (caud_db.c): event, status, actor_user = actor.user, peer =
  * object.id cut at its first '/' (the bare JID), actor_ip = actor.ip,
  * session_id = actor.session_id, transport = actor.transport, msg_type
  * = params.type, stanza_id = params.id, body = params.body.  A value
@@ -529,8 +529,9 @@ caud_shipper_t *caud_shipper_new(const caud_db_opts_t *db, const char *dir,
  * replay after a crash inserts nothing twice.  Stops at the journal's
  * end (a torn or in-progress tail is the end) or after the record whose
  * seq is `upto` (0: no limit): a live writer passes its durable seq, so
- * nothing a power cut could still undo reaches MariaDB.  Then stores the checkpoint notes of writer_id whose
- * size is <= shipped_seq.  Returns the records shipped, or -1 (err).
+ * nothing a power cut could still undo reaches MariaDB.  Then stores
+ * the checkpoint notes of writer_id whose size is <= shipped_seq.
+ * Returns the records shipped, or -1 (err).
  */
 int64_t caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id,
     uint64_t upto, char *err, size_t errlen);
