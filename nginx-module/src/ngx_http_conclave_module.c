@@ -60,7 +60,8 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       NGX_XMPP_OFF(ldap_bind_password), NULL },
 
     { ngx_string("conclave_ldap_bind_password_file"), NGX_XMPP_MAIN,
-      ngx_xmpp_conf_password_file, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+      ngx_xmpp_conf_password_file, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_bind_password), NULL },
 
     { ngx_string("conclave_ldap_base"), NGX_XMPP_MAIN,
       ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
@@ -141,6 +142,77 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
     { ngx_string("conclave_registry_size"), NGX_XMPP_MAIN,
       ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(registry_size), NULL },
+
+    { ngx_string("conclave_audit_dir"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_dir), NULL },
+
+    { ngx_string("conclave_audit_node"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_node), NULL },
+
+    { ngx_string("conclave_audit_key"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_key), NULL },
+
+    { ngx_string("conclave_audit_fsync"), NGX_XMPP_MAIN,
+      ngx_xmpp_audit_conf_fsync, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+
+    { ngx_string("conclave_audit_fsync_interval"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_fsync_interval), NULL },
+
+    { ngx_string("conclave_audit_checkpoint_records"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_cp_records), NULL },
+
+    { ngx_string("conclave_audit_checkpoint_interval"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_cp_interval), NULL },
+
+    { ngx_string("conclave_audit_pending_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_pending_size), NULL },
+
+    { ngx_string("conclave_audit_db_host"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_host), NULL },
+
+    { ngx_string("conclave_audit_db_port"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_port), NULL },
+
+    { ngx_string("conclave_audit_db_socket"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_socket), NULL },
+
+    { ngx_string("conclave_audit_db_user"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_user), NULL },
+
+    { ngx_string("conclave_audit_db_password"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_password), NULL },
+
+    { ngx_string("conclave_audit_db_password_file"), NGX_XMPP_MAIN,
+      ngx_xmpp_conf_password_file, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_password), NULL },
+
+    { ngx_string("conclave_audit_db_name"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_name), NULL },
+
+    { ngx_string("conclave_audit_db_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(db_timeout), NULL },
+
+    { ngx_string("conclave_audit_ship_batch"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ship_batch), NULL },
+
+    { ngx_string("conclave_audit_ship_interval"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ship_interval), NULL },
 
     { ngx_string("conclave_websocket"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,

@@ -40,6 +40,10 @@
 #define NGX_XMPP_CONFLICT_KICK_OLD  0
 #define NGX_XMPP_CONFLICT_REJECT    1
 
+#define NGX_XMPP_FSYNC_ALWAYS       0
+#define NGX_XMPP_FSYNC_INTERVAL     1
+#define NGX_XMPP_FSYNC_OFF          2
+
 
 typedef struct ngx_xmpp_session_s    ngx_xmpp_session_t;
 typedef struct ngx_xmpp_node_s       ngx_xmpp_node_t;
@@ -79,6 +83,28 @@ typedef struct {
 
     size_t                 registry_size;
     ngx_shm_zone_t        *registry_zone;
+
+    /* the audit journal and its shipping (ngx_xmpp_audit.c) */
+    ngx_str_t              audit_dir;
+    ngx_str_t              audit_node;
+    ngx_str_t              audit_key;
+    ngx_str_t              audit_origin;   /* <domain>/audit/<node> */
+    ngx_uint_t             audit_fsync;
+    ngx_msec_t             audit_fsync_interval;
+    ngx_uint_t             audit_cp_records;
+    ngx_msec_t             audit_cp_interval;
+    size_t                 audit_pending_size;
+    struct caud_signer_s  *audit_signer;
+    ngx_shm_zone_t        *audit_zone;     /* NULL: module unused */
+    ngx_str_t              db_host;
+    ngx_uint_t             db_port;
+    ngx_str_t              db_socket;
+    ngx_str_t              db_user;
+    ngx_str_t              db_password;
+    ngx_str_t              db_name;
+    ngx_msec_t             db_timeout;
+    ngx_uint_t             ship_batch;
+    ngx_msec_t             ship_interval;
 
     ngx_str_t              conf_file;
     ngx_uint_t             conf_line;
@@ -131,6 +157,17 @@ typedef struct {
     ngx_xmpp_jid_t         from;
     unsigned               has_to:1;
 } ngx_xmpp_stanza_t;
+
+
+/* an accepted stanza on its way to its recipients (ngx_xmpp_router.c) */
+typedef struct {
+    ngx_uint_t             kind;
+    ngx_str_t              type;
+    ngx_str_t              id;
+    ngx_xmpp_jid_t         to;
+    u_char                *data;          /* serialized, "from" stamped */
+    size_t                 len;
+} ngx_xmpp_delivery_t;
 
 
 /* a growable output buffer on the heap, bounded by max */
@@ -203,6 +240,13 @@ struct ngx_xmpp_session_s {
     ngx_event_t            timer;         /* auth deadline / close wait */
     ngx_xmpp_auth_ctx_t   *auth;
     ngx_uint_t             auth_failures;
+
+    /* what audit records say about the session (ngx_xmpp_audit.c) */
+    u_char                 audit_sid[sizeof("0123456789abcdef")];
+    u_char                *audit_ip;
+    u_char                *audit_resource;
+    const char            *end_reason;    /* static strings only */
+    const char            *auth_reason;
 
     ngx_int_t              priority;
     ngx_uint_t             ndirected;
@@ -342,11 +386,15 @@ ngx_xmpp_route_t *ngx_xmpp_router_routes(void);
 void ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 ngx_int_t ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf,
     ngx_xmpp_route_t *rt, u_char *data, size_t len);
-ngx_int_t ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
+ngx_int_t ngx_xmpp_router_to_bare(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len);
-ngx_int_t ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s,
+ngx_int_t ngx_xmpp_router_to_full_jid(ngx_xmpp_conf_t *xcf,
     ngx_xmpp_jid_t *to, u_char *data, size_t len);
+void ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_xmpp_delivery_t *d);
 void ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *type, const char *condition);
+void ngx_xmpp_router_bounce(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
     const char *type, const char *condition);
 void ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len);
 void ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid);
@@ -357,6 +405,23 @@ void ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_presence_gone(ngx_xmpp_session_t *s);
 void ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
+
+/* ngx_xmpp_audit.c: records in this worker's journal, and shipping */
+char *ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+char *ngx_xmpp_audit_conf_fsync(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_xmpp_audit_init_worker(ngx_cycle_t *cycle,
+    ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_audit_exit_worker(ngx_cycle_t *cycle);
+void ngx_xmpp_audit_tick(ngx_log_t *log);
+void ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_delivery_t *d);
+ngx_int_t ngx_xmpp_audit_signin(ngx_xmpp_session_t *s, ngx_uint_t ok,
+    const char *code, const char *reason);
+void ngx_xmpp_audit_session_end(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_audit_session_init(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_audit_session_bound(ngx_xmpp_session_t *s);
+struct json_t *ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

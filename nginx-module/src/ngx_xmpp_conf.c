@@ -49,6 +49,15 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->allow_plaintext_auth = NGX_CONF_UNSET;
     xcf->resource_conflict = NGX_CONF_UNSET_UINT;
     xcf->registry_size = NGX_CONF_UNSET_SIZE;
+    xcf->audit_fsync = NGX_CONF_UNSET_UINT;
+    xcf->audit_fsync_interval = NGX_CONF_UNSET_MSEC;
+    xcf->audit_cp_records = NGX_CONF_UNSET_UINT;
+    xcf->audit_cp_interval = NGX_CONF_UNSET_MSEC;
+    xcf->audit_pending_size = NGX_CONF_UNSET_SIZE;
+    xcf->db_port = NGX_CONF_UNSET_UINT;
+    xcf->db_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->ship_batch = NGX_CONF_UNSET_UINT;
+    xcf->ship_interval = NGX_CONF_UNSET_MSEC;
 
     return xcf;
 }
@@ -77,6 +86,15 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->resource_conflict,
                              NGX_XMPP_CONFLICT_KICK_OLD);
     ngx_conf_init_size_value(xcf->registry_size, 32 * 1024 * 1024);
+    ngx_conf_init_uint_value(xcf->audit_fsync, NGX_XMPP_FSYNC_ALWAYS);
+    ngx_conf_init_msec_value(xcf->audit_fsync_interval, 1000);
+    ngx_conf_init_uint_value(xcf->audit_cp_records, 10000);
+    ngx_conf_init_msec_value(xcf->audit_cp_interval, 15 * 60 * 1000);
+    ngx_conf_init_size_value(xcf->audit_pending_size, 8 * 1024 * 1024);
+    ngx_conf_init_uint_value(xcf->db_port, 3306);
+    ngx_conf_init_msec_value(xcf->db_timeout, 5000);
+    ngx_conf_init_uint_value(xcf->ship_batch, 1000);
+    ngx_conf_init_msec_value(xcf->ship_interval, 200);
 
     if (xcf->thread_pool_name.len == 0) {
         ngx_str_set(&xcf->thread_pool_name, "default");
@@ -132,22 +150,36 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 
     xcf->registry_zone = zone;
 
-    return NGX_CONF_OK;
+    if (xcf->audit_cp_records == 0 || xcf->ship_batch == 0
+        || xcf->audit_pending_size < 2 * (xcf->max_stanza_size + 8192))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_audit_checkpoint_records\" and "
+                           "\"conclave_audit_ship_batch\" must be positive, "
+                           "and \"conclave_audit_pending_size\" at least "
+                           "twice \"conclave_max_stanza_size\" + 8k");
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_xmpp_audit_conf_init(cf, xcf);
 }
 
 
-/* the secret is read by the master, so the file can be root-only */
+/*
+ * A secret read from a file by the master, so the file can be
+ * root-only: cmd->offset names the ngx_str_t it fills.
+ */
 char *
 ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_xmpp_conf_t  *xcf = conf;
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_str_t  *value, path, *field;
+    u_char      buf[1024];
 
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_str_t        *value, path;
-    u_char            buf[1024];
+    field = (ngx_str_t *) ((char *) conf + cmd->offset);
 
-    if (xcf->ldap_bind_password.data) {
+    if (field->data) {
         return "is duplicate";
     }
 
@@ -179,14 +211,14 @@ ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         n--;
     }
 
-    xcf->ldap_bind_password.data = ngx_pnalloc(cf->pool, n + 1);
-    if (xcf->ldap_bind_password.data == NULL) {
+    field->data = ngx_pnalloc(cf->pool, n + 1);
+    if (field->data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_memcpy(xcf->ldap_bind_password.data, buf, n);
-    xcf->ldap_bind_password.data[n] = '\0';
-    xcf->ldap_bind_password.len = n;
+    ngx_memcpy(field->data, buf, n);
+    field->data[n] = '\0';
+    field->len = n;
 
     ngx_explicit_memzero(buf, sizeof(buf));
 
@@ -274,6 +306,10 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         return NGX_ERROR;
     }
 
+    if (ngx_xmpp_audit_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_xmpp_worker_conf = xcf;
 
     /* timer events are logged as connections: give it a dummy one */
@@ -295,6 +331,8 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         ngx_xmpp_registry_purge_pid(xcf, ngx_pid);
     }
 
+    /* while the IPC socket is open: durable messages go to others */
+    ngx_xmpp_audit_exit_worker(cycle);
     ngx_xmpp_ipc_exit_worker(cycle);
 
     if (xcf->dir) {
@@ -319,6 +357,8 @@ ngx_xmpp_housekeeping(ngx_event_t *ev)
         ngx_xmpp_shutting_down = 1;
         ngx_xmpp_session_shutdown_all("system-shutdown");
     }
+
+    ngx_xmpp_audit_tick(ev->log);
 
     if (++ngx_xmpp_housekeeping_ticks % NGX_XMPP_PURGE_EVERY == 0) {
         ngx_xmpp_registry_purge_dead(ngx_xmpp_worker_conf);

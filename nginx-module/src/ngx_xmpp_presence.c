@@ -165,10 +165,10 @@ ngx_xmpp_presence_directed(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
                    && ngx_strncmp(st->type.data, "unavailable", 11) == 0);
 
     if (st->to.resource.len) {
-        (void) ngx_xmpp_router_to_full_jid(s, &st->to, data, len);
+        (void) ngx_xmpp_router_to_full_jid(s->conf, &st->to, data, len);
 
     } else {
-        (void) ngx_xmpp_router_to_bare(s, &st->to.bare,
+        (void) ngx_xmpp_router_to_bare(s->conf, &st->to.bare,
                                        NGX_XMPP_STANZA_PRESENCE, &st->type,
                                        data, len);
     }
@@ -237,10 +237,10 @@ ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
                                   &s->directed[i], &jid) == NGX_OK)
         {
             if (jid.resource.len) {
-                (void) ngx_xmpp_router_to_full_jid(s, &jid, data, len);
+                (void) ngx_xmpp_router_to_full_jid(s->conf, &jid, data, len);
 
             } else {
-                (void) ngx_xmpp_router_to_bare(s, &jid.bare,
+                (void) ngx_xmpp_router_to_bare(s->conf, &jid.bare,
                                                NGX_XMPP_STANZA_PRESENCE,
                                                NULL, data, len);
             }

@@ -505,6 +505,7 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
     json_object_set_new(doc, "worker_sessions",
                         json_integer(ngx_xmpp_session_count()));
     json_object_set(doc, "sessions", list);
+    json_object_set_new(doc, "audit", ngx_xmpp_audit_json(xcf));
 
     text = json_dumps(doc, JSON_COMPACT);
     if (text == NULL) {

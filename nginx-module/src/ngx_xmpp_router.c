@@ -143,7 +143,7 @@ ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf, ngx_xmpp_route_t *rt,
  * available ones.  Returns the number of sessions reached.
  */
 ngx_int_t
-ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
+ngx_xmpp_router_to_bare(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len)
 {
     ngx_int_t          best, delivered;
@@ -152,7 +152,7 @@ ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
 
     routes = ngx_xmpp_router_routes();
 
-    n = ngx_xmpp_registry_lookup(s->conf, bare, routes, NGX_XMPP_ROUTE_MAX);
+    n = ngx_xmpp_registry_lookup(xcf, bare, routes, NGX_XMPP_ROUTE_MAX);
 
     all = (kind == NGX_XMPP_STANZA_PRESENCE)
           || (type && ngx_xmpp_str_is(type, "headline"));
@@ -181,7 +181,7 @@ ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
             continue;
         }
 
-        if (ngx_xmpp_router_to_session(s->conf, &routes[i], data, len)
+        if (ngx_xmpp_router_to_session(xcf, &routes[i], data, len)
             == NGX_OK)
         {
             delivered++;
@@ -193,7 +193,7 @@ ngx_xmpp_router_to_bare(ngx_xmpp_session_t *s, ngx_str_t *bare,
 
 
 ngx_int_t
-ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
+ngx_xmpp_router_to_full_jid(ngx_xmpp_conf_t *xcf, ngx_xmpp_jid_t *to,
     u_char *data, size_t len)
 {
     ngx_uint_t         i, n;
@@ -201,7 +201,7 @@ ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
 
     routes = ngx_xmpp_router_routes();
 
-    n = ngx_xmpp_registry_lookup(s->conf, &to->bare, routes,
+    n = ngx_xmpp_registry_lookup(xcf, &to->bare, routes,
                                  NGX_XMPP_ROUTE_MAX);
 
     for (i = 0; i < n; i++) {
@@ -209,8 +209,7 @@ ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
             && ngx_memcmp(routes[i].resource, to->resource.data,
                           to->resource.len) == 0)
         {
-            return ngx_xmpp_router_to_session(s->conf, &routes[i], data,
-                                              len);
+            return ngx_xmpp_router_to_session(xcf, &routes[i], data, len);
         }
     }
 
@@ -221,9 +220,8 @@ ngx_xmpp_router_to_full_jid(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
 void
 ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 {
-    size_t            len;
-    u_char           *data;
-    ngx_xmpp_wbuf_t  *b;
+    ngx_xmpp_wbuf_t      *b;
+    ngx_xmpp_delivery_t   d;
 
     if (!st->has_to) {
         /* RFC 6120 10.3: no "to" means the sender's own bare JID */
@@ -258,44 +256,66 @@ ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
         return;
     }
 
-    data = b->start;
-    len = b->last - b->start;
+    d.kind = st->kind;
+    d.type = st->type;
+    d.id = st->id;
+    d.to = st->to;
+    d.data = b->start;
+    d.len = b->last - b->start;
 
-    if (st->to.resource.len) {
-        if (ngx_xmpp_router_to_full_jid(s, &st->to, data, len) == NGX_OK) {
+    if (st->kind == NGX_XMPP_STANZA_MESSAGE && s->conf->audit_zone) {
+        /* recorded first; routed now or once the record is durable */
+        ngx_xmpp_audit_message(s, st, &d);
+        return;
+    }
+
+    ngx_xmpp_router_deliver(s->conf, s, &d);
+}
+
+
+/*
+ * The second half of routing, for a stanza already accepted (and, for
+ * a message, recorded).  s is the sender's session, or NULL when it
+ * has ended since: errors then have nobody to go to.
+ */
+void
+ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_xmpp_delivery_t *d)
+{
+    if (d->to.resource.len) {
+        if (ngx_xmpp_router_to_full_jid(xcf, &d->to, d->data, d->len)
+            == NGX_OK)
+        {
             return;
         }
 
         /* RFC 6121 8.5.3.2: an iq or groupchat fails; others fall back */
-        if (st->kind == NGX_XMPP_STANZA_IQ
-            || ngx_xmpp_str_is(&st->type, "groupchat"))
+        if (d->kind == NGX_XMPP_STANZA_IQ
+            || ngx_xmpp_str_is(&d->type, "groupchat"))
         {
-            ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+            ngx_xmpp_router_bounce(s, d, "cancel", "service-unavailable");
             return;
         }
     }
 
-    if (st->kind == NGX_XMPP_STANZA_IQ) {
+    if (d->kind == NGX_XMPP_STANZA_IQ
+        || ngx_xmpp_str_is(&d->type, "groupchat"))
+    {
         /* an iq to another user's bare JID is answered for the account */
-        ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+        ngx_xmpp_router_bounce(s, d, "cancel", "service-unavailable");
         return;
     }
 
-    if (ngx_xmpp_str_is(&st->type, "groupchat")) {
-        ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
-        return;
-    }
-
-    if (ngx_xmpp_router_to_bare(s, &st->to.bare, st->kind, &st->type,
-                                data, len)
+    if (ngx_xmpp_router_to_bare(xcf, &d->to.bare, d->kind, &d->type,
+                                d->data, d->len)
         > 0)
     {
         return;
     }
 
     /* offline or unknown: no offline storage yet (RFC 6121 8.5.2.2) */
-    if (!ngx_xmpp_str_is(&st->type, "headline")) {
-        ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
+    if (!ngx_xmpp_str_is(&d->type, "headline")) {
+        ngx_xmpp_router_bounce(s, d, "cancel", "service-unavailable");
     }
 }
 
@@ -305,14 +325,40 @@ void
 ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     const char *type, const char *condition)
 {
+    ngx_str_t            *v;
+    ngx_xmpp_delivery_t   d;
+
+    ngx_memzero(&d, sizeof(ngx_xmpp_delivery_t));
+
+    d.kind = st->kind;
+    d.type = st->type;
+    d.id = st->id;
+
+    v = ngx_xmpp_node_attr(st->node, "to");
+
+    if (v && st->has_to) {
+        d.to.full = *v;
+
+    } else {
+        d.to.full = s->conf->domain;
+    }
+
+    ngx_xmpp_router_bounce(s, &d, type, condition);
+}
+
+
+void
+ngx_xmpp_router_bounce(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
+    const char *type, const char *condition)
+{
     static const char  *kinds[] = { "message", "presence", "iq" };
 
-    ngx_str_t        *v;
-    ngx_xmpp_wbuf_t   b;
+    ngx_xmpp_wbuf_t  b;
 
-    if (ngx_xmpp_str_is(&st->type, "error")
-        || (st->kind == NGX_XMPP_STANZA_IQ
-            && ngx_xmpp_str_is(&st->type, "result")))
+    if (s == NULL
+        || ngx_xmpp_str_is(&d->type, "error")
+        || (d->kind == NGX_XMPP_STANZA_IQ
+            && ngx_xmpp_str_is(&d->type, "result")))
     {
         return;
     }
@@ -321,14 +367,12 @@ ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     b.max = 16384;
 
     ngx_xmpp_wbuf_lit(&b, "<");
-    ngx_xmpp_wbuf_str(&b, kinds[st->kind]);
+    ngx_xmpp_wbuf_str(&b, kinds[d->kind]);
     ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_CLIENT "' type='error'");
 
-    v = ngx_xmpp_node_attr(st->node, "to");
-
     ngx_xmpp_wbuf_lit(&b, " from='");
-    if (v && st->has_to) {
-        ngx_xmpp_wbuf_escs(&b, v);
+    if (d->to.full.len) {
+        ngx_xmpp_wbuf_escs(&b, &d->to.full);
     } else {
         ngx_xmpp_wbuf_nstr(&b, &s->conf->domain);
     }
@@ -337,9 +381,9 @@ ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_wbuf_escs(&b, &s->jid.full);
     ngx_xmpp_wbuf_lit(&b, "'");
 
-    if (st->id.len) {
+    if (d->id.len) {
         ngx_xmpp_wbuf_lit(&b, " id='");
-        ngx_xmpp_wbuf_escs(&b, &st->id);
+        ngx_xmpp_wbuf_escs(&b, &d->id);
         ngx_xmpp_wbuf_lit(&b, "'");
     }
 
@@ -348,7 +392,7 @@ ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_wbuf_lit(&b, "'><");
     ngx_xmpp_wbuf_str(&b, condition);
     ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_STANZAS "'/></error></");
-    ngx_xmpp_wbuf_str(&b, kinds[st->kind]);
+    ngx_xmpp_wbuf_str(&b, kinds[d->kind]);
     ngx_xmpp_wbuf_lit(&b, ">");
 
     (void) ngx_xmpp_session_send_wbuf(s, &b);

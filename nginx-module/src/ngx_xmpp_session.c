@@ -73,6 +73,10 @@ ngx_xmpp_session_create(ngx_connection_t *c, ngx_pool_t *pool,
     r[1] = (uint32_t) ngx_random();
     ngx_hex_dump(s->stream_id, (u_char *) r, sizeof(r));
 
+    if (ngx_xmpp_audit_session_init(s) != NGX_OK) {
+        return NULL;
+    }
+
     /* debug logging reads ev->data as a connection */
     s->timer.handler = ngx_xmpp_session_timer_handler;
     s->timer.data = c;
@@ -325,6 +329,10 @@ ngx_xmpp_session_error(ngx_xmpp_session_t *s, const char *condition,
                   "xmpp: stream error <%s/>%s%s", condition,
                   text ? ": " : "", text ? text : "");
 
+    if (s->end_reason == NULL) {
+        s->end_reason = condition;
+    }
+
     ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
     b.max = 4096;
 
@@ -407,6 +415,8 @@ ngx_xmpp_session_detach(ngx_xmpp_session_t *s)
 
     ngx_xmpp_auth_cancel(s);
 
+    ngx_xmpp_audit_session_end(s);
+
     if (s->bound) {
         ngx_xmpp_presence_gone(s);
         ngx_xmpp_registry_remove(s);
@@ -459,6 +469,10 @@ ngx_xmpp_session_io_error(ngx_xmpp_session_t *s)
 
     c = s->connection;
     c->error = 1;
+
+    if (s->end_reason == NULL) {
+        s->end_reason = "connection-lost";
+    }
 
     /* the transport's read handler sees c->error and finalizes */
     ngx_post_event(c->read, &ngx_posted_events);

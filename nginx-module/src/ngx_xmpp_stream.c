@@ -57,6 +57,10 @@ ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
             return;
         }
 
+        if (s->end_reason == NULL) {
+            s->end_reason = "client-closed";
+        }
+
         ngx_xmpp_session_close(s);
         return;
     }
@@ -280,6 +284,7 @@ ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     ngx_xmpp_sasl_plain_t  plain;
 
     s->sasl_started = 0;
+    s->user.len = 0;
 
     if (ngx_xmpp_node_text(s->stanza_pool, n, &text) != NGX_OK) {
         ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
@@ -383,6 +388,15 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
 {
     ngx_xmpp_wbuf_t  *b;
 
+    /* every failed attempt is a record; an abort is no attempt */
+    if (ngx_strcmp(condition, "aborted") != 0) {
+        (void) ngx_xmpp_audit_signin(s, 0, condition,
+                                     s->auth_reason ? s->auth_reason
+                                                    : condition);
+    }
+
+    s->auth_reason = NULL;
+
     b = ngx_xmpp_wbuf_scratch(1024);
 
     ngx_xmpp_wbuf_lit(b, "<failure xmlns='" NGX_XMPP_NS_SASL "'><");
@@ -426,6 +440,13 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
     switch (status) {
 
     case CDIR_OK:
+        if (ngx_xmpp_audit_signin(s, 1, NULL, NULL) != NGX_OK) {
+            /* CAPP: no access that cannot be recorded */
+            s->auth_reason = "audit journal unavailable";
+            ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
+            return;
+        }
+
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: \"%V\" signed in", &s->user);
         s->authenticated = 1;
@@ -438,6 +459,7 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: sign-in of \"%V\" refused: %s",
                       &s->user, reason);
+        s->auth_reason = reason;
         ngx_xmpp_stream_sasl_failure(s, "not-authorized");
         return;
 
@@ -445,6 +467,7 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
         ngx_log_error(NGX_LOG_WARN, c->log, 0,
                       "xmpp: sign-in of \"%V\" failed: directory %s",
                       &s->user, reason);
+        s->auth_reason = reason;
         ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
         return;
     }
@@ -544,6 +567,11 @@ ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     }
 
     s->jid = jid;
+
+    if (ngx_xmpp_audit_session_bound(s) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
 
     rc = ngx_xmpp_registry_add(s, &old_pid, &old_sid);
 

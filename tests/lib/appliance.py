@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 
@@ -53,6 +54,11 @@ def module_path(sanitize=False):
     """build/release/ or build/asan/ in the repository."""
     return os.path.join(REPO, "build", "asan" if sanitize else "release",
                         MODULE_NAME)
+
+
+def conclavectl_path(sanitize=False):
+    return os.path.join(REPO, "build", "asan" if sanitize else "release",
+                        "conclavectl")
 
 
 class Appliance:
@@ -99,6 +105,8 @@ class Appliance:
                                ("mariadb", self.mariadb),
                                ("nginx", self.nginx)):
                 t0 = time.monotonic()
+                if name == "nginx" and self.module_so:
+                    self.migrate()
                 part.start()
                 started.append(part)
                 self.timings[name] = time.monotonic() - t0
@@ -118,6 +126,27 @@ class Appliance:
             os.unlink(self.pids_file)
         except FileNotFoundError:
             pass
+
+    def conclavectl(self, *args, check=True, timeout=120):
+        """Run build/<variant>/conclavectl against this appliance's
+        nginx.conf; returns the CompletedProcess (text)."""
+        cmd = [conclavectl_path(self.sanitize), "--config",
+               self.nginx.conf_path] + list(args)
+        env = dict(os.environ)
+        if self.sanitize:
+            env["ASAN_OPTIONS"] = "detect_leaks=0"
+        r = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=timeout, env=env)
+        if check and r.returncode != 0:
+            raise RuntimeError("%s: exit %d\n%s%s" % (
+                " ".join(cmd), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def migrate(self):
+        """Render nginx.conf and apply the audit schema to MariaDB."""
+        self.nginx.render_conf()
+        return self.conclavectl("migrate", "--schema",
+                                os.path.join(REPO, "audit", "schema"))
 
     def check_logs(self):
         """nginx [alert]/[emerg] lines and sanitizer reports; [] = clean."""

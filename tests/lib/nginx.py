@@ -183,13 +183,31 @@ class Nginx:
             "LDAP_BASE": slapd.PEOPLE,
             "LDAP_GROUP": getattr(self.ldap, "signin_group_dn",
                                   slapd.SIGNIN_GROUP_DN),
-            "MARIADB_PORT": self.mariadb.port if self.mariadb else "",
+            # no MariaDB: a port nobody listens on (shipping then waits)
+            "MARIADB_PORT": self.mariadb.port if self.mariadb
+            else self._no_db_port(),
             "MARIADB_SOCKET": self.mariadb.socket if self.mariadb else "",
-            "MARIADB_USER": self.mariadb.user if self.mariadb else "",
-            "MARIADB_PASSWORD": self.mariadb.password if self.mariadb else "",
-            "MARIADB_DATABASE": self.mariadb.database if self.mariadb else "",
+            "MARIADB_USER": self.mariadb.user if self.mariadb
+            else "conclave",
+            "MARIADB_PASSWORD": self.mariadb.password if self.mariadb
+            else "",
+            "MARIADB_DATABASE": self.mariadb.database if self.mariadb
+            else "conclave",
         }
         return v
+
+    def _no_db_port(self):
+        if not hasattr(self, "_free_db_port"):
+            self._free_db_port = free_port()
+        return self._free_db_port
+
+    @property
+    def audit_dir(self):
+        return os.path.join(self.workdir, "audit")
+
+    @property
+    def audit_key(self):
+        return os.path.join(self.workdir, "conf", "audit.key")
 
     def render_conf(self):
         """Write conf/nginx.conf (and ldap.secret, the TLS cert)."""
@@ -212,6 +230,17 @@ class Nginx:
         with os.fdopen(fd, "w") as f:
             # no trailing newline: the file holds exactly the password
             f.write(getattr(self.ldap, "service_pw", slapd.SERVICE_PW))
+        db_secret = os.path.join(self.workdir, "conf", "db.secret")
+        fd = os.open(db_secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.mariadb.password if self.mariadb else "")
+        os.makedirs(self.audit_dir, exist_ok=True)
+        if not os.path.exists(self.audit_key):
+            # the signing key outlives restarts, like the journal
+            subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519",
+                            "-out", self.audit_key], check=True,
+                           stdout=subprocess.DEVNULL)
+            os.chmod(self.audit_key, 0o600)
         if self.tls:
             self_signed_cert(self.cert, self.key, self.domain)
         with open(self.conf_path, "w") as f:
