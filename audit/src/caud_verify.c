@@ -75,6 +75,7 @@ typedef struct {
     FILE                      *out;
     caud_verifier_t           *vkey;
     caud_hasher_t             *hasher;
+    caud_buf_t                 colbuf;    /* caud_columns() values */
     const char                *node;
 
     uint32_t                   writer;
@@ -95,6 +96,8 @@ typedef struct {
     caud_frame_t    f;
     int             have;               /* f holds a frame */
     int             done;
+    int             ended;              /* read to its end, undamaged */
+    uint64_t        last;               /* the last seq read */
 } caud_vwitness_t;
 
 
@@ -107,52 +110,31 @@ typedef struct {
     uint64_t         next;             /* the seq the chain expects */
     uint8_t          head[CAUD_HASH_LEN];
     int              linked;           /* check the next row's prev_hash */
-    uint8_t          last_entry[CAUD_HASH_LEN];
-    int              last_flagged;
-    uint64_t         last_seq;
     uint8_t          at_shipped[CAUD_HASH_LEN];
     int              have_shipped;
 
     caud_vcp_t      *cps;
     size_t           ncps;
     size_t           cpi;
+    uint64_t         signed_upto;      /* the largest valid checkpoint */
 
     caud_vwitness_t  wit;
 } caud_vstream_t;
 
 
 /*
- * The columns audit_record copies out of the payload, for the
- * compliance queries (caud_ship.c writes them): each must equal the
- * payload's value, or be NULL where the payload has none.  An UPDATE of
- * one of them alone leaves the hashes intact and is tampering all the
- * same.
+ * The row's columns, in the SELECT's order: seq, payload, prev_hash,
+ * entry_hash, ts_utc_us, then caud_column_name[] (caud_columns() in
+ * caud_ship.c computes what the shipper copied out of the payload; an
+ * UPDATE of one of those copies alone leaves the hashes intact and is
+ * tampering all the same).
  */
-typedef struct {
-    const char  *column;
-    const char  *object;                /* NULL: a top-level key */
-    const char  *key;
-} caud_vcol_t;
-
-
-static const caud_vcol_t  caud_vcols[] = {
-    { "ts_utc_us",  NULL,      "ts_utc_us" },
-    { "event",      NULL,      "event" },
-    { "status",     NULL,      "status" },
-    { "actor_user", "actor",   "user" },
-    { "peer",       "params",  "to" },
-    { "actor_ip",   "actor",   "ip" },
-    { "session_id", "actor",   "session_id" },
-    { "transport",  "actor",   "transport" },
-    { "msg_type",   "params",  "type" },
-    { "stanza_id",  "object",  "id" },
-    { "body",       "params",  "body" },
-};
-
-#define CAUD_V_NCOLS  (sizeof(caud_vcols) / sizeof(caud_vcols[0]))
-
-/* seq, payload, prev_hash, entry_hash, then caud_vcols */
-#define CAUD_V_FIXED  4
+#define CAUD_V_SEQ      0
+#define CAUD_V_PAYLOAD  1
+#define CAUD_V_PREV     2
+#define CAUD_V_ENTRY    3
+#define CAUD_V_TS       4
+#define CAUD_V_COL0     5
 
 
 static const uint8_t  caud_v_zero[CAUD_HASH_LEN];
@@ -621,45 +603,6 @@ caud_vfiles(caud_verify_t *v)
 /* ------------------------------------------------------------------ */
 /* MariaDB */
 
-static MYSQL *
-caud_vdb_connect(caud_verify_t *v)
-{
-    MYSQL                 *m;
-    unsigned               t;
-    const caud_db_opts_t  *db;
-
-    db = v->o->db;
-    t = db->timeout_s ? db->timeout_s : 5;
-
-    m = mysql_init(NULL);
-    if (m == NULL) {
-        caud_verrf(v, "mysql_init: out of memory");
-        return NULL;
-    }
-
-    if (mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &t) != 0
-        || mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &t) != 0
-        || mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &t) != 0
-        || mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0)
-    {
-        caud_verrf(v, "mysql_options: %s", mysql_error(m));
-        mysql_close(m);
-        return NULL;
-    }
-
-    if (mysql_real_connect(m, db->host, db->user, db->password,
-                           db->database, db->port, db->socket, 0) == NULL)
-    {
-        caud_verrf(v, "mariadb %s: %s", db->host ? db->host
-                   : (db->socket ? db->socket : "localhost"), mysql_error(m));
-        mysql_close(m);
-        return NULL;
-    }
-
-    return m;
-}
-
-
 static int
 caud_vdb_query(caud_verify_t *v, MYSQL *m, const char *sql)
 {
@@ -756,6 +699,10 @@ caud_vdb_cps(caud_verify_t *v, MYSQL *m, const char *node,
             if (size > st->shipped) {
                 over = size;
             }
+
+            if (size > st->signed_upto) {
+                st->signed_upto = size;
+            }
         }
 
         n++;
@@ -806,14 +753,19 @@ caud_vwit_open(caud_verify_t *v, caud_vwitness_t *w)
 static const caud_frame_t *
 caud_vwit_get(caud_vwitness_t *w, uint64_t seq)
 {
+    int  rc;
+
     while (!w->done && (!w->have || w->f.seq < seq)) {
-        if (caud_reader_next(w->r, &w->f) != 1) {
+        rc = caud_reader_next(w->r, &w->f);
+        if (rc != 1) {
             w->done = 1;
             w->have = 0;
+            w->ended = (rc == 0);
             break;
         }
 
         w->have = 1;
+        w->last = w->f.seq;
     }
 
     return (w->have && w->f.seq == seq) ? &w->f : NULL;
@@ -831,65 +783,116 @@ caud_vwit_close(caud_vwitness_t *w)
 /* ------------------------------------------------------------------ */
 /* rows */
 
-static int
-caud_vcol_eq(const json_t *j, const char *s, unsigned long len)
+/*
+ * The payload's own top-level "seq", found without a full parse (this
+ * runs once a row): the canonical encoding is compact, and inside a
+ * string a '"' is always escaped, so "seq": at depth 1 right after '{'
+ * or ',' is the key.  0 when there is none.
+ */
+static uint64_t
+caud_vseq(const char *p, size_t n)
 {
-    char  num[32];
-    int   n;
+    int       depth, in_str;
+    size_t    i;
+    uint64_t  s;
 
-    if (j == NULL || json_is_null(j)) {
-        return s == NULL;
+    depth = 0;
+    in_str = 0;
+
+    for (i = 0; i < n; i++) {
+        if (in_str) {
+            if (p[i] == '\\') {
+                i++;
+
+            } else if (p[i] == '"') {
+                in_str = 0;
+            }
+
+            continue;
+        }
+
+        switch (p[i]) {
+
+        case '{':
+        case '[':
+            depth++;
+            break;
+
+        case '}':
+        case ']':
+            depth--;
+            break;
+
+        case '"':
+            if (depth == 1 && n - i > 6 && memcmp(p + i, "\"seq\":", 6) == 0
+                && (p[i - 1] == '{' || p[i - 1] == ','))
+            {
+                for (s = 0, i += 6; i < n && p[i] >= '0' && p[i] <= '9';
+                     i++)
+                {
+                    if (s > (UINT64_MAX - 9) / 10) {
+                        return 0;
+                    }
+
+                    s = s * 10 + (p[i] - '0');
+                }
+
+                return s;
+            }
+
+            in_str = 1;
+            break;
+        }
     }
 
-    if (s == NULL) {
-        return 0;
-    }
-
-    if (json_is_string(j)) {
-        return json_string_length(j) == len
-               && memcmp(json_string_value(j), s, len) == 0;
-    }
-
-    if (json_is_integer(j)) {
-        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
-                     json_integer_value(j));
-        return (unsigned long) n == len && memcmp(num, s, len) == 0;
-    }
-
-    if (json_is_boolean(j)) {
-        return len == 1 && s[0] == (json_is_true(j) ? '1' : '0');
-    }
-
-    /* objects and arrays are not copied into columns */
-    return 1;
+    return 0;
 }
 
 
-/* the first copied column that disagrees with the payload, or NULL */
-static const char *
-caud_vdb_columns(const json_t *rec, MYSQL_ROW row, unsigned long *len)
+/*
+ * The copied columns against what caud_columns() makes of the payload:
+ * 0 all agree, 1 *col names the first that does not, -1 out of memory.
+ */
+static int
+caud_vdb_columns(caud_verify_t *v, MYSQL_ROW row, unsigned long *len,
+    const char **col)
 {
-    size_t        i;
-    const json_t  *o, *val;
+    int             i, n, k;
+    char            num[32];
+    caud_columns_t  c;
 
-    for (i = 0; i < CAUD_V_NCOLS; i++) {
-        o = rec;
+    v->colbuf.len = 0;
 
-        if (caud_vcols[i].object) {
-            o = json_object_get(rec, caud_vcols[i].object);
-        }
+    if (caud_columns(row[CAUD_V_PAYLOAD], len[CAUD_V_PAYLOAD], &c,
+                     &v->colbuf) < 0)
+    {
+        caud_verrf(v, "out of memory");
+        return -1;
+    }
 
-        val = json_is_object(o) ? json_object_get(o, caud_vcols[i].key)
-                                : NULL;
+    n = snprintf(num, sizeof(num), "%" PRId64, c.ts_utc_us);
 
-        if (!caud_vcol_eq(val, row[CAUD_V_FIXED + i],
-                          len[CAUD_V_FIXED + i]))
+    if (row[CAUD_V_TS] == NULL || len[CAUD_V_TS] != (unsigned long) n
+        || memcmp(row[CAUD_V_TS], num, n) != 0)
+    {
+        *col = "ts_utc_us";
+        return 1;
+    }
+
+    for (i = 0; i < CAUD_NCOLS; i++) {
+        k = CAUD_V_COL0 + i;
+
+        if (c.null[i] ? row[k] != NULL
+                      : (row[k] == NULL || len[k] != c.len[i]
+                         || memcmp(row[k], v->colbuf.data + c.off[i],
+                                   c.len[i]) != 0))
         {
-            return caud_vcols[i].column;
+            *col = caud_column_name[i];
+            return 1;
         }
     }
 
-    return NULL;
+    return 0;
 }
 
 
@@ -903,40 +906,38 @@ static int
 caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
     MYSQL_ROW row, unsigned long *len)
 {
-    int                  self;
-    char                 e[160];
-    json_t              *rec, *js;
-    int64_t              ps;
+    int                  self, rc;
     uint8_t              h[CAUD_HASH_LEN];
+    uint64_t             ps;
     const char          *col;
     const uint8_t       *prev, *entry;
     const caud_frame_t  *f;
 
-    prev = (const uint8_t *) row[2];
-    entry = (const uint8_t *) row[3];
+    prev = (const uint8_t *) row[CAUD_V_PREV];
+    entry = (const uint8_t *) row[CAUD_V_ENTRY];
 
-    if (row[1] == NULL || prev == NULL || entry == NULL
-        || len[2] != CAUD_HASH_LEN || len[3] != CAUD_HASH_LEN)
+    if (row[CAUD_V_PAYLOAD] == NULL || prev == NULL || entry == NULL
+        || len[CAUD_V_PREV] != CAUD_HASH_LEN
+        || len[CAUD_V_ENTRY] != CAUD_HASH_LEN)
     {
         caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: payload or hash "
                    "missing)", seq);
         return 1;
     }
 
-    if (caud_hasher_entry(v->hasher, row[1], len[1], prev, h) != 0) {
+    if (caud_hasher_entry(v->hasher, row[CAUD_V_PAYLOAD],
+                          len[CAUD_V_PAYLOAD], prev, h) != 0)
+    {
         caud_verrf(v, "SHA-256 failed");
         return -1;
     }
 
     self = memcmp(h, entry, CAUD_HASH_LEN) == 0;
-
-    rec = caud_record_decode(row[1], len[1], e, sizeof(e));
-    js = rec ? json_object_get(rec, "seq") : NULL;
-    ps = json_is_integer(js) ? json_integer_value(js) : -1;
-
+    ps = caud_vseq(row[CAUD_V_PAYLOAD], len[CAUD_V_PAYLOAD]);
     f = caud_vwit_get(&st->wit, seq);
 
-    if (f && f->len == len[1] && memcmp(f->payload, row[1], f->len) == 0
+    if (f && f->len == len[CAUD_V_PAYLOAD]
+        && memcmp(f->payload, row[CAUD_V_PAYLOAD], f->len) == 0
         && memcmp(f->prev_hash, prev, CAUD_HASH_LEN) == 0
         && memcmp(f->entry_hash, entry, CAUD_HASH_LEN) == 0)
     {
@@ -944,59 +945,61 @@ caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
         goto columns;
     }
 
-    if (self && rec && ps > 0 && (uint64_t) ps != seq) {
+    if (f == NULL && st->wit.ended && seq > st->wit.last
+        && seq > st->signed_upto)
+    {
+        /* the shipper ships only what the journal made durable */
+        caud_vfind(v, " seq %" PRIu64 ": inserted (mariadb: not in the "
+                   "journal, which ends at seq %" PRIu64 ")", seq,
+                   st->wit.last);
+        return 1;
+    }
+
+    if (self && ps && ps != seq) {
         caud_vfind(v, " seq %" PRIu64 ": reordered (mariadb: row holds "
-                   "record %" PRId64 ")", seq, ps);
-        goto found;
+                   "record %" PRIu64 ")", seq, ps);
+        return 1;
     }
 
     if (f) {
-        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: %s differ from "
-                   "the journal, %s offset %" PRIu64 ")", seq,
-                   self ? "payload and hashes" : "entry_hash does not match "
-                   "the payload; the bytes", f->file, f->offset);
-        goto found;
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: %s the journal, "
+                   "%s offset %" PRIu64 ")", seq,
+                   self ? "payload and hashes differ from"
+                        : "entry_hash does not match the payload; bytes "
+                          "differ from", f->file, f->offset);
+        return 1;
     }
 
     if (!self) {
         caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: entry_hash does "
                    "not match the payload)", seq);
-        goto found;
+        return 1;
     }
 
-    if (rec == NULL || ps != (int64_t) seq) {
-        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: %s)", seq,
-                   rec ? "the payload carries no seq" : e);
-        goto found;
+    if (ps != seq) {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: the payload "
+                   "carries no seq)", seq);
+        return 1;
     }
 
     if (st->linked && memcmp(prev, st->head, CAUD_HASH_LEN) != 0) {
         /* the row before was rewritten and re-hashed: its own links
          * held, this one's prev_hash still names the original */
-        if (!st->last_flagged) {
-            caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: re-hashed; "
-                       "seq %" PRIu64 "'s prev_hash does not match its "
-                       "entry_hash)", seq - 1, seq);
-        }
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: re-hashed; "
+                   "seq %" PRIu64 "'s prev_hash does not match its "
+                   "entry_hash)", seq - 1, seq);
+        return 2;
     }
 
 columns:
 
-    col = rec ? caud_vdb_columns(rec, row, len) : NULL;
-    json_decref(rec);
-
-    if (col) {
+    rc = caud_vdb_columns(v, row, len, &col);
+    if (rc == 1) {
         caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: column %s "
                    "differs from the payload)", seq, col);
-        return 1;
     }
 
-    return 0;
-
-found:
-
-    json_decref(rec);
-    return 1;
+    return rc;
 }
 
 
@@ -1005,10 +1008,11 @@ static int
 caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
     unsigned long *len)
 {
-    int       flagged;
-    uint64_t  seq;
+    int             flagged;
+    uint64_t        seq;
+    const uint8_t  *entry;
 
-    seq = caud_vdb_u64(row[0]);
+    seq = caud_vdb_u64(row[CAUD_V_SEQ]);
     v->db.records++;
 
     if (seq > st->shipped || seq == 0) {
@@ -1021,7 +1025,6 @@ caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
         caud_vfind_range(v, st->next, seq - 1, "deleted", "mariadb: rows "
                          "missing");
         st->linked = 0;
-        st->last_flagged = 1;
     }
 
     flagged = caud_vdb_row(v, st, seq, row, len);
@@ -1029,28 +1032,29 @@ caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
         return -1;
     }
 
+    /* 2: the finding was the row before; this one is sound */
+    flagged = (flagged == 1);
+    entry = (const uint8_t *) row[CAUD_V_ENTRY];
+    if (entry == NULL || len[CAUD_V_ENTRY] != CAUD_HASH_LEN) {
+        entry = caud_v_zero;
+    }
+
     while (st->cpi < st->ncps && st->cps[st->cpi].size < seq) {
         st->cpi++;
     }
 
-    if (!flagged && st->cpi < st->ncps && st->cps[st->cpi].size == seq
-        && len[3] == CAUD_HASH_LEN)
-    {
-        caud_vcp_root(v, &st->cps[st->cpi], (const uint8_t *) row[3],
-                      "mariadb");
+    if (!flagged && st->cpi < st->ncps && st->cps[st->cpi].size == seq) {
+        caud_vcp_root(v, &st->cps[st->cpi], entry, "mariadb");
     }
 
-    if (len[3] == CAUD_HASH_LEN) {
-        memcpy(st->head, row[3], CAUD_HASH_LEN);
-        if (seq == st->shipped) {
-            memcpy(st->at_shipped, row[3], CAUD_HASH_LEN);
-            st->have_shipped = !flagged;
-        }
+    memcpy(st->head, entry, CAUD_HASH_LEN);
+
+    if (seq == st->shipped) {
+        memcpy(st->at_shipped, entry, CAUD_HASH_LEN);
+        st->have_shipped = !flagged;
     }
 
-    st->linked = !flagged && len[3] == CAUD_HASH_LEN;
-    st->last_flagged = flagged;
-    st->last_seq = seq;
+    st->linked = !flagged;
     st->next = seq + 1;
 
     return 0;
@@ -1069,10 +1073,10 @@ caud_vdb_rows(caud_verify_t *v, MYSQL *m, const char *node,
     unsigned long *len;
 
     n = snprintf(sql, sizeof(sql), "SELECT seq, payload, prev_hash, "
-                 "entry_hash");
-    for (i = 0; i < CAUD_V_NCOLS; i++) {
+                 "entry_hash, ts_utc_us");
+    for (i = 0; i < CAUD_NCOLS; i++) {
         n += snprintf(sql + n, sizeof(sql) - n, ", %s",
-                      caud_vcols[i].column);
+                      caud_column_name[i]);
     }
 
     snprintf(sql + n, sizeof(sql) - n, " FROM audit_record WHERE node = %s "
@@ -1193,7 +1197,7 @@ caud_vdb(caud_verify_t *v)
     MYSQL_RES      *res;
     unsigned long  *len;
 
-    m = caud_vdb_connect(v);
+    m = caud_db_connect(v->o->db, v->err, v->errlen);
     if (m == NULL) {
         return -1;
     }
@@ -1315,6 +1319,7 @@ caud_verify(const caud_verify_opts_t *o, char *err, size_t errlen)
 
 fail:
 
+    caud_buf_free(&v.colbuf);
     caud_hasher_free(v.hasher);
     caud_verifier_free(v.vkey);
 

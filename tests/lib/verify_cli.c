@@ -24,7 +24,8 @@
  *   cc -Iaudit/src $(mariadb_config --cflags) -o verify_cli \
  *       tests/lib/verify_cli.c audit/src/caud_record.c \
  *       audit/src/caud_journal.c audit/src/caud_journal_dir.c \
- *       audit/src/caud_checkpoint.c audit/src/caud_verify.c \
+ *       audit/src/caud_checkpoint.c audit/src/caud_db.c \
+ *       audit/src/caud_ship.c audit/src/caud_verify.c \
  *       -lcrypto -ljansson -lpthread $(mariadb_config --libs)
  */
 
