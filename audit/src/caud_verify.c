@@ -117,6 +117,8 @@ typedef struct {
     size_t           ncps;
     size_t           cpi;
     uint64_t         signed_upto;      /* the largest valid checkpoint */
+    uint64_t         ins_from;         /* rows beyond shipped_seq, */
+    uint64_t         ins_to;           /* reported as one range */
 
     caud_vwitness_t  wit;
 } caud_vstream_t;
@@ -1003,6 +1005,22 @@ columns:
 }
 
 
+static void
+caud_vdb_inserted(caud_verify_t *v, caud_vstream_t *st)
+{
+    char  detail[64];
+
+    if (st->ins_from == 0) {
+        return;
+    }
+
+    snprintf(detail, sizeof(detail), "mariadb: not in the chain, "
+             "shipped_seq is %" PRIu64, st->shipped);
+    caud_vfind_range(v, st->ins_from, st->ins_to, "inserted", detail);
+    st->ins_from = 0;
+}
+
+
 /* a row: the chain bookkeeping around caud_vdb_row() */
 static int
 caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
@@ -1016,8 +1034,14 @@ caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
     v->db.records++;
 
     if (seq > st->shipped || seq == 0) {
-        caud_vfind(v, " seq %" PRIu64 ": inserted (mariadb: not in the chain, "
-                   "shipped_seq is %" PRIu64 ")", seq, st->shipped);
+        if (st->ins_from && seq == st->ins_to + 1) {
+            st->ins_to = seq;
+            return 0;
+        }
+
+        caud_vdb_inserted(v, st);
+        st->ins_from = seq;
+        st->ins_to = seq;
         return 0;
     }
 
@@ -1115,6 +1139,10 @@ caud_vdb_rows(caud_verify_t *v, MYSQL *m, const char *node,
 static void
 caud_vdb_tail(caud_verify_t *v, caud_vstream_t *st)
 {
+    if (st->shipped == UINT64_MAX) {
+        return;
+    }
+
     if (st->next <= st->shipped) {
         caud_vfind_range(v, st->next, st->shipped, "deleted",
                          "mariadb: rows missing below shipped_seq");
@@ -1157,8 +1185,11 @@ caud_vdb_journal(caud_verify_t *v, MYSQL *m, const char *node,
     st.linked = 1;
 
     if (jrow[1] == NULL) {
-        caud_vfind(v, ": inserted (mariadb: rows or checkpoints without an "
+        /* its rows are still checked as a chain, only the bound by
+         * shipped_seq and head_hash is gone */
+        caud_vfind(v, ": deleted (mariadb: rows or checkpoints but no "
                    "audit_journal row)");
+        st.shipped = UINT64_MAX;
 
     } else {
         st.shipped = caud_vdb_u64(jrow[1]);
@@ -1176,6 +1207,7 @@ caud_vdb_journal(caud_verify_t *v, MYSQL *m, const char *node,
 
     rc = caud_vdb_rows(v, m, node, &st);
     if (rc == 0) {
+        caud_vdb_inserted(v, &st);
         caud_vdb_tail(v, &st);
     }
 

@@ -7,6 +7,11 @@
  *   verify_cli --keygen KEYFILE NAME
  *                      makes an Ed25519 key (0600, never replaced) and
  *                      prints its verifier key
+ *   verify_cli --migrate SCHEMA_DIR [MariaDB options]
+ *                      caud_db_migrate()
+ *   verify_cli --ship DIR --node NODE [MariaDB options]
+ *                      the real shipper (caud_shipper_ship()) over every
+ *                      journal in DIR, to its end; prints "shipped N"
  *
  *   --dir DIR          the journal directory (omit: MariaDB only)
  *   --node NODE        the node name in MariaDB (default "local")
@@ -19,7 +24,8 @@
  *   --timeout S        connect/read/write timeout
  *
  * The report goes to stdout.  Exit 0: all is well; 1: findings; 2:
- * verify could not run (the reason on stderr).
+ * verify could not run (the reason on stderr).  Until `conclavectl`
+ * has ship and verify, the integration tests drive the library here.
  *
  *   cc -Iaudit/src $(mariadb_config --cflags) -o verify_cli \
  *       tests/lib/verify_cli.c audit/src/caud_record.c \
@@ -83,12 +89,53 @@ vcli_keygen(const char *path, const char *name)
 }
 
 
+static int
+vcli_ship(const char *dir, const char *node, const caud_db_opts_t *db)
+{
+    char             err[1024];
+    size_t           i, n;
+    int64_t          got, total;
+    uint32_t         ids[1024];
+    caud_shipper_t  *sh;
+
+    if (caud_journal_list(dir, ids, 1024, &n) != 0) {
+        fprintf(stderr, "verify_cli: %s: cannot list journals\n", dir);
+        return 2;
+    }
+
+    sh = caud_shipper_new(db, dir, node, 1000, err, sizeof(err));
+    if (sh == NULL) {
+        fprintf(stderr, "verify_cli: %s\n", err);
+        return 2;
+    }
+
+    total = 0;
+
+    for (i = 0; i < n; i++) {
+        got = caud_shipper_ship(sh, ids[i], 0, err, sizeof(err));
+        if (got < 0) {
+            fprintf(stderr, "verify_cli: ship %u: %s\n", ids[i], err);
+            caud_shipper_free(sh);
+            return 2;
+        }
+
+        total += got;
+    }
+
+    caud_shipper_free(sh);
+    caud_db_thread_end();
+    printf("shipped %lld\n", (long long) total);
+
+    return 0;
+}
+
+
 int
 main(int argc, char **argv)
 {
     int                  i, rc, use_db;
     char                 err[1024], vkey[CAUD_VKEY_MAX];
-    const char          *a, *v;
+    const char          *a, *v, *migrate;
     caud_db_opts_t       db;
     caud_verify_opts_t   o;
 
@@ -101,6 +148,7 @@ main(int argc, char **argv)
     o.node = "local";
     o.out = stdout;
     use_db = 0;
+    migrate = NULL;
 
     for (i = 1; i + 1 < argc; i += 2) {
         a = argv[i];
@@ -136,17 +184,35 @@ main(int argc, char **argv)
             db.database = v;
         } else if (strcmp(a, "--timeout") == 0) {
             db.timeout_s = (unsigned) atoi(v);
+        } else if (strcmp(a, "--migrate") == 0) {
+            migrate = v;
+        } else if (strcmp(a, "--ship") == 0) {
+            o.dir = v;
+            o.out = NULL;
         } else {
             break;
         }
     }
 
-    if (i < argc || o.vkey == NULL || o.origin_prefix == NULL) {
-        fprintf(stderr, "usage: verify_cli [--dir DIR] [--node NODE] "
-                "--prefix P (--vkey VKEY | --vkey-file F) [--host IP "
-                "--port N | --socket PATH] [--user U] [--password PW] "
-                "[--database DB] [--timeout S]\n");
-        return 2;
+    if (i < argc) {
+        goto usage;
+    }
+
+    if (migrate) {
+        rc = caud_db_migrate(&db, migrate, stdout, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "verify_cli: %s\n", err);
+            return 2;
+        }
+        return 0;
+    }
+
+    if (o.out == NULL) {
+        return vcli_ship(o.dir, o.node, &db);
+    }
+
+    if (o.vkey == NULL || o.origin_prefix == NULL) {
+        goto usage;
     }
 
     if (use_db) {
@@ -163,4 +229,14 @@ main(int argc, char **argv)
     }
 
     return rc;
+
+usage:
+
+    fprintf(stderr, "usage: verify_cli [--dir DIR] [--node NODE] --prefix P "
+            "(--vkey VKEY | --vkey-file F) [--host IP --port N | --socket "
+            "PATH] [--user U] [--password PW] [--database DB] [--timeout "
+            "S]\n       verify_cli --keygen KEYFILE NAME\n"
+            "       verify_cli --migrate SCHEMA_DIR [MariaDB options]\n"
+            "       verify_cli --ship DIR --node NODE [MariaDB options]\n");
+    return 2;
 }
