@@ -1,6 +1,7 @@
 # Conclave: top-level build.  See README.md for the targets.
 #
 #   make            build the nginx dynamic module (build/<variant>/*.so)
+#                   and conclavectl (build/<variant>/conclavectl)
 #   make SANITIZE=1 the same with ASan + UBSan (build/asan/)
 #   make deps       install every Debian package and npm package we need
 #   make test       unit tests, then the integration suite
@@ -22,20 +23,35 @@ endif
 BUILD := $(TOP)/build/$(VARIANT)
 MODULE := $(BUILD)/ngx_http_conclave_module.so
 MODULE_SRCS := $(wildcard nginx-module/src/*.c nginx-module/src/*.h \
-	ldap/src/*.c ldap/src/*.h) nginx-module/config
+	ldap/src/*.c ldap/src/*.h audit/src/*.c audit/src/*.h) \
+	nginx-module/config
+
+# conclavectl (admin/) with the audit library; from the build tree it
+# finds the schema files in audit/schema (admin/README.md)
+CTL := $(BUILD)/conclavectl
+CTL_SRCS := $(wildcard admin/*.c audit/src/*.c)
+CTL_CFLAGS := -std=gnu11 $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) \
+	$(shell dpkg-buildflags --get CPPFLAGS 2>/dev/null) \
+	-Wall -Wextra -Werror $(SAN_FLAGS) -Iadmin -Iaudit/src \
+	$(shell mariadb_config --cflags 2>/dev/null) \
+	-DCCTL_BUILD_SCHEMA='"$(TOP)/audit/schema"'
+CTL_LIBS := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) $(SAN_FLAGS) \
+	-lmariadb -lcrypto -ljansson -lpthread
 
 CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 	$(shell dpkg-buildflags --get CPPFLAGS 2>/dev/null) \
 	-Werror -Wno-error=deprecated-declarations $(SAN_FLAGS)
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
-.PHONY: all build deps deb-deps npm-deps test unit fuzz integration bench \
-	demo stop \
+.PHONY: all build ctl deps deb-deps npm-deps test unit fuzz integration \
+	bench demo stop \
 	clean
 
 all: build
 
-build: $(MODULE)
+build: $(MODULE) $(CTL)
+
+ctl: $(CTL)
 
 # configure once per variant; nginx's configure writes nothing into
 # /usr/share/nginx/src when --builddir is given (PLATFORM.md 1a)
@@ -54,6 +70,10 @@ $(MODULE): $(BUILD)/Makefile $(MODULE_SRCS)
 
 $(NGX_SRC)/configure:
 	$(MAKE) deps
+
+$(CTL): $(CTL_SRCS) $(wildcard admin/*.h audit/src/*.h)
+	@mkdir -p $(BUILD)
+	$(CC) $(CTL_CFLAGS) -o $@ $(CTL_SRCS) $(CTL_LIBS)
 
 
 # ---------------------------------------------------------------------
