@@ -9,7 +9,8 @@
  *       audit/src/caud_db.c audit/src/caud_ship.c audit/src/caud_verify.c \
  *       -lcrypto -ljansson -lpthread \
  *       $(mariadb_config --libs)
- *   build/verify_bench [dir] [records]
+ *   build/verify_bench [dir] [records] [--socket PATH --user U
+ *       --password PW --database DB]
  *
  * Writes one journal of `records` (default 1,000,000) ~600-byte chat
  * message records with a signed checkpoint every 10,000, then times
@@ -18,8 +19,12 @@
  * and after the files were dropped from it (POSIX_FADV_DONTNEED on our
  * own files only).  Each figure is the median of 3 runs.
  *
- * The MariaDB side is timed by tests/integration/test_audit_verify.py
- * (test_verify_rate_db), which needs a real mariadbd.
+ * With MariaDB options (a running mariadbd, e.g. one started by
+ * tests/lib/mariadb.py) it also applies audit/schema, ships the journal
+ * with the real shipper (node "bench-<pid>", so runs never collide) and
+ * times verify of the MariaDB rows alone (streamed, every row hashed,
+ * linked and its copied columns checked) and of both stores (the
+ * journal then also witnesses every row's bytes).
  */
 
 
@@ -198,7 +203,8 @@ cmp_double(const void *a, const void *b)
 
 /* the median seconds of RUNS verifies; -1 if one did not pass */
 static double
-time_verify(const char *dir, const char *vkey, int cold)
+time_verify(const char *dir, const caud_db_opts_t *db, const char *node,
+    const char *vkey, int cold)
 {
     int                  i, rc;
     char                 err[512];
@@ -209,12 +215,14 @@ time_verify(const char *dir, const char *vkey, int cold)
     null = fopen("/dev/null", "w");
     memset(&o, 0, sizeof(o));
     o.dir = dir;
+    o.db = db;
+    o.node = node;
     o.origin_prefix = PREFIX;
     o.vkey = vkey;
     o.out = null;
 
     for (i = 0; i < RUNS; i++) {
-        if (cold) {
+        if (cold && dir) {
             drop_cache(dir);
         }
 
@@ -236,13 +244,96 @@ time_verify(const char *dir, const char *vkey, int cold)
 }
 
 
+/* ships the whole journal with the real shipper; -1 on error */
+static int
+ship(const char *dir, const caud_db_opts_t *db, const char *node)
+{
+    char             err[1024];
+    double           t0;
+    int64_t          n;
+    caud_shipper_t  *sh;
+
+    t0 = now();
+
+    if (caud_db_migrate(db, "audit/schema", NULL, err, sizeof(err)) < 0
+        || (sh = caud_shipper_new(db, dir, node, 10000, err, sizeof(err)))
+           == NULL)
+    {
+        fprintf(stderr, "mariadb: %s\n", err);
+        return -1;
+    }
+
+    n = caud_shipper_ship(sh, 0, 0, err, sizeof(err));
+    caud_shipper_free(sh);
+
+    if (n < 0) {
+        fprintf(stderr, "ship: %s\n", err);
+        return -1;
+    }
+
+    printf("shipped %lld records in %.2f s (real shipper, batches of "
+           "10000)\n", (long long) n, now() - t0);
+
+    return 0;
+}
+
+
+static void
+bench_db(const char *dir, const caud_db_opts_t *db, const char *vkey,
+    uint64_t n)
+{
+    char    node[64];
+    double  t;
+
+    snprintf(node, sizeof(node), "bench-%d", (int) getpid());
+
+    if (ship(dir, db, node) != 0) {
+        return;
+    }
+
+    t = time_verify(NULL, db, node, vkey, 0);
+    if (t > 0) {
+        printf("verify (MariaDB rows):                  %llu records in "
+               "%.3f s = %.0f records/s\n", (unsigned long long) n, t,
+               n / t);
+    }
+
+    t = time_verify(dir, db, node, vkey, 0);
+    if (t > 0) {
+        printf("verify (both, journal as witness):      %llu + %llu records "
+               "in %.3f s\n", (unsigned long long) n,
+               (unsigned long long) n, t);
+    }
+}
+
+
 int
 main(int argc, char **argv)
 {
-    char        dir[512], key[600], vkey[CAUD_VKEY_MAX];
-    double      t0, tw, warm, cold;
-    uint64_t    n;
-    struct stat st;
+    int             i, use_db;
+    char            dir[512], key[600], vkey[CAUD_VKEY_MAX];
+    double          t0, tw, warm, cold;
+    uint64_t        n;
+    struct stat     st;
+    caud_db_opts_t  db;
+
+    memset(&db, 0, sizeof(db));
+    use_db = 0;
+
+    for (i = 3; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--socket") == 0) {
+            db.socket = argv[i + 1];
+            use_db = 1;
+        } else if (strcmp(argv[i], "--user") == 0) {
+            db.user = argv[i + 1];
+        } else if (strcmp(argv[i], "--password") == 0) {
+            db.password = argv[i + 1];
+        } else if (strcmp(argv[i], "--database") == 0) {
+            db.database = argv[i + 1];
+        }
+    }
+
+    db.timeout_s = 600;
 
     snprintf(dir, sizeof(dir), "%s",
              argc > 1 ? argv[1] : "/tmp/caud-verify-bench");
@@ -269,8 +360,8 @@ main(int argc, char **argv)
            "%d (%llu), written in %.2f s\n", (unsigned long long) n, EVERY,
            (unsigned long long) (n / EVERY), tw);
 
-    warm = time_verify(dir, vkey, 0);
-    cold = time_verify(dir, vkey, 1);
+    warm = time_verify(dir, NULL, NULL, vkey, 0);
+    cold = time_verify(dir, NULL, NULL, vkey, 1);
 
     if (warm < 0 || cold < 0) {
         return 1;
@@ -280,6 +371,10 @@ main(int argc, char **argv)
            "= %.0f records/s\n", (unsigned long long) n, warm, n / warm);
     printf("verify (journal directory, from disk):  %llu records in %.3f s "
            "= %.0f records/s\n", (unsigned long long) n, cold, n / cold);
+
+    if (use_db) {
+        bench_db(dir, &db, vkey, n);
+    }
 
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     unlink(key);
