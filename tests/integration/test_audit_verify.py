@@ -12,6 +12,8 @@ journal directory as a second witness.
 verify is driven through tests/lib/verify_cli.c, which calls
 caud_verify() as `conclavectl verify` does.  No nginx is involved: one
 mariadbd for the whole file, its tables restored before every test.
+With CONCLAVE_SANITIZE=1 the tools are built with ASan+UBSan, and any
+sanitizer report fails the test.
 """
 
 import os
@@ -41,8 +43,16 @@ def _mariadb_flags(kind):
                           text=True, check=True).stdout.split()
 
 
+SANITIZE = os.environ.get("CONCLAVE_SANITIZE") == "1"
+SAN_FLAGS = ["-g", "-O1", "-fsanitize=address,undefined",
+             "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+SAN_REPORT = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
+                        r"runtime error:")
+
+
 def _build(out, main, srcs, db):
-    args = ["cc", "-std=gnu11", "-O2", "-Wall", "-Iaudit/src"]
+    args = ["cc", "-std=gnu11", "-Wall", "-Iaudit/src"]
+    args += SAN_FLAGS if SANITIZE else ["-O2"]
     if db:
         args += _mariadb_flags("--cflags")
     args += ["-o", out, main] + srcs + ["-lcrypto", "-ljansson",
@@ -96,6 +106,9 @@ class Store:
     def cli(self, *args, check=True):
         r = subprocess.run([self.vcli] + list(args), capture_output=True,
                            text=True, timeout=120)
+        if SAN_REPORT.search(r.stderr):
+            pytest.fail("sanitizer report from verify_cli %s:\n%s" % (
+                " ".join(args), r.stderr), pytrace=False)
         if check and r.returncode != 0:
             pytest.fail("verify_cli %s: exit %d\n%s%s" % (
                 " ".join(args), r.returncode, r.stdout, r.stderr),
