@@ -2,18 +2,18 @@
 
 Journals are written with the library (tests/lib/journal_cli.c: writer 0
 300 records with signed checkpoints at 100, 200 and 300; writer 1 50
-records, checkpoint 50), shipped into MariaDB by the real shipper
-(caud_shipper_ship(), through tests/lib/verify_cli.c --ship), and then
-tampered with in SQL the way a DBA could.  Every case must exit 1 and
-name exactly the seq(s) and what happened to them; the pristine store
-must exit 0.  Each case runs with the MariaDB store alone and with the
-journal directory as a second witness.
+records, checkpoint 50), shipped into MariaDB by `conclavectl ship` (the
+real shipper), and then tampered with in SQL the way a DBA could.  Every
+case must make `conclavectl verify` exit 1 and name exactly the seq(s)
+and what happened to them; the pristine store must exit 0.  Each case
+runs with the MariaDB store alone (--db-only) and with the journal
+directory as a second witness.
 
-verify is driven through tests/lib/verify_cli.c, which calls
-caud_verify() as `conclavectl verify` does.  No nginx is involved: one
-mariadbd for the whole file, its tables restored before every test.
-With CONCLAVE_SANITIZE=1 the tools are built with ASan+UBSan, and any
-sanitizer report fails the test.
+No nginx is involved: conclavectl reads a small nginx.conf holding the
+conclave_audit_* directives; one mariadbd for the whole file, its tables
+restored before every test.  With CONCLAVE_SANITIZE=1 build/asan's
+conclavectl and an ASan+UBSan journal_cli are used, and any sanitizer
+report fails the test.
 """
 
 import os
@@ -30,12 +30,9 @@ sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 from mariadb import MariaDB  # noqa: E402
 
 NODE = "n1"
-PREFIX = "verify.example.com/audit/" + NODE
+DOMAIN = "verify.example.com"
+PREFIX = DOMAIN + "/audit/" + NODE
 TABLES = ("audit_journal", "audit_record", "audit_checkpoint")
-AUDIT_SRCS = ["audit/src/caud_record.c", "audit/src/caud_journal.c",
-              "audit/src/caud_journal_dir.c", "audit/src/caud_checkpoint.c"]
-DB_SRCS = ["audit/src/caud_db.c", "audit/src/caud_ship.c",
-           "audit/src/caud_verify.c"]
 
 
 def _mariadb_flags(kind):
@@ -48,20 +45,34 @@ SAN_FLAGS = ["-g", "-O1", "-fsanitize=address,undefined",
              "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
 SAN_REPORT = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
                         r"runtime error:")
+CTL = os.path.join(REPO, "build", "asan" if SANITIZE else "release",
+                   "conclavectl")
+
+CONF = """events {}
+http {
+    conclave_domain %(domain)s;
+    conclave_audit_dir %(dir)s;
+    conclave_audit_node %(node)s;
+    conclave_audit_key %(key)s;
+    %(db)s
+    conclave_audit_db_user conclave;
+    conclave_audit_db_password conclave-pw;
+    conclave_audit_db_name conclave;
+    conclave_audit_db_timeout 5s;
+}
+"""
 
 
-def _build(out, main, srcs, db):
+def _build_journal_cli(out):
     args = ["cc", "-std=gnu11", "-Wall", "-Iaudit/src"]
     args += SAN_FLAGS if SANITIZE else ["-O2"]
-    if db:
-        args += _mariadb_flags("--cflags")
-    args += ["-o", out, main] + srcs + ["-lcrypto", "-ljansson",
-                                        "-lpthread"]
-    if db:
-        args += _mariadb_flags("--libs")
+    args += ["-o", out, "tests/lib/journal_cli.c", "audit/src/caud_record.c",
+             "audit/src/caud_journal.c", "audit/src/caud_journal_dir.c",
+             "audit/src/caud_checkpoint.c", "-lcrypto", "-ljansson",
+             "-lpthread"]
     r = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.fail("building %s failed:\n%s" % (main, r.stderr),
+        pytest.fail("building journal_cli failed:\n%s" % r.stderr,
                     pytrace=False)
     return out
 
@@ -70,48 +81,54 @@ class Store:
     """A journal directory, its key, and a MariaDB holding its rows."""
 
     def __init__(self, base):
+        if not os.path.isfile(CTL):
+            pytest.fail("%s is missing: run `make build%s` first" % (
+                CTL, " SANITIZE=1" if SANITIZE else ""), pytrace=False)
         self.base = str(base)
         self.dir = os.path.join(self.base, "journal")
         self.key = os.path.join(self.base, "audit.key")
+        self.conf = os.path.join(self.base, "nginx.conf")
         os.makedirs(self.dir)
-        self.vcli = _build(os.path.join(self.base, "verify_cli"),
-                           "tests/lib/verify_cli.c", AUDIT_SRCS + DB_SRCS,
-                           True)
-        self.jcli = _build(os.path.join(self.base, "journal_cli"),
-                           "tests/lib/journal_cli.c", AUDIT_SRCS, False)
+        self.jcli = _build_journal_cli(os.path.join(self.base,
+                                                    "journal_cli"))
         self.db = MariaDB(os.path.join(self.base, "mariadb"))
+
+    def write_conf(self, path, db):
+        with open(path, "w") as f:
+            f.write(CONF % {"domain": DOMAIN, "dir": self.dir, "node": NODE,
+                            "key": self.key, "db": db})
 
     def start(self):
         self.db.start()
-        self.vkey = self.cli("--keygen", self.key, PREFIX).stdout.strip()
-        self.cli("--migrate", os.path.join(REPO, "audit", "schema"),
-                 *self.db_args())
+        self.write_conf(self.conf, "conclave_audit_db_socket %s;"
+                        % self.db.socket)
+        self.vkey = self.ctl("keygen").stdout.strip()
+        self.ctl("migrate", "--schema", os.path.join(REPO, "audit",
+                                                     "schema"))
         for _ in range(3):
             self.write(0, 100, checkpoint=True)
         self.write(1, 50, checkpoint=True)
-        out = self.cli("--ship", self.dir, "--node", NODE,
-                       *self.db_args()).stdout
-        assert out.strip() == "shipped 350", out
+        out = self.ctl("ship").stdout
+        assert "shipped_seq 300" in out and "shipped_seq 50" in out, out
         for t in TABLES:
             self.sql("CREATE TABLE pristine_%s AS SELECT * FROM %s" % (t, t))
 
     def stop(self):
         self.db.stop()
 
-    def db_args(self):
-        return ["--socket", self.db.socket, "--user", self.db.user,
-                "--password", self.db.password, "--database",
-                self.db.database]
-
-    def cli(self, *args, check=True):
-        r = subprocess.run([self.vcli] + list(args), capture_output=True,
-                           text=True, timeout=120)
+    def ctl(self, *args, check=True, conf=None):
+        env = dict(os.environ)
+        if SANITIZE:
+            env["ASAN_OPTIONS"] = "detect_leaks=0"
+        cmd = [CTL, "--config", conf or self.conf] + list(args)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                           env=env)
         if SAN_REPORT.search(r.stderr):
-            pytest.fail("sanitizer report from verify_cli %s:\n%s" % (
-                " ".join(args), r.stderr), pytrace=False)
+            pytest.fail("sanitizer report from %s:\n%s" % (
+                " ".join(cmd), r.stderr), pytrace=False)
         if check and r.returncode != 0:
-            pytest.fail("verify_cli %s: exit %d\n%s%s" % (
-                " ".join(args), r.returncode, r.stdout, r.stderr),
+            pytest.fail("%s: exit %d\n%s%s" % (
+                " ".join(cmd), r.returncode, r.stdout, r.stderr),
                 pytrace=False)
         return r
 
@@ -130,13 +147,14 @@ class Store:
                      "pristine_%s" % (t, t, t))
 
     def verify(self, journals=True, db=True, vkey=None):
-        args = ["--node", NODE, "--prefix", PREFIX, "--vkey",
-                vkey or self.vkey]
-        if journals:
-            args += ["--dir", self.dir]
-        if db:
-            args += self.db_args()
-        return self.cli(*args, check=False)
+        args = ["verify"]
+        if not journals:
+            args.append("--db-only")
+        if not db:
+            args.append("--journals-only")
+        if vkey:
+            args += ["--vkey", vkey]
+        return self.ctl(*args, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -367,15 +385,24 @@ def test_checkpoint_root_column_altered(st):
 
 
 def test_checkpoint_signed_by_another_key(st):
-    other = st.cli("--keygen", os.path.join(st.base, "other.key"),
-                   PREFIX).stdout.strip()
-    r = st.verify(vkey=other)
+    """An auditor's vkey that is not the signer's: every checkpoint, in
+    both stores, is a bad signature."""
+    other = os.path.join(st.base, "other.conf")
+    with open(st.conf) as f:
+        conf = f.read()
+    with open(other, "w") as f:
+        f.write(conf.replace(st.key, os.path.join(st.base, "other.key")))
+    try:
+        vkey = st.ctl("keygen", conf=other).stdout.strip()
+    finally:
+        os.unlink(other)
+        os.unlink(os.path.join(st.base, "other.key"))
+    r = st.verify(vkey=vkey)
     assert r.returncode == 1
     assert sorted(findings(r.stdout)) == sorted(
         ["journal n1/0 checkpoint %d: bad signature" % n
          for n in (100, 200, 300)] * 2 +
         ["journal n1/1 checkpoint 50: bad signature"] * 2), r.stdout
-    os.unlink(os.path.join(st.base, "other.key"))
 
 
 def test_journal_file_damaged(st):
@@ -403,9 +430,11 @@ def test_journal_file_damaged(st):
 
 
 def test_cannot_run(st):
+    """Errors are exit 2 with the reason on stderr, never a pass."""
     r = st.verify(vkey="not-a-vkey")
     assert r.returncode == 2 and r.stderr, r.stdout + r.stderr
-    r = st.cli("--node", NODE, "--prefix", PREFIX, "--vkey", st.vkey,
-               "--host", "127.0.0.1", "--port", "1", "--user", "x",
-               "--timeout", "2", check=False)
-    assert r.returncode == 2 and "MariaDB" in r.stderr, r.stderr
+    bad = os.path.join(st.base, "bad.conf")
+    st.write_conf(bad, "conclave_audit_db_host 127.0.0.1;\n"
+                  "    conclave_audit_db_port 1;")
+    r = st.ctl("verify", check=False, conf=bad)
+    assert r.returncode == 2 and "MariaDB" in r.stderr, r.stdout + r.stderr
