@@ -899,72 +899,17 @@ caud_vdb_columns(caud_verify_t *v, MYSQL_ROW row, unsigned long *len,
 
 
 /*
- * Classifies a row at the seq the chain expects; returns 1 if a
- * finding was reported.  The order matters: the journal, where there is
- * one, decides; without it, a row that is not self-consistent was
- * altered, and a self-consistent row that holds another seq was moved.
+ * A row that neither the journal nor its link vouches for: returns 1
+ * when it is at fault, 2 when the row before it is (re-hashed), 0 when
+ * it is sound after all.  Without the journal, a row that is not
+ * self-consistent was altered, and a self-consistent row that holds
+ * another seq was moved.
  */
 static int
-caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
-    MYSQL_ROW row, unsigned long *len)
+caud_vdb_suspect(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
+    MYSQL_ROW row, unsigned long *len, const caud_frame_t *f, int self)
 {
-    int                  self, rc;
-    uint8_t              h[CAUD_HASH_LEN];
-    uint64_t             ps;
-    const char          *col;
-    const uint8_t       *prev, *entry;
-    const caud_frame_t  *f;
-
-    prev = (const uint8_t *) row[CAUD_V_PREV];
-    entry = (const uint8_t *) row[CAUD_V_ENTRY];
-
-    if (row[CAUD_V_PAYLOAD] == NULL || prev == NULL || entry == NULL
-        || len[CAUD_V_PREV] != CAUD_HASH_LEN
-        || len[CAUD_V_ENTRY] != CAUD_HASH_LEN)
-    {
-        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: payload or hash "
-                   "missing)", seq);
-        return 1;
-    }
-
-    f = caud_vwit_get(&st->wit, seq);
-
-    if (f && f->len == len[CAUD_V_PAYLOAD]
-        && memcmp(f->payload, row[CAUD_V_PAYLOAD], f->len) == 0
-        && memcmp(f->prev_hash, prev, CAUD_HASH_LEN) == 0
-        && memcmp(f->entry_hash, entry, CAUD_HASH_LEN) == 0)
-    {
-        /* the journal vouches for the bytes (its reader hashed them):
-         * only the copies may lie */
-        goto columns;
-    }
-
-    if (f == NULL && st->wit.ended && seq > st->wit.last
-        && seq > st->signed_upto)
-    {
-        /* the shipper ships only what the journal made durable */
-        caud_vfind(v, " seq %" PRIu64 ": inserted (mariadb: not in the "
-                   "journal, which ends at seq %" PRIu64 ")", seq,
-                   st->wit.last);
-        return 1;
-    }
-
-    if (caud_hasher_entry(v->hasher, row[CAUD_V_PAYLOAD],
-                          len[CAUD_V_PAYLOAD], prev, h) != 0)
-    {
-        caud_verrf(v, "SHA-256 failed");
-        return -1;
-    }
-
-    self = memcmp(h, entry, CAUD_HASH_LEN) == 0;
-
-    if (self && f == NULL && st->linked
-        && memcmp(prev, st->head, CAUD_HASH_LEN) == 0)
-    {
-        /* in its place in the chain: the link proves the position, so
-         * the payload's own seq is only read when something is wrong */
-        goto columns;
-    }
+    uint64_t  ps;
 
     ps = caud_vseq(row[CAUD_V_PAYLOAD], len[CAUD_V_PAYLOAD]);
 
@@ -995,7 +940,9 @@ caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
         return 1;
     }
 
-    if (st->linked && memcmp(prev, st->head, CAUD_HASH_LEN) != 0) {
+    if (st->linked
+        && memcmp(row[CAUD_V_PREV], st->head, CAUD_HASH_LEN) != 0)
+    {
         /* the row before was rewritten and re-hashed: its own links
          * held, this one's prev_hash still names the original */
         caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: re-hashed; "
@@ -1004,12 +951,91 @@ caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
         return 2;
     }
 
+    return 0;
+}
+
+
+/*
+ * Classifies a row at the seq the chain expects: 1 when a finding names
+ * it, 2 when one names the row before, 0 when it is sound, -1 on error.
+ * The journal, where it has the record, decides; else the row's hash
+ * and its link to the row before.
+ */
+static int
+caud_vdb_row(caud_verify_t *v, caud_vstream_t *st, uint64_t seq,
+    MYSQL_ROW row, unsigned long *len)
+{
+    int                  rc, cols;
+    uint8_t              h[CAUD_HASH_LEN];
+    const char          *col;
+    const uint8_t       *prev, *entry;
+    const caud_frame_t  *f;
+
+    prev = (const uint8_t *) row[CAUD_V_PREV];
+    entry = (const uint8_t *) row[CAUD_V_ENTRY];
+
+    if (row[CAUD_V_PAYLOAD] == NULL || prev == NULL || entry == NULL
+        || len[CAUD_V_PREV] != CAUD_HASH_LEN
+        || len[CAUD_V_ENTRY] != CAUD_HASH_LEN)
+    {
+        caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: payload or hash "
+                   "missing)", seq);
+        return 1;
+    }
+
+    rc = 0;
+    f = caud_vwit_get(&st->wit, seq);
+
+    if (f && f->len == len[CAUD_V_PAYLOAD]
+        && memcmp(f->payload, row[CAUD_V_PAYLOAD], f->len) == 0
+        && memcmp(f->prev_hash, prev, CAUD_HASH_LEN) == 0
+        && memcmp(f->entry_hash, entry, CAUD_HASH_LEN) == 0)
+    {
+        /* the journal vouches for the bytes (its reader hashed them):
+         * only the copies may lie */
+        goto columns;
+    }
+
+    if (f == NULL && st->wit.ended && seq > st->wit.last
+        && seq > st->signed_upto)
+    {
+        /* the shipper ships only what the journal made durable */
+        caud_vfind(v, " seq %" PRIu64 ": inserted (mariadb: not in the "
+                   "journal, which ends at seq %" PRIu64 ")", seq,
+                   st->wit.last);
+        return 1;
+    }
+
+    if (caud_hasher_entry(v->hasher, row[CAUD_V_PAYLOAD],
+                          len[CAUD_V_PAYLOAD], prev, h) != 0)
+    {
+        caud_verrf(v, "SHA-256 failed");
+        return -1;
+    }
+
+    /* in its place in the chain, the link proves the position, so the
+     * payload's own seq is only read when something is wrong */
+    if (f || memcmp(h, entry, CAUD_HASH_LEN) != 0 || !st->linked
+        || memcmp(prev, st->head, CAUD_HASH_LEN) != 0)
+    {
+        rc = caud_vdb_suspect(v, st, seq, row, len, f,
+                              memcmp(h, entry, CAUD_HASH_LEN) == 0);
+        if (rc == 1) {
+            return 1;
+        }
+    }
+
 columns:
 
-    rc = caud_vdb_columns(v, row, len, &col);
-    if (rc == 1) {
+    cols = caud_vdb_columns(v, row, len, &col);
+    if (cols < 0) {
+        return -1;
+    }
+
+    if (cols == 1) {
         caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: column %s "
                    "differs from the payload)", seq, col);
+        return 1;
     }
 
     return rc;
