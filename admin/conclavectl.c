@@ -111,6 +111,48 @@ cctl_fail(int rc, const char *fmt, ...)
 }
 
 
+/* each option belongs to one command */
+static int
+cctl_args_check(const cctl_opts_t *o)
+{
+    size_t       i;
+    const char  *c;
+    static const char  *known[] = {
+        "migrate", "ship", "status", "keygen", "vkey", "verify"
+    };
+
+    c = o->command;
+
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strcmp(c, known[i]) == 0) {
+            break;
+        }
+    }
+
+    if (i == sizeof(known) / sizeof(known[0])) {
+        return cctl_fail(CCTL_ERROR, "unknown command \"%s\" (see "
+                         "conclavectl --help)", c);
+    }
+
+    if ((o->schema && strcmp(c, "migrate") != 0)
+        || (o->all && strcmp(c, "ship") != 0)
+        || (o->json && strcmp(c, "status") != 0)
+        || ((o->vkey || o->journals_only || o->db_only)
+            && strcmp(c, "verify") != 0))
+    {
+        return cctl_fail(CCTL_ERROR, "an option does not apply to \"%s\" "
+                         "(see conclavectl --help)", c);
+    }
+
+    if (o->journals_only && o->db_only) {
+        return cctl_fail(CCTL_ERROR, "--journals-only and --db-only "
+                         "exclude each other");
+    }
+
+    return CCTL_OK;
+}
+
+
 static int
 cctl_args(int argc, char **argv, cctl_opts_t *o)
 {
@@ -154,12 +196,7 @@ cctl_args(int argc, char **argv, cctl_opts_t *o)
         return cctl_fail(CCTL_ERROR, "no command (see conclavectl --help)");
     }
 
-    if (o->journals_only && o->db_only) {
-        return cctl_fail(CCTL_ERROR, "--journals-only and --db-only "
-                         "exclude each other");
-    }
-
-    return CCTL_OK;
+    return cctl_args_check(o);
 }
 
 
@@ -404,11 +441,8 @@ main(int argc, char **argv)
         rc = cctl_keygen(&cf, 1);
     } else if (strcmp(o.command, "vkey") == 0) {
         rc = cctl_keygen(&cf, 0);
-    } else if (strcmp(o.command, "verify") == 0) {
-        rc = cctl_verify(&cf, &o);
     } else {
-        rc = cctl_fail(CCTL_ERROR, "unknown command \"%s\" (see "
-                       "conclavectl --help)", o.command);
+        rc = cctl_verify(&cf, &o);
     }
 
     cctl_conf_free(&cf);

@@ -15,6 +15,7 @@
  *                    bob@example.com/laptop)
  *   --size N         pad the body so each record is about N bytes
  *   --ts US          ts_utc_us of every record (default: now)
+ *   --segment-size N rotate segments before N bytes (default 64 MiB)
  *   --checkpoint KEY PREFIX
  *                    then sign a checkpoint of the last record with the
  *                    key file KEY, origin "PREFIX/WRITER_ID", and store
@@ -52,6 +53,7 @@ typedef struct {
     const char     *peer;
     size_t          size;
     int64_t         ts;
+    size_t          segment_size;
     const char     *key;
     const char     *prefix;
 } jcli_opts_t;
@@ -155,6 +157,9 @@ jcli_args(int argc, char **argv, jcli_opts_t *o)
         } else if (strcmp(argv[i], "--ts") == 0) {
             o->ts = strtoll(argv[++i], NULL, 10);
 
+        } else if (strcmp(argv[i], "--segment-size") == 0) {
+            o->segment_size = strtoul(argv[++i], NULL, 10);
+
         } else {
             return -1;
         }
@@ -169,7 +174,7 @@ static json_t *
 jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
     size_t blen)
 {
-    char           user[128], sid[32], stanza_id[32];
+    char           user[4096], sid[32], stanza_id[32];
     json_t        *rec, *stanza;
     caud_actor_t   a;
 
@@ -287,6 +292,7 @@ main(int argc, char **argv)
     jcli_opts_t      o;
     const uint8_t   *h;
     caud_journal_t  *j;
+    caud_journal_opts_t  jo;
 
     if (jcli_args(argc, argv, &o) != 0) {
         fprintf(stderr, "usage: journal_cli DIR WRITER_ID COUNT [options] "
@@ -294,7 +300,10 @@ main(int argc, char **argv)
         return 1;
     }
 
-    if (caud_journal_open(o.dir, o.writer_id, NULL, &j, err, sizeof(err))
+    memset(&jo, 0, sizeof(jo));
+    jo.segment_size = o.segment_size;
+
+    if (caud_journal_open(o.dir, o.writer_id, &jo, &j, err, sizeof(err))
         != 0)
     {
         fprintf(stderr, "open: %s\n", err);
