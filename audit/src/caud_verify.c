@@ -127,7 +127,7 @@ typedef struct {
 /*
  * The row's columns, in the SELECT's order: seq, payload, prev_hash,
  * entry_hash, ts_utc_us, then caud_column_name[] (caud_columns() in
- * caud_ship.c computes what the shipper copied out of the payload; an
+ * caud_db.c computes what the shipper copied out of the payload; an
  * UPDATE of one of those copies alone leaves the hashes intact and is
  * tampering all the same).
  */
@@ -645,6 +645,32 @@ caud_vdb_node(caud_verify_t *v, MYSQL *m, char *buf, size_t size)
 }
 
 
+/* one audit_checkpoint row (size, root, note): 1 valid */
+static int
+caud_vdb_cp(caud_verify_t *v, MYSQL_ROW row, unsigned long *len,
+    caud_vcp_t *cp)
+{
+    uint64_t  size;
+
+    size = caud_vdb_u64(row[0]);
+
+    if (!caud_vnote(v, size, row[2] ? row[2] : "", row[2] ? len[2] : 0,
+                    "mariadb", cp))
+    {
+        return 0;
+    }
+
+    if (row[1] == NULL || len[1] != CAUD_HASH_LEN
+        || memcmp(row[1], cp->root, CAUD_HASH_LEN) != 0)
+    {
+        caud_vfind(v, " checkpoint %" PRIu64 ": changed (mariadb: the root "
+                   "column differs from the signed note)", size);
+    }
+
+    return 1;
+}
+
+
 /*
  * The stored checkpoints of the current writer, checked one by one; a
  * size beyond shipped_seq is a truncation (rows and shipped_seq were
@@ -654,12 +680,11 @@ static int
 caud_vdb_cps(caud_verify_t *v, MYSQL *m, const char *node,
     caud_vstream_t *st)
 {
-    char           sql[CAUD_V_SQL_MAX], where[64];
+    char           sql[CAUD_V_SQL_MAX];
     size_t         n;
     uint64_t       size, over;
     MYSQL_ROW      row;
     MYSQL_RES     *res;
-    unsigned long *len;
 
     snprintf(sql, sizeof(sql), "SELECT size, root, note FROM "
              "audit_checkpoint WHERE node = %s AND writer_id = %" PRIu32
@@ -683,28 +708,11 @@ caud_vdb_cps(caud_verify_t *v, MYSQL *m, const char *node,
     over = 0;
 
     while ((row = mysql_fetch_row(res)) != NULL) {
-        len = mysql_fetch_lengths(res);
         size = caud_vdb_u64(row[0]);
-        snprintf(where, sizeof(where), "mariadb");
 
-        if (caud_vnote(v, size, row[2] ? row[2] : "", row[2] ? len[2] : 0,
-                       where, &st->cps[n]))
-        {
-            if (row[1] == NULL || len[1] != CAUD_HASH_LEN
-                || memcmp(row[1], st->cps[n].root, CAUD_HASH_LEN) != 0)
-            {
-                caud_vfind(v, " checkpoint %" PRIu64 ": changed (mariadb: "
-                           "the root column differs from the signed note)",
-                           size);
-            }
-
-            if (size > st->shipped) {
-                over = size;
-            }
-
-            if (size > st->signed_upto) {
-                st->signed_upto = size;
-            }
+        if (caud_vdb_cp(v, row, mysql_fetch_lengths(res), &st->cps[n])) {
+            over = size > st->shipped ? size : over;
+            st->signed_upto = size;
         }
 
         n++;
