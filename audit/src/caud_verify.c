@@ -1281,7 +1281,15 @@ caud_vdb(caud_verify_t *v)
 
     res = NULL;
 
-    if (caud_vdb_node(v, m, node, sizeof(node)) != 0) {
+    /* one snapshot for every query: a live shipper commits rows and
+     * shipped_seq together, and must not look like rows inserted
+     * beyond a shipped_seq read a moment earlier */
+    if (caud_vdb_node(v, m, node, sizeof(node)) != 0
+        || caud_vdb_query(v, m, "SET SESSION TRANSACTION ISOLATION LEVEL "
+                          "REPEATABLE READ") != 0
+        || caud_vdb_query(v, m, "START TRANSACTION WITH CONSISTENT "
+                          "SNAPSHOT, READ ONLY") != 0)
+    {
         goto fail;
     }
 

@@ -19,6 +19,7 @@ report fails the test.
 import os
 import re
 import subprocess
+import threading
 import sys
 
 import pytest
@@ -438,3 +439,35 @@ def test_cannot_run(st):
                   "    conclave_audit_db_port 1;")
     r = st.ctl("verify", check=False, conf=bad)
     assert r.returncode == 2 and "MariaDB" in r.stderr, r.stdout + r.stderr
+
+
+def test_verify_while_shipping(st):
+    """verify reads one snapshot: a shipper committing rows and
+    shipped_seq meanwhile (journal 7, written and shipped in a loop) is
+    never a finding."""
+    stop = threading.Event()
+    errors = []
+
+    def ship():
+        while not stop.is_set():
+            st.write(7, 50)
+            r = st.ctl("ship", check=False)
+            if r.returncode != 0:
+                errors.append(r.stdout + r.stderr)
+
+    t = threading.Thread(target=ship)
+    t.start()
+    try:
+        for _ in range(30):
+            for journals in (False, True):
+                r = st.verify(journals=journals)
+                assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        stop.set()
+        t.join()
+        for name in os.listdir(st.dir):
+            if name.startswith(("journal-7-", "journal-7.")):
+                os.unlink(os.path.join(st.dir, name))
+    assert not errors, errors[0]
+    assert int(st.sql("SELECT MAX(shipped_seq) FROM audit_journal WHERE "
+                      "writer_id = 7")[0][0]) > 0
