@@ -78,7 +78,6 @@ def login_on(app, user, pid, want_same, tries=40):
     """A RawWS session of user whose worker is (or is not) pid."""
     for i in range(tries):
         ws = RawWS(app.nginx.http_port)
-        ws.upgrade()
         jid = ws.login(user, resource="r%d-%d" % (os.getpid(), i))
         w = worker_of(app, jid)
         if pid is None or (w == pid) == want_same:
@@ -191,7 +190,6 @@ def test_status_shows_audit_metrics(appliance):
 
 def test_unknown_recipient_is_recorded_and_bounced(appliance):
     ws = RawWS(appliance.nginx.http_port)
-    ws.upgrade()
     ws.login("carol")
     ws.send("<message xmlns='jabber:client' to='nobody@example.com' "
             "id='ghost1' type='chat'><body>anyone?</body></message>")

@@ -52,10 +52,8 @@ def small_disk_app(tmp_path, conclave_module):
 def test_full_journal_refuses_messages(small_disk_app):
     app = small_disk_app("256k")
     a = RawWS(app.nginx.http_port)
-    a.upgrade()
     a.login("alice")
     b = RawWS(app.nginx.http_port)
-    b.upgrade()
     b.login("bob")
 
     filler = "x" * 1500
@@ -95,7 +93,6 @@ def test_full_journal_refuses_messages(small_disk_app):
 def test_read_only_journal_refuses_sign_in(small_disk_app):
     app = small_disk_app("64k", ro=True)
     ws = RawWS(app.nginx.http_port)
-    ws.upgrade()
     ws.open()
     r = ws.auth("alice", "alice-pw")
     assert "temporary-auth-failure" in r, r
