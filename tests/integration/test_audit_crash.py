@@ -103,6 +103,9 @@ def test_kill_a_worker_mid_burst(make_appliance):
     errors = got["s2"][1]
     # the survivor's sender: all it sent without an error back
     accepted = {m for m in b2.sent if m not in errors}
+    print("crash: s1 sent %d (dead %s), s2 sent %d, received %d, "
+          "s2 errors %d" % (len(b1.sent), b1.dead, len(b2.sent),
+                            len(received), len(errors)))
     assert b2.sent and not b2.dead
     assert received, "nothing was delivered before the kill"
 
@@ -120,6 +123,7 @@ def test_kill_a_worker_mid_burst(make_appliance):
                "LIKE 'k2-%') GROUP BY stanza_id")
     in_db = {i for i, _ in ids}
     dups = [(i, n) for i, n in ids if int(n) != 1]
+    print("crash: %d message records in MariaDB" % len(in_db))
     assert not dups, dups
     assert not (received - in_db), sorted(received - in_db)[:10]
     assert not (accepted - in_db), sorted(accepted - in_db)[:10]
