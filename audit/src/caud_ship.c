@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,6 +456,13 @@ caud_ship_connect(caud_shipper_t *sh)
         return -1;
     }
 
+    /* for mysql_stmt_execute_start(); the blocking calls work as ever */
+    if (mysql_options(sh->m, MYSQL_OPT_NONBLOCK, 0) != 0) {
+        caud_ship_errf(sh->err, sizeof(sh->err), "MYSQL_OPT_NONBLOCK: %s",
+                       mysql_error(sh->m));
+        return -1;
+    }
+
     n = strlen(sh->node);
     sh->node_sql = malloc(2 * n + 1);
     if (sh->node_sql == NULL) {
@@ -629,9 +637,14 @@ caud_ship_reader(caud_shipper_t *sh, caud_ship_writer_t *w)
 }
 
 
-/* reads up to limit records into the batch; returns how many, or -1 */
+/*
+ * Reads up to limit records into the batch; the first must link to
+ * expect (MariaDB's head_hash, or the batch in flight's last entry).
+ * Returns how many, or -1.
+ */
 static int
-caud_ship_fill(caud_shipper_t *sh, caud_ship_writer_t *w, size_t limit)
+caud_ship_fill(caud_shipper_t *sh, caud_ship_writer_t *w, size_t limit,
+    const uint8_t *expect)
 {
     int              rc;
     char             a[2 * CAUD_HASH_LEN + 1], b[2 * CAUD_HASH_LEN + 1];
@@ -656,10 +669,10 @@ caud_ship_fill(caud_shipper_t *sh, caud_ship_writer_t *w, size_t limit)
 
         if (f.seq != w->next
             || (sh->n == 0
-                && memcmp(f.prev_hash, w->head, CAUD_HASH_LEN) != 0))
+                && memcmp(f.prev_hash, expect, CAUD_HASH_LEN) != 0))
         {
             caud_hex(a, f.prev_hash, CAUD_HASH_LEN);
-            caud_hex(b, w->head, CAUD_HASH_LEN);
+            caud_hex(b, expect, CAUD_HASH_LEN);
             caud_ship_errf(sh->err, sizeof(sh->err), "seq %" PRIu64 ": "
                            "prev_hash %s is not MariaDB's head_hash %s of "
                            "seq %" PRIu64 ": the journal and the database "
@@ -755,21 +768,50 @@ caud_ship_query(caud_shipper_t *sh, const char *sql, const char *what)
 }
 
 
+/* waits for what a non-blocking call asked for, within the timeouts */
+static int
+caud_ship_wait(MYSQL *m, int status)
+{
+    int            rc, timeout;
+    struct pollfd  pfd;
+
+    pfd.fd = mysql_get_socket(m);
+    pfd.events = ((status & MYSQL_WAIT_READ) ? POLLIN : 0)
+                 | ((status & MYSQL_WAIT_WRITE) ? POLLOUT : 0)
+                 | ((status & MYSQL_WAIT_EXCEPT) ? POLLPRI : 0);
+    pfd.revents = 0;
+
+    timeout = (status & MYSQL_WAIT_TIMEOUT)
+              ? (int) mysql_get_timeout_value_ms(m) : -1;
+
+    do {
+        rc = poll(&pfd, 1, timeout);
+    } while (rc < 0 && errno == EINTR);
+
+    if (rc <= 0) {
+        return MYSQL_WAIT_TIMEOUT;
+    }
+
+    return ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) ? MYSQL_WAIT_READ
+                                                         : 0)
+           | ((pfd.revents & (POLLOUT | POLLERR | POLLHUP))
+              ? MYSQL_WAIT_WRITE : 0)
+           | ((pfd.revents & POLLPRI) ? MYSQL_WAIT_EXCEPT : 0);
+}
+
+
 /*
- * The batch and the new shipped_seq in one transaction; the UPDATE is
- * conditional on the shipped_seq this batch was read after.
+ * Opens the transaction and starts the batch's INSERT without waiting
+ * for it.  Connector/C builds the whole COM_STMT_BULK_EXECUTE request
+ * before its first write, so once this returns the parameter arrays
+ * are free to take the next batch while the server works.
  */
 static int
-caud_ship_commit(caud_shipper_t *sh, caud_ship_writer_t *w)
+caud_ship_send(caud_shipper_t *sh, int *status, int *ret)
 {
-    char                 sql[768], head[2 * CAUD_HASH_LEN + 1];
-    uint64_t             last;
-    unsigned int         n;
-    const uint8_t       *entry;
+    unsigned int  n;
 
     n = (unsigned int) sh->n;
-    last = sh->seq[n - 1];
-    entry = sh->hashes + (n - 1) * 2 * CAUD_HASH_LEN + CAUD_HASH_LEN;
 
     caud_ship_point(sh);
 
@@ -778,21 +820,43 @@ caud_ship_commit(caud_shipper_t *sh, caud_ship_writer_t *w)
     }
 
     if (mysql_stmt_attr_set(sh->ins, STMT_ATTR_ARRAY_SIZE, &n) != 0
-        || mysql_stmt_bind_param(sh->ins, sh->bind) != 0
-        || mysql_stmt_execute(sh->ins) != 0)
+        || mysql_stmt_bind_param(sh->ins, sh->bind) != 0)
     {
-        caud_ship_errf(sh->err, sizeof(sh->err), "INSERT seq %" PRIu64
-                       "..%" PRIu64 ": %s", sh->seq[0], last,
+        caud_ship_errf(sh->err, sizeof(sh->err), "bind: %s",
                        mysql_stmt_error(sh->ins));
         return -1;
     }
 
-    if (mysql_stmt_affected_rows(sh->ins) != n) {
+    *status = mysql_stmt_execute_start(ret, sh->ins);
+
+    return 0;
+}
+
+
+/*
+ * Waits for the INSERT of rows first..last, then moves shipped_seq in
+ * the same transaction, conditional on the value this batch was read
+ * after, and commits.
+ */
+static int
+caud_ship_complete(caud_shipper_t *sh, caud_ship_writer_t *w, int status,
+    int ret, uint64_t first, uint64_t last, const uint8_t *entry)
+{
+    char      sql[768], head[2 * CAUD_HASH_LEN + 1];
+    uint64_t  n;
+
+    while (status) {
+        status = mysql_stmt_execute_cont(&ret, sh->ins,
+                                         caud_ship_wait(sh->m, status));
+    }
+
+    n = last - first + 1;
+
+    if (ret != 0 || mysql_stmt_affected_rows(sh->ins) != n) {
         caud_ship_errf(sh->err, sizeof(sh->err), "INSERT seq %" PRIu64
-                       "..%" PRIu64 ": %llu rows inserted, not %u",
-                       sh->seq[0], last,
-                       (unsigned long long) mysql_stmt_affected_rows(sh->ins),
-                       n);
+                       "..%" PRIu64 ": %s", first, last,
+                       ret ? mysql_stmt_error(sh->ins)
+                           : "not every row was inserted");
         return -1;
     }
 
@@ -969,13 +1033,27 @@ done:
 }
 
 
+/* how many records the next batch may take, starting at seq from */
+static size_t
+caud_ship_limit(caud_shipper_t *sh, uint64_t from, uint64_t upto)
+{
+    if (upto == 0 || (upto >= from && upto - from + 1 >= sh->batch)) {
+        return sh->batch;
+    }
+
+    return upto < from ? 0 : (size_t) (upto - from + 1);
+}
+
+
 int64_t
 caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
     char *err, size_t errlen)
 {
-    int                  n;
-    size_t               limit;
+    int                  n, next, status, ret;
+    char                 why[sizeof(sh->err)];
     int64_t              total;
+    uint64_t             first, last;
+    uint8_t              entry[CAUD_HASH_LEN];
     caud_ship_writer_t  *w;
 
     (void) mysql_thread_init();
@@ -997,30 +1075,44 @@ caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
         goto fail;
     }
 
-    for ( ;; ) {
-        limit = sh->batch;
-        if (upto && (upto < w->next || upto - w->next + 1 < limit)) {
-            limit = upto < w->next ? 0 : upto - w->next + 1;
-        }
+    /* while the server inserts one batch, the next is read */
+    n = caud_ship_fill(sh, w, caud_ship_limit(sh, w->next, upto), w->head);
 
-        if (limit == 0) {
-            break;
-        }
+    while (n > 0) {
+        first = sh->seq[0];
+        last = sh->seq[n - 1];
+        memcpy(entry, sh->hashes + (n - 1) * 2 * CAUD_HASH_LEN
+                      + CAUD_HASH_LEN, CAUD_HASH_LEN);
 
-        n = caud_ship_fill(sh, w, limit);
-        if (n < 0) {
+        if (caud_ship_send(sh, &status, &ret) != 0) {
             goto fail;
         }
 
-        if (n == 0) {
-            break;
+        next = caud_ship_fill(sh, w, caud_ship_limit(sh, last + 1, upto),
+                              entry);
+        if (next < 0) {
+            /* commit what is good, then report the damage */
+            memcpy(why, sh->err, sizeof(why));
         }
 
-        if (caud_ship_commit(sh, w) != 0) {
+        if (caud_ship_complete(sh, w, status, ret, first, last, entry)
+            != 0)
+        {
             goto fail;
         }
 
         total += n;
+
+        if (next < 0) {
+            memcpy(sh->err, why, sizeof(why));
+            goto fail;
+        }
+
+        n = next;
+    }
+
+    if (n < 0) {
+        goto fail;
     }
 
     if (caud_ship_checkpoints(sh, w) != 0) {
