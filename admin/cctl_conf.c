@@ -225,6 +225,69 @@ cctl_word(cctl_parse_t *ps, const char *s, const char *e)
 }
 
 
+/* a quoted word; it must be followed by a space, ';' or '{' */
+static int
+cctl_token_quoted(cctl_parse_t *ps, cctl_file_t *f)
+{
+    char         q;
+    const char  *s;
+
+    q = *f->p++;
+    s = f->p;
+
+    while (f->p < f->end && *f->p != q) {
+        if (*f->p == '\\' && f->p + 1 < f->end) {
+            f->line += (f->p[1] == '\n');
+            f->p++;
+        }
+        f->line += (*f->p++ == '\n');
+    }
+
+    if (f->p == f->end) {
+        return cctl_errf(ps, f->name, "unexpected end of file in a quoted "
+                         "string");
+    }
+
+    if (cctl_word(ps, s, f->p++) != 0) {
+        return cctl_errf(ps, NULL, "out of memory");
+    }
+
+    if (f->p < f->end && *f->p != ' ' && *f->p != '\t' && *f->p != '\r'
+        && *f->p != '\n' && *f->p != ';' && *f->p != '{')
+    {
+        return cctl_errf(ps, f->name, "unexpected \"%c\"", *f->p);
+    }
+
+    return 0;
+}
+
+
+/* a plain word: up to a space, ';' or '{' ('}' is part of it) */
+static int
+cctl_token_word(cctl_parse_t *ps, cctl_file_t *f)
+{
+    const char  *s;
+
+    s = f->p;
+
+    while (f->p < f->end && *f->p != ' ' && *f->p != '\t'
+           && *f->p != '\r' && *f->p != '\n' && *f->p != ';'
+           && *f->p != '{')
+    {
+        if (*f->p == '\\' && f->p + 1 < f->end) {
+            f->p++;
+        }
+        f->p++;
+    }
+
+    if (cctl_word(ps, s, f->p) != 0) {
+        return cctl_errf(ps, NULL, "out of memory");
+    }
+
+    return 0;
+}
+
+
 /*
  * The next directive's words, and what ends it.  Mirrors nginx: a
  * quoted word must be followed by a space, ';' or '{'; '}' and ';'
@@ -233,9 +296,6 @@ cctl_word(cctl_parse_t *ps, const char *s, const char *e)
 static int
 cctl_token(cctl_parse_t *ps, cctl_file_t *f)
 {
-    char         q;
-    const char  *s;
-
     cctl_args_free(ps);
 
     for ( ;; ) {
@@ -285,50 +345,13 @@ cctl_token(cctl_parse_t *ps, cctl_file_t *f)
 
         case '"':
         case '\'':
-            q = *f->p++;
-            s = f->p;
-            while (f->p < f->end && *f->p != q) {
-                if (*f->p == '\\' && f->p + 1 < f->end) {
-                    f->line += (f->p[1] == '\n');
-                    f->p++;
-                }
-                f->line += (*f->p++ == '\n');
-            }
-
-            if (f->p == f->end) {
-                cctl_errf(ps, f->name, "unexpected end of file in a "
-                          "quoted string");
-                return CCTL_TOK_ERROR;
-            }
-
-            if (cctl_word(ps, s, f->p++) != 0) {
-                cctl_errf(ps, NULL, "out of memory");
-                return CCTL_TOK_ERROR;
-            }
-
-            if (f->p < f->end && *f->p != ' ' && *f->p != '\t'
-                && *f->p != '\r' && *f->p != '\n' && *f->p != ';'
-                && *f->p != '{')
-            {
-                cctl_errf(ps, f->name, "unexpected \"%c\"", *f->p);
+            if (cctl_token_quoted(ps, f) != 0) {
                 return CCTL_TOK_ERROR;
             }
             continue;
 
         default:
-            s = f->p;
-            while (f->p < f->end && *f->p != ' ' && *f->p != '\t'
-                   && *f->p != '\r' && *f->p != '\n' && *f->p != ';'
-                   && *f->p != '{')
-            {
-                if (*f->p == '\\' && f->p + 1 < f->end) {
-                    f->p++;
-                }
-                f->p++;
-            }
-
-            if (cctl_word(ps, s, f->p) != 0) {
-                cctl_errf(ps, NULL, "out of memory");
+            if (cctl_token_word(ps, f) != 0) {
                 return CCTL_TOK_ERROR;
             }
         }
@@ -437,12 +460,64 @@ cctl_parse_num(const char *s, uint64_t *n)
 }
 
 
+/* stores the directive's argument in field, as d's type says */
+static int
+cctl_directive_set(cctl_parse_t *ps, const char *file,
+    const cctl_directive_t *d, void *field)
+{
+    char      *v, **sp;
+    uint64_t   n, *np;
+
+    sp = field;
+    np = field;
+    v = ps->args[1];
+
+    switch (d->type) {
+
+    case CCTL_STR:
+    case CCTL_PATH:
+        *sp = d->type == CCTL_PATH ? cctl_full_name(ps->cf, v) : strdup(v);
+        if (*sp == NULL) {
+            return cctl_errf(ps, NULL, "out of memory");
+        }
+        return 0;
+
+    case CCTL_FSYNC:
+        if (strcmp(v, "always") == 0) {
+            *(int *) field = CCTL_FSYNC_ALWAYS;
+        } else if (strcmp(v, "interval") == 0) {
+            *(int *) field = CCTL_FSYNC_INTERVAL;
+        } else if (strcmp(v, "off") == 0) {
+            *(int *) field = CCTL_FSYNC_OFF;
+        } else {
+            return cctl_errf(ps, file, "\"%s\" must be \"always\", "
+                             "\"interval\" or \"off\"", d->name);
+        }
+        return 0;
+
+    case CCTL_MSEC:
+        if (cctl_parse_msec(v, &n) != 0) {
+            return cctl_errf(ps, file, "\"%s\" directive invalid value",
+                             d->name);
+        }
+        *np = n;
+        return 0;
+
+    default:
+        if (cctl_parse_num(v, &n) != 0) {
+            return cctl_errf(ps, file, "\"%s\" directive invalid number",
+                             d->name);
+        }
+        *np = n;
+        return 0;
+    }
+}
+
+
 static int
 cctl_directive(cctl_parse_t *ps, const char *file)
 {
     void                    *field;
-    char                    *v, **sp;
-    uint64_t                 n, *np;
     const char              *name;
     const cctl_directive_t  *d;
 
@@ -464,13 +539,12 @@ cctl_directive(cctl_parse_t *ps, const char *file)
     }
 
     field = (char *) ps->cf + d->off;
-    sp = field;
-    np = field;
-    v = ps->args[1];
 
     /* the module keeps both password directives in one slot */
-    if ((d->type == CCTL_STR || d->type == CCTL_PATH) ? *sp != NULL
-        : d->type == CCTL_FSYNC ? *(int *) field != -1 : *np != CCTL_UNSET)
+    if ((d->type == CCTL_STR || d->type == CCTL_PATH)
+        ? *(char **) field != NULL
+        : d->type == CCTL_FSYNC ? *(int *) field != -1
+        : *(uint64_t *) field != CCTL_UNSET)
     {
         return cctl_errf(ps, file, "\"%s\" directive is duplicate", name);
     }
@@ -483,45 +557,7 @@ cctl_directive(cctl_parse_t *ps, const char *file)
         return cctl_errf(ps, file, "\"%s\" directive is duplicate", name);
     }
 
-    switch (d->type) {
-
-    case CCTL_STR:
-    case CCTL_PATH:
-        *sp = d->type == CCTL_PATH ? cctl_full_name(ps->cf, v) : strdup(v);
-        if (*sp == NULL) {
-            return cctl_errf(ps, NULL, "out of memory");
-        }
-        return 0;
-
-    case CCTL_FSYNC:
-        if (strcmp(v, "always") == 0) {
-            *(int *) field = CCTL_FSYNC_ALWAYS;
-        } else if (strcmp(v, "interval") == 0) {
-            *(int *) field = CCTL_FSYNC_INTERVAL;
-        } else if (strcmp(v, "off") == 0) {
-            *(int *) field = CCTL_FSYNC_OFF;
-        } else {
-            return cctl_errf(ps, file, "\"%s\" must be \"always\", "
-                             "\"interval\" or \"off\"", name);
-        }
-        return 0;
-
-    case CCTL_MSEC:
-        if (cctl_parse_msec(v, &n) != 0) {
-            return cctl_errf(ps, file, "\"%s\" directive invalid value",
-                             name);
-        }
-        *np = n;
-        return 0;
-
-    default:
-        if (cctl_parse_num(v, &n) != 0) {
-            return cctl_errf(ps, file, "\"%s\" directive invalid number",
-                             name);
-        }
-        *np = n;
-        return 0;
-    }
+    return cctl_directive_set(ps, file, d, field);
 }
 
 

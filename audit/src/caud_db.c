@@ -1025,10 +1025,56 @@ caud_js_key(int in, const uint8_t *k, size_t n)
 }
 
 
+static int caud_js_object(caud_js_t *js, int in, caud_columns_t *c,
+    caud_buf_t *b);
+
+
+/*
+ * The value of member k (n bytes; 0 for a key with escapes: keys are
+ * plain ASCII in the canonical form, so such a key is not one of ours)
+ * of an object of kind in.
+ */
+static int
+caud_js_member(caud_js_t *js, int in, const uint8_t *k, size_t n,
+    caud_columns_t *c, caud_buf_t *b)
+{
+    int  rc, col, sub;
+
+    col = n ? caud_js_key(in, k, n) : -1;
+
+    sub = -1;
+    if (in == CAUD_JS_TOP && *js->p == '{') {
+        sub = (n == 5 && memcmp(k, "actor", 5) == 0) ? CAUD_JS_ACTOR
+              : (n == 6 && memcmp(k, "object", 6) == 0) ? CAUD_JS_OBJECT
+              : (n == 6 && memcmp(k, "params", 6) == 0) ? CAUD_JS_PARAMS
+              : -1;
+    }
+
+    if (sub >= 0) {
+        return caud_js_object(js, sub, c, b);
+    }
+
+    if (col == CAUD_NCOLS) {
+        rc = caud_js_int(js, &c->ts_utc_us);
+        if (rc != 0) {
+            c->ts_utc_us = 0;
+            rc = caud_js_skip(js, 1);
+        }
+        return rc;
+    }
+
+    if (col >= 0 && *js->p == '"') {
+        return caud_js_column(js, col, c, b);
+    }
+
+    return caud_js_skip(js, 1);
+}
+
+
 static int
 caud_js_object(caud_js_t *js, int in, caud_columns_t *c, caud_buf_t *b)
 {
-    int             rc, esc, col, sub;
+    int             rc, esc;
     size_t          n;
     const uint8_t  *k;
 
@@ -1060,35 +1106,7 @@ caud_js_object(caud_js_t *js, int in, caud_columns_t *c, caud_buf_t *b)
             return -1;
         }
 
-        /* keys are plain ASCII in the canonical form: one with escapes
-         * is not one of ours */
-        col = esc ? -1 : caud_js_key(in, k, n);
-
-        sub = -1;
-        if (in == CAUD_JS_TOP && !esc && *js->p == '{') {
-            sub = (n == 5 && memcmp(k, "actor", 5) == 0) ? CAUD_JS_ACTOR
-                  : (n == 6 && memcmp(k, "object", 6) == 0) ? CAUD_JS_OBJECT
-                  : (n == 6 && memcmp(k, "params", 6) == 0) ? CAUD_JS_PARAMS
-                  : -1;
-        }
-
-        if (sub >= 0) {
-            rc = caud_js_object(js, sub, c, b);
-
-        } else if (col == CAUD_NCOLS) {
-            rc = caud_js_int(js, &c->ts_utc_us);
-            if (rc != 0) {
-                c->ts_utc_us = 0;
-                rc = caud_js_skip(js, 1);
-            }
-
-        } else if (col >= 0 && *js->p == '"') {
-            rc = caud_js_column(js, col, c, b);
-
-        } else {
-            rc = caud_js_skip(js, 1);
-        }
-
+        rc = caud_js_member(js, in, k, esc ? 0 : n, c, b);
         if (rc != 0) {
             return rc;
         }

@@ -1045,15 +1045,63 @@ caud_ship_limit(caud_shipper_t *sh, uint64_t from, uint64_t upto)
 }
 
 
+/*
+ * The batches, up to the journal's end or upto.  While the server
+ * inserts one batch, the next is read from the journal.
+ */
+static int
+caud_ship_batches(caud_shipper_t *sh, caud_ship_writer_t *w, uint64_t upto,
+    int64_t *total)
+{
+    int       n, next, status, ret;
+    char      why[sizeof(sh->err)];
+    uint64_t  first, last;
+    uint8_t   entry[CAUD_HASH_LEN];
+
+    n = caud_ship_fill(sh, w, caud_ship_limit(sh, w->next, upto), w->head);
+
+    while (n > 0) {
+        first = sh->seq[0];
+        last = sh->seq[n - 1];
+        memcpy(entry, sh->hashes + (n - 1) * 2 * CAUD_HASH_LEN
+                      + CAUD_HASH_LEN, CAUD_HASH_LEN);
+
+        if (caud_ship_send(sh, &status, &ret) != 0) {
+            return -1;
+        }
+
+        next = caud_ship_fill(sh, w, caud_ship_limit(sh, last + 1, upto),
+                              entry);
+        if (next < 0) {
+            /* commit what is good, then report the damage */
+            memcpy(why, sh->err, sizeof(why));
+        }
+
+        if (caud_ship_complete(sh, w, status, ret, first, last, entry)
+            != 0)
+        {
+            return -1;
+        }
+
+        *total += n;
+
+        if (next < 0) {
+            memcpy(sh->err, why, sizeof(why));
+            return -1;
+        }
+
+        n = next;
+    }
+
+    return n < 0 ? -1 : 0;
+}
+
+
 int64_t
 caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
     char *err, size_t errlen)
 {
-    int                  n, next, status, ret;
-    char                 why[sizeof(sh->err)];
     int64_t              total;
-    uint64_t             first, last;
-    uint8_t              entry[CAUD_HASH_LEN];
     caud_ship_writer_t  *w;
 
     (void) mysql_thread_init();
@@ -1075,43 +1123,7 @@ caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
         goto fail;
     }
 
-    /* while the server inserts one batch, the next is read */
-    n = caud_ship_fill(sh, w, caud_ship_limit(sh, w->next, upto), w->head);
-
-    while (n > 0) {
-        first = sh->seq[0];
-        last = sh->seq[n - 1];
-        memcpy(entry, sh->hashes + (n - 1) * 2 * CAUD_HASH_LEN
-                      + CAUD_HASH_LEN, CAUD_HASH_LEN);
-
-        if (caud_ship_send(sh, &status, &ret) != 0) {
-            goto fail;
-        }
-
-        next = caud_ship_fill(sh, w, caud_ship_limit(sh, last + 1, upto),
-                              entry);
-        if (next < 0) {
-            /* commit what is good, then report the damage */
-            memcpy(why, sh->err, sizeof(why));
-        }
-
-        if (caud_ship_complete(sh, w, status, ret, first, last, entry)
-            != 0)
-        {
-            goto fail;
-        }
-
-        total += n;
-
-        if (next < 0) {
-            memcpy(sh->err, why, sizeof(why));
-            goto fail;
-        }
-
-        n = next;
-    }
-
-    if (n < 0) {
+    if (caud_ship_batches(sh, w, upto, &total) != 0) {
         goto fail;
     }
 
