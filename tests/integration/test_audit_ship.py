@@ -586,6 +586,39 @@ def test_mariadb_down_then_drains(tmp_path, ctl, jcli):
         db.stop()
 
 
+def test_mariadb_killed_mid_ship(tmp_path, ctl, jcli):
+    """SIGKILL mariadbd while batches commit: InnoDB recovery keeps
+    whole batches with their shipped_seq, and the next ship drains."""
+    db = MariaDB(str(tmp_path / "mariadb"))
+    db.start()
+    try:
+        site = Site(tmp_path / "site", db, ctl, jcli, "killed", batch=50)
+        site.migrate()
+        n, _ = site.write(60000)
+        p = subprocess.Popen([site.ctl, "--config", site.conf, "ship"],
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while site.shipped() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        db.proc.kill()
+        db.proc.wait()
+        err = p.communicate(timeout=60)[1]
+        assert p.returncode == 1, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert "journal 1: " in err
+
+        db.start()
+        shipped = site.shipped()
+        assert 0 < shipped < n
+        assert shipped % 50 == 0 and site.count() == shipped
+        out = site.ok("ship")
+        assert "shipped_seq %d" % n in out
+        check_rows(site)
+    finally:
+        db.stop()
+
+
 # ---------------------------------------------------------------------
 # the CLI and its configuration
 
