@@ -514,8 +514,12 @@ typedef struct {
 } caud_ship_stats_t;
 
 /*
- * One shipper per thread; it connects lazily and reconnects after any
- * error.  node names this appliance node in the tables.
+ * One shipper per thread (it may move between threads, never be used by
+ * two at once); it holds no global state, connects lazily and
+ * reconnects after any error, and keeps each journal's reader open
+ * between calls, so tailing a live journal rereads nothing.  node names
+ * this appliance node in the tables (at most 64 bytes).  The thread
+ * calls caud_db_thread_end() before it exits.
  */
 caud_shipper_t *caud_shipper_new(const caud_db_opts_t *db, const char *dir,
     const char *node, size_t batch, char *err, size_t errlen);
@@ -523,10 +527,13 @@ caud_shipper_t *caud_shipper_new(const caud_db_opts_t *db, const char *dir,
 /*
  * Ships what MariaDB lacks of journal writer_id: reads its shipped_seq
  * from audit_journal, reads the journal after it (CRC and chain
- * checked, and the first record's prev_hash must equal the stored
- * head_hash), and commits batches of at most `batch` rows, each in one
- * transaction together with the new shipped_seq and head_hash, so a
- * replay after a crash inserts nothing twice.  Stops at the journal's
+ * checked; record shipped_seq's entry_hash, or when retention removed
+ * it the next record's prev_hash, must equal the stored head_hash, and
+ * a journal that ends before shipped_seq is refused too: the journal
+ * and the database disagree), and commits batches of at most `batch`
+ * rows (plain INSERT, never IGNORE), each in one transaction together
+ * with the new shipped_seq and head_hash, so a replay after a crash
+ * inserts nothing twice.  Stops at the journal's
  * end (a torn or in-progress tail is the end) or after the record whose
  * seq is `upto` (0: no limit): a live writer passes its durable seq, so
  * nothing a power cut could still undo reaches MariaDB.  Then stores
