@@ -48,6 +48,7 @@
 /* the shipper */
 
 #define CAUD_SHIP_BATCH_MAX    100000
+#define CAUD_SHIP_READERS_MAX  4        /* open readers kept, LRU */
 #define CAUD_SHIP_BYTES_MAX    (8 * 1024 * 1024)
 #define CAUD_SHIP_BYTES_MIN    (64 * 1024)
 
@@ -74,6 +75,7 @@ typedef struct {
     int             has_row;      /* audit_journal has the row */
     int             cp_known;     /* cp_stored read on this connection */
     uint64_t        cp_stored;    /* highest checkpoint size stored */
+    uint64_t        used;         /* sh->clock at the last call */
 } caud_ship_writer_t;
 
 
@@ -90,6 +92,7 @@ struct caud_shipper_s {
 
     caud_ship_writer_t  *writers;
     size_t               nwriters;
+    uint64_t             clock;
 
     /* the batch: rows n, their bytes in arena, column-wise arrays */
     size_t               n;
@@ -572,6 +575,42 @@ caud_ship_position(caud_shipper_t *sh, caud_ship_writer_t *w)
 
 
 /*
+ * Readers hold an fd and a 1 MiB buffer: keep only the recently used
+ * ones, so the journals of workers long gone (adopted, then drained) do
+ * not pile up.
+ */
+static void
+caud_ship_readers_trim(caud_shipper_t *sh)
+{
+    size_t               i, open;
+    caud_ship_writer_t  *old;
+
+    for ( ;; ) {
+        open = 0;
+        old = NULL;
+
+        for (i = 0; i < sh->nwriters; i++) {
+            if (sh->writers[i].reader == NULL) {
+                continue;
+            }
+
+            open++;
+            if (old == NULL || sh->writers[i].used < old->used) {
+                old = &sh->writers[i];
+            }
+        }
+
+        if (open < CAUD_SHIP_READERS_MAX) {
+            return;
+        }
+
+        caud_reader_close(old->reader);
+        old->reader = NULL;
+    }
+}
+
+
+/*
  * A reader positioned after shipped_seq.  When the journal still has
  * record shipped_seq, its entry_hash must be MariaDB's head_hash: that
  * catches a journal that was replaced or cut below what was shipped,
@@ -594,6 +633,8 @@ caud_ship_reader(caud_shipper_t *sh, caud_ship_writer_t *w)
     caud_reader_close(w->reader);
     w->reader = NULL;
     w->next = w->shipped + 1;
+
+    caud_ship_readers_trim(sh);
 
     if (w->shipped == 0
         || caud_reader_open(sh->dir, w->writer_id, w->shipped, &r, sh->err,
@@ -1115,6 +1156,8 @@ caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
                        writer_id);
         return -1;
     }
+
+    w->used = ++sh->clock;
 
     if ((sh->m == NULL && caud_ship_connect(sh) != 0)
         || caud_ship_position(sh, w) != 0

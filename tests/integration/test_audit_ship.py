@@ -395,6 +395,15 @@ def test_ship_twice_and_resume(site):
     check_rows(site, 1)
     check_rows(site, 2)
 
+    # more journals than the shipper keeps readers open for
+    for rnd in range(2):
+        for w in range(1, 9):
+            site.write(4, writer=w)
+        out = site.ok("ship")
+        assert out.count("4 records shipped") == 8, out
+    for w in range(1, 9):
+        check_rows(site, w)
+
 
 def test_batches_and_killed_shipper(make_site):
     s = make_site(batch=50)
