@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Shipping throughput (issue 3): records/s from the journal into MariaDB.
 
-    ship_bench.py [--records 200000] [--batch 1000] [--size 600]
+    ship_bench.py [--records 200000] [--batch 1000] [--size 560]
                   [--writers 1] [--repeat 3] [--server test,tuned]
 
 Builds tests/lib/journal_cli.c and tests/bench/ship_bench.c into
@@ -100,7 +100,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=200000)
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--size", type=int, default=600)
+    ap.add_argument("--size", type=int, default=560)
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--server", default="test,tuned")
