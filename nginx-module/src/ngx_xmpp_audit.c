@@ -106,6 +106,8 @@ typedef struct {
     char                   thread_err[512];
     ngx_uint_t             thread_err_new;
     ngx_uint_t             sync_failed;
+    caud_journal_t        *opened;       /* retried open, to install */
+    uint32_t               opened_id;
 
     /* event loop's checkpoint bookkeeping */
     uint64_t               cp_last_seq;
@@ -117,7 +119,6 @@ typedef struct {
     pthread_t              ship_tid;
     unsigned               sync_running:1;
     unsigned               ship_running:1;
-    unsigned               failed_logged:1;
 } ngx_xmpp_audit_t;
 
 
@@ -127,6 +128,7 @@ static void ngx_xmpp_audit_claim_slot(ngx_xmpp_audit_t *a);
 static void *ngx_xmpp_audit_sync_thread(void *data);
 static void *ngx_xmpp_audit_ship_thread(void *data);
 static void ngx_xmpp_audit_ready(ngx_event_t *ev);
+static void ngx_xmpp_audit_wake(ngx_xmpp_audit_t *a);
 static void ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed);
 static ngx_int_t ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec,
     uint64_t *seq);
@@ -406,19 +408,18 @@ ngx_xmpp_audit_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
  * Writer ids are the worker slot plus a multiple of 64: a respawned
  * worker resumes its predecessor's journal (cutting a torn tail), and
  * during a reload, while the old generation still holds its journals,
- * the new one takes the next free id.
+ * the new one takes the next free id.  Opening reads and syncs the
+ * last segment: it runs before the event loop starts, or in the sync
+ * thread when a journal that could not be opened is retried.
  */
-static ngx_int_t
-ngx_xmpp_audit_open(ngx_xmpp_audit_t *a, ngx_log_t *log)
+static caud_journal_t *
+ngx_xmpp_audit_try_open(ngx_xmpp_audit_t *a, uint32_t *idp, char *err,
+    size_t errlen)
 {
-    char                 err[320];
     uint32_t             id;
     ngx_uint_t           i;
-    const char          *dir;
     caud_journal_t      *j;
     caud_journal_opts_t  opts;
-
-    dir = (const char *) a->xcf->audit_dir.data;
 
     ngx_memzero(&opts, sizeof(caud_journal_opts_t));
     opts.no_sync = (a->xcf->audit_fsync == NGX_XMPP_FSYNC_OFF);
@@ -427,25 +428,12 @@ ngx_xmpp_audit_open(ngx_xmpp_audit_t *a, ngx_log_t *log)
         id = (uint32_t) (ngx_worker + i * NGX_XMPP_AUDIT_ID_STRIDE);
         err[0] = '\0';
 
-        if (caud_journal_open(dir, id, &opts, &j, err, sizeof(err)) == 0) {
-            pthread_mutex_lock(&a->mu);
-            a->journal = j;
-            a->writer_id = id;
-            pthread_mutex_unlock(&a->mu);
-
-            a->cp_last_seq = caud_journal_last_seq(j);
-            a->failed_logged = 0;
-
-            if (a->slot) {
-                a->slot->writer_id = id;
-                a->slot->last_seq = a->cp_last_seq;
-                a->slot->durable_seq = a->cp_last_seq;
-            }
-
-            ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                          "xmpp: audit journal %uD in \"%s\" at seq %uL",
-                          id, dir, a->cp_last_seq);
-            return NGX_OK;
+        if (caud_journal_open((const char *) a->xcf->audit_dir.data, id,
+                              &opts, &j, err, errlen)
+            == 0)
+        {
+            *idp = id;
+            return j;
         }
 
         if (errno != EWOULDBLOCK && errno != EAGAIN) {
@@ -453,14 +441,77 @@ ngx_xmpp_audit_open(ngx_xmpp_audit_t *a, ngx_log_t *log)
         }
     }
 
-    if (!a->failed_logged) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "xmpp: audit journal unavailable, messages are "
-                      "refused: %s", err);
-        a->failed_logged = 1;
+    return NULL;
+}
+
+
+/* the event loop takes a journal into use */
+static void
+ngx_xmpp_audit_install(ngx_xmpp_audit_t *a, caud_journal_t *j, uint32_t id,
+    ngx_log_t *log)
+{
+    pthread_mutex_lock(&a->mu);
+    a->journal = j;
+    a->writer_id = id;
+    pthread_mutex_unlock(&a->mu);
+
+    a->cp_last_seq = caud_journal_last_seq(j);
+    a->cp_last_time = ngx_current_msec;
+
+    if (a->slot) {
+        a->slot->writer_id = id;
+        a->slot->last_seq = a->cp_last_seq;
+        a->slot->durable_seq = a->cp_last_seq;
     }
 
-    return NGX_ERROR;
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "xmpp: audit journal %uD in \"%V\" at seq %uL",
+                  id, &a->xcf->audit_dir, a->cp_last_seq);
+}
+
+
+static ngx_int_t
+ngx_xmpp_audit_open(ngx_xmpp_audit_t *a, ngx_log_t *log)
+{
+    char             err[320];
+    uint32_t         id;
+    caud_journal_t  *j;
+
+    j = ngx_xmpp_audit_try_open(a, &id, err, sizeof(err));
+
+    if (j == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "xmpp: audit journal unavailable, sign-ins and "
+                      "messages are refused until it opens: %s", err);
+        return NGX_ERROR;
+    }
+
+    ngx_xmpp_audit_install(a, j, id, log);
+
+    return NGX_OK;
+}
+
+
+/* sync thread, without mu: one more try at a journal that failed */
+static void
+ngx_xmpp_audit_retry_open(ngx_xmpp_audit_t *a)
+{
+    char             err[320];
+    uint32_t         id;
+    caud_journal_t  *j;
+
+    j = ngx_xmpp_audit_try_open(a, &id, err, sizeof(err));
+
+    if (j == NULL) {
+        return;
+    }
+
+    pthread_mutex_lock(&a->mu);
+    a->opened = j;
+    a->opened_id = id;
+    pthread_mutex_unlock(&a->mu);
+
+    ngx_xmpp_audit_wake(a);
 }
 
 
@@ -531,6 +582,11 @@ ngx_xmpp_audit_exit_worker(ngx_cycle_t *cycle)
         a->ship_running = 0;
     }
 
+    if (a->opened) {
+        (void) caud_journal_close(a->opened, NULL, 0);
+        a->opened = NULL;
+    }
+
     if (a->journal) {
         if (caud_journal_close(a->journal, err, sizeof(err)) != 0) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
@@ -569,7 +625,7 @@ ngx_xmpp_audit_tick(ngx_log_t *log)
     }
 
     if (a->journal == NULL) {
-        (void) ngx_xmpp_audit_open(a, log);
+        /* the sync thread retries the open */
         return;
     }
 
@@ -680,6 +736,21 @@ ngx_xmpp_audit_sync_thread(void *data)
 
     for ( ;; ) {
         while (!a->stop && !a->sync_wanted && a->cp_seq == 0) {
+            if (a->journal == NULL && a->opened == NULL) {
+                pthread_mutex_unlock(&a->mu);
+                ngx_xmpp_audit_retry_open(a);
+                pthread_mutex_lock(&a->mu);
+
+                if (a->opened || a->stop) {
+                    continue;
+                }
+
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                (void) pthread_cond_timedwait(&a->cond, &a->mu, &ts);
+                continue;
+            }
+
             if (policy == NGX_XMPP_FSYNC_INTERVAL) {
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_sec += a->xcf->audit_fsync_interval / 1000;
@@ -1068,8 +1139,10 @@ static void
 ngx_xmpp_audit_ready(ngx_event_t *ev)
 {
     char               msg[512];
+    uint32_t           id;
     uint64_t           n;
     ngx_uint_t         have, failed;
+    caud_journal_t    *j;
     ngx_connection_t  *c;
     ngx_xmpp_audit_t  *a;
 
@@ -1087,7 +1160,14 @@ ngx_xmpp_audit_ready(ngx_event_t *ev)
         a->thread_err_new = 0;
     }
     failed = a->sync_failed;
+    j = a->opened;
+    id = a->opened_id;
+    a->opened = NULL;
     pthread_mutex_unlock(&a->mu);
+
+    if (j) {
+        ngx_xmpp_audit_install(a, j, id, ev->log);
+    }
 
     if (have) {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0, "xmpp: audit %s", msg);

@@ -302,6 +302,11 @@ def describe(app, env_path):
         "  MariaDB    127.0.0.1:%d   %s / %s, database %s" % (
             app.mariadb.port, app.mariadb.user, app.mariadb.password,
             app.mariadb.database),
+        "  audit      journals %s, key %s" % (app.nginx.audit_dir,
+                                                 app.nginx.audit_key),
+        "             %s --config %s status|verify" % (
+            os.path.relpath(conclavectl_path(app.sanitize)),
+            os.path.relpath(app.nginx.conf_path)),
         "  env file   %s" % env_path,
         "  logs       %s/{nginx/logs,mariadb,ldap}" % app.workdir,
         "Demo accounts:",
