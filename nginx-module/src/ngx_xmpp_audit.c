@@ -1527,10 +1527,18 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     e->id_len = (uint16_t) d->id.len;
     e->data_len = (uint32_t) d->len;
 
+    /* absent attributes have NULL data: no zero-length copies from it */
     p += sizeof(ngx_xmpp_audit_pending_t);
     p = ngx_cpymem(p, d->to.full.data, d->to.full.len);
-    p = ngx_cpymem(p, d->type.data, d->type.len);
-    p = ngx_cpymem(p, d->id.data, d->id.len);
+
+    if (d->type.len) {
+        p = ngx_cpymem(p, d->type.data, d->type.len);
+    }
+
+    if (d->id.len) {
+        p = ngx_cpymem(p, d->id.data, d->id.len);
+    }
+
     ngx_memcpy(p, d->data, d->len);
 
     a->tail = (a->tail + size) % a->ring_size;
