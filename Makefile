@@ -44,7 +44,7 @@ CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
 .PHONY: all build ctl deps deb-deps npm-deps test unit fuzz integration \
-	bench demo stop \
+	bench bench-audit demo stop \
 	clean
 
 all: build
@@ -265,6 +265,11 @@ test:
 
 bench: build
 	/usr/bin/python3 tests/bench/run_bench.py $(BENCH_ARGS)
+
+# the audit trail's figures (issue 3): fsync policies through the module,
+# the journal library, shipping into MariaDB and verify
+bench-audit: build
+	/usr/bin/python3 tests/bench/audit_bench.py $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------
 # demo: a complete appliance on 127.0.0.1 (HTTPS 8443, LDAP 10389,
