@@ -94,7 +94,7 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->db_port, 3306);
     ngx_conf_init_msec_value(xcf->db_timeout, 5000);
     ngx_conf_init_uint_value(xcf->ship_batch, 1000);
-    ngx_conf_init_msec_value(xcf->ship_interval, 200);
+    ngx_conf_init_msec_value(xcf->ship_interval, 20);
 
     if (xcf->thread_pool_name.len == 0) {
         ngx_str_set(&xcf->thread_pool_name, "default");
