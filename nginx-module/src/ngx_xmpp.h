@@ -24,6 +24,7 @@
 #define NGX_XMPP_NS_STREAM    "http://etherx.jabber.org/streams"
 #define NGX_XMPP_NS_FRAMING   "urn:ietf:params:xml:ns:xmpp-framing"
 #define NGX_XMPP_NS_SASL      "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NGX_XMPP_NS_TLS       "urn:ietf:params:xml:ns:xmpp-tls"
 #define NGX_XMPP_NS_BIND      "urn:ietf:params:xml:ns:xmpp-bind"
 #define NGX_XMPP_NS_SESSION   "urn:ietf:params:xml:ns:xmpp-session"
 #define NGX_XMPP_NS_STREAMS   "urn:ietf:params:xml:ns:xmpp-streams"
@@ -192,6 +193,8 @@ struct ngx_xmpp_transport_s {
     void                 (*end)(ngx_xmpp_session_t *s);
     /* release the connection now; the session is gone afterwards */
     void                 (*finalize)(ngx_xmpp_session_t *s);
+    /* TLS on this connection once <proceed/> is out (NULL: none) */
+    ngx_int_t            (*starttls)(ngx_xmpp_session_t *s);
 };
 
 
@@ -260,6 +263,8 @@ struct ngx_xmpp_session_s {
     unsigned               available:1;
     unsigned               secure:1;
     unsigned               sasl_started:1;
+    unsigned               tls_available:1;   /* STARTTLS can be offered */
+    unsigned               restart_pending:1;
 };
 
 
@@ -292,6 +297,7 @@ ngx_int_t ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix,
 ngx_int_t ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 void ngx_xmpp_parser_free(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_parser_restart(ngx_xmpp_session_t *s);
 void ngx_xmpp_parser_release(ngx_xmpp_session_t *s);
 
 /* ngx_xmpp_session.c */
@@ -334,6 +340,7 @@ void ngx_xmpp_wbuf_free(ngx_xmpp_wbuf_t *b);
 
 /* ngx_xmpp_stream.c */
 void ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+void ngx_xmpp_stream_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 void ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
     const char *reason);
 ngx_int_t ngx_xmpp_stream_features(ngx_xmpp_session_t *s);
@@ -405,6 +412,11 @@ void ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_presence_gone(ngx_xmpp_session_t *s);
 void ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
+
+/* ngx_xmpp_tcp.c: XMPP over TCP in a stream server */
+struct ngx_stream_session_s;
+void ngx_xmpp_tcp_init(struct ngx_stream_session_s *ss,
+    ngx_xmpp_conf_t *xcf, ngx_ssl_t *ssl);
 
 /* ngx_xmpp_audit.c: records in this worker's journal, and shipping */
 char *ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);

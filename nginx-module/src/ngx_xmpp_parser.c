@@ -24,6 +24,7 @@
 #define NGX_XMPP_ERR_RESTRICTED       2
 #define NGX_XMPP_ERR_POLICY           3
 #define NGX_XMPP_ERR_INTERNAL         4
+#define NGX_XMPP_ERR_NAMESPACE        5
 
 
 static const char  *ngx_xmpp_parser_conditions[] = {
@@ -31,7 +32,8 @@ static const char  *ngx_xmpp_parser_conditions[] = {
     "not-well-formed",
     "restricted-xml",
     "policy-violation",
-    "internal-server-error"
+    "internal-server-error",
+    "invalid-namespace"
 };
 
 
@@ -126,6 +128,62 @@ ngx_xmpp_parser_unescape_amp(ngx_str_t *v)
 }
 
 
+/*
+ * The root of a TCP stream must be <stream:stream> in the streams
+ * namespace, with jabber:client as the default namespace of its
+ * content (RFC 6120 4.8.1-4.8.2; otherwise <invalid-namespace/>).
+ */
+static ngx_int_t
+ngx_xmpp_parser_root_ok(ngx_xmpp_session_t *s, const xmlChar *localname,
+    const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces)
+{
+    int  i;
+
+    if (uri == NULL || ngx_strcmp(uri, NGX_XMPP_NS_STREAM) != 0
+        || ngx_strcmp(localname, "stream") != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "xmpp: the stream root is not <stream:stream>");
+        ngx_xmpp_parser_fail(s, NGX_XMPP_ERR_NAMESPACE);
+        return NGX_ERROR;
+    }
+
+    /* SAX2 namespaces: prefix, URI pairs */
+    for (i = 0; i < nb_namespaces; i++) {
+        if (namespaces[i * 2] == NULL && namespaces[i * 2 + 1]
+            && ngx_strcmp(namespaces[i * 2 + 1], NGX_XMPP_NS_CLIENT) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "xmpp: the stream's default namespace is not "
+                  "jabber:client");
+    ngx_xmpp_parser_fail(s, NGX_XMPP_ERR_NAMESPACE);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_xmpp_parser_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    ngx_pool_t  *pool;
+
+    pool = s->stanza_pool;
+
+    ngx_xmpp_stream_header(s, n);
+
+    s->stanza_pool = NULL;
+    ngx_destroy_pool(pool);
+
+    if (s->close_pending) {
+        xmlStopParser(s->parser);
+    }
+}
+
+
 static void
 ngx_xmpp_sax_start(void *ctx, const xmlChar *localname,
     const xmlChar *prefix, const xmlChar *uri, int nb_namespaces,
@@ -136,6 +194,7 @@ ngx_xmpp_sax_start(void *ctx, const xmlChar *localname,
 
     int               i;
     size_t            len;
+    ngx_uint_t        header;
     ngx_xmpp_node_t  *n;
     ngx_xmpp_attr_t  *a;
 
@@ -143,9 +202,26 @@ ngx_xmpp_sax_start(void *ctx, const xmlChar *localname,
         return;
     }
 
-    /* depth 0 is the stream root (real or synthetic) */
+    /*
+     * depth 0 is the stream root: synthetic for WebSocket, ignored; the
+     * client's <stream:stream> for TCP, checked and handed on as the
+     * stream header (RFC 6120 4.7, 4.8)
+     */
+    header = 0;
+
     if (s->depth++ == 0) {
-        return;
+        if (s->parser_prefix.len) {
+            return;
+        }
+
+        if (ngx_xmpp_parser_root_ok(s, localname, uri, nb_namespaces,
+                                    namespaces)
+            != NGX_OK)
+        {
+            return;
+        }
+
+        header = 1;
     }
 
     if (s->depth - 1 > s->conf->max_depth) {
@@ -163,7 +239,7 @@ ngx_xmpp_sax_start(void *ctx, const xmlChar *localname,
         return;
     }
 
-    if (s->depth == 2) {
+    if (s->depth == 2 || header) {
         s->stanza_size = 0;
         s->stanza_pool = ngx_create_pool(1024, s->connection->log);
         if (s->stanza_pool == NULL) {
@@ -234,6 +310,11 @@ ngx_xmpp_sax_start(void *ctx, const xmlChar *localname,
     }
 
     n->nattrs = nb_attributes;
+
+    if (header) {
+        ngx_xmpp_parser_header(s, n);
+        return;
+    }
 
     if (s->depth == 2) {
         s->root = n;
@@ -591,6 +672,43 @@ ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix, size_t len)
 }
 
 
+static ngx_int_t
+ngx_xmpp_parser_renew(ngx_xmpp_session_t *s)
+{
+    ngx_xmpp_parser_free(s);
+
+    s->parser_error = NGX_XMPP_ERR_NONE;
+    s->root = NULL;
+    s->cur = NULL;
+
+    return ngx_xmpp_parser_acquire(s);
+}
+
+
+/*
+ * A TCP stream starts over with a new header after STARTTLS and after
+ * SASL (RFC 6120 5.4.3.3, 6.4.6), which needs a fresh parser.  Asked
+ * for during a feed (STARTTLS), the rest of that chunk is dropped, as
+ * it must be: nothing sent in the clear after <starttls/> may count.
+ * WebSocket restarts with a new <open/> inside the same parser.
+ */
+ngx_int_t
+ngx_xmpp_parser_restart(ngx_xmpp_session_t *s)
+{
+    if (s->parser_prefix.len) {
+        return NGX_OK;
+    }
+
+    if (s->in_feed) {
+        s->restart_pending = 1;
+        xmlStopParser(s->parser);
+        return NGX_OK;
+    }
+
+    return ngx_xmpp_parser_renew(s);
+}
+
+
 /*
  * Feeds bytes; on a parse error sends the stream error and returns
  * NGX_ERROR.  Bytes that libxml2 holds without finishing a token count
@@ -612,6 +730,11 @@ ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data, size_t len)
     }
 
     rc = xmlParseChunk(s->parser, (const char *) data, (int) len, 0);
+
+    if (s->restart_pending && !s->parser_error && !s->close_pending) {
+        s->restart_pending = 0;
+        return ngx_xmpp_parser_renew(s);
+    }
 
     if (s->parser_error == NGX_XMPP_ERR_NONE && s->parser) {
         in = s->parser->input;

@@ -15,6 +15,7 @@
 
 static void ngx_xmpp_stream_open(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 static void ngx_xmpp_stream_sasl(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+static void ngx_xmpp_stream_starttls(ngx_xmpp_session_t *s);
 static void ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s,
     ngx_xmpp_node_t *n);
 static void ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s,
@@ -89,6 +90,11 @@ ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
             return;
         }
 
+        if (ngx_xmpp_stream_is(n, "starttls", NGX_XMPP_NS_TLS)) {
+            ngx_xmpp_stream_starttls(s);
+            return;
+        }
+
         break;
 
     case NGX_XMPP_ST_WAIT_BIND:
@@ -135,6 +141,49 @@ ngx_xmpp_stream_domain_is_ours(ngx_xmpp_session_t *s, ngx_str_t *d)
 }
 
 
+/* a TCP stream's <stream:stream> header: as <open/> is for WebSocket */
+void
+ngx_xmpp_stream_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
+{
+    ngx_xmpp_stream_open(s, n);
+}
+
+
+/*
+ * RFC 6120 5.4.2: <proceed/>, then TLS, then a new stream.  Where TLS
+ * cannot be had (already on, no certificate, not TCP, too late) the
+ * answer is <failure/> and the stream closes (5.4.2.2).
+ */
+static void
+ngx_xmpp_stream_starttls(ngx_xmpp_session_t *s)
+{
+    static u_char  proceed[] = "<proceed xmlns='" NGX_XMPP_NS_TLS "'/>";
+    static u_char  failure[] = "<failure xmlns='" NGX_XMPP_NS_TLS "'/>";
+
+    if (s->state != NGX_XMPP_ST_WAIT_AUTH || s->secure || s->sasl_started
+        || !s->tls_available || s->transport->starttls == NULL)
+    {
+        (void) ngx_xmpp_session_send(s, failure, sizeof(failure) - 1);
+        ngx_xmpp_session_close(s);
+        return;
+    }
+
+    if (ngx_xmpp_session_send(s, proceed, sizeof(proceed) - 1) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
+    s->state = NGX_XMPP_ST_WAIT_OPEN;
+    s->tls_available = 0;
+
+    if (ngx_xmpp_parser_restart(s) != NGX_OK
+        || s->transport->starttls(s) != NGX_OK)
+    {
+        ngx_xmpp_session_finalize(s);
+    }
+}
+
+
 /* RFC 7395 section 3.4 / RFC 6120 section 4.7 */
 static void
 ngx_xmpp_stream_open(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
@@ -169,7 +218,9 @@ ngx_xmpp_stream_open(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
         return;
     }
 
-    if (!s->authenticated && !s->secure && !s->conf->allow_plaintext_auth) {
+    if (!s->authenticated && !s->secure && !s->conf->allow_plaintext_auth
+        && !s->tls_available)
+    {
         ngx_xmpp_session_error(s, "policy-violation",
                                "authentication requires TLS");
         return;
@@ -196,8 +247,21 @@ ngx_xmpp_stream_features(ngx_xmpp_session_t *s)
                       NGX_XMPP_NS_STREAM "'>");
 
     if (!s->authenticated) {
-        ngx_xmpp_wbuf_lit(b, "<mechanisms xmlns='" NGX_XMPP_NS_SASL "'>"
-                          "<mechanism>PLAIN</mechanism></mechanisms>");
+        if (s->tls_available && !s->secure) {
+            /* RFC 6120 5.3.1: while TLS is required, nothing else */
+            ngx_xmpp_wbuf_lit(b, "<starttls xmlns='" NGX_XMPP_NS_TLS "'>");
+
+            if (!s->conf->allow_plaintext_auth) {
+                ngx_xmpp_wbuf_lit(b, "<required/>");
+            }
+
+            ngx_xmpp_wbuf_lit(b, "</starttls>");
+        }
+
+        if (s->secure || s->conf->allow_plaintext_auth) {
+            ngx_xmpp_wbuf_lit(b, "<mechanisms xmlns='" NGX_XMPP_NS_SASL
+                              "'><mechanism>PLAIN</mechanism></mechanisms>");
+        }
 
     } else {
         /* the session element is kept for older clients (RFC 6121 A) */
@@ -250,6 +314,12 @@ ngx_xmpp_stream_sasl(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 
     if (!ngx_xmpp_stream_is(n, "auth", NGX_XMPP_NS_SASL)) {
         ngx_xmpp_session_error(s, "unsupported-stanza-type", NULL);
+        return;
+    }
+
+    /* RFC 6120 6.5.3: PLAIN only inside TLS (or where allowed) */
+    if (!s->secure && !s->conf->allow_plaintext_auth) {
+        ngx_xmpp_stream_sasl_failure(s, "encryption-required");
         return;
     }
 
@@ -451,6 +521,12 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
                       "xmpp: \"%V\" signed in", &s->user);
         s->authenticated = 1;
         s->state = NGX_XMPP_ST_WAIT_OPEN;
+
+        if (ngx_xmpp_parser_restart(s) != NGX_OK) {
+            ngx_xmpp_session_finalize(s);
+            return;
+        }
+
         ngx_xmpp_stream_sasl_reply(s, "<success xmlns='"
                                    NGX_XMPP_NS_SASL "'/>");
         return;

@@ -49,7 +49,8 @@ static ngx_xmpp_transport_t  ngx_xmpp_ws_transport = {
     ngx_xmpp_ws_open,
     ngx_xmpp_ws_send,
     ngx_xmpp_ws_end,
-    ngx_xmpp_ws_finalize
+    ngx_xmpp_ws_finalize,
+    NULL
 };
 
 

@@ -12,6 +12,7 @@ A test file tunes its appliance with module-level variables:
     APPLIANCE_EXTRA_HTTP   = "conclave_max_depth 10;"    (http{} lines)
     APPLIANCE_EXTRA_MAIN   = "..."                        (main context)
     APPLIANCE_EXTRA_SERVER = "..."                        (server{} lines)
+    APPLIANCE_EXTRA_STREAM = "..."                        (stream{} lines)
     APPLIANCE_WORKERS      = 2
     APPLIANCE_TLS          = False
     APPLIANCE_LOG_LEVEL    = "info"
@@ -45,6 +46,7 @@ _OPTIONS = {
     "APPLIANCE_TLS": "tls",
     "APPLIANCE_LOG_LEVEL": "log_level",
     "APPLIANCE_PLAINTEXT_AUTH": "plaintext_auth",
+    "APPLIANCE_EXTRA_STREAM": "extra_stream",
 }
 
 

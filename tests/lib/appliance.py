@@ -38,6 +38,8 @@ MODULE_NAME = "ngx_http_conclave_module.so"
 HTTPS_PORT = 8443
 LDAP_PORT = 10389
 MARIADB_PORT = 13306
+XMPP_PORT = 5222
+XMPPS_PORT = 5223
 
 # uids in the demo directory that are not in the sign-in group
 SIGNIN_DENIED = ("dave",)
@@ -69,7 +71,7 @@ class Appliance:
     def __init__(self, workdir, fixed_ports=False, sanitize=None, tls=False,
                  module_so=_DEFAULT, workers=2, extra_http="",
                  extra_main="", extra_server="", log_level="info",
-                 plaintext_auth=None):
+                 plaintext_auth=None, extra_stream=""):
         self.workdir = os.path.abspath(workdir)
         self.sanitize = env_sanitize() if sanitize is None else sanitize
         if module_so is _DEFAULT:
@@ -83,6 +85,9 @@ class Appliance:
                                MARIADB_PORT if fixed_ports else None)
         self.nginx = Nginx(os.path.join(self.workdir, "nginx"), module_so,
                            http_port=HTTPS_PORT if fixed_ports else None,
+                           xmpp_port=XMPP_PORT if fixed_ports else None,
+                           xmpps_port=XMPPS_PORT if fixed_ports else None,
+                           extra_stream=extra_stream,
                            ldap=self.ldap, mariadb=self.mariadb,
                            extra_http=extra_http, extra_main=extra_main,
                            extra_server=extra_server, tls=tls,
@@ -294,6 +299,8 @@ def describe(app, env_path):
     return "\n".join([
         "Conclave demo is running (XMPP domain %s)" % app.domain,
         "  WebSocket  %s" % app.ws_url,
+        "  XMPP/TCP   127.0.0.1:%d (STARTTLS)   127.0.0.1:%d (direct TLS)"
+        % (app.nginx.xmpp_port, app.nginx.xmpps_port),
         "  status     %s   (loopback only)" % app.status_url,
         "  TLS cert   %s   (self-signed)" % app.cert if app.tls else
         "  TLS        off (plain HTTP on loopback)",

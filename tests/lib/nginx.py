@@ -112,10 +112,15 @@ class Nginx:
     def __init__(self, workdir, module_so, http_port=None, ldap=None,
                  mariadb=None, extra_http="", tls=False, workers=2,
                  sanitize=False, extra_main="", extra_server="",
-                 log_level="info", domain=DOMAIN, plaintext_auth=None):
+                 log_level="info", domain=DOMAIN, plaintext_auth=None,
+                 xmpp_port=None, xmpps_port=None, extra_stream=""):
         self.workdir = os.path.abspath(workdir)
         self.module_so = os.path.abspath(module_so) if module_so else None
         self.port = http_port or free_port()
+        # XMPP over TCP: STARTTLS and direct TLS (XEP-0368)
+        self.xmpp_port = xmpp_port or free_port()
+        self.xmpps_port = xmpps_port or free_port()
+        self.extra_stream = extra_stream
         self.ldap = ldap
         self.mariadb = mariadb
         self.extra_http = extra_http
@@ -176,6 +181,8 @@ class Nginx:
             "WORKERS": self.workers,
             "LOG_LEVEL": self.log_level,
             "PORT": self.port,
+            "XMPP_PORT": self.xmpp_port,
+            "XMPPS_PORT": self.xmpps_port,
             "DOMAIN": self.domain,
             "LDAP_URI": self._ldap_uri(),
             "LDAP_BIND_DN": getattr(self.ldap, "service_dn",
@@ -221,8 +228,10 @@ class Nginx:
         values["EXTRA_MAIN"] = render(self.extra_main, values, tags)
         values["EXTRA_HTTP"] = render(self.extra_http, values, tags)
         values["EXTRA_SERVER"] = render(self.extra_server, values, tags)
+        values["EXTRA_STREAM"] = render(self.extra_stream, values, tags)
         overridden = _conclave_directives(
-            self.extra_main + self.extra_http + self.extra_server)
+            self.extra_main + self.extra_http + self.extra_server
+            + self.extra_stream)
         with open(TEMPLATE) as f:
             text = render(f.read(), values, tags, overridden)
         secret = os.path.join(self.workdir, "conf", "ldap.secret")
@@ -241,7 +250,9 @@ class Nginx:
                             "-out", self.audit_key], check=True,
                            stdout=subprocess.DEVNULL)
             os.chmod(self.audit_key, 0o600)
-        if self.tls:
+        if (self.tls or self.module_so) and not (
+                os.path.exists(self.cert) and os.path.exists(self.key)):
+            # the stream listeners (STARTTLS, direct TLS) always need one
             self_signed_cert(self.cert, self.key, self.domain)
         with open(self.conf_path, "w") as f:
             f.write(text)
@@ -401,16 +412,20 @@ class Nginx:
 
     def _check_port_free(self):
         # reuseport would let a second nginx share a busy port silently
-        s = socket.socket()
-        # SO_REUSEADDR, as nginx sets it: TIME_WAIT left by earlier
-        # clients is fine, a live listener still fails the bind
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", self.port))
-        except OSError as e:
-            raise NginxError("127.0.0.1:%d is in use: %s" % (self.port, e))
-        finally:
-            s.close()
+        ports = [self.port]
+        if self.module_so:
+            ports += [self.xmpp_port, self.xmpps_port]
+        for port in ports:
+            s = socket.socket()
+            # SO_REUSEADDR, as nginx sets it: TIME_WAIT left by earlier
+            # clients is fine, a live listener still fails the bind
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as e:
+                raise NginxError("127.0.0.1:%d is in use: %s" % (port, e))
+            finally:
+                s.close()
 
     def _port_open(self):
         # LISTEN in /proc/net/tcp rather than a probe connection, which
