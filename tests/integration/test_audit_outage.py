@@ -4,6 +4,8 @@ status page, and when mariadbd is back the backlog drains by itself;
 nothing is missing and nothing is duplicated.
 """
 
+import os
+import signal
 import time
 
 from test_audit import rows, status, verify, wait_drained
@@ -63,4 +65,39 @@ def test_chat_through_a_mariadb_outage(make_appliance, clients):
     missing = [w for w in want if w not in ids]
     assert not missing, missing
     assert all(n == 1 for n in ids.values()), ids
+    verify(app)
+
+
+def test_chat_while_mariadb_is_frozen(make_appliance, clients):
+    """A MariaDB that accepts connections but never answers (SIGSTOP):
+    the shipper threads wait out conclave_audit_db_timeout (2 s here),
+    messages keep flowing at once, and shipping resumes on SIGCONT."""
+    app = make_appliance()
+    a = clients("xmpp")
+    assert a.connect(app.ws_url, "alice", "alice-pw")["ev"] == "online"
+    b = clients("stanza")
+    assert b.connect(app.ws_url, "bob", "bob-pw")["ev"] == "online"
+    a.presence()
+    b.presence()
+    wait_drained(app)
+
+    # frozen until the finally below: if delivery waited for the
+    # database, no message would arrive
+    os.kill(app.mariadb.pid, signal.SIGSTOP)
+    try:
+        for i in range(20):
+            body = "frozen-%d" % i
+            a.message("bob@example.com", body, id=body)
+            b.wait_for(lambda e: e["ev"] == "message"
+                       and e.get("body") == body, 10)
+            time.sleep(0.1)
+        st = status(app)["audit"]
+        assert sum(j["backlog_records"] for j in st) >= 20, st
+    finally:
+        os.kill(app.mariadb.pid, signal.SIGCONT)
+
+    wait_drained(app, 60)
+    got = rows(app, "SELECT stanza_id, COUNT(*) FROM audit_record WHERE "
+               "stanza_id LIKE 'frozen-%' GROUP BY stanza_id")
+    assert len(got) == 20 and all(int(n) == 1 for _, n in got), got
     verify(app)

@@ -1,0 +1,237 @@
+"""XMPP over TCP (RFC 6120) through nginx's stream module: STARTTLS on
+one port (mandatory here: plaintext auth is off), direct TLS (XEP-0368)
+on another, with Debian's slixmpp as the real client, mixed with a
+WebSocket user; and the bad input a real client never sends.
+"""
+
+import json
+import os
+import re
+import socket
+import ssl
+import time
+import urllib.request
+
+import pytest
+
+from rawtcp import HEADER, RawTCP
+from slixclient import SlixPool
+
+APPLIANCE_PLAINTEXT_AUTH = False     # TLS before authentication
+APPLIANCE_TLS = True                 # wss:// for the WebSocket user
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def status(app):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(app.status_url, timeout=5,
+                                context=ctx) as r:
+        return json.loads(r.read())
+
+
+def worker_of(app, jid):
+    bare, _, res = jid.partition("/")
+    for s in status(app)["sessions"]:
+        if s["jid"] == bare and s["resource"] == res:
+            return s["worker_pid"]
+    return None
+
+
+@pytest.mark.parametrize("direct", [False, True],
+                         ids=["starttls", "direct-tls"])
+def test_signin_chat_disconnect(appliance, pool, direct):
+    port = appliance.nginx.xmpps_port if direct else appliance.nginx.xmpp_port
+    a = pool.client("alice@example.com/tcp-a", "alice-pw", port, direct)
+    b = pool.client("bob@example.com/tcp-b", "bob-pw", port, direct)
+    assert a.secure and b.secure
+    for i in range(5):
+        body = "over tcp %s %d \u00e9\U0001F600" % (direct, i)
+        a.message("bob@example.com/tcp-b", body, id="tcp%d" % i)
+        m = b.wait_message(lambda m: m["body"] == body)
+        assert m["from"] == "alice@example.com/tcp-a"
+    b.message("alice@example.com", "back")
+    a.wait_message(lambda m: m["body"] == "back")
+    a.disconnect()
+    b.disconnect()
+
+    # the audit trail names the transport
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        n = appliance.mariadb.query(
+            "SELECT COUNT(*) FROM audit_record WHERE event='message' AND "
+            "transport='tcp' AND stanza_id LIKE 'tcp%'",
+            database="conclave")[0][0]
+        if int(n) >= 5 * (2 if direct else 1):
+            break
+        time.sleep(0.2)
+    assert int(n) >= 5
+
+
+def test_wrong_password_over_tcp(appliance, pool):
+    c = pool.client("carol@example.com/x", "nope",
+                    appliance.nginx.xmpp_port, connect=False)
+    assert c.connect() is False
+
+
+def test_mixed_transports_across_workers(appliance, pool, clients):
+    """A TCP user and a WebSocket user in one conversation, on different
+    workers (BOSH joins when it exists)."""
+    for _ in range(30):
+        a = pool.client("alice@example.com/mix-%d" % _, "alice-pw",
+                        appliance.nginx.xmpp_port)
+        w = clients("stanza")
+        ev = w.connect(appliance.ws_url, "bob", "bob-pw", insecure=True)
+        assert ev["ev"] == "online", ev
+        if worker_of(appliance, a.jid) != worker_of(appliance, ev["jid"]):
+            break
+        a.disconnect()
+        w.disconnect()
+    else:
+        pytest.fail("never got the two users onto different workers")
+    w.presence()
+    a.message(ev["jid"], "tcp to ws")
+    m = w.wait_for(lambda e: e["ev"] == "message"
+                   and e.get("body") == "tcp to ws", 10)
+    assert m["from"] == a.jid
+    w.message(a.jid, "ws to tcp")
+    a.wait_message(lambda m: m["body"] == "ws to tcp")
+
+
+# --------------------------------------------------------------- bad input
+
+def test_features_before_tls_offer_only_starttls(appliance):
+    c = RawTCP(appliance.nginx.xmpp_port)
+    feats = c.open()
+    assert "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>" \
+        in feats
+    assert "mechanisms" not in feats
+    c.close()
+
+
+def test_plaintext_auth_before_starttls_is_refused(appliance):
+    c = RawTCP(appliance.nginx.xmpp_port)
+    c.open()
+    r = c.auth("alice", "alice-pw")
+    assert "<encryption-required/>" in r, r
+    c.close()
+
+
+def test_plaintext_after_starttls_is_dropped(appliance):
+    """Bytes sent in the clear behind <starttls/> (the CVE-2011-0411
+    injection) must not be acted on after the handshake."""
+    c = RawTCP(appliance.nginx.xmpp_port)
+    c.open()
+    msg = __import__("base64").b64encode(b"\0alice\0alice-pw").decode()
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+           "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+           "mechanism='PLAIN'>%s</auth>" % msg)
+    c.expect(r"<proceed[^>]*/>")
+    c.wrap_tls()
+    feats = c.open()
+    # a fresh, unauthenticated stream: the injected <auth/> never ran
+    assert "<mechanism>PLAIN</mechanism>" in feats
+    assert "<bind" not in feats
+    c.close()
+
+
+def test_starttls_twice_fails(appliance):
+    c = RawTCP(appliance.nginx.xmpps_port, tls=True)
+    feats = c.open()
+    assert "starttls" not in feats
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    c.expect(r"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    c.expect(r"</stream:stream>")
+    c.close()
+
+
+def test_wrong_stream_namespace(appliance):
+    c = RawTCP(appliance.nginx.xmpp_port)
+    c.send("<?xml version='1.0'?><stream:stream to='example.com' "
+           "xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/"
+           "streams' version='1.0'>")
+    assert "<invalid-namespace" in c.expect(r"</stream:stream>")
+    c.close()
+    c = RawTCP(appliance.nginx.xmpp_port)
+    c.send("<stream xmlns='jabber:client' version='1.0'>")
+    assert "<invalid-namespace" in c.expect(r"</stream:stream>")
+    c.close()
+
+
+def test_not_well_formed_over_tcp(appliance):
+    c = RawTCP(appliance.nginx.xmpp_port)
+    c.open()
+    c.send("<presence><</presence>")
+    assert "<not-well-formed" in c.expect(r"</stream:stream>")
+    c.close()
+
+
+@pytest.mark.parametrize("where", ["direct-tls", "after-proceed"])
+def test_tls_garbage_flood(appliance, pool, where):
+    """Garbage instead of a TLS handshake closes that connection only;
+    the server keeps serving real clients."""
+    for _ in range(20):
+        if where == "direct-tls":
+            s = socket.create_connection(
+                ("127.0.0.1", appliance.nginx.xmpps_port), timeout=5)
+        else:
+            c = RawTCP(appliance.nginx.xmpp_port)
+            c.open()
+            c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            c.expect(r"<proceed[^>]*/>")
+            s = c.sock
+        try:
+            s.sendall(os.urandom(4096) + b"\x16\x03\x01\xff\xff" * 200)
+            s.settimeout(5)
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass            # reset: just as good as a close
+        s.close()
+    a = pool.client("alice@example.com/after-flood", "alice-pw",
+                    appliance.nginx.xmpps_port, direct_tls=True)
+    assert a.secure
+
+
+def test_idle_tcp_client_times_out_before_auth(make_appliance):
+    app = make_appliance(extra_http="conclave_auth_timeout 1s;",
+                         plaintext_auth=False)
+    c = RawTCP(app.nginx.xmpp_port)
+    c.open()
+    r = c.expect(r"</stream:stream>", timeout=10)
+    assert "<connection-timeout" in r
+    c.close()
+
+
+def test_slow_tcp_reader_is_disconnected(make_appliance):
+    app = make_appliance(extra_http="conclave_max_output 64k;",
+                         plaintext_auth=False)
+    slow = RawTCP(app.nginx.xmpps_port, tls=True)
+    slow.login("bob", resource="slow")
+    slow.send("<presence/>")
+    fast = RawTCP(app.nginx.xmpps_port, tls=True)
+    fast.login("alice")
+    body = "x" * 4000
+    gone = False
+    for i in range(2000):
+        try:
+            fast.send("<message to='bob@example.com/slow' type='chat'>"
+                      "<body>%d %s</body></message>" % (i, body))
+        except OSError:
+            break
+        if i % 100 == 99:
+            st = status(app)
+            if not any(s["jid"] == "bob@example.com" for s in
+                       st["sessions"]):
+                gone = True
+                break
+    assert gone, "the slow reader was never cut off"
+    assert "output backlog over" in app.nginx.error_log()
+    slow.close()
+    fast.close()
