@@ -107,6 +107,10 @@ typedef struct {
     ngx_uint_t             ship_batch;
     ngx_msec_t             ship_interval;
 
+    /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
+    ngx_str_t              websocket_url;
+    ngx_str_t              bosh_url;
+
     ngx_str_t              conf_file;
     ngx_uint_t             conf_line;
 } ngx_xmpp_conf_t;
@@ -228,8 +232,9 @@ struct ngx_xmpp_session_s {
     ngx_str_t              user;          /* localpart, set at SASL */
 
     /* parser state (ngx_xmpp_parser.c) */
-    xmlParserCtxtPtr       parser;        /* NULL while idle (WebSocket) */
+    xmlParserCtxtPtr       parser;        /* NULL while idle */
     ngx_str_t              parser_prefix;
+    ngx_str_t              stream_root;   /* TCP: the client's root */
     ngx_uint_t             depth;
     size_t                 stanza_size;
     ngx_pool_t            *stanza_pool;
@@ -265,6 +270,7 @@ struct ngx_xmpp_session_s {
     unsigned               sasl_started:1;
     unsigned               tls_available:1;   /* STARTTLS can be offered */
     unsigned               restart_pending:1;
+    unsigned               own_root:1;        /* TCP: the client's root */
 };
 
 
@@ -437,6 +443,12 @@ struct json_t *ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
+/* ngx_xmpp_hostmeta.c: XEP-0156 discovery (its handler: http glue) */
+char *ngx_xmpp_hostmeta_conf_ws_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_xmpp_hostmeta_conf_bosh_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 extern ngx_module_t  ngx_http_conclave_module;

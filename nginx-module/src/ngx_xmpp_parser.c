@@ -166,6 +166,69 @@ ngx_xmpp_parser_root_ok(ngx_xmpp_session_t *s, const xmlChar *localname,
 }
 
 
+/*
+ * The client's stream root again, as a prefix to start a fresh parser
+ * with: the same qualified name (so the client's end tag matches) and
+ * the same namespace declarations.  With it a TCP stream, like a
+ * WebSocket one, gives its parser back between stanzas.
+ */
+static ngx_int_t
+ngx_xmpp_parser_save_root(ngx_xmpp_session_t *s, const xmlChar *localname,
+    const xmlChar *prefix, int nb_namespaces, const xmlChar **namespaces)
+{
+    int               i;
+    ngx_xmpp_wbuf_t   b;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = s->conf->max_stanza_size_preauth;
+
+    ngx_xmpp_wbuf_lit(&b, "<");
+
+    if (prefix) {
+        ngx_xmpp_wbuf_str(&b, (const char *) prefix);
+        ngx_xmpp_wbuf_lit(&b, ":");
+    }
+
+    ngx_xmpp_wbuf_str(&b, (const char *) localname);
+
+    for (i = 0; i < nb_namespaces; i++) {
+        ngx_xmpp_wbuf_lit(&b, " xmlns");
+
+        if (namespaces[i * 2]) {
+            ngx_xmpp_wbuf_lit(&b, ":");
+            ngx_xmpp_wbuf_str(&b, (const char *) namespaces[i * 2]);
+        }
+
+        ngx_xmpp_wbuf_lit(&b, "='");
+        ngx_xmpp_wbuf_esc(&b, namespaces[i * 2 + 1],
+                          ngx_strlen(namespaces[i * 2 + 1]));
+        ngx_xmpp_wbuf_lit(&b, "'");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, ">");
+
+    if (b.failed) {
+        ngx_xmpp_wbuf_free(&b);
+        ngx_xmpp_parser_fail(s, NGX_XMPP_ERR_POLICY);
+        return NGX_ERROR;
+    }
+
+    s->stream_root.len = b.last - b.start;
+    s->stream_root.data = ngx_pnalloc(s->pool, s->stream_root.len);
+
+    if (s->stream_root.data == NULL) {
+        ngx_xmpp_wbuf_free(&b);
+        ngx_xmpp_parser_fail(s, NGX_XMPP_ERR_INTERNAL);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(s->stream_root.data, b.start, s->stream_root.len);
+    ngx_xmpp_wbuf_free(&b);
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_xmpp_parser_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
@@ -180,7 +243,11 @@ ngx_xmpp_parser_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 
     if (s->close_pending) {
         xmlStopParser(s->parser);
+        return;
     }
+
+    /* from now on the parser may be dropped and taken again */
+    s->parser_prefix = s->stream_root;
 }
 
 
@@ -216,7 +283,10 @@ ngx_xmpp_sax_start(void *ctx, const xmlChar *localname,
 
         if (ngx_xmpp_parser_root_ok(s, localname, uri, nb_namespaces,
                                     namespaces)
-            != NGX_OK)
+            != NGX_OK
+            || ngx_xmpp_parser_save_root(s, localname, prefix,
+                                         nb_namespaces, namespaces)
+               != NGX_OK)
         {
             return;
         }
@@ -620,7 +690,9 @@ ngx_xmpp_parser_release(ngx_xmpp_session_t *s)
     ctxt = s->parser;
 
     if (ctxt == NULL || s->parser_prefix.len == 0 || s->depth != 1
-        || s->parser_error || s->stanza_pool || s->close_pending)
+        || s->parser_error || s->stanza_pool || s->close_pending
+        || s->restart_pending
+        || (ctxt->input && ctxt->input->end > ctxt->input->cur))
     {
         return;
     }
@@ -663,6 +735,7 @@ ngx_xmpp_parser_init(ngx_xmpp_session_t *s, u_char *prefix, size_t len)
     s->parser_error = NGX_XMPP_ERR_NONE;
     s->parser_prefix.data = prefix;
     s->parser_prefix.len = prefix ? len : 0;
+    s->own_root = (prefix == NULL);
 
     if (prefix) {
         return NGX_OK;
@@ -695,9 +768,12 @@ ngx_xmpp_parser_renew(ngx_xmpp_session_t *s)
 ngx_int_t
 ngx_xmpp_parser_restart(ngx_xmpp_session_t *s)
 {
-    if (s->parser_prefix.len) {
+    if (!s->own_root) {
         return NGX_OK;
     }
+
+    /* the next bytes are a new stream header, not a resumed stream */
+    s->parser_prefix.len = 0;
 
     if (s->in_feed) {
         s->restart_pending = 1;
@@ -722,7 +798,8 @@ ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data, size_t len)
     xmlParserInputPtr   in;
 
     if (s->parser == NULL) {
-        if (s->parser_prefix.len == 0
+        /* a released parser: a TCP stream always has its root saved */
+        if ((s->parser_prefix.len == 0 && !s->own_root)
             || ngx_xmpp_parser_acquire(s) != NGX_OK)
         {
             return NGX_ERROR;

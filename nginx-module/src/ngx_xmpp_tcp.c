@@ -182,6 +182,9 @@ ngx_xmpp_tcp_read(ngx_event_t *rev)
             /* a stream error is on its way; the peer's close finalizes */
             break;
         }
+
+        /* between stanzas an idle stream holds no parser (16 KiB) */
+        ngx_xmpp_parser_release(s);
     }
 
     if (s->state == NGX_XMPP_ST_SESSION) {

@@ -104,6 +104,43 @@ def test_mixed_transports_across_workers(appliance, pool, clients):
     a.wait_message(lambda m: m["body"] == "ws to tcp")
 
 
+def test_stanzas_split_and_batched(appliance):
+    """The incremental parser: a stanza a byte at a time, and several in
+    one packet, on a stream that gives its parser back between them."""
+    c = RawTCP(appliance.nginx.xmpps_port, tls=True)
+    jid = c.login("alice", resource="split")
+    c.send("<presence/>")
+    c.expect(r"<presence[^>]*/>")
+    msg = ("<message to='%s' id='split1' type='chat'><body>one byte "
+           "at a time &amp; ü</body></message>" % jid).encode()
+    for i in range(len(msg)):
+        c.send(msg[i:i + 1])
+        time.sleep(0.002)
+    r = c.expect(r"id='split1'.*?</message>")
+    assert "one byte at a time &amp; ü" in r
+    c.send("".join("<message to='%s' id='batch%d' type='chat'><body>b%d"
+                   "</body></message>" % (jid, i, i) for i in range(20)))
+    for i in range(20):
+        c.expect(r"id='batch%d'" % i)
+    c.close()
+
+
+def test_other_stream_prefix_and_clean_close(appliance):
+    """Any prefix may name the streams namespace; the client's end tag
+    ends the stream and the server answers with its own."""
+    hdr = ("<?xml version='1.0'?><s:stream to='example.com' "
+           "xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/"
+           "streams' version='1.0'>")
+    c = RawTCP(appliance.nginx.xmpps_port, tls=True, header=hdr)
+    jid = c.login("bob", resource="prefix")
+    c.send("<message to='%s' id='p1' type='chat'><body>x</body></message>"
+           % jid)
+    c.expect(r"id='p1'")
+    c.send("</s:stream>")
+    c.expect(r"</stream:stream>")
+    assert c.closed_by_server()
+
+
 # --------------------------------------------------------------- bad input
 
 def test_features_before_tls_offer_only_starttls(appliance):

@@ -22,8 +22,9 @@ class Closed(Exception):
 
 
 class RawTCP:
-    def __init__(self, port, tls=False, timeout=10.0):
+    def __init__(self, port, tls=False, timeout=10.0, header=HEADER):
         self.port = port
+        self.header = header
         self.timeout = timeout
         self.sock = socket.create_connection(("127.0.0.1", port),
                                              timeout=timeout)
@@ -78,7 +79,7 @@ class RawTCP:
             return False
 
     def open(self):
-        self.send(HEADER)
+        self.send(self.header)
         return self.expect(r"</stream:features>")
 
     def starttls(self):
