@@ -328,6 +328,7 @@ void ngx_xmpp_session_close(ngx_xmpp_session_t *s);
 void ngx_xmpp_session_finalize(ngx_xmpp_session_t *s);
 void ngx_xmpp_session_cleanup(ngx_xmpp_session_t *s);
 ngx_xmpp_session_t *ngx_xmpp_session_find(uint64_t id);
+void ngx_xmpp_session_tls_mode(ngx_connection_t *c);
 ngx_uint_t ngx_xmpp_session_count(void);
 void ngx_xmpp_session_shutdown_all(const char *condition);
 

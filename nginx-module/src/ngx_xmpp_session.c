@@ -77,6 +77,8 @@ ngx_xmpp_session_create(ngx_connection_t *c, ngx_pool_t *pool,
         return NULL;
     }
 
+    ngx_xmpp_session_tls_mode(c);
+
     /* debug logging reads ev->data as a connection */
     s->timer.handler = ngx_xmpp_session_timer_handler;
     s->timer.data = c;
@@ -116,6 +118,22 @@ ngx_xmpp_session_input(ngx_xmpp_session_t *s, u_char *data, size_t len)
     }
 
     return rc;
+}
+
+
+/*
+ * A write that TLS could not take whole waits in the session's backlog
+ * and is retried from there, not from the caller's buffer: OpenSSL must
+ * be told the same bytes may come from another address.
+ */
+void
+ngx_xmpp_session_tls_mode(ngx_connection_t *c)
+{
+#if (NGX_SSL)
+    if (c->ssl && c->ssl->connection) {
+        SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+#endif
 }
 
 

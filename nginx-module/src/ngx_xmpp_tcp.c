@@ -309,6 +309,8 @@ ngx_xmpp_tcp_tls_start(ngx_xmpp_tcp_t *t)
         return;
     }
 
+    ngx_xmpp_session_tls_mode(c);
+
     c->log->action = "doing the STARTTLS handshake";
 
     rc = ngx_ssl_handshake(c);

@@ -141,6 +141,32 @@ def test_other_stream_prefix_and_clean_close(appliance):
     assert c.closed_by_server()
 
 
+def test_tls_reader_that_lags_gets_everything(make_appliance):
+    """Writes TLS could not take whole are retried from the session's
+    backlog: a reader that catches up late receives every stanza intact
+    (OpenSSL's moving-write-buffer mode; without it the retry fails).
+    8 MB is more than the kernel's socket buffers hold, so the server's
+    writes do back up."""
+    app = make_appliance(extra_http="conclave_max_output 32m;",
+                         plaintext_auth=False)
+    slow = RawTCP(app.nginx.xmpps_port, tls=True, rcvbuf=4096)
+    jid = slow.login("carol", resource="lag")
+    fast = RawTCP(app.nginx.xmpps_port, tls=True)
+    fast.login("erin")
+    body = "y" * 2000
+    n = 4000
+    for i in range(n):
+        fast.send("<message to='%s' id='lag%d' type='chat'><body>%d %s"
+                  "</body></message>" % (jid, i, i, body))
+    time.sleep(2)          # the server's writes back up meanwhile
+    for i in range(n):
+        assert slow.expect(r"id='lag%d'[^>]*><body>%d y{2000}</body>"
+                           % (i, i), timeout=20)
+    assert "bad write retry" not in app.nginx.error_log()
+    slow.close()
+    fast.close()
+
+
 # --------------------------------------------------------------- bad input
 
 def test_features_before_tls_offer_only_starttls(appliance):

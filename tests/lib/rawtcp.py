@@ -22,12 +22,20 @@ class Closed(Exception):
 
 
 class RawTCP:
-    def __init__(self, port, tls=False, timeout=10.0, header=HEADER):
+    def __init__(self, port, tls=False, timeout=10.0, header=HEADER,
+                 rcvbuf=None):
         self.port = port
         self.header = header
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port),
-                                             timeout=timeout)
+        if rcvbuf:
+            # a small receive window makes the server's writes back up
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port),
+                                                 timeout=timeout)
         self.buf = ""
         if tls:
             self.wrap_tls()
