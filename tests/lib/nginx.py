@@ -36,6 +36,10 @@ TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 DOMAIN = "example.com"
 
+# the web client "make webclient" assembles (converse.js + our files)
+WEBCLIENT = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))), "build", "webclient")
+
 _TAG_RE = re.compile(r"\s*#@((?:\s+\w+)+)\s*$")
 
 
@@ -120,6 +124,8 @@ class Nginx:
         # XMPP over TCP: STARTTLS and direct TLS (XEP-0368)
         self.xmpp_port = xmpp_port or free_port()
         self.xmpps_port = xmpps_port or free_port()
+        # one more free port for a listener a test adds (@EXTRA_PORT@)
+        self.extra_port = free_port()
         self.extra_stream = extra_stream
         self.ldap = ldap
         self.mariadb = mariadb
@@ -183,7 +189,9 @@ class Nginx:
             "PORT": self.port,
             "XMPP_PORT": self.xmpp_port,
             "XMPPS_PORT": self.xmpps_port,
+            "EXTRA_PORT": self.extra_port,
             "DOMAIN": self.domain,
+            "WEBCLIENT": WEBCLIENT,
             "LDAP_URI": self._ldap_uri(),
             "LDAP_BIND_DN": getattr(self.ldap, "service_dn",
                                     slapd.SERVICE_DN),
