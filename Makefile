@@ -44,7 +44,7 @@ CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
 .PHONY: all build ctl deps deb-deps npm-deps test unit fuzz integration \
-	bench bench-audit demo stop \
+	bench bench-audit bench-deps bench-compare demo stop \
 	clean
 
 all: build
@@ -270,6 +270,50 @@ bench: build
 # the journal library, shipping into MariaDB and verify
 bench-audit: build
 	/usr/bin/python3 tests/bench/audit_bench.py $(BENCH_ARGS)
+
+# ---------------------------------------------------------------------
+# bench-compare (issue 4): Conclave, ejabberd, Prosody and the trivial
+# relay (the physical ceiling) in one run of run_bench.py; figures and
+# ratios in docs/benchmarks.md.  The peers are Debian's packages, run as
+# private instances in a temp dir on free loopback ports: the system
+# services and /etc/ejabberd, /etc/prosody are never used.  bench-deps
+# installs them (not in `make deps`: `make test` does not need them);
+# a policy-rc.d keeps the packages from starting their system services.
+
+BENCH_DEB_PKGS := ejabberd prosody lua-unbound gnuplot-nox
+BENCH_COMPARE_ARGS ?= --target conclave,ejabberd,prosody,relay \
+	--idle-sessions 1000,10000 --rates 1000,5000 \
+	--login-concurrency 20 --repeat 2 --plots docs/benchmarks
+
+bench-deps:
+	@missing=""; \
+	for p in $(BENCH_DEB_PKGS); do \
+	    [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" \
+	        = installed ] || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    [ "$$(id -u)" = 0 ] || \
+	        { echo "bench-deps: need root to install:$$missing"; exit 1; }; \
+	    echo "bench-deps: installing$$missing"; \
+	    prc=/usr/sbin/policy-rc.d; made=; \
+	    if [ ! -e $$prc ]; then \
+	        printf '#!/bin/sh\nexit 101\n' > $$prc && chmod 755 $$prc && \
+	        made=1; \
+	    fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && \
+	    apt-get install -y -q --no-install-recommends \
+	        -o Dpkg::Options::=--force-confdef \
+	        -o Dpkg::Options::=--force-confold $$missing; rc=$$?; \
+	    [ -z "$$made" ] || rm -f $$prc; \
+	    exit $$rc; \
+	else \
+	    echo "bench-deps: ejabberd, prosody, gnuplot present"; \
+	fi
+
+bench-compare: bench-deps build
+	/usr/bin/python3 tests/bench/run_bench.py $(BENCH_COMPARE_ARGS) \
+	    $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------
 # demo: a complete appliance on 127.0.0.1 (HTTPS 8443, LDAP 10389,

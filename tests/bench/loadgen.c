@@ -281,9 +281,16 @@ lg_chat_send(lg_conn_t *c, uint64_t ts)
     }
     to = &lg.conns[lg.online[i]];
 
-    if (lg_send(c, "<message to='%s@%s/lg' type='chat'><body>%u %u %llu"
-                " %.*s</body></message>", lg.uids[to->user], lg.domain,
-                c->slot, to->slot, (unsigned long long) ts, lg.payload, pad)
+    /*
+     * The relay gets the same stanza behind a routing key, so both
+     * carry the same bytes; RFC 7395 section 3.3.3: every stanza names
+     * its namespace, nothing is inherited from <open/>.
+     */
+    if (lg_send(c, "%s%s<message xmlns='jabber:client' to='%s@%s/lg'"
+                " type='chat'><body>%u %u %llu %.*s</body></message>",
+                lg.relay ? lg.uids[to->user] : "", lg.relay ? "\n" : "",
+                lg.uids[to->user], lg.domain, c->slot, to->slot,
+                (unsigned long long) ts, lg.payload, pad)
         == 0)
     {
         c->inflight++;
@@ -716,7 +723,8 @@ lg_report(void)
         strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", localtime(&t));
         fprintf(f, "%s,%s,%s,%s,%d,%s,%.2f,%llu,%llu,%llu,%llu,%llu,%.1f,"
                 "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s\n",
-                date, lg.target, lg.tls ? "wss" : "ws", lg.scenario_name,
+                date, lg.target, lg.relay ? "ws-relay" : lg.tls ? "wss" : "ws",
+                lg.scenario_name,
                 size, param, secs, (unsigned long long) ok,
                 (unsigned long long) errors, (unsigned long long) lg.failed,
                 (unsigned long long) lg.msg_errors,
@@ -908,6 +916,7 @@ lg_usage(void)
 "  --csv FILE        append one CSV line\n"
 "  --target NAME     server name in the row                    [conclave]\n"
 "  --label TEXT      free text for the CSV (no commas)\n"
+"  --proto P         xmpp, or relay: the trivial relay (relay.c) [xmpp]\n"
 "users FILE: one \"uid [password]\" a line; the password defaults to\n"
 "\"<uid>-pw\".  Exit status: 0 clean, 1 failures, 2 usage or setup.\n",
           stderr);
@@ -931,7 +940,8 @@ lg_options(int argc, char **argv)
         { "server-pids", 1, NULL, 'P' }, { "aux-pids", 1, NULL, 'A' },
         { "cpu", 1, NULL, 'C' },         { "domain", 1, NULL, 'D' },
         { "csv", 1, NULL, 'o' },         { "target", 1, NULL, 'T' },
-        { "label", 1, NULL, 'l' },       { "help", 0, NULL, 'h' },
+        { "label", 1, NULL, 'l' },       { "proto", 1, NULL, 'X' },
+        { "help", 0, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -976,6 +986,13 @@ lg_options(int argc, char **argv)
         case 'o': lg.csv = optarg; break;
         case 'T': lg.target = optarg; break;
         case 'l': lg.label = optarg; break;
+        case 'X':
+            if (strcmp(optarg, "relay") == 0) {
+                lg.relay = 1;
+            } else if (strcmp(optarg, "xmpp") != 0) {
+                lg_usage();
+            }
+            break;
         default: lg_usage();
         }
     }

@@ -41,6 +41,10 @@
 #define LG_OPEN     "<open xmlns='" LG_FRAMING "' to='%s' version='1.0'/>"
 #define LG_CLOSE    "<close xmlns='" LG_FRAMING "'/>"
 
+/* --proto relay: the trivial relay's protocol (see relay.c) */
+#define LG_RELAY_LOGIN  "L %s %s"
+#define LG_RELAY_QUIT   "Q"
+
 
 typedef enum {
     LG_FREE = 0,
@@ -136,6 +140,7 @@ typedef struct {
     lg_scenario_e      scenario;
     const char        *scenario_name;
     int                tls;
+    int                relay;           /* --proto relay (relay.c) */
     char               host[64];
     int                port;
     char               path[256];

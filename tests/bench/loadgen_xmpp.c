@@ -498,7 +498,42 @@ lg_close_stream(lg_conn_t *c)
 
     c->state = LG_CLOSING;
     c->deadline = lg_now() + 10 * LG_NS;
-    (void) lg_send(c, LG_CLOSE);
+    (void) lg_send(c, lg.relay ? LG_RELAY_QUIT : LG_CLOSE);
+}
+
+
+/*
+ * --proto relay: "OK" signs the session in, "E <reason>" is an error;
+ * chat messages arrive as the same <message/> the XMPP servers send.
+ */
+static void
+lg_relay_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
+{
+    if (lg_xml_is(m, len, "message")
+        && (c->state == LG_ONLINE || c->state == LG_CLOSING))
+    {
+        lg_chat_receive(c, m, len);
+        return;
+    }
+
+    if (c->state == LG_AUTH) {
+        if (len == 2 && memcmp(m, "OK", 2) == 0) {
+            lg_signed_in(c);
+        } else {
+            lg_fail(c, "auth: %.*s", (int) (len < 40 ? len : 40), m);
+        }
+        return;
+    }
+
+    if (len > 2 && m[0] == 'E' && m[1] == ' ') {
+        lg_reason("message: error %.*s", (int) (len < 40 ? len : 40) - 2,
+                  m + 2);
+        lg.msg_errors++;
+        if (c->inflight) {
+            c->inflight--;
+            lg.inflight--;
+        }
+    }
 }
 
 
@@ -510,6 +545,11 @@ lg_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
     int                   n;
     size_t                vl;
     const unsigned char  *v;
+
+    if (lg.relay) {
+        lg_relay_dispatch(c, m, len);
+        return;
+    }
 
     if (lg_xml_is(m, len, "message")) {
         if (c->state == LG_ONLINE || c->state == LG_CLOSING) {
@@ -560,9 +600,9 @@ lg_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
             c->state = LG_BIND;
             /* chat sessions are one per user, all "lg": the peer's
              * full JID follows from its uid alone */
-            (void) lg_send(c, "<iq type='set' id='b1'><bind xmlns='urn:"
-                           "ietf:params:xml:ns:xmpp-bind'><resource>lg%.0u"
-                           "</resource></bind></iq>",
+            (void) lg_send(c, "<iq xmlns='jabber:client' type='set' id='b1'>"
+                           "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                           "<resource>lg%.0u</resource></bind></iq>",
                            lg.scenario == LG_SC_LOGIN ? c->slot + 1 : 0);
         }
         return;
@@ -573,7 +613,7 @@ lg_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
             && memcmp(v, "result", 6) == 0)
         {
             c->state = LG_PRESENCE;
-            (void) lg_send(c, "<presence/>");
+            (void) lg_send(c, "<presence xmlns='jabber:client'/>");
         } else {
             lg_xml_condition(m, len, cond, sizeof(cond));
             lg_fail(c, "bind: %s", cond);
@@ -713,6 +753,13 @@ lg_http_reply(lg_conn_t *c)
 
     memmove(c->rbuf, c->rbuf + n, c->rlen - n);
     c->rlen -= n;
+
+    if (lg.relay) {
+        c->state = LG_AUTH;
+        (void) lg_send(c, LG_RELAY_LOGIN, lg.uids[c->user], lg.pws[c->user]);
+        return;
+    }
+
     c->state = LG_OPEN1;
     (void) lg_send(c, LG_OPEN, lg.domain);
 }

@@ -1,27 +1,33 @@
 #!/usr/bin/python3
 """Conclave benchmark runner (issue 4): measures, never asserts.
 
-    run_bench.py [--target conclave] [--scenarios idle,chat-saturation,...]
+    run_bench.py [--target conclave,ejabberd,prosody,relay]
+                 [--scenarios idle,chat-saturation,...]
                  [--idle-sessions 1000,10000] [--rates 1000,5000] ...
 
-Builds tests/bench/loadgen.c into build/bench/loadgen, starts a private
-server for the target (for conclave: slapd + mariadbd + nginx with
-build/release/ngx_http_conclave_module.so, from tests/lib), adds the
-bench users, and runs each scenario with the load generator.  Every
-scenario runs against a freshly started server process, so one
-scenario's leftovers (freed heap, warm caches) do not flatter the next.
+Builds tests/bench/loadgen.c into build/bench/loadgen (and relay.c into
+build/bench/relay), starts a private server for each target (for
+conclave: slapd + mariadbd + nginx with build/release/
+ngx_http_conclave_module.so, from tests/lib; ejabberd, prosody and the
+relay: see peers.py), adds the same bench users to each, and runs each
+scenario with the same load generator.  Every run gets a freshly
+started server process, so one scenario's leftovers (freed heap, warm
+caches) do not flatter the next.  The targets take turns run by run
+(scenario, size, repeat, then target), so a change in the shared
+machine's load hits all of them alike.
 
 The load generator samples the server's processes itself (/proc/PID/stat
 and smaps_rollup of the PIDs the target names) at the exact phase
 boundaries, and prints one row per run; this runner collects the rows
 into build/bench/results/bench-<date>.csv and prints a summary table
-with the median of --repeat runs.
+with the median of --repeat runs and, with more than one target, the
+ratio Conclave/peer of each figure.  --plots DIR renders PNGs with
+gnuplot.
 
 A target is a class with start/stop/restart, the WebSocket URL, the users
-file and the PIDs to measure; only conclave exists today (prosody and
-ejabberd come with issue 4's comparison step).  Exit status: 0 when every
-run was clean, 1 when any run reported failures or the server logged an
-[alert]/[emerg], 2 on a setup error.
+file and the PIDs to measure (Target below; the peers in peers.py).
+Exit status: 0 when every run was clean, 1 when any run reported
+failures or a server logged an [alert]/[emerg], 2 on a setup error.
 """
 
 import argparse
@@ -41,25 +47,37 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+sys.path.insert(0, HERE)
+
+import peers  # noqa: E402
 
 BUILD = os.path.join(REPO, "build", "bench")
 LOADGEN_SRCS = [os.path.join(HERE, f)
                 for f in ("loadgen.c", "loadgen_xmpp.c")]
 LOADGEN_DEPS = LOADGEN_SRCS + [os.path.join(HERE, "loadgen.h")]
 LOADGEN = os.path.join(BUILD, "loadgen")
+RELAY_SRC = os.path.join(HERE, "relay.c")
+RELAY = os.path.join(BUILD, "relay")
 
 SCENARIOS = ("idle", "chat-saturation", "chat-fixed-rate", "login")
 
 
-def build_loadgen():
+def build(out, srcs, deps, libs):
     os.makedirs(BUILD, exist_ok=True)
-    if os.path.exists(LOADGEN) and os.path.getmtime(LOADGEN) >= max(
-            os.path.getmtime(f) for f in LOADGEN_DEPS):
+    if os.path.exists(out) and os.path.getmtime(out) >= max(
+            os.path.getmtime(f) for f in deps):
         return
-    cmd = ["cc", "-O2", "-g", "-Wall", "-Wextra", "-o", LOADGEN] \
-        + LOADGEN_SRCS + ["-lssl", "-lcrypto"]
+    cmd = ["cc", "-O2", "-g", "-Wall", "-Wextra", "-o", out] + srcs + libs
     print("+ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def build_loadgen():
+    build(LOADGEN, LOADGEN_SRCS, LOADGEN_DEPS, ["-lssl", "-lcrypto"])
+
+
+def build_relay():
+    build(RELAY, [RELAY_SRC], [RELAY_SRC], ["-lcrypto"])
 
 
 def cpu_mask(cpu):
@@ -93,6 +111,7 @@ class Target:
     """What the runner needs of a server under test."""
 
     name = "?"
+    proto = "xmpp"          # loadgen --proto
 
     def start(self):
         raise NotImplementedError
@@ -248,7 +267,13 @@ class Conclave(Target):
             if self.args.unix_dgram_qlen else "")
 
 
-TARGETS = {"conclave": Conclave}
+def make_relay(args, workdir):
+    build_relay()
+    return peers.Relay(args, workdir, RELAY)
+
+
+TARGETS = {"conclave": Conclave, "ejabberd": peers.Ejabberd,
+           "prosody": peers.Prosody, "relay": make_relay}
 
 
 def loadgen_cmd(args, target, scenario, size, csv_path, label):
@@ -256,7 +281,7 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
            "--scenario", scenario, "--target", target.name,
            "--server-pids", ",".join(map(str, target.server_pids())),
            "--csv", csv_path, "--label", label,
-           "--payload", str(args.payload)]
+           "--payload", str(args.payload), "--proto", target.proto]
     if target.aux_pids():
         cmd += ["--aux-pids", ",".join(map(str, target.aux_pids()))]
     if args.loadgen_cpu is not None:
@@ -281,10 +306,37 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
     return cmd, limit
 
 
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def settle(target, quiet=0.05, limit=20.0):
+    """Wait until the fresh server is idle: under 5% of a CPU over half
+    a second (ejabberd keeps loading modules and warming mnesia for a
+    few seconds after its port opens), at most limit seconds."""
+    hz = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + limit
+    last = cpu_ticks(target.server_pids())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_ticks(target.server_pids())
+        if (now - last) / hz < quiet * 0.5:
+            return
+        last = now
+
+
 def run_one(args, target, scenario, size, rep, results):
     """One loadgen run against a fresh server; returns its CSV row."""
     target.restart()
-    time.sleep(0.5)
+    settle(target)
     mark = target.log_mark()
     label = "workers=%d srv_cpus=%s lg_cpu=%s rep=%d" % (
         args.workers, args.server_cpus or "any",
@@ -293,8 +345,8 @@ def run_one(args, target, scenario, size, rep, results):
     os.close(fd)
     os.unlink(tmp)
     cmd, limit = loadgen_cmd(args, target, scenario, size, tmp, label)
-    print("\n== %s %s (run %d/%d)" % (scenario, size, rep, args.repeat),
-          flush=True)
+    print("\n== %s: %s %s (run %d/%d)" % (target.name, scenario, size, rep,
+                                         args.repeat), flush=True)
     if args.verbose:
         print("+ " + " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd)
@@ -379,7 +431,9 @@ def summary(results, repeat):
         groups.setdefault((r.get("target"), r.get("scenario"),
                            r.get("size_arg")), []).append(r)
     for scen in SCENARIOS:
-        keys = [k for k in groups if k[1] == scen]
+        keys = sorted((k for k in groups if k[1] == scen),
+                      key=lambda k: (int(k[2]), TARGET_ORDER.index(k[0])
+                                     if k[0] in TARGET_ORDER else 99))
         if not keys:
             continue
         size_title, cols = TABLE[scen]
@@ -412,6 +466,154 @@ def summary(results, repeat):
     return "\n".join(out)
 
 
+# the figures compared across targets: (scenario, csv key, title, format,
+# True when higher is better)
+FIGURES = [
+    ("idle", "rss_kib_per_session", "KiB RSS/idle session, K=%s", ".2f",
+     False),
+    ("idle", "per_s", "sign-ins/s while opening K=%s", ".0f", True),
+    ("chat-saturation", "per_s", "msgs/s saturated, W=%s", ".0f", True),
+    ("chat-saturation", "srv_cpu_us_per_op", "us CPU/msg saturated, W=%s",
+     ".1f", False),
+    ("chat-fixed-rate", "p99_ms", "p99 ms at %s msgs/s", ".3f", False),
+    ("chat-fixed-rate", "srv_cpu_us_per_op", "us CPU/msg at %s msgs/s",
+     ".1f", False),
+    ("login", "per_s", "logins/s, C=%s", ".0f", True),
+    ("login", "srv_cpu_us_per_op", "us CPU/login, C=%s", ".0f", False),
+]
+
+TARGET_ORDER = ["conclave", "ejabberd", "prosody", "relay"]
+
+
+def medians(results):
+    """{(target, scenario, size): {key: median}} over clean runs; a run
+    with errors still counts (its row says so), a run with no row not."""
+    groups = collections.defaultdict(list)
+    for r in results:
+        groups[(r.get("target"), r.get("scenario"), r.get("size_arg"))] \
+            .append(r)
+    out = {}
+    for k, rows in groups.items():
+        out[k] = {}
+        for _, key, _, _, _ in FIGURES + [(None, "p50_ms", 0, 0, 0),
+                                         (None, "max_ms", 0, 0, 0)]:
+            out[k][key] = median(rows, key)[0]
+    return out
+
+
+def ratio_table(results):
+    """Conclave's median over each peer's, figure by figure."""
+    med = medians(results)
+    targets = [t for t in TARGET_ORDER
+               if any(k[0] == t for k in med)]
+    if "conclave" not in targets or len(targets) < 2:
+        return ""
+    peers_ = [t for t in targets if t != "conclave"]
+    head = "%-34s" % "figure (median)" + "".join(
+        "%11s" % t for t in targets) + "".join(
+        "%13s" % ("C/" + t[:9]) for t in peers_)
+    out = ["", "Conclave / peer (ratio of medians; for msgs/s and logins/s"
+           " > 1 is better for Conclave, for memory, CPU and latency"
+           " < 1 is)", head]
+    sizes = collections.OrderedDict()
+    for (t, scen, size) in med:
+        sizes.setdefault(scen, set()).add(size)
+    for scen, key, title, spec, _ in FIGURES:
+        for size in sorted(sizes.get(scen, ()), key=int):
+            vals = [med.get((t, scen, size), {}).get(key) for t in targets]
+            if vals[0] is None:
+                continue
+            line = "%-34s" % (title % size)[:34] + "".join(
+                "%11s" % fmt(v, spec) for v in vals)
+            for v in vals[1:]:
+                line += "%13s" % ("-" if not v else
+                                  "%.3g" % (vals[0] / v))
+            out.append(line)
+    sat = [med.get((t, "chat-saturation", sz), {}).get("per_s")
+           for t in ("conclave", "relay")
+           for sz in sorted(sizes.get("chat-saturation", ()), key=int)[:1]]
+    if len(sat) == 2 and sat[0] and sat[1]:
+        out.append("")
+        out.append("Conclave's saturated throughput is %.1f%% of the "
+                   "trivial relay's (the physical ceiling)"
+                   % (100 * sat[0] / sat[1]))
+    out.append("(Conclave does a real LDAP search and bind behind each "
+               "sign-in and writes every message to its audit journal "
+               "with fsync always; the peers use internal auth with "
+               "plaintext passwords and store nothing per message.)")
+    return "\n".join(out)
+
+
+def plots(results, outdir):
+    """latency.png (p50/p99 against offered rate) and memory.png (KiB
+    per idle session against sessions), with gnuplot."""
+    med = medians(results)
+    os.makedirs(outdir, exist_ok=True)
+    targets = [t for t in TARGET_ORDER if any(k[0] == t for k in med)]
+    lat, mem = [], []
+    for t in targets:
+        rates = sorted(int(k[2]) for k in med
+                       if k[0] == t and k[1] == "chat-fixed-rate")
+        ks = sorted(int(k[2]) for k in med
+                    if k[0] == t and k[1] == "idle")
+        path = os.path.join(outdir, "latency-%s.dat" % t)
+        with open(path, "w") as f:
+            f.write("# rate p50_ms p99_ms max_ms\n")
+            for r in rates:
+                m = med[(t, "chat-fixed-rate", str(r))]
+                f.write("%d %s %s %s\n" % (r, m["p50_ms"], m["p99_ms"],
+                                           m["max_ms"]))
+        if rates:
+            lat.append((t, path))
+        path = os.path.join(outdir, "memory-%s.dat" % t)
+        with open(path, "w") as f:
+            f.write("# sessions kib_rss_per_session\n")
+            for k in ks:
+                f.write("%d %s\n" % (k, med[(t, "idle", str(k))]
+                                     ["rss_kib_per_session"]))
+        if ks:
+            mem.append((t, path))
+    script = ["set terminal pngcairo size 900,560 font ',11'",
+              "set grid", "set key outside right",
+              "set output '%s'" % os.path.join(outdir, "latency.png"),
+              "set title 'End-to-end message latency, open loop "
+              "(median of runs)'",
+              "set xlabel 'offered messages/s'",
+              "set ylabel 'latency, ms'", "set logscale y",
+              "set xtics ('1,000' 1000, '5,000' 5000, '20,000' 20000)",
+              "set logscale x"]
+    color = {t: i + 1 for i, t in enumerate(TARGET_ORDER)}
+    if lat:
+        script.append("plot " + ", ".join(
+            "'%s' using 1:%d with linespoints lc %d dt %d pt %d lw 2 "
+            "title '%s %s'" % (p, col, color[t], dt, 4 + 2 * color[t],
+                               t, q)
+            for t, p in lat for col, q, dt in ((3, "p99", 1),
+                                               (2, "p50", 2))))
+    script += ["set output '%s'" % os.path.join(outdir, "memory.png"),
+               "set title 'Server memory per idle signed-in session "
+               "(RSS, median of runs)'",
+               "set xlabel 'sessions online'",
+               "set ylabel 'KiB per session'", "unset logscale y",
+               "set yrange [0:*]",
+               "set xtics ('1,000' 1000, '10,000' 10000, "
+               "'50,000' 50000)"]
+    if mem:
+        script.append("plot " + ", ".join(
+            "'%s' using 1:2 with linespoints lc %d pt %d lw 2 title '%s'"
+            % (p, color[t], 4 + 2 * color[t], t) for t, p in mem))
+    gp = os.path.join(outdir, "plots.gp")
+    with open(gp, "w") as f:
+        f.write("\n".join(script) + "\n")
+    r = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("gnuplot failed (plots skipped):\n" + r.stderr[-1000:])
+    else:
+        print("plots: %s, %s" % (
+            os.path.relpath(os.path.join(outdir, "latency.png")),
+            os.path.relpath(os.path.join(outdir, "memory.png"))))
+
+
 def ints(s):
     return [int(x) for x in s.split(",") if x]
 
@@ -419,7 +621,9 @@ def ints(s):
 def parse_args(argv):
     p = argparse.ArgumentParser(
         description="Conclave benchmarks (prints figures, asserts nothing)")
-    p.add_argument("--target", default="conclave", choices=sorted(TARGETS))
+    p.add_argument("--target", default="conclave",
+                   help="comma list of %s (default conclave); they take "
+                        "turns run by run" % ",".join(TARGET_ORDER))
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--idle-sessions", type=ints, default=[1000, 10000],
                    help="K values for idle (default 1000,10000)")
@@ -456,10 +660,23 @@ def parse_args(argv):
                         "namespace (unshare -n) whose "
                         "net.unix.max_dgram_qlen is N (default 10)")
     p.add_argument("--out", default=os.path.join(BUILD, "results"))
+    p.add_argument("--from-csv", default=None,
+                   help="run nothing: print the tables (and --plots) "
+                        "from a CSV an earlier run wrote")
+    p.add_argument("--plots", default=None,
+                   help="directory for latency.png and memory.png "
+                        "(gnuplot)")
     p.add_argument("--keep", action="store_true",
                    help="keep the server's work directory")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
+    a.targets = [t for t in a.target.split(",") if t]
+    for t in a.targets:
+        if t not in TARGETS:
+            p.error("unknown target %s (one of %s)"
+                    % (t, ",".join(TARGET_ORDER)))
+    if not a.targets or len(set(a.targets)) != len(a.targets):
+        p.error("--target: a list of distinct targets")
     a.scenarios = [s for s in a.scenarios.split(",") if s]
     for s in a.scenarios:
         if s not in SCENARIOS:
@@ -490,33 +707,68 @@ def enter_netns(args, argv):
           % args.unix_dgram_qlen)
 
 
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def report_csv(args):
+    with open(args.from_csv) as f:
+        results = list(csv.DictReader(f))
+    repeat = max(collections.Counter(
+        (r.get("target"), r.get("scenario"), r.get("size_arg"))
+        for r in results).values() or [1])
+    print(summary(results, repeat))
+    print(ratio_table(results))
+    if args.plots:
+        plots(results, args.plots)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_csv:
+        return report_csv(args)
     if args.unix_dgram_qlen:
         enter_netns(args, argv)
-    if not os.path.isfile(args.module):
+    if "conclave" in args.targets and not os.path.isfile(args.module):
         sys.stderr.write("%s missing: run `make build` first\n"
                          % args.module)
         return 2
+    for t in args.targets:
+        missing = peers.available(t)
+        if missing:
+            sys.stderr.write("%s: %s\n" % (t, missing))
+            return 2
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # the peers inherit it: 10,000 sessions need more than 1024 fds
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     build_loadgen()
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_csv = os.path.join(args.out, "bench-%s.csv" % stamp)
     workdir = tempfile.mkdtemp(prefix="conclave-bench-")
-    target = TARGETS[args.target](args, workdir)
+    targets = []
     results = []
     problems = []
     t0 = time.monotonic()
     try:
-        target.start()
-        t = time.monotonic()
         nusers = max(args.max_sessions, 2 * max(args.login_concurrency))
-        target.add_users(nusers)
-        print("%s: started, %d users added in %.1f s" % (
-            target.describe(), nusers, time.monotonic() - t), flush=True)
-        print("machine: %d CPUs, kernel %s; loadgen on CPU %s" % (
-            os.cpu_count(), os.uname().release,
-            "any" if args.loadgen_cpu is None else args.loadgen_cpu))
+        for name in args.targets:
+            target = TARGETS[name](args, os.path.join(workdir, name)
+                                   if name == "conclave" else workdir)
+            targets.append(target)
+            t = time.monotonic()
+            target.start()
+            target.add_users(nusers)
+            print("%s: started, %d users added in %.1f s" % (
+                target.describe(), nusers, time.monotonic() - t),
+                flush=True)
+        print("machine: %d CPUs, kernel %s; servers on CPU %s, loadgen "
+              "on CPU %s" % (
+                  os.cpu_count(), os.uname().release,
+                  args.server_cpus or "any",
+                  "any" if args.loadgen_cpu is None else args.loadgen_cpu))
         plan = []
         for s in args.scenarios:
             sizes = {"idle": args.idle_sessions,
@@ -526,18 +778,26 @@ def main(argv=None):
             plan += [(s, n) for n in sizes]
         for s, n in plan:
             for rep in range(1, args.repeat + 1):
-                run_one(args, target, s, n, rep, results)
+                for target in targets:
+                    run_one(args, target, s, n, rep, results)
     except KeyboardInterrupt:
         problems.append("interrupted")
     except Exception as e:
         problems.append("%s: %s" % (type(e).__name__, e))
     finally:
-        target.stop()
-        problems += target.problems()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for target in reversed(targets):
+            try:
+                target.stop()
+            except Exception as e:
+                problems.append("stopping %s: %s" % (target.name, e))
+            problems += target.problems()
         if args.keep:
             print("work directory kept: %s" % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if results:
         keys = []
@@ -548,18 +808,26 @@ def main(argv=None):
             w.writeheader()
             w.writerows(results)
 
-    print("\n=== %s, %d CPUs, %.0f s in all" % (
-        target.describe(), os.cpu_count(), time.monotonic() - t0))
+    print("\n=== %.0f s in all, %d CPUs, kernel %s; servers on CPU %s, "
+          "loadgen on CPU %s" % (
+              time.monotonic() - t0, os.cpu_count(), os.uname().release,
+              args.server_cpus or "any",
+              "any" if args.loadgen_cpu is None else args.loadgen_cpu))
+    for target in targets:
+        print("  " + target.describe())
     print(summary(results, args.repeat))
+    print(ratio_table(results))
     if results:
         print("\nCSV: %s" % os.path.relpath(out_csv))
+        if args.plots:
+            plots(results, args.plots)
     failed = [r for r in results if r.get("exit") != "0"]
     if failed or problems:
         print("\n*** BENCHMARK HAD FAILURES ***")
         for r in failed:
-            print("***   %s %s: exit %s, errors %s" % (
-                r.get("scenario"), r.get("size_arg"), r.get("exit"),
-                r.get("errors")))
+            print("***   %s %s %s: exit %s, errors %s" % (
+                r.get("target"), r.get("scenario"), r.get("size_arg"),
+                r.get("exit"), r.get("errors")))
         for p in problems:
             print("***   " + p)
         return 1

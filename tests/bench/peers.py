@@ -1,0 +1,455 @@
+"""The other servers run_bench.py measures Conclave against (issue 4).
+
+    Ejabberd   Debian's ejabberd 23.01, XMPP over WebSocket (RFC 7395)
+    Prosody    Debian's prosody 0.12, mod_websocket
+    Relay      tests/bench/relay.c: the physical ceiling (no XMPP at all)
+
+Each is a private instance: its own config and data in a subdirectory
+of the runner's temp dir, free loopback ports, started as a child of
+the runner in its own session (a ^C in the terminal reaches only the
+runner, which then stops it) under `taskset -c <server CPUs>`, and
+stopped by the PID it was started with.  The system services and
+/etc/ejabberd, /etc/prosody are never used.  The settings, and why each
+one differs from the package's default, are in docs/benchmarks.md; keep
+the two in step.
+
+Every target has the interface run_bench.Target describes: start,
+restart (a fresh server process with the same users), stop, add_users,
+url, server_pids, log_mark/log_report, problems, describe.
+"""
+
+import collections
+import glob
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+
+from mariadb import pid_alive, stop_pid  # noqa: E402
+from ports import free_port  # noqa: E402
+
+DOMAIN = "example.com"
+ERL = "/usr/bin/erl"
+EJABBERD_LIBS = "/usr/lib/x86_64-linux-gnu"
+PROSODY = "/usr/bin/prosody"
+
+
+class SetupError(Exception):
+    pass
+
+
+def descendants(pid):
+    """pid's children, grandchildren...: from /proc/PID/task/*/children."""
+    out = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def wait_port(port, proc, timeout, what, log_path=None):
+    """Until 127.0.0.1:port accepts, proc has exited, or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    tail = ""
+    if log_path and os.path.exists(log_path):
+        with open(log_path, errors="replace") as f:
+            tail = f.read()[-2000:]
+    raise SetupError("%s did not listen on 127.0.0.1:%d within %.0f s "
+                     "(exit %s)\n%s" % (what, port, timeout, proc.poll(),
+                                        tail))
+
+
+def version_of(pkg):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+class Peer:
+    """Common parts: one server process tree started and stopped by PID."""
+
+    name = "?"
+    proto = "xmpp"
+    stop_signal = signal.SIGTERM
+    stop_timeout = 30.0
+
+    def __init__(self, args, workdir):
+        self.args = args
+        self.dir = os.path.join(workdir, self.name)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.proc = None
+        self.pid = None
+        self.users_file = os.path.join(self.dir, "users.txt")
+        self.stdout_path = os.path.join(self.dir, "stdout.log")
+        self._problems = []
+
+    # what a subclass provides
+    def command(self):
+        raise NotImplementedError
+
+    def environ(self):
+        return dict(os.environ)
+
+    def log_path(self):
+        return self.stdout_path
+
+    def ready(self, timeout):
+        wait_port(self.port, self.proc, timeout, self.name,
+                  self.log_path())
+
+    # the process
+    def taskset(self):
+        cpus = self.args.server_cpus
+        return ["taskset", "-c", cpus] if cpus else []
+
+    def start_server(self, timeout=60.0):
+        out = open(self.stdout_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.taskset() + self.command(), cwd=self.dir,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                env=self.environ(), start_new_session=True, close_fds=True)
+        finally:
+            out.close()
+        self.pid = self.proc.pid
+        try:
+            self.ready(timeout)
+        except BaseException:
+            self.stop_server()
+            raise
+
+    def stop_server(self):
+        if self.pid is None:
+            return
+        kids = descendants(self.pid)
+        rc = stop_pid(self.pid, self.stop_signal, self.stop_timeout,
+                      self.proc)
+        if rc is False:
+            self._problems.append("%s %d did not exit within %.0f s of %s;"
+                                  " killed" % (self.name, self.pid,
+                                               self.stop_timeout,
+                                               self.stop_signal.name))
+        # helpers of ours that outlived the server (erl_child_setup)
+        for k in kids:
+            if pid_alive(k):
+                stop_pid(k, signal.SIGKILL, 5)
+        self.proc = None
+        self.pid = None
+
+    def start(self):
+        self.start_server()
+
+    def restart(self):
+        self.stop_server()
+        self.start_server()
+
+    def stop(self):
+        self.stop_server()
+
+    def url(self):
+        return "ws://127.0.0.1:%d/xmpp-websocket" % self.port
+
+    def server_pids(self):
+        if self.pid is None:
+            return []
+        return [self.pid] + descendants(self.pid)
+
+    def aux_pids(self):
+        return []
+
+    def write_users_file(self, uids):
+        with open(self.users_file, "w") as f:
+            f.write("\n".join(uids) + "\n")
+
+    # logs: lines at warning or worse since a byte offset
+    level_re = re.compile(r"\b(warn|warning|error|crit|critical|alert|"
+                          r"emergency)\b", re.I)
+
+    def log_mark(self):
+        try:
+            return os.path.getsize(self.log_path())
+        except FileNotFoundError:
+            return 0
+
+    def log_report(self, mark):
+        counts = collections.Counter()
+        try:
+            with open(self.log_path(), errors="replace") as f:
+                f.seek(mark or 0)
+                for line in f:
+                    if not self.level_re.search(line):
+                        continue
+                    key = re.sub(r"\d+", "N", line.strip())
+                    key = re.sub(r"<0\.N\.N>|c2sN?[0-9a-f]+", "X", key)
+                    counts[key[:160]] += 1
+        except FileNotFoundError:
+            pass
+        return [], ["%6d x %s" % (n, k) for k, n in counts.most_common(8)]
+
+    def problems(self):
+        return list(self._problems)
+
+
+class Ejabberd(Peer):
+    """ejabberd 23.01 from Debian: beam.smp run directly (not through
+    ejabberdctl, which would su to the ejabberd user and read
+    /etc/ejabberd), as root, with mnesia in our spool directory.
+
+    Erlang distribution runs without epmd (-erl_epmd_port with
+    -start_epmd false, OTP 23+): the node listens on a free loopback
+    port of its own, so no shared epmd on 4369 is started or used, and
+    the only processes are beam.smp and its erl_child_setup.  The users
+    are registered by one hidden Erlang node that calls
+    ejabberd_auth:try_register over that port (see add_users)."""
+
+    name = "ejabberd"
+
+    def __init__(self, args, workdir):
+        super().__init__(args, workdir)
+        self.dist_port = free_port()
+        self.node = "bench%d@localhost" % self.port
+        self.cookie = secrets.token_hex(16)
+        self.conf = os.path.join(self.dir, "ejabberd.yml")
+        self.spool = os.path.join(self.dir, "spool")
+        self.logs = os.path.join(self.dir, "logs")
+        os.makedirs(self.spool)
+        os.makedirs(self.logs)
+        with open(os.path.join(self.dir, "inetrc"), "w") as f:
+            f.write('{lookup,["file","native"]}.\n'
+                    '{host,{127,0,0,1}, ["localhost"]}.\n')
+        self.write_config()
+
+    def write_config(self):
+        # keep in step with docs/benchmarks.md, "Server settings"
+        with open(self.conf, "w") as f:
+            f.write("""\
+# private ejabberd for tests/bench (written by peers.py)
+hosts:
+  - %(domain)s
+loglevel: warning
+log_rotate_count: 0
+auth_method: internal
+auth_password_format: plain
+listen:
+  -
+    port: %(port)d
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    backlog: 511
+    request_handlers:
+      /xmpp-websocket: ejabberd_http_ws
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  c2s:
+    allow: all
+shaper_rules:
+  c2s_shaper: none
+  max_user_sessions: 16
+modules:
+  mod_disco: {}
+""" % {"domain": DOMAIN, "port": self.port})
+
+    def log_path(self):
+        return os.path.join(self.logs, "ejabberd.log")
+
+    def environ(self):
+        env = dict(os.environ)
+        env.update({
+            "EJABBERD_CONFIG_PATH": self.conf,
+            "EJABBERD_LOG_PATH": self.log_path(),
+            "ERL_LIBS": EJABBERD_LIBS,
+            "ERL_INETRC": os.path.join(self.dir, "inetrc"),
+            "ERL_CRASH_DUMP": os.path.join(self.logs, "erl_crash.dump"),
+            "ERL_MAX_PORTS": "65536",
+            "HOME": self.dir,
+        })
+        return env
+
+    def dist_args(self):
+        return ["-setcookie", self.cookie,
+                "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+                "-erl_epmd_port", str(self.dist_port),
+                "-start_epmd", "false"]
+
+    def command(self):
+        # the options ejabberdctl's "foreground" passes, less epmd
+        return [ERL, "-sname", self.node, "-noinput",
+                "+K", "true", "+P", "250000", "+Q", "65536",
+                "-env", "ERL_CRASH_DUMP_BYTES", "0"] + self.dist_args() + [
+                "-mnesia", "dir", '"%s"' % self.spool, "-s", "ejabberd"]
+
+    def ctl_eval(self, expr, timeout=300):
+        """Run expr in a hidden node connected to ours."""
+        cmd = [ERL, "-sname", "ctl%d@localhost" % self.port, "-hidden",
+               "-noinput", "-dist_listen", "false"] + self.dist_args() + [
+               "-eval", expr]
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              env=self.environ(), cwd=self.dir,
+                              timeout=timeout)
+
+    def add_users(self, n):
+        """One hidden node registers all n users through
+        ejabberd_auth:try_register (10,000 in about 6 s here).
+        `ejabberdctl register` starts a whole Erlang VM per user: 0.29 s
+        per user measured, and no faster with 8 in parallel on these 2
+        CPUs (0.32 s per user), so 10,000 users would take 48 minutes."""
+        uids = ["bench%d" % i for i in range(1, n + 1)]
+        self.write_users_file(uids)
+        expr = """
+N = '%s',
+{ok, B} = file:read_file("%s"),
+Us = [U || U <- binary:split(B, <<"\\n">>, [global]), U =/= <<>>],
+R = [rpc:call(N, ejabberd_auth, try_register,
+              [U, <<"%s">>, <<U/binary, "-pw">>]) || U <- Us],
+Bad = [X || X <- R, X =/= ok, X =/= {error, exists}],
+io:format("registered ~p, failed ~p: ~p~n",
+          [length(R) - length(Bad), length(Bad), lists:sublist(Bad, 3)]),
+halt(case Bad of [] -> 0; _ -> 1 end).
+""" % (self.node, self.users_file, DOMAIN)
+        r = self.ctl_eval(expr)
+        if r.returncode != 0:
+            raise SetupError("ejabberd: registering users failed:\n%s%s"
+                             % (r.stdout[-2000:], r.stderr[-2000:]))
+        return self.users_file
+
+    def describe(self):
+        return ("ejabberd %s (Erlang/OTP erts %s, 1 node%s, ws, "
+                "internal auth, plain passwords)" % (
+                    version_of("ejabberd"), version_of("erlang-base"),
+                    ", pinned to CPU " + self.args.server_cpus
+                    if self.args.server_cpus else ""))
+
+
+class Prosody(Peer):
+    """Prosody 0.12 from Debian, one lua5.4 process (-F, foreground)."""
+
+    name = "prosody"
+
+    def __init__(self, args, workdir):
+        super().__init__(args, workdir)
+        self.c2s_port = free_port()
+        self.conf = os.path.join(self.dir, "prosody.cfg.lua")
+        self.data = os.path.join(self.dir, "data")
+        os.makedirs(os.path.join(self.dir, "certs"))
+        self.accounts = os.path.join(
+            self.data, DOMAIN.replace(".", "%2e"), "accounts")
+        os.makedirs(self.accounts)
+        self.write_config()
+
+    def write_config(self):
+        # keep in step with docs/benchmarks.md, "Server settings"
+        d = self.dir
+        with open(self.conf, "w") as f:
+            f.write("""\
+-- private prosody for tests/bench (written by peers.py)
+run_as_root = true
+pidfile = "%(d)s/prosody.pid"
+data_path = "%(d)s/data"
+certificates = "%(d)s/certs"
+log = { warn = "%(d)s/prosody.log" }
+admins = {}
+modules_enabled = { "saslauth", "disco", "websocket" }
+modules_disabled = { "offline", "s2s" }
+authentication = "internal_plain"
+storage = "internal"
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+consider_websocket_secure = true
+network_settings = { tcp_backlog = 511; nagle = false }
+c2s_ports = { %(c2s)d }
+c2s_interfaces = { "127.0.0.1" }
+s2s_ports = {}
+http_ports = { %(http)d }
+http_interfaces = { "127.0.0.1" }
+https_ports = {}
+VirtualHost "%(domain)s"
+""" % {"d": d, "c2s": self.c2s_port, "http": self.port,
+                "domain": DOMAIN})
+
+    def log_path(self):
+        return os.path.join(self.dir, "prosody.log")
+
+    def command(self):
+        return [PROSODY, "-F", "--config", self.conf]
+
+    def add_users(self, n):
+        """internal_plain's account files, written directly (10,000 in
+        about 2 s here); `prosodyctl register` took 21 ms per user, so
+        10,000 would take 3.5 minutes."""
+        uids = ["bench%d" % i for i in range(1, n + 1)]
+        for u in uids:
+            with open(os.path.join(self.accounts, u + ".dat"), "w") as f:
+                f.write('return {\n\t["password"] = "%s-pw";\n};\n' % u)
+        self.write_users_file(uids)
+        return self.users_file
+
+    def describe(self):
+        return ("prosody %s (lua5.4, server_epoll%s, ws, internal_plain)"
+                % (version_of("prosody"),
+                   ", pinned to CPU " + self.args.server_cpus
+                   if self.args.server_cpus else ""))
+
+
+class Relay(Peer):
+    """tests/bench/relay.c, built into build/bench/relay."""
+
+    name = "relay"
+    proto = "relay"
+    stop_timeout = 10.0
+
+    def __init__(self, args, workdir, binary):
+        super().__init__(args, workdir)
+        self.binary = binary
+
+    def command(self):
+        return [self.binary, "--listen", "127.0.0.1:%d" % self.port]
+
+    def add_users(self, n):
+        self.write_users_file(["bench%d" % i for i in range(1, n + 1)])
+        return self.users_file
+
+    def describe(self):
+        return "relay (tests/bench/relay.c, 1 process%s, ws, no XML)" % (
+            ", pinned to CPU " + self.args.server_cpus
+            if self.args.server_cpus else "")
+
+
+def available(name):
+    """None if the peer can run here, else what is missing."""
+    need = {"ejabberd": [ERL, os.path.join(EJABBERD_LIBS, "ejabberd-*")],
+            "prosody": [PROSODY]}.get(name, [])
+    for path in need:
+        if not glob.glob(path):
+            return "%s not installed (make bench-deps)" % path
+    return None
