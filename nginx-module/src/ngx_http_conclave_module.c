@@ -1,8 +1,9 @@
 
 /*
  * Conclave's http module: the directives, and the content handlers of
- * conclave_websocket (XMPP over WebSocket) and conclave_status (the
- * session registry as JSON).  The XMPP core lives in ngx_xmpp_*.c.
+ * conclave_websocket (XMPP over WebSocket), conclave_status (the
+ * session registry as JSON) and conclave_host_meta (XEP-0156).  The
+ * XMPP core lives in ngx_xmpp_*.c.
  */
 
 
@@ -21,9 +22,12 @@ typedef struct {
 #define NGX_HTTP_CONCLAVE_NONE       0
 #define NGX_HTTP_CONCLAVE_WEBSOCKET  1
 #define NGX_HTTP_CONCLAVE_STATUS     2
+#define NGX_HTTP_CONCLAVE_HOST_META  3
 
 
 ngx_int_t ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_hostmeta_handler(ngx_http_request_t *r,
+    ngx_xmpp_conf_t *xcf);
 
 static void *ngx_http_conclave_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_conclave_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -214,6 +218,14 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ship_interval), NULL },
 
+    { ngx_string("conclave_websocket_url"), NGX_XMPP_MAIN,
+      ngx_xmpp_hostmeta_conf_ws_url, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(websocket_url), NULL },
+
+    { ngx_string("conclave_bosh_url"), NGX_XMPP_MAIN,
+      ngx_xmpp_hostmeta_conf_bosh_url, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(bosh_url), NULL },
+
     { ngx_string("conclave_websocket"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
       (void *) NGX_HTTP_CONCLAVE_WEBSOCKET },
@@ -221,6 +233,10 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
     { ngx_string("conclave_status"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
       (void *) NGX_HTTP_CONCLAVE_STATUS },
+
+    { ngx_string("conclave_host_meta"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_HOST_META },
 
       ngx_null_command
 };
@@ -387,6 +403,10 @@ ngx_http_conclave_handler(ngx_http_request_t *r)
 
     if (lcf->handler == NGX_HTTP_CONCLAVE_STATUS) {
         return ngx_http_conclave_status(r, xcf);
+    }
+
+    if (lcf->handler == NGX_HTTP_CONCLAVE_HOST_META) {
+        return ngx_xmpp_hostmeta_handler(r, xcf);
     }
 
     return ngx_xmpp_ws_handler(r, xcf);

@@ -1,0 +1,395 @@
+
+/*
+ * XEP-0156 connection discovery over HTTP: /.well-known/host-meta as
+ * XRD (RFC 6415 section 3) and /.well-known/host-meta.json as JRD
+ * (RFC 6415 appendix A), each naming the WebSocket endpoint (RFC 7395
+ * section 4) and, when one is configured, the BOSH endpoint (XEP-0206).
+ *
+ * The URLs come from conclave_websocket_url and conclave_bosh_url.  An
+ * unset WebSocket URL is derived from the request: ws:// or wss:// by
+ * whether the connection is TLS, then the Host header, then the default
+ * location.  A server behind a TLS-terminating proxy sets the URL.
+ */
+
+
+#include <ngx_http.h>
+
+#include "ngx_xmpp.h"
+
+
+#define NGX_XMPP_HOSTMETA_WS_PATH    "/xmpp-websocket"
+#define NGX_XMPP_HOSTMETA_CACHE      "max-age=300"
+#define NGX_XMPP_HOSTMETA_HOST_MAX   262
+
+#define NGX_XMPP_REL_WEBSOCKET  "urn:xmpp:alt-connections:websocket"
+#define NGX_XMPP_REL_XBOSH      "urn:xmpp:alt-connections:xbosh"
+
+#define NGX_XMPP_XRD_HEAD                                                  \
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"                         \
+    "<XRD xmlns=\"http://docs.oasis-open.org/ns/xri/xrd-1.0\">\n"
+#define NGX_XMPP_XRD_LINK1  "  <Link rel=\""
+#define NGX_XMPP_XRD_LINK2  "\" href=\""
+#define NGX_XMPP_XRD_LINK3  "\"/>\n"
+#define NGX_XMPP_XRD_TAIL   "</XRD>\n"
+
+#define NGX_XMPP_JRD_HEAD   "{\"links\":["
+#define NGX_XMPP_JRD_LINK1  "{\"rel\":\""
+#define NGX_XMPP_JRD_LINK2  "\",\"href\":\""
+#define NGX_XMPP_JRD_LINK3  "\"}"
+#define NGX_XMPP_JRD_TAIL   "]}\n"
+
+
+typedef struct {
+    ngx_str_t    rel;
+    ngx_str_t    href;
+} ngx_xmpp_hostmeta_link_t;
+
+
+static ngx_int_t ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r,
+    ngx_xmpp_conf_t *xcf, ngx_str_t *url);
+static ngx_int_t ngx_xmpp_hostmeta_body(ngx_http_request_t *r,
+    ngx_uint_t json, ngx_xmpp_hostmeta_link_t *links, ngx_uint_t n,
+    ngx_str_t *body);
+static ngx_int_t ngx_xmpp_hostmeta_header(ngx_http_request_t *r,
+    const char *name, const char *value);
+
+
+/*
+ * The URL directives.  Both must be absolute: host-meta is fetched from
+ * another origin than the one it names (XEP-0156 section 3).  Characters
+ * RFC 3986 never allows in a URL are refused here, so the documents can
+ * quote the URL as is.
+ */
+
+static char *
+ngx_xmpp_hostmeta_conf_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf,
+    const char **schemes)
+{
+    size_t        n;
+    u_char       *p, *last;
+    ngx_str_t    *field, *value;
+    ngx_uint_t    i;
+
+    field = (ngx_str_t *) ((char *) conf + cmd->offset);
+
+    if (field->data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    last = value[1].data + value[1].len;
+
+    for (p = value[1].data; p < last; p++) {
+        if (*p <= 0x20 || *p >= 0x7f
+            || ngx_strchr("\"<>\\^`{|}", *p) != NULL)
+        {
+            return "has a character not allowed in a URL";
+        }
+    }
+
+    for (i = 0; schemes[i] != NULL; i++) {
+        n = ngx_strlen(schemes[i]);
+
+        if (value[1].len > n
+            && ngx_strncasecmp(value[1].data, (u_char *) schemes[i], n) == 0
+            && value[1].data[n] != '/')
+        {
+            *field = value[1];
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\" must be an absolute %s or %s URL, not \"%V\"",
+                       &cmd->name, schemes[0], schemes[1], &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+char *
+ngx_xmpp_hostmeta_conf_ws_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    static const char  *schemes[] = { "wss://", "ws://", NULL };
+
+    return ngx_xmpp_hostmeta_conf_url(cf, cmd, conf, schemes);
+}
+
+
+char *
+ngx_xmpp_hostmeta_conf_bosh_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    static const char  *schemes[] = { "https://", "http://", NULL };
+
+    return ngx_xmpp_hostmeta_conf_url(cf, cmd, conf, schemes);
+}
+
+
+/*
+ * GET or HEAD /.well-known/host-meta[.json].  The document type follows
+ * the URI: XEP-0156 section 3 names both, and clients ask for one by
+ * name rather than by Accept.  host-meta must be readable from any
+ * origin (XEP-0156 section 3.1, CORS), and it rarely changes.
+ */
+
+ngx_int_t
+ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                  body;
+    ngx_uint_t                 n, json;
+    ngx_chain_t                out;
+    ngx_buf_t                 *b;
+    ngx_xmpp_hostmeta_link_t   links[2];
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        if (ngx_xmpp_hostmeta_header(r, "Allow", "GET, HEAD") != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_str_set(&links[0].rel, NGX_XMPP_REL_WEBSOCKET);
+
+    rc = ngx_xmpp_hostmeta_ws_url(r, xcf, &links[0].href);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    n = 1;
+
+    if (xcf->bosh_url.len) {
+        ngx_str_set(&links[1].rel, NGX_XMPP_REL_XBOSH);
+        links[1].href = xcf->bosh_url;
+        n = 2;
+    }
+
+    json = (r->uri.len > 5
+            && ngx_strncmp(r->uri.data + r->uri.len - 5, ".json", 5) == 0);
+
+    if (ngx_xmpp_hostmeta_body(r, json, links, n, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (json) {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    } else {
+        ngx_str_set(&r->headers_out.content_type, "application/xrd+xml");
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = body.len;
+
+    if (ngx_xmpp_hostmeta_header(r, "Access-Control-Allow-Origin", "*")
+        != NGX_OK
+        || ngx_xmpp_hostmeta_header(r, "Cache-Control",
+                                    NGX_XMPP_HOSTMETA_CACHE)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body.data;
+    b->last = body.data + body.len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * The configured WebSocket URL, or one derived from the request.  The
+ * Host header goes into the documents, so it must look like a host and
+ * an optional port (RFC 7230 section 5.4): anything else is a 400.
+ * Without a Host header (HTTP/1.0) the local address stands in.
+ */
+
+static ngx_int_t
+ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
+    ngx_str_t *url)
+{
+    u_char      *p, *last;
+    ngx_str_t    host;
+    ngx_uint_t   secure;
+    u_char       addr[NGX_SOCKADDR_STRLEN];
+
+    if (xcf->websocket_url.len) {
+        *url = xcf->websocket_url;
+        return NGX_OK;
+    }
+
+    if (r->headers_in.host != NULL) {
+        host = r->headers_in.host->value;
+
+    } else {
+        host.data = addr;
+        host.len = NGX_SOCKADDR_STRLEN;
+
+        if (ngx_connection_local_sockaddr(r->connection, &host, 1)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (host.len == 0 || host.len > NGX_XMPP_HOSTMETA_HOST_MAX) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    last = host.data + host.len;
+
+    for (p = host.data; p < last; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9')
+            || (*p != '\0' && ngx_strchr(".-_:[]", *p) != NULL))
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "host-meta: client sent a bad Host header");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    secure = 0;
+
+#if (NGX_HTTP_SSL)
+    secure = (r->connection->ssl != NULL);
+#endif
+
+    url->len = sizeof("wss://") - 1 + host.len
+               + sizeof(NGX_XMPP_HOSTMETA_WS_PATH) - 1;
+
+    url->data = ngx_pnalloc(r->pool, url->len);
+    if (url->data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(url->data, "%s://%V" NGX_XMPP_HOSTMETA_WS_PATH,
+                    secure ? "wss" : "ws", &host);
+    url->len = p - url->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Both documents in one pass over the links: the size first, with room
+ * for escaping (XML attribute or JSON string), then the bytes.
+ */
+
+static ngx_int_t
+ngx_xmpp_hostmeta_body(ngx_http_request_t *r, ngx_uint_t json,
+    ngx_xmpp_hostmeta_link_t *links, ngx_uint_t n, ngx_str_t *body)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *href;
+    ngx_uint_t   i;
+
+    len = sizeof(NGX_XMPP_XRD_HEAD NGX_XMPP_XRD_TAIL) - 1;
+
+    for (i = 0; i < n; i++) {
+        href = &links[i].href;
+        len += sizeof(NGX_XMPP_XRD_LINK1 NGX_XMPP_XRD_LINK2
+                      NGX_XMPP_XRD_LINK3) - 1
+               + links[i].rel.len + href->len
+               + (json ? ngx_escape_json(NULL, href->data, href->len)
+                       : ngx_escape_html(NULL, href->data, href->len));
+    }
+
+    /* the JRD's framing is shorter than the XRD's, link for link */
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    p = json ? ngx_cpymem(p, NGX_XMPP_JRD_HEAD, sizeof(NGX_XMPP_JRD_HEAD) - 1)
+             : ngx_cpymem(p, NGX_XMPP_XRD_HEAD, sizeof(NGX_XMPP_XRD_HEAD) - 1);
+
+    for (i = 0; i < n; i++) {
+        href = &links[i].href;
+
+        if (json) {
+            if (i > 0) {
+                *p++ = ',';
+            }
+
+            p = ngx_cpymem(p, NGX_XMPP_JRD_LINK1,
+                           sizeof(NGX_XMPP_JRD_LINK1) - 1);
+            p = ngx_cpymem(p, links[i].rel.data, links[i].rel.len);
+            p = ngx_cpymem(p, NGX_XMPP_JRD_LINK2,
+                           sizeof(NGX_XMPP_JRD_LINK2) - 1);
+            p = (u_char *) ngx_escape_json(p, href->data, href->len);
+            p = ngx_cpymem(p, NGX_XMPP_JRD_LINK3,
+                           sizeof(NGX_XMPP_JRD_LINK3) - 1);
+            continue;
+        }
+
+        p = ngx_cpymem(p, NGX_XMPP_XRD_LINK1, sizeof(NGX_XMPP_XRD_LINK1) - 1);
+        p = ngx_cpymem(p, links[i].rel.data, links[i].rel.len);
+        p = ngx_cpymem(p, NGX_XMPP_XRD_LINK2, sizeof(NGX_XMPP_XRD_LINK2) - 1);
+        p = (u_char *) ngx_escape_html(p, href->data, href->len);
+        p = ngx_cpymem(p, NGX_XMPP_XRD_LINK3, sizeof(NGX_XMPP_XRD_LINK3) - 1);
+    }
+
+    p = json ? ngx_cpymem(p, NGX_XMPP_JRD_TAIL, sizeof(NGX_XMPP_JRD_TAIL) - 1)
+             : ngx_cpymem(p, NGX_XMPP_XRD_TAIL, sizeof(NGX_XMPP_XRD_TAIL) - 1);
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_xmpp_hostmeta_header(ngx_http_request_t *r, const char *name,
+    const char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}

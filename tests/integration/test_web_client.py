@@ -1,0 +1,129 @@
+"""The bundled web client (issue 5): converse.js from build/webclient at
+/, signed into and used in Debian's headless Chromium.
+
+tests/browser/webclient.mjs (playwright-core) drives two browsers: alice
+and bob sign in through the page, alice starts a chat with bob and sends
+a message, and bob's page shows it.  The screenshots land in the pytest
+temp dir and in build/browser-artifacts/.  The message's audit record
+must then reach MariaDB.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from appliance import REPO
+
+WEBCLIENT = os.path.join(REPO, "build", "webclient")
+SCRIPT = os.path.join(REPO, "tests", "browser", "webclient.mjs")
+ARTIFACTS = os.path.join(REPO, "build", "browser-artifacts")
+CHROMIUM = "/usr/bin/chromium"
+
+# as the other integration tests: plain ws on loopback, SASL PLAIN allowed
+APPLIANCE_TLS = False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    if not os.path.isfile(os.path.join(WEBCLIENT, "index.html")):
+        pytest.fail("%s is missing: run `make webclient`" % WEBCLIENT,
+                    pytrace=False)
+
+
+def fetch(app, path):
+    with urllib.request.urlopen(app.nginx.base_url + path, timeout=10) as r:
+        return r.headers, r.read()
+
+
+def test_page_and_its_settings_are_served_at_root(appliance):
+    h, body = fetch(appliance, "/")
+    assert h["Content-Type"].startswith("text/html")
+    for src in (b"conclave-config.js", b"converse/converse.min.js",
+                b"conclave.js", b"Content-Security-Policy"):
+        assert src in body
+    h, body = fetch(appliance, "/conclave-config.js")
+    assert h["Content-Type"] == "application/javascript"
+    assert b'domain: "example.com"' in body
+
+
+@pytest.mark.parametrize("path, ctype", [
+    ("/converse/converse.min.js", "application/javascript"),
+    ("/converse/converse.min.css", "text/css"),
+    ("/converse/emoji.json", "application/json"),
+    ("/converse/webfonts/muli.ttf", "font/ttf"),
+    ("/logo.svg", "image/svg+xml"),
+])
+def test_assets_have_their_types(appliance, path, ctype):
+    h, body = fetch(appliance, path)
+    assert h["Content-Type"] == ctype and len(body) > 0
+
+
+def test_only_minified_converse_without_source_maps():
+    names = []
+    for _, _, files in os.walk(WEBCLIENT):
+        names += files
+    assert "converse.min.js" in names and "LICENSE" in names
+    assert not [n for n in names if n.endswith(".map")]
+    assert "converse.js" not in names and "website.css" not in names
+
+
+def run_browser(appliance, tmp_path, message):
+    """webclient.mjs in its own process group, killed whole on timeout;
+    returns its JSON result."""
+    shots = tmp_path / "screenshots"
+    users = appliance.users
+    cmd = ["node", SCRIPT, "--base", appliance.nginx.base_url + "/",
+           "--out", str(shots), "--out", ARTIFACTS, "--message", message,
+           "--alice", "alice:%s" % users["alice"],
+           "--bob", "bob@%s:%s" % (appliance.domain, users["bob"]),
+           "--peer", appliance.jid("bob"), "--domain", appliance.domain]
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail("webclient.mjs timed out:\n" + err[-4000:])
+    lines = out.strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    assert p.returncode == 0 and result.get("ok"), (
+        "webclient.mjs exit %d: %s\n%s" % (
+            p.returncode, json.dumps(result.get("errors"), indent=1),
+            err[-4000:]))
+    return result
+
+
+def test_alice_and_bob_chat_in_the_browser(appliance, tmp_path):
+    assert os.access(CHROMIUM, os.X_OK), "apt-get install chromium"
+    message = "hello bob, from the browser %s" % uuid.uuid4().hex[:12]
+    result = run_browser(appliance, tmp_path, message)
+
+    shots = {os.path.basename(p) for p in result["screenshots"]}
+    assert shots == {"alice.png", "bob.png"}
+    for p in result["screenshots"]:
+        assert os.path.getsize(p) > 10000, p
+    assert result["foreign"] == []
+
+    # the record of the message went journal -> MariaDB
+    sql = ("SELECT actor_user, peer, transport FROM audit_record "
+           "WHERE event='message' AND body='%s'" % message)
+    deadline = time.monotonic() + 20
+    rows = []
+    while time.monotonic() < deadline:
+        rows = appliance.mariadb.query(sql, database="conclave")
+        if rows:
+            break
+        time.sleep(0.2)
+    assert len(rows) == 1, "no audit record of the message in 20 s"
+    actor, peer, transport = rows[0]
+    assert actor.startswith(appliance.jid("alice"))
+    assert peer.startswith(appliance.jid("bob"))
+    assert transport == "websocket"
