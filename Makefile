@@ -49,7 +49,7 @@ LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
 all: build
 
-build: $(MODULE) $(CTL)
+build: $(MODULE) $(CTL) webclient
 
 ctl: $(CTL)
 
@@ -75,6 +75,38 @@ $(CTL): $(CTL_SRCS) $(wildcard admin/*.h audit/src/*.h)
 	@mkdir -p $(BUILD)
 	$(CC) $(CTL_CFLAGS) -o $@ $(CTL_SRCS) $(CTL_LIBS)
 
+# webclient: build/webclient/ = our page and settings (packaging/webclient/)
+# + converse.js's prebuilt dist/ from npm (pinned in package-lock.json) in
+# converse/, without source maps or unminified copies.  Assembled in a
+# temp dir and moved into place, so a running nginx never sees half; the
+# lock keeps two makes in one tree from assembling at once.
+WEBCLIENT := $(TOP)/build/webclient
+CONVERSE_DIST := node_modules/converse.js/dist
+# (not libomemo*.js and its wasm: OMEMO is off, packaging/webclient/conclave.js)
+CONVERSE_FILES := converse.min.js converse.min.css emoji.json \
+	chunkjs images sounds webfonts
+
+.PHONY: webclient
+webclient: $(WEBCLIENT)/.built
+
+$(WEBCLIENT)/.built: $(wildcard packaging/webclient/*) package-lock.json
+	@$(MAKE) --no-print-directory npm-deps
+	@mkdir -p build; exec 9> build/.webclient.lock; flock 9; \
+	set -e; new=$(WEBCLIENT).new; rm -rf $$new $(WEBCLIENT).old; \
+	mkdir -p $$new/converse; \
+	cp -p packaging/webclient/* $$new/; \
+	for f in $(CONVERSE_FILES); do \
+	    cp -Rp $(CONVERSE_DIST)/$$f $$new/converse/; \
+	done; \
+	cp -p node_modules/converse.js/LICENSE $$new/converse/LICENSE; \
+	find $$new -name '*.map' -delete; \
+	touch $$new/.built; \
+	[ ! -d $(WEBCLIENT) ] || mv $(WEBCLIENT) $(WEBCLIENT).old; \
+	mv $$new $(WEBCLIENT); rm -rf $(WEBCLIENT).old; \
+	v=$$(node -p 'require("./$(CONVERSE_DIST)/../package.json").version'); \
+	echo "webclient: $(WEBCLIENT), converse.js $$v," \
+	    "$$(du -sh $(WEBCLIENT) | cut -f1)"
+
 
 # ---------------------------------------------------------------------
 # deps: Debian packages, then npm packages from package-lock.json.
@@ -85,7 +117,7 @@ DEB_PKGS := nginx nginx-dev libnginx-mod-stream \
 	slapd ldap-utils libldap-dev libxml2-dev libssl-dev libjansson-dev \
 	python3-pytest python3-slixmpp python3-aioxmpp python3-websockets \
 	openssl ca-certificates gcc make libc6-dev dpkg-dev pkg-config \
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev chromium
 
 deps: deb-deps
 	@$(MAKE) --no-print-directory npm-deps

@@ -27,16 +27,6 @@
 #define NGX_XMPP_XRD_HEAD                                                  \
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"                         \
     "<XRD xmlns=\"http://docs.oasis-open.org/ns/xri/xrd-1.0\">\n"
-#define NGX_XMPP_XRD_LINK1  "  <Link rel=\""
-#define NGX_XMPP_XRD_LINK2  "\" href=\""
-#define NGX_XMPP_XRD_LINK3  "\"/>\n"
-#define NGX_XMPP_XRD_TAIL   "</XRD>\n"
-
-#define NGX_XMPP_JRD_HEAD   "{\"links\":["
-#define NGX_XMPP_JRD_LINK1  "{\"rel\":\""
-#define NGX_XMPP_JRD_LINK2  "\",\"href\":\""
-#define NGX_XMPP_JRD_LINK3  "\"}"
-#define NGX_XMPP_JRD_TAIL   "]}\n"
 
 
 typedef struct {
@@ -45,11 +35,49 @@ typedef struct {
 } ngx_xmpp_hostmeta_link_t;
 
 
+/* one document type: its framing around the links, and its escaping */
+typedef struct {
+    ngx_str_t    content_type;
+    ngx_str_t    head;
+    ngx_str_t    rel;                    /* before the rel value */
+    ngx_str_t    href;                   /* between rel and href */
+    ngx_str_t    end;                    /* after the href */
+    ngx_str_t    sep;                    /* between two links */
+    ngx_str_t    tail;
+    uintptr_t  (*escape)(u_char *dst, u_char *src, size_t size);
+} ngx_xmpp_hostmeta_format_t;
+
+
+static ngx_xmpp_hostmeta_format_t  ngx_xmpp_hostmeta_xrd = {
+    ngx_string("application/xrd+xml"),
+    ngx_string(NGX_XMPP_XRD_HEAD),
+    ngx_string("  <Link rel=\""),
+    ngx_string("\" href=\""),
+    ngx_string("\"/>\n"),
+    ngx_string(""),
+    ngx_string("</XRD>\n"),
+    ngx_escape_html
+};
+
+static ngx_xmpp_hostmeta_format_t  ngx_xmpp_hostmeta_jrd = {
+    ngx_string("application/json"),
+    ngx_string("{\"links\":["),
+    ngx_string("{\"rel\":\""),
+    ngx_string("\",\"href\":\""),
+    ngx_string("\"}"),
+    ngx_string(","),
+    ngx_string("]}\n"),
+    ngx_escape_json
+};
+
+
 static ngx_int_t ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r,
     ngx_xmpp_conf_t *xcf, ngx_str_t *url);
-static ngx_int_t ngx_xmpp_hostmeta_body(ngx_http_request_t *r,
-    ngx_uint_t json, ngx_xmpp_hostmeta_link_t *links, ngx_uint_t n,
-    ngx_str_t *body);
+static ngx_int_t ngx_xmpp_hostmeta_body(ngx_pool_t *pool,
+    ngx_xmpp_hostmeta_format_t *f, ngx_xmpp_hostmeta_link_t *links,
+    ngx_uint_t n, ngx_str_t *body);
+static ngx_int_t ngx_xmpp_hostmeta_send(ngx_http_request_t *r,
+    ngx_xmpp_hostmeta_format_t *f, ngx_str_t *body);
 static ngx_int_t ngx_xmpp_hostmeta_header(ngx_http_request_t *r,
     const char *name, const char *value);
 
@@ -136,12 +164,11 @@ ngx_xmpp_hostmeta_conf_bosh_url(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t
 ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 {
-    ngx_int_t                  rc;
-    ngx_str_t                  body;
-    ngx_uint_t                 n, json;
-    ngx_chain_t                out;
-    ngx_buf_t                 *b;
-    ngx_xmpp_hostmeta_link_t   links[2];
+    ngx_int_t                    rc;
+    ngx_str_t                    body;
+    ngx_uint_t                   n;
+    ngx_xmpp_hostmeta_link_t     links[2];
+    ngx_xmpp_hostmeta_format_t  *f;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         if (ngx_xmpp_hostmeta_header(r, "Allow", "GET, HEAD") != NGX_OK) {
@@ -171,23 +198,35 @@ ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         n = 2;
     }
 
-    json = (r->uri.len > 5
-            && ngx_strncmp(r->uri.data + r->uri.len - 5, ".json", 5) == 0);
+    if (r->uri.len > 5
+        && ngx_strncmp(r->uri.data + r->uri.len - 5, ".json", 5) == 0)
+    {
+        f = &ngx_xmpp_hostmeta_jrd;
 
-    if (ngx_xmpp_hostmeta_body(r, json, links, n, &body) != NGX_OK) {
+    } else {
+        f = &ngx_xmpp_hostmeta_xrd;
+    }
+
+    if (ngx_xmpp_hostmeta_body(r->pool, f, links, n, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (json) {
-        ngx_str_set(&r->headers_out.content_type, "application/json");
+    return ngx_xmpp_hostmeta_send(r, f, &body);
+}
 
-    } else {
-        ngx_str_set(&r->headers_out.content_type, "application/xrd+xml");
-    }
 
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+static ngx_int_t
+ngx_xmpp_hostmeta_send(ngx_http_request_t *r, ngx_xmpp_hostmeta_format_t *f,
+    ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.content_type = f->content_type;
+    r->headers_out.content_type_len = f->content_type.len;
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = body.len;
+    r->headers_out.content_length_n = body->len;
 
     if (ngx_xmpp_hostmeta_header(r, "Access-Control-Allow-Origin", "*")
         != NGX_OK
@@ -209,8 +248,8 @@ ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->pos = body.data;
-    b->last = body.data + body.len;
+    b->pos = body->data;
+    b->last = body->data + body->len;
     b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -299,12 +338,12 @@ ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
 
 
 /*
- * Both documents in one pass over the links: the size first, with room
- * for escaping (XML attribute or JSON string), then the bytes.
+ * The document: its size first, with room for escaping each href (an XML
+ * attribute or a JSON string), then the bytes.
  */
 
 static ngx_int_t
-ngx_xmpp_hostmeta_body(ngx_http_request_t *r, ngx_uint_t json,
+ngx_xmpp_hostmeta_body(ngx_pool_t *pool, ngx_xmpp_hostmeta_format_t *f,
     ngx_xmpp_hostmeta_link_t *links, ngx_uint_t n, ngx_str_t *body)
 {
     u_char      *p;
@@ -312,58 +351,38 @@ ngx_xmpp_hostmeta_body(ngx_http_request_t *r, ngx_uint_t json,
     ngx_str_t   *href;
     ngx_uint_t   i;
 
-    len = sizeof(NGX_XMPP_XRD_HEAD NGX_XMPP_XRD_TAIL) - 1;
+    len = f->head.len + f->tail.len;
 
     for (i = 0; i < n; i++) {
         href = &links[i].href;
-        len += sizeof(NGX_XMPP_XRD_LINK1 NGX_XMPP_XRD_LINK2
-                      NGX_XMPP_XRD_LINK3) - 1
-               + links[i].rel.len + href->len
-               + (json ? ngx_escape_json(NULL, href->data, href->len)
-                       : ngx_escape_html(NULL, href->data, href->len));
+        len += f->sep.len + f->rel.len + links[i].rel.len + f->href.len
+               + href->len + f->escape(NULL, href->data, href->len)
+               + f->end.len;
     }
 
-    /* the JRD's framing is shorter than the XRD's, link for link */
-
-    p = ngx_pnalloc(r->pool, len);
+    p = ngx_pnalloc(pool, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     body->data = p;
-
-    p = json ? ngx_cpymem(p, NGX_XMPP_JRD_HEAD, sizeof(NGX_XMPP_JRD_HEAD) - 1)
-             : ngx_cpymem(p, NGX_XMPP_XRD_HEAD, sizeof(NGX_XMPP_XRD_HEAD) - 1);
+    p = ngx_cpymem(p, f->head.data, f->head.len);
 
     for (i = 0; i < n; i++) {
         href = &links[i].href;
 
-        if (json) {
-            if (i > 0) {
-                *p++ = ',';
-            }
-
-            p = ngx_cpymem(p, NGX_XMPP_JRD_LINK1,
-                           sizeof(NGX_XMPP_JRD_LINK1) - 1);
-            p = ngx_cpymem(p, links[i].rel.data, links[i].rel.len);
-            p = ngx_cpymem(p, NGX_XMPP_JRD_LINK2,
-                           sizeof(NGX_XMPP_JRD_LINK2) - 1);
-            p = (u_char *) ngx_escape_json(p, href->data, href->len);
-            p = ngx_cpymem(p, NGX_XMPP_JRD_LINK3,
-                           sizeof(NGX_XMPP_JRD_LINK3) - 1);
-            continue;
+        if (i > 0) {
+            p = ngx_cpymem(p, f->sep.data, f->sep.len);
         }
 
-        p = ngx_cpymem(p, NGX_XMPP_XRD_LINK1, sizeof(NGX_XMPP_XRD_LINK1) - 1);
+        p = ngx_cpymem(p, f->rel.data, f->rel.len);
         p = ngx_cpymem(p, links[i].rel.data, links[i].rel.len);
-        p = ngx_cpymem(p, NGX_XMPP_XRD_LINK2, sizeof(NGX_XMPP_XRD_LINK2) - 1);
-        p = (u_char *) ngx_escape_html(p, href->data, href->len);
-        p = ngx_cpymem(p, NGX_XMPP_XRD_LINK3, sizeof(NGX_XMPP_XRD_LINK3) - 1);
+        p = ngx_cpymem(p, f->href.data, f->href.len);
+        p = (u_char *) f->escape(p, href->data, href->len);
+        p = ngx_cpymem(p, f->end.data, f->end.len);
     }
 
-    p = json ? ngx_cpymem(p, NGX_XMPP_JRD_TAIL, sizeof(NGX_XMPP_JRD_TAIL) - 1)
-             : ngx_cpymem(p, NGX_XMPP_XRD_TAIL, sizeof(NGX_XMPP_XRD_TAIL) - 1);
-
+    p = ngx_cpymem(p, f->tail.data, f->tail.len);
     body->len = p - body->data;
 
     return NGX_OK;

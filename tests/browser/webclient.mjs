@@ -52,8 +52,8 @@ if (!opt.base || !opt.message || opt.out.length === 0) {
 const base = new URL(opt.base);
 const timeout = Number(opt.timeout);
 const t0 = Date.now();
-const result = { ok: false, screenshots: [], foreign: [], errors: [],
-                 steps: [] };
+const result = { ok: false, screenshots: [], foreign: [], websockets: [],
+                 errors: [], steps: [] };
 
 function step(name) {
     result.steps.push({ name, ms: Date.now() - t0 });
@@ -90,7 +90,10 @@ async function user(name, spec) {
         }
     };
     page.on('request', (r) => watch(r.url()));
-    page.on('websocket', (ws) => watch(ws.url()));
+    page.on('websocket', (ws) => {
+        watch(ws.url());
+        result.websockets.push(`${name}: ${ws.url()}`);
+    });
     page.on('pageerror', (e) => result.errors.push(`${name}: ${e.message}`));
     page.on('console', (m) => {
         if (['error', 'warning'].includes(m.type()) || process.env.DEBUG) {
@@ -109,6 +112,9 @@ async function signIn(u) {
     await u.page.fill('#converse-login-password', u.password);
     await u.page.click('converse-login-form [type=submit]');
     await u.page.waitForSelector('#converse-roster');
+    /* what conclave.js found through host-meta */
+    result.websocket_url = await u.page.evaluate(
+        () => window.conclaveSettings.websocket_url);
     step(`${u.name} signed in as ${u.login}`);
 }
 

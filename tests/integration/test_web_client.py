@@ -73,13 +73,13 @@ def test_only_minified_converse_without_source_maps():
     assert "converse.js" not in names and "website.css" not in names
 
 
-def run_browser(appliance, tmp_path, message):
+def run_browser(appliance, tmp_path, message, artifacts=ARTIFACTS):
     """webclient.mjs in its own process group, killed whole on timeout;
     returns its JSON result."""
     shots = tmp_path / "screenshots"
     users = appliance.users
     cmd = ["node", SCRIPT, "--base", appliance.nginx.base_url + "/",
-           "--out", str(shots), "--out", ARTIFACTS, "--message", message,
+           "--out", str(shots), "--out", artifacts, "--message", message,
            "--alice", "alice:%s" % users["alice"],
            "--bob", "bob@%s:%s" % (appliance.domain, users["bob"]),
            "--peer", appliance.jid("bob"), "--domain", appliance.domain]
@@ -111,6 +111,10 @@ def test_alice_and_bob_chat_in_the_browser(appliance, tmp_path):
     for p in result["screenshots"]:
         assert os.path.getsize(p) > 10000, p
     assert result["foreign"] == []
+    # the WebSocket URL came from host-meta, and both pages used it
+    ws = appliance.nginx.ws_url
+    assert result["websocket_url"] == ws
+    assert sorted(result["websockets"]) == ["alice: " + ws, "bob: " + ws]
 
     # the record of the message went journal -> MariaDB
     sql = ("SELECT actor_user, peer, transport FROM audit_record "
@@ -127,3 +131,13 @@ def test_alice_and_bob_chat_in_the_browser(appliance, tmp_path):
     assert actor.startswith(appliance.jid("alice"))
     assert peer.startswith(appliance.jid("bob"))
     assert transport == "websocket"
+
+
+def test_chat_over_tls_as_the_demo_serves_it(make_appliance, tmp_path):
+    """https: page, wss: from host-meta (self-signed certificate)."""
+    app = make_appliance(tls=True)
+    result = run_browser(app, tmp_path, "over tls %s" % uuid.uuid4().hex,
+                         artifacts=os.path.join(ARTIFACTS, "tls"))
+    assert result["websocket_url"].startswith("wss://")
+    assert result["websocket_url"] == app.nginx.ws_url
+    assert result["foreign"] == []
