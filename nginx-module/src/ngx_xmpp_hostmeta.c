@@ -84,7 +84,7 @@ static ngx_int_t ngx_xmpp_hostmeta_header(ngx_http_request_t *r,
 
 /*
  * The URL directives.  Both must be absolute: host-meta is fetched from
- * another origin than the one it names (XEP-0156 section 3).  Characters
+ * another origin than the one it names (XEP-0156 section 2).  Characters
  * RFC 3986 never allows in a URL are refused here, so the documents can
  * quote the URL as is.
  */
@@ -156,9 +156,9 @@ ngx_xmpp_hostmeta_conf_bosh_url(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /*
  * GET or HEAD /.well-known/host-meta[.json].  The document type follows
- * the URI: XEP-0156 section 3 names both, and clients ask for one by
+ * the URI: XEP-0156 section 2 names both, and clients ask for one by
  * name rather than by Accept.  host-meta must be readable from any
- * origin (XEP-0156 section 3.1, CORS), and it rarely changes.
+ * origin (CORS, XEP-0156 section 2), and it rarely changes.
  */
 
 ngx_int_t
