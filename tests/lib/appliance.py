@@ -298,6 +298,7 @@ def describe(app, env_path):
                       % (app.jid(uid), pw, note)).rstrip())
     return "\n".join([
         "Conclave demo is running (XMPP domain %s)" % app.domain,
+        "  web client %s/" % app.base_url,
         "  WebSocket  %s" % app.ws_url,
         "  XMPP/TCP   127.0.0.1:%d (STARTTLS)   127.0.0.1:%d (direct TLS)"
         % (app.nginx.xmpp_port, app.nginx.xmpps_port),
