@@ -1,7 +1,8 @@
 
 /*
  * Conclave's http module: the directives, and the content handlers of
- * conclave_websocket (XMPP over WebSocket), conclave_status (the
+ * conclave_websocket (XMPP over WebSocket), conclave_bosh (XEP-0206),
+ * conclave_status (the
  * session registry as JSON) and conclave_host_meta (XEP-0156).  The
  * XMPP core lives in ngx_xmpp_*.c.
  */
@@ -23,9 +24,11 @@ typedef struct {
 #define NGX_HTTP_CONCLAVE_WEBSOCKET  1
 #define NGX_HTTP_CONCLAVE_STATUS     2
 #define NGX_HTTP_CONCLAVE_HOST_META  3
+#define NGX_HTTP_CONCLAVE_BOSH       4
 
 
 ngx_int_t ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_bosh_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_hostmeta_handler(ngx_http_request_t *r,
     ngx_xmpp_conf_t *xcf);
 
@@ -226,6 +229,30 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_xmpp_hostmeta_conf_bosh_url, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(bosh_url), NULL },
 
+    { ngx_string("conclave_bosh_max_wait"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(bosh_max_wait), NULL },
+
+    { ngx_string("conclave_bosh_max_inactivity"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(bosh_max_inactivity), NULL },
+
+    { ngx_string("conclave_bosh_max_requests"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(bosh_max_requests), NULL },
+
+    { ngx_string("conclave_bosh_max_body"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(bosh_max_body), NULL },
+
+    { ngx_string("conclave_bosh_cors_origin"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(bosh_cors_origin), NULL },
+
+    { ngx_string("conclave_bosh"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_BOSH },
+
     { ngx_string("conclave_websocket"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
       (void *) NGX_HTTP_CONCLAVE_WEBSOCKET },
@@ -407,6 +434,10 @@ ngx_http_conclave_handler(ngx_http_request_t *r)
 
     if (lcf->handler == NGX_HTTP_CONCLAVE_HOST_META) {
         return ngx_xmpp_hostmeta_handler(r, xcf);
+    }
+
+    if (lcf->handler == NGX_HTTP_CONCLAVE_BOSH) {
+        return ngx_xmpp_bosh_handler(r, xcf);
     }
 
     return ngx_xmpp_ws_handler(r, xcf);

@@ -111,6 +111,13 @@ typedef struct {
     ngx_str_t              websocket_url;
     ngx_str_t              bosh_url;
 
+    /* XEP-0124/0206 BOSH (ngx_xmpp_bosh.c) */
+    ngx_msec_t             bosh_max_wait;
+    ngx_msec_t             bosh_max_inactivity;
+    ngx_uint_t             bosh_max_requests;
+    size_t                 bosh_max_body;
+    ngx_str_t              bosh_cors_origin;
+
     ngx_str_t              conf_file;
     ngx_uint_t             conf_line;
 } ngx_xmpp_conf_t;
@@ -389,6 +396,8 @@ ngx_int_t ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
 /* ngx_xmpp_ipc.c: unix datagram sockets between workers */
 #define NGX_XMPP_IPC_DELIVER   1
 #define NGX_XMPP_IPC_KICK      2
+#define NGX_XMPP_IPC_BOSH_REQ  3
+#define NGX_XMPP_IPC_BOSH_RESP 4
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -424,6 +433,10 @@ void ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
 struct ngx_stream_session_s;
 void ngx_xmpp_tcp_init(struct ngx_stream_session_s *ss,
     ngx_xmpp_conf_t *xcf, ngx_ssl_t *ssl);
+
+/* ngx_xmpp_bosh.c: XEP-0124/0206 (its handler: http glue) */
+void ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
+    u_char *data, size_t len);
 
 /* ngx_xmpp_audit.c: records in this worker's journal, and shipping */
 char *ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);

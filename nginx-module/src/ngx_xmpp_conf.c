@@ -58,6 +58,10 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->db_timeout = NGX_CONF_UNSET_MSEC;
     xcf->ship_batch = NGX_CONF_UNSET_UINT;
     xcf->ship_interval = NGX_CONF_UNSET_MSEC;
+    xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
+    xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
+    xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
+    xcf->bosh_max_body = NGX_CONF_UNSET_SIZE;
 
     return xcf;
 }
@@ -95,6 +99,25 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_msec_value(xcf->db_timeout, 5000);
     ngx_conf_init_uint_value(xcf->ship_batch, 1000);
     ngx_conf_init_msec_value(xcf->ship_interval, 20);
+    ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);
+    ngx_conf_init_msec_value(xcf->bosh_max_inactivity, 60000);
+    ngx_conf_init_uint_value(xcf->bosh_max_requests, 2);
+    ngx_conf_init_size_value(xcf->bosh_max_body, 262144);
+
+    /* XEP-0124 section 7.1: requests must exceed hold (which is 1) */
+    if (xcf->bosh_max_requests < 2 || xcf->bosh_max_requests > 8) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_bosh_max_requests\" must be "
+                           "between 2 and 8");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->bosh_max_wait < 1000 || xcf->bosh_max_inactivity < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the BOSH wait and inactivity limits must be "
+                           "at least 1s");
+        return NGX_CONF_ERROR;
+    }
 
     if (xcf->thread_pool_name.len == 0) {
         ngx_str_set(&xcf->thread_pool_name, "default");

@@ -356,6 +356,12 @@ ngx_xmpp_ipc_read_handler(ngx_event_t *ev)
             ngx_xmpp_router_kick_local(hdr->sid);
             break;
 
+        case NGX_XMPP_IPC_BOSH_REQ:
+        case NGX_XMPP_IPC_BOSH_RESP:
+            ngx_xmpp_bosh_ipc(hdr->cmd, hdr->from, hdr->sid,
+                              (u_char *) (hdr + 1), hdr->len);
+            break;
+
         default:
             ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                           "xmpp: unknown inter-worker command %uD",

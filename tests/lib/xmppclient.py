@@ -32,8 +32,11 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 DRIVER = os.path.join(REPO, "tests", "lib", "xmppdriver.mjs")
-LIBS = ("xmpp", "stanza")
-_PACKAGES = {"xmpp": "@xmpp/client", "stanza": "stanza"}
+# strophe.js over BOSH has its own driver with the same JSON protocol
+BOSH_DRIVER = os.path.join(REPO, "tests", "lib", "boshdriver.mjs")
+LIBS = ("xmpp", "stanza", "strophe")
+_PACKAGES = {"xmpp": "@xmpp/client", "stanza": "stanza",
+             "strophe": "strophe.js"}
 
 
 def node_binary():
@@ -72,7 +75,8 @@ class NodeClient:
         self.stderr_lines = []
         self.jid = None
         self._lock = threading.Lock()
-        argv = [node_binary() or "node", DRIVER, "--lib", lib]
+        argv = [node_binary() or "node",
+                BOSH_DRIVER if lib == "strophe" else DRIVER, "--lib", lib]
         if trace:
             argv.append("--trace")
         if modules:

@@ -1,0 +1,391 @@
+"""XMPP over BOSH (XEP-0124, XEP-0206) at /http-bind: strophe.js in node
+signs in and chats with a WebSocket user and a TCP user, and raw
+requests with http.client check rid ordering, replay and the terminal
+conditions with their HTTP status (XEP-0124 section 17).
+"""
+
+import base64
+import http.client
+import json
+import os
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from slixclient import SlixPool
+from xmppclient import NodeClient, node_available
+
+APPLIANCE_WORKERS = 2
+APPLIANCE_EXTRA_HTTP = """
+    conclave_bosh_max_body 16k;
+    conclave_bosh_cors_origin https://chat.example.com;
+"""
+
+NS = "http://jabber.org/protocol/httpbind"
+XBOSH = "urn:xmpp:xbosh"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def post(app, body, method="POST", headers=None, timeout=70):
+    conn = http.client.HTTPConnection("127.0.0.1", app.nginx.port,
+                                      timeout=timeout)
+    h = {"Content-Type": "text/xml; charset=utf-8"}
+    h.update(headers or {})
+    conn.request(method, "/http-bind", body=body, headers=h)
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+
+def parse(data):
+    return ET.fromstring(data)
+
+
+class Raw:
+    """A minimal BOSH client: one request at a time unless told."""
+
+    def __init__(self, app, rid=1000, wait=5):
+        self.app = app
+        self.rid = rid
+        st, hd, data = post(app, "<body rid='%d' wait='%d' hold='1' "
+                            "to='example.com' xml:lang='en' ver='1.11' "
+                            "xmpp:version='1.0' xmlns='%s' xmlns:xmpp='%s'/>"
+                            % (rid, wait, NS, XBOSH))
+        assert st == 200, data
+        self.headers = hd
+        self.first = parse(data)
+        self.sid = self.first.get("sid")
+
+    def body(self, inner="", rid=None, attrs=""):
+        if rid is None:
+            self.rid += 1
+            rid = self.rid
+        return ("<body rid='%d' sid='%s' xmlns='%s' xmlns:xmpp='%s' %s>%s"
+                "</body>" % (rid, self.sid, NS, XBOSH, attrs, inner))
+
+    def send(self, inner="", rid=None, attrs=""):
+        st, hd, data = post(self.app, self.body(inner, rid, attrs))
+        return st, data
+
+    def login(self, user, pw, resource):
+        auth = base64.b64encode(("\0%s\0%s" % (user, pw)).encode()).decode()
+        st, data = self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'"
+                             " mechanism='PLAIN'>%s</auth>" % auth)
+        assert st == 200 and b"<success" in data, data
+        st, data = self.send(attrs="xmpp:restart='true'")
+        assert st == 200 and b"urn:ietf:params:xml:ns:xmpp-bind" in data
+        st, data = self.send("<iq type='set' id='b1' xmlns='jabber:client'>"
+                             "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                             "<resource>%s</resource></bind></iq>" % resource)
+        assert st == 200 and b"<jid>" in data, data
+
+
+def test_session_creation(appliance):
+    c = Raw(appliance)
+    b = c.first
+    assert b.tag == "{%s}body" % NS
+    assert re.fullmatch(r"[0-9a-f]{56}", c.sid)
+    assert b.get("wait") == "5" and b.get("hold") == "1"
+    assert b.get("requests") == "2" and b.get("inactivity") == "60"
+    assert b.get("ver") == "1.11" and b.get("from") == "example.com"
+    assert b.get("authid") and b.get("polling")
+    assert b.get("{%s}version" % XBOSH) == "1.0"
+    feats = b.find("{http://etherx.jabber.org/streams}features")
+    assert feats is not None and "PLAIN" in ET.tostring(feats).decode()
+    assert c.headers["content-type"] == "text/xml; charset=utf-8"
+    assert c.headers["cache-control"] == "no-store"
+    assert c.headers["access-control-allow-origin"] == \
+        "https://chat.example.com"
+    st, data = c.send(attrs="type='terminate'")
+    assert st == 200 and b"type='terminate'" in data
+
+
+def test_raw_signin_chat_terminate_audit(appliance):
+    a = Raw(appliance, rid=2000)
+    a.login("alice", "alice-pw", "raw-bosh")
+    b = Raw(appliance, rid=3000)
+    b.login("bob", "bob-pw", "raw-bosh")
+    # bob holds a request; alice's message answers it
+    got = {}
+
+    def hold():
+        got["r"] = b.send()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    time.sleep(0.3)
+    st, _ = a.send("<message to='bob@example.com/raw-bosh' type='chat' "
+                   "id='bosh-raw-1' xmlns='jabber:client'><body>hi bob"
+                   "</body></message>")
+    assert st == 200
+    t.join(10)
+    st, data = got["r"]
+    assert st == 200 and b"hi bob" in data, data
+    for c in (a, b):
+        st, data = c.send(attrs="type='terminate'")
+        assert st == 200 and b"type='terminate'" in data
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ends = [json.loads(p)["params"]["reason"] for (p,) in
+                appliance.mariadb.query(
+                    "SELECT payload FROM audit_record WHERE "
+                    "event='session_end' AND transport='bosh' AND "
+                    "actor_user IN ('alice@example.com', 'bob@example.com')",
+                    database="conclave")]
+        if ends.count("client-closed") >= 2:
+            break
+        time.sleep(0.2)
+    assert ends.count("client-closed") >= 2, ends
+    n = appliance.mariadb.query(
+        "SELECT COUNT(*) FROM audit_record WHERE event='message' AND "
+        "transport='bosh' AND stanza_id='bosh-raw-1'",
+        database="conclave")[0][0]
+    assert int(n) >= 1
+
+
+def test_wait_expires_with_empty_body(appliance):
+    c = Raw(appliance, wait=1)
+    t0 = time.monotonic()
+    st, data = c.send()
+    assert st == 200 and parse(data).tag == "{%s}body" % NS
+    assert 0.5 < time.monotonic() - t0 < 5
+    c.send(attrs="type='terminate'")
+
+
+def test_replayed_rid_returns_cached_response(appliance):
+    c = Raw(appliance, wait=1)
+    body = c.body()
+    st1, _, d1 = post(appliance, body)
+    st2, _, d2 = post(appliance, body)
+    assert st1 == st2 == 200 and d1 == d2
+    c.send(attrs="type='terminate'")
+
+
+def test_out_of_order_rid_waits_for_missing_one(appliance):
+    c = Raw(appliance, wait=2)
+    later = {}
+
+    def send_later():
+        later["r"] = post(appliance, c.body(rid=c.rid + 2))
+
+    t = threading.Thread(target=send_later)
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()           # rid+2 waits for rid+1
+    st, _, _ = post(appliance, c.body(rid=c.rid + 1))
+    assert st == 200
+    t.join(10)
+    assert later["r"][0] == 200
+    c.rid += 2
+    c.send(attrs="type='terminate'")
+
+
+def test_rid_out_of_window(appliance):
+    c = Raw(appliance)
+    st, data = c.send(rid=c.rid + 50)
+    assert st == 404
+    b = parse(data)
+    assert b.get("type") == "terminate"
+    assert b.get("condition") == "item-not-found"
+    # the session is gone
+    st, data = c.send()
+    assert st == 404
+
+
+def test_requests_reach_the_owner_from_any_worker(appliance):
+    """A connection per request: with two workers about half of them are
+    accepted by the worker that does not own the session and handed to
+    the owner over the inter-worker socket."""
+    log = os.path.join(appliance.nginx.workdir, "logs", "error.log")
+    with open(log) as f:
+        before = f.read().count("BOSH request handed to worker")
+    c = Raw(appliance, wait=1)
+    c.login("erin", "erin-pw", "hop")
+    for i in range(30):
+        st, data = c.send("<message to='erin@example.com/hop' type='chat' "
+                          "id='hop%d' xmlns='jabber:client'><body>hop %d"
+                          "</body></message>" % (i, i))
+        assert st == 200
+        if b"hop %d<" % i not in data:     # or in the next answer
+            st, data = c.send()
+            assert st == 200 and b"hop %d<" % i in data, data
+    with open(log) as f:
+        after = f.read().count("BOSH request handed to worker")
+    assert after - before >= 3
+    assert c.send(attrs="type='terminate'")[0] == 200
+
+
+def test_old_rid_not_cached(appliance):
+    c = Raw(appliance, wait=1)
+    for _ in range(4):
+        assert c.send()[0] == 200
+    st, data = c.send(rid=c.rid - 3)
+    assert st == 404 and b"item-not-found" in data
+
+
+def test_too_many_requests(appliance):
+    c = Raw(appliance, wait=3)
+    results = []
+
+    def one(rid):
+        results.append(post(appliance, c.body(rid=rid)))
+
+    # rid+1 is held, rid+3 waits for rid+2: with rid+2 that would be
+    # three requests at once where "requests" is 2 (XEP-0124 11)
+    threads = [threading.Thread(target=one, args=(c.rid + 1,)),
+               threading.Thread(target=one, args=(c.rid + 3,))]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    st, _, data = post(appliance, c.body(rid=c.rid + 2))
+    assert st == 403 and b"policy-violation" in data
+    for t in threads:
+        t.join(10)
+
+
+def test_wrong_sid(appliance):
+    st, hd, data = post(appliance, "<body rid='5' sid='nosuchsession' "
+                        "xmlns='%s'/>" % NS)
+    assert st == 404
+    assert data == ("<body type='terminate' condition='item-not-found' "
+                    "xmlns='%s'/>" % NS).encode()
+    # well-formed but forged: right shape, wrong key
+    c = Raw(appliance)
+    forged = c.sid[:24] + ("0" * 32 if c.sid[24:] != "0" * 32 else "1" * 32)
+    st, _, data = post(appliance, "<body rid='%d' sid='%s' xmlns='%s'/>"
+                       % (c.rid + 1, forged, NS))
+    assert st == 404 and b"item-not-found" in data
+    c.send(attrs="type='terminate'")
+
+
+@pytest.mark.parametrize("body", [
+    "<body rid='1' xmlns='%s'" % NS,                     # not well-formed
+    "<html rid='1' xmlns='%s'/>" % NS,                   # wrong root
+    "<body rid='1' xmlns='jabber:client'/>",             # wrong namespace
+    "<body xmlns='%s'/>" % NS,                           # no rid
+    "<body rid='x1' xmlns='%s'/>" % NS,                  # bad rid
+    "<!DOCTYPE body [<!ENTITY a 'b'>]><body rid='1' xmlns='%s'>&a;</body>"
+    % NS,                                                # DTD
+    "",                                                  # empty
+], ids=["not-well-formed", "root", "namespace", "no-rid", "bad-rid", "dtd",
+        "empty"])
+def test_bad_request(appliance, body):
+    st, hd, data = post(appliance, body)
+    assert st == 400
+    b = parse(data)
+    assert b.get("type") == "terminate" and b.get("condition") == \
+        "bad-request"
+    assert hd["content-type"] == "text/xml; charset=utf-8"
+
+
+def test_oversized_body(appliance):
+    pad = "x" * (17 * 1024)
+    st, hd, data = post(appliance, "<body rid='1' xmlns='%s'>%s</body>"
+                        % (NS, pad))
+    assert st == 403 and b"policy-violation" in data
+    # chunked, so the length is only known after reading
+    conn = http.client.HTTPConnection("127.0.0.1", appliance.nginx.port,
+                                      timeout=10)
+    conn.putrequest("POST", "/http-bind")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    payload = ("<body rid='1' xmlns='%s'>%s</body>" % (NS, pad)).encode()
+    for i in range(0, len(payload), 4096):
+        chunk = payload[i:i + 4096]
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    r = conn.getresponse()
+    assert r.status == 403 and b"policy-violation" in r.read()
+    conn.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_wrong_method(appliance, method):
+    st, _, _ = post(appliance, None if method == "GET" else "<x/>",
+                    method=method)
+    assert st == 405
+
+
+def test_cors_preflight(appliance):
+    st, hd, data = post(appliance, None, method="OPTIONS",
+                        headers={"Origin": "https://chat.example.com",
+                                 "Access-Control-Request-Method": "POST"})
+    assert st == 200
+    assert hd["access-control-allow-origin"] == "https://chat.example.com"
+    assert "POST" in hd["access-control-allow-methods"]
+    assert "content-type" in hd["access-control-allow-headers"].lower()
+
+
+def test_stream_error_terminates(appliance):
+    c = Raw(appliance)
+    st, data = c.send("<message xmlns='jabber:client' to='bob@example.com'>"
+                      "<body>before auth</body></message>")
+    assert st == 200
+    b = parse(data)
+    assert b.get("type") == "terminate"
+    assert b.get("condition") == "remote-stream-error"
+    assert b"not-authorized" in data
+
+
+@pytest.mark.skipif(not node_available("strophe"),
+                    reason="node or npm strophe.js missing")
+def test_strophe_chats_with_websocket_and_tcp_users(appliance):
+    """A real BOSH client (strophe.js) with a WebSocket user and a TCP
+    user; with two workers and a connection per request, its requests
+    land on both workers, so some are handed to the owner over IPC."""
+    url = "http://127.0.0.1:%d/http-bind" % appliance.nginx.port
+    with NodeClient("strophe") as alice, NodeClient("stanza") as bob, \
+            SlixPool() as pool:
+        ev = alice.connect(url, "alice", "alice-pw", resource="bosh",
+                           timeout=20)
+        assert ev["ev"] == "online", (ev, alice.stderr())
+        assert ev["jid"] == "alice@example.com/bosh"
+        ev = bob.connect(appliance.nginx.ws_url, "bob", "bob-pw",
+                         resource="ws")
+        assert ev["ev"] == "online", ev
+        carol = pool.client("carol@example.com/tcp", "carol-pw",
+                            appliance.nginx.xmpp_port)
+        alice.presence()
+        bob.presence()
+
+        for i in range(5):
+            alice.message("bob@example.com/ws", "bosh->ws %d" % i,
+                          id="bosh-ws-%d" % i)
+            bob.wait_for(lambda e: e["ev"] == "message"
+                         and e["body"] == "bosh->ws %d" % i)
+            bob.message("alice@example.com/bosh", "ws->bosh %d" % i)
+            m = alice.wait_for(lambda e: e["ev"] == "message"
+                               and e["body"] == "ws->bosh %d" % i)
+            assert m["from"] == "bob@example.com/ws"
+
+        alice.message("carol@example.com/tcp", "bosh->tcp \u00e9\U0001F600")
+        m = carol.wait_message(lambda m: m["body"] ==
+                               "bosh->tcp \u00e9\U0001F600")
+        assert m["from"] == "alice@example.com/bosh"
+        carol.message("alice@example.com/bosh", "tcp->bosh")
+        alice.wait_for(lambda e: e["ev"] == "message"
+                       and e["body"] == "tcp->bosh")
+        # one conversation: carol writes to bob as well
+        carol.message("bob@example.com/ws", "tcp->ws")
+        bob.wait_for(lambda e: e["ev"] == "message"
+                     and e["body"] == "tcp->ws")
+
+        assert alice.disconnect()["ev"] == "offline"
+        bob.disconnect()
+        carol.disconnect()
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        n = appliance.mariadb.query(
+            "SELECT COUNT(*) FROM audit_record WHERE event='message' AND "
+            "transport='bosh' AND stanza_id LIKE 'bosh-ws-%'",
+            database="conclave")[0][0]
+        if int(n) >= 5:
+            break
+        time.sleep(0.2)
+    assert int(n) >= 5
