@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -44,6 +45,15 @@ def post(app, body, method="POST", headers=None, timeout=70):
 
 def parse(data):
     return ET.fromstring(data)
+
+
+def worker_of(app, jid):
+    bare, _, res = jid.partition("/")
+    with urllib.request.urlopen(app.status_url, timeout=5) as r:
+        for s in json.loads(r.read())["sessions"]:
+            if s["jid"] == bare and s["resource"] == res:
+                return s["worker_pid"]
+    return None
 
 
 class Raw:
@@ -335,19 +345,27 @@ def test_stream_error_terminates(appliance):
 @pytest.mark.skipif(not node_available("strophe"),
                     reason="node or npm strophe.js missing")
 def test_strophe_chats_with_websocket_and_tcp_users(appliance):
-    """A real BOSH client (strophe.js) with a WebSocket user and a TCP
-    user; with two workers and a connection per request, its requests
-    land on both workers, so some are handed to the owner over IPC."""
+    """A real BOSH client (strophe.js) in one conversation with a
+    WebSocket user on the other worker and a TCP user."""
     url = "http://127.0.0.1:%d/http-bind" % appliance.nginx.port
-    with NodeClient("strophe") as alice, NodeClient("stanza") as bob, \
-            SlixPool() as pool:
+    with NodeClient("strophe") as alice, SlixPool() as pool:
         ev = alice.connect(url, "alice", "alice-pw", resource="bosh",
                            timeout=20)
         assert ev["ev"] == "online", (ev, alice.stderr())
         assert ev["jid"] == "alice@example.com/bosh"
-        ev = bob.connect(appliance.nginx.ws_url, "bob", "bob-pw",
-                         resource="ws")
-        assert ev["ev"] == "online", ev
+        # bob (WebSocket) on the other worker than alice's BOSH session
+        for _ in range(20):
+            bob = NodeClient("stanza")
+            ev = bob.connect(appliance.nginx.ws_url, "bob", "bob-pw",
+                             resource="ws")
+            assert ev["ev"] == "online", ev
+            if worker_of(appliance, "bob@example.com/ws") != \
+                    worker_of(appliance, "alice@example.com/bosh"):
+                break
+            bob.disconnect()
+            bob.close()
+        assert worker_of(appliance, "bob@example.com/ws") != \
+            worker_of(appliance, "alice@example.com/bosh")
         carol = pool.client("carol@example.com/tcp", "carol-pw",
                             appliance.nginx.xmpp_port)
         alice.presence()
@@ -377,6 +395,7 @@ def test_strophe_chats_with_websocket_and_tcp_users(appliance):
 
         assert alice.disconnect()["ev"] == "offline"
         bob.disconnect()
+        bob.close()
         carol.disconnect()
 
     deadline = time.monotonic() + 20
@@ -389,3 +408,46 @@ def test_strophe_chats_with_websocket_and_tcp_users(appliance):
             break
         time.sleep(0.2)
     assert int(n) >= 5
+
+
+def test_inactivity_ends_session(make_appliance):
+    app = make_appliance(extra_http="conclave_bosh_max_inactivity 2s;")
+    c = Raw(app, rid=100, wait=1)
+    assert c.first.get("inactivity") == "2"
+    c.login("alice", "alice-pw", "sleepy")
+    time.sleep(3.5)
+    st, data = c.send()
+    assert st == 404 and b"item-not-found" in data
+    deadline = time.monotonic() + 20
+    reasons = []
+    while time.monotonic() < deadline:
+        reasons = [json.loads(p)["params"]["reason"] for (p,) in
+                   app.mariadb.query(
+                       "SELECT payload FROM audit_record WHERE "
+                       "event='session_end' AND transport='bosh'",
+                       database="conclave")]
+        if "connection-timeout" in reasons:
+            break
+        time.sleep(0.2)
+    assert "connection-timeout" in reasons
+
+
+def test_output_over_limit_ends_session(make_appliance):
+    """A BOSH client that stops polling: its queue is bounded by
+    conclave_max_output, and over it the session ends."""
+    app = make_appliance(extra_http="conclave_max_output 8k;", workers=1)
+    a = Raw(app, rid=100, wait=1)
+    a.login("alice", "alice-pw", "talker")
+    b = Raw(app, rid=500, wait=1)
+    b.login("bob", "bob-pw", "idle")
+    for i in range(5):
+        st, _ = a.send("<message to='bob@example.com/idle' type='chat' "
+                       "xmlns='jabber:client'><body>%s</body></message>"
+                       % (("flood %d " % i) * 40) * 8)
+        assert st == 200, (i, _)
+    st, data = b.send()
+    assert st == 404 and b"item-not-found" in data
+    log = os.path.join(app.nginx.workdir, "logs", "error.log")
+    with open(log) as f:
+        assert "BOSH output over 8192 bytes" in f.read()
+    a.send(attrs="type='terminate'")
