@@ -46,6 +46,9 @@
 #define NGX_XMPP_BOSH_SID_LEN  (8 + 16 + NGX_XMPP_BOSH_KEY)
 #define NGX_XMPP_BOSH_ATTR     128
 
+/* the longest pause a client may ask for, seconds (XEP-0124 10) */
+#define NGX_XMPP_BOSH_MAXPAUSE  120
+
 /* what fits one inter-worker datagram, with room for its header */
 #define NGX_XMPP_BOSH_IPC_MAX  (255 * 1024)
 
@@ -112,6 +115,9 @@ struct ngx_xmpp_bosh_s {
     unsigned                    created:1; /* creation answer still due */
     unsigned                    ended:1;
     unsigned                    overflow:1;
+    unsigned                    pausing:1; /* answer every held request */
+
+    ngx_msec_t                  pause;     /* inactivity while paused */
 };
 
 
@@ -123,6 +129,7 @@ typedef struct {
     ngx_str_t                   sid;
     ngx_uint_t                  wait;      /* seconds; 0: absent */
     ngx_int_t                   hold;      /* -1: absent */
+    ngx_uint_t                  pause;     /* seconds; 0: absent */
     u_char                      sid_buf[NGX_XMPP_BOSH_ATTR];
     unsigned                    terminate:1;
     unsigned                    restart:1;
@@ -496,6 +503,15 @@ ngx_xmpp_bosh_parse(u_char *data, size_t len, ngx_xmpp_bosh_body_t *b,
         }
 
         b->hold = (n > 1) ? 1 : (ngx_int_t) n;
+    }
+
+    rc = ngx_xmpp_bosh_attr(body, "pause", NULL, buf, sizeof(buf));
+    if (rc != NGX_DECLINED) {
+        if (ngx_xmpp_bosh_number(buf, rc, &n) != NGX_OK || n == 0) {
+            return NGX_ERROR;
+        }
+
+        b->pause = (n > 86400) ? 86400 : (ngx_uint_t) n;
     }
 
     return NGX_OK;
@@ -1033,11 +1049,13 @@ ngx_xmpp_bosh_answer(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
                          " xmlns:stream='" NGX_XMPP_NS_STREAM "'"
                          " sid='%*s' wait='%M' requests='%ui' hold='%ui'"
                          " inactivity='%M' polling='2' ver='1.11'"
+                         " maxpause='%d'"
                          " from='%V' authid='%*s' xmpp:version='1.0'"
                          " xmpp:restartlogic='true'",
                          (size_t) NGX_XMPP_BOSH_SID_LEN, bs->sid,
                          bs->wait / 1000, bs->requests, bs->hold,
                          s->conf->bosh_max_inactivity / 1000,
+                         NGX_XMPP_BOSH_MAXPAUSE,
                          &s->conf->domain, sizeof(s->stream_id),
                          s->stream_id);
         ngx_xmpp_wbuf_add(&b, attrs, p - attrs);
@@ -1141,12 +1159,16 @@ ngx_xmpp_bosh_flush_handler(ngx_event_t *ev)
         ngx_xmpp_bosh_answer(bs, slot, 0);
     }
 
-    while (ngx_xmpp_bosh_slots_used(bs, 1) > bs->hold) {
+    /* section 10: a pause answers every held request at once */
+    while (ngx_xmpp_bosh_slots_used(bs, 1) > (bs->pausing ? 0 : bs->hold)) {
         ngx_xmpp_bosh_answer(bs, ngx_xmpp_bosh_oldest_held(bs), 0);
     }
 
+    bs->pausing = 0;
+
     if (ngx_xmpp_bosh_slots_used(bs, 0) == 0 && !bs->idle.timer_set) {
-        ngx_add_timer(&bs->idle, s->conf->bosh_max_inactivity);
+        ngx_add_timer(&bs->idle, bs->pause ? bs->pause
+                                           : s->conf->bosh_max_inactivity);
     }
 }
 
@@ -1324,9 +1346,11 @@ ngx_xmpp_bosh_run(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
     ngx_xmpp_bosh_body_t *body)
 {
     ngx_int_t              rc;
+    ngx_uint_t             pause;
     ngx_xmpp_bosh_body_t   early;
 
     for ( ;; ) {
+        pause = body->pause;
         bs->rid = slot->rid;
         slot->held = 1;
         ngx_add_timer(&slot->wait, bs->wait);
@@ -1343,6 +1367,20 @@ ngx_xmpp_bosh_run(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
 
         if (rc != NGX_OK || bs->ended) {
             return rc;
+        }
+
+        if (pause > NGX_XMPP_BOSH_MAXPAUSE) {
+            ngx_log_error(NGX_LOG_INFO, &bs->log, 0,
+                          "xmpp: BOSH pause of %uis refused", pause);
+            bs->condition = "policy-violation";
+            bs->session->end_reason = "policy-violation";
+            ngx_xmpp_session_close(bs->session);
+            return NGX_OK;
+        }
+
+        if (pause) {
+            bs->pause = pause * 1000;
+            bs->pausing = 1;
         }
 
         slot = ngx_xmpp_bosh_slot_find(bs, bs->rid + 1);
@@ -1529,6 +1567,9 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
     if (bs->idle.timer_set) {
         ngx_del_timer(&bs->idle);
     }
+
+    /* any request ends a pause (XEP-0124 section 10) */
+    bs->pause = 0;
 
     if (body->rid <= bs->rid) {
         /* section 14.3: a repeated rid gets the same answer again */

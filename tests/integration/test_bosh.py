@@ -451,3 +451,34 @@ def test_output_over_limit_ends_session(make_appliance):
     with open(log) as f:
         assert "BOSH output over 8192 bytes" in f.read()
     a.send(attrs="type='terminate'")
+
+
+def test_pause(make_appliance):
+    """XEP-0124 section 10: a pause answers every held request at once
+    and stretches the inactivity limit; more than maxpause ends it."""
+    app = make_appliance(extra_http="conclave_bosh_max_inactivity 2s;")
+    c = Raw(app, rid=100, wait=5)
+    assert c.first.get("maxpause") == "120"
+    c.login("alice", "alice-pw", "pauser")
+    held = {}
+
+    def hold():
+        held["r"] = post(app, c.body(rid=c.rid + 1))
+
+    t = threading.Thread(target=hold)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    st, data = c.send(rid=c.rid + 2, attrs="pause='4'")
+    t.join(5)
+    assert st == 200 and held["r"][0] == 200
+    assert time.monotonic() - t0 < 2
+    c.rid += 2
+    time.sleep(3)                  # past inactivity, within the pause
+    t0 = time.monotonic()
+    st, data = c.send(attrs="pause='500'")
+    assert st == 200
+    b = parse(data)
+    assert b.get("type") == "terminate"
+    assert b.get("condition") == "policy-violation"
+    assert time.monotonic() - t0 < 2
