@@ -389,7 +389,7 @@ rl_frames(rl_conn_t *c, unsigned char *p, size_t len)
 {
     int             fin, op;
     size_t          pos, h, n, i;
-    unsigned char  *d, *q, key[4];
+    unsigned char  *d, *q, key[4], save;
 
     for (pos = 0; len - pos >= 2; pos += h + n) {
         d = p + pos;
@@ -438,8 +438,7 @@ rl_frames(rl_conn_t *c, unsigned char *p, size_t len)
         if (op == 0 || op == 1) {
             if (fin && c->msglen == 0 && op == 1) {
                 /* the NUL overwrites the next frame's first byte */
-                unsigned char  save = q[n];
-
+                save = q[n];
                 q[n] = '\0';
                 rl_message(c, q, n);
                 q[n] = save;
