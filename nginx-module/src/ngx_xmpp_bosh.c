@@ -666,6 +666,10 @@ ngx_xmpp_bosh_read_body(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
             continue;
         }
 
+        /*
+         * Over client_body_buffer_size nginx kept the body in a temp
+         * file it has just written: a page-cache read, and bounded.
+         */
         n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
                           b->file_pos);
         if (n != b->file_last - b->file_pos) {
