@@ -352,6 +352,16 @@ def run_one(args, target, scenario, size, rep, results):
     proc = subprocess.Popen(cmd)
     try:
         rc = proc.wait(limit)
+    except KeyboardInterrupt:
+        # ^C or SIGTERM: the generator closes its sessions and exits
+        # before the servers are stopped
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
     except subprocess.TimeoutExpired:
         print("*** loadgen ran over %.0f s: stopping it" % limit)
         proc.send_signal(signal.SIGTERM)
