@@ -10,6 +10,14 @@
  * A full receiver queue (EAGAIN) does not lose the stanza: it waits in
  * a bounded FIFO of the sender, retried on a short timer.  ECONNREFUSED
  * means the worker is gone; the caller then treats the JID as offline.
+ *
+ * Batching: the first message to a worker in an event-loop turn goes at
+ * once (so its errors reach the caller); the rest of that turn's
+ * messages to the same worker are packed into one datagram sent when
+ * the turn's posted events run.  The receiver's queue holds only
+ * net.unix.max_dgram_qlen (10) datagrams, so one per stanza made busy
+ * workers hit EAGAIN and the retry timer: 8,800 msg/s closed loop with
+ * the server 22% busy.
  */
 
 
@@ -23,6 +31,11 @@
 #define NGX_XMPP_IPC_QUEUE_MAX   (16 * 1024 * 1024)
 #define NGX_XMPP_IPC_RETRY       5
 #define NGX_XMPP_IPC_BATCH       512
+#define NGX_XMPP_IPC_PACK        (32 * 1024)
+#define NGX_XMPP_IPC_PEERS       64
+
+/* a datagram of records, each an ngx_xmpp_ipc_rec_t and its data */
+#define NGX_XMPP_IPC_PACKED      0x7fff0001
 
 
 typedef struct {
@@ -32,6 +45,21 @@ typedef struct {
     uint64_t               sid;
     ngx_pid_t              from;
 } ngx_xmpp_ipc_hdr_t;
+
+
+typedef struct {
+    uint32_t               cmd;
+    uint32_t               len;
+    uint64_t               sid;
+} ngx_xmpp_ipc_rec_t;
+
+
+/* this turn's messages to one worker after the first */
+typedef struct {
+    ngx_pid_t              pid;
+    size_t                 used;
+    u_char                *buf;          /* NGX_XMPP_IPC_PACK, kept */
+} ngx_xmpp_ipc_pack_t;
 
 
 typedef struct ngx_xmpp_ipc_msg_s  ngx_xmpp_ipc_msg_t;
@@ -48,6 +76,12 @@ static void ngx_xmpp_ipc_read_handler(ngx_event_t *ev);
 static void ngx_xmpp_ipc_retry_handler(ngx_event_t *ev);
 static ngx_int_t ngx_xmpp_ipc_sendto(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr,
     u_char *data, size_t len);
+static ngx_int_t ngx_xmpp_ipc_queue(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr,
+    u_char *data, size_t len);
+static void ngx_xmpp_ipc_flush_handler(ngx_event_t *ev);
+static void ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd,
+    ngx_pid_t from, uint64_t sid, u_char *data, size_t len);
+static void ngx_xmpp_ipc_unpack(ngx_event_t *ev, ngx_xmpp_ipc_hdr_t *hdr);
 
 
 static ngx_connection_t    *ngx_xmpp_ipc_conn;
@@ -57,6 +91,9 @@ static ngx_xmpp_ipc_msg_t  *ngx_xmpp_ipc_head;
 static ngx_xmpp_ipc_msg_t **ngx_xmpp_ipc_tail = &ngx_xmpp_ipc_head;
 static size_t               ngx_xmpp_ipc_queued;
 static ngx_event_t          ngx_xmpp_ipc_retry;
+static ngx_event_t          ngx_xmpp_ipc_flush;
+static ngx_xmpp_ipc_pack_t  ngx_xmpp_ipc_packs[NGX_XMPP_IPC_PEERS];
+static ngx_uint_t           ngx_xmpp_ipc_npacks;
 
 
 static socklen_t
@@ -129,6 +166,10 @@ ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     ngx_xmpp_ipc_retry.log = cycle->log;
     ngx_xmpp_ipc_retry.cancelable = 1;
 
+    ngx_xmpp_ipc_flush.data = c;
+    ngx_xmpp_ipc_flush.handler = ngx_xmpp_ipc_flush_handler;
+    ngx_xmpp_ipc_flush.log = cycle->log;
+
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -140,7 +181,24 @@ ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 void
 ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle)
 {
+    ngx_uint_t           i;
     ngx_xmpp_ipc_msg_t  *m, *next;
+
+    if (ngx_xmpp_ipc_conn) {
+        /* what this turn packed still goes out */
+        ngx_xmpp_ipc_flush_handler(&ngx_xmpp_ipc_flush);
+    }
+
+    if (ngx_xmpp_ipc_flush.posted) {
+        ngx_delete_posted_event(&ngx_xmpp_ipc_flush);
+    }
+
+    for (i = 0; i < NGX_XMPP_IPC_PEERS; i++) {
+        if (ngx_xmpp_ipc_packs[i].buf) {
+            ngx_free(ngx_xmpp_ipc_packs[i].buf);
+            ngx_xmpp_ipc_packs[i].buf = NULL;
+        }
+    }
 
     for (m = ngx_xmpp_ipc_head; m; m = next) {
         next = m->next;
@@ -207,28 +265,149 @@ ngx_xmpp_ipc_sendto(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr, u_char *data,
 }
 
 
+static void
+ngx_xmpp_ipc_hdr(ngx_xmpp_ipc_hdr_t *hdr, ngx_uint_t cmd, uint64_t sid,
+    size_t len)
+{
+    ngx_memcpy(hdr->secret, ngx_xmpp_registry_secret(ngx_xmpp_ipc_conf),
+               sizeof(hdr->secret));
+    hdr->cmd = (uint32_t) cmd;
+    hdr->len = (uint32_t) len;
+    hdr->sid = sid;
+    hdr->from = ngx_pid;
+}
+
+
+static ngx_xmpp_ipc_pack_t *
+ngx_xmpp_ipc_pack(ngx_pid_t pid)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_xmpp_ipc_npacks; i++) {
+        if (ngx_xmpp_ipc_packs[i].pid == pid) {
+            return &ngx_xmpp_ipc_packs[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* sends (or queues behind what waits) one worker's packed records */
+static void
+ngx_xmpp_ipc_pack_send(ngx_xmpp_ipc_pack_t *pk)
+{
+    ngx_int_t           rc;
+    ngx_xmpp_ipc_hdr_t  hdr;
+
+    if (pk->used == 0) {
+        return;
+    }
+
+    ngx_xmpp_ipc_hdr(&hdr, NGX_XMPP_IPC_PACKED, 0, pk->used);
+
+    if (ngx_xmpp_ipc_head == NULL) {
+        rc = ngx_xmpp_ipc_sendto(pk->pid, &hdr, pk->buf, pk->used);
+
+        if (rc == NGX_DECLINED) {
+            ngx_xmpp_registry_purge_pid(ngx_xmpp_ipc_conf, pk->pid);
+        }
+
+        if (rc != NGX_AGAIN) {
+            pk->used = 0;
+            return;
+        }
+    }
+
+    (void) ngx_xmpp_ipc_queue(pk->pid, &hdr, pk->buf, pk->used);
+    pk->used = 0;
+}
+
+
+static void
+ngx_xmpp_ipc_flush_handler(ngx_event_t *ev)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_xmpp_ipc_npacks; i++) {
+        ngx_xmpp_ipc_pack_send(&ngx_xmpp_ipc_packs[i]);
+    }
+
+    /* the next turn starts with direct sends again */
+    ngx_xmpp_ipc_npacks = 0;
+}
+
+
+/* NGX_OK: packed; NGX_DECLINED: the caller sends it itself */
+static ngx_int_t
+ngx_xmpp_ipc_pack_add(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid,
+    u_char *data, size_t len)
+{
+    ngx_xmpp_ipc_rec_t    rec;
+    ngx_xmpp_ipc_pack_t  *pk;
+
+    pk = ngx_xmpp_ipc_pack(pid);
+
+    if (pk == NULL || sizeof(rec) + len > NGX_XMPP_IPC_PACK) {
+        return NGX_DECLINED;
+    }
+
+    if (pk->buf == NULL) {
+        pk->buf = ngx_alloc(NGX_XMPP_IPC_PACK, ngx_cycle->log);
+        if (pk->buf == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (pk->used + sizeof(rec) + len > NGX_XMPP_IPC_PACK) {
+        ngx_xmpp_ipc_pack_send(pk);
+    }
+
+    rec.cmd = (uint32_t) cmd;
+    rec.len = (uint32_t) len;
+    rec.sid = sid;
+
+    ngx_memcpy(pk->buf + pk->used, &rec, sizeof(rec));
+
+    if (len) {
+        ngx_memcpy(pk->buf + pk->used + sizeof(rec), data, len);
+    }
+
+    pk->used += sizeof(rec) + len;
+
+    return NGX_OK;
+}
+
+
 /*
- * NGX_OK: sent or queued; NGX_DECLINED: no such worker (its registry
- * entries are purged); NGX_ERROR: the queue is full or the send failed.
+ * NGX_OK: sent, packed or queued; NGX_DECLINED: no such worker (its
+ * registry entries are purged); NGX_ERROR: the queue is full or the
+ * send failed.
  */
 ngx_int_t
 ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid, u_char *data,
     size_t len)
 {
-    ngx_int_t            rc;
-    ngx_xmpp_ipc_hdr_t   hdr;
-    ngx_xmpp_ipc_msg_t  *m;
+    ngx_int_t             rc;
+    ngx_xmpp_ipc_hdr_t    hdr;
+    ngx_xmpp_ipc_pack_t  *pk;
 
     if (ngx_xmpp_ipc_conn == NULL || len > NGX_XMPP_IPC_BUF - sizeof(hdr)) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(hdr.secret, ngx_xmpp_registry_secret(ngx_xmpp_ipc_conf),
-               sizeof(hdr.secret));
-    hdr.cmd = (uint32_t) cmd;
-    hdr.len = (uint32_t) len;
-    hdr.sid = sid;
-    hdr.from = ngx_pid;
+    /* a worker written to earlier in this turn: pack behind it */
+    if (ngx_xmpp_ipc_pack_add(pid, cmd, sid, data, len) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    pk = ngx_xmpp_ipc_pack(pid);
+    if (pk) {
+        /* too big to pack: what was packed must go first */
+        ngx_xmpp_ipc_pack_send(pk);
+    }
+
+    ngx_xmpp_ipc_hdr(&hdr, cmd, sid, len);
 
     /* keep the order: nothing overtakes what is already queued */
     if (ngx_xmpp_ipc_head == NULL) {
@@ -238,10 +417,32 @@ ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid, u_char *data,
             ngx_xmpp_registry_purge_pid(ngx_xmpp_ipc_conf, pid);
         }
 
+        if (rc == NGX_OK && pk == NULL
+            && ngx_xmpp_ipc_npacks < NGX_XMPP_IPC_PEERS)
+        {
+            pk = &ngx_xmpp_ipc_packs[ngx_xmpp_ipc_npacks++];
+            pk->pid = pid;
+            pk->used = 0;
+
+            if (!ngx_xmpp_ipc_flush.posted) {
+                ngx_post_event(&ngx_xmpp_ipc_flush, &ngx_posted_events);
+            }
+        }
+
         if (rc != NGX_AGAIN) {
             return rc;
         }
     }
+
+    return ngx_xmpp_ipc_queue(pid, &hdr, data, len);
+}
+
+
+static ngx_int_t
+ngx_xmpp_ipc_queue(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr, u_char *data,
+    size_t len)
+{
+    ngx_xmpp_ipc_msg_t  *m;
 
     if (ngx_xmpp_ipc_queued + len > NGX_XMPP_IPC_QUEUE_MAX) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -256,8 +457,11 @@ ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid, u_char *data,
 
     m->next = NULL;
     m->pid = pid;
-    m->hdr = hdr;
-    ngx_memcpy(m->data, data, len);
+    m->hdr = *hdr;
+
+    if (len) {
+        ngx_memcpy(m->data, data, len);
+    }
 
     *ngx_xmpp_ipc_tail = m;
     ngx_xmpp_ipc_tail = &m->next;
@@ -298,6 +502,59 @@ ngx_xmpp_ipc_retry_handler(ngx_event_t *ev)
 
         ngx_xmpp_ipc_queued -= m->hdr.len;
         ngx_free(m);
+    }
+}
+
+
+static void
+ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
+    uint64_t sid, u_char *data, size_t len)
+{
+    switch (cmd) {
+
+    case NGX_XMPP_IPC_DELIVER:
+        ngx_xmpp_router_deliver_ipc(sid, data, len);
+        break;
+
+    case NGX_XMPP_IPC_KICK:
+        ngx_xmpp_router_kick_local(sid);
+        break;
+
+    case NGX_XMPP_IPC_BOSH_REQ:
+    case NGX_XMPP_IPC_BOSH_RESP:
+        ngx_xmpp_bosh_ipc(cmd, from, sid, data, len);
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "xmpp: unknown inter-worker command %ui", cmd);
+        break;
+    }
+}
+
+
+/* a packed datagram: its records in order, each bounds-checked */
+static void
+ngx_xmpp_ipc_unpack(ngx_event_t *ev, ngx_xmpp_ipc_hdr_t *hdr)
+{
+    u_char              *p, *end;
+    ngx_xmpp_ipc_rec_t   rec;
+
+    p = (u_char *) (hdr + 1);
+    end = p + hdr->len;
+
+    while (end - p >= (ssize_t) sizeof(rec)) {
+        ngx_memcpy(&rec, p, sizeof(rec));
+        p += sizeof(rec);
+
+        if (rec.len > (size_t) (end - p) || rec.cmd == NGX_XMPP_IPC_PACKED) {
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "xmpp: malformed packed inter-worker datagram");
+            return;
+        }
+
+        ngx_xmpp_ipc_dispatch(ev, rec.cmd, hdr->from, rec.sid, p, rec.len);
+        p += rec.len;
     }
 }
 
@@ -345,29 +602,13 @@ ngx_xmpp_ipc_read_handler(ngx_event_t *ev)
             continue;
         }
 
-        switch (hdr->cmd) {
-
-        case NGX_XMPP_IPC_DELIVER:
-            ngx_xmpp_router_deliver_ipc(hdr->sid, (u_char *) (hdr + 1),
-                                        hdr->len);
-            break;
-
-        case NGX_XMPP_IPC_KICK:
-            ngx_xmpp_router_kick_local(hdr->sid);
-            break;
-
-        case NGX_XMPP_IPC_BOSH_REQ:
-        case NGX_XMPP_IPC_BOSH_RESP:
-            ngx_xmpp_bosh_ipc(hdr->cmd, hdr->from, hdr->sid,
-                              (u_char *) (hdr + 1), hdr->len);
-            break;
-
-        default:
-            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                          "xmpp: unknown inter-worker command %uD",
-                          hdr->cmd);
-            break;
+        if (hdr->cmd == NGX_XMPP_IPC_PACKED) {
+            ngx_xmpp_ipc_unpack(ev, hdr);
+            continue;
         }
+
+        ngx_xmpp_ipc_dispatch(ev, hdr->cmd, hdr->from, hdr->sid,
+                              (u_char *) (hdr + 1), hdr->len);
     }
 
     /* a long burst: let other connections run, then continue */
