@@ -204,8 +204,9 @@ unit:
 
 # ---------------------------------------------------------------------
 # fuzz: every tests/fuzz/fuzz_<name>.c with libFuzzer + ASan + UBSan for
-# FUZZ_SECONDS each (<name>.srcs as for unit tests).  A crash, leak or
-# sanitizer report fails it; each target counts as one test.
+# FUZZ_SECONDS each (<name>.srcs, .cflags and .libs as for unit
+# tests).  A crash, leak or sanitizer report fails it; each target counts
+# as one test.
 
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD := $(TOP)/build/fuzz
@@ -216,10 +217,12 @@ fuzz:
 	for t in $(FUZZ_TARGETS); do \
 	    n=$$(basename $$t .c); b=$${t%.c}; bin=$(FUZZ_BUILD)/$$n; \
 	    srcs=; [ -f $$b.srcs ] && srcs=$$(cat $$b.srcs); \
+	    cflags=; [ -f $$b.cflags ] && cflags=$$(cat $$b.cflags); \
+	    libs=; [ -f $$b.libs ] && libs=$$(cat $$b.libs); \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$$n; \
-	    if clang -g -O1 -fsanitize=fuzzer,address,undefined \
-	        -fno-sanitize-recover=undefined -Inginx-module/src \
-	        -o $$bin $$t $$srcs > $$bin.build.log 2>&1 && \
+	    if eval "clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	        -fno-sanitize-recover=undefined -Inginx-module/src $$cflags \
+	        -o $$bin $$t $$srcs $$libs" > $$bin.build.log 2>&1 && \
 	       $$bin -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$n \
 	        > $$bin.log 2>&1; then \

@@ -28,7 +28,6 @@
 #include <ngx_http.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <libxml/tree.h>
 
 #include "ngx_xmpp.h"
 
@@ -42,9 +41,7 @@
 #define NGX_XMPP_BOSH_EMPTY  "<body xmlns='" NGX_XMPP_NS_HTTPBIND "'/>"
 
 #define NGX_XMPP_BOSH_SLOTS    8           /* conclave_bosh_max_requests */
-#define NGX_XMPP_BOSH_KEY      32          /* hex digits of 128 bits */
-#define NGX_XMPP_BOSH_SID_LEN  (8 + 16 + NGX_XMPP_BOSH_KEY)
-#define NGX_XMPP_BOSH_ATTR     128
+#define NGX_XMPP_BOSH_KEY      NGX_XMPP_BOSH_KEY_LEN
 
 /* the longest pause a client may ask for, seconds (XEP-0124 10) */
 #define NGX_XMPP_BOSH_MAXPAUSE  120
@@ -119,21 +116,6 @@ struct ngx_xmpp_bosh_s {
 
     ngx_msec_t                  pause;     /* inactivity while paused */
 };
-
-
-/* a parsed request <body/> */
-typedef struct {
-    xmlDocPtr                   doc;
-    xmlNodePtr                  body;
-    uint64_t                    rid;
-    ngx_str_t                   sid;
-    ngx_uint_t                  wait;      /* seconds; 0: absent */
-    ngx_int_t                   hold;      /* -1: absent */
-    ngx_uint_t                  pause;     /* seconds; 0: absent */
-    u_char                      sid_buf[NGX_XMPP_BOSH_ATTR];
-    unsigned                    terminate:1;
-    unsigned                    restart:1;
-} ngx_xmpp_bosh_body_t;
 
 
 /* a request handed to the owning worker, held here meanwhile */
@@ -361,200 +343,6 @@ ngx_xmpp_bosh_peer_error(ngx_xmpp_bosh_peer_t *peer, const char *condition)
     }
 
     ngx_xmpp_bosh_peer_answer(peer, buf, len + sizeof(uint32_t));
-}
-
-
-/* parsing a request body */
-
-static ngx_int_t
-ngx_xmpp_bosh_attr(xmlNodePtr n, const char *name, const char *ns,
-    u_char *buf, size_t size)
-{
-    size_t    len;
-    xmlChar  *v;
-
-    v = ns ? xmlGetNsProp(n, (const xmlChar *) name, (const xmlChar *) ns)
-           : xmlGetNoNsProp(n, (const xmlChar *) name);
-
-    if (v == NULL) {
-        return NGX_DECLINED;
-    }
-
-    len = ngx_strlen(v);
-
-    if (len >= size) {
-        xmlFree(v);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(buf, v, len + 1);
-    xmlFree(v);
-
-    return (ngx_int_t) len;
-}
-
-
-static ngx_int_t
-ngx_xmpp_bosh_number(u_char *p, ngx_int_t len, uint64_t *n)
-{
-    ngx_int_t  i;
-
-    /* XEP-0124 section 14.1: a rid stays below 2^53 */
-    if (len <= 0 || len > 16) {
-        return NGX_ERROR;
-    }
-
-    *n = 0;
-
-    for (i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return NGX_ERROR;
-        }
-
-        *n = *n * 10 + (p[i] - '0');
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * Parses and checks a request: one <body/> in the httpbind namespace
- * with a numeric rid, no DTD (RFC 6120 11.1), nothing after it.
- * NGX_ERROR: bad-request.
- */
-static ngx_int_t
-ngx_xmpp_bosh_parse(u_char *data, size_t len, ngx_xmpp_bosh_body_t *b,
-    ngx_log_t *log)
-{
-    u_char      buf[NGX_XMPP_BOSH_ATTR];
-    uint64_t    n;
-    ngx_int_t   rc;
-    xmlNodePtr  body;
-
-    ngx_memzero(b, sizeof(ngx_xmpp_bosh_body_t));
-    b->hold = -1;
-
-    if (len == 0 || len > INT_MAX) {
-        return NGX_ERROR;
-    }
-
-    b->doc = xmlReadMemory((const char *) data, (int) len, NULL, NULL,
-                           XML_PARSE_NONET | XML_PARSE_NOCDATA
-                           | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    if (b->doc == NULL) {
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "xmpp: BOSH body is not well-formed XML");
-        return NGX_ERROR;
-    }
-
-    body = xmlDocGetRootElement(b->doc);
-
-    if (b->doc->intSubset || body == NULL || body->ns == NULL
-        || xmlStrcmp(body->name, (const xmlChar *) "body") != 0
-        || xmlStrcmp(body->ns->href, (const xmlChar *) NGX_XMPP_NS_HTTPBIND)
-           != 0)
-    {
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "xmpp: BOSH request is not a <body/> in the "
-                      "httpbind namespace");
-        return NGX_ERROR;
-    }
-
-    b->body = body;
-
-    rc = ngx_xmpp_bosh_attr(body, "rid", NULL, buf, sizeof(buf));
-    if (ngx_xmpp_bosh_number(buf, rc, &b->rid) != NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, log, 0, "xmpp: BOSH body without rid");
-        return NGX_ERROR;
-    }
-
-    rc = ngx_xmpp_bosh_attr(body, "sid", NULL, b->sid_buf,
-                            sizeof(b->sid_buf));
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc > 0) {
-        b->sid.data = b->sid_buf;
-        b->sid.len = rc;
-    }
-
-    rc = ngx_xmpp_bosh_attr(body, "type", NULL, buf, sizeof(buf));
-    b->terminate = (rc == 9 && ngx_strcmp(buf, "terminate") == 0);
-
-    rc = ngx_xmpp_bosh_attr(body, "restart", NGX_XMPP_NS_XBOSH, buf,
-                            sizeof(buf));
-    b->restart = (rc == 4 && ngx_strcmp(buf, "true") == 0);
-
-    rc = ngx_xmpp_bosh_attr(body, "wait", NULL, buf, sizeof(buf));
-    if (rc != NGX_DECLINED) {
-        if (ngx_xmpp_bosh_number(buf, rc, &n) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        b->wait = (n > 3600) ? 3600 : (ngx_uint_t) n;
-    }
-
-    rc = ngx_xmpp_bosh_attr(body, "hold", NULL, buf, sizeof(buf));
-    if (rc != NGX_DECLINED) {
-        if (ngx_xmpp_bosh_number(buf, rc, &n) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        b->hold = (n > 1) ? 1 : (ngx_int_t) n;
-    }
-
-    rc = ngx_xmpp_bosh_attr(body, "pause", NULL, buf, sizeof(buf));
-    if (rc != NGX_DECLINED) {
-        if (ngx_xmpp_bosh_number(buf, rc, &n) != NGX_OK || n == 0) {
-            return NGX_ERROR;
-        }
-
-        b->pause = (n > 86400) ? 86400 : (ngx_uint_t) n;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_xmpp_bosh_body_free(ngx_xmpp_bosh_body_t *b)
-{
-    if (b->doc) {
-        xmlFreeDoc(b->doc);
-        b->doc = NULL;
-    }
-}
-
-
-/* sid: pid (8 hex), session id (16 hex), key (32 hex) */
-static ngx_int_t
-ngx_xmpp_bosh_sid_parse(ngx_str_t *sid, ngx_pid_t *pid, uint64_t *id,
-    u_char **key)
-{
-    ngx_int_t  n;
-
-    if (sid->len != NGX_XMPP_BOSH_SID_LEN) {
-        return NGX_ERROR;
-    }
-
-    n = ngx_hextoi(sid->data, 8);
-    if (n == NGX_ERROR || n == 0) {
-        return NGX_ERROR;
-    }
-
-    *pid = (ngx_pid_t) n;
-
-    n = ngx_hextoi(sid->data + 8, 16);
-    if (n == NGX_ERROR || n == 0) {
-        return NGX_ERROR;
-    }
-
-    *id = (uint64_t) n;
-    *key = sid->data + 24;
-
-    return NGX_OK;
 }
 
 
@@ -789,8 +577,8 @@ ngx_xmpp_bosh_body_handler(ngx_http_request_t *r)
     ngx_int_t              rc;
     ngx_str_t              data;
     uint64_t               id;
-    ngx_pid_t              pid;
-    u_char                *key;
+    uint32_t               pid;
+    const char            *key;
     ngx_xmpp_conf_t       *xcf;
     ngx_xmpp_bosh_body_t   body;
     ngx_xmpp_bosh_peer_t   peer;
@@ -810,26 +598,28 @@ ngx_xmpp_bosh_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_xmpp_bosh_parse(data.data, data.len, &body, r->connection->log)
-        != NGX_OK)
-    {
+    if (ngx_xmpp_bosh_body_parse(&body, data.data, data.len) != 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "xmpp: bad BOSH request: %s", body.error);
         ngx_xmpp_bosh_body_free(&body);
         ngx_http_finalize_request(r, ngx_xmpp_bosh_http_error(r,
                                                           "bad-request"));
         return;
     }
 
-    if (body.sid.len) {
-        if (ngx_xmpp_bosh_sid_parse(&body.sid, &pid, &id, &key) != NGX_OK) {
+    if (body.sid_len) {
+        if (ngx_xmpp_bosh_sid_split(body.sid, body.sid_len, &pid, &id, &key)
+            != 0)
+        {
             ngx_xmpp_bosh_body_free(&body);
             ngx_http_finalize_request(r, ngx_xmpp_bosh_http_error(r,
                                                       "item-not-found"));
             return;
         }
 
-        if (pid != ngx_pid) {
+        if ((ngx_pid_t) pid != ngx_pid) {
             ngx_xmpp_bosh_body_free(&body);
-            rc = ngx_xmpp_bosh_forward(r, xcf, pid, &data);
+            rc = ngx_xmpp_bosh_forward(r, xcf, (ngx_pid_t) pid, &data);
 
             if (rc != NGX_DONE) {
                 ngx_http_finalize_request(r, rc);
@@ -872,8 +662,8 @@ ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
         peer.pid = from;
         peer.tag = tag;
 
-        if (ngx_xmpp_bosh_parse(data, len, &body, ngx_cycle->log) != NGX_OK
-            || body.sid.len == 0)
+        if (ngx_xmpp_bosh_body_parse(&body, data, len) != 0
+            || body.sid_len == 0)
         {
             ngx_xmpp_bosh_body_free(&body);
             ngx_xmpp_bosh_peer_error(&peer, "bad-request");
@@ -1246,11 +1036,10 @@ ngx_xmpp_bosh_feed_open(ngx_xmpp_bosh_t *bs)
 static ngx_int_t
 ngx_xmpp_bosh_process(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_body_t *body)
 {
-    ngx_int_t        rc;
-    xmlNodePtr       n, copy;
-    xmlBufferPtr     buf;
+    int        more;
+    ngx_int_t  rc;
 
-    static u_char    close[] = "<close xmlns='" NGX_XMPP_NS_FRAMING "'/>";
+    static u_char  close[] = "<close xmlns='" NGX_XMPP_NS_FRAMING "'/>";
 
     if (body->restart) {
         rc = ngx_xmpp_bosh_feed_open(bs);
@@ -1259,47 +1048,23 @@ ngx_xmpp_bosh_process(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_body_t *body)
         }
     }
 
-    buf = NULL;
-    rc = NGX_OK;
+    for ( ;; ) {
+        more = ngx_xmpp_bosh_body_next(body);
 
-    for (n = body->body->children; n && rc == NGX_OK; n = n->next) {
-        if (n->type != XML_ELEMENT_NODE) {
-            continue;
+        if (more == 0) {
+            break;
         }
 
-        if (buf == NULL) {
-            buf = xmlBufferCreate();
-            if (buf == NULL) {
-                return NGX_ERROR;
-            }
-        }
-
-        copy = xmlDocCopyNode(n, body->doc, 1);
-        if (copy == NULL) {
-            xmlBufferFree(buf);
+        if (more < 0) {
+            ngx_log_error(NGX_LOG_ERR, &bs->log, 0,
+                          "xmpp: could not copy a BOSH stanza");
             return NGX_ERROR;
         }
 
-        xmlBufferEmpty(buf);
-
-        if (xmlNodeDump(buf, body->doc, copy, 0, 0) < 0) {
-            xmlFreeNode(copy);
-            xmlBufferFree(buf);
-            return NGX_ERROR;
+        rc = ngx_xmpp_bosh_feed(bs, (u_char *) body->child, body->child_len);
+        if (rc != NGX_OK) {
+            return rc;
         }
-
-        xmlFreeNode(copy);
-
-        rc = ngx_xmpp_bosh_feed(bs, (u_char *) xmlBufferContent(buf),
-                                xmlBufferLength(buf));
-    }
-
-    if (buf) {
-        xmlBufferFree(buf);
-    }
-
-    if (rc != NGX_OK) {
-        return rc;
     }
 
     if (body->terminate) {
@@ -1392,9 +1157,8 @@ ngx_xmpp_bosh_run(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
             return NGX_OK;
         }
 
-        if (ngx_xmpp_bosh_parse(slot->early, slot->early_len, &early,
-                                &bs->log)
-            != NGX_OK)
+        if (ngx_xmpp_bosh_body_parse(&early, slot->early, slot->early_len)
+            != 0)
         {
             ngx_xmpp_bosh_body_free(&early);
             return NGX_ERROR;
@@ -1527,11 +1291,11 @@ static void
 ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
     ngx_xmpp_bosh_body_t *body, u_char *data, size_t len)
 {
-    u_char                  *key;
+    const char              *key;
     uint64_t                 id;
     ngx_int_t                rc;
     ngx_uint_t               i;
-    ngx_pid_t                pid;
+    uint32_t                 pid;
     ngx_xmpp_bosh_t         *bs;
     ngx_xmpp_session_t      *s;
     ngx_xmpp_bosh_slot_t    *slot;
@@ -1542,7 +1306,7 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
     u_char                   empty[sizeof(uint32_t)
                                    + sizeof(NGX_XMPP_BOSH_EMPTY)];
 
-    if (body->sid.len == 0) {
+    if (body->sid_len == 0) {
         if (peer->r == NULL) {
             ngx_xmpp_bosh_peer_error(peer, "bad-request");
             return;
@@ -1552,8 +1316,9 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
         return;
     }
 
-    if (ngx_xmpp_bosh_sid_parse(&body->sid, &pid, &id, &key) != NGX_OK
-        || pid != ngx_pid
+    if (ngx_xmpp_bosh_sid_split(body->sid, body->sid_len, &pid, &id, &key)
+           != 0
+        || (ngx_pid_t) pid != ngx_pid
         || (s = ngx_xmpp_session_find(id)) == NULL
         || s->transport != &ngx_xmpp_bosh_transport)
     {

@@ -1,8 +1,8 @@
 
 /*
  * Conclave: pure protocol helpers (JID, SASL PLAIN, WebSocket framing,
- * UTF-8).  Nothing here depends on nginx, so the unit tests in
- * tests/unit/ link these files alone.
+ * UTF-8, the BOSH request body).  Nothing here depends on nginx, so the
+ * unit tests in tests/unit/ link these files alone.
  */
 
 
@@ -126,6 +126,37 @@ ngx_xmpp_ws_ev_e ngx_xmpp_ws_decode(ngx_xmpp_ws_decoder_t *d,
     unsigned char **pos, unsigned char *last);
 size_t ngx_xmpp_ws_frame_header(unsigned char *buf, unsigned opcode,
     uint64_t len);
+
+
+/* ngx_xmpp_boshbody.c: a BOSH request <body/> (XEP-0124, XEP-0206) */
+#define NGX_XMPP_BOSH_ATTR_MAX  128
+#define NGX_XMPP_BOSH_KEY_LEN   32          /* hex digits of 128 bits */
+#define NGX_XMPP_BOSH_SID_LEN   (8 + 16 + NGX_XMPP_BOSH_KEY_LEN)
+
+typedef struct {
+    void                 *doc;       /* xmlDocPtr */
+    void                 *body;      /* the <body/> element */
+    void                 *cursor;    /* the child last serialized */
+    void                 *buf;       /* xmlBufferPtr */
+    const unsigned char  *child;     /* ngx_xmpp_bosh_body_next() */
+    size_t                child_len;
+    const char           *error;     /* why the parse failed */
+    uint64_t              rid;
+    char                  sid[NGX_XMPP_BOSH_ATTR_MAX];
+    size_t                sid_len;   /* 0: absent (session creation) */
+    unsigned              wait;      /* seconds; 0: absent */
+    unsigned              pause;     /* seconds; 0: absent */
+    int                   hold;      /* -1: absent */
+    unsigned              terminate:1;
+    unsigned              restart:1;
+} ngx_xmpp_bosh_body_t;
+
+int ngx_xmpp_bosh_body_parse(ngx_xmpp_bosh_body_t *b,
+    const unsigned char *data, size_t len);
+int ngx_xmpp_bosh_body_next(ngx_xmpp_bosh_body_t *b);
+void ngx_xmpp_bosh_body_free(ngx_xmpp_bosh_body_t *b);
+int ngx_xmpp_bosh_sid_split(const char *sid, size_t len, uint32_t *pid,
+    uint64_t *id, const char **key);
 
 
 #endif /* _NGX_XMPP_PROTO_H_INCLUDED_ */
