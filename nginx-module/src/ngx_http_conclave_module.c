@@ -163,7 +163,8 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       NGX_XMPP_OFF(audit_key), NULL },
 
     { ngx_string("conclave_audit_fsync"), NGX_XMPP_MAIN,
-      ngx_xmpp_audit_conf_fsync, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+      ngx_conf_set_enum_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(audit_fsync), ngx_xmpp_audit_fsync_policies },
 
     { ngx_string("conclave_audit_fsync_interval"), NGX_XMPP_MAIN,
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,

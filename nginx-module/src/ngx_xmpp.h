@@ -287,6 +287,7 @@ char *ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
 char *ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_xmpp_conf_conflict(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+const char *ngx_xmpp_cstr(ngx_pool_t *pool, ngx_str_t *s);
 ngx_int_t ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 
@@ -440,8 +441,7 @@ void ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
 
 /* ngx_xmpp_audit.c: records in this worker's journal, and shipping */
 char *ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
-char *ngx_xmpp_audit_conf_fsync(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+extern ngx_conf_enum_t  ngx_xmpp_audit_fsync_policies[];
 ngx_int_t ngx_xmpp_audit_init_worker(ngx_cycle_t *cycle,
     ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_audit_exit_worker(ngx_cycle_t *cycle);

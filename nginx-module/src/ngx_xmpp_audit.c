@@ -134,7 +134,6 @@ static ngx_int_t ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec,
     uint64_t *seq);
 static void ngx_xmpp_audit_actor(ngx_xmpp_session_t *s, caud_actor_t *act,
     char *user, size_t size);
-static const char *ngx_xmpp_audit_cstr(ngx_pool_t *pool, ngx_str_t *s);
 
 
 static ngx_xmpp_audit_t  ngx_xmpp_audit;
@@ -242,7 +241,7 @@ ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
         return NGX_CONF_ERROR;
     }
 
-    key = ngx_xmpp_audit_cstr(cf->pool, &xcf->audit_key);
+    key = ngx_xmpp_cstr(cf->pool, &xcf->audit_key);
     name = (const char *) full.data;
 
     if (key == NULL) {
@@ -268,54 +267,13 @@ ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 }
 
 
-char *
-ngx_xmpp_audit_conf_fsync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_xmpp_conf_t  *xcf = conf;
-
-    ngx_str_t  *value;
-
-    if (xcf->audit_fsync != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "always") == 0) {
-        xcf->audit_fsync = NGX_XMPP_FSYNC_ALWAYS;
-
-    } else if (ngx_strcmp(value[1].data, "interval") == 0) {
-        xcf->audit_fsync = NGX_XMPP_FSYNC_INTERVAL;
-
-    } else if (ngx_strcmp(value[1].data, "off") == 0) {
-        xcf->audit_fsync = NGX_XMPP_FSYNC_OFF;
-
-    } else {
-        return "must be \"always\", \"interval\" or \"off\"";
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static const char *
-ngx_xmpp_audit_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    if (s->len == 0) {
-        return NULL;
-    }
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *ngx_cpymem(p, s->data, s->len) = '\0';
-
-    return (const char *) p;
-}
+/* conclave_audit_fsync */
+ngx_conf_enum_t  ngx_xmpp_audit_fsync_policies[] = {
+    { ngx_string("always"), NGX_XMPP_FSYNC_ALWAYS },
+    { ngx_string("interval"), NGX_XMPP_FSYNC_INTERVAL },
+    { ngx_string("off"), NGX_XMPP_FSYNC_OFF },
+    { ngx_null_string, 0 }
+};
 
 
 /* ------------------------------------------------------------------ */
@@ -1487,7 +1445,7 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_audit_body(st, &body, &has_body);
 
     if (caud_record_set_object(rec, "jid",
-                               ngx_xmpp_audit_cstr(st->pool, &d->to.full))
+                               ngx_xmpp_cstr(st->pool, &d->to.full))
            != 0
         || ngx_xmpp_audit_param(rec, "to", &d->to.full) != NGX_OK
         || ngx_xmpp_audit_param(rec, "from", &s->jid.full) != NGX_OK

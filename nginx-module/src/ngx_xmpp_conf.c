@@ -276,7 +276,8 @@ ngx_xmpp_conf_conflict(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static const char *
+/* a NUL-terminated copy for the C libraries; NULL for an empty string */
+const char *
 ngx_xmpp_cstr(ngx_pool_t *pool, ngx_str_t *s)
 {
     u_char  *p;

@@ -4,8 +4,12 @@ are written on the record count.
 """
 
 import os
+import subprocess
 
 import pytest
+
+from appliance import env_sanitize
+from nginx import NGINX, Nginx
 
 from rawws import RawWS
 from test_audit import rows, verify, wait_drained
@@ -37,7 +41,18 @@ def test_fsync_policy(make_appliance, policy):
     verify(app)
 
 
-def test_bad_fsync_value_is_a_config_error(make_appliance):
+def test_bad_fsync_value_is_a_config_error(make_appliance, tmp_path,
+                                           conclave_module):
+    # conclavectl (run by the harness before nginx) refuses it ...
     with pytest.raises(BaseException) as e:
         make_appliance(extra_http="conclave_audit_fsync sometimes;")
     assert "conclave_audit_fsync" in str(e.value)
+    # ... and so does nginx itself
+    n = Nginx(str(tmp_path / "t"), conclave_module, sanitize=env_sanitize(),
+              extra_http="conclave_audit_fsync sometimes;")
+    n.render_conf()
+    r = subprocess.run([NGINX, "-t", "-p", n.workdir + "/", "-c",
+                        "conf/nginx.conf"], env=n.env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert 'invalid value "sometimes"' in r.stderr, r.stderr
