@@ -1318,10 +1318,6 @@ static void
 ngx_xmpp_audit_actor(ngx_xmpp_session_t *s, caud_actor_t *act, char *user,
     size_t size)
 {
-    ngx_connection_t  *c;
-
-    c = s->connection;
-
     ngx_memzero(act, sizeof(caud_actor_t));
 
     if (s->jid.bare.len) {
@@ -1342,8 +1338,6 @@ ngx_xmpp_audit_actor(ngx_xmpp_session_t *s, caud_actor_t *act, char *user,
     act->transport = (const char *) s->transport->name.data;
     act->client = s->jid.resource.len ? (const char *) s->audit_resource
                                       : NULL;
-
-    (void) c;
 }
 
 
