@@ -110,6 +110,8 @@ int caud_record_encode(const json_t *rec, caud_buf_t *b);
 json_t *caud_record_decode(const void *p, size_t len, char *err,
     size_t errlen);
 void caud_buf_free(caud_buf_t *b);
+/* room for n more bytes, doubling (caud_db.c); 0 or -1 */
+int caud_buf_reserve(caud_buf_t *b, size_t n);
 
 /*
  * entry_hash = SHA-256(0x00 || canonical || prev_hash): an RFC 6962 leaf

@@ -612,8 +612,9 @@ static const caud_js_map_t  caud_js_map[] = {
 };
 
 
-static int
-caud_buf_room(caud_buf_t *b, size_t n)
+/* room for n more bytes: the buffer doubles and keeps its size */
+int
+caud_buf_reserve(caud_buf_t *b, size_t n)
 {
     size_t    cap;
     uint8_t  *d;
@@ -971,7 +972,7 @@ caud_js_column(caud_js_t *js, int col, caud_columns_t *c, caud_buf_t *b)
 
     c->null[col] = 1;
 
-    if (caud_buf_room(b, n) != 0) {
+    if (caud_buf_reserve(b, n) != 0) {
         return -2;
     }
 

@@ -136,34 +136,6 @@ caud_ship_errf(char *err, size_t errlen, const char *fmt, ...)
 }
 
 
-/* the arena grows to the largest batch and stays */
-static int
-caud_ship_room(caud_buf_t *b, size_t n)
-{
-    size_t    cap;
-    uint8_t  *d;
-
-    if (b->len + n <= b->cap) {
-        return 0;
-    }
-
-    cap = b->cap ? b->cap : 65536;
-    while (cap < b->len + n) {
-        cap *= 2;
-    }
-
-    d = realloc(b->data, cap);
-    if (d == NULL) {
-        return -1;
-    }
-
-    b->data = d;
-    b->cap = cap;
-
-    return 0;
-}
-
-
 static void
 caud_hex(char *out, const uint8_t *h, size_t n)
 {
@@ -724,7 +696,7 @@ caud_ship_fill(caud_shipper_t *sh, caud_ship_writer_t *w, size_t limit,
         i = sh->n;
         start = sh->arena.len;
 
-        if (caud_ship_room(&sh->arena, f.len) != 0) {
+        if (caud_buf_reserve(&sh->arena, f.len) != 0) {
             goto nomem;
         }
 

@@ -445,8 +445,13 @@ ngx_http_conclave_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_xmpp_conf_t *
-ngx_http_conclave_cycle_conf(ngx_cycle_t *cycle)
+/*
+ * The core's settings of a cycle, or NULL when the module is loaded but
+ * unused; the http block holds them for every transport, the stream
+ * module's included.
+ */
+ngx_xmpp_conf_t *
+ngx_xmpp_cycle_conf(ngx_cycle_t *cycle)
 {
     ngx_xmpp_conf_t  *xcf;
 
@@ -475,7 +480,7 @@ ngx_http_conclave_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    xcf = ngx_http_conclave_cycle_conf(cycle);
+    xcf = ngx_xmpp_cycle_conf(cycle);
     if (xcf == NULL) {
         return NGX_OK;
     }
@@ -489,7 +494,7 @@ ngx_http_conclave_exit_process(ngx_cycle_t *cycle)
 {
     ngx_xmpp_conf_t  *xcf;
 
-    xcf = ngx_http_conclave_cycle_conf(cycle);
+    xcf = ngx_xmpp_cycle_conf(cycle);
     if (xcf == NULL) {
         return;
     }

@@ -178,25 +178,6 @@ ngx_stream_conclave_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-static ngx_xmpp_conf_t *
-ngx_stream_conclave_xmpp_conf(ngx_cycle_t *cycle)
-{
-    ngx_xmpp_conf_t  *xcf;
-
-    if (ngx_get_conf(cycle->conf_ctx, ngx_http_module) == NULL) {
-        return NULL;
-    }
-
-    xcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_conclave_module);
-
-    if (xcf == NULL || xcf->domain.len == 0) {
-        return NULL;
-    }
-
-    return xcf;
-}
-
-
 static char *
 ngx_stream_conclave_xmpp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -209,7 +190,7 @@ ngx_stream_conclave_xmpp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /* the core's settings live in the http block, parsed before */
-    if (ngx_stream_conclave_xmpp_conf(cf->cycle) == NULL) {
+    if (ngx_xmpp_cycle_conf(cf->cycle) == NULL) {
         return "needs an http block with \"conclave_domain\" before the "
                "stream block";
     }
@@ -229,7 +210,7 @@ ngx_stream_conclave_handler(ngx_stream_session_t *s)
     ngx_xmpp_conf_t                 *xcf;
     ngx_stream_conclave_srv_conf_t  *ccf;
 
-    xcf = ngx_stream_conclave_xmpp_conf((ngx_cycle_t *) ngx_cycle);
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
     if (xcf == NULL) {
         ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
         return;

@@ -288,6 +288,9 @@ char *ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_xmpp_conf_conflict(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 const char *ngx_xmpp_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+/* ngx_http_conclave_module.c */
+ngx_xmpp_conf_t *ngx_xmpp_cycle_conf(ngx_cycle_t *cycle);
 ngx_int_t ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 
