@@ -107,6 +107,11 @@ typedef struct {
     ngx_uint_t             ship_batch;
     ngx_msec_t             ship_interval;
 
+    /* MariaDB for chat features (ngx_xmpp_db.c), same server as audit */
+    ngx_str_t              db_thread_pool_name;
+    ngx_thread_pool_t     *db_thread_pool;
+    ngx_msec_t             db_request_timeout;
+
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
     ngx_str_t              bosh_url;
@@ -362,6 +367,91 @@ void ngx_xmpp_stream_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 void ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
     const char *reason);
 ngx_int_t ngx_xmpp_stream_features(ngx_xmpp_session_t *s);
+
+/*
+ * ngx_xmpp_db.c: MariaDB without blocking the event loop.
+ *
+ *   r = ngx_xmpp_db_create(xcf, sizeof(my_ctx_t), log);
+ *   r->run = my_run;        (pool thread: SQL through the given MYSQL *,
+ *                            returns 0 or -1; results go into r->ctx,
+ *                            malloc()ed if need be)
+ *   r->done = my_done;      (event loop, exactly once: r->rc is
+ *                            NGX_XMPP_DB_OK, _ERROR, _UNAVAILABLE or
+ *                            _TIMEOUT; after _TIMEOUT r->ctx is still
+ *                            the thread's and must not be read)
+ *   r->cleanup = my_free;   (optional, event loop, once the thread is
+ *                            done: frees what run() allocated)
+ *   r->data = owner;
+ *   if (ngx_xmpp_db_post(r) != NGX_OK) ngx_xmpp_db_destroy(r);
+ *
+ * An owner that goes away calls ngx_xmpp_db_cancel(r): done() is then
+ * skipped, cleanup() still runs.  The block is freed after cleanup().
+ */
+#define NGX_XMPP_DB_OK           0
+#define NGX_XMPP_DB_ERROR        1    /* the statement failed */
+#define NGX_XMPP_DB_UNAVAILABLE  2    /* no connection to the server */
+#define NGX_XMPP_DB_TIMEOUT      3    /* conclave_db_timeout expired */
+
+#define NGX_XMPP_DB_PARAMS_MAX   16
+
+typedef struct ngx_xmpp_db_req_s   ngx_xmpp_db_req_t;
+typedef struct ngx_xmpp_db_pool_s  ngx_xmpp_db_pool_t;
+struct st_mysql;
+struct st_mysql_stmt;
+
+typedef int (*ngx_xmpp_db_run_pt)(struct st_mysql *conn,
+    ngx_xmpp_db_req_t *r);
+typedef void (*ngx_xmpp_db_done_pt)(ngx_xmpp_db_req_t *r);
+typedef int (*ngx_xmpp_db_row_pt)(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n);
+
+struct ngx_xmpp_db_req_s {
+    ngx_xmpp_db_run_pt     run;
+    ngx_xmpp_db_done_pt    done;
+    ngx_xmpp_db_done_pt    cleanup;
+    void                  *data;          /* the owner */
+    void                  *ctx;           /* ctx_size bytes, zeroed */
+    ngx_msec_t             timeout;       /* 0: conclave_db_timeout */
+    ngx_uint_t             rc;
+    unsigned int           db_errno;
+    char                   err[256];      /* for the log, never to users */
+
+    /* private */
+    ngx_xmpp_conf_t       *xcf;
+    ngx_log_t             *log;
+    ngx_thread_task_t     *task;
+    ngx_event_t            timer;
+    ngx_msec_t             posted_at;
+    unsigned               in_thread:1;
+    unsigned               expired:1;
+    unsigned               cancelled:1;
+};
+
+typedef struct {
+    uint64_t               requests;      /* completed */
+    uint64_t               total_ms;
+    uint64_t               max_ms;
+    uint64_t               timeouts;
+    uint64_t               rejected;      /* thread pool queue full */
+    uint64_t               errors;        /* atomic: pool threads */
+    uint64_t               connects;      /* atomic */
+    uint64_t               connect_errors;  /* atomic */
+} ngx_xmpp_db_stats_t;
+
+ngx_int_t ngx_xmpp_db_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_db_exit_worker(ngx_cycle_t *cycle);
+ngx_xmpp_db_req_t *ngx_xmpp_db_create(ngx_xmpp_conf_t *xcf, size_t ctx_size,
+    ngx_log_t *log);
+ngx_int_t ngx_xmpp_db_post(ngx_xmpp_db_req_t *r);
+void ngx_xmpp_db_cancel(ngx_xmpp_db_req_t *r);
+void ngx_xmpp_db_destroy(ngx_xmpp_db_req_t *r);
+const ngx_xmpp_db_stats_t *ngx_xmpp_db_stats(void);
+/* for run(): prepare + bind strings (data NULL = SQL NULL) + execute */
+struct st_mysql_stmt *ngx_xmpp_db_exec(struct st_mysql *conn,
+    ngx_xmpp_db_req_t *r, const char *sql, ngx_str_t *params, ngx_uint_t n);
+/* for run(): row() for each row, columns as strings */
+int ngx_xmpp_db_rows(struct st_mysql_stmt *stmt, ngx_xmpp_db_req_t *r,
+    ngx_xmpp_db_row_pt row);
 
 /* ngx_xmpp_auth.c */
 ngx_int_t ngx_xmpp_auth_start(ngx_xmpp_session_t *s, const u_char *login,

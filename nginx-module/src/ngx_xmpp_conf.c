@@ -58,6 +58,7 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->db_timeout = NGX_CONF_UNSET_MSEC;
     xcf->ship_batch = NGX_CONF_UNSET_UINT;
     xcf->ship_interval = NGX_CONF_UNSET_MSEC;
+    xcf->db_request_timeout = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
@@ -99,6 +100,7 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_msec_value(xcf->db_timeout, 5000);
     ngx_conf_init_uint_value(xcf->ship_batch, 1000);
     ngx_conf_init_msec_value(xcf->ship_interval, 20);
+    ngx_conf_init_msec_value(xcf->db_request_timeout, 10000);
     ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);
     ngx_conf_init_msec_value(xcf->bosh_max_inactivity, 60000);
     ngx_conf_init_uint_value(xcf->bosh_max_requests, 2);
@@ -163,6 +165,20 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 
     xcf->thread_pool = ngx_thread_pool_add(cf, &xcf->thread_pool_name);
     if (xcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * The database gets its own pool where the configuration names one
+     * ("thread_pool conclave_db threads=8;"): with a shared pool a
+     * frozen directory holding every thread would stall MariaDB work too.
+     */
+    if (xcf->db_thread_pool_name.len == 0) {
+        xcf->db_thread_pool_name = xcf->thread_pool_name;
+    }
+
+    xcf->db_thread_pool = ngx_thread_pool_add(cf, &xcf->db_thread_pool_name);
+    if (xcf->db_thread_pool == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -334,6 +350,10 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         return NGX_ERROR;
     }
 
+    if (ngx_xmpp_db_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_xmpp_worker_conf = xcf;
 
     /* timer events are logged as connections: give it a dummy one */
@@ -358,6 +378,7 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);
     ngx_xmpp_ipc_exit_worker(cycle);
+    ngx_xmpp_db_exit_worker(cycle);
 
     if (xcf->dir) {
         cdir_destroy(xcf->dir);

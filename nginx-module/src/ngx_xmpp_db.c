@@ -1,0 +1,591 @@
+
+/*
+ * MariaDB for the chat features (rosters, offline messages, rooms,
+ * archives) without blocking the event loop.
+ *
+ * Connector/C's blocking calls run in an nginx thread pool (the one
+ * named by conclave_db_thread_pool), never in the one that LDAP uses,
+ * so a frozen directory cannot starve the database work or the other
+ * way round.  A request is one heap block: the nginx thread task, the
+ * request and the caller's context.  The caller's run() executes in a
+ * pool thread with a connection taken from this worker's small pool;
+ * its done() runs afterwards on the event loop.  Every wait is bounded
+ * twice: the connection has connect, read and write timeouts
+ * (conclave_audit_db_timeout), and a timer on the event loop answers
+ * done() with NGX_XMPP_DB_TIMEOUT if the thread has not finished by
+ * then (conclave_db_timeout).  The block is freed only once the thread
+ * is done with it, so a late thread never writes into freed memory.
+ *
+ * While the server is unreachable, a failed connect closes the circuit
+ * for a second: requests fail at once with NGX_XMPP_DB_UNAVAILABLE
+ * instead of each holding a thread for a connect timeout.
+ */
+
+
+#include "ngx_xmpp.h"
+
+#include <mysql.h>
+#include <errmsg.h>
+
+#include "caud.h"
+
+
+#define NGX_XMPP_DB_POOL_MAX     16
+#define NGX_XMPP_DB_RETRY_MS     1000
+
+
+struct ngx_xmpp_db_pool_s {
+    pthread_mutex_t        lock;
+    MYSQL                 *idle[NGX_XMPP_DB_POOL_MAX];
+    ngx_uint_t             nidle;
+    ngx_msec_t             down_until;     /* ngx_current_msec scale */
+    caud_db_opts_t         opts;
+    ngx_xmpp_db_stats_t    stats;
+};
+
+
+static ngx_xmpp_db_pool_t  *ngx_xmpp_db_pool;
+
+
+static void ngx_xmpp_db_thread(void *data, ngx_log_t *log);
+static void ngx_xmpp_db_complete(ngx_event_t *ev);
+static void ngx_xmpp_db_expire(ngx_event_t *ev);
+static void ngx_xmpp_db_release(ngx_xmpp_db_req_t *r);
+static MYSQL *ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r);
+static void ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn,
+    ngx_uint_t keep);
+
+
+ngx_int_t
+ngx_xmpp_db_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
+{
+    ngx_xmpp_db_pool_t  *p;
+
+    if (xcf->db_thread_pool == NULL) {
+        return NGX_OK;
+    }
+
+    p = ngx_calloc(sizeof(ngx_xmpp_db_pool_t), cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        ngx_free(p);
+        return NGX_ERROR;
+    }
+
+    /* strings of the configuration are NUL-terminated (ngx_xmpp_cstr) */
+    p->opts.host = xcf->db_socket.len ? NULL
+                                      : (const char *) xcf->db_host.data;
+    p->opts.port = (unsigned) xcf->db_port;
+    p->opts.socket = xcf->db_socket.len ? (const char *) xcf->db_socket.data
+                                        : NULL;
+    p->opts.user = (const char *) xcf->db_user.data;
+    p->opts.password = (const char *) xcf->db_password.data;
+    p->opts.database = (const char *) xcf->db_name.data;
+    p->opts.timeout_s = (unsigned) ((xcf->db_timeout + 999) / 1000);
+
+    ngx_xmpp_db_pool = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * At worker exit every thread of the pool has finished its task (nginx
+ * joins them before exit_process), so the idle connections are ours.
+ */
+void
+ngx_xmpp_db_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_uint_t           i;
+    ngx_xmpp_db_pool_t  *p;
+
+    p = ngx_xmpp_db_pool;
+    if (p == NULL) {
+        return;
+    }
+
+    for (i = 0; i < p->nidle; i++) {
+        mysql_close(p->idle[i]);
+    }
+
+    ngx_xmpp_db_pool = NULL;
+    (void) pthread_mutex_destroy(&p->lock);
+    ngx_free(p);
+}
+
+
+ngx_xmpp_db_req_t *
+ngx_xmpp_db_create(ngx_xmpp_conf_t *xcf, size_t ctx_size, ngx_log_t *log)
+{
+    ngx_thread_task_t  *task;
+    ngx_xmpp_db_req_t  *r;
+
+    if (ngx_xmpp_db_pool == NULL) {
+        return NULL;
+    }
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t) + sizeof(ngx_xmpp_db_req_t)
+                      + ctx_size, log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    r = (ngx_xmpp_db_req_t *) (task + 1);
+
+    r->task = task;
+    r->xcf = xcf;
+    r->ctx = ctx_size ? (void *) (r + 1) : NULL;
+    r->log = log;
+    r->rc = NGX_XMPP_DB_ERROR;
+
+    task->ctx = r;
+    task->handler = ngx_xmpp_db_thread;
+    task->event.handler = ngx_xmpp_db_complete;
+    task->event.data = r;
+    task->event.log = ngx_cycle->log;
+
+    return r;
+}
+
+
+/*
+ * Posts r; done() follows exactly once unless the owner cancels first.
+ * On NGX_ERROR (the queue is full) nothing was posted and the caller
+ * still owns r: ngx_xmpp_db_destroy() it.
+ */
+ngx_int_t
+ngx_xmpp_db_post(ngx_xmpp_db_req_t *r)
+{
+    ngx_msec_t  timeout;
+
+    r->posted_at = ngx_current_msec;
+
+    if (ngx_thread_task_post(r->xcf->db_thread_pool, r->task) != NGX_OK) {
+        __atomic_add_fetch(&ngx_xmpp_db_pool->stats.rejected, 1,
+                           __ATOMIC_RELAXED);
+        return NGX_ERROR;
+    }
+
+    r->in_thread = 1;
+
+    timeout = r->timeout ? r->timeout : r->xcf->db_request_timeout;
+
+    r->timer.handler = ngx_xmpp_db_expire;
+    r->timer.data = r;
+    r->timer.log = ngx_cycle->log;
+    r->timer.cancelable = 1;       /* never delays a graceful exit */
+    ngx_add_timer(&r->timer, timeout);
+
+    return NGX_OK;
+}
+
+
+/* the owner is gone: done() will not be called, cleanup() still is */
+void
+ngx_xmpp_db_cancel(ngx_xmpp_db_req_t *r)
+{
+    r->cancelled = 1;
+    r->data = NULL;
+}
+
+
+/* a request that was never posted, or whose post failed */
+void
+ngx_xmpp_db_destroy(ngx_xmpp_db_req_t *r)
+{
+    if (r->cleanup) {
+        r->cleanup(r);
+    }
+
+    ngx_free(r->task);
+}
+
+
+/* runs in a pool thread */
+static void
+ngx_xmpp_db_thread(void *data, ngx_log_t *log)
+{
+    ngx_xmpp_db_req_t *r = data;
+
+    int                  rc;
+    MYSQL               *conn;
+    ngx_uint_t           keep;
+    unsigned int         err;
+    ngx_xmpp_db_pool_t  *p;
+
+    p = ngx_xmpp_db_pool;
+
+    /* skipped when the owner gave up while the task was queued */
+    if (r->cancelled || r->expired) {
+        r->rc = NGX_XMPP_DB_TIMEOUT;
+        return;
+    }
+
+    conn = ngx_xmpp_db_get(p, r);
+    if (conn == NULL) {
+        r->rc = NGX_XMPP_DB_UNAVAILABLE;
+        return;
+    }
+
+    rc = r->run(conn, r);
+
+    keep = 1;
+
+    if (rc != 0) {
+        err = r->db_errno ? r->db_errno : mysql_errno(conn);
+
+        /* a client-side error (CR_*): the connection is not reusable */
+        if (err >= CR_MIN_ERROR && err <= CR_MAX_ERROR) {
+            keep = 0;
+        }
+
+        if (r->err[0] == '\0') {
+            ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
+                        sizeof(r->err));
+        }
+
+        r->rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
+        __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
+
+    } else {
+        r->rc = NGX_XMPP_DB_OK;
+    }
+
+    ngx_xmpp_db_put(p, conn, keep);
+}
+
+
+static MYSQL *
+ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
+{
+    MYSQL       *conn;
+    ngx_msec_t   now, down;
+
+    conn = NULL;
+
+    (void) pthread_mutex_lock(&p->lock);
+
+    if (p->nidle) {
+        conn = p->idle[--p->nidle];
+    }
+
+    down = p->down_until;
+
+    (void) pthread_mutex_unlock(&p->lock);
+
+    if (conn) {
+        return conn;
+    }
+
+    /* ngx_current_msec is read without the event loop's update: good
+     * enough for a one-second circuit */
+    now = ngx_current_msec;
+
+    if (down && (ngx_msec_int_t) (down - now) > 0) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "database unavailable",
+                    sizeof(r->err));
+        return NULL;
+    }
+
+    conn = caud_db_connect(&p->opts, r->err, sizeof(r->err));
+
+    (void) pthread_mutex_lock(&p->lock);
+    p->down_until = conn ? 0 : now + NGX_XMPP_DB_RETRY_MS;
+    (void) pthread_mutex_unlock(&p->lock);
+
+    if (conn == NULL) {
+        __atomic_add_fetch(&p->stats.connect_errors, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+
+    __atomic_add_fetch(&p->stats.connects, 1, __ATOMIC_RELAXED);
+
+    return conn;
+}
+
+
+static void
+ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn, ngx_uint_t keep)
+{
+    if (keep) {
+        (void) pthread_mutex_lock(&p->lock);
+
+        if (p->nidle < NGX_XMPP_DB_POOL_MAX) {
+            p->idle[p->nidle++] = conn;
+            conn = NULL;
+        }
+
+        (void) pthread_mutex_unlock(&p->lock);
+    }
+
+    if (conn) {
+        mysql_close(conn);
+    }
+}
+
+
+/* back on the event loop: the thread is done with r */
+static void
+ngx_xmpp_db_complete(ngx_event_t *ev)
+{
+    ngx_xmpp_db_req_t *r = ev->data;
+
+    ngx_msec_t           ms;
+    ngx_xmpp_db_pool_t  *p;
+
+    r->in_thread = 0;
+
+    if (r->timer.timer_set) {
+        ngx_del_timer(&r->timer);
+    }
+
+    p = ngx_xmpp_db_pool;
+
+    if (p) {
+        ms = ngx_current_msec - r->posted_at;
+        p->stats.requests++;
+        p->stats.total_ms += ms;
+
+        if (ms > p->stats.max_ms) {
+            p->stats.max_ms = ms;
+        }
+    }
+
+    if (!r->expired && !r->cancelled && r->done) {
+        r->done(r);
+    }
+
+    ngx_xmpp_db_release(r);
+}
+
+
+/* the thread is late: answer the owner now, free r when it is done */
+static void
+ngx_xmpp_db_expire(ngx_event_t *ev)
+{
+    ngx_xmpp_db_req_t *r = ev->data;
+
+    if (ngx_xmpp_db_pool) {
+        ngx_xmpp_db_pool->stats.timeouts++;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->log, 0,
+                  "xmpp: database request timed out");
+
+    r->expired = 1;
+
+    if (!r->cancelled && r->done) {
+        r->rc = NGX_XMPP_DB_TIMEOUT;
+        r->done(r);
+    }
+
+    /* the completion event frees r when the thread returns */
+}
+
+
+static void
+ngx_xmpp_db_release(ngx_xmpp_db_req_t *r)
+{
+    if (r->cleanup) {
+        r->cleanup(r);
+    }
+
+    ngx_free(r->task);
+}
+
+
+const ngx_xmpp_db_stats_t *
+ngx_xmpp_db_stats(void)
+{
+    return ngx_xmpp_db_pool ? &ngx_xmpp_db_pool->stats : NULL;
+}
+
+
+/*
+ * Helpers for run() functions: a statement with every parameter bound
+ * as a string (MYSQL_TYPE_STRING, NULL for a NULL data pointer) and
+ * executed.  Returns the statement, or NULL with r->err set.
+ */
+MYSQL_STMT *
+ngx_xmpp_db_exec(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
+    ngx_str_t *params, ngx_uint_t n)
+{
+    ngx_uint_t    i;
+    MYSQL_BIND    bind[NGX_XMPP_DB_PARAMS_MAX];
+    MYSQL_STMT   *stmt;
+    unsigned long lens[NGX_XMPP_DB_PARAMS_MAX];
+
+    if (n > NGX_XMPP_DB_PARAMS_MAX) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "too many parameters",
+                    sizeof(r->err));
+        return NULL;
+    }
+
+    stmt = mysql_stmt_init(conn);
+    if (stmt == NULL) {
+        goto failed_conn;
+    }
+
+    if (mysql_stmt_prepare(stmt, sql, (unsigned long) ngx_strlen(sql)) != 0)
+    {
+        goto failed;
+    }
+
+    ngx_memzero(bind, sizeof(bind));
+
+    for (i = 0; i < n; i++) {
+        lens[i] = (unsigned long) params[i].len;
+        bind[i].buffer_type = params[i].data ? MYSQL_TYPE_STRING
+                                             : MYSQL_TYPE_NULL;
+        bind[i].buffer = params[i].data;
+        bind[i].buffer_length = lens[i];
+        bind[i].length = &lens[i];
+    }
+
+    if (n && mysql_stmt_bind_param(stmt, bind) != 0) {
+        goto failed;
+    }
+
+    if (mysql_stmt_execute(stmt) != 0) {
+        goto failed;
+    }
+
+    return stmt;
+
+failed:
+
+    r->db_errno = mysql_stmt_errno(stmt);
+    ngx_cpystrn((u_char *) r->err, (u_char *) mysql_stmt_error(stmt),
+                sizeof(r->err));
+    (void) mysql_stmt_close(stmt);
+    return NULL;
+
+failed_conn:
+
+    r->db_errno = mysql_errno(conn);
+    ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
+                sizeof(r->err));
+    return NULL;
+}
+
+
+/*
+ * Calls row() for every row of an executed statement, with each column
+ * as a string (data NULL for SQL NULL; numbers as decimal text).  The
+ * strings live until row() returns.  Returns 0, or -1 with r->err set
+ * (row() returning -1 stops the loop and is passed on).
+ */
+int
+ngx_xmpp_db_rows(MYSQL_STMT *stmt, ngx_xmpp_db_req_t *r,
+    ngx_xmpp_db_row_pt row)
+{
+    int             rc, my_true;
+    u_char         *buf, *p;
+    size_t          size;
+    my_bool        *nulls;
+    ngx_str_t      *cols;
+    ngx_uint_t      i, n;
+    MYSQL_RES      *meta;
+    MYSQL_BIND     *bind;
+    MYSQL_FIELD    *f;
+    unsigned long  *lens;
+
+    my_true = 1;
+    buf = NULL;
+    meta = NULL;
+    rc = -1;
+
+    if (mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &my_true)
+        != 0
+        || mysql_stmt_store_result(stmt) != 0)
+    {
+        goto failed;
+    }
+
+    meta = mysql_stmt_result_metadata(stmt);
+    if (meta == NULL) {
+        goto failed;
+    }
+
+    n = mysql_num_fields(meta);
+    f = mysql_fetch_fields(meta);
+
+    size = n * (sizeof(MYSQL_BIND) + sizeof(ngx_str_t) + sizeof(my_bool)
+                + sizeof(unsigned long));
+
+    for (i = 0; i < n; i++) {
+        size += f[i].max_length + 1;
+    }
+
+    buf = ngx_calloc(size, r->log);
+    if (buf == NULL) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
+                    sizeof(r->err));
+        goto done;
+    }
+
+    bind = (MYSQL_BIND *) buf;
+    cols = (ngx_str_t *) (bind + n);
+    lens = (unsigned long *) (cols + n);
+    nulls = (my_bool *) (lens + n);
+    p = (u_char *) (nulls + n);
+
+    for (i = 0; i < n; i++) {
+        bind[i].buffer_type = MYSQL_TYPE_STRING;
+        bind[i].buffer = p;
+        bind[i].buffer_length = f[i].max_length + 1;
+        bind[i].length = &lens[i];
+        bind[i].is_null = &nulls[i];
+        p += f[i].max_length + 1;
+    }
+
+    if (mysql_stmt_bind_result(stmt, bind) != 0) {
+        goto failed;
+    }
+
+    for ( ;; ) {
+        rc = mysql_stmt_fetch(stmt);
+
+        if (rc == MYSQL_NO_DATA) {
+            rc = 0;
+            break;
+        }
+
+        if (rc != 0 && rc != MYSQL_DATA_TRUNCATED) {
+            rc = -1;
+            goto failed;
+        }
+
+        for (i = 0; i < n; i++) {
+            cols[i].data = nulls[i] ? NULL : bind[i].buffer;
+            cols[i].len = nulls[i] ? 0 : lens[i];
+        }
+
+        if (row(r, cols, n) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+
+    goto done;
+
+failed:
+
+    r->db_errno = mysql_stmt_errno(stmt);
+    ngx_cpystrn((u_char *) r->err, (u_char *) mysql_stmt_error(stmt),
+                sizeof(r->err));
+    rc = -1;
+
+done:
+
+    if (meta) {
+        mysql_free_result(meta);
+    }
+
+    ngx_free(buf);
+
+    return rc;
+}
