@@ -414,7 +414,8 @@ struct ngx_xmpp_db_req_s {
     ngx_msec_t             timeout;       /* 0: conclave_db_timeout */
     ngx_uint_t             rc;
     unsigned int           db_errno;
-    char                   err[256];      /* for the log, never to users */
+    char                   err[256];      /* for the log, never to users;
+                                             the thread's until done */
 
     /* private */
     ngx_xmpp_conf_t       *xcf;
@@ -422,6 +423,7 @@ struct ngx_xmpp_db_req_s {
     ngx_thread_task_t     *task;
     ngx_event_t            timer;
     ngx_msec_t             posted_at;
+    ngx_uint_t             thread_rc;     /* r->rc once the thread is done */
     unsigned               in_thread:1;
     unsigned               expired:1;
     unsigned               cancelled:1;

@@ -140,6 +140,7 @@ ngx_xmpp_db_create(ngx_xmpp_conf_t *xcf, size_t ctx_size, ngx_log_t *log)
     r->ctx = ctx_size ? (void *) (r + 1) : NULL;
     r->log = log;
     r->rc = NGX_XMPP_DB_ERROR;
+    r->thread_rc = NGX_XMPP_DB_ERROR;
 
     task->ctx = r;
     task->handler = ngx_xmpp_db_thread;
@@ -220,13 +221,13 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
 
     /* skipped when the owner gave up while the task was queued */
     if (r->cancelled || r->expired) {
-        r->rc = NGX_XMPP_DB_TIMEOUT;
+        r->thread_rc = NGX_XMPP_DB_TIMEOUT;
         return;
     }
 
     conn = ngx_xmpp_db_get(p, r);
     if (conn == NULL) {
-        r->rc = NGX_XMPP_DB_UNAVAILABLE;
+        r->thread_rc = NGX_XMPP_DB_UNAVAILABLE;
         return;
     }
 
@@ -247,11 +248,11 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
                         sizeof(r->err));
         }
 
-        r->rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
+        r->thread_rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
         __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
 
     } else {
-        r->rc = NGX_XMPP_DB_OK;
+        r->thread_rc = NGX_XMPP_DB_OK;
     }
 
     ngx_xmpp_db_put(p, conn, keep);
@@ -337,6 +338,7 @@ ngx_xmpp_db_complete(ngx_event_t *ev)
     ngx_xmpp_db_pool_t  *p;
 
     r->in_thread = 0;
+    r->rc = r->thread_rc;
 
     if (r->timer.timer_set) {
         ngx_del_timer(&r->timer);
