@@ -23,11 +23,17 @@ class Closed(Exception):
 
 class RawTCP:
     def __init__(self, port, tls=False, timeout=10.0, header=HEADER,
-                 rcvbuf=None):
+                 rcvbuf=None, alpn=None, source=None):
         self.port = port
         self.header = header
         self.timeout = timeout
-        if rcvbuf:
+        self.alpn = alpn
+        if source:
+            # another loopback address, so the server can tell us apart
+            self.sock = socket.create_connection(("127.0.0.1", port),
+                                                 timeout=timeout,
+                                                 source_address=(source, 0))
+        elif rcvbuf:
             # a small receive window makes the server's writes back up
             self.sock = socket.socket()
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -45,6 +51,8 @@ class RawTCP:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        if self.alpn:
+            ctx.set_alpn_protocols(self.alpn)
         self.sock = ctx.wrap_socket(self.sock, server_hostname="example.com")
         self.buf = ""
 

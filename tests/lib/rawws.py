@@ -44,17 +44,21 @@ def handshake_request(path, host, key, protocol="xmpp", version="13",
 
 class RawWS:
     def __init__(self, port, path="/xmpp-websocket", protocol="xmpp",
-                 version="13", timeout=10.0, connect=True, tls=False):
+                 version="13", timeout=10.0, connect=True, tls=False,
+                 alpn=None, source=None):
         self.port = port
         self.path = path
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port),
-                                             timeout=timeout)
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout,
+            source_address=(source, 0) if source else None)
         if tls:
             # the harness's certificate is self-signed
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+            if alpn:
+                ctx.set_alpn_protocols(alpn)
             self.sock = ctx.wrap_socket(self.sock,
                                         server_hostname="example.com")
         self.buf = b""

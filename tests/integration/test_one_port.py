@@ -1,0 +1,136 @@
+"""One port for everything (issue 5, item 6; docs/one-port.md).
+
+A stream server reads the TLS ClientHello without terminating it
+(ssl_preread) and picks by ALPN: "xmpp-client" goes to the XMPP
+direct-TLS listener (XEP-0368), anything else to the HTTPS server that
+carries the web client, WebSocket and BOSH.  Both internal listeners sit
+on unix sockets and get the client's address through the PROXY
+protocol, so the audit trail still records the real client IP.  The
+client here connects from 127.0.0.2 to tell its address from the
+proxy's.
+"""
+
+import json
+import socket
+import ssl
+import time
+
+from rawtcp import RawTCP
+from rawws import RawWS
+
+APPLIANCE_EXTRA_STREAM = r"""
+    map $ssl_preread_alpn_protocols $conclave_one_port {
+        ~\bxmpp-client\b   unix:@PREFIX@/xmpps.sock;
+        default            unix:@PREFIX@/https.sock;
+    }
+    server {
+        listen 127.0.0.1:@EXTRA_PORT@;
+        ssl_preread on;
+        proxy_pass $conclave_one_port;
+        proxy_protocol on;
+    }
+    server {
+        listen unix:@PREFIX@/xmpps.sock ssl proxy_protocol;
+        ssl_certificate @PREFIX@/conf/cert.pem;
+        ssl_certificate_key @PREFIX@/conf/key.pem;
+        set_real_ip_from unix:;
+        conclave_xmpp;
+    }
+"""
+
+APPLIANCE_EXTRA_HTTP = r"""
+    server {
+        listen unix:@PREFIX@/https.sock ssl proxy_protocol;
+        ssl_certificate @PREFIX@/conf/cert.pem;
+        ssl_certificate_key @PREFIX@/conf/key.pem;
+        set_real_ip_from unix:;
+        real_ip_header proxy_protocol;
+        location = /xmpp-websocket { conclave_websocket; }
+        location = /http-bind { conclave_bosh; }
+        location / {
+            root @WEBCLIENT@;
+            index index.html;
+        }
+    }
+"""
+
+
+def signins(app, user, ip):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = app.mariadb.query(
+            "SELECT actor_ip, transport, payload FROM audit_record WHERE "
+            "event='signin' AND status='success' AND actor_user='%s'"
+            % user, database="conclave")
+        rows = [r for r in rows if r[0] == ip]
+        if rows:
+            return rows
+        time.sleep(0.2)
+    raise AssertionError("no sign-in record for %s from %s" % (user, ip))
+
+
+def test_xmpp_by_alpn_with_the_real_client_ip(appliance):
+    c = RawTCP(appliance.nginx.extra_port, tls=True, alpn=["xmpp-client"],
+               source="127.0.0.2")
+    assert c.sock.selected_alpn_protocol() in (None, "xmpp-client")
+    feats = c.open()
+    # already TLS: no STARTTLS offered, PLAIN allowed
+    assert "starttls" not in feats and "PLAIN" in feats, feats
+    assert "<success" in c.auth("alice", "alice-pw")
+    c.open()
+    c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:"
+           "xmpp-bind'/></iq>")
+    assert "alice@example.com/" in c.expect(r"</iq>")
+    c.send("<presence/>")
+    c.close()
+    rows = signins(appliance, "alice@example.com", "127.0.0.2")
+    assert rows[0][1] == "tcp"
+    assert json.loads(rows[0][2])["actor"]["ip"] == "127.0.0.2"
+
+
+def test_https_without_alpn_gets_the_web_client(appliance):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", appliance.nginx.extra_port),
+                                   timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="example.com")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\n"
+              b"Connection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"converse" in body.lower()
+
+
+def test_websocket_on_the_same_port_with_the_real_client_ip(appliance):
+    ws = RawWS(appliance.nginx.extra_port, tls=True, alpn=["http/1.1"],
+               source="127.0.0.2")
+    ws.login("bob")
+    ws.close()
+    rows = signins(appliance, "bob@example.com", "127.0.0.2")
+    assert rows[0][1] == "websocket"
+
+
+def test_garbage_instead_of_a_client_hello_is_closed(appliance):
+    s = socket.create_connection(("127.0.0.1", appliance.nginx.extra_port),
+                                 timeout=10)
+    s.sendall(b"\x16\x03\x01\x00\x05hello" + b"\x00" * 64)
+    s.settimeout(10)
+    try:
+        while s.recv(4096):
+            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    # the appliance is still serving
+    c = RawTCP(appliance.nginx.extra_port, tls=True, alpn=["xmpp-client"])
+    c.login("carol", tls=False)
+    c.close()
