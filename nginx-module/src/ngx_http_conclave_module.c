@@ -375,6 +375,27 @@ ngx_http_conclave_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_conclave_handler;
 
+    /* host-meta names the first literal location of each transport */
+    if (clcf->named
+#if (NGX_PCRE)
+        || clcf->regex
+#endif
+       )
+    {
+        return NGX_CONF_OK;
+    }
+
+    if (lcf->handler == NGX_HTTP_CONCLAVE_WEBSOCKET
+        && xcf->websocket_location.len == 0)
+    {
+        xcf->websocket_location = clcf->name;
+
+    } else if (lcf->handler == NGX_HTTP_CONCLAVE_BOSH
+               && xcf->bosh_location.len == 0)
+    {
+        xcf->bosh_location = clcf->name;
+    }
+
     return NGX_CONF_OK;
 }
 

@@ -115,6 +115,8 @@ typedef struct {
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
     ngx_str_t              bosh_url;
+    ngx_str_t              websocket_location;  /* the first one */
+    ngx_str_t              bosh_location;
 
     /* XEP-0124/0206 BOSH (ngx_xmpp_bosh.c) */
     ngx_msec_t             bosh_max_wait;

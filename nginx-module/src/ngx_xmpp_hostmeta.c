@@ -6,9 +6,11 @@
  * section 4) and, when one is configured, the BOSH endpoint (XEP-0206).
  *
  * The URLs come from conclave_websocket_url and conclave_bosh_url.  An
- * unset WebSocket URL is derived from the request: ws:// or wss:// by
- * whether the connection is TLS, then the Host header, then the default
- * location.  A server behind a TLS-terminating proxy sets the URL.
+ * unset one is derived from the request: ws:// or wss:// (http:// or
+ * https:// for BOSH) by whether the connection is TLS, then the Host
+ * header, then the first literal location that holds conclave_websocket
+ * (conclave_bosh).  Without a BOSH location there is no BOSH link.  A
+ * server behind a TLS-terminating proxy sets the URLs.
  */
 
 
@@ -71,8 +73,8 @@ static ngx_xmpp_hostmeta_format_t  ngx_xmpp_hostmeta_jrd = {
 };
 
 
-static ngx_int_t ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r,
-    ngx_xmpp_conf_t *xcf, ngx_str_t *url);
+static ngx_int_t ngx_xmpp_hostmeta_url(ngx_http_request_t *r,
+    const char *scheme, ngx_str_t *path, ngx_str_t *url);
 static ngx_int_t ngx_xmpp_hostmeta_body(ngx_pool_t *pool,
     ngx_xmpp_hostmeta_format_t *f, ngx_xmpp_hostmeta_link_t *links,
     ngx_uint_t n, ngx_str_t *body);
@@ -165,7 +167,7 @@ ngx_int_t
 ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 {
     ngx_int_t                    rc;
-    ngx_str_t                    body;
+    ngx_str_t                    body, path;
     ngx_uint_t                   n;
     ngx_xmpp_hostmeta_link_t     links[2];
     ngx_xmpp_hostmeta_format_t  *f;
@@ -185,18 +187,39 @@ ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 
     ngx_str_set(&links[0].rel, NGX_XMPP_REL_WEBSOCKET);
 
-    rc = ngx_xmpp_hostmeta_ws_url(r, xcf, &links[0].href);
-    if (rc != NGX_OK) {
-        return rc;
+    if (xcf->websocket_url.len) {
+        links[0].href = xcf->websocket_url;
+
+    } else {
+        path = xcf->websocket_location;
+
+        if (path.len == 0) {
+            ngx_str_set(&path, NGX_XMPP_HOSTMETA_WS_PATH);
+        }
+
+        rc = ngx_xmpp_hostmeta_url(r, "ws", &path, &links[0].href);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     n = 1;
 
     if (xcf->bosh_url.len) {
-        ngx_str_set(&links[1].rel, NGX_XMPP_REL_XBOSH);
         links[1].href = xcf->bosh_url;
         n = 2;
+
+    } else if (xcf->bosh_location.len) {
+        rc = ngx_xmpp_hostmeta_url(r, "http", &xcf->bosh_location,
+                                   &links[1].href);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        n = 2;
     }
+
+    ngx_str_set(&links[1].rel, NGX_XMPP_REL_XBOSH);
 
     if (r->uri.len > 5
         && ngx_strncmp(r->uri.data + r->uri.len - 5, ".json", 5) == 0)
@@ -262,25 +285,21 @@ ngx_xmpp_hostmeta_send(ngx_http_request_t *r, ngx_xmpp_hostmeta_format_t *f,
 
 
 /*
- * The configured WebSocket URL, or one derived from the request.  The
- * Host header goes into the documents, so it must look like a host and
- * an optional port (RFC 7230 section 5.4): anything else is a 400.
- * Without a Host header (HTTP/1.0) the local address stands in.
+ * A URL derived from the request: scheme ("ws" or "http", with an "s"
+ * on TLS), host and path.  The Host header goes into the documents, so
+ * it must look like a host and an optional port (RFC 7230 section 5.4):
+ * anything else is a 400.  Without a Host header (HTTP/1.0) the local
+ * address stands in.
  */
 
 static ngx_int_t
-ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
-    ngx_str_t *url)
+ngx_xmpp_hostmeta_url(ngx_http_request_t *r, const char *scheme,
+    ngx_str_t *path, ngx_str_t *url)
 {
     u_char      *p, *last;
     ngx_str_t    host;
     ngx_uint_t   secure;
     u_char       addr[NGX_SOCKADDR_STRLEN];
-
-    if (xcf->websocket_url.len) {
-        *url = xcf->websocket_url;
-        return NGX_OK;
-    }
 
     if (r->headers_in.host != NULL) {
         host = r->headers_in.host->value;
@@ -321,16 +340,15 @@ ngx_xmpp_hostmeta_ws_url(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     secure = (r->connection->ssl != NULL);
 #endif
 
-    url->len = sizeof("wss://") - 1 + host.len
-               + sizeof(NGX_XMPP_HOSTMETA_WS_PATH) - 1;
+    url->len = ngx_strlen(scheme) + sizeof("s://") - 1 + host.len + path->len;
 
     url->data = ngx_pnalloc(r->pool, url->len);
     if (url->data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_sprintf(url->data, "%s://%V" NGX_XMPP_HOSTMETA_WS_PATH,
-                    secure ? "wss" : "ws", &host);
+    p = ngx_sprintf(url->data, "%s%s://%V%V", scheme, secure ? "s" : "",
+                    &host, path);
     url->len = p - url->data;
 
     return NGX_OK;

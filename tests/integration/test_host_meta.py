@@ -70,14 +70,16 @@ def test_xrd_parses_and_names_the_websocket(port):
     assert int(r.getheader("Content-Length")) == len(body)
     assert body.startswith(b"<?xml ")
     links = xrd_links(body)
-    assert links == {WS: "ws://127.0.0.1:%d/xmpp-websocket" % port}
+    assert links == {WS: "ws://127.0.0.1:%d/xmpp-websocket" % port,
+                     BOSH: "http://127.0.0.1:%d/http-bind" % port}
 
 
 def test_jrd_parses_and_names_the_websocket(port):
     r, body = get(port, "/.well-known/host-meta.json")
     assert r.status == 200
     assert r.getheader("Content-Type") == "application/json"
-    assert jrd_links(body) == {WS: "ws://127.0.0.1:%d/xmpp-websocket" % port}
+    assert jrd_links(body) == {WS: "ws://127.0.0.1:%d/xmpp-websocket" % port,
+                               BOSH: "http://127.0.0.1:%d/http-bind" % port}
 
 
 @pytest.mark.parametrize("path", ["/.well-known/host-meta",
@@ -109,6 +111,7 @@ def test_url_follows_the_host_header(port):
     _, body = get(port, "/.well-known/host-meta",
                   host="chat.example.org:8443")
     assert xrd_links(body)[WS] == "ws://chat.example.org:8443/xmpp-websocket"
+    assert xrd_links(body)[BOSH] == "http://chat.example.org:8443/http-bind"
     _, body = get(port, "/.well-known/host-meta.json", host="[::1]:5280")
     assert jrd_links(body)[WS] == "ws://[::1]:5280/xmpp-websocket"
 
@@ -174,6 +177,15 @@ def test_tls_derives_wss_and_bosh_is_escaped(bare_nginx):
     _, body = get(n.http_port, "/.well-known/host-meta.json", tls=True)
     assert jrd_links(body) == {
         WS: "wss://127.0.0.1:%d/xmpp-websocket" % n.http_port, BOSH: bosh}
+
+
+def test_tls_derives_https_for_the_bosh_location(bare_nginx):
+    n = bare_nginx(tls=True)
+    n.start()
+    _, body = get(n.http_port, "/.well-known/host-meta.json", tls=True)
+    assert jrd_links(body) == {
+        WS: "wss://127.0.0.1:%d/xmpp-websocket" % n.http_port,
+        BOSH: "https://127.0.0.1:%d/http-bind" % n.http_port}
 
 
 def test_configured_websocket_url_wins_over_host(bare_nginx):
