@@ -44,7 +44,7 @@ CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
 .PHONY: all build ctl deps deb-deps npm-deps test unit fuzz integration \
-	bench bench-audit bench-deps bench-compare demo stop \
+	bench bench-audit bench-transports bench-deps bench-compare demo stop \
 	clean
 
 all: build
@@ -305,6 +305,13 @@ bench: build
 # the journal library, shipping into MariaDB and verify
 bench-audit: build
 	/usr/bin/python3 tests/bench/audit_bench.py $(BENCH_ARGS)
+
+# the transports' figures (issue 5): idle TCP/TLS memory, TLS handshakes,
+# BOSH round trip and idle BOSH memory
+bench-transports: build
+	/usr/bin/python3 tests/bench/tcp_idle_bench.py --mode direct
+	/usr/bin/python3 tests/bench/tls_handshake_bench.py
+	/usr/bin/python3 tests/bench/bosh_bench.py
 
 # ---------------------------------------------------------------------
 # bench-compare (issue 4): Conclave, ejabberd, Prosody and the trivial
