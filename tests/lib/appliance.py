@@ -300,6 +300,7 @@ def describe(app, env_path):
         "Conclave demo is running (XMPP domain %s)" % app.domain,
         "  web client %s/" % app.base_url,
         "  WebSocket  %s" % app.ws_url,
+        "  BOSH       %s/http-bind" % app.base_url,
         "  XMPP/TCP   127.0.0.1:%d (STARTTLS)   127.0.0.1:%d (direct TLS)"
         % (app.nginx.xmpp_port, app.nginx.xmpps_port),
         "  status     %s   (loopback only)" % app.status_url,
