@@ -4,9 +4,11 @@
  *
  * One process, one epoll loop, non-blocking sockets, optionally pinned
  * to a CPU.  It speaks XMPP over WebSocket (RFC 7395 on RFC 6455) on
- * ws:// or wss:// (no certificate check: the demo certificate is
- * self-signed), signs sessions in with SASL PLAIN, binds a resource,
- * sends initial presence, and then runs one scenario:
+ * ws:// or wss://, and XMPP over TCP (RFC 6120) on tcp:// or, with
+ * direct TLS (XEP-0368), tls:// (no certificate check: the demo
+ * certificate is self-signed), signs sessions in with SASL PLAIN,
+ * binds a resource, sends initial presence, and then runs one
+ * scenario:
  *
  *   idle             K sessions online, held for H seconds: server
  *                    memory per session
@@ -603,6 +605,21 @@ lg_tick(uint64_t now)
 
 /* results */
 
+static const char *
+lg_transport(void)
+{
+    if (lg.relay) {
+        return lg.tcp ? "tcp-relay" : "ws-relay";
+    }
+
+    if (lg.tcp) {
+        return lg.tls ? "tls" : "tcp";
+    }
+
+    return lg.tls ? "wss" : "ws";
+}
+
+
 static double
 lg_cpu_seconds(uint64_t ticks)
 {
@@ -723,8 +740,7 @@ lg_report(void)
         strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", localtime(&t));
         fprintf(f, "%s,%s,%s,%s,%d,%s,%.2f,%llu,%llu,%llu,%llu,%llu,%.1f,"
                 "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s\n",
-                date, lg.target, lg.relay ? "ws-relay" : lg.tls ? "wss" : "ws",
-                lg.scenario_name,
+                date, lg.target, lg_transport(), lg.scenario_name,
                 size, param, secs, (unsigned long long) ok,
                 (unsigned long long) errors, (unsigned long long) lg.failed,
                 (unsigned long long) lg.msg_errors,
@@ -840,8 +856,18 @@ lg_url(const char *url)
         p = url + 6;
         lg.tls = 1;
         lg.port = 443;
+    } else if (strncmp(url, "tcp://", 6) == 0) {
+        p = url + 6;
+        lg.tcp = 1;
+        lg.port = 5222;
+    } else if (strncmp(url, "tls://", 6) == 0) {
+        /* direct TLS (XEP-0368), not STARTTLS */
+        p = url + 6;
+        lg.tcp = 1;
+        lg.tls = 1;
+        lg.port = 5223;
     } else {
-        lg_die("url must be ws:// or wss://: %s", url);
+        lg_die("url must be ws://, wss://, tcp:// or tls://: %s", url);
     }
 
     slash = strchr(p, '/');
@@ -897,6 +923,8 @@ lg_usage(void)
 {
     fputs(
 "usage: loadgen --url ws[s]://127.0.0.1:PORT/xmpp-websocket --users FILE\n"
+"       loadgen --url tcp://127.0.0.1:PORT | tls://127.0.0.1:PORT ...\n"
+"               (XMPP over TCP, RFC 6120; tls:// is direct TLS, XEP-0368)\n"
 "               --scenario idle|chat-saturation|chat-fixed-rate|login\n"
 "  --sessions N      sessions online (idle K, chat senders)   [100]\n"
 "  --hold S          idle: seconds to hold the sessions        [5]\n"

@@ -4,7 +4,8 @@
  *
  * loadgen.c holds the scenarios, measurement and report; loadgen_xmpp.c
  * holds one client session: TCP (and TLS), the WebSocket client side of
- * RFC 6455, and the RFC 7395 sign-in up to initial presence.
+ * RFC 6455 or the XML stream of RFC 6120 over TCP, and the sign-in up
+ * to initial presence.
  */
 
 #ifndef LOADGEN_H
@@ -40,6 +41,13 @@
 #define LG_FRAMING  "urn:ietf:params:xml:ns:xmpp-framing"
 #define LG_OPEN     "<open xmlns='" LG_FRAMING "' to='%s' version='1.0'/>"
 #define LG_CLOSE    "<close xmlns='" LG_FRAMING "'/>"
+
+/* XMPP over TCP (RFC 6120 section 4): one stream element per direction */
+#define LG_TCP_OPEN                                                      \
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"          \
+    " xmlns:stream='http://etherx.jabber.org/streams' to='%s'"           \
+    " version='1.0'>"
+#define LG_TCP_CLOSE "</stream:stream>"
 
 /* --proto relay: the trivial relay's protocol (see relay.c) */
 #define LG_RELAY_LOGIN  "L %s %s"
@@ -124,7 +132,8 @@ struct lg_conn_s {
     size_t             mlen;
     size_t             mcap;
     unsigned           dirty:1;
-    unsigned           ws_close_sent:1;
+    unsigned           ws_close_sent:1; /* our close is queued */
+    unsigned           in_stream:1;     /* TCP: the server's header came */
     lg_conn_t         *next_dirty;
 };
 
@@ -141,6 +150,7 @@ typedef struct {
     const char        *scenario_name;
     int                tls;
     int                relay;           /* --proto relay (relay.c) */
+    int                tcp;             /* tcp:// or tls://: no upgrade */
     char               host[64];
     int                port;
     char               path[256];

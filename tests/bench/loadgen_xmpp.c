@@ -6,8 +6,12 @@
  * A session connects (from 127.0.0.x), optionally does TLS, upgrades to
  * WebSocket (RFC 6455 section 4.1, subprotocol "xmpp"), then signs in
  * as RFC 7395 and RFC 6120 describe: <open/>, SASL PLAIN, <open/>
- * again, resource binding, initial presence.  Stanzas the scenario
- * sends are queued on the session and written once per loop turn.
+ * again, resource binding, initial presence.  Over TCP (tcp:// and,
+ * with direct TLS as XEP-0368 has it, tls://) there is no upgrade: the
+ * same sign-in runs on an RFC 6120 stream, <stream:stream> headers in
+ * place of <open/>, and the server's stanzas are cut out of its stream
+ * by element depth.  Stanzas the scenario sends are queued on the
+ * session and written once per loop turn.
  */
 
 #include "loadgen.h"
@@ -65,7 +69,11 @@ lg_mark_dirty(lg_conn_t *c)
 }
 
 
-/* queue one frame; client frames are masked (section 5.3) */
+/*
+ * Queue one frame; client frames are masked (section 5.3).  An XML
+ * stream over TCP has no frames: the stanza's bytes are queued as
+ * they are.
+ */
 static int
 lg_ws_frame(lg_conn_t *c, int opcode, const void *data, size_t len)
 {
@@ -90,6 +98,14 @@ lg_ws_frame(lg_conn_t *c, int opcode, const void *data, size_t len)
     }
 
     p = c->wbuf + c->wlen;
+
+    if (lg.tcp && !lg.relay) {
+        memcpy(p, data, len);
+        c->wlen += len;
+        lg_mark_dirty(c);
+        return 0;
+    }
+
     p[0] = 0x80 | opcode;
     if (len < 126) {
         p[1] = 0x80 | len;
@@ -400,6 +416,7 @@ lg_conn_start(void)
     c->pos = -1;
     c->inflight = 0;
     c->ws_close_sent = 0;
+    c->in_stream = 0;
     c->t_start = lg_now();
     c->deadline = c->t_start + (uint64_t) (lg.timeout * LG_NS);
     c->state = LG_CONNECTING;
@@ -488,6 +505,39 @@ lg_upgrade(lg_conn_t *c)
 }
 
 
+/* the first (or, after SASL, the restarted) stream */
+static void
+lg_open_stream(lg_conn_t *c)
+{
+    if (lg.tcp) {
+        c->in_stream = 0;
+        (void) lg_send(c, LG_TCP_OPEN, lg.domain);
+    } else {
+        (void) lg_send(c, LG_OPEN, lg.domain);
+    }
+}
+
+
+/* the connection is up (and TLS done): upgrade, or start at once */
+static void
+lg_connected(lg_conn_t *c)
+{
+    if (!lg.tcp) {
+        lg_upgrade(c);
+
+    } else if (lg.relay) {
+        c->state = LG_AUTH;
+        (void) lg_send(c, LG_RELAY_LOGIN, lg.uids[c->user], lg.pws[c->user]);
+
+    } else {
+        c->state = LG_OPEN1;
+        lg_open_stream(c);
+    }
+
+    lg_flush(c);
+}
+
+
 void
 lg_close_stream(lg_conn_t *c)
 {
@@ -498,6 +548,14 @@ lg_close_stream(lg_conn_t *c)
 
     c->state = LG_CLOSING;
     c->deadline = lg_now() + 10 * LG_NS;
+
+    if (lg.tcp && !lg.relay) {
+        /* RFC 6120 section 4.4: then wait for the server's end tag */
+        c->ws_close_sent = 1;
+        (void) lg_send(c, LG_TCP_CLOSE);
+        return;
+    }
+
     (void) lg_send(c, lg.relay ? LG_RELAY_QUIT : LG_CLOSE);
 }
 
@@ -588,7 +646,7 @@ lg_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
     case LG_AUTH:
         if (lg_xml_is(m, len, "success")) {
             c->state = LG_OPEN2;
-            (void) lg_send(c, LG_OPEN, lg.domain);
+            lg_open_stream(c);
         } else {
             lg_xml_condition(m, len, cond, sizeof(cond));
             lg_fail(c, "auth: %s", cond);
@@ -730,6 +788,151 @@ lg_frames(lg_conn_t *c)
 }
 
 
+/* the '>' that ends the tag at p, skipping quoted attribute values */
+static const unsigned char *
+lg_tag_end(const unsigned char *p, const unsigned char *last)
+{
+    const unsigned char  *q;
+
+    for ( ; p < last; p++) {
+        if (*p == '>') {
+            return p;
+        }
+
+        if (*p == '\'' || *p == '"') {
+            q = memchr(p + 1, *p, last - (p + 1));
+            if (q == NULL) {
+                return NULL;
+            }
+            p = q;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the server's </stream:stream> (RFC 6120 section 4.4) */
+static void
+lg_stream_end(lg_conn_t *c)
+{
+    if (c->state != LG_CLOSING) {
+        lg_fail(c, "server closed the stream");
+        return;
+    }
+
+    /* both end tags are out: the stream is over both ways */
+    lg_conn_end(c, 1);
+}
+
+
+/*
+ * RFC 6120 section 4: over TCP the server's stanzas are the children of
+ * its <stream:stream> element, with no framing.  They are cut out by
+ * element depth; bytes are consumed only at stanza boundaries, so a
+ * stanza split across reads is scanned again from its start when the
+ * rest arrives.  A restarted stream (after SASL, section 6.4.6) brings
+ * a new header at depth 1.  The server sends no comments, PIs in the
+ * stream or DTDs (section 11.1).
+ */
+static void
+lg_stream_split(lg_conn_t *c)
+{
+    int                   depth;
+    size_t                pos, start;
+    const unsigned char  *p, *last, *e, *s;
+
+    s = c->rbuf;
+    last = s + c->rlen;
+    p = s;
+    pos = start = 0;
+    depth = c->in_stream;
+
+    while (p < last) {
+        if (*p != '<') {
+            e = memchr(p, '<', last - p);
+            p = e ? e : last;
+            if (depth <= 1) {
+                pos = p - s;            /* whitespace between stanzas */
+            }
+            continue;
+        }
+
+        if (last - p < 2) {
+            break;
+        }
+
+        if (p[1] == '?') {
+            e = memmem(p, last - p, "?>", 2);
+            if (e == NULL) {
+                break;
+            }
+            p = e + 2;
+            pos = depth <= 1 ? (size_t) (p - s) : pos;
+            continue;
+        }
+
+        if (p[1] == '!') {
+            lg_fail(c, "stream: the server sent <!");
+            return;
+        }
+
+        e = lg_tag_end(p, last);
+        if (e == NULL) {
+            break;
+        }
+        e++;
+
+        if (p[1] == '/') {
+            if (depth <= 1) {
+                lg_stream_end(c);
+                return;
+            }
+
+            if (--depth == 1) {
+                lg_dispatch(c, s + start, e - (s + start));
+                pos = e - s;
+            }
+
+        } else if (e[-2] == '/') {
+            if (depth == 1) {
+                lg_dispatch(c, p, e - p);
+                pos = e - s;
+            }
+
+        } else if (depth <= 1 && lg_xml_is(p, e - p, "stream:stream")) {
+            depth = 1;
+            c->in_stream = 1;
+            pos = e - s;
+
+        } else {
+            if (depth == 0) {
+                lg_fail(c, "stream: no <stream:stream> header");
+                return;
+            }
+            if (depth++ == 1) {
+                start = p - s;
+            }
+        }
+
+        if (c->state == LG_FREE) {
+            return;
+        }
+
+        p = e;
+    }
+
+    if (pos) {
+        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+        c->rlen -= pos;
+    }
+
+    if (c->rlen > LG_MAX_FRAME) {
+        lg_fail(c, "stream: stanza over %d bytes", LG_MAX_FRAME);
+    }
+}
+
+
 static void
 lg_http_reply(lg_conn_t *c)
 {
@@ -761,7 +964,7 @@ lg_http_reply(lg_conn_t *c)
     }
 
     c->state = LG_OPEN1;
-    (void) lg_send(c, LG_OPEN, lg.domain);
+    lg_open_stream(c);
 }
 
 
@@ -878,12 +1081,17 @@ lg_read(lg_conn_t *c)
 
         c->rlen += n;
 
-        if (c->state == LG_UPGRADE) {
-            lg_http_reply(c);
-        }
+        if (lg.tcp && !lg.relay) {
+            lg_stream_split(c);
 
-        if (c->state > LG_UPGRADE) {
-            lg_frames(c);
+        } else {
+            if (c->state == LG_UPGRADE) {
+                lg_http_reply(c);
+            }
+
+            if (c->state > LG_UPGRADE) {
+                lg_frames(c);
+            }
         }
 
         if (c->state == LG_FREE) {
@@ -901,8 +1109,7 @@ lg_tls_handshake(lg_conn_t *c)
     ERR_clear_error();
     r = SSL_connect(c->ssl);
     if (r == 1) {
-        lg_upgrade(c);
-        lg_flush(c);
+        lg_connected(c);
         return;
     }
 
@@ -933,8 +1140,7 @@ lg_event(lg_conn_t *c, uint32_t events)
         }
 
         if (!lg.tls) {
-            lg_upgrade(c);
-            lg_flush(c);
+            lg_connected(c);
             return;
         }
 

@@ -1,8 +1,11 @@
 """The other servers run_bench.py measures Conclave against (issue 4).
 
-    Ejabberd   Debian's ejabberd 23.01, XMPP over WebSocket (RFC 7395)
-    Prosody    Debian's prosody 0.12, mod_websocket
-    Relay      tests/bench/relay.c: the physical ceiling (no XMPP at all)
+    Ejabberd   Debian's ejabberd 23.01: XMPP over TCP (ejabberd_c2s,
+               plaintext and direct TLS) and over WebSocket (RFC 7395)
+    Prosody    Debian's prosody 0.12: c2s (plaintext and direct TLS)
+               and mod_websocket
+    Relay      tests/bench/relay.c: the physical ceiling (no XMPP at all),
+               over TCP with --raw (no HTTP upgrade)
 
 Each is a private instance: its own config and data in a subdirectory
 of the runner's temp dir, free loopback ports, started as a child of
@@ -44,6 +47,26 @@ PROSODY = "/usr/bin/prosody"
 
 class SetupError(Exception):
     pass
+
+
+def transport_name(args):
+    """The loadgen's transport column: tcp, tls, ws or wss."""
+    if args.transport == "tcp":
+        return "tls" if args.tls else "tcp"
+    return "wss" if args.tls else "ws"
+
+
+def make_cert(directory):
+    """A self-signed certificate for example.com (the loadgen does not
+    verify it, as with the appliance's)."""
+    crt = os.path.join(directory, DOMAIN + ".crt")
+    key = os.path.join(directory, DOMAIN + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "30", "-subj", "/CN=" + DOMAIN,
+                    "-addext", "subjectAltName=DNS:" + DOMAIN,
+                    "-keyout", key, "-out", crt],
+                   check=True, capture_output=True)
+    return crt, key
 
 
 def descendants(pid):
@@ -105,7 +128,9 @@ class Peer:
         self.args = args
         self.dir = os.path.join(workdir, self.name)
         os.makedirs(self.dir)
-        self.port = free_port()
+        self.port = free_port()          # http (WebSocket)
+        self.c2s_port = free_port()      # XMPP over TCP, plaintext
+        self.c2s_tls_port = free_port()  # XMPP over TCP, direct TLS
         self.proc = None
         self.pid = None
         self.users_file = os.path.join(self.dir, "users.txt")
@@ -123,8 +148,13 @@ class Peer:
         return self.stdout_path
 
     def ready(self, timeout):
-        wait_port(self.port, self.proc, timeout, self.name,
+        wait_port(self.url_port(), self.proc, timeout, self.name,
                   self.log_path())
+
+    def url_port(self):
+        if self.args.transport == "ws":
+            return self.port
+        return self.c2s_tls_port if self.args.tls else self.c2s_port
 
     # the process
     def taskset(self):
@@ -176,7 +206,11 @@ class Peer:
         self.stop_server()
 
     def url(self):
-        return "ws://127.0.0.1:%d/xmpp-websocket" % self.port
+        if self.args.transport == "ws":
+            return "%s://127.0.0.1:%d/xmpp-websocket" % (
+                "wss" if self.args.tls else "ws", self.port)
+        return "%s://127.0.0.1:%d" % ("tls" if self.args.tls else "tcp",
+                                      self.url_port())
 
     def server_pids(self):
         if self.pid is None:
@@ -243,6 +277,10 @@ class Ejabberd(Peer):
         self.logs = os.path.join(self.dir, "logs")
         os.makedirs(self.spool)
         os.makedirs(self.logs)
+        self.crt, self.key = make_cert(self.dir)
+        with open(self.crt) as c, open(self.key) as k, \
+                open(os.path.join(self.dir, "cert.pem"), "w") as f:
+            f.write(c.read() + k.read())
         with open(os.path.join(self.dir, "inetrc"), "w") as f:
             f.write('{lookup,["file","native"]}.\n'
                     '{host,{127,0,0,1}, ["localhost"]}.\n')
@@ -259,6 +297,8 @@ loglevel: warning
 log_rotate_count: 0
 auth_method: internal
 auth_password_format: plain
+certfiles:
+  - "%(dir)s/cert.pem"
 listen:
   -
     port: %(port)d
@@ -267,6 +307,23 @@ listen:
     backlog: 511
     request_handlers:
       /xmpp-websocket: ejabberd_http_ws
+  -
+    port: %(c2s)d
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    backlog: 511
+    max_stanza_size: 262144
+    shaper: c2s_shaper
+    access: c2s
+  -
+    port: %(c2s_tls)d
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    backlog: 511
+    tls: true
+    max_stanza_size: 262144
+    shaper: c2s_shaper
+    access: c2s
 acl:
   local:
     user_regexp: ""
@@ -278,7 +335,8 @@ shaper_rules:
   max_user_sessions: 16
 modules:
   mod_disco: {}
-""" % {"domain": DOMAIN, "port": self.port})
+""" % {"domain": DOMAIN, "port": self.port, "dir": self.dir,
+       "c2s": self.c2s_port, "c2s_tls": self.c2s_tls_port})
 
     def log_path(self):
         return os.path.join(self.logs, "ejabberd.log")
@@ -344,11 +402,12 @@ halt(case Bad of [] -> 0; _ -> 1 end).
         return self.users_file
 
     def describe(self):
-        return ("ejabberd %s (Erlang/OTP erts %s, 1 node%s, ws, "
+        return ("ejabberd %s (Erlang/OTP erts %s, 1 node%s, %s, "
                 "internal auth, plain passwords)" % (
                     version_of("ejabberd"), version_of("erlang-base"),
                     ", pinned to CPU " + self.args.server_cpus
-                    if self.args.server_cpus else ""))
+                    if self.args.server_cpus else "",
+                    transport_name(self.args)))
 
 
 class Prosody(Peer):
@@ -358,10 +417,10 @@ class Prosody(Peer):
 
     def __init__(self, args, workdir):
         super().__init__(args, workdir)
-        self.c2s_port = free_port()
         self.conf = os.path.join(self.dir, "prosody.cfg.lua")
         self.data = os.path.join(self.dir, "data")
         os.makedirs(os.path.join(self.dir, "certs"))
+        self.crt, self.key = make_cert(os.path.join(self.dir, "certs"))
         self.accounts = os.path.join(
             self.data, DOMAIN.replace(".", "%2e"), "accounts")
         os.makedirs(self.accounts)
@@ -389,13 +448,17 @@ consider_websocket_secure = true
 network_settings = { tcp_backlog = 511; nagle = false }
 c2s_ports = { %(c2s)d }
 c2s_interfaces = { "127.0.0.1" }
+c2s_direct_tls_ports = { %(c2s_tls)d }
+c2s_direct_tls_interfaces = { "127.0.0.1" }
+c2s_direct_tls_ssl = { certificate = "%(crt)s"; key = "%(key)s" }
 s2s_ports = {}
 http_ports = { %(http)d }
 http_interfaces = { "127.0.0.1" }
 https_ports = {}
 VirtualHost "%(domain)s"
 """ % {"d": d, "c2s": self.c2s_port, "http": self.port,
-                "domain": DOMAIN})
+                "c2s_tls": self.c2s_tls_port, "crt": self.crt,
+                "key": self.key, "domain": DOMAIN})
 
     def log_path(self):
         return os.path.join(self.dir, "prosody.log")
@@ -415,10 +478,11 @@ VirtualHost "%(domain)s"
         return self.users_file
 
     def describe(self):
-        return ("prosody %s (lua5.4, server_epoll%s, ws, internal_plain)"
+        return ("prosody %s (lua5.4, server_epoll%s, %s, internal_plain)"
                 % (version_of("prosody"),
                    ", pinned to CPU " + self.args.server_cpus
-                   if self.args.server_cpus else ""))
+                   if self.args.server_cpus else "",
+                   transport_name(self.args)))
 
 
 class Relay(Peer):
@@ -433,16 +497,29 @@ class Relay(Peer):
         self.binary = binary
 
     def command(self):
+        # over TCP the relay's port is c2s_port, and it does no upgrade
+        if self.args.transport == "tcp":
+            return [self.binary, "--listen", "127.0.0.1:%d" % self.c2s_port,
+                    "--raw"]
         return [self.binary, "--listen", "127.0.0.1:%d" % self.port]
+
+    def url_port(self):
+        return self.c2s_port if self.args.transport == "tcp" else self.port
+
+    def url(self):
+        if self.args.transport == "tcp":
+            return "tcp://127.0.0.1:%d" % self.c2s_port
+        return "ws://127.0.0.1:%d/xmpp-websocket" % self.port
 
     def add_users(self, n):
         self.write_users_file(["bench%d" % i for i in range(1, n + 1)])
         return self.users_file
 
     def describe(self):
-        return "relay (tests/bench/relay.c, 1 process%s, ws, no XML)" % (
+        return "relay (tests/bench/relay.c, 1 process%s, %s, no XML)" % (
             ", pinned to CPU " + self.args.server_cpus
-            if self.args.server_cpus else "")
+            if self.args.server_cpus else "",
+            "tcp --raw" if self.args.transport == "tcp" else "ws")
 
 
 def available(name):

@@ -33,7 +33,11 @@
  * connection holds only its fixed state and its routing entry: input
  * is read into one shared buffer and only a partial frame is kept.
  *
- *   relay --listen 127.0.0.1:PORT [--cpu N] [--max-conns N]
+ *   relay --listen 127.0.0.1:PORT [--cpu N] [--max-conns N] [--raw]
+ *
+ * --raw is the TCP baseline's relay (loadgen's tcp:// URL with --proto
+ * relay): no HTTP upgrade, the same frames straight on the TCP
+ * connection, as XMPP over TCP has no upgrade either.
  *
  * SIGTERM or SIGINT stop it.  Only loopback addresses are accepted.
  */
@@ -102,6 +106,7 @@ static struct {
     rl_conn_t     **dead;
     int             ndead;
     int             max_conns;
+    int             raw;              /* --raw: no HTTP upgrade */
     int             nconns;
     unsigned char   rbuf[RL_RBUF];
 } rl;
@@ -656,6 +661,7 @@ rl_accept(void)
         one = 1;
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         c->fd = fd;
+        c->upgraded = rl.raw;
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         ev.data.ptr = c;
         if (epoll_ctl(rl.ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
@@ -721,7 +727,8 @@ main(int argc, char **argv)
     struct epoll_event  ev, evs[RL_EVENTS];
     static struct option  opts[] = {
         { "listen", 1, NULL, 'l' }, { "cpu", 1, NULL, 'c' },
-        { "max-conns", 1, NULL, 'm' }, { NULL, 0, NULL, 0 }
+        { "max-conns", 1, NULL, 'm' }, { "raw", 0, NULL, 'r' },
+        { NULL, 0, NULL, 0 }
     };
 
     listen_on = NULL;
@@ -732,15 +739,16 @@ main(int argc, char **argv)
         case 'l': listen_on = optarg; break;
         case 'c': cpu = atoi(optarg); break;
         case 'm': rl.max_conns = atoi(optarg); break;
+        case 'r': rl.raw = 1; break;
         default:
             fprintf(stderr, "usage: relay --listen 127.0.0.1:PORT"
-                    " [--cpu N] [--max-conns N]\n");
+                    " [--cpu N] [--max-conns N] [--raw]\n");
             return 2;
         }
     }
     if (listen_on == NULL || rl.max_conns < 1) {
         fprintf(stderr, "usage: relay --listen 127.0.0.1:PORT"
-                " [--cpu N] [--max-conns N]\n");
+                " [--cpu N] [--max-conns N] [--raw]\n");
         return 2;
     }
 

@@ -171,8 +171,11 @@ class Conclave(Target):
                      for i in range(args.workers)]
             main.append("worker_cpu_affinity %s;" % " ".join(masks))
         http = list(args.extra_http)
+        # over TCP the TLS port is the stream module's direct TLS
+        # listener (XEP-0368), there in every appliance
         self.app = Appliance(workdir, module_so=args.module,
-                             tls=args.tls, workers=args.workers,
+                             tls=args.tls and args.transport == "ws",
+                             workers=args.workers,
                              log_level=args.log_level,
                              extra_main="\n".join(main),
                              extra_http="\n".join(http))
@@ -229,7 +232,11 @@ class Conclave(Target):
         return self.users_file
 
     def url(self):
-        return self.app.ws_url
+        if self.args.transport == "ws":
+            return self.app.ws_url
+        if self.args.tls:
+            return "tls://127.0.0.1:%d" % self.app.nginx.xmpps_port
+        return "tcp://127.0.0.1:%d" % self.app.nginx.xmpp_port
 
     def server_pids(self):
         return [self.app.nginx.pid] + self.app.nginx.worker_pids()
@@ -261,7 +268,7 @@ class Conclave(Target):
             v, self.args.workers,
             ", pinned to CPU " + self.args.server_cpus
             if self.args.server_cpus else "",
-            "wss" if self.args.tls else "ws",
+            peers.transport_name(self.args),
             os.path.relpath(self.app.module_so, REPO),
             ", unix dgram qlen %d" % self.args.unix_dgram_qlen
             if self.args.unix_dgram_qlen else "")
@@ -657,7 +664,12 @@ def parse_args(argv):
                         "not pinned)")
     p.add_argument("--loadgen-cpu", default="1",
                    help="CPU for the load generator ('' = not pinned)")
-    p.add_argument("--tls", action="store_true", help="wss:// (TLS)")
+    p.add_argument("--transport", choices=("tcp", "ws"), default="tcp",
+                   help="XMPP over TCP (RFC 6120, the baseline) or over "
+                        "WebSocket (RFC 7395); default tcp")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS: direct TLS (XEP-0368) over TCP, wss:// "
+                        "over WebSocket")
     p.add_argument("--log-level", default="warn",
                    help="nginx error_log level (info logs every sign-in)")
     p.add_argument("--module", default=None,
