@@ -222,6 +222,10 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(db_request_timeout), NULL },
 
+    { ngx_string("conclave_mam_max_page"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(mam_max_page), NULL },
+
     { ngx_string("conclave_audit_ship_batch"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ship_batch), NULL },

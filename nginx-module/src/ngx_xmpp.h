@@ -112,6 +112,11 @@ typedef struct {
     ngx_thread_pool_t     *db_thread_pool;
     ngx_msec_t             db_request_timeout;
 
+    /* XEP-0313 history (ngx_xmpp_mam.c), XEP-0198 (ngx_xmpp_sm.c) */
+    ngx_uint_t             mam_max_page;
+    ngx_msec_t             sm_resume_timeout;
+    ngx_uint_t             sm_max_unacked;
+
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
     ngx_str_t              bosh_url;
@@ -545,12 +550,21 @@ void ngx_xmpp_audit_exit_worker(ngx_cycle_t *cycle);
 void ngx_xmpp_audit_tick(ngx_log_t *log);
 void ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_delivery_t *d);
+size_t ngx_xmpp_audit_next_id(ngx_xmpp_conf_t *xcf, u_char *buf,
+    size_t size);
 ngx_int_t ngx_xmpp_audit_signin(ngx_xmpp_session_t *s, ngx_uint_t ok,
     const char *code, const char *reason);
 void ngx_xmpp_audit_session_end(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_audit_session_init(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_audit_session_bound(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf);
+
+/* ngx_xmpp_mam.c: XEP-0359 stanza ids, XEP-0313 archive queries */
+#define NGX_XMPP_NS_MAM        "urn:xmpp:mam:2"
+ngx_int_t ngx_xmpp_mam_stamp(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+ngx_int_t ngx_xmpp_mam_refs(ngx_xmpp_stanza_t *st, ngx_str_t *replace_id,
+    ngx_str_t *retract_id, ngx_str_t *retract_ns);
+void ngx_xmpp_mam_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

@@ -1405,7 +1405,7 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     size_t                     size;
     json_t                    *rec;
     uint64_t                   seq;
-    ngx_str_t                  body;
+    ngx_str_t                  body, replace_id, retract_id, retract_ns;
     ngx_uint_t                 has_body, always;
     ngx_xmpp_audit_t          *a;
     ngx_xmpp_audit_pending_t  *e;
@@ -1437,6 +1437,21 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     }
 
     ngx_xmpp_audit_body(st, &body, &has_body);
+
+    /* XEP-0308/0424: what the history applies (ngx_xmpp_mam.c) */
+    (void) ngx_xmpp_mam_refs(st, &replace_id, &retract_id, &retract_ns);
+
+    if ((replace_id.len
+         && ngx_xmpp_audit_param(rec, "replace_id", &replace_id) != NGX_OK)
+        || (retract_id.len
+            && (ngx_xmpp_audit_param(rec, "retract_id", &retract_id)
+                != NGX_OK
+                || ngx_xmpp_audit_param(rec, "retract_ns", &retract_ns)
+                   != NGX_OK)))
+    {
+        json_decref(rec);
+        goto internal;
+    }
 
     if (caud_record_set_object(rec, "jid",
                                ngx_xmpp_cstr(st->pool, &d->to.full))
@@ -1522,6 +1537,32 @@ internal:
 
     errno = ENOMEM;
     goto failed;
+}
+
+
+/*
+ * The identity of the record the next append will write,
+ * "<node>:<writer>:<seq>", which is the message's XEP-0359 stanza id
+ * and its MAM id (ngx_xmpp_mam.c).  Only the event loop appends, so
+ * nothing can take the seq between this call and the append.  Returns
+ * the length, 0 when there is no journal.
+ */
+size_t
+ngx_xmpp_audit_next_id(ngx_xmpp_conf_t *xcf, u_char *buf, size_t size)
+{
+    u_char            *p;
+    ngx_xmpp_audit_t  *a;
+
+    a = ngx_xmpp_audit_worker;
+
+    if (a == NULL || a->journal == NULL) {
+        return 0;
+    }
+
+    p = ngx_snprintf(buf, size, "%V:%uD:%uL", &xcf->audit_node,
+                     a->writer_id, caud_journal_next_seq(a->journal));
+
+    return p == buf + size ? 0 : (size_t) (p - buf);
 }
 
 

@@ -59,6 +59,9 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->ship_batch = NGX_CONF_UNSET_UINT;
     xcf->ship_interval = NGX_CONF_UNSET_MSEC;
     xcf->db_request_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->mam_max_page = NGX_CONF_UNSET_UINT;
+    xcf->sm_resume_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->sm_max_unacked = NGX_CONF_UNSET_UINT;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
@@ -101,6 +104,9 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->ship_batch, 1000);
     ngx_conf_init_msec_value(xcf->ship_interval, 20);
     ngx_conf_init_msec_value(xcf->db_request_timeout, 10000);
+    ngx_conf_init_uint_value(xcf->mam_max_page, 250);
+    ngx_conf_init_msec_value(xcf->sm_resume_timeout, 300000);
+    ngx_conf_init_uint_value(xcf->sm_max_unacked, 1000);
     ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);
     ngx_conf_init_msec_value(xcf->bosh_max_inactivity, 60000);
     ngx_conf_init_uint_value(xcf->bosh_max_requests, 2);
@@ -118,6 +124,14 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "the BOSH wait and inactivity limits must be "
                            "at least 1s");
+        return NGX_CONF_ERROR;
+    }
+
+    /* the page query's LIMIT and its buffers grow with it */
+    if (xcf->mam_max_page < 1 || xcf->mam_max_page > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_mam_max_page\" must be "
+                           "between 1 and 1000");
         return NGX_CONF_ERROR;
     }
 

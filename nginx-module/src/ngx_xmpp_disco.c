@@ -110,6 +110,9 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
             "<query xmlns='" NGX_XMPP_NS_DISCO_INFO "'>"
             "<identity category='account' type='registered'/>"
             "<feature var='" NGX_XMPP_NS_DISCO_INFO "'/>"
+            "<feature var='" NGX_XMPP_NS_MAM "'/>"
+            "<feature var='" NGX_XMPP_NS_MAM "#extended'/>"
+            "<feature var='urn:xmpp:sid:0'/>"
             "</query>");
         return;
     }

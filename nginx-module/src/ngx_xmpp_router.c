@@ -248,6 +248,13 @@ ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
         return;
     }
 
+    if (st->kind == NGX_XMPP_STANZA_MESSAGE && s->conf->audit_zone
+        && ngx_xmpp_mam_stamp(s, st) == NGX_ERROR)
+    {
+        ngx_xmpp_router_error(s, st, "wait", "resource-constraint");
+        return;
+    }
+
     b = ngx_xmpp_wbuf_scratch(s->conf->max_stanza_size + 4096);
     ngx_xmpp_serialize(b, st->node, NULL);
 

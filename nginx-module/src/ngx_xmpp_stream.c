@@ -725,6 +725,26 @@ ngx_xmpp_stream_check_from(ngx_xmpp_session_t *s, ngx_str_t *from)
 }
 
 
+static ngx_uint_t
+ngx_xmpp_stream_is_mam(ngx_xmpp_stanza_t *st)
+{
+    ngx_xmpp_node_t  *q;
+
+    if (st->type.len != 3
+        || (ngx_strncmp(st->type.data, "get", 3) != 0
+            && ngx_strncmp(st->type.data, "set", 3) != 0))
+    {
+        return 0;
+    }
+
+    q = ngx_xmpp_node_first_element(st->node);
+
+    return q && q->name.len == 5 && ngx_strncmp(q->name.data, "query", 5) == 0
+           && q->ns.len == sizeof(NGX_XMPP_NS_MAM) - 1
+           && ngx_strncmp(q->ns.data, NGX_XMPP_NS_MAM, q->ns.len) == 0;
+}
+
+
 static void
 ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
@@ -810,6 +830,15 @@ ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 
     if (st.kind == NGX_XMPP_STANZA_PRESENCE) {
         ngx_xmpp_presence_handle(s, &st);
+        return;
+    }
+
+    if (st.kind == NGX_XMPP_STANZA_IQ
+        && (!st.has_to || st.to.resource.len == 0)
+        && ngx_xmpp_stream_is_mam(&st))
+    {
+        /* XEP-0313: the user's archive, or someone else's (refused) */
+        ngx_xmpp_mam_iq(s, &st);
         return;
     }
 

@@ -1,0 +1,397 @@
+"""History: XEP-0359 stanza ids and XEP-0313 MAM with RSM paging,
+corrections (XEP-0308) and retractions (XEP-0424), with slixmpp's own
+plugins as the client (docs/history.md).
+
+The archive is the audit_record table: a test that has just sent
+messages waits until the shipper has copied them into MariaDB
+(docs/history.md "Right after a send") before it queries.
+"""
+
+import asyncio
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from slixclient import SlixPool
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+DB = "conclave"
+DOMAIN = "example.com"
+ID_RE = re.compile(r"^[^:]+:\d+:\d+$")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def client(pool, appliance, user, res):
+    c = pool.client("%s@%s/%s" % (user, DOMAIN, res), user + "-pw",
+                    appliance.nginx.xmpp_port, connect=False)
+    for plugin in ("xep_0059", "xep_0313", "xep_0359", "xep_0308",
+                   "xep_0424"):
+        pool.call(lambda p=plugin: c.xmpp.register_plugin(p))
+    c.raw = []
+    c.results = []
+    pool.call(lambda: c.xmpp.add_event_handler(
+        "message", lambda m: c.raw.append(m)))
+    # MAM results do not reach the "message" event: a handler of our own
+    pool.call(lambda: c.xmpp.register_handler(Callback(
+        "mam results", MatchXPath("{jabber:client}message/"
+                                  "{urn:xmpp:mam:2}result"),
+        lambda m: c.results.append(m))))
+    assert c.connect()
+    return c
+
+
+def shipped(app, actor, n, timeout=30):
+    """Waits until n message records of actor are in MariaDB."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = int(app.mariadb.scalar(
+            "SELECT COUNT(*) FROM audit_record WHERE event = 'message'"
+            " AND actor_user = '%s@%s'" % (actor, DOMAIN), DB))
+        if got >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def mam(pool, c, timeout=20, **kw):
+    """One query; returns (result messages, fin iq) or the error iq."""
+    async def go():
+        return await c.xmpp["xep_0313"].retrieve(timeout=timeout, **kw)
+    fut = asyncio.run_coroutine_threadsafe(go(), pool.loop)
+    try:
+        iq = fut.result(timeout + 5)
+    except Exception as e:           # IqError carries the error iq
+        iq = getattr(e, "iq", None)
+        if iq is None:
+            raise
+        return None, iq
+    return list(iq["mam"]["results"]), iq
+
+
+def mam_pages(pool, c, with_jid, max_, reverse=False, timeout=60):
+    """slixmpp's own RSM iterator (XEP-0059): each page's results, in
+    the order the client asked for them; a backward walk starts with an
+    empty <before/> and goes on with each page's <first/>."""
+    async def go():
+        pages = []
+        it = c.xmpp["xep_0313"].retrieve(with_jid=with_jid, iterator=True,
+                                         reverse=reverse,
+                                         rsm={"max": max_})
+        async for page in it:
+            pages.append((list(page["mam"]["results"]), page))
+            if len(pages) > 100:
+                break
+        return pages
+    return asyncio.run_coroutine_threadsafe(go(), pool.loop).result(timeout)
+
+
+def condition(iq):
+    """The error condition, read from the XML: slixmpp 1.8 does not
+    know every RFC 6120 condition (policy-violation)."""
+    err = iq.xml.find("{jabber:client}error")
+    for child in err:
+        if child.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}"):
+            return child.tag.split("}")[1]
+    return None
+
+
+def complete(fin):
+    """<fin complete='true'/> (slixmpp has no interface for it)."""
+    return fin.xml.find("{urn:xmpp:mam:2}fin").get("complete") == "true"
+
+
+def body_of(result):
+    return result["mam_result"]["forwarded"]["stanza"]["body"]
+
+
+def raw_query(pool, c, xml, timeout=15):
+    """Sends an iq built from raw XML and returns the answer."""
+    from slixmpp.xmlstream import ET
+
+    async def go():
+        iq = c.xmpp.make_iq_set()
+        iq.append(ET.fromstring(xml))
+        iq["type"] = "set"
+        return await iq.send(timeout=timeout)
+    fut = asyncio.run_coroutine_threadsafe(go(), pool.loop)
+    try:
+        return fut.result(timeout + 5)
+    except Exception as e:
+        if getattr(e, "iq", None) is not None:
+            return e.iq
+        raise
+
+
+def send_raw(pool, c, xml):
+    pool.call(lambda: c.xmpp.send_raw(xml))
+
+
+def test_stanza_id_stamped_and_origin_id_kept(appliance, pool):
+    a = client(pool, appliance, "alice", "sid")
+    b = client(pool, appliance, "bob", "sid")
+
+    def go():
+        m = a.xmpp.make_message(mto="bob@example.com", mbody="hello sid",
+                                mtype="chat")
+        m["id"] = "sid-1"
+        m["origin_id"]["id"] = "origin-sid-1"
+        # a forged id by bob's archive must not survive
+        m.append(a.xmpp["xep_0359"].stanza.StanzaID())
+        m["stanza_id"]["by"] = "bob@example.com"
+        m["stanza_id"]["id"] = "forged"
+        m.send()
+    pool.call(go)
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = [m for m in b.raw if m["body"] == "hello sid"]
+        if got:
+            break
+        time.sleep(0.05)
+    assert got, "bob got nothing"
+    m = got[0]
+    ids = m.xml.findall("{urn:xmpp:sid:0}stanza-id")
+    assert len(ids) == 1
+    sid = ids[0].get("id")
+    assert ids[0].get("by") == "bob@example.com"
+    assert sid != "forged" and ID_RE.match(sid), sid
+    assert m["origin_id"]["id"] == "origin-sid-1"
+
+    # the id names the audit record that holds the message
+    node, writer, seq = sid.rsplit(":", 2)
+    row = appliance.mariadb.query(
+        "SELECT actor_user, peer, stanza_id FROM audit_record"
+        " WHERE node = '%s' AND writer_id = %s AND seq = %s"
+        % (node, writer, seq), DB) if shipped(appliance, "alice", 1) else []
+    assert row == [("alice@example.com", "bob@example.com", "sid-1")]
+
+    # and it is the MAM id of the message in both archives
+    assert shipped(appliance, "alice", 1) >= 1
+    for c in (a, b):
+        res, fin = mam(pool, c, with_jid="bob@example.com"
+                       if c is a else "alice@example.com")
+        assert fin["type"] == "result"
+        mine = [r for r in res if body_of(r) == "hello sid"]
+        assert [r["mam_result"]["id"] for r in mine] == [sid]
+    a.disconnect()
+    b.disconnect()
+
+
+def test_paging_across_1000_messages(appliance, pool):
+    a = client(pool, appliance, "carol", "pg")
+    b = client(pool, appliance, "erin", "pg")
+    before = shipped(appliance, "carol", 0)
+
+    for i in range(1000):
+        a.message("erin@example.com", "page %04d" % i)
+    assert shipped(appliance, "carol", before + 1000, timeout=60) \
+        == before + 1000
+
+    # forward, 50 at a time, from the start of the conversation
+    seen, after, pages = [], None, 0
+    while True:
+        rsm = {"max": 50}
+        if after:
+            rsm["after"] = after
+        res, fin = mam(pool, a, with_jid="erin@example.com", rsm=rsm)
+        assert fin["type"] == "result"
+        pages += 1
+        seen += [body_of(r) for r in res]
+        assert len(res) <= 50
+        if complete(fin):
+            break
+        assert len(res) == 50, (pages, len(seen), str(fin))
+        after = fin["mam_fin"]["rsm"]["last"]
+        assert after == res[-1]["mam_result"]["id"]
+        assert pages < 30
+    assert seen == ["page %04d" % i for i in range(1000)]
+    # 1,000 = 20 pages of 50: the 20th already says it is the last
+    assert pages == 20
+
+    # backward from the end, from erin's side (the received copy)
+    pages = mam_pages(pool, b, "carol@example.com", 50, reverse=True)
+    seen = []
+    for res, fin in pages:
+        seen = [body_of(r) for r in res] + seen
+    assert seen == ["page %04d" % i for i in range(1000)]
+    # the walk ends on the page that says complete='true'
+    assert complete(pages[19][1]) and not complete(pages[18][1])
+
+    # after-id / before-id (extended fields) bound a range
+    res, fin = mam(pool, a, with_jid="erin@example.com", rsm={"max": 5})
+    ids = [r["mam_result"]["id"] for r in res]
+    xml = ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+           " type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2"
+           "</value></field><field var='after-id'><value>%s</value>"
+           "</field><field var='before-id'><value>%s</value></field></x>"
+           "</query>" % (ids[0], ids[4]))
+    del a.results[:]
+    fin = raw_query(pool, a, xml)
+    assert fin["type"] == "result"
+    assert [m["mam_result"]["id"] for m in a.results] == ids[1:4]
+    a.disconnect()
+    b.disconnect()
+
+
+def test_with_start_end_filters(appliance, pool):
+    a = client(pool, appliance, "alice", "flt")
+    d = client(pool, appliance, "frank", "flt")
+    n0 = shipped(appliance, "frank", 0)
+    d.message("alice@example.com", "from frank 1")
+    time.sleep(1.1)
+    t_mid = time.time()
+    time.sleep(1.1)
+    d.message("alice@example.com", "from frank 2")
+    assert shipped(appliance, "frank", n0 + 2) == n0 + 2
+
+    res, fin = mam(pool, a, with_jid="frank@example.com")
+    bodies = [body_of(r) for r in res]
+    assert bodies[-2:] == ["from frank 1", "from frank 2"]
+    assert all(str(r["mam_result"]["forwarded"]["stanza"]["from"].bare)
+               in ("frank@example.com", "alice@example.com") for r in res)
+
+    from datetime import datetime, timezone
+    mid = datetime.fromtimestamp(t_mid, timezone.utc)
+    res, _ = mam(pool, a, with_jid="frank@example.com", start=mid)
+    assert [body_of(r) for r in res] == ["from frank 2"]
+    res, _ = mam(pool, a, with_jid="frank@example.com", end=mid)
+    assert "from frank 2" not in [body_of(r) for r in res]
+    assert "from frank 1" in [body_of(r) for r in res]
+    # a delay stamp on every result
+    assert all(r["mam_result"]["forwarded"]["delay"]["stamp"] for r in res)
+    a.disconnect()
+    d.disconnect()
+
+
+def test_someone_elses_archive_is_forbidden(appliance, pool):
+    a = client(pool, appliance, "alice", "forb")
+    res, iq = mam(pool, a, jid="bob@example.com")
+    assert iq["type"] == "error"
+    assert condition(iq) == "forbidden"
+    a.disconnect()
+
+
+def test_oversized_page_and_bad_input(appliance, pool):
+    a = client(pool, appliance, "alice", "big")
+    res, iq = mam(pool, a, rsm={"max": 100000})
+    assert iq["type"] == "error"
+    assert condition(iq) == "policy-violation"
+
+    # the largest allowed page is served
+    res, iq = mam(pool, a, rsm={"max": 250})
+    assert iq["type"] == "result"
+
+    for xml, cond in [
+        ("<query xmlns='urn:xmpp:mam:2'><set xmlns="
+         "'http://jabber.org/protocol/rsm'><after>nope</after></set>"
+         "</query>", "item-not-found"),
+        ("<query xmlns='urn:xmpp:mam:2'><set xmlns="
+         "'http://jabber.org/protocol/rsm'><after>local:0:999999999</after>"
+         "</set></query>", "item-not-found"),
+        ("<query xmlns='urn:xmpp:mam:2'><set xmlns="
+         "'http://jabber.org/protocol/rsm'><max>-3</max></set></query>",
+         "bad-request"),
+        ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+         " type='submit'><field var='start'><value>yesterday</value>"
+         "</field></x></query>", "bad-request"),
+        ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+         " type='submit'><field var='with'><value>@@</value>"
+         "</field></x></query>", "jid-malformed"),
+        ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+         " type='submit'><field var='fulltext'><value>x</value>"
+         "</field></x></query>", "feature-not-implemented"),
+    ]:
+        iq = raw_query(pool, a, xml)
+        assert iq["type"] == "error", xml
+        assert condition(iq) == cond, xml
+    a.disconnect()
+
+
+def test_corrections_and_retractions(appliance, pool):
+    a = client(pool, appliance, "alice", "fix")
+    b = client(pool, appliance, "bob", "fix")
+    n0 = shipped(appliance, "alice", 0)
+
+    a.message("bob@example.com", "teh original", id="fx-1")
+
+    def correct(body):
+        m = a.xmpp.make_message(mto="bob@example.com", mbody=body,
+                                mtype="chat")
+        m["replace"]["id"] = "fx-1"          # XEP-0308 section 3
+        m.send()
+    pool.call(lambda: correct("the original"))
+    pool.call(lambda: correct("the final"))
+    a.message("bob@example.com", "regrettable", id="fx-2")
+    pool.call(lambda: a.xmpp["xep_0424"].send_retraction(
+        "bob@example.com", "fx-2", mtype="chat",
+        fallback_text="retracted"))
+    # the current retraction namespace, as Conversations sends it
+    send_raw(pool, a, "<message xmlns='jabber:client' type='chat'"
+             " to='bob@example.com' id='fx-3'><body>oops</body></message>")
+    send_raw(pool, a, "<message xmlns='jabber:client' type='chat'"
+             " to='bob@example.com' id='fx-4'><retract"
+             " xmlns='urn:xmpp:message-retract:1' id='fx-3'/>"
+             "<body>retracted</body></message>")
+    assert shipped(appliance, "alice", n0 + 7) == n0 + 7
+
+    for c, peer in ((a, "bob@example.com"), (b, "alice@example.com")):
+        res, fin = mam_pages(pool, c, peer, 7, reverse=True)[0]
+        by_id = {r["mam_result"]["forwarded"]["stanza"]["id"]: r
+                 for r in res}
+        orig = by_id["fx-1"]["mam_result"]["forwarded"]["stanza"]
+        assert orig["body"] == "the final"
+        gone = by_id["fx-2"]["mam_result"]["forwarded"]["stanza"]
+        assert gone["body"] == ""
+        assert gone.xml.find("{urn:xmpp:message-retract:0}retracted") \
+            is not None
+        gone = by_id["fx-3"]["mam_result"][
+            "forwarded"]["stanza"]
+        assert gone["body"] == ""
+        assert gone.xml.find("{urn:xmpp:message-retract:1}retracted") \
+            is not None
+        # the corrections and retractions are in the history too
+        assert len(res) == 7
+
+    # compliance still sees every original word
+    bodies = [r[0] for r in appliance.mariadb.query(
+        "SELECT body FROM audit_record WHERE actor_user ="
+        " 'alice@example.com' AND event = 'message' ORDER BY ts_utc_us"
+        " DESC, seq DESC LIMIT 7", DB)]
+    assert "teh original" in bodies and "regrettable" in bodies \
+        and "oops" in bodies
+    a.disconnect()
+    b.disconnect()
+
+
+def test_frozen_database_stalls_only_the_query(appliance, pool):
+    """A query waits for MariaDB in a pool thread, never in the event
+    loop: while mariadbd is stopped (SIGSTOP) chat goes on, and the
+    query is answered when it comes back."""
+    a = client(pool, appliance, "alice", "frz")
+    b = client(pool, appliance, "bob", "frz")
+    pid = appliance.mariadb.pid or appliance.mariadb._read_pidfile()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        async def go():
+            return await a.xmpp["xep_0313"].retrieve(timeout=30,
+                                                     rsm={"max": 1})
+        fut = asyncio.run_coroutine_threadsafe(go(), pool.loop)
+        time.sleep(0.3)
+        for i in range(3):
+            a.message(b.jid, "while frozen %d" % i)
+            b.wait_message(lambda m: m["body"] == "while frozen %d" % i)
+        assert not fut.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    iq = fut.result(35)
+    assert iq["type"] == "result"
+    a.disconnect()
+    b.disconnect()
