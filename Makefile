@@ -34,18 +34,19 @@ CTL_CFLAGS := -std=gnu11 $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) \
 	$(shell dpkg-buildflags --get CPPFLAGS 2>/dev/null) \
 	-Wall -Wextra -Werror $(SAN_FLAGS) -Iadmin -Iaudit/src \
 	$(shell mariadb_config --cflags 2>/dev/null) \
-	-DCCTL_BUILD_SCHEMA='"$(TOP)/audit/schema"'
+	-DCCTL_BUILD_SCHEMA='"$(TOP)/audit/schema"' \
+	-DCCTL_BUILD_TOP='"$(TOP)"'
 CTL_LIBS := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) $(SAN_FLAGS) \
-	-lmariadb -lcrypto -ljansson -lpthread
+	-lmariadb -lldap -llber -lcrypto -ljansson -lpthread
 
 CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 	$(shell dpkg-buildflags --get CPPFLAGS 2>/dev/null) \
 	-Werror -Wno-error=deprecated-declarations $(SAN_FLAGS)
 LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
-.PHONY: all build ctl deps deb-deps npm-deps test unit fuzz integration \
+.PHONY: all build ctl man deps deb-deps npm-deps test unit fuzz integration \
 	bench bench-audit bench-transports bench-deps bench-compare demo stop \
-	clean
+	pkg-deps deb rpm package-test install-test clean
 
 all: build
 
@@ -74,6 +75,14 @@ $(NGX_SRC)/configure:
 $(CTL): $(CTL_SRCS) $(wildcard admin/*.h audit/src/*.h)
 	@mkdir -p $(BUILD)
 	$(CC) $(CTL_CFLAGS) -o $@ $(CTL_SRCS) $(CTL_LIBS)
+
+# conclavectl(8) from "conclavectl --help": one source for both
+VERSION := $(shell cat $(TOP)/VERSION)
+man: $(BUILD)/conclavectl.8
+
+$(BUILD)/conclavectl.8: $(CTL) packaging/man/mkman.py VERSION
+	/usr/bin/python3 packaging/man/mkman.py $(CTL) $(VERSION) > $@.tmp
+	mv $@.tmp $@
 
 # webclient: build/webclient/ = our page and settings (packaging/webclient/)
 # + converse.js's prebuilt dist/ from npm (pinned in package-lock.json) in
@@ -116,6 +125,7 @@ DEB_PKGS := nginx nginx-dev libnginx-mod-stream \
 	mariadb-server-core mariadb-client-core libmariadb-dev \
 	slapd ldap-utils libldap-dev libxml2-dev libssl-dev libjansson-dev \
 	python3-pytest python3-slixmpp python3-aioxmpp python3-websockets \
+	python3-prometheus-client tmux \
 	openssl ca-certificates gcc make libc6-dev dpkg-dev pkg-config \
 	clang libclang-rt-14-dev chromium
 
@@ -370,6 +380,56 @@ demo:
 
 stop:
 	@/usr/bin/python3 tests/lib/appliance.py stop --dir $(DEMO_DIR)
+
+# ---------------------------------------------------------------------
+# packages (issue 9): make deb, make rpm; docs/install.md.  Their tools
+# are not in DEB_PKGS (make test does not need them): pkg-deps installs
+# them when a package target runs.  PKG_VERSION overrides VERSION (the
+# upgrade test builds N and N+1 from one tree).
+
+PKG_DEB_PKGS := debhelper fakeroot lintian rpm debootstrap python3
+PKG_VERSION ?= $(VERSION)
+DEB_OUT := $(TOP)/build/deb
+RPM_OUT := $(TOP)/build/rpm
+
+pkg-deps:
+	@missing=""; \
+	for p in $(PKG_DEB_PKGS); do \
+	    [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" \
+	        = installed ] || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    [ "$$(id -u)" = 0 ] || \
+	        { echo "pkg-deps: need root to install:$$missing"; exit 1; }; \
+	    echo "pkg-deps: installing$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && \
+	    apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+	    echo "pkg-deps: packaging tools present"; \
+	fi
+
+# the source tree as git sees it (tracked and new files, not ignored
+# ones), the assembled web client, and debian/ from packaging/deb/
+DEB_STAGE := $(DEB_OUT)/conclave-$(PKG_VERSION)
+
+deb: pkg-deps webclient
+	@set -e -o pipefail; rm -rf $(DEB_STAGE); mkdir -p $(DEB_STAGE); \
+	git ls-files -co --exclude-standard | grep -v '^node_modules$$' | \
+	    while read -r f; do [ -e "$$f" ] && echo "$$f"; done | \
+	    tar -cf - --no-recursion -T - | tar -xf - -C $(DEB_STAGE); \
+	cp -R $(WEBCLIENT) $(DEB_STAGE)/webclient; \
+	rm -f $(DEB_STAGE)/webclient/.built; \
+	cp -R packaging/deb/debian $(DEB_STAGE)/debian; \
+	printf '%s (%s) bookworm; urgency=medium\n\n  * Conclave %s.\n\n -- %s  %s\n' \
+	    conclave $(PKG_VERSION) $(PKG_VERSION) \
+	    'Conclave Packaging <packaging@conclave.invalid>' \
+	    "$$(date -R)" > $(DEB_STAGE)/debian/changelog; \
+	cd $(DEB_STAGE) && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+	    || { tail -40 ../build.log; exit 1; }; \
+	cd $(DEB_OUT) && lintian --fail-on error,warning \
+	    conclave_$(PKG_VERSION)_*.changes | tee lintian.log; \
+	ls -l $(DEB_OUT)/*_$(PKG_VERSION)_*.deb
 
 clean:
 	rm -rf build

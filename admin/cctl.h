@@ -71,5 +71,9 @@ int cctl_parse_msec(const char *s, uint64_t *ms);
 /* `conclavectl status` (cctl_status.c) */
 int cctl_status(cctl_conf_t *cf, int json);
 
+/* `conclavectl setup` and `backup-schema` (cctl_setup.c) */
+int cctl_setup(int argc, char **argv);
+int cctl_backup_schema(cctl_conf_t *cf, const char *dir);
+
 
 #endif /* _CCTL_H_INCLUDED_ */

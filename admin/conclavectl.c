@@ -26,8 +26,11 @@
 #include "cctl.h"
 
 
-#define CCTL_CONFIG        "/etc/nginx/nginx.conf"
+/* the appliance's own nginx.conf (conclavectl setup), else nginx's */
+#define CCTL_CONFIG        "/etc/conclave/nginx.conf"
+#define CCTL_CONFIG_NGINX  "/etc/nginx/nginx.conf"
 #define CCTL_SCHEMA        "/usr/share/conclave/schema"
+#define CCTL_BACKUPS       "/var/backups/conclave"
 #define CCTL_JOURNALS_MAX  65536
 
 #ifndef CCTL_BUILD_SCHEMA
@@ -40,6 +43,7 @@ typedef struct {
     const char  *command;
     const char  *schema;
     const char  *vkey;
+    const char  *dir;
     int          json;
     int          journals_only;
     int          db_only;
@@ -51,10 +55,21 @@ static const char  cctl_usage[] =
 "usage: conclavectl [--config FILE] COMMAND [options]\n"
 "\n"
 "Reads the http-level conclave_* directives of nginx.conf (default\n"
-CCTL_CONFIG ", includes followed) and acts on the audit journals\n"
+CCTL_CONFIG ", or " CCTL_CONFIG_NGINX " when that does not\n"
+"exist; includes followed) and acts on the audit journals\n"
 "in conclave_audit_dir and the MariaDB named by conclave_audit_db_*.\n"
 "\n"
 "commands:\n"
+"  setup [--answers FILE] [--non-interactive] [--OPTION VALUE ...]\n"
+"        first-run configuration: asks (in a terminal) or reads the\n"
+"        answers, checks each live (LDAP bind, MariaDB, certificate),\n"
+"        writes /etc/conclave/ all or nothing, migrates the schema and\n"
+"        creates the signing key; \"conclavectl setup --help\" lists\n"
+"        the answers.\n"
+"  backup-schema [--dir DIR]\n"
+"        write the audit database's table definitions and applied\n"
+"        schema versions to DIR/schema-<time>.sql (default\n"
+"        " CCTL_BACKUPS "); the package runs it before migrating.\n"
 "  migrate [--schema DIR]\n"
 "        apply the schema files (NNN_name.sql) MariaDB does not have\n"
 "        yet, in order, and record them in schema_version; re-running\n"
@@ -118,7 +133,8 @@ cctl_args_check(const cctl_opts_t *o)
     size_t       i;
     const char  *c;
     static const char  *known[] = {
-        "migrate", "ship", "status", "keygen", "vkey", "verify"
+        "migrate", "ship", "status", "keygen", "vkey", "verify",
+        "backup-schema"
     };
 
     c = o->command;
@@ -137,6 +153,7 @@ cctl_args_check(const cctl_opts_t *o)
     if ((o->schema && strcmp(c, "migrate") != 0)
         || (o->all && strcmp(c, "ship") != 0)
         || (o->json && strcmp(c, "status") != 0)
+        || (o->dir && strcmp(c, "backup-schema") != 0)
         || ((o->vkey || o->journals_only || o->db_only)
             && strcmp(c, "verify") != 0))
     {
@@ -160,7 +177,8 @@ cctl_args(int argc, char **argv, cctl_opts_t *o)
     const char  *a;
 
     memset(o, 0, sizeof(cctl_opts_t));
-    o->config = CCTL_CONFIG;
+    o->config = access(CCTL_CONFIG, F_OK) == 0 ? CCTL_CONFIG
+                                               : CCTL_CONFIG_NGINX;
 
     for (i = 1; i < argc; i++) {
         a = argv[i];
@@ -184,6 +202,8 @@ cctl_args(int argc, char **argv, cctl_opts_t *o)
             o->schema = argv[++i];
         } else if (strcmp(a, "--vkey") == 0 && i + 1 < argc) {
             o->vkey = argv[++i];
+        } else if (strcmp(a, "--dir") == 0 && i + 1 < argc) {
+            o->dir = argv[++i];
         } else if (a[0] == '-' || o->command) {
             return cctl_fail(CCTL_ERROR, "unexpected \"%s\" (see "
                              "conclavectl --help)", a);
@@ -422,6 +442,14 @@ main(int argc, char **argv)
     cctl_conf_t   cf;
     cctl_opts_t   o;
 
+    /* setup writes the configuration the other commands read */
+    if (argc > 1 && strcmp(argv[1], "setup") == 0) {
+        rc = cctl_setup(argc - 2, argv + 2);
+        caud_db_thread_end();
+        mysql_library_end();
+        return rc;
+    }
+
     if (cctl_args(argc, argv, &o) != CCTL_OK) {
         return CCTL_ERROR;
     }
@@ -441,6 +469,8 @@ main(int argc, char **argv)
         rc = cctl_keygen(&cf, 1);
     } else if (strcmp(o.command, "vkey") == 0) {
         rc = cctl_keygen(&cf, 0);
+    } else if (strcmp(o.command, "backup-schema") == 0) {
+        rc = cctl_backup_schema(&cf, o.dir ? o.dir : CCTL_BACKUPS);
     } else {
         rc = cctl_verify(&cf, &o);
     }

@@ -2,8 +2,8 @@
 /*
  * Conclave's http module: the directives, and the content handlers of
  * conclave_websocket (XMPP over WebSocket), conclave_bosh (XEP-0206),
- * conclave_status (the
- * session registry as JSON) and conclave_host_meta (XEP-0156).  The
+ * conclave_status (the session registry as JSON), conclave_host_meta
+ * (XEP-0156), conclave_metrics (Prometheus) and conclave_health.  The
  * XMPP core lives in ngx_xmpp_*.c.
  */
 
@@ -25,6 +25,8 @@ typedef struct {
 #define NGX_HTTP_CONCLAVE_STATUS     2
 #define NGX_HTTP_CONCLAVE_HOST_META  3
 #define NGX_HTTP_CONCLAVE_BOSH       4
+#define NGX_HTTP_CONCLAVE_METRICS    5
+#define NGX_HTTP_CONCLAVE_HEALTH     6
 
 
 ngx_int_t ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
@@ -278,6 +280,14 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
       (void *) NGX_HTTP_CONCLAVE_HOST_META },
 
+    { ngx_string("conclave_metrics"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_METRICS },
+
+    { ngx_string("conclave_health"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_HEALTH },
+
       ngx_null_command
 };
 
@@ -472,6 +482,14 @@ ngx_http_conclave_handler(ngx_http_request_t *r)
 
     if (lcf->handler == NGX_HTTP_CONCLAVE_BOSH) {
         return ngx_xmpp_bosh_handler(r, xcf);
+    }
+
+    if (lcf->handler == NGX_HTTP_CONCLAVE_METRICS) {
+        return ngx_xmpp_metrics_handler(r, xcf);
+    }
+
+    if (lcf->handler == NGX_HTTP_CONCLAVE_HEALTH) {
+        return ngx_xmpp_metrics_health_handler(r, xcf);
     }
 
     return ngx_xmpp_ws_handler(r, xcf);

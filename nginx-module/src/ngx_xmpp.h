@@ -84,6 +84,7 @@ typedef struct {
 
     size_t                 registry_size;
     ngx_shm_zone_t        *registry_zone;
+    ngx_shm_zone_t        *metrics_zone;   /* ngx_xmpp_metrics.c */
 
     /* the audit journal and its shipping (ngx_xmpp_audit.c) */
     ngx_str_t              audit_dir;
@@ -558,6 +559,21 @@ void ngx_xmpp_audit_session_end(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_audit_session_init(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_audit_session_bound(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_audit_writable(void);
+
+/* ngx_xmpp_metrics.c: Prometheus metrics and the health check */
+struct ngx_http_request_s;
+ngx_int_t ngx_xmpp_metrics_add_zone(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_metrics_init_worker(ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_metrics_exit_worker(void);
+void ngx_xmpp_metrics_session(ngx_xmpp_session_t *s, ngx_int_t delta);
+void ngx_xmpp_metrics_message(void);
+void ngx_xmpp_metrics_signin(ngx_uint_t ok);
+void ngx_xmpp_metrics_ldap(cdir_status_e status, ngx_msec_t ms);
+ngx_int_t ngx_xmpp_metrics_handler(struct ngx_http_request_s *r,
+    ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_metrics_health_handler(struct ngx_http_request_s *r,
+    ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_mam.c: XEP-0359 stanza ids, XEP-0313 archive queries */
 #define NGX_XMPP_NS_MAM        "urn:xmpp:mam:2"

@@ -1673,6 +1673,15 @@ ngx_xmpp_audit_session_bound(ngx_xmpp_session_t *s)
 }
 
 
+/* conclave_health: this worker has a journal to write records to */
+ngx_int_t
+ngx_xmpp_audit_writable(void)
+{
+    return ngx_xmpp_audit_worker != NULL
+           && ngx_xmpp_audit_worker->journal != NULL;
+}
+
+
 /* the "audit" member of conclave_status */
 json_t *
 ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf)

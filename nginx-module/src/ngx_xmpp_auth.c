@@ -18,6 +18,7 @@ struct ngx_xmpp_auth_ctx_s {
     ngx_xmpp_session_t   *session;      /* NULL once cancelled */
     cdir_t               *dir;
     cdir_auth_result_t    result;
+    ngx_msec_t            started;      /* for the latency metric */
     size_t                login_len;
     size_t                pw_len;
     u_char                login[NGX_XMPP_SASL_FIELD_MAX];
@@ -54,6 +55,7 @@ ngx_xmpp_auth_start(ngx_xmpp_session_t *s, const u_char *login,
 
     ctx->session = s;
     ctx->dir = s->conf->dir;
+    ctx->started = ngx_current_msec;
     ngx_memcpy(ctx->login, login, login_len);
     ctx->login_len = login_len;
     ngx_memcpy(ctx->pw, pw, pw_len);
@@ -111,6 +113,9 @@ ngx_xmpp_auth_done(ngx_event_t *ev)
 
     ctx = task->ctx;
     s = ctx->session;
+
+    ngx_xmpp_metrics_ldap(ctx->result.status,
+                          ngx_current_msec - ctx->started);
 
     if (s) {
         s->auth = NULL;

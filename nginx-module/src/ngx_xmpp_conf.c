@@ -203,6 +203,10 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 
     xcf->registry_zone = zone;
 
+    if (ngx_xmpp_metrics_add_zone(cf, xcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (xcf->audit_cp_records == 0 || xcf->ship_batch == 0
         || xcf->audit_pending_size < 2 * (xcf->max_stanza_size + 8192))
     {
@@ -368,6 +372,8 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         return NGX_ERROR;
     }
 
+    ngx_xmpp_metrics_init_worker(xcf);
+
     ngx_xmpp_worker_conf = xcf;
 
     /* timer events are logged as connections: give it a dummy one */
@@ -393,6 +399,7 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     ngx_xmpp_audit_exit_worker(cycle);
     ngx_xmpp_ipc_exit_worker(cycle);
     ngx_xmpp_db_exit_worker(cycle);
+    ngx_xmpp_metrics_exit_worker();
 
     if (xcf->dir) {
         cdir_destroy(xcf->dir);

@@ -270,6 +270,10 @@ ngx_xmpp_router_route(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     d.data = b->start;
     d.len = b->last - b->start;
 
+    if (st->kind == NGX_XMPP_STANZA_MESSAGE) {
+        ngx_xmpp_metrics_message();
+    }
+
     if (st->kind == NGX_XMPP_STANZA_MESSAGE && s->conf->audit_zone) {
         /* recorded first; routed now or once the record is durable */
         ngx_xmpp_audit_message(s, st, &d);

@@ -438,6 +438,7 @@ ngx_xmpp_session_detach(ngx_xmpp_session_t *s)
     if (s->bound) {
         ngx_xmpp_presence_gone(s);
         ngx_xmpp_registry_remove(s);
+        ngx_xmpp_metrics_session(s, -1);
         s->bound = 0;
     }
 

@@ -463,6 +463,7 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
         (void) ngx_xmpp_audit_signin(s, 0, condition,
                                      s->auth_reason ? s->auth_reason
                                                     : condition);
+        ngx_xmpp_metrics_signin(0);
     }
 
     s->auth_reason = NULL;
@@ -516,6 +517,8 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
             ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
             return;
         }
+
+        ngx_xmpp_metrics_signin(1);
 
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: \"%V\" signed in", &s->user);
@@ -671,6 +674,7 @@ ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 
     s->bound = 1;
     s->state = NGX_XMPP_ST_SESSION;
+    ngx_xmpp_metrics_session(s, 1);
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);

@@ -1,0 +1,631 @@
+
+/*
+ * Operations endpoints: conclave_metrics (Prometheus text exposition
+ * format 0.0.4) and conclave_health (200 or 503 with a reason, for load
+ * balancers).
+ *
+ * The counters live in a small shared-memory zone so that any worker
+ * can answer a scrape for all of them.  Every update is one relaxed
+ * atomic add on a fixed field: no lock and no allocation on the stanza
+ * path.  Gauges that belong to one worker (its bound sessions) sit in
+ * that worker's slot, so a crashed worker's sessions drop out of the sum
+ * instead of staying counted forever.  The audit figures are read from
+ * the audit zone (ngx_xmpp_audit_json), the ones conclave_status shows.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_xmpp.h"
+
+
+#define NGX_XMPP_METRICS_SLOTS     128
+#define NGX_XMPP_METRICS_ZONE      (64 * 1024)
+
+#define NGX_XMPP_TR_WEBSOCKET      0
+#define NGX_XMPP_TR_BOSH           1
+#define NGX_XMPP_TR_TCP            2
+#define NGX_XMPP_TR_N              3
+
+#define NGX_XMPP_LDAP_BUCKETS      10
+
+
+typedef struct {
+    ngx_pid_t              pid;
+    int64_t                sessions[NGX_XMPP_TR_N];
+} ngx_xmpp_metrics_slot_t;
+
+
+typedef struct {
+    uint64_t               messages;
+    uint64_t               signins_ok;
+    uint64_t               signins_failed;
+    uint64_t               ldap[3];        /* by cdir_status_e */
+    uint64_t               ldap_bucket[NGX_XMPP_LDAP_BUCKETS + 1];
+    uint64_t               ldap_sum_ms;
+    uint64_t               ldap_down;      /* last answer: unavailable */
+    ngx_xmpp_metrics_slot_t  slot[NGX_XMPP_METRICS_SLOTS];
+} ngx_xmpp_metrics_shm_t;
+
+
+static ngx_int_t ngx_xmpp_metrics_init_zone(ngx_shm_zone_t *zone,
+    void *data);
+static ngx_int_t ngx_xmpp_metrics_send(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, u_char *data, size_t len);
+
+
+static ngx_xmpp_metrics_shm_t   *ngx_xmpp_metrics;
+static ngx_xmpp_metrics_slot_t  *ngx_xmpp_metrics_slot;
+
+/* upper bounds of the LDAP latency histogram, milliseconds */
+static ngx_msec_t  ngx_xmpp_ldap_le[NGX_XMPP_LDAP_BUCKETS] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000
+};
+
+static const char  *ngx_xmpp_tr_names[NGX_XMPP_TR_N] = {
+    "websocket", "bosh", "tcp"
+};
+
+static const char  *ngx_xmpp_ldap_results[3] = {
+    "ok", "denied", "unavailable"
+};
+
+
+/* at configuration: the zone survives reloads (same name and size) */
+ngx_int_t
+ngx_xmpp_metrics_add_zone(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
+{
+    ngx_str_t        name = ngx_string("conclave_metrics");
+    ngx_shm_zone_t  *zone;
+
+    zone = ngx_shared_memory_add(cf, &name, NGX_XMPP_METRICS_ZONE,
+                                 &ngx_http_conclave_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_xmpp_metrics_init_zone;
+    xcf->metrics_zone = zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_xmpp_metrics_init_zone(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    zone->data = ngx_slab_calloc(shpool, sizeof(ngx_xmpp_metrics_shm_t));
+    if (zone->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = zone->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A worker takes a free slot, or one whose pid is gone (a crashed
+ * worker never released it); with every slot live it counts its
+ * sessions nowhere, which only the sessions gauge notices.
+ */
+void
+ngx_xmpp_metrics_init_worker(ngx_xmpp_conf_t *xcf)
+{
+    ngx_pid_t                 pid;
+    ngx_uint_t                i;
+    ngx_xmpp_metrics_slot_t  *sl;
+
+    if (xcf->metrics_zone == NULL) {
+        return;
+    }
+
+    ngx_xmpp_metrics = xcf->metrics_zone->data;
+
+    for (i = 0; i < NGX_XMPP_METRICS_SLOTS; i++) {
+        sl = &ngx_xmpp_metrics->slot[i];
+        pid = __atomic_load_n(&sl->pid, __ATOMIC_ACQUIRE);
+
+        if (pid != 0 && (kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH)) {
+            continue;
+        }
+
+        if (__atomic_compare_exchange_n(&sl->pid, &pid, ngx_pid, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        {
+            ngx_memzero(sl->sessions, sizeof(sl->sessions));
+            ngx_xmpp_metrics_slot = sl;
+            return;
+        }
+    }
+}
+
+
+void
+ngx_xmpp_metrics_exit_worker(void)
+{
+    if (ngx_xmpp_metrics_slot) {
+        __atomic_store_n(&ngx_xmpp_metrics_slot->pid, 0, __ATOMIC_RELEASE);
+        ngx_xmpp_metrics_slot = NULL;
+    }
+
+    ngx_xmpp_metrics = NULL;
+}
+
+
+/* a session was bound (+1) or a bound one ended (-1) */
+void
+ngx_xmpp_metrics_session(ngx_xmpp_session_t *s, ngx_int_t delta)
+{
+    ngx_uint_t  t;
+
+    if (ngx_xmpp_metrics_slot == NULL) {
+        return;
+    }
+
+    for (t = 0; t < NGX_XMPP_TR_N; t++) {
+        if (ngx_strcmp(s->transport->name.data, ngx_xmpp_tr_names[t]) == 0) {
+            __atomic_add_fetch(&ngx_xmpp_metrics_slot->sessions[t], delta,
+                               __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+
+/* a message stanza from a client, accepted for routing */
+void
+ngx_xmpp_metrics_message(void)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(&ngx_xmpp_metrics->messages, 1, __ATOMIC_RELAXED);
+    }
+}
+
+
+/* a sign-in attempt that got an answer (SASL success or failure) */
+void
+ngx_xmpp_metrics_signin(ngx_uint_t ok)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(ok ? &ngx_xmpp_metrics->signins_ok
+                              : &ngx_xmpp_metrics->signins_failed,
+                           1, __ATOMIC_RELAXED);
+    }
+}
+
+
+/* a directory answer and how long the worker waited for it */
+void
+ngx_xmpp_metrics_ldap(cdir_status_e status, ngx_msec_t ms)
+{
+    ngx_uint_t  b;
+
+    if (ngx_xmpp_metrics == NULL || (ngx_uint_t) status > CDIR_UNAVAILABLE) {
+        return;
+    }
+
+    for (b = 0; b < NGX_XMPP_LDAP_BUCKETS; b++) {
+        if (ms <= ngx_xmpp_ldap_le[b]) {
+            break;
+        }
+    }
+
+    __atomic_add_fetch(&ngx_xmpp_metrics->ldap[status], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ngx_xmpp_metrics->ldap_bucket[b], 1,
+                       __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ngx_xmpp_metrics->ldap_sum_ms, ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&ngx_xmpp_metrics->ldap_down,
+                     status == CDIR_UNAVAILABLE, __ATOMIC_RELAXED);
+}
+
+
+static u_char *
+ngx_xmpp_metrics_header(u_char *p, u_char *end, const char *name,
+    const char *type, const char *help)
+{
+    return ngx_slprintf(p, end, "# HELP %s %s\n# TYPE %s %s\n",
+                        name, help, name, type);
+}
+
+
+static ngx_inline uint64_t
+ngx_xmpp_metrics_get(uint64_t *v)
+{
+    return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+
+/* sessions by transport, and each live worker's resident memory */
+static u_char *
+ngx_xmpp_metrics_workers(u_char *p, u_char *end)
+{
+    int                       fd;
+    ssize_t                   n;
+    u_char                    path[64], statm[128];
+    int64_t                   sessions[NGX_XMPP_TR_N];
+    ngx_pid_t                 pid;
+    u_char                   *q;
+    uint64_t                  rss;
+    ngx_uint_t                i, t, workers;
+    ngx_xmpp_metrics_slot_t  *sl;
+
+    ngx_memzero(sessions, sizeof(sessions));
+    workers = 0;
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_worker_resident_bytes",
+                                "gauge", "Resident memory of each nginx "
+                                "worker running Conclave.");
+
+    for (i = 0; i < NGX_XMPP_METRICS_SLOTS; i++) {
+        sl = &ngx_xmpp_metrics->slot[i];
+        pid = __atomic_load_n(&sl->pid, __ATOMIC_ACQUIRE);
+
+        if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+            continue;
+        }
+
+        workers++;
+
+        for (t = 0; t < NGX_XMPP_TR_N; t++) {
+            sessions[t] += __atomic_load_n(&sl->sessions[t],
+                                           __ATOMIC_RELAXED);
+        }
+
+        /* procfs: answered from kernel memory, never from a disk */
+        ngx_sprintf(path, "/proc/%P/statm%Z", pid);
+        fd = open((char *) path, O_RDONLY);
+        if (fd == -1) {
+            continue;
+        }
+
+        n = read(fd, statm, sizeof(statm) - 1);
+        close(fd);
+
+        if (n <= 0) {
+            continue;
+        }
+
+        /* "size resident shared ...", in pages: the second number */
+        statm[n] = '\0';
+        q = (u_char *) ngx_strchr(statm, ' ');
+        rss = 0;
+
+        for (q = q ? q + 1 : statm + n; *q >= '0' && *q <= '9'; q++) {
+            rss = rss * 10 + (*q - '0');
+        }
+
+        p = ngx_slprintf(p, end,
+                         "conclave_worker_resident_bytes{pid=\"%P\"} %uL\n",
+                         pid, rss * ngx_pagesize);
+    }
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_workers", "gauge",
+                                "nginx workers running Conclave.");
+    p = ngx_slprintf(p, end, "conclave_workers %ui\n", workers);
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_sessions", "gauge",
+                                "Bound XMPP sessions, by transport.");
+
+    for (t = 0; t < NGX_XMPP_TR_N; t++) {
+        p = ngx_slprintf(p, end, "conclave_sessions{transport=\"%s\"} %L\n",
+                         ngx_xmpp_tr_names[t],
+                         sessions[t] > 0 ? sessions[t] : 0);
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_xmpp_metrics_counters(u_char *p, u_char *end)
+{
+    uint64_t                 cum;
+    ngx_uint_t               b;
+    ngx_xmpp_metrics_shm_t  *m = ngx_xmpp_metrics;
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_messages_total", "counter",
+                                "Message stanzas accepted from clients.");
+    p = ngx_slprintf(p, end, "conclave_messages_total %uL\n",
+                     ngx_xmpp_metrics_get(&m->messages));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_signins_total", "counter",
+                                "Sign-in attempts, by result.");
+    p = ngx_slprintf(p, end, "conclave_signins_total{result=\"success\"} "
+                     "%uL\nconclave_signins_total{result=\"failure\"} %uL\n",
+                     ngx_xmpp_metrics_get(&m->signins_ok),
+                     ngx_xmpp_metrics_get(&m->signins_failed));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_requests_total",
+                                "counter", "Directory sign-in checks, by "
+                                "result (unavailable: error or timeout).");
+
+    for (b = 0; b < 3; b++) {
+        p = ngx_slprintf(p, end,
+                         "conclave_ldap_requests_total{result=\"%s\"} %uL\n",
+                         ngx_xmpp_ldap_results[b],
+                         ngx_xmpp_metrics_get(&m->ldap[b]));
+    }
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_up", "gauge",
+                                "0 when the directory's last answer was "
+                                "an error or a timeout.");
+    p = ngx_slprintf(p, end, "conclave_ldap_up %d\n",
+                     ngx_xmpp_metrics_get(&m->ldap_down) ? 0 : 1);
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_latency_seconds",
+                                "histogram", "Time from posting a sign-in "
+                                "check to the directory's answer.");
+    cum = 0;
+
+    for (b = 0; b < NGX_XMPP_LDAP_BUCKETS; b++) {
+        cum += ngx_xmpp_metrics_get(&m->ldap_bucket[b]);
+        p = ngx_slprintf(p, end, "conclave_ldap_latency_seconds_bucket"
+                         "{le=\"%ui.%03ui\"} %uL\n",
+                         ngx_xmpp_ldap_le[b] / 1000,
+                         ngx_xmpp_ldap_le[b] % 1000, cum);
+    }
+
+    cum += ngx_xmpp_metrics_get(&m->ldap_bucket[NGX_XMPP_LDAP_BUCKETS]);
+    b = ngx_xmpp_metrics_get(&m->ldap_sum_ms);
+
+    return ngx_slprintf(p, end, "conclave_ldap_latency_seconds_bucket"
+                        "{le=\"+Inf\"} %uL\n"
+                        "conclave_ldap_latency_seconds_sum %ui.%03ui\n"
+                        "conclave_ldap_latency_seconds_count %uL\n",
+                        cum, b / 1000, b % 1000, cum);
+}
+
+
+/* the audit figures of conclave_status, summed over the journals */
+static u_char *
+ngx_xmpp_metrics_audit(u_char *p, u_char *end, ngx_xmpp_conf_t *xcf)
+{
+    double       lag, v;
+    json_t      *list, *item;
+    size_t       i;
+    uint64_t     sum[6];
+    ngx_uint_t   k, db_up;
+
+    static const char  *keys[6] = {
+        "backlog_records", "backlog_bytes", "records_shipped",
+        "batches_failed", "messages_refused", "checkpoints"
+    };
+    static const char  *names[6][3] = {
+        { "conclave_audit_backlog_records", "gauge",
+          "Audit records not yet in MariaDB." },
+        { "conclave_audit_backlog_bytes", "gauge",
+          "Journal bytes not yet in MariaDB." },
+        { "conclave_audit_records_shipped_total", "counter",
+          "Audit records shipped to MariaDB by the live workers." },
+        { "conclave_audit_batches_failed_total", "counter",
+          "Shipping batches MariaDB refused or that timed out." },
+        { "conclave_audit_messages_refused_total", "counter",
+          "Messages refused because their record could not be written." },
+        { "conclave_audit_checkpoints_total", "counter",
+          "Signed checkpoints written by the live workers." }
+    };
+
+    list = ngx_xmpp_audit_json(xcf);
+    if (list == NULL) {
+        return p;
+    }
+
+    ngx_memzero(sum, sizeof(sum));
+    lag = 0;
+    db_up = 1;
+
+    json_array_foreach(list, i, item) {
+        for (k = 0; k < 6; k++) {
+            sum[k] += json_integer_value(json_object_get(item, keys[k]));
+        }
+
+        v = json_number_value(json_object_get(item, "lag_seconds"));
+        lag = v > lag ? v : lag;
+
+        if (!json_is_true(json_object_get(item, "mariadb_ok"))) {
+            db_up = 0;
+        }
+    }
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_audit_journals", "gauge",
+                                "Audit journals written by live workers.");
+    p = ngx_slprintf(p, end, "conclave_audit_journals %uz\n",
+                     json_array_size(list));
+
+    json_decref(list);
+
+    for (k = 0; k < 6; k++) {
+        p = ngx_xmpp_metrics_header(p, end, names[k][0], names[k][1],
+                                    names[k][2]);
+        p = ngx_slprintf(p, end, "%s %uL\n", names[k][0], sum[k]);
+    }
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_audit_lag_seconds",
+                                "gauge", "Age of the oldest audit record "
+                                "not yet in MariaDB.");
+    p = ngx_slprintf(p, end, "conclave_audit_lag_seconds %.3f\n", lag);
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_audit_mariadb_up", "gauge",
+                                "0 when a shipper cannot reach MariaDB.");
+
+    return ngx_slprintf(p, end, "conclave_audit_mariadb_up %ui\n", db_up);
+}
+
+
+/* GET /metrics: the Prometheus text exposition format, version 0.0.4 */
+ngx_int_t
+ngx_xmpp_metrics_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
+{
+    size_t     size;
+    u_char    *buf, *p, *end;
+    ngx_int_t  rc;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_xmpp_metrics == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* fixed lines, plus one per worker; a full buffer only truncates */
+    size = 8192 + NGX_XMPP_METRICS_SLOTS * 80;
+
+    buf = ngx_pnalloc(r->pool, size);
+    if (buf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    end = buf + size;
+
+    p = ngx_xmpp_metrics_workers(buf, end);
+    p = ngx_xmpp_metrics_counters(p, end);
+    p = ngx_xmpp_metrics_audit(p, end, xcf);
+
+    return ngx_xmpp_metrics_send(r, NGX_HTTP_OK,
+                                 "text/plain; version=0.0.4; charset=utf-8",
+                                 buf, p - buf);
+}
+
+
+/*
+ * GET /health for load balancers: 503 and the reason when this node
+ * cannot serve sign-ins or record messages; 200 otherwise.  MariaDB
+ * being down is not a reason: chat goes on and the journal keeps the
+ * records (DESIGN.md), so it is only reported.
+ */
+ngx_int_t
+ngx_xmpp_metrics_health_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
+{
+    u_char      *buf, *p;
+    json_t      *list, *item;
+    size_t       i;
+    ngx_int_t    rc;
+    ngx_uint_t   status, db_down;
+    const char  *reason;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    reason = NULL;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        reason = "shutting down";
+
+    } else if (xcf->audit_zone && !ngx_xmpp_audit_writable()) {
+        reason = "audit journal unavailable";
+
+    } else if (ngx_xmpp_metrics
+               && ngx_xmpp_metrics_get(&ngx_xmpp_metrics->ldap_down))
+    {
+        reason = "directory unavailable";
+    }
+
+    db_down = 0;
+    list = ngx_xmpp_audit_json(xcf);
+
+    json_array_foreach(list, i, item) {
+        if (!json_is_true(json_object_get(item, "mariadb_ok"))) {
+            db_down = 1;
+        }
+    }
+
+    json_decref(list);
+
+    buf = ngx_pnalloc(r->pool, 128);
+    if (buf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    status = reason ? NGX_HTTP_SERVICE_UNAVAILABLE : NGX_HTTP_OK;
+
+    p = ngx_slprintf(buf, buf + 128, "%s%s%s\n",
+                     reason ? "unavailable: " : "ok",
+                     reason ? reason : "",
+                     db_down ? (reason ? "; mariadb unreachable"
+                                       : " (mariadb unreachable: audit "
+                                         "records wait in the journal)")
+                             : "");
+
+    return ngx_xmpp_metrics_send(r, status, "text/plain; charset=utf-8",
+                                 buf, p - buf);
+}
+
+
+static ngx_int_t
+ngx_xmpp_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *data, size_t len)
+{
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *cc;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = 1;
+
+    /* a load balancer or a scraper must never see a cached answer */
+    cc = ngx_list_push(&r->headers_out.headers);
+    if (cc == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cc->hash = 1;
+    ngx_str_set(&cc->key, "Cache-Control");
+    ngx_str_set(&cc->value, "no-store");
+
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
