@@ -322,6 +322,10 @@ bench-transports: build
 	/usr/bin/python3 tests/bench/tcp_idle_bench.py --mode direct
 	/usr/bin/python3 tests/bench/tls_handshake_bench.py
 	/usr/bin/python3 tests/bench/bosh_bench.py
+	@mkdir -p build/bench
+	$(CC) -O2 -o build/bench/openssl_conn_mem \
+	    tests/bench/openssl_conn_mem.c -lssl -lcrypto
+	build/bench/openssl_conn_mem 1000
 
 # ---------------------------------------------------------------------
 # bench-compare (issue 4): Conclave, ejabberd, Prosody and the trivial
