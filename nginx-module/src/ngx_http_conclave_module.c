@@ -228,6 +228,30 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(mam_max_page), NULL },
 
+    { ngx_string("conclave_muc_domain"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(muc_domain), NULL },
+
+    { ngx_string("conclave_muc_max_occupants"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(muc_max_occupants), NULL },
+
+    { ngx_string("conclave_muc_max_rooms"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(muc_max_rooms), NULL },
+
+    { ngx_string("conclave_muc_rate"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(muc_rate), NULL },
+
+    { ngx_string("conclave_muc_history"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(muc_history), NULL },
+
+    { ngx_string("conclave_muc_queue"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(muc_queue), NULL },
+
     { ngx_string("conclave_audit_ship_batch"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ship_batch), NULL },

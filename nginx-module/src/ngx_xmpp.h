@@ -117,6 +117,13 @@ typedef struct {
     ngx_uint_t             mam_max_page;
     ngx_msec_t             sm_resume_timeout;
     ngx_uint_t             sm_max_unacked;
+    /* XEP-0045 group chat (ngx_xmpp_muc*.c); empty domain: none */
+    ngx_str_t              muc_domain;
+    ngx_uint_t             muc_max_occupants;
+    ngx_uint_t             muc_max_rooms;
+    ngx_uint_t             muc_rate;
+    ngx_uint_t             muc_history;
+    ngx_uint_t             muc_queue;
 
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
@@ -496,12 +503,19 @@ void ngx_xmpp_registry_purge_dead(ngx_xmpp_conf_t *xcf);
 u_char *ngx_xmpp_registry_secret(ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
     ngx_str_t *out);
+ngx_int_t ngx_xmpp_registry_room(ngx_xmpp_conf_t *xcf, ngx_str_t *room,
+    ngx_pid_t *owner);
+void ngx_xmpp_registry_room_release(ngx_xmpp_conf_t *xcf, ngx_str_t *room);
+ngx_uint_t ngx_xmpp_registry_rooms(ngx_xmpp_conf_t *xcf);
+ngx_uint_t ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf,
+    ngx_pool_t *pool, ngx_str_t *out, ngx_uint_t max);
 
 /* ngx_xmpp_ipc.c: unix datagram sockets between workers */
 #define NGX_XMPP_IPC_DELIVER   1
 #define NGX_XMPP_IPC_KICK      2
 #define NGX_XMPP_IPC_BOSH_REQ  3
 #define NGX_XMPP_IPC_BOSH_RESP 4
+#define NGX_XMPP_IPC_MUC       5
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -543,6 +557,9 @@ void ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
     u_char *data, size_t len);
 
 /* ngx_xmpp_audit.c: records in this worker's journal, and shipping */
+typedef void (*ngx_xmpp_audit_done_pt)(u_char *data, size_t len,
+    ngx_uint_t ok);
+
 char *ngx_xmpp_audit_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
 extern ngx_conf_enum_t  ngx_xmpp_audit_fsync_policies[];
 ngx_int_t ngx_xmpp_audit_init_worker(ngx_cycle_t *cycle,
@@ -581,6 +598,20 @@ ngx_int_t ngx_xmpp_mam_stamp(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 ngx_int_t ngx_xmpp_mam_refs(ngx_xmpp_stanza_t *st, ngx_str_t *replace_id,
     ngx_str_t *retract_id, ngx_str_t *retract_ns);
 void ngx_xmpp_mam_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+ngx_int_t ngx_xmpp_audit_defer(ngx_xmpp_conf_t *xcf, struct json_t *rec,
+    ngx_xmpp_audit_done_pt done, u_char *data, size_t len, ngx_log_t *log);
+
+/* ngx_xmpp_muc.c: XEP-0045 group chat on conclave_muc_domain */
+ngx_int_t ngx_xmpp_muc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_muc_exit_worker(ngx_cycle_t *cycle);
+ngx_uint_t ngx_xmpp_muc_ours(ngx_xmpp_conf_t *xcf, ngx_str_t *domain);
+void ngx_xmpp_muc_stanza(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+void ngx_xmpp_muc_handoff(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
+    u_char *data, size_t len);
+void ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
+    size_t len);
+/* ngx_xmpp_mucadmin.c */
+void ngx_xmpp_muc_service_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

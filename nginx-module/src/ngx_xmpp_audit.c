@@ -67,10 +67,17 @@ typedef struct {
 } ngx_xmpp_audit_shm_t;
 
 
-/* a message waiting for its record to be durable; bytes follow */
+/*
+ * A message waiting for its record to be durable; bytes follow.  With
+ * kind NGX_XMPP_AUDIT_DEFERRED the bytes are done()'s data instead
+ * (ngx_xmpp_audit_defer).
+ */
+#define NGX_XMPP_AUDIT_DEFERRED     0xffff
+
 typedef struct {
     uint64_t               seq;          /* 0: wrap marker */
     uint64_t               sid;          /* the sender's session */
+    ngx_xmpp_audit_done_pt done;
     uint32_t               size;         /* the whole entry, aligned */
     uint32_t               data_len;
     uint16_t               to_len;
@@ -1182,6 +1189,12 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
 
         p = (u_char *) e + sizeof(ngx_xmpp_audit_pending_t);
 
+        if (e->kind == NGX_XMPP_AUDIT_DEFERRED) {
+            /* done() may append records: the entry stays counted */
+            e->done(p, e->data_len, e->seq <= durable);
+            goto next;
+        }
+
         ngx_memzero(&d, sizeof(ngx_xmpp_delivery_t));
         d.kind = e->kind;
         d.to.full.data = p;
@@ -1218,6 +1231,9 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
             ngx_xmpp_router_deliver(a->xcf, s, &d);
         }
 
+    next:
+
+        e = (ngx_xmpp_audit_pending_t *) (a->ring + a->head);
         a->head += e->size;
         a->used -= e->size;
 
@@ -1563,6 +1579,88 @@ ngx_xmpp_audit_next_id(ngx_xmpp_conf_t *xcf, u_char *buf, size_t size)
                      a->writer_id, caud_journal_next_seq(a->journal));
 
     return p == buf + size ? 0 : (size_t) (p - buf);
+}
+
+
+/*
+ * A record whose consequences wait for it as a message's delivery does
+ * (group chat, ngx_xmpp_muc.c): done(data, len, ok) runs once the record
+ * is durable with "conclave_audit_fsync always", at once otherwise or
+ * without an audit journal; ok is 0 when the journal failed before the
+ * record became durable.  done may be NULL (a record with no follow-up).
+ * NGX_OK: recorded (done will run); NGX_BUSY: the ring of waiting
+ * entries is full; NGX_ERROR: the record could not be written.
+ */
+ngx_int_t
+ngx_xmpp_audit_defer(ngx_xmpp_conf_t *xcf, json_t *rec,
+    ngx_xmpp_audit_done_pt done, u_char *data, size_t len, ngx_log_t *log)
+{
+    u_char                    *p;
+    size_t                     size;
+    uint64_t                   seq;
+    ngx_xmpp_audit_t          *a;
+    ngx_xmpp_audit_pending_t  *e;
+
+    if (xcf->audit_zone == NULL) {
+        if (done) {
+            done(data, len, 1);
+        }
+        return NGX_OK;
+    }
+
+    a = ngx_xmpp_audit_worker;
+    size = ngx_align(sizeof(ngx_xmpp_audit_pending_t) + len, 8);
+    p = NULL;
+
+    if (a && done && xcf->audit_fsync == NGX_XMPP_FSYNC_ALWAYS) {
+        p = ngx_xmpp_audit_ring_reserve(a, size);
+
+        if (p == NULL) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "xmpp: audit ring full, room event refused");
+            if (a->slot) {
+                a->slot->refused++;
+            }
+            return NGX_BUSY;
+        }
+    }
+
+    if (ngx_xmpp_audit_append(a, rec, &seq) != NGX_OK) {
+        if (a && a->slot) {
+            a->slot->refused++;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, log, errno,
+                      "xmpp: audit journal write failed, room event "
+                      "refused: %s",
+                      a && a->journal ? caud_journal_error(a->journal)
+                                      : "no journal");
+        return NGX_ERROR;
+    }
+
+    if (p == NULL) {
+        if (done) {
+            done(data, len, 1);
+        }
+        return NGX_OK;
+    }
+
+    e = (ngx_xmpp_audit_pending_t *) p;
+    ngx_memzero(e, sizeof(ngx_xmpp_audit_pending_t));
+    e->seq = seq;
+    e->size = (uint32_t) size;
+    e->kind = NGX_XMPP_AUDIT_DEFERRED;
+    e->done = done;
+    e->data_len = (uint32_t) len;
+
+    if (len) {
+        ngx_memcpy(p + sizeof(ngx_xmpp_audit_pending_t), data, len);
+    }
+
+    a->tail = (a->tail + size) % a->ring_size;
+    a->used += size;
+
+    return NGX_OK;
 }
 
 

@@ -62,6 +62,11 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->mam_max_page = NGX_CONF_UNSET_UINT;
     xcf->sm_resume_timeout = NGX_CONF_UNSET_MSEC;
     xcf->sm_max_unacked = NGX_CONF_UNSET_UINT;
+    xcf->muc_max_occupants = NGX_CONF_UNSET_UINT;
+    xcf->muc_max_rooms = NGX_CONF_UNSET_UINT;
+    xcf->muc_rate = NGX_CONF_UNSET_UINT;
+    xcf->muc_history = NGX_CONF_UNSET_UINT;
+    xcf->muc_queue = NGX_CONF_UNSET_UINT;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
@@ -107,6 +112,34 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->mam_max_page, 250);
     ngx_conf_init_msec_value(xcf->sm_resume_timeout, 300000);
     ngx_conf_init_uint_value(xcf->sm_max_unacked, 1000);
+    ngx_conf_init_uint_value(xcf->muc_max_occupants, 1000);
+    ngx_conf_init_uint_value(xcf->muc_max_rooms, 10000);
+    ngx_conf_init_uint_value(xcf->muc_rate, 200);
+    ngx_conf_init_uint_value(xcf->muc_history, 20);
+    ngx_conf_init_uint_value(xcf->muc_queue, 1024);
+
+    if (xcf->muc_history > 1000 || xcf->muc_rate == 0
+        || xcf->muc_queue == 0 || xcf->muc_max_occupants == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_muc_history\" must be at most 1000, "
+                           "and the other conclave_muc_* limits above 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->muc_domain.len) {
+        ngx_xmpp_ascii_lower(xcf->muc_domain.data, xcf->muc_domain.len);
+
+        if (xcf->domain.len == xcf->muc_domain.len
+            && ngx_strncmp(xcf->domain.data, xcf->muc_domain.data,
+                           xcf->domain.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"conclave_muc_domain\" must differ from "
+                               "\"conclave_domain\"");
+            return NGX_CONF_ERROR;
+        }
+    }
     ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);
     ngx_conf_init_msec_value(xcf->bosh_max_inactivity, 60000);
     ngx_conf_init_uint_value(xcf->bosh_max_requests, 2);
@@ -374,6 +407,10 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     ngx_xmpp_metrics_init_worker(xcf);
 
+    if (ngx_xmpp_muc_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_xmpp_worker_conf = xcf;
 
     /* timer events are logged as connections: give it a dummy one */
@@ -394,6 +431,9 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     if (xcf->registry_zone) {
         ngx_xmpp_registry_purge_pid(xcf, ngx_pid);
     }
+
+    /* the rooms' occupants leave on the record, before the journal ends */
+    ngx_xmpp_muc_exit_worker(cycle);
 
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);

@@ -152,19 +152,24 @@ ngx_xmpp_presence_directed(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 {
     ngx_uint_t  available, unavailable;
 
-    if (st->to.domain.len != s->conf->domain.len
-        || ngx_strncmp(st->to.domain.data, s->conf->domain.data,
-                       st->to.domain.len) != 0)
-    {
-        /* no server-to-server yet; presence errors are not bounced */
-        return;
-    }
-
     available = (st->type.len == 0);
     unavailable = (st->type.len == 11
                    && ngx_strncmp(st->type.data, "unavailable", 11) == 0);
 
-    if (st->to.resource.len) {
+    if (ngx_xmpp_muc_ours(s->conf, &st->to.domain)) {
+        /* XEP-0045 7.2: joining, changing nick or status, leaving */
+        if (st->to.local.len) {
+            ngx_xmpp_muc_handoff(s, &st->to, data, len);
+        }
+
+    } else if (st->to.domain.len != s->conf->domain.len
+               || ngx_strncmp(st->to.domain.data, s->conf->domain.data,
+                              st->to.domain.len) != 0)
+    {
+        /* no server-to-server yet; presence errors are not bounced */
+        return;
+
+    } else if (st->to.resource.len) {
         (void) ngx_xmpp_router_to_full_jid(s->conf, &st->to, data, len);
 
     } else {
@@ -236,7 +241,13 @@ ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
             && ngx_xmpp_jid_parse(s->stanza_pool ? s->stanza_pool : s->pool,
                                   &s->directed[i], &jid) == NGX_OK)
         {
-            if (jid.resource.len) {
+            if (ngx_xmpp_muc_ours(s->conf, &jid.domain)) {
+                /* the room sees its occupant leave (XEP-0045 7.14) */
+                if (jid.local.len) {
+                    ngx_xmpp_muc_handoff(s, &jid, data, len);
+                }
+
+            } else if (jid.resource.len) {
                 (void) ngx_xmpp_router_to_full_jid(s->conf, &jid, data, len);
 
             } else {

@@ -20,8 +20,12 @@ typedef struct {
     ngx_rbtree_node_t         sentinel;
     u_char                    secret[16];
     ngx_uint_t                count;
+    ngx_uint_t                rooms;
 } ngx_xmpp_registry_sh_t;
 
+
+/* a room's entry (ngx_xmpp_muc.c): its owner, in place of a session */
+#define NGX_XMPP_REGISTRY_ROOM    2
 
 typedef struct {
     ngx_rbtree_node_t         node;      /* key: crc32 of the bare JID */
@@ -391,10 +395,15 @@ ngx_xmpp_registry_purge_pid(ngx_xmpp_conf_t *xcf, ngx_pid_t pid)
         rn = (ngx_xmpp_registry_node_t *) node;
 
         if (rn->pid == pid) {
+            if (rn->available == NGX_XMPP_REGISTRY_ROOM) {
+                reg->sh->rooms--;
+            } else {
+                reg->sh->count--;
+                n++;
+            }
+
             ngx_rbtree_delete(&reg->sh->rbtree, node);
             ngx_slab_free_locked(reg->shpool, rn);
-            reg->sh->count--;
-            n++;
         }
 
         node = next;
@@ -451,12 +460,156 @@ ngx_xmpp_registry_purge_dead(ngx_xmpp_conf_t *xcf)
 }
 
 
+/*
+ * The owner of a room (XEP-0045 on conclave_muc_domain): the worker
+ * named in its entry, or this worker, which claims it now.  Rooms and
+ * users live in different domains, so their entries never mix.
+ */
+ngx_int_t
+ngx_xmpp_registry_room(ngx_xmpp_conf_t *xcf, ngx_str_t *room,
+    ngx_pid_t *owner)
+{
+    ngx_uint_t                 n;
+    ngx_rbtree_key_t           key;
+    ngx_xmpp_registry_t       *reg;
+    ngx_xmpp_registry_node_t  *found[1], *rn;
+
+    reg = ngx_xmpp_registry_get(xcf);
+    key = ngx_crc32_short(room->data, room->len);
+
+    ngx_shmtx_lock(&reg->shpool->mutex);
+
+    n = ngx_xmpp_registry_find_locked(reg->sh->rbtree.root,
+                                      reg->sh->rbtree.sentinel, key, room,
+                                      found, 0, 1);
+    if (n) {
+        *owner = found[0]->pid;
+        ngx_shmtx_unlock(&reg->shpool->mutex);
+        return NGX_OK;
+    }
+
+    rn = ngx_slab_alloc_locked(reg->shpool,
+                               offsetof(ngx_xmpp_registry_node_t, data)
+                               + room->len);
+    if (rn == NULL) {
+        ngx_shmtx_unlock(&reg->shpool->mutex);
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "xmpp: registry zone is full, raise "
+                      "conclave_registry_size");
+        return NGX_ERROR;
+    }
+
+    rn->node.key = key;
+    rn->pid = ngx_pid;
+    rn->sid = 0;
+    rn->priority = 0;
+    rn->available = NGX_XMPP_REGISTRY_ROOM;
+    rn->bare_len = (u_short) room->len;
+    rn->res_len = 0;
+    ngx_memcpy(rn->data, room->data, room->len);
+
+    ngx_rbtree_insert(&reg->sh->rbtree, &rn->node);
+    reg->sh->rooms++;
+
+    ngx_shmtx_unlock(&reg->shpool->mutex);
+
+    *owner = ngx_pid;
+
+    return NGX_OK;
+}
+
+
+/* this worker no longer holds the room */
+void
+ngx_xmpp_registry_room_release(ngx_xmpp_conf_t *xcf, ngx_str_t *room)
+{
+    ngx_uint_t                 n;
+    ngx_rbtree_key_t           key;
+    ngx_xmpp_registry_t       *reg;
+    ngx_xmpp_registry_node_t  *found[1];
+
+    reg = ngx_xmpp_registry_get(xcf);
+    key = ngx_crc32_short(room->data, room->len);
+
+    ngx_shmtx_lock(&reg->shpool->mutex);
+
+    n = ngx_xmpp_registry_find_locked(reg->sh->rbtree.root,
+                                      reg->sh->rbtree.sentinel, key, room,
+                                      found, 0, 1);
+
+    if (n && found[0]->pid == ngx_pid
+        && found[0]->available == NGX_XMPP_REGISTRY_ROOM)
+    {
+        ngx_rbtree_delete(&reg->sh->rbtree, &found[0]->node);
+        ngx_slab_free_locked(reg->shpool, found[0]);
+        reg->sh->rooms--;
+    }
+
+    ngx_shmtx_unlock(&reg->shpool->mutex);
+}
+
+
+ngx_uint_t
+ngx_xmpp_registry_rooms(ngx_xmpp_conf_t *xcf)
+{
+    return ngx_xmpp_registry_get(xcf)->sh->rooms;
+}
+
+
+/*
+ * The rooms held by some worker, for XEP-0030 items of the service:
+ * at most max JIDs, copied into pool.
+ */
+ngx_uint_t
+ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
+    ngx_str_t *out, ngx_uint_t max)
+{
+    ngx_uint_t                 n;
+    ngx_rbtree_node_t         *node, *root, *sentinel;
+    ngx_xmpp_registry_t       *reg;
+    ngx_xmpp_registry_node_t  *rn;
+
+    reg = ngx_xmpp_registry_get(xcf);
+    n = 0;
+
+    ngx_shmtx_lock(&reg->shpool->mutex);
+
+    sentinel = reg->sh->rbtree.sentinel;
+    root = reg->sh->rbtree.root;
+
+    node = (root == sentinel) ? NULL : ngx_rbtree_min(root, sentinel);
+
+    for ( /* void */ ; node && n < max;
+         node = ngx_rbtree_next(&reg->sh->rbtree, node))
+    {
+        rn = (ngx_xmpp_registry_node_t *) node;
+
+        if (rn->available != NGX_XMPP_REGISTRY_ROOM) {
+            continue;
+        }
+
+        out[n].data = ngx_pnalloc(pool, rn->bare_len);
+        if (out[n].data == NULL) {
+            break;
+        }
+
+        ngx_memcpy(out[n].data, rn->data, rn->bare_len);
+        out[n].len = rn->bare_len;
+        n++;
+    }
+
+    ngx_shmtx_unlock(&reg->shpool->mutex);
+
+    return n;
+}
+
+
 /* the conclave_status document: counts and every bound resource */
 ngx_int_t
 ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
 {
     char                      *text;
-    json_t                    *doc, *list, *item;
+    json_t                    *doc, *list, *rooms, *item;
     ngx_rbtree_node_t         *node, *root, *sentinel;
     ngx_xmpp_registry_t       *reg;
     ngx_xmpp_registry_node_t  *rn;
@@ -465,8 +618,10 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
 
     doc = json_object();
     list = json_array();
+    rooms = json_array();
 
-    if (doc == NULL || list == NULL) {
+    if (doc == NULL || list == NULL || rooms == NULL) {
+        json_decref(rooms);
         goto failed;
     }
 
@@ -487,6 +642,16 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
             break;
         }
 
+        if (rn->available == NGX_XMPP_REGISTRY_ROOM) {
+            /* a room and the worker that owns it (docs/muc.md) */
+            json_object_set_new(item, "jid",
+                                json_stringn((char *) rn->data,
+                                             rn->bare_len));
+            json_object_set_new(item, "worker_pid", json_integer(rn->pid));
+            json_array_append_new(rooms, item);
+            continue;
+        }
+
         json_object_set_new(item, "jid",
                             json_stringn((char *) rn->data, rn->bare_len));
         json_object_set_new(item, "resource",
@@ -505,6 +670,7 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
     json_object_set_new(doc, "worker_sessions",
                         json_integer(ngx_xmpp_session_count()));
     json_object_set(doc, "sessions", list);
+    json_object_set_new(doc, "rooms", rooms);
     json_object_set_new(doc, "audit", ngx_xmpp_audit_json(xcf));
 
     text = json_dumps(doc, JSON_COMPACT);

@@ -837,6 +837,12 @@ ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
         return;
     }
 
+    if (st.has_to && ngx_xmpp_muc_ours(s->conf, &st.to.domain)) {
+        /* XEP-0045: the conference component is served in-process */
+        ngx_xmpp_muc_stanza(s, &st);
+        return;
+    }
+
     if (st.kind == NGX_XMPP_STANZA_IQ
         && (!st.has_to || st.to.resource.len == 0)
         && ngx_xmpp_stream_is_mam(&st))

@@ -1,0 +1,488 @@
+"""Group chat (XEP-0045, issue 7 item 6) with Debian's slixmpp and its
+xep_0045 plugin, nginx with 2 workers: rooms, occupants on different
+workers, order, history, nick changes, subjects, semi-anonymous rooms,
+members-only rooms, kick and ban, invitations, self-ping, discovery,
+and the protocol's bad input.  The audit side is test_muc_audit.py,
+persistence test_muc_persist.py.
+"""
+
+import json
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from mucclient import MucClient, MucError
+from slixclient import SlixPool
+
+MUC = "conference.example.com"
+APPLIANCE_WORKERS = 2
+APPLIANCE_EXTRA_HTTP = "conclave_muc_domain %s;" % MUC
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def status(app):
+    with urllib.request.urlopen(app.status_url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def worker_of(app, full_jid):
+    bare, _, res = full_jid.partition("/")
+    for s in status(app)["sessions"]:
+        if s["jid"] == bare and s["resource"] == res:
+            return s["worker_pid"]
+    return None
+
+
+def room_owner(app, room):
+    for r in status(app).get("rooms", []):
+        if r["jid"] == room:
+            return r["worker_pid"]
+    return None
+
+
+def new_room():
+    return "r%s@%s" % (uuid.uuid4().hex[:10], MUC)
+
+
+def user(app, pool, uid, res=None):
+    return MucClient(pool, "%s@example.com/%s" % (uid, res or uid),
+                     uid + "-pw", app.nginx.xmpp_port)
+
+
+def user_on_other_worker(app, pool, uid, pid, tries=30):
+    for i in range(tries):
+        c = user(app, pool, uid, "%s%d" % (uid, i))
+        if worker_of(app, c.jid) != pid:
+            return c
+        c.disconnect()
+    pytest.fail("no %s session landed off worker %s" % (uid, pid))
+
+
+def codes_of(pres):
+    return set(pres["muc"]["status_codes"])
+
+
+# ---------------------------------------------------------------------
+
+
+def test_occupants_on_two_workers_get_every_message_in_one_order(
+        appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user_on_other_worker(appliance, pool, "bob",
+                             worker_of(appliance, a.jid))
+    assert worker_of(appliance, a.jid) != worker_of(appliance, b.jid)
+
+    pres, subject, _, _ = a.join(room, "Alice")
+    # XEP-0045 10.1.1: the creator is the owner, told with 201 and 110
+    assert {110, 201} <= codes_of(pres)
+    assert pres["muc"]["affiliation"] == "owner"
+    assert room_owner(appliance, room) in appliance.nginx.worker_pids()
+
+    pres, _, occupants, _ = b.join(room, "Bob")
+    assert 110 in codes_of(pres)
+    # slixmpp lists the joiner too
+    assert sorted(str(p["from"]) for p in occupants) == [room + "/Alice",
+                                                         room + "/Bob"]
+    a.wait_presence(lambda p: p["from"] == room + "/Bob")
+
+    # both send at once, 40 each: every occupant sees all 80, in the
+    # same order, and each sender's in the order sent
+    n = 40
+
+    def send(c, tag):
+        for i in range(n):
+            c.say(room, "%s-%02d" % (tag, i))
+
+    ta = threading.Thread(target=send, args=(a, "a"))
+    tb = threading.Thread(target=send, args=(b, "b"))
+    ta.start()
+    tb.start()
+    ta.join()
+    tb.join()
+
+    seen = {}
+    for c in (a, b):
+        got = []
+        while len(got) < 2 * n:
+            m = c.wait_groupchat(lambda m: not m["delayed"], timeout=20)
+            got.append(m["body"])
+        seen[c] = got
+        for tag in "ab":
+            mine = [x for x in got if x.startswith(tag)]
+            assert mine == ["%s-%02d" % (tag, i) for i in range(n)]
+    assert seen[a] == seen[b]
+
+
+def test_messages_are_stamped_from_the_nick(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    a.say(room, "hi there & <you>", id="m1")
+    m = b.wait_groupchat(lambda m: m["id"] == "m1")
+    assert m["from"] == room + "/Alice"
+    assert m["body"] == "hi there & <you>"
+    assert m["to"] == b.jid
+
+
+def test_history_on_join_with_limits(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    a.join(room, "Alice")
+    for i in range(6):
+        a.say(room, "old-%d" % i)
+        a.wait_groupchat(lambda m, i=i: m["body"] == "old-%d" % i)
+
+    b = user(appliance, pool, "bob")
+    _, _, _, history = b.join(room, "Bob", maxstanzas=3)
+    assert [h["body"] for h in history] == ["old-3", "old-4", "old-5"]
+    for h in history:
+        assert h["delay"]["from"] == room
+
+    c = user(appliance, pool, "carol")
+    _, _, _, history = c.join(room, "Carol", maxstanzas=0)
+    assert history == []
+
+
+def test_nick_collision_and_change(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    a.join(room, "Alice")
+
+    # XEP-0045 7.2.9
+    with pytest.raises(MucError) as e:
+        b.join(room, "Alice")
+    assert e.value.condition == "conflict"
+
+    b.join(room, "Bob")
+    a.wait_presence(lambda p: p["from"] == room + "/Bob")
+
+    # XEP-0045 7.6: a change to a taken nick is refused ...
+    b.change_nick(room, "Alice")
+    p = b.wait_presence(lambda p: p["type"] == "error", timeout=10)
+    assert p["error"] == "conflict"
+
+    # ... a free one is announced with 303 and the new nick
+    b.change_nick(room, "Robert")
+    p = a.wait_presence(lambda p: p["from"] == room + "/Bob"
+                        and p["type"] == "unavailable")
+    assert 303 in p["codes"]
+    a.wait_presence(lambda p: p["from"] == room + "/Robert"
+                    and p["type"] != "unavailable")
+    b.say(room, "renamed", id="rn")
+    m = a.wait_groupchat(lambda m: m["id"] == "rn")
+    assert m["from"] == room + "/Robert"
+
+
+def test_subject(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+
+    # only moderators change the subject by default (XEP-0045 8.1)
+    b.pool.call(lambda: b.muc.set_subject(room, "by bob"))
+    b.wait_message(lambda m: m["type"] == "error"
+                   and m["error"] == "forbidden")
+
+    a.pool.call(lambda: a.muc.set_subject(room, "Quarterly plans"))
+    time.sleep(0.5)
+    c = user(appliance, pool, "carol")
+    _, subject, _, _ = c.join(room, "Carol")
+    assert subject["subject"] == "Quarterly plans"
+    assert str(subject["from"]) == room + "/Alice"
+
+
+def test_semi_anonymous_room_shows_real_jids_to_moderators_only(
+        appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    c = user(appliance, pool, "carol")
+    a.join(room, "Alice")                    # owner: a moderator
+    _, _, occ, _ = b.join(room, "Bob")
+    # the default room is semi-anonymous: no 100, no real JIDs for Bob
+    others = [p for p in occ if 110 not in codes_of(p)]
+    assert [p["muc"]["jid"].full for p in others] == [""]
+
+    p = a.wait_presence(lambda p: p["from"] == room + "/Bob")
+    assert p["jid"] == b.jid                 # the moderator sees it
+
+    c.join(room, "Carol")
+    p = b.wait_presence(lambda p: p["from"] == room + "/Carol")
+    assert p["jid"] is None                  # a participant does not
+    p = a.wait_presence(lambda p: p["from"] == room + "/Carol")
+    assert p["jid"] == c.jid
+
+    # non-anonymous now: everybody sees everybody, and joiners get 100
+    a.configure(room, whois="anyone")
+    d = user(appliance, pool, "erin")
+    pres, _, occ, _ = d.join(room, "Erin")
+    assert 100 in codes_of(pres)
+    assert sorted(p["muc"]["jid"].full for p in occ) == sorted(
+        [a.jid, b.jid, c.jid, d.jid])
+    p = b.wait_presence(lambda p: p["from"] == room + "/Erin")
+    assert p["jid"] == d.jid
+
+
+def test_members_only_room(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    a.join(room, "Alice")
+    a.configure(room, membersonly="1")
+
+    b = user(appliance, pool, "bob")
+    with pytest.raises(MucError) as e:
+        b.join(room, "Bob")
+    assert e.value.condition == "registration-required"   # 7.2.6
+
+    a.call(lambda: a.muc.set_affiliation(room, "member",
+                                         jid="bob@example.com"))
+    b.join(room, "Bob")
+    members = a.call(lambda: a.muc.get_affiliation_list(room, "member"))
+    assert [str(j) for j in members] == ["bob@example.com"]
+
+    # a participant may not read the lists (XEP-0045 9.5)
+    with pytest.raises(MucError) as e:
+        b.call(lambda: b.muc.get_affiliation_list(room, "member"))
+    assert e.value.condition == "forbidden"
+
+
+def test_kick_and_ban(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    c = user(appliance, pool, "carol")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    c.join(room, "Carol")
+
+    # a participant cannot kick (XEP-0045 8.2)
+    with pytest.raises(MucError) as e:
+        c.call(lambda: c.muc.set_role(room, "Bob", "none"))
+    assert e.value.condition == "forbidden"
+
+    a.call(lambda: a.muc.set_role(room, "Bob", "none", reason="spam"))
+    p = b.wait_presence(lambda p: p["type"] == "unavailable"
+                        and p["from"] == room + "/Bob")
+    assert {110, 307} <= set(p["codes"])
+    p = c.wait_presence(lambda p: p["type"] == "unavailable"
+                        and p["from"] == room + "/Bob")
+    assert 307 in p["codes"]
+
+    # kicked is not banned: Bob comes back
+    b.join(room, "Bob")
+
+    a.call(lambda: a.muc.set_affiliation(room, "outcast",
+                                         jid="bob@example.com",
+                                         reason="again"))
+    p = b.wait_presence(lambda p: p["type"] == "unavailable"
+                        and 301 in p["codes"])
+    assert 110 in p["codes"]
+
+    # a banned user rejoining is refused (XEP-0045 7.2.7)
+    with pytest.raises(MucError) as e:
+        b.join(room, "Bobby")
+    assert e.value.condition == "forbidden"
+    outcasts = a.call(lambda: a.muc.get_affiliation_list(room, "outcast"))
+    assert [str(j) for j in outcasts] == ["bob@example.com"]
+
+
+def test_malformed_forms_are_refused(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    a.join(room, "Alice")
+    for field, value in (("maxusers", "lots"), ("maxusers", "0"),
+                         ("whois", "everybody"), ("membersonly", "maybe"),
+                         ("roomname", "x" * 5000)):
+        with pytest.raises(MucError) as e:
+            a.configure(room, **{field: value})
+        assert e.value.condition == "not-acceptable", field
+
+    # not a form at all, and a form of another kind
+    a.send_raw("<iq type='set' id='bad1' to='%s'><query xmlns="
+               "'http://jabber.org/protocol/muc#owner'><x xmlns='jabber:"
+               "x:data' type='result'/></query></iq>" % room)
+
+    def bad(xmpp):
+        iq = xmpp.make_iq_set(ito=room)
+        iq.append(__import__("xml.etree.ElementTree", fromlist=["x"])
+                  .fromstring("<query xmlns='http://jabber.org/protocol/"
+                              "muc#owner'><x xmlns='jabber:x:data' "
+                              "type='submit'><field var='FORM_TYPE'>"
+                              "<value>urn:other</value></field></x>"
+                              "</query>"))
+        return iq
+    with pytest.raises(MucError) as e:
+        a.iq(bad)
+    assert e.value.condition == "not-acceptable"
+
+    # a non-owner gets no form
+    b = user(appliance, pool, "bob")
+    b.join(room, "Bob")
+    with pytest.raises(MucError) as e:
+        b.call(lambda: b.muc.get_room_config(room))
+    assert e.value.condition == "forbidden"
+
+    # the room still works
+    a.say(room, "still here", id="ok")
+    b.wait_groupchat(lambda m: m["id"] == "ok")
+
+
+def test_room_flood_gets_errors_not_a_queue(make_appliance, pool):
+    app = make_appliance(workers=2, extra_http=APPLIANCE_EXTRA_HTTP
+                         + " conclave_muc_rate 50;")
+    room = new_room()
+    a = user(app, pool, "alice")
+    b = user(app, pool, "bob")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+
+    n = 400                                   # conclave_muc_rate 50
+    for i in range(n):
+        a.say(room, "f%03d" % i, id="f%03d" % i)
+
+    errors = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            m = a.xmpp.messages.get(timeout=1)
+        except Exception:
+            if errors:
+                break
+            continue
+        if m["type"] == "error":
+            assert m["error"] == "resource-constraint"
+            errors.add(m["id"])
+
+    got = [m["body"] for m in b.drain(b.xmpp.groupchat, settle=1.0)]
+    assert errors, "a flood of %d got no error" % n
+    assert got, "nothing of the flood got through"
+    # what got through is in order, and nothing is both refused and sent
+    assert got == sorted(got)
+    assert not (set(got) & errors)
+    assert len(got) + len(errors) == n
+
+    # the room recovers once the burst is over
+    time.sleep(1.2)
+    a.say(room, "after", id="after")
+    b.wait_groupchat(lambda m: m["id"] == "after")
+
+
+def test_invitations_mediated_and_direct(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    c = user(appliance, pool, "carol")
+    a.join(room, "Alice")
+
+    # XEP-0045 7.8.2: through the room, which names the inviter
+    a.pool.call(lambda: a.muc.invite(room, "bob@example.com", "join us"))
+    m = b.wait_message(lambda m: m["invite_from"] is not None)
+    assert m["from"] == room
+    assert m["invite_from"] == "alice@example.com"
+
+    # XEP-0249: straight to the invitee
+    a.pool.call(lambda: a.xmpp.plugin["xep_0249"].send_invitation(
+        c.jid, room, reason="see you"))
+    m = c.wait_message(lambda m: m["direct_invite"] is not None)
+    assert m["direct_invite"] == room
+    assert m["from"] == a.jid
+
+
+def test_self_ping(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    a.join(room, "Alice")
+    # XEP-0410: joined, the own occupant JID answers
+    a.ping(room + "/Alice")
+    # not joined: not-acceptable
+    with pytest.raises(MucError) as e:
+        b.ping(room + "/Alice")
+    assert e.value.condition == "not-acceptable"
+    a.leave(room, "Alice")
+    a.wait_presence(lambda p: p["type"] == "unavailable")
+    with pytest.raises(MucError) as e:
+        a.ping(room + "/Alice")
+    assert e.value.condition in ("not-acceptable", "item-not-found")
+
+
+def test_discovery(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    a.join(room, "Alice")
+    disco = a.xmpp.plugin["xep_0030"]
+
+    info = a.call(lambda: disco.get_info(jid=MUC))
+    ids = info["disco_info"]["identities"]
+    assert ("conference", "text") in [(i[0], i[1]) for i in ids]
+    assert "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
+
+    items = a.call(lambda: disco.get_items(jid=MUC))
+    assert room in [i[0] for i in items["disco_items"]["items"]]
+
+    info = a.call(lambda: disco.get_info(jid=room))
+    feats = info["disco_info"]["features"]
+    for f in ("http://jabber.org/protocol/muc", "muc_temporary",
+              "muc_open", "muc_semianonymous", "muc_unsecured"):
+        assert f in feats
+
+    # a room nobody created
+    with pytest.raises(MucError) as e:
+        a.call(lambda: disco.get_info(jid=new_room()))
+    assert e.value.condition == "item-not-found"
+
+
+def test_bad_input(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    a.join(room, "Alice")
+
+    # groupchat from a non-occupant (7.4): not-acceptable
+    b.say(room, "let me in", id="nope")
+    m = b.wait_message(lambda m: m["id"] == "nope")
+    assert m["error"] == "not-acceptable"
+    # groupchat to an occupant JID is no private message (7.5)
+    a.send_raw("<message type='groupchat' to='%s/Alice' id='pm1'>"
+               "<body>x</body></message>" % room)
+    m = a.wait_message(lambda m: m["id"] == "pm1")
+    assert m["error"] == "bad-request"
+    # a message to a room that does not exist
+    b.say(new_room(), "anyone?", id="ghost")
+    m = b.wait_message(lambda m: m["id"] == "ghost")
+    assert m["error"] == "item-not-found"
+    # the room is unharmed
+    a.say(room, "fine", id="fine")
+    a.wait_groupchat(lambda m: m["id"] == "fine")
+
+
+def test_leaving_and_disconnecting_are_seen(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    c = user(appliance, pool, "carol")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    c.join(room, "Carol")
+    b.leave(room, "Bob")
+    p = a.wait_presence(lambda p: p["from"] == room + "/Bob"
+                        and p["type"] == "unavailable")
+    assert p["role"] == "none"
+    # a session that ends leaves its rooms (RFC 6121 4.6.3 + XEP-0045)
+    c.disconnect()
+    a.wait_presence(lambda p: p["from"] == room + "/Carol"
+                    and p["type"] == "unavailable")
