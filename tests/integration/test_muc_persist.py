@@ -1,0 +1,177 @@
+"""Persistent rooms (XEP-0045 10.2, issue 7 item 6): stored in MariaDB,
+they survive a restart of nginx with their configuration, members,
+subject and history (read back from the audit records); temporary rooms
+do not.  A frozen MariaDB delays only the room being loaded: chat and
+rooms already loaded carry on (the event loop never waits for it).
+"""
+
+import json
+import os
+import signal
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from mucclient import MucClient, MucError
+from slixclient import SlixPool
+
+MUC = "conference.example.com"
+EXTRA = """
+    conclave_muc_domain %s;
+    conclave_db_timeout 2s;
+""" % MUC
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def status(app):
+    with urllib.request.urlopen(app.status_url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_drained(app, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline:
+        st = status(app)["audit"]
+        if st and all(j["backlog_records"] == 0 and j["mariadb_ok"]
+                      for j in st):
+            return
+        time.sleep(0.2)
+    pytest.fail("audit backlog not drained: %r" % st)
+
+
+def user(app, pool, uid, res=None):
+    return MucClient(pool, "%s@example.com/%s" % (uid, res or uid),
+                     uid + "-pw", app.nginx.xmpp_port)
+
+
+def new_room():
+    return "p%s@%s" % (uuid.uuid4().hex[:10], MUC)
+
+
+def codes(pres):
+    return set(pres["muc"]["status_codes"])
+
+
+def test_persistent_room_survives_restart(make_appliance):
+    app = make_appliance(workers=2, extra_http=EXTRA)
+    room, temp = new_room(), new_room()
+    pool = SlixPool()
+
+    a = user(app, pool, "alice")
+    b = user(app, pool, "bob")
+    a.join(room, "Alice")
+    a.configure(room, persistentroom="1", membersonly="1",
+                roomname="Plans", roomdesc="Where we plan")
+    a.call(lambda: a.muc.set_affiliation(room, "member",
+                                         jid="bob@example.com"))
+    b.join(room, "Bob")
+    a.pool.call(lambda: a.muc.set_subject(room, "Q3"))
+    for i in range(4):
+        a.say(room, "before-%d" % i)
+        b.wait_groupchat(lambda m, i=i: m["body"] == "before-%d" % i)
+    a.join(temp, "Alice")
+
+    rows = app.mariadb.query("SELECT jid, config, affiliations FROM "
+                             "muc_room", database="conclave")
+    assert [r[0] for r in rows] == [room]
+    conf = json.loads(rows[0][1])
+    assert conf["persistent"] and conf["members_only"]
+    assert conf["name"] == "Plans"
+    assert json.loads(rows[0][2]) == {"alice@example.com": "owner",
+                                      "bob@example.com": "member"}
+
+    # history after a restart comes from the shipped audit records
+    wait_drained(app)
+    pool.close()
+    app.nginx.stop()
+    app.nginx.start()
+
+    with SlixPool() as pool2:
+        b = user(app, pool2, "bob")
+        pres, subject, _, history = b.join(room, "Bob", maxstanzas=10)
+        assert 201 not in codes(pres)             # not created anew
+        assert pres["muc"]["affiliation"] == "member"
+        assert subject["subject"] == "Q3"
+        assert [h["body"] for h in history] == ["before-%d" % i
+                                                for i in range(4)]
+
+        # members-only still: carol is refused, the owner is the owner
+        c = user(app, pool2, "carol")
+        with pytest.raises(MucError) as e:
+            c.join(room, "Carol")
+        assert e.value.condition == "registration-required"
+        a = user(app, pool2, "alice")
+        pres, _, _, _ = a.join(room, "Alice", maxstanzas=0)
+        assert pres["muc"]["affiliation"] == "owner"
+
+        info = a.call(lambda: a.xmpp.plugin["xep_0030"].get_info(jid=room))
+        assert "muc_persistent" in info["disco_info"]["features"]
+
+        # the temporary room is gone: joining makes a new one
+        pres, _, _, _ = a.join(temp, "Alice")
+        assert 201 in codes(pres)
+
+        # destroyed, the persistent room leaves MariaDB
+        a.call(lambda: a.muc.destroy(room, reason="done"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            n = app.mariadb.query("SELECT COUNT(*) FROM muc_room",
+                                  database="conclave")[0][0]
+            if int(n) == 0:
+                break
+            time.sleep(0.2)
+        assert int(n) == 0
+
+
+def test_frozen_mariadb_stalls_only_the_room_being_loaded(make_appliance,
+                                                          pool):
+    app = make_appliance(workers=1, extra_http=EXTRA)
+    room = new_room()
+    a = user(app, pool, "alice")
+    b = user(app, pool, "bob")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+
+    os.kill(app.mariadb.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        # a room nobody has loaded: its owner asks MariaDB and waits
+        c = user(app, pool, "carol")
+        other = new_room()
+        c.send_raw("<presence to='%s/Carol'><x xmlns='http://jabber.org/"
+                   "protocol/muc'/></presence>" % other)
+
+        # meanwhile the loaded room and 1:1 chat go on at once
+        for i in range(5):
+            a.say(room, "live-%d" % i, id="live-%d" % i)
+            b.wait_groupchat(lambda m, i=i: m["id"] == "live-%d" % i,
+                             timeout=5)
+        a.xmpp.send_message(mto=b.jid, mbody="direct", mtype="chat")
+        b.wait_message(lambda m: m["body"] == "direct", timeout=5)
+        assert time.monotonic() - t0 < 2.0 + 1.5
+
+        # the waiting join gets an error once conclave_db_timeout passes
+        p = c.wait_presence(lambda p: p["type"] == "error", timeout=15)
+        assert p["error"] == "internal-server-error"
+    finally:
+        os.kill(app.mariadb.pid, signal.SIGCONT)
+
+    # MariaDB back: the same room can be joined (and is created)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            pres, _, _, _ = c.join(other, "Carol", timeout=5)
+            break
+        except (MucError, Exception):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert 201 in codes(pres)
