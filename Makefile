@@ -414,16 +414,20 @@ pkg-deps:
 	fi
 
 # the source tree as git sees it (tracked and new files, not ignored
-# ones), the assembled web client, and debian/ from packaging/deb/
+# ones) and the assembled web client, copied into $(1)
+define pkg_stage
+rm -rf $(1); mkdir -p $(1); \
+git ls-files -co --exclude-standard | grep -v '^node_modules$$' | \
+    while read -r f; do [ -e "$$f" ] && echo "$$f"; done | \
+    tar -cf - --no-recursion -T - | tar -xf - -C $(1); \
+cp -R $(WEBCLIENT) $(1)/webclient; rm -f $(1)/webclient/.built
+endef
+
+# the snapshot plus debian/ from packaging/deb/
 DEB_STAGE := $(DEB_OUT)/conclave-$(PKG_VERSION)
 
 deb: pkg-deps webclient
-	@set -e -o pipefail; rm -rf $(DEB_STAGE); mkdir -p $(DEB_STAGE); \
-	git ls-files -co --exclude-standard | grep -v '^node_modules$$' | \
-	    while read -r f; do [ -e "$$f" ] && echo "$$f"; done | \
-	    tar -cf - --no-recursion -T - | tar -xf - -C $(DEB_STAGE); \
-	cp -R $(WEBCLIENT) $(DEB_STAGE)/webclient; \
-	rm -f $(DEB_STAGE)/webclient/.built; \
+	@set -e -o pipefail; $(call pkg_stage,$(DEB_STAGE)); \
 	cp -R packaging/deb/debian $(DEB_STAGE)/debian; \
 	printf '%s (%s) bookworm; urgency=medium\n\n  * Conclave %s.\n\n -- %s  %s\n' \
 	    conclave $(PKG_VERSION) $(PKG_VERSION) \
@@ -434,6 +438,35 @@ deb: pkg-deps webclient
 	cd $(DEB_OUT) && lintian --fail-on error,warning \
 	    conclave_$(PKG_VERSION)_*.changes | tee lintian.log; \
 	ls -l $(DEB_OUT)/*_$(PKG_VERSION)_*.deb
+
+# rpmbuild (Debian's rpm) from packaging/rpm/conclave.spec, Source0 the
+# same snapshot; BuildRequires name Fedora's packages, so --nodeps
+RPM_STAGE := $(RPM_OUT)/stage/conclave-$(PKG_VERSION)
+
+rpm: pkg-deps webclient
+	@set -e -o pipefail; rm -rf $(RPM_OUT); \
+	$(call pkg_stage,$(RPM_STAGE)); mkdir -p $(RPM_OUT)/SOURCES; \
+	tar -czf $(RPM_OUT)/SOURCES/conclave-$(PKG_VERSION).tar.gz \
+	    -C $(RPM_OUT)/stage conclave-$(PKG_VERSION); \
+	rpmbuild -bb --nodeps --define "_topdir $(RPM_OUT)" \
+	    --define "conclave_version $(PKG_VERSION)" \
+	    packaging/rpm/conclave.spec > $(RPM_OUT)/build.log 2>&1 \
+	    || { tail -40 $(RPM_OUT)/build.log; exit 1; }; \
+	ls -l $(RPM_OUT)/RPMS/*/*.rpm
+
+# what the packages hold (dpkg-deb, rpm -qp); no installation
+package-test: deb rpm
+	/usr/bin/python3 -m pytest tests/package/test_packages.py -q
+
+# a clean Debian 12 root from Debian's mirror (debootstrap; the minbase
+# tarball is cached in build/install-test/), the .debs installed with
+# apt-get, conclavectl setup, sign-in and chat, then the upgrade to
+# PKG_VERSION+1, remove and purge (tests/package/test_install.py).
+# Slow and needs the network: not part of make test.
+install-test: deb
+	@$(MAKE) --no-print-directory deb PKG_VERSION=$(PKG_VERSION).1
+	CONCLAVE_INSTALL_TEST=1 /usr/bin/python3 -m pytest \
+	    tests/package/test_install.py -q
 
 clean:
 	rm -rf build

@@ -75,5 +75,8 @@ int cctl_status(cctl_conf_t *cf, int json);
 int cctl_setup(int argc, char **argv);
 int cctl_backup_schema(cctl_conf_t *cf, const char *dir);
 
+/* `conclavectl prune` (cctl_prune.c) */
+int cctl_prune(cctl_conf_t *cf, unsigned keep_days);
+
 
 #endif /* _CCTL_H_INCLUDED_ */

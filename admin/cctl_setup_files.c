@@ -298,11 +298,18 @@ cctl_run(char *const argv[], char *out, size_t outlen)
     close(fds[1]);
     got = 0;
 
-    while ((n = read(fds[0], out + got, outlen - 1 - got)) > 0) {
-        got += n;
-        if (got == outlen - 1) {
+    /* keep the first outlen - 1 bytes, drain the rest: a child blocked
+     * on a full pipe would never exit */
+    for ( ;; ) {
+        char  drain[512];
+
+        n = (got < outlen - 1) ? read(fds[0], out + got, outlen - 1 - got)
+                               : read(fds[0], drain, sizeof(drain));
+        if (n <= 0) {
             break;
         }
+
+        got += (got < outlen - 1) ? (size_t) n : 0;
     }
 
     out[got] = '\0';
@@ -696,19 +703,21 @@ cctl_commit_one(cctl_paths_t *p, const char *name, int keep_old)
             rc = 0;
 
         } else {
+            rc = 0;
+
             if (strcmp(name, "nginx.conf") == 0 && cctl_exists(to)) {
                 /* the previous one stays as nginx.conf.bak */
                 bak = cctl_path(to, ".bak", NULL);
-                if (bak) {
-                    unlink(bak);
-                    if (link(to, bak) != 0) {
-                        /* no backup: nothing to keep it from */
-                    }
-                    free(bak);
+                rc = -1;
+
+                if (bak && (unlink(bak) == 0 || errno == ENOENT)) {
+                    rc = link(to, bak);
                 }
+
+                free(bak);
             }
 
-            rc = rename(from, to);
+            rc = (rc == 0) ? rename(from, to) : -1;
         }
     }
 

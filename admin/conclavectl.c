@@ -44,6 +44,7 @@ typedef struct {
     const char  *schema;
     const char  *vkey;
     const char  *dir;
+    const char  *keep_days;
     int          json;
     int          journals_only;
     int          db_only;
@@ -66,6 +67,12 @@ CCTL_CONFIG ", or " CCTL_CONFIG_NGINX " when that does not\n"
 "        writes /etc/conclave/ all or nothing, migrates the schema and\n"
 "        creates the signing key; \"conclavectl setup --help\" lists\n"
 "        the answers.\n"
+"  prune [--keep-days N]\n"
+"        remove journal segments whose records MariaDB has (at or\n"
+"        below the journal's shipped_seq) and that are older than N\n"
+"        days (default 30); never a journal's newest segment.  Full\n"
+"        verify then reports the pruned head; verify --db-only checks\n"
+"        it in MariaDB.\n"
 "  backup-schema [--dir DIR]\n"
 "        write the audit database's table definitions and applied\n"
 "        schema versions to DIR/schema-<time>.sql (default\n"
@@ -134,7 +141,7 @@ cctl_args_check(const cctl_opts_t *o)
     const char  *c;
     static const char  *known[] = {
         "migrate", "ship", "status", "keygen", "vkey", "verify",
-        "backup-schema"
+        "backup-schema", "prune"
     };
 
     c = o->command;
@@ -154,6 +161,7 @@ cctl_args_check(const cctl_opts_t *o)
         || (o->all && strcmp(c, "ship") != 0)
         || (o->json && strcmp(c, "status") != 0)
         || (o->dir && strcmp(c, "backup-schema") != 0)
+        || (o->keep_days && strcmp(c, "prune") != 0)
         || ((o->vkey || o->journals_only || o->db_only)
             && strcmp(c, "verify") != 0))
     {
@@ -204,6 +212,14 @@ cctl_args(int argc, char **argv, cctl_opts_t *o)
             o->vkey = argv[++i];
         } else if (strcmp(a, "--dir") == 0 && i + 1 < argc) {
             o->dir = argv[++i];
+        } else if (strcmp(a, "--keep-days") == 0 && i + 1 < argc) {
+            o->keep_days = argv[++i];
+            if (strspn(o->keep_days, "0123456789") != strlen(o->keep_days)
+                || strlen(o->keep_days) == 0 || strlen(o->keep_days) > 5)
+            {
+                return cctl_fail(CCTL_ERROR, "--keep-days takes a number "
+                                 "of days");
+            }
         } else if (a[0] == '-' || o->command) {
             return cctl_fail(CCTL_ERROR, "unexpected \"%s\" (see "
                              "conclavectl --help)", a);
@@ -469,6 +485,9 @@ main(int argc, char **argv)
         rc = cctl_keygen(&cf, 1);
     } else if (strcmp(o.command, "vkey") == 0) {
         rc = cctl_keygen(&cf, 0);
+    } else if (strcmp(o.command, "prune") == 0) {
+        rc = cctl_prune(&cf, o.keep_days ? (unsigned) atoi(o.keep_days)
+                                         : 30);
     } else if (strcmp(o.command, "backup-schema") == 0) {
         rc = cctl_backup_schema(&cf, o.dir ? o.dir : CCTL_BACKUPS);
     } else {
