@@ -135,9 +135,10 @@ class Started:
         r = subprocess.run([NGINX, "-c", self.conf], env=nginx_env(),
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while not os.path.exists(self.pidfile):
-            assert time.time() < deadline, "no pid file"
+            assert time.time() < deadline, "no pid file: " + open(
+                self.errlog).read()[-3000:]
             time.sleep(0.05)
         return self
 
@@ -209,7 +210,7 @@ def test_non_interactive_setup_gives_a_working_appliance(
             alice.message("bob@example.com/setup", "set up and running")
             bob.wait_message(lambda m: m["body"] == "set up and running")
 
-        deadline = time.time() + 20
+        deadline = time.time() + 60
         rows = []
         while time.time() < deadline and not rows:
             rows = appliance.mariadb.query(
