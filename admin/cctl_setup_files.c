@@ -433,9 +433,8 @@ cctl_stage_tls(cctl_answers_t *a, const char *staging, char *err,
 static char *
 cctl_nginx_conf(cctl_answers_t *a, cctl_paths_t *p, const char *conf_dir)
 {
-    char         db[512], mods[1024], *tmpl, *out, port[16];
+    char         db[512], mods[1024], *tmpl, *out;
     size_t       len;
-    const char  *colon;
 
     if (a->db_socket) {
         snprintf(db, sizeof(db), "    conclave_audit_db_socket %s;",
@@ -453,12 +452,6 @@ cctl_nginx_conf(cctl_answers_t *a, cctl_paths_t *p, const char *conf_dir)
                  "include /etc/nginx/modules-enabled/*.conf;");
     }
 
-    /* the port in URLs: none for 443 */
-    colon = strrchr(a->https_listen, ':');
-    colon = colon ? colon + 1 : a->https_listen;
-    snprintf(port, sizeof(port), "%s%s", strcmp(colon, "443") ? ":" : "",
-             strcmp(colon, "443") ? colon : "");
-
     tmpl = cctl_path(p->templates, "/nginx.conf.in", NULL);
     out = tmpl ? cctl_slurp(tmpl, &len) : NULL;
     free(tmpl);
@@ -475,7 +468,7 @@ cctl_nginx_conf(cctl_answers_t *a, cctl_paths_t *p, const char *conf_dir)
             "LDAP_BIND_DN", a->ldap_bind_dn, "LDAP_BASE", a->ldap_base,
             "LDAP_FILTER", a->ldap_filter, "LDAP_GROUP", a->ldap_group,
             "DB_LINES", db, "DB_USER", a->db_user, "DB_NAME", a->db_name,
-            "HTTPS_LISTEN", a->https_listen, "HTTPS_URL_PORT", port,
+            "HTTPS_LISTEN", a->https_listen,
             "XMPP_LISTEN", a->xmpp_listen, "XMPPS_LISTEN", a->xmpps_listen,
             "WEBCLIENT_DIR", p->webclient, "ADMIN_DIR", p->admin
         };

@@ -30,6 +30,7 @@ sys.path.insert(0, HERE)
 import slapd  # noqa: E402
 from mariadb import MariaDB, pid_alive, pid_cmdline, stop_pid  # noqa: E402
 from nginx import Nginx  # noqa: E402
+from packaged import PackagedNginx  # noqa: E402
 from slapd import Slapd  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -71,7 +72,7 @@ class Appliance:
     def __init__(self, workdir, fixed_ports=False, sanitize=None, tls=False,
                  module_so=_DEFAULT, workers=2, extra_http="",
                  extra_main="", extra_server="", log_level="info",
-                 plaintext_auth=None, extra_stream=""):
+                 plaintext_auth=None, extra_stream="", packaged=False):
         self.workdir = os.path.abspath(workdir)
         self.sanitize = env_sanitize() if sanitize is None else sanitize
         if module_so is _DEFAULT:
@@ -83,7 +84,14 @@ class Appliance:
                           LDAP_PORT if fixed_ports else None)
         self.mariadb = MariaDB(os.path.join(self.workdir, "mariadb"),
                                MARIADB_PORT if fixed_ports else None)
-        self.nginx = Nginx(os.path.join(self.workdir, "nginx"), module_so,
+        # packaged: conclavectl setup writes nginx.conf from the package's
+        # template (make demo); otherwise tests/lib/nginx.conf.in
+        cls, extra = Nginx, {}
+        if packaged and module_so:
+            cls = PackagedNginx
+            extra = {"ctl": conclavectl_path(self.sanitize)}
+        self.nginx = cls(os.path.join(self.workdir, "nginx"), module_so,
+                           **extra,
                            http_port=HTTPS_PORT if fixed_ports else None,
                            xmpp_port=XMPP_PORT if fixed_ports else None,
                            xmpps_port=XMPPS_PORT if fixed_ports else None,
@@ -110,7 +118,8 @@ class Appliance:
                                ("mariadb", self.mariadb),
                                ("nginx", self.nginx)):
                 t0 = time.monotonic()
-                if name == "nginx" and self.module_so:
+                if name == "nginx" and self.module_so and not getattr(
+                        self.nginx, "migrates_itself", False):
                     self.migrate()
                 part.start()
                 started.append(part)
@@ -317,7 +326,8 @@ def describe(app, env_path):
             os.path.relpath(conclavectl_path(app.sanitize)),
             os.path.relpath(app.nginx.conf_path)),
         "  env file   %s" % env_path,
-        "  logs       %s/{nginx/logs,mariadb,ldap}" % app.workdir,
+        "  logs       %s, %s/{mariadb,ldap}" % (
+            os.path.dirname(app.nginx.error_log_path), app.workdir),
         "Demo accounts:",
     ] + users + ["stop with: make stop"])
 
@@ -329,7 +339,8 @@ def cmd_start(args):
     app = Appliance(workdir, fixed_ports=args.demo, sanitize=sanitize,
                     tls=args.demo and not args.plain,
                     module_so=None if args.no_module else _DEFAULT,
-                    workers=args.workers)
+                    workers=args.workers,
+                    packaged=args.demo and not args.plain)
     live = running_pids(workdir)
     if live:
         print("already running in %s (%s); stop with: make stop"
