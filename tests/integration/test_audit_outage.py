@@ -83,7 +83,7 @@ def test_chat_while_mariadb_is_frozen(make_appliance, clients):
 
     # frozen until the finally below: if delivery waited for the
     # database, no message would arrive
-    os.kill(app.mariadb.pid, signal.SIGSTOP)
+    app.mariadb.pause()
     try:
         for i in range(20):
             body = "frozen-%d" % i
@@ -94,7 +94,7 @@ def test_chat_while_mariadb_is_frozen(make_appliance, clients):
         st = status(app)["audit"]
         assert sum(j["backlog_records"] for j in st) >= 20, st
     finally:
-        os.kill(app.mariadb.pid, signal.SIGCONT)
+        app.mariadb.resume()
 
     wait_drained(app, 60)
     got = rows(app, "SELECT stanza_id, COUNT(*) FROM audit_record WHERE "

@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import procs  # noqa: E402
 from ports import free_port  # noqa: E402
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -137,6 +138,14 @@ class MariaDB:
         self.timings = {"install_db": t1 - t0, "ready": t2 - t1,
                         "setup": t3 - t2, "total": t3 - t0}
         return self
+
+    def pause(self):
+        """SIGSTOP: connections are accepted by the kernel, nothing is
+        answered; returns once every thread is stopped."""
+        procs.freeze(self.pid)
+
+    def resume(self):
+        procs.thaw(self.pid)
 
     def stop(self, timeout=30.0):
         """Stop mariadbd by PID: TERM, wait, KILL after timeout.

@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import procs  # noqa: E402
 from ports import free_port  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -228,8 +229,9 @@ class Slapd:
 
     def pause(self):
         """SIGSTOP: the kernel still completes TCP handshakes on the
-        listening socket, but nothing is ever answered."""
-        os.kill(self.pid, signal.SIGSTOP)
+        listening socket, but nothing is ever answered.  Returns once
+        every thread is stopped (procs.freeze)."""
+        procs.freeze(self.pid)
         self.paused = True
 
     def resume(self):
