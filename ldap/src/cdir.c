@@ -2,22 +2,26 @@
 /*
  * Conclave directory client: LDAP sign-in by search + bind.
  *
- * The service account searches for the user's DN, optionally compares
- * the DN against the sign-in group's "member" attribute (this needs no
- * memberOf overlay), and then the user's DN binds with the password.
+ * The service account searches for the user's entry (DN, login name
+ * attribute, memberOf, AD's userAccountControl), the groups the user is
+ * in are resolved, nested ones included (cdir_group.c), and then the
+ * user's DN binds with the password.
  *
  * Connections come from two pools: "service" connections stay bound as
  * the service account, "bind" connections are rebound by every sign-in
  * (a libldap connection can run only one bind at a time, and a user bind
  * changes its identity).  A pool is a mutex-protected stack of idle LDAP
  * handles; a caller that finds it empty opens a new connection, so the
- * pool size caps idle connections, not concurrency.
+ * pool size caps idle connections, not concurrency.  ldaps:// and
+ * StartTLS connections share one TLS context and verify the server's
+ * certificate and name unless told not to.
  *
- * Every wait is bounded: connect by LDAP_OPT_NETWORK_TIMEOUT, every result
- * by an explicit ldap_result() timeout, and the whole call by a deadline
- * of twice timeout_ms.  A handle that saw a timeout or a transport error
- * is discarded: libldap would silently reopen a dead default connection
- * unauthenticated on the next request.
+ * Every wait is bounded: connect and the TLS handshake by
+ * LDAP_OPT_NETWORK_TIMEOUT, every result by an explicit ldap_result()
+ * timeout, and the whole call by a deadline of twice timeout_ms.  A
+ * handle that saw a timeout or a transport error is discarded: libldap
+ * would silently reopen a dead default connection unauthenticated on the
+ * next request.
  */
 
 
@@ -25,120 +29,47 @@
 #define _GNU_SOURCE             /* explicit_bzero(), sigtimedwait() */
 #endif
 
-#include <sys/time.h>           /* before <ldap.h>: struct timeval */
-#include <ldap.h>
-
-#include <pthread.h>
+#include <ctype.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "cdir.h"
+#include "cdir_int.h"
 
 
 #define CDIR_MAX_TIMEOUT_MS  3600000
 #define CDIR_SEARCH_LIMIT    2           /* enough to detect ambiguity */
 
-/* not an LDAP code: cdir_open() has filled in the reason itself */
-#define CDIR_RC_REPORTED     0x7ffe
+/* AD userAccountControl: ACCOUNTDISABLE (MS-ADTS 2.2.16) */
+#define CDIR_UAC_DISABLED    0x2
 
 
-typedef struct {
-    pthread_mutex_t       lock;
-    LDAP                **idle;
-    int                   nidle;
-    int                   max;
-    unsigned              service:1;     /* bind as the service account */
-    unsigned              inited:1;
-} cdir_pool_t;
-
-
-struct cdir_s {
-    char                **uris;
-    int                   nuris;
-    int                   current;       /* URI that worked last; atomic */
-    char                 *uri_buf;
-    char                 *bind_dn;       /* NULL: anonymous searches */
-    char                 *bind_pw;
-    size_t                bind_pw_len;
-    char                 *base;
-    char                 *user_filter;
-    size_t                nsubst;        /* occurrences of %u */
-    char                 *group_dn;      /* NULL: no group restriction */
-    int                   timeout_ms;
-    cdir_pool_t           service;
-    cdir_pool_t           bind;
-};
-
-
-typedef struct {
-    cdir_t               *dir;
-    cdir_auth_result_t   *res;
-    struct timespec       deadline;
-} cdir_call_t;
-
-
-typedef struct {
-    const char           *filter;
-    int                   code;
-    int                   entries;
-    int                   dn_too_long;
-} cdir_search_t;
-
-
-typedef struct {
-    const char           *dn;
-    const char           *value;
-    size_t                len;
-    int                   code;
-} cdir_op_arg_t;
-
-
-typedef struct {
-    sigset_t              old;
-    int                   was_pending;
-} cdir_sigpipe_t;
-
-
-typedef int (*cdir_op_pt)(cdir_call_t *call, LDAP *ld, void *data);
-
-
-static void cdir_err(char *err, size_t errlen, const char *fmt, ...);
-static int cdir_split_uris(cdir_t *d, const char *uri, char *err,
-    size_t errlen);
-static int cdir_pool_init(cdir_pool_t *p, int max, int service);
-static void cdir_pool_free(cdir_pool_t *p);
-static LDAP *cdir_pool_get(cdir_pool_t *p);
-static void cdir_pool_put(cdir_pool_t *p, LDAP *ld);
-static void cdir_discard(LDAP *ld);
-static int cdir_budget(cdir_call_t *call);
-static void cdir_ms_to_tv(int ms, struct timeval *tv);
-static int cdir_connect(cdir_t *d, const char *uri, int ms, LDAP **ldp);
-static int cdir_open(cdir_call_t *call, cdir_pool_t *pool, LDAP **ldp);
-static int cdir_open_uri(cdir_call_t *call, cdir_pool_t *pool,
-    const char *uri, LDAP **ldp);
-static int cdir_run(cdir_call_t *call, cdir_pool_t *pool, const char *stage,
-    cdir_op_pt op, void *data);
-static int cdir_wait(cdir_call_t *call, LDAP *ld, int msgid,
-    LDAPMessage **msg);
-static int cdir_search_op(cdir_call_t *call, LDAP *ld, void *data);
-static int cdir_compare_op(cdir_call_t *call, LDAP *ld, void *data);
-static int cdir_bind_op(cdir_call_t *call, LDAP *ld, void *data);
+static int cdir_create_options(cdir_t *d, const cdir_config_t *cfg,
+    char *err, size_t errlen);
+static void cdir_call_init(cdir_call_t *call, cdir_t *d,
+    cdir_auth_result_t *res);
 static int cdir_check_input(const char *login, size_t login_len,
     const char *pw, size_t pw_len, cdir_auth_result_t *res);
 static char *cdir_make_filter(cdir_t *d, const char *login, size_t len);
+static void cdir_user_attrs(cdir_t *d, char **attrs);
+static void cdir_user_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e,
+    void *ctx);
+static int cdir_user_name(cdir_call_t *call, LDAP *ld, LDAPMessage *e);
 static int cdir_find_user(cdir_call_t *call, const char *login, size_t len);
-static int cdir_check_group(cdir_call_t *call);
+static int cdir_user_found(cdir_call_t *call, cdir_search_t *s, int *flags);
+static int cdir_check_groups(cdir_call_t *call);
 static int cdir_bind_user(cdir_call_t *call, const char *pw, size_t len);
-static void cdir_set(cdir_auth_result_t *res, cdir_status_e status,
-    const char *fmt, ...);
-static void cdir_unavailable(cdir_call_t *call, int rc);
-static void cdir_sigpipe_block(cdir_sigpipe_t *sp);
-static void cdir_sigpipe_restore(cdir_sigpipe_t *sp);
+static void cdir_count(cdir_t *d, cdir_auth_result_t *res);
 static void cdir_init_once(void);
+
+
+/* what the user entry said besides its DN (cdir_user_entry) */
+#define CDIR_USER_DISABLED   0x01
+#define CDIR_USER_NO_NAME    0x02
+#define CDIR_USER_DN_LONG    0x04
+#define CDIR_USER_ERROR      0x08
 
 
 static pthread_once_t  cdir_once = PTHREAD_ONCE_INIT;
@@ -201,13 +132,21 @@ cdir_create(const cdir_config_t *cfg, char *err, size_t errlen)
 
     d->base = strdup(cfg->base);
     d->user_filter = strdup(cfg->user_filter);
+    d->reval_filter = strdup(cfg->user_filter);
 
-    if (d->base == NULL || d->user_filter == NULL) {
+    if (d->base == NULL || d->user_filter == NULL || d->reval_filter == NULL)
+    {
         goto nomem;
     }
 
     for (p = d->user_filter; (p = strstr(p, "%u")) != NULL; p += 2) {
         d->nsubst++;
+    }
+
+    /* "(uid=%u)" -> "(uid=*)": a presence or substring assertion */
+    while ((p = strstr(d->reval_filter, "%u")) != NULL) {
+        memmove((char *) p + 1, p + 2, strlen(p + 2) + 1);
+        *(char *) p = '*';
     }
 
     if (cfg->bind_dn != NULL && cfg->bind_dn[0] != '\0') {
@@ -227,11 +166,10 @@ cdir_create(const cdir_config_t *cfg, char *err, size_t errlen)
         }
     }
 
-    if (cfg->group_dn != NULL && cfg->group_dn[0] != '\0') {
-        d->group_dn = strdup(cfg->group_dn);
-        if (d->group_dn == NULL) {
-            goto nomem;
-        }
+    if (cdir_create_options(d, cfg, err, errlen) != 0
+        || cdir_tls_init(d, cfg->ca_file, err, errlen) != 0)
+    {
+        goto fail;
     }
 
     if (cdir_pool_init(&d->service, cfg->pool_size, 1) != 0
@@ -253,11 +191,87 @@ fail:
 }
 
 
+/* groups, roles, the login name attribute and the cache */
+
+static int
+cdir_create_options(cdir_t *d, const cdir_config_t *cfg, char *err,
+    size_t errlen)
+{
+    int          i;
+    const char  *dn;
+
+    if (cfg->group_mode != CDIR_GROUPS_MEMBER
+        && cfg->group_mode != CDIR_GROUPS_MEMBEROF)
+    {
+        cdir_err(err, errlen, "unknown group mode");
+        return -1;
+    }
+
+    if (cfg->group_depth < 0 || cfg->group_depth > 32
+        || cfg->max_groups < 0 || cfg->max_groups > 1000000
+        || cfg->cache_ttl < 0 || cfg->cache_size < 0)
+    {
+        cdir_err(err, errlen, "group depth must be 0..32, and the group "
+                 "limit, cache TTL and cache size not negative");
+        return -1;
+    }
+
+    d->group_mode = cfg->group_mode;
+    d->group_depth = cfg->group_depth;
+    d->max_groups = cfg->max_groups ? cfg->max_groups : CDIR_MAX_GROUPS;
+    d->outage = cfg->outage;
+    d->starttls = cfg->starttls;
+    d->tls_insecure = cfg->tls_insecure;
+
+    d->group_base = strdup(cfg->group_base && cfg->group_base[0]
+                           ? cfg->group_base : cfg->base);
+    if (d->group_base == NULL) {
+        cdir_err(err, errlen, "out of memory");
+        return -1;
+    }
+
+    if (cfg->name_attr != NULL && cfg->name_attr[0] != '\0') {
+        d->name_attr = strdup(cfg->name_attr);
+        if (d->name_attr == NULL) {
+            cdir_err(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+
+    for (i = 0; i < CDIR_NROLES; i++) {
+        dn = (i == 0) ? cfg->group_dn : cfg->role_dn[i];
+
+        if (dn == NULL || dn[0] == '\0') {
+            continue;
+        }
+
+        d->role_dn[i] = cdir_normalize_dn(dn);
+        if (d->role_dn[i] == NULL) {
+            cdir_err(err, errlen, "invalid group DN \"%s\"", dn);
+            return -1;
+        }
+    }
+
+    if (cfg->cache_ttl > 0) {
+        d->cache = cdir_cache_create(cfg->cache_ttl,
+                                     cfg->cache_size ? cfg->cache_size
+                                                     : 10000);
+        if (d->cache == NULL) {
+            cdir_err(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* Closes every idle connection; no call may be in progress. */
 
 void
 cdir_destroy(cdir_t *d)
 {
+    int             i;
     cdir_sigpipe_t  sp;
 
     if (d == NULL) {
@@ -274,13 +288,58 @@ cdir_destroy(cdir_t *d)
         free(d->bind_pw);
     }
 
+    cdir_tls_free(d);
+
+    if (d->cache != NULL) {
+        cdir_cache_destroy(d->cache);
+    }
+
+    for (i = 0; i < CDIR_NROLES; i++) {
+        free(d->role_dn[i]);
+    }
+
     free(d->uris);
     free(d->uri_buf);
     free(d->bind_dn);
     free(d->base);
     free(d->user_filter);
-    free(d->group_dn);
+    free(d->reval_filter);
+    free(d->name_attr);
+    free(d->group_base);
     free(d);
+}
+
+
+/* a snapshot of the counters; each is exact, the set is not atomic */
+
+void
+cdir_stats(cdir_t *d, cdir_stats_t *st)
+{
+    size_t          i;
+    unsigned long  *src, *dst;
+
+    memset(st, 0, sizeof(cdir_stats_t));
+
+    if (d == NULL) {
+        return;
+    }
+
+    src = (unsigned long *) &d->stats;
+    dst = (unsigned long *) st;
+
+    for (i = 0; i < sizeof(cdir_stats_t) / sizeof(unsigned long); i++) {
+        dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    }
+
+    (void) pthread_mutex_lock(&d->service.lock);
+    st->idle[0] = d->service.nidle;
+    (void) pthread_mutex_unlock(&d->service.lock);
+
+    (void) pthread_mutex_lock(&d->bind.lock);
+    st->idle[1] = d->bind.nidle;
+    (void) pthread_mutex_unlock(&d->bind.lock);
+
+    st->cache_entries = d->cache ? cdir_cache_count(d->cache) : 0;
 }
 
 
@@ -336,16 +395,15 @@ cdir_escape_filter(char *dst, size_t dst_size, const char *src, size_t len)
 
 
 /*
- * Search, optional group check, then bind as the user.  Blocking; returns
- * within about 2 * timeout_ms.  The password is passed to libldap by
- * reference and never copied here.
+ * Search, group check, then bind as the user.  Blocking; returns within
+ * about 2 * timeout_ms.  The password is passed to libldap by reference
+ * and never copied here (the cache keeps only a salted hash).
  */
 
 void
 cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
     const char *pw, size_t pw_len, cdir_auth_result_t *res)
 {
-    long long       ns;
     cdir_call_t     call;
     cdir_sigpipe_t  sp;
 
@@ -353,6 +411,10 @@ cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
     res->stage = "input";
 
     if (cdir_check_input(login, login_len, pw, pw_len, res) != 0) {
+        if (d != NULL) {
+            cdir_count(d, res);
+        }
+
         return;
     }
 
@@ -361,13 +423,7 @@ cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
         return;
     }
 
-    call.dir = d;
-    call.res = res;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &call.deadline);
-    ns = call.deadline.tv_nsec + 2LL * d->timeout_ms * 1000000;
-    call.deadline.tv_sec += ns / 1000000000;
-    call.deadline.tv_nsec = ns % 1000000000;
+    cdir_call_init(&call, d, res);
 
     /*
      * libldap writes with write(2): an unbind on a connection the server
@@ -377,7 +433,7 @@ cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
     cdir_sigpipe_block(&sp);
 
     if (cdir_find_user(&call, login, login_len) == 0
-        && cdir_check_group(&call) == 0
+        && cdir_check_groups(&call) == 0
         && cdir_bind_user(&call, pw, pw_len) == 0)
     {
         res->status = CDIR_OK;
@@ -385,6 +441,137 @@ cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
     }
 
     cdir_sigpipe_restore(&sp);
+    cdir_groups_free(&call.groups);
+
+    if (d->cache != NULL) {
+        switch (res->status) {
+
+        case CDIR_OK:
+            cdir_cache_put(d->cache, login, login_len, pw, pw_len, res);
+            break;
+
+        case CDIR_DENIED:
+            /* a changed password or a disabled account: forget at once */
+            cdir_cache_drop(d->cache, login, login_len);
+            break;
+
+        default:
+            if (d->outage == CDIR_OUTAGE_CACHE
+                && cdir_cache_get(d->cache, login, login_len, pw, pw_len,
+                                  res)
+                   == 0)
+            {
+                cdir_stat_add(d, cache_hits, 1);
+
+            } else if (d->outage == CDIR_OUTAGE_CACHE) {
+                cdir_stat_add(d, cache_misses, 1);
+            }
+        }
+    }
+
+    cdir_count(d, res);
+}
+
+
+/*
+ * Is the account behind dn still allowed in?  A base search on the DN
+ * with the user filter (its %u as "*", so that clauses excluding
+ * disabled accounts still apply), then the group rules.  No bind: the
+ * password is not known here.  DENIED means deleted, disabled or out of
+ * the sign-in group; UNAVAILABLE means no answer.
+ */
+
+void
+cdir_revalidate(cdir_t *d, const char *dn, cdir_auth_result_t *res)
+{
+    int             rc, flags;
+    char           *attrs[4];
+    cdir_call_t     call;
+    cdir_search_t   s;
+    cdir_sigpipe_t  sp;
+
+    memset(res, 0, sizeof(cdir_auth_result_t));
+    res->stage = "input";
+
+    if (d == NULL || dn == NULL || dn[0] == '\0'
+        || strlen(dn) > CDIR_MAX_DN)
+    {
+        cdir_set(res, CDIR_UNAVAILABLE, "no DN");
+        return;
+    }
+
+    strcpy(res->dn, dn);
+    cdir_stat_add(d, revalidations, 1);
+    cdir_call_init(&call, d, res);
+
+    memset(&s, 0, sizeof(cdir_search_t));
+    cdir_user_attrs(d, attrs);
+    flags = 0;
+
+    s.base = dn;
+    s.scope = LDAP_SCOPE_BASE;
+    s.filter = d->reval_filter;
+    s.attrs = attrs;
+    s.sizelimit = CDIR_SEARCH_LIMIT;
+    s.first_only = 1;
+    s.entry = cdir_user_entry;
+    s.ctx = &flags;
+
+    cdir_sigpipe_block(&sp);
+
+    rc = cdir_search(&call, &s);
+
+    if (rc != LDAP_SUCCESS) {
+        cdir_unavailable(&call, rc);
+
+    } else if (s.code == LDAP_NO_SUCH_OBJECT) {
+        cdir_set(res, CDIR_DENIED, "no such user");
+
+    } else if (cdir_user_found(&call, &s, &flags) == 0
+               && cdir_check_groups(&call) == 0)
+    {
+        res->status = CDIR_OK;
+        res->stage = "done";
+    }
+
+    cdir_sigpipe_restore(&sp);
+    cdir_groups_free(&call.groups);
+}
+
+
+static void
+cdir_call_init(cdir_call_t *call, cdir_t *d, cdir_auth_result_t *res)
+{
+    long long  ns;
+
+    memset(call, 0, sizeof(cdir_call_t));
+
+    call->dir = d;
+    call->res = res;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &call->deadline);
+    ns = call->deadline.tv_nsec + 2LL * d->timeout_ms * 1000000;
+    call->deadline.tv_sec += ns / 1000000000;
+    call->deadline.tv_nsec = ns % 1000000000;
+}
+
+
+static void
+cdir_count(cdir_t *d, cdir_auth_result_t *res)
+{
+    switch (res->status) {
+
+    case CDIR_OK:
+        cdir_stat_add(d, auth_ok, 1);
+        break;
+
+    case CDIR_DENIED:
+        cdir_stat_add(d, auth_denied, 1);
+        break;
+
+    default:
+        cdir_stat_add(d, auth_unavailable, 1);
+    }
 }
 
 
@@ -428,16 +615,49 @@ cdir_check_input(const char *login, size_t login_len, const char *pw,
 }
 
 
+/* the attributes a user search asks for: NULL-terminated, up to 4 */
+
+static void
+cdir_user_attrs(cdir_t *d, char **attrs)
+{
+    int  n;
+
+    n = 0;
+
+    if (d->name_attr != NULL) {
+        attrs[n++] = d->name_attr;
+    }
+
+    if (d->group_mode == CDIR_GROUPS_MEMBEROF) {
+        attrs[n++] = "memberOf";
+    }
+
+    attrs[n++] = "userAccountControl";
+    attrs[n] = NULL;
+}
+
+
 static int
 cdir_find_user(cdir_call_t *call, const char *login, size_t len)
 {
-    int                  rc;
+    int                  rc, flags;
+    char                *attrs[4];
     cdir_search_t        s;
     cdir_auth_result_t  *res;
 
     res = call->res;
 
     memset(&s, 0, sizeof(cdir_search_t));
+    cdir_user_attrs(call->dir, attrs);
+    flags = 0;
+
+    s.base = call->dir->base;
+    s.scope = LDAP_SCOPE_SUBTREE;
+    s.attrs = attrs;
+    s.sizelimit = CDIR_SEARCH_LIMIT;
+    s.first_only = 1;
+    s.entry = cdir_user_entry;
+    s.ctx = &flags;
 
     s.filter = cdir_make_filter(call->dir, login, len);
     if (s.filter == NULL) {
@@ -445,7 +665,9 @@ cdir_find_user(cdir_call_t *call, const char *login, size_t len)
         return -1;
     }
 
-    rc = cdir_run(call, &call->dir->service, "search", cdir_search_op, &s);
+    res->stage = "search";
+
+    rc = cdir_search(call, &s);
 
     free((char *) s.filter);
 
@@ -454,78 +676,200 @@ cdir_find_user(cdir_call_t *call, const char *login, size_t len)
         return -1;
     }
 
-    switch (s.code) {
+    if (call->dir->name_attr == NULL) {
+        memcpy(res->name, login, len);
+        res->name[len] = '\0';
+    }
+
+    return cdir_user_found(call, &s, &flags);
+}
+
+
+static int
+cdir_user_found(cdir_call_t *call, cdir_search_t *s, int *flags)
+{
+    cdir_auth_result_t  *res;
+
+    res = call->res;
+
+    switch (s->code) {
 
     case LDAP_SUCCESS:
     case LDAP_SIZELIMIT_EXCEEDED:
 
-        if (s.entries > 1 || s.code == LDAP_SIZELIMIT_EXCEEDED) {
+        if (s->entries > 1 || s->code == LDAP_SIZELIMIT_EXCEEDED) {
             cdir_set(res, CDIR_DENIED, "ambiguous user");
             return -1;
         }
 
-        if (s.entries == 0) {
+        if (s->entries == 0) {
             cdir_set(res, CDIR_DENIED, "no such user");
             return -1;
         }
 
-        if (s.dn_too_long) {
-            cdir_set(res, CDIR_DENIED, "user DN too long");
+        if (*flags & CDIR_USER_ERROR) {
+            cdir_set(res, CDIR_UNAVAILABLE, "out of memory");
+            return -1;
+        }
+
+        if (*flags & CDIR_USER_DN_LONG) {
+            cdir_set(res, CDIR_DENIED, "DN too long");
+            return -1;
+        }
+
+        if (*flags & CDIR_USER_NO_NAME) {
+            cdir_set(res, CDIR_DENIED, "no usable %s", call->dir->name_attr);
+            return -1;
+        }
+
+        if (*flags & CDIR_USER_DISABLED) {
+            cdir_set(res, CDIR_DENIED, "account disabled");
             return -1;
         }
 
         return 0;
 
-    case LDAP_NO_SUCH_OBJECT:
-        /* the base is missing or hidden from the service account */
-        cdir_set(res, CDIR_UNAVAILABLE, "search base not found");
-        return -1;
-
     default:
-        cdir_unavailable(call, s.code);
+        cdir_unavailable(call, s->code);
         return -1;
     }
 }
 
 
-static int
-cdir_check_group(cdir_call_t *call)
+/* one user entry: DN, login name, disabled flag, memberOf */
+
+static void
+cdir_user_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
 {
-    int            rc;
-    cdir_op_arg_t  cmp;
+    int              *flags, i;
+    char             *dn;
+    struct berval   **vals;
 
-    if (call->dir->group_dn == NULL) {
-        return 0;
+    flags = ctx;
+
+    dn = ldap_get_dn(ld, e);
+    if (dn == NULL) {
+        *flags |= CDIR_USER_ERROR;
+        return;
     }
 
-    cmp.dn = call->dir->group_dn;
-    cmp.value = call->res->dn;
-    cmp.len = strlen(call->res->dn);
-    cmp.code = LDAP_OTHER;
+    if (strlen(dn) <= CDIR_MAX_DN) {
+        strcpy(call->res->dn, dn);
 
-    rc = cdir_run(call, &call->dir->service, "compare", cdir_compare_op,
-                  &cmp);
+    } else {
+        *flags |= CDIR_USER_DN_LONG;
+    }
 
-    if (rc != LDAP_SUCCESS) {
-        cdir_unavailable(call, rc);
+    ldap_memfree(dn);
+
+    if (call->dir->name_attr != NULL && cdir_user_name(call, ld, e) != 0) {
+        *flags |= CDIR_USER_NO_NAME;
+    }
+
+    vals = ldap_get_values_len(ld, e, "userAccountControl");
+    if (vals != NULL) {
+        if (vals[0] != NULL && vals[0]->bv_len < 16
+            && (strtoul(vals[0]->bv_val, NULL, 10) & CDIR_UAC_DISABLED))
+        {
+            *flags |= CDIR_USER_DISABLED;
+        }
+
+        ldap_value_free_len(vals);
+    }
+
+    if (call->dir->group_mode != CDIR_GROUPS_MEMBEROF) {
+        return;
+    }
+
+    vals = ldap_get_values_len(ld, e, "memberOf");
+    if (vals == NULL) {
+        return;
+    }
+
+    for (i = 0; vals[i] != NULL; i++) {
+        if (vals[i]->bv_len > CDIR_MAX_DN
+            || memchr(vals[i]->bv_val, '\0', vals[i]->bv_len) != NULL)
+        {
+            continue;
+        }
+
+        if (cdir_groups_add(call, vals[i]->bv_val) != 0) {
+            break;
+        }
+    }
+
+    ldap_value_free_len(vals);
+}
+
+
+/*
+ * The JID localpart comes from the directory, not from what was typed:
+ * a user who signs in with "Alice" or "alice.anderson@example.com" is
+ * the same "alice".  For mail and userPrincipalName the value up to the
+ * "@" is used.  The module still checks it is a valid localpart.
+ */
+
+static int
+cdir_user_name(cdir_call_t *call, LDAP *ld, LDAPMessage *e)
+{
+    int              rc;
+    size_t           len;
+    const char      *at;
+    struct berval  **vals;
+
+    vals = ldap_get_values_len(ld, e, call->dir->name_attr);
+    if (vals == NULL) {
         return -1;
     }
 
-    switch (cmp.code) {
+    rc = -1;
 
-    case LDAP_COMPARE_TRUE:
-        return 0;
+    if (vals[0] != NULL) {
+        at = memchr(vals[0]->bv_val, '@', vals[0]->bv_len);
+        len = at ? (size_t) (at - vals[0]->bv_val) : vals[0]->bv_len;
 
-    case LDAP_COMPARE_FALSE:
-    case LDAP_NO_SUCH_OBJECT:
-    case LDAP_NO_SUCH_ATTRIBUTE:
-        cdir_set(call->res, CDIR_DENIED, "not in group");
-        return -1;
+        if (len > 0 && len <= CDIR_MAX_LOGIN
+            && memchr(vals[0]->bv_val, '\0', len) == NULL)
+        {
+            memcpy(call->res->name, vals[0]->bv_val, len);
+            call->res->name[len] = '\0';
+            rc = 0;
+        }
+    }
 
-    default:
-        cdir_unavailable(call, cmp.code);
+    ldap_value_free_len(vals);
+
+    return rc;
+}
+
+
+/* the user's groups (nested ones too), then the roles they give */
+
+static int
+cdir_check_groups(cdir_call_t *call)
+{
+    cdir_t              *d;
+    cdir_auth_result_t  *res;
+
+    d = call->dir;
+    res = call->res;
+
+    res->stage = "groups";
+
+    if (cdir_groups_resolve(call) != 0) {
         return -1;
     }
+
+    if (d->role_dn[0] == NULL) {
+        res->roles |= CDIR_ROLE_USER;
+    }
+
+    if (!(res->roles & CDIR_ROLE_USER)) {
+        cdir_set(res, CDIR_DENIED, "not in group");
+        return -1;
+    }
+
+    return 0;
 }
 
 
@@ -571,391 +915,6 @@ cdir_bind_user(cdir_call_t *call, const char *pw, size_t len)
 }
 
 
-/*
- * Runs one request on a pooled or new connection.  Returns LDAP_SUCCESS
- * when the server answered (the LDAP result code is in data), or the
- * transport error.  A pooled connection may have been closed by the
- * server while idle (idle timeout, restart): that shows at once as
- * LDAP_SERVER_DOWN, not as a timeout, and the request is retried once on
- * a fresh connection.
- */
-
-static int
-cdir_run(cdir_call_t *call, cdir_pool_t *pool, const char *stage,
-    cdir_op_pt op, void *data)
-{
-    int    rc, pooled;
-    LDAP  *ld;
-
-    ld = cdir_pool_get(pool);
-    pooled = (ld != NULL);
-
-    for ( ;; ) {
-
-        if (ld == NULL) {
-            rc = cdir_open(call, pool, &ld);
-            if (rc != LDAP_SUCCESS) {
-                return rc;
-            }
-        }
-
-        call->res->stage = stage;
-
-        rc = op(call, ld, data);
-
-        if (rc == LDAP_SUCCESS) {
-            cdir_pool_put(pool, ld);
-            return LDAP_SUCCESS;
-        }
-
-        cdir_discard(ld);
-        ld = NULL;
-
-        if (rc != LDAP_SERVER_DOWN || !pooled) {
-            return rc;
-        }
-
-        pooled = 0;
-    }
-}
-
-
-/*
- * Opens a connection for the pool, trying the URIs in order starting from
- * the one that worked last, so that once a server is down every caller
- * does not pay for it again.  Fails over only when a server is down
- * (refused, reset, closed): a timeout has used up the budget, and a
- * rejected service account is a configuration error.
- */
-
-static int
-cdir_open(cdir_call_t *call, cdir_pool_t *pool, LDAP **ldp)
-{
-    int      i, n, first, rc;
-    cdir_t  *d;
-
-    d = call->dir;
-    rc = LDAP_SERVER_DOWN;
-
-    first = __atomic_load_n(&d->current, __ATOMIC_RELAXED);
-
-    for (i = 0; i < d->nuris; i++) {
-        n = (first + i) % d->nuris;
-
-        rc = cdir_open_uri(call, pool, d->uris[n], ldp);
-
-        if (rc == LDAP_SUCCESS) {
-            if (n != first) {
-                __atomic_store_n(&d->current, n, __ATOMIC_RELAXED);
-            }
-
-            return LDAP_SUCCESS;
-        }
-
-        if (rc != LDAP_SERVER_DOWN && rc != LDAP_CONNECT_ERROR) {
-            return rc;
-        }
-    }
-
-    return rc;
-}
-
-
-/* Connects, and binds service connections as the service account. */
-
-static int
-cdir_open_uri(cdir_call_t *call, cdir_pool_t *pool, const char *uri,
-    LDAP **ldp)
-{
-    int            ms, rc;
-    LDAP          *ld;
-    cdir_t        *d;
-    cdir_op_arg_t  bind;
-
-    d = call->dir;
-
-    call->res->stage = "connect";
-
-    ms = cdir_budget(call);
-    if (ms == 0) {
-        return LDAP_TIMEOUT;
-    }
-
-    rc = cdir_connect(d, uri, ms, &ld);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    if (pool->service && d->bind_dn != NULL) {
-        call->res->stage = "service bind";
-
-        bind.dn = d->bind_dn;
-        bind.value = d->bind_pw;
-        bind.len = d->bind_pw_len;
-        bind.code = LDAP_OTHER;
-
-        rc = cdir_bind_op(call, ld, &bind);
-
-        if (rc == LDAP_SUCCESS && bind.code != LDAP_SUCCESS) {
-            cdir_set(call->res, CDIR_UNAVAILABLE,
-                     "service account rejected: %s",
-                     ldap_err2string(bind.code));
-            rc = CDIR_RC_REPORTED;
-        }
-
-        if (rc != LDAP_SUCCESS) {
-            cdir_discard(ld);
-            return rc;
-        }
-    }
-
-    *ldp = ld;
-
-    return LDAP_SUCCESS;
-}
-
-
-static int
-cdir_connect(cdir_t *d, const char *uri, int ms, LDAP **ldp)
-{
-    int             rc, version;
-    LDAP           *ld;
-    struct timeval  net, api;
-
-    ld = NULL;
-
-    rc = ldap_initialize(&ld, uri);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    version = LDAP_VERSION3;
-    cdir_ms_to_tv(ms, &net);
-    cdir_ms_to_tv(d->timeout_ms, &api);
-
-    /*
-     * Referrals are not chased: that would bind anonymously to servers
-     * the configuration never named.  LDAP_OPT_TIMEOUT bounds any libldap
-     * wait that is not given an explicit timeout.
-     */
-
-    if (ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &version)
-           != LDAP_OPT_SUCCESS
-        || ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF)
-           != LDAP_OPT_SUCCESS
-        || ldap_set_option(ld, LDAP_OPT_RESTART, LDAP_OPT_ON)
-           != LDAP_OPT_SUCCESS
-        || ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &net)
-           != LDAP_OPT_SUCCESS
-        || ldap_set_option(ld, LDAP_OPT_TIMEOUT, &api) != LDAP_OPT_SUCCESS)
-    {
-        rc = LDAP_LOCAL_ERROR;
-        goto fail;
-    }
-
-    /* connect now, so that failover to the next URI happens here */
-    rc = ldap_connect(ld);
-    if (rc != LDAP_SUCCESS) {
-        goto fail;
-    }
-
-    *ldp = ld;
-
-    return LDAP_SUCCESS;
-
-fail:
-
-    cdir_discard(ld);
-    return rc;
-}
-
-
-static int
-cdir_search_op(cdir_call_t *call, LDAP *ld, void *data)
-{
-    int             rc, msgid;
-    char           *dn;
-    char           *attrs[2];
-    LDAPMessage    *msg, *entry;
-    struct timeval  limit;
-    cdir_search_t  *s;
-
-    s = data;
-
-    /* "1.1": no attributes, only DNs (RFC 4511 4.5.1.8) */
-    attrs[0] = LDAP_NO_ATTRS;
-    attrs[1] = NULL;
-
-    /* the server's own time limit, in whole seconds */
-    limit.tv_sec = (call->dir->timeout_ms + 999) / 1000;
-    limit.tv_usec = 0;
-
-    rc = ldap_search_ext(ld, call->dir->base, LDAP_SCOPE_SUBTREE, s->filter,
-                         attrs, 0, NULL, NULL, &limit, CDIR_SEARCH_LIMIT,
-                         &msgid);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    rc = cdir_wait(call, ld, msgid, &msg);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    rc = ldap_parse_result(ld, msg, &s->code, NULL, NULL, NULL, NULL, 0);
-    if (rc != LDAP_SUCCESS) {
-        goto done;
-    }
-
-    s->entries = ldap_count_entries(ld, msg);
-
-    if (s->entries == 1) {
-        entry = ldap_first_entry(ld, msg);
-
-        dn = (entry != NULL) ? ldap_get_dn(ld, entry) : NULL;
-        if (dn == NULL) {
-            rc = LDAP_DECODING_ERROR;
-            goto done;
-        }
-
-        if (strlen(dn) < sizeof(call->res->dn)) {
-            strcpy(call->res->dn, dn);
-
-        } else {
-            s->dn_too_long = 1;
-        }
-
-        ldap_memfree(dn);
-    }
-
-done:
-
-    ldap_msgfree(msg);
-    return rc;
-}
-
-
-static int
-cdir_compare_op(cdir_call_t *call, LDAP *ld, void *data)
-{
-    int             rc, msgid;
-    LDAPMessage    *msg;
-    cdir_op_arg_t  *cmp;
-    struct berval   value;
-
-    cmp = data;
-
-    value.bv_val = (char *) cmp->value;
-    value.bv_len = cmp->len;
-
-    /* "member" has DN syntax: the server compares normalized DNs */
-    rc = ldap_compare_ext(ld, cmp->dn, "member", &value, NULL, NULL, &msgid);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    rc = cdir_wait(call, ld, msgid, &msg);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    return ldap_parse_result(ld, msg, &cmp->code, NULL, NULL, NULL, NULL, 1);
-}
-
-
-static int
-cdir_bind_op(cdir_call_t *call, LDAP *ld, void *data)
-{
-    int             rc, msgid;
-    LDAPMessage    *msg;
-    cdir_op_arg_t  *bind;
-    struct berval   cred;
-
-    bind = data;
-
-    cred.bv_val = (char *) bind->value;
-    cred.bv_len = bind->len;
-
-    rc = ldap_sasl_bind(ld, bind->dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL,
-                        &msgid);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    rc = cdir_wait(call, ld, msgid, &msg);
-    if (rc != LDAP_SUCCESS) {
-        return rc;
-    }
-
-    return ldap_parse_result(ld, msg, &bind->code, NULL, NULL, NULL, NULL,
-                             1);
-}
-
-
-static int
-cdir_wait(cdir_call_t *call, LDAP *ld, int msgid, LDAPMessage **msg)
-{
-    int             ms, rc;
-    struct timeval  tv;
-
-    *msg = NULL;
-
-    ms = cdir_budget(call);
-    if (ms == 0) {
-        return LDAP_TIMEOUT;
-    }
-
-    cdir_ms_to_tv(ms, &tv);
-
-    rc = ldap_result(ld, msgid, LDAP_MSG_ALL, &tv, msg);
-
-    if (rc > 0) {
-        return LDAP_SUCCESS;
-    }
-
-    if (rc == 0) {
-        return LDAP_TIMEOUT;
-    }
-
-    if (ldap_get_option(ld, LDAP_OPT_RESULT_CODE, &rc) != LDAP_OPT_SUCCESS
-        || rc == LDAP_SUCCESS)
-    {
-        rc = LDAP_OTHER;
-    }
-
-    return rc;
-}
-
-
-/* Milliseconds the next wait may take: timeout_ms, cut to the deadline. */
-
-static int
-cdir_budget(cdir_call_t *call)
-{
-    long long        left;
-    struct timespec  now;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &now);
-
-    left = (call->deadline.tv_sec - now.tv_sec) * 1000LL
-           + (call->deadline.tv_nsec - now.tv_nsec) / 1000000;
-
-    if (left <= 0) {
-        return 0;
-    }
-
-    return left < call->dir->timeout_ms ? (int) left : call->dir->timeout_ms;
-}
-
-
-static void
-cdir_ms_to_tv(int ms, struct timeval *tv)
-{
-    tv->tv_sec = ms / 1000;
-    tv->tv_usec = (ms % 1000) * 1000;
-}
-
-
 static char *
 cdir_make_filter(cdir_t *d, const char *login, size_t len)
 {
@@ -993,135 +952,7 @@ cdir_make_filter(cdir_t *d, const char *login, size_t len)
 }
 
 
-static LDAP *
-cdir_pool_get(cdir_pool_t *p)
-{
-    LDAP  *ld;
-
-    ld = NULL;
-
-    (void) pthread_mutex_lock(&p->lock);
-
-    /* LIFO: the most recently used connection is the least likely stale */
-    if (p->nidle > 0) {
-        ld = p->idle[--p->nidle];
-    }
-
-    (void) pthread_mutex_unlock(&p->lock);
-
-    return ld;
-}
-
-
-static void
-cdir_pool_put(cdir_pool_t *p, LDAP *ld)
-{
-    (void) pthread_mutex_lock(&p->lock);
-
-    if (p->nidle < p->max) {
-        p->idle[p->nidle++] = ld;
-        ld = NULL;
-    }
-
-    (void) pthread_mutex_unlock(&p->lock);
-
-    if (ld != NULL) {
-        cdir_discard(ld);
-    }
-}
-
-
-static int
-cdir_pool_init(cdir_pool_t *p, int max, int service)
-{
-    p->idle = calloc(max > 0 ? max : 1, sizeof(LDAP *));
-    if (p->idle == NULL) {
-        return -1;
-    }
-
-    if (pthread_mutex_init(&p->lock, NULL) != 0) {
-        free(p->idle);
-        p->idle = NULL;
-        return -1;
-    }
-
-    p->max = max;
-    p->nidle = 0;
-    p->service = service ? 1 : 0;
-    p->inited = 1;
-
-    return 0;
-}
-
-
-static void
-cdir_pool_free(cdir_pool_t *p)
-{
-    if (!p->inited) {
-        return;
-    }
-
-    while (p->nidle > 0) {
-        cdir_discard(p->idle[--p->nidle]);
-    }
-
-    (void) pthread_mutex_destroy(&p->lock);
-    free(p->idle);
-    p->inited = 0;
-}
-
-
-static void
-cdir_discard(LDAP *ld)
-{
-    if (ld != NULL) {
-        (void) ldap_unbind_ext(ld, NULL, NULL);
-    }
-}
-
-
-static int
-cdir_split_uris(cdir_t *d, const char *uri, char *err, size_t errlen)
-{
-    int           n;
-    char         *p, *save;
-    LDAPURLDesc  *lud;
-
-    d->uri_buf = strdup(uri);
-    d->uris = calloc(strlen(uri) / 2 + 1, sizeof(char *));
-
-    if (d->uri_buf == NULL || d->uris == NULL) {
-        cdir_err(err, errlen, "out of memory");
-        return -1;
-    }
-
-    n = 0;
-
-    for (p = strtok_r(d->uri_buf, " \t", &save);
-         p != NULL;
-         p = strtok_r(NULL, " \t", &save))
-    {
-        if (ldap_url_parse(p, &lud) != LDAP_URL_SUCCESS) {
-            cdir_err(err, errlen, "invalid LDAP URI \"%s\"", p);
-            return -1;
-        }
-
-        ldap_free_urldesc(lud);
-        d->uris[n++] = p;
-    }
-
-    if (n == 0) {
-        cdir_err(err, errlen, "no LDAP URI");
-        return -1;
-    }
-
-    d->nuris = n;
-
-    return 0;
-}
-
-
-static void
+void
 cdir_set(cdir_auth_result_t *res, cdir_status_e status, const char *fmt, ...)
 {
     va_list  args;
@@ -1134,7 +965,7 @@ cdir_set(cdir_auth_result_t *res, cdir_status_e status, const char *fmt, ...)
 }
 
 
-static void
+void
 cdir_unavailable(cdir_call_t *call, int rc)
 {
     cdir_auth_result_t  *res;
@@ -1177,45 +1008,31 @@ cdir_unavailable(cdir_call_t *call, int rc)
 
 
 /*
- * Blocks SIGPIPE in this thread for the duration of a call and then
- * discards a SIGPIPE that the call itself raised, without touching the
- * process-wide disposition (the caller may be nginx or a test).
+ * RFC 4514 form with the spaces and escapes made canonical, so that
+ * "CN=Admins, OU=Groups" and "cn=Admins,ou=Groups" compare equal
+ * without case (cdir_gset_t compares case-insensitively).  NULL if dn
+ * is not a DN.  The caller frees the result.
  */
 
-static void
-cdir_sigpipe_block(cdir_sigpipe_t *sp)
+char *
+cdir_normalize_dn(const char *dn)
 {
-    sigset_t  set, pending;
+    char  *out, *copy;
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
+    out = NULL;
 
-    sp->was_pending = (sigpending(&pending) == 0
-                       && sigismember(&pending, SIGPIPE));
-
-    (void) pthread_sigmask(SIG_BLOCK, &set, &sp->old);
-}
-
-
-static void
-cdir_sigpipe_restore(cdir_sigpipe_t *sp)
-{
-    sigset_t         set, pending;
-    struct timespec  zero;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-
-    if (!sp->was_pending
-        && sigpending(&pending) == 0
-        && sigismember(&pending, SIGPIPE))
+    if (ldap_dn_normalize(dn, LDAP_DN_FORMAT_LDAP, &out,
+                          LDAP_DN_FORMAT_LDAPV3)
+        != LDAP_SUCCESS || out == NULL)
     {
-        zero.tv_sec = 0;
-        zero.tv_nsec = 0;
-        (void) sigtimedwait(&set, NULL, &zero);
+        return NULL;
     }
 
-    (void) pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
+    /* ours to free() rather than ldap_memfree() */
+    copy = strdup(out);
+    ldap_memfree(out);
+
+    return copy;
 }
 
 
@@ -1233,16 +1050,3 @@ cdir_init_once(void)
 }
 
 
-static void
-cdir_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list  args;
-
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-
-    va_start(args, fmt);
-    (void) vsnprintf(err, errlen, fmt, args);
-    va_end(args);
-}

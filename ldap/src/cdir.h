@@ -19,10 +19,26 @@
 #define CDIR_MAX_PASSWORD  1024
 
 
+/* role bits: which configured groups the user is in (transitively) */
+#define CDIR_ROLE_USER        0x01    /* the sign-in group, or everyone */
+#define CDIR_ROLE_ADMIN       0x02
+#define CDIR_ROLE_COMPLIANCE  0x04
+#define CDIR_ROLE_AUDITOR     0x08    /* compliance, read-only */
+
+#define CDIR_NROLES           4       /* index = bit number */
+
+#define CDIR_GROUPS_MEMBER    0       /* (member=<dn>) search, no overlay */
+#define CDIR_GROUPS_MEMBEROF  1       /* the user's memberOf attribute */
+
+#define CDIR_OUTAGE_REFUSE    0
+#define CDIR_OUTAGE_CACHE     1
+
+
 typedef struct {
     const char  *uri;          /* "ldap://127.0.0.1:10389"; a space-separated
                                   list is failed over in order, sticking
-                                  to the server that worked last */
+                                  to the server that worked last; ldaps://
+                                  is TLS from the first byte */
     const char  *bind_dn;      /* service account; NULL or "" = anonymous */
     const char  *bind_pw;
     const char  *base;         /* user search base */
@@ -31,6 +47,31 @@ typedef struct {
     const char  *group_dn;     /* sign-in group; NULL or "" = anyone */
     int          timeout_ms;   /* bound on every network op and result wait */
     int          pool_size;    /* max idle connections kept per pool */
+
+    /* TLS: StartTLS (RFC 4513 section 3) on ldap:// URIs */
+    int          starttls;
+    const char  *ca_file;      /* NULL: the system's trust store */
+    int          tls_insecure; /* 1: no certificate check (tests only) */
+
+    /* the attribute holding the login name that becomes the JID's
+       localpart ("uid", "sAMAccountName", "mail", "userPrincipalName":
+       the value up to its "@"); NULL: the login as typed */
+    const char  *name_attr;
+
+    /* groups: CDIR_GROUPS_*; nested groups are followed group_depth
+       levels up by (member=<group dn>) searches under group_base,
+       visiting at most max_groups groups (loop-safe) */
+    int          group_mode;
+    int          group_depth;
+    int          max_groups;   /* 0: 4096 */
+    const char  *group_base;   /* NULL: base */
+    const char  *role_dn[CDIR_NROLES];  /* [0] unused: group_dn */
+
+    /* the verified-credentials cache (memory only): used when the
+       directory is unreachable and outage == CDIR_OUTAGE_CACHE */
+    int          outage;
+    int          cache_ttl;    /* seconds; 0: no cache */
+    int          cache_size;   /* entries; 0: 10000 */
 } cdir_config_t;
 
 
@@ -43,15 +84,43 @@ typedef enum {
 
 typedef struct {
     cdir_status_e   status;
-    char            reason[128];  /* "invalid credentials", "no such user",
+    char            reason[320];  /* "invalid credentials", "no such user",
                                      "not in group", "ambiguous user",
-                                     "timeout", "server down", ...;
+                                     "account disabled", "timeout",
+                                     "server down", "TLS: ...", ...;
                                      never contains the password */
     char            dn[512];      /* the user's DN on success */
+    char            name[CDIR_MAX_LOGIN + 1];  /* canonical login name */
+    unsigned        roles;        /* CDIR_ROLE_* */
+    unsigned        ngroups;      /* groups seen, nested ones included */
+    unsigned        groups_truncated:1;  /* max_groups or depth reached */
+    unsigned        from_cache:1;
     const char     *stage;        /* static: "input", "connect",
-                                     "service bind", "search", "compare",
+                                     "service bind", "search", "groups",
                                      "bind", "done" */
 } cdir_auth_result_t;
+
+
+/* counters since cdir_create(), for the status page */
+typedef struct {
+    unsigned long   auth_ok;
+    unsigned long   auth_denied;
+    unsigned long   auth_unavailable;
+    unsigned long   revalidations;
+    unsigned long   cache_hits;
+    unsigned long   cache_misses;
+    unsigned long   cache_entries;
+    unsigned long   connects;
+    unsigned long   connect_errors;
+    unsigned long   tls_errors;
+    unsigned long   ops;
+    unsigned long   op_errors;
+    unsigned long   op_timeouts;
+    unsigned long   op_usec;      /* total time in LDAP operations */
+    unsigned long   op_usec_max;
+    unsigned long   busy[2];      /* connections in use: service, bind */
+    unsigned long   idle[2];
+} cdir_stats_t;
 
 
 typedef struct cdir_s  cdir_t;
@@ -61,6 +130,9 @@ cdir_t *cdir_create(const cdir_config_t *cfg, char *err, size_t errlen);
 void cdir_destroy(cdir_t *d);
 void cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
     const char *pw, size_t pw_len, cdir_auth_result_t *res);
+void cdir_revalidate(cdir_t *d, const char *dn,
+    cdir_auth_result_t *res);
+void cdir_stats(cdir_t *d, cdir_stats_t *st);
 size_t cdir_escape_filter(char *dst, size_t dst_size, const char *src,
     size_t len);
 

@@ -36,7 +36,10 @@ def cli(tmp_path_factory):
          "-I" + os.path.join(TOP, "ldap", "src"), "-o", out,
          os.path.join(TOP, "tests", "lib", "cdir_cli.c"),
          os.path.join(TOP, "ldap", "src", "cdir.c"),
-         "-lldap", "-llber", "-lpthread"],
+         os.path.join(TOP, "ldap", "src", "cdir_group.c"),
+         os.path.join(TOP, "ldap", "src", "cdir_cache.c"),
+         os.path.join(TOP, "ldap", "src", "cdir_conn.c"),
+         "-lldap", "-llber", "-lcrypto", "-lpthread"],
         check=True)
     return out
 

@@ -9,9 +9,17 @@
  *
  * Prints one line per attempt: "OK <dn>", "DENIED <reason>" or
  * "UNAVAILABLE <reason>".  With --stdin it reads "LOGIN<TAB>PASSWORD"
- * lines and keeps one cdir_t (and so its connection pools) across them,
- * which lets a test restart or pause slapd between attempts.  Exits 0
- * only if every attempt was OK.  GROUP "" means no group restriction.
+ * lines (or "!DN" lines: cdir_revalidate) and keeps one cdir_t (and so
+ * its connection pools and cache) across them, which lets a test restart
+ * or pause slapd between attempts.  Exits 0 only if every attempt was
+ * OK.  GROUP "" means no group restriction.
+ *
+ * --long adds " name=<login name> roles=<user,admin,...> groups=<n>"
+ * and " truncated" / " cached" to OK lines; --set KEY=VALUE sets the
+ * other cdir_config_t fields: starttls=1, ca=FILE, insecure=1,
+ * name=ATTR, mode=member|memberof, depth=N, max=N, group_base=DN,
+ * admin=DN, compliance=DN, auditor=DN, outage=refuse|cache, ttl=S.
+ * --stats prints the counters at the end.
  */
 
 
@@ -33,6 +41,75 @@ typedef struct {
 
 
 static pthread_mutex_t  cli_out_lock = PTHREAD_MUTEX_INITIALIZER;
+static int              cli_long;
+
+
+static int
+cli_set(cdir_config_t *cfg, char *kv)
+{
+    char  *v;
+
+    v = strchr(kv, '=');
+    if (v == NULL) {
+        return -1;
+    }
+
+    *v++ = '\0';
+
+    if (strcmp(kv, "starttls") == 0) {
+        cfg->starttls = atoi(v);
+    } else if (strcmp(kv, "ca") == 0) {
+        cfg->ca_file = v;
+    } else if (strcmp(kv, "insecure") == 0) {
+        cfg->tls_insecure = atoi(v);
+    } else if (strcmp(kv, "name") == 0) {
+        cfg->name_attr = v;
+    } else if (strcmp(kv, "mode") == 0) {
+        cfg->group_mode = strcmp(v, "memberof") == 0 ? CDIR_GROUPS_MEMBEROF
+                          : strcmp(v, "member") == 0 ? CDIR_GROUPS_MEMBER
+                          : 99;
+    } else if (strcmp(kv, "depth") == 0) {
+        cfg->group_depth = atoi(v);
+    } else if (strcmp(kv, "max") == 0) {
+        cfg->max_groups = atoi(v);
+    } else if (strcmp(kv, "group_base") == 0) {
+        cfg->group_base = v;
+    } else if (strcmp(kv, "admin") == 0) {
+        cfg->role_dn[1] = v;
+    } else if (strcmp(kv, "compliance") == 0) {
+        cfg->role_dn[2] = v;
+    } else if (strcmp(kv, "auditor") == 0) {
+        cfg->role_dn[3] = v;
+    } else if (strcmp(kv, "outage") == 0) {
+        cfg->outage = strcmp(v, "cache") == 0 ? CDIR_OUTAGE_CACHE
+                                               : CDIR_OUTAGE_REFUSE;
+    } else if (strcmp(kv, "ttl") == 0) {
+        cfg->cache_ttl = atoi(v);
+    } else {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static void
+cli_print_stats(cdir_t *dir)
+{
+    cdir_stats_t  st;
+
+    cdir_stats(dir, &st);
+
+    printf("STATS ok=%lu denied=%lu unavailable=%lu revalidations=%lu "
+           "cache_hits=%lu cache_misses=%lu cache_entries=%lu connects=%lu "
+           "connect_errors=%lu tls_errors=%lu ops=%lu op_errors=%lu "
+           "op_timeouts=%lu busy=%lu,%lu idle=%lu,%lu\n",
+           st.auth_ok, st.auth_denied, st.auth_unavailable,
+           st.revalidations, st.cache_hits, st.cache_misses,
+           st.cache_entries, st.connects, st.connect_errors, st.tls_errors,
+           st.ops, st.op_errors, st.op_timeouts, st.busy[0], st.busy[1],
+           st.idle[0], st.idle[1]);
+}
 
 
 static int
@@ -42,8 +119,20 @@ cli_report(const cdir_auth_result_t *res)
 
     (void) pthread_mutex_lock(&cli_out_lock);
 
-    printf("%s %s\n", names[res->status],
+    printf("%s %s", names[res->status],
            res->status == CDIR_OK ? res->dn : res->reason);
+
+    if (cli_long && res->status == CDIR_OK) {
+        printf(" name=%s roles=%s%s%s%s groups=%u%s%s", res->name,
+               (res->roles & CDIR_ROLE_USER) ? "user," : "",
+               (res->roles & CDIR_ROLE_ADMIN) ? "admin," : "",
+               (res->roles & CDIR_ROLE_COMPLIANCE) ? "compliance," : "",
+               (res->roles & CDIR_ROLE_AUDITOR) ? "auditor," : "",
+               res->ngroups, res->groups_truncated ? " truncated" : "",
+               res->from_cache ? " cached" : "");
+    }
+
+    printf("\n");
     fflush(stdout);
 
     (void) pthread_mutex_unlock(&cli_out_lock);
@@ -137,6 +226,16 @@ cli_stdin(cdir_t *dir)
             *nl = '\0';
         }
 
+        if (line[0] == '!') {
+            cdir_revalidate(dir, line + 1, &res);
+
+            if (cli_report(&res) != 0) {
+                failed = 1;
+            }
+
+            continue;
+        }
+
         tab = strchr(line, '\t');
         if (tab == NULL) {
             fprintf(stderr, "expected LOGIN<TAB>PASSWORD\n");
@@ -159,7 +258,7 @@ cli_stdin(cdir_t *dir)
 int
 main(int argc, char **argv)
 {
-    int             i, rc, threads, repeat, from_stdin, need;
+    int             i, rc, threads, repeat, from_stdin, need, stats;
     char            err[256];
     cdir_t         *dir;
     cdir_config_t   cfg;
@@ -167,6 +266,7 @@ main(int argc, char **argv)
     threads = 1;
     repeat = 1;
     from_stdin = 0;
+    stats = 0;
 
     memset(&cfg, 0, sizeof(cdir_config_t));
     cfg.pool_size = 4;
@@ -180,6 +280,17 @@ main(int argc, char **argv)
 
         } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
             repeat = atoi(argv[++i]);
+
+        } else if (strcmp(argv[i], "--long") == 0) {
+            cli_long = 1;
+
+        } else if (strcmp(argv[i], "--stats") == 0) {
+            stats = 1;
+
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            if (cli_set(&cfg, argv[++i]) != 0) {
+                goto usage;
+            }
 
         } else if (strcmp(argv[i], "--pool") == 0 && i + 1 < argc) {
             cfg.pool_size = atoi(argv[++i]);
@@ -214,6 +325,10 @@ main(int argc, char **argv)
 
     } else {
         rc = cli_threads(dir, threads, repeat, argv[i + 7], argv[i + 8]);
+    }
+
+    if (stats) {
+        cli_print_stats(dir);
     }
 
     cdir_destroy(dir);

@@ -5,6 +5,12 @@
         ldap.uri                         # "ldap://127.0.0.1:PORT"
         ldap.pause(); ldap.resume()      # SIGSTOP / SIGCONT
 
+    Slapd(tmpdir, tls=True): also ldaps:// on ldap.ldaps_uri and StartTLS
+    on ldap.uri, with a certificate for IP 127.0.0.1 only, signed by a
+    fresh CA (ldap.ca_file); ldap.wrong_ca_file is another CA's.
+    Slapd(tmpdir, flavor="ad"): the AD-shaped directory (ad-schema.ldif,
+    ad-directory.ldif, ad-groups.ldif; AD_* constants below).
+
 The instance is built from scratch in workdir on every start: cn=config
 from ldap/config.ldif.in (slapadd -n0), people and OUs from
 ldap/directory.ldif (slapadd -n1), then slapd runs and the groups from
@@ -46,6 +52,21 @@ SIGNIN_GROUP_DN = "cn=conclave-users," + GROUPS
 ADMIN_GROUP_DN = "cn=conclave-admins," + GROUPS
 COMPLIANCE_GROUP_DN = "cn=conclave-compliance," + GROUPS
 
+# the AD-shaped directory (flavor="ad")
+AD_STAFF = "ou=Staff," + BASE
+AD_GROUPS = "ou=Groups," + BASE
+AD_USER_FILTER = ("(&(objectClass=user)(|(sAMAccountName=%u)"
+                  "(userPrincipalName=%u@example.com)))")
+AD_SIGNIN_GROUP_DN = "cn=Conclave Users," + AD_GROUPS
+AD_ADMIN_GROUP_DN = "cn=Conclave Admins," + AD_GROUPS
+AD_COMPLIANCE_GROUP_DN = "cn=Conclave Compliance," + AD_GROUPS
+AD_AUDITOR_GROUP_DN = "cn=Conclave Auditors," + AD_GROUPS
+
+
+def ad_dn(cn):
+    return "cn=%s,%s" % (cn, AD_STAFF)
+
+
 # login -> password; everyone but dave is in SIGNIN_GROUP_DN
 USERS = {uid: uid + "-pw"
          for uid in ("alice", "bob", "carol", "dave", "erin", "frank")}
@@ -84,10 +105,22 @@ class Slapd:
     START_TIMEOUT = 10.0
     STOP_TIMEOUT = 10.0
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, tls=False, flavor="openldap"):
         self.workdir = os.path.abspath(workdir)
         self.fixed_port = port
         self.port = port
+        self.tls = tls
+        self.flavor = flavor
+        self.ldaps_port = None
+        self.tls_dir = os.path.join(self.workdir, "tls")
+        self.ca_file = os.path.join(self.tls_dir, "ca.pem")
+        self.wrong_ca_file = os.path.join(self.tls_dir, "other-ca.pem")
+        if flavor == "ad":
+            self.user_filter = AD_USER_FILTER
+            self.signin_group_dn = AD_SIGNIN_GROUP_DN
+            self.people = AD_STAFF
+        else:
+            self.people = PEOPLE
         self.pid = None
         self.proc = None
         self.paused = False
@@ -98,6 +131,10 @@ class Slapd:
     @property
     def uri(self):
         return "ldap://127.0.0.1:%d" % self.port
+
+    @property
+    def ldaps_uri(self):
+        return "ldaps://127.0.0.1:%d" % self.ldaps_port
 
     def __enter__(self):
         self.start()
@@ -116,13 +153,54 @@ class Slapd:
         attempts = 1 if self.fixed_port else 3
         for attempt in range(attempts):
             self.port = self.fixed_port or free_port()
+            if self.tls and (self.ldaps_port is None or not self.fixed_port):
+                self.ldaps_port = free_port()
             if self._launch():
                 break
         else:
             raise SlapdError("slapd did not start, see %s" % self.log_file)
-        self._ldap("ldapadd", "-D", ROOT_DN, "-w", self.root_pw,
-                   "-f", os.path.join(LDIF_DIR, "groups.ldif"))
+        groups = "ad-groups.ldif" if self.flavor == "ad" else "groups.ldif"
+        self._ldap("ldapmodify", "-a", "-D", ROOT_DN, "-w", self.root_pw,
+                   "-f", os.path.join(LDIF_DIR, groups))
         return self
+
+    def modify(self, ldif):
+        """Apply an LDIF change (ldapmodify -a) as the root DN."""
+        path = os.path.join(self.workdir, "change.ldif")
+        with open(path, "w") as f:
+            f.write(ldif)
+        return self._ldap("ldapmodify", "-a", "-D", ROOT_DN,
+                          "-w", self.root_pw, "-f", path)
+
+    def _make_certs(self):
+        """A CA, a server certificate for IP 127.0.0.1 only (so that
+        "localhost" is a name mismatch), and an unrelated second CA."""
+        if os.path.exists(self.ca_file):
+            return
+        os.makedirs(self.tls_dir, exist_ok=True)
+        d = self.tls_dir
+
+        def ssl(*args):
+            self._run(["openssl"] + list(args))
+
+        for name in ("ca", "other-ca"):
+            ssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                "-subj", "/CN=Conclave test %s" % name,
+                "-keyout", os.path.join(d, name + ".key"),
+                "-out", os.path.join(d, name + ".pem"))
+        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", os.path.join(d, "server.key"),
+            "-out", os.path.join(d, "server.csr"))
+        ext = os.path.join(d, "server.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName = IP:127.0.0.1\n"
+                    "extendedKeyUsage = serverAuth\n")
+        ssl("x509", "-req", "-in", os.path.join(d, "server.csr"),
+            "-CA", self.ca_file, "-CAkey", os.path.join(d, "ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", ext,
+            "-out", os.path.join(d, "server.pem"))
 
     def _build(self):
         for sub in ("slapd.d", "data"):
@@ -133,10 +211,21 @@ class Slapd:
                 os.unlink(stale)
         self.root_pw = secrets.token_urlsafe(18)
 
+        tls = ""
+        if self.tls:
+            self._make_certs()
+            tls = ("olcTLSCACertificateFile: %s/ca.pem\n"
+                   "olcTLSCertificateFile: %s/server.pem\n"
+                   "olcTLSCertificateKeyFile: %s/server.key\n"
+                   % (self.tls_dir, self.tls_dir, self.tls_dir))
         with open(os.path.join(LDIF_DIR, "config.ldif.in")) as f:
             config = (f.read().replace("@DIR@", self.workdir)
+                      .replace("@LDIF_DIR@", LDIF_DIR)
+                      .replace("@TLS@", tls)
                       .replace("@ROOTPW@", ssha(self.root_pw)))
-        with open(os.path.join(LDIF_DIR, "directory.ldif")) as f:
+        data = ("ad-directory.ldif" if self.flavor == "ad"
+                else "directory.ldif")
+        with open(os.path.join(LDIF_DIR, data)) as f:
             directory = _hash_passwords(f.read())
 
         slapd_d = os.path.join(self.workdir, "slapd.d")
@@ -151,9 +240,12 @@ class Slapd:
         quiet) so that we are its parent and can reap it.  True once an
         authenticated whoami succeeds, False if slapd exited (port taken)."""
         log = open(self.log_file, "ab")
+        urls = "ldap://127.0.0.1:%d/" % self.port
+        if self.tls:
+            urls += " ldaps://127.0.0.1:%d/" % self.ldaps_port
         self.proc = subprocess.Popen(
             ["slapd", "-d", "0", "-F", os.path.join(self.workdir, "slapd.d"),
-             "-h", "ldap://127.0.0.1:%d/" % self.port],
+             "-h", urls],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)
         log.close()

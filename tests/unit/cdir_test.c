@@ -1,8 +1,8 @@
 
 /*
- * Unit tests for ldap/src/cdir.c that need no LDAP server: RFC 4515
- * filter escaping, cdir_create() checks, and the input checks that must
- * deny a sign-in before any network I/O.
+ * Unit tests for ldap/src/cdir*.c that need no LDAP server: RFC 4515
+ * filter escaping, cdir_create() checks (group rules, roles, TLS set-up),
+ * and the input checks that must deny a sign-in before any network I/O.
  *
  * The directory used for input checks points at 127.0.0.1:1, where
  * nothing listens: a check that wrongly let a request through would come
@@ -261,11 +261,103 @@ test_create(void)
 }
 
 
+/* the issue 6 options: group rules, roles, TLS set-up, cache */
+static void
+test_create_options(void)
+{
+    char            err[256];
+    size_t          i;
+    cdir_t         *d;
+    cdir_config_t   cfg;
+    cdir_stats_t    st;
+
+    static const struct {
+        const char  *name;
+        int          mode, depth, max, ttl;
+        const char  *admin, *uri, *ca;
+        int          starttls, ok;
+    } cases[] = {
+        { "defaults", 0, 0, 0, 0, NULL, NOWHERE, NULL, 0, 1 },
+        { "memberof nested", 1, 4, 100, 60, "cn=a,dc=x", NOWHERE, NULL,
+          0, 1 },
+        { "bad mode", 7, 0, 0, 0, NULL, NOWHERE, NULL, 0, 0 },
+        { "negative depth", 0, -1, 0, 0, NULL, NOWHERE, NULL, 0, 0 },
+        { "huge depth", 0, 33, 0, 0, NULL, NOWHERE, NULL, 0, 0 },
+        { "negative max", 0, 0, -5, 0, NULL, NOWHERE, NULL, 0, 0 },
+        { "negative ttl", 0, 0, 0, -1, NULL, NOWHERE, NULL, 0, 0 },
+        { "role not a DN", 0, 0, 0, 0, "not a dn", NOWHERE, NULL, 0, 0 },
+        { "ldaps, missing CA", 0, 0, 0, 0, NULL, "ldaps://127.0.0.1:1",
+          "/nonexistent/ca.pem", 0, 0 },
+        { "starttls, missing CA", 0, 0, 0, 0, NULL, NOWHERE,
+          "/nonexistent/ca.pem", 1, 0 },
+        { "plain ldap ignores CA", 0, 0, 0, 0, NULL, NOWHERE,
+          "/nonexistent/ca.pem", 0, 1 },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(&cfg, 0, sizeof(cdir_config_t));
+        cfg.uri = cases[i].uri;
+        cfg.base = "dc=example,dc=com";
+        cfg.user_filter = FILTER;
+        cfg.timeout_ms = 500;
+        cfg.group_mode = cases[i].mode;
+        cfg.group_depth = cases[i].depth;
+        cfg.max_groups = cases[i].max;
+        cfg.cache_ttl = cases[i].ttl;
+        cfg.role_dn[1] = cases[i].admin;
+        cfg.ca_file = cases[i].ca;
+        cfg.starttls = cases[i].starttls;
+
+        err[0] = '\0';
+        d = cdir_create(&cfg, err, sizeof(err));
+
+        check((d != NULL) == cases[i].ok && (cases[i].ok || err[0] != '\0'),
+              "options", cases[i].name, err);
+
+        cdir_destroy(d);
+    }
+
+    /* counters start at zero; a refused input counts as denied */
+    memset(&cfg, 0, sizeof(cdir_config_t));
+    cfg.uri = NOWHERE;
+    cfg.base = "dc=example,dc=com";
+    cfg.user_filter = FILTER;
+    cfg.timeout_ms = 500;
+    cfg.cache_ttl = 60;
+
+    d = cdir_create(&cfg, err, sizeof(err));
+    check(d != NULL, "options", "stats directory", err);
+    if (d == NULL) {
+        return;
+    }
+
+    cdir_stats(d, &st);
+    check(st.auth_ok == 0 && st.auth_denied == 0 && st.ops == 0,
+          "options", "stats zero", NULL);
+
+    {
+        cdir_auth_result_t  res;
+
+        cdir_authenticate(d, "alice", 5, "", 0, &res);
+        cdir_stats(d, &st);
+        check(res.status == CDIR_DENIED && st.auth_denied == 1
+              && st.ops == 0, "options", "stats denied input", NULL);
+
+        cdir_revalidate(d, "", &res);
+        check(res.status == CDIR_UNAVAILABLE, "options",
+              "revalidate without DN", NULL);
+    }
+
+    cdir_destroy(d);
+}
+
+
 int
 main(void)
 {
     test_escape();
     test_create();
+    test_create_options();
     test_input();
 
     printf("%d passed, %d failed\n", passed, failed);

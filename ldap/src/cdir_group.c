@@ -1,0 +1,482 @@
+
+/*
+ * Conclave directory client: the groups a user is in, and the roles.
+ *
+ * Direct groups come from the user's memberOf attribute (AD, or
+ * OpenLDAP's memberof overlay) or from a (member=<user dn>) search,
+ * which needs no overlay.  Nested groups (AD's group-in-group) are
+ * followed upwards: each level is one search for the groups whose
+ * member is any group of the level below, several DNs ORed in one
+ * filter.  The set of groups seen makes a loop (A in B, B in A) end:
+ * a group is expanded once.  The depth and the number of groups are
+ * bounded, and the search stops early once every configured group has
+ * been found.
+ *
+ * Every DN that goes into a filter is RFC 4515-escaped: a DN may hold
+ * "(", ")", "*" or "\" (RFC 4514 escapes), and a group named by an
+ * attacker must not widen the search.
+ */
+
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cdir_int.h"
+
+
+#define CDIR_OR_CHUNK  32       /* DNs ORed in one nested-group search */
+
+
+static size_t cdir_gset_hash(const char *dn);
+static int cdir_gset_find(cdir_gset_t *set, const char *dn);
+static int cdir_gset_grow(cdir_gset_t *set);
+static int cdir_groups_direct(cdir_call_t *call);
+static int cdir_groups_level(cdir_call_t *call, size_t lo, size_t hi);
+static char *cdir_groups_filter(cdir_gset_t *set, size_t lo, size_t hi);
+static void cdir_groups_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e,
+    void *ctx);
+static unsigned cdir_groups_roles(cdir_call_t *call);
+static unsigned cdir_groups_wanted(cdir_t *d);
+
+
+/*
+ * Adds a group DN (normalized here) unless already known.  Returns -1
+ * once the group limit is reached (the result is then marked truncated)
+ * or on memory shortage; a DN that does not parse is skipped.
+ */
+
+int
+cdir_groups_add(cdir_call_t *call, const char *dn)
+{
+    char         *norm;
+    cdir_gset_t  *set;
+
+    set = &call->groups;
+
+    if (set->n >= (size_t) call->dir->max_groups) {
+        call->res->groups_truncated = 1;
+        return -1;
+    }
+
+    norm = cdir_normalize_dn(dn);
+    if (norm == NULL) {
+        return 0;
+    }
+
+    if (cdir_gset_find(set, norm) >= 0) {
+        free(norm);
+        return 0;
+    }
+
+    if (set->n == set->cap && cdir_gset_grow(set) != 0) {
+        free(norm);
+        return -1;
+    }
+
+    set->dn[set->n++] = norm;
+    (void) cdir_gset_find(set, norm);     /* inserts into the index */
+
+    return 0;
+}
+
+
+/*
+ * Fills res->roles and res->ngroups.  Returns -1 with res set when the
+ * directory did not answer; running into the limits is not an error
+ * (the groups found so far decide).
+ */
+
+int
+cdir_groups_resolve(cdir_call_t *call)
+{
+    int                  level;
+    size_t               lo, hi;
+    cdir_t              *d;
+    unsigned             wanted;
+    cdir_auth_result_t  *res;
+
+    d = call->dir;
+    res = call->res;
+    wanted = cdir_groups_wanted(d);
+
+    if (wanted == 0) {
+        return 0;
+    }
+
+    if (d->group_mode == CDIR_GROUPS_MEMBER && cdir_groups_direct(call) != 0)
+    {
+        return -1;
+    }
+
+    lo = 0;
+
+    for (level = 0; ; level++) {
+        hi = call->groups.n;
+        res->roles = cdir_groups_roles(call);
+
+        if (lo == hi || res->groups_truncated) {
+            break;
+        }
+
+        if (level == d->group_depth) {
+            /* groups whose parents were not looked at */
+            if (d->group_depth > 0) {
+                res->groups_truncated = 1;
+            }
+
+            break;
+        }
+
+        if ((res->roles & wanted) == wanted) {
+            break;
+        }
+
+        if (cdir_groups_level(call, lo, hi) != 0) {
+            return -1;
+        }
+
+        lo = hi;
+    }
+
+    res->ngroups = (unsigned) call->groups.n;
+
+    return 0;
+}
+
+
+void
+cdir_groups_free(cdir_gset_t *set)
+{
+    size_t  i;
+
+    for (i = 0; i < set->n; i++) {
+        free(set->dn[i]);
+    }
+
+    free(set->dn);
+    free(set->index);
+    memset(set, 0, sizeof(cdir_gset_t));
+}
+
+
+/* the configured groups found; a role with no group is never given */
+
+static unsigned
+cdir_groups_roles(cdir_call_t *call)
+{
+    int        i;
+    unsigned   roles;
+    cdir_t    *d;
+
+    d = call->dir;
+    roles = 0;
+
+    for (i = 0; i < CDIR_NROLES; i++) {
+        if (d->role_dn[i] != NULL
+            && cdir_gset_find(&call->groups, d->role_dn[i]) >= 0)
+        {
+            roles |= 1u << i;
+        }
+    }
+
+    return roles;
+}
+
+
+static unsigned
+cdir_groups_wanted(cdir_t *d)
+{
+    int       i;
+    unsigned  wanted;
+
+    wanted = 0;
+
+    for (i = 0; i < CDIR_NROLES; i++) {
+        if (d->role_dn[i] != NULL) {
+            wanted |= 1u << i;
+        }
+    }
+
+    return wanted;
+}
+
+
+/* the groups that name the user as a member */
+
+static int
+cdir_groups_direct(cdir_call_t *call)
+{
+    int            rc;
+    char          *filter, esc[3 * (CDIR_MAX_DN + 1) + 1];
+    char          *attrs[2];
+    size_t         n;
+    cdir_search_t  s;
+
+    n = cdir_escape_filter(esc, sizeof(esc), call->res->dn,
+                           strlen(call->res->dn));
+    if (n == (size_t) -1) {
+        cdir_set(call->res, CDIR_DENIED, "DN too long");
+        return -1;
+    }
+
+    filter = malloc(n + sizeof("(member=)"));
+    if (filter == NULL) {
+        cdir_set(call->res, CDIR_UNAVAILABLE, "out of memory");
+        return -1;
+    }
+
+    strcpy(filter, "(member=");
+    memcpy(filter + 8, esc, n);
+    strcpy(filter + 8 + n, ")");
+
+    /* "1.1": no attributes, only DNs (RFC 4511 4.5.1.8) */
+    attrs[0] = LDAP_NO_ATTRS;
+    attrs[1] = NULL;
+
+    memset(&s, 0, sizeof(cdir_search_t));
+    s.base = call->dir->group_base;
+    s.scope = LDAP_SCOPE_SUBTREE;
+    s.filter = filter;
+    s.attrs = attrs;
+    s.sizelimit = call->dir->max_groups + 1;
+    s.entry = cdir_groups_entry;
+
+    rc = cdir_search(call, &s);
+
+    free(filter);
+
+    if (rc != LDAP_SUCCESS) {
+        cdir_unavailable(call, rc);
+        return -1;
+    }
+
+    if (s.code == LDAP_SIZELIMIT_EXCEEDED
+        || s.code == LDAP_ADMINLIMIT_EXCEEDED)
+    {
+        call->res->groups_truncated = 1;
+
+    } else if (s.code != LDAP_SUCCESS && s.code != LDAP_NO_SUCH_OBJECT) {
+        cdir_unavailable(call, s.code);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* the parents of groups [lo, hi), CDIR_OR_CHUNK DNs per search */
+
+static int
+cdir_groups_level(cdir_call_t *call, size_t lo, size_t hi)
+{
+    int            rc;
+    char          *attrs[2];
+    size_t         end;
+    cdir_search_t  s;
+
+    attrs[0] = LDAP_NO_ATTRS;
+    attrs[1] = NULL;
+
+    for ( /* void */ ; lo < hi; lo = end) {
+        end = (hi - lo > CDIR_OR_CHUNK) ? lo + CDIR_OR_CHUNK : hi;
+
+        memset(&s, 0, sizeof(cdir_search_t));
+        s.base = call->dir->group_base;
+        s.scope = LDAP_SCOPE_SUBTREE;
+        s.attrs = attrs;
+        s.sizelimit = call->dir->max_groups + 1;
+        s.entry = cdir_groups_entry;
+
+        s.filter = cdir_groups_filter(&call->groups, lo, end);
+        if (s.filter == NULL) {
+            cdir_set(call->res, CDIR_UNAVAILABLE, "out of memory");
+            return -1;
+        }
+
+        rc = cdir_search(call, &s);
+
+        free((char *) s.filter);
+
+        if (rc != LDAP_SUCCESS) {
+            cdir_unavailable(call, rc);
+            return -1;
+        }
+
+        if (s.code == LDAP_SIZELIMIT_EXCEEDED
+            || s.code == LDAP_ADMINLIMIT_EXCEEDED)
+        {
+            call->res->groups_truncated = 1;
+
+        } else if (s.code != LDAP_SUCCESS && s.code != LDAP_NO_SUCH_OBJECT) {
+            cdir_unavailable(call, s.code);
+            return -1;
+        }
+
+        if (call->res->groups_truncated) {
+            break;
+        }
+    }
+
+    return 0;
+}
+
+
+/* "(|(member=<dn1>)(member=<dn2>)...)" with each DN escaped */
+
+static char *
+cdir_groups_filter(cdir_gset_t *set, size_t lo, size_t hi)
+{
+    char    *filter, *p;
+    size_t   i, len, n;
+
+    len = sizeof("(|)");
+
+    for (i = lo; i < hi; i++) {
+        len += sizeof("(member=)") + 3 * strlen(set->dn[i]);
+    }
+
+    filter = malloc(len);
+    if (filter == NULL) {
+        return NULL;
+    }
+
+    p = filter;
+    p = stpcpy(p, "(|");
+
+    for (i = lo; i < hi; i++) {
+        p = stpcpy(p, "(member=");
+
+        n = cdir_escape_filter(p, filter + len - p, set->dn[i],
+                               strlen(set->dn[i]));
+        if (n == (size_t) -1) {
+            free(filter);
+            return NULL;
+        }
+
+        p += n;
+        p = stpcpy(p, ")");
+    }
+
+    (void) stpcpy(p, ")");
+
+    return filter;
+}
+
+
+static void
+cdir_groups_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
+{
+    char  *dn;
+
+    dn = ldap_get_dn(ld, e);
+    if (dn == NULL) {
+        return;
+    }
+
+    if (strlen(dn) <= CDIR_MAX_DN) {
+        (void) cdir_groups_add(call, dn);
+    }
+
+    ldap_memfree(dn);
+}
+
+
+/* FNV-1a over the lower-cased DN: RFC 4514 DNs compare without case */
+
+static size_t
+cdir_gset_hash(const char *dn)
+{
+    size_t  h;
+
+    h = 2166136261u;
+
+    while (*dn) {
+        h ^= (unsigned char) tolower((unsigned char) *dn++);
+        h *= 16777619u;
+    }
+
+    return h;
+}
+
+
+/*
+ * The position of dn in the set, or -1.  A DN added last by
+ * cdir_groups_add() and not yet indexed is indexed here.
+ */
+
+static int
+cdir_gset_find(cdir_gset_t *set, const char *dn)
+{
+    size_t    i, mask;
+    unsigned  pos;
+
+    if (set->index_size == 0) {
+        return -1;
+    }
+
+    mask = set->index_size - 1;
+
+    for (i = cdir_gset_hash(dn) & mask; ; i = (i + 1) & mask) {
+        pos = set->index[i];
+
+        if (pos == 0) {
+            break;
+        }
+
+        if (strcasecmp(set->dn[pos - 1], dn) == 0) {
+            return (int) (pos - 1);
+        }
+    }
+
+    if (set->n > 0 && set->dn[set->n - 1] == dn) {
+        set->index[i] = (unsigned) set->n;
+    }
+
+    return -1;
+}
+
+
+static int
+cdir_gset_grow(cdir_gset_t *set)
+{
+    char      **dn;
+    size_t      cap, i, j, mask;
+    unsigned   *index;
+
+    cap = set->cap ? set->cap * 2 : 16;
+
+    dn = realloc(set->dn, cap * sizeof(char *));
+    if (dn == NULL) {
+        return -1;
+    }
+
+    set->dn = dn;
+
+    index = calloc(cap * 2, sizeof(unsigned));
+    if (index == NULL) {
+        return -1;
+    }
+
+    mask = cap * 2 - 1;
+
+    for (i = 0; i < set->n; i++) {
+        for (j = cdir_gset_hash(dn[i]) & mask; index[j];
+             j = (j + 1) & mask)
+        { /* void */ }
+
+        index[j] = (unsigned) (i + 1);
+    }
+
+    free(set->index);
+    set->index = index;
+    set->index_size = cap * 2;
+    set->cap = cap;
+
+    return 0;
+}
