@@ -223,12 +223,6 @@ cdir_create_options(cdir_t *d, const cdir_config_t *cfg, char *err,
     d->starttls = cfg->starttls;
     d->tls_insecure = cfg->tls_insecure;
 
-    d->group_base = strdup(cfg->group_base && cfg->group_base[0]
-                           ? cfg->group_base : cfg->base);
-    if (d->group_base == NULL) {
-        cdir_err(err, errlen, "out of memory");
-        return -1;
-    }
 
     if (cfg->name_attr != NULL && cfg->name_attr[0] != '\0') {
         d->name_attr = strdup(cfg->name_attr);
@@ -250,6 +244,18 @@ cdir_create_options(cdir_t *d, const cdir_config_t *cfg, char *err,
             cdir_err(err, errlen, "invalid group DN \"%s\"", dn);
             return -1;
         }
+    }
+
+    if (cfg->group_base && cfg->group_base[0]) {
+        d->group_base = strdup(cfg->group_base);
+
+    } else {
+        d->group_base = cdir_groups_container(d, cfg->base);
+    }
+
+    if (d->group_base == NULL) {
+        cdir_err(err, errlen, "out of memory");
+        return -1;
     }
 
     if (cfg->cache_ttl > 0) {

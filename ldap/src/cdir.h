@@ -16,6 +16,7 @@
 
 
 #define CDIR_MAX_LOGIN     256
+#define CDIR_MAX_DN_SIZE   512      /* a DN with its NUL */
 #define CDIR_MAX_PASSWORD  1024
 
 
@@ -89,7 +90,7 @@ typedef struct {
                                      "account disabled", "timeout",
                                      "server down", "TLS: ...", ...;
                                      never contains the password */
-    char            dn[512];      /* the user's DN on success */
+    char            dn[CDIR_MAX_DN_SIZE];  /* the user's DN on success */
     char            name[CDIR_MAX_LOGIN + 1];  /* canonical login name */
     unsigned        roles;        /* CDIR_ROLE_* */
     unsigned        ngroups;      /* groups seen, nested ones included */

@@ -150,6 +150,69 @@ cdir_groups_resolve(cdir_call_t *call)
 }
 
 
+/*
+ * The default search base for groups: the deepest entry that holds every
+ * configured group (for "cn=a,ou=groups,dc=x" and "cn=b,ou=groups,dc=x"
+ * it is "ou=groups,dc=x"), since the user search base often names the
+ * people's branch only; base if no group is configured.  Normalized DNs
+ * escape a comma inside a value as "\,", so a bare comma separates RDNs.
+ */
+
+char *
+cdir_groups_container(cdir_t *d, const char *base)
+{
+    int          i;
+    size_t       len, best;
+    const char  *dn, *p, *first;
+
+    first = NULL;
+    best = 0;
+
+    for (i = 0; i < CDIR_NROLES; i++) {
+        dn = d->role_dn[i];
+
+        if (dn == NULL) {
+            continue;
+        }
+
+        /* the container: after the first unescaped comma */
+        for (p = dn; *p && !(*p == ',' && (p == dn || p[-1] != '\\')); p++)
+        { /* void */ }
+
+        if (*p == '\0') {
+            return strdup(base);
+        }
+
+        p++;
+        len = strlen(p);
+
+        if (first == NULL) {
+            first = p;
+            best = len;
+            continue;
+        }
+
+        /* the longest common suffix that starts at an RDN boundary */
+        while (best > 0
+               && (len < best
+                   || strcasecmp(first + strlen(first) - best,
+                                 p + len - best) != 0
+                   || (best < strlen(first)
+                       && first[strlen(first) - best - 1] != ',')
+                   || (best < len && p[len - best - 1] != ',')))
+        {
+            best--;
+        }
+    }
+
+    if (first == NULL || best == 0) {
+        return strdup(base);
+    }
+
+    return strdup(first + strlen(first) - best);
+}
+
+
 void
 cdir_groups_free(cdir_gset_t *set)
 {

@@ -19,7 +19,7 @@
 #include "cdir.h"
 
 
-#define CDIR_MAX_DN          511
+#define CDIR_MAX_DN          (CDIR_MAX_DN_SIZE - 1)
 #define CDIR_MAX_GROUPS      4096
 
 /* not LDAP codes: cdir_open() has filled in the reason itself */
@@ -155,6 +155,7 @@ void cdir_unavailable(cdir_call_t *call, int rc);
 char *cdir_normalize_dn(const char *dn);
 
 /* cdir_group.c */
+char *cdir_groups_container(cdir_t *d, const char *base);
 int cdir_groups_add(cdir_call_t *call, const char *dn);
 int cdir_groups_resolve(cdir_call_t *call);
 void cdir_groups_free(cdir_gset_t *set);

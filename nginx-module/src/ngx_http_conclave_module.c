@@ -92,6 +92,62 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ldap_pool_size), NULL },
 
+    { ngx_string("conclave_ldap_starttls"), NGX_XMPP_MAIN,
+      ngx_conf_set_flag_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_starttls), NULL },
+
+    { ngx_string("conclave_ldap_ca_file"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_ca_file), NULL },
+
+    { ngx_string("conclave_ldap_tls_verify"), NGX_XMPP_MAIN,
+      ngx_conf_set_flag_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_tls_verify), NULL },
+
+    { ngx_string("conclave_ldap_name_attribute"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_name_attr), NULL },
+
+    { ngx_string("conclave_ldap_group_mode"), NGX_XMPP_MAIN,
+      ngx_conf_set_enum_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_group_mode), ngx_xmpp_dir_group_modes },
+
+    { ngx_string("conclave_ldap_group_depth"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_group_depth), NULL },
+
+    { ngx_string("conclave_ldap_max_groups"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_max_groups), NULL },
+
+    { ngx_string("conclave_ldap_group_base"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_group_base), NULL },
+
+    { ngx_string("conclave_ldap_admin_group"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_role_group[1]), NULL },
+
+    { ngx_string("conclave_ldap_compliance_group"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_role_group[2]), NULL },
+
+    { ngx_string("conclave_ldap_auditor_group"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_role_group[3]), NULL },
+
+    { ngx_string("conclave_ldap_revalidate"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_revalidate), NULL },
+
+    { ngx_string("conclave_ldap_outage"), NGX_XMPP_MAIN,
+      ngx_conf_set_enum_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_outage), ngx_xmpp_dir_outage_policies },
+
+    { ngx_string("conclave_ldap_cache_ttl"), NGX_XMPP_MAIN,
+      ngx_conf_set_sec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_cache_ttl), NULL },
+
     { ngx_string("conclave_thread_pool"), NGX_XMPP_MAIN,
       ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(thread_pool_name), NULL },

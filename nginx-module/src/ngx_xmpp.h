@@ -45,6 +45,15 @@
 #define NGX_XMPP_FSYNC_INTERVAL     1
 #define NGX_XMPP_FSYNC_OFF          2
 
+/*
+ * Roles from the directory's role groups (conclave_ldap_*_group), set at
+ * sign-in and refreshed by every revalidation: ngx_xmpp_session_roles().
+ */
+#define NGX_XMPP_ROLE_USER          CDIR_ROLE_USER
+#define NGX_XMPP_ROLE_ADMIN         CDIR_ROLE_ADMIN
+#define NGX_XMPP_ROLE_COMPLIANCE    CDIR_ROLE_COMPLIANCE
+#define NGX_XMPP_ROLE_AUDITOR       CDIR_ROLE_AUDITOR
+
 
 typedef struct ngx_xmpp_session_s    ngx_xmpp_session_t;
 typedef struct ngx_xmpp_node_s       ngx_xmpp_node_t;
@@ -63,6 +72,18 @@ typedef struct {
     ngx_str_t              ldap_group;
     ngx_msec_t             ldap_timeout;
     ngx_uint_t             ldap_pool_size;
+    ngx_flag_t             ldap_starttls;
+    ngx_str_t              ldap_ca_file;
+    ngx_flag_t             ldap_tls_verify;
+    ngx_str_t              ldap_name_attr;
+    ngx_uint_t             ldap_group_mode;
+    ngx_uint_t             ldap_group_depth;
+    ngx_uint_t             ldap_max_groups;
+    ngx_str_t              ldap_group_base;
+    ngx_str_t              ldap_role_group[CDIR_NROLES];  /* [0] unused */
+    ngx_msec_t             ldap_revalidate;
+    ngx_uint_t             ldap_outage;
+    time_t                 ldap_cache_ttl;
     cdir_t                *dir;            /* per worker, init_process */
 
     ngx_str_t              thread_pool_name;
@@ -257,6 +278,8 @@ struct ngx_xmpp_session_s {
 
     ngx_xmpp_jid_t         jid;           /* set at bind */
     ngx_str_t              user;          /* localpart, set at SASL */
+    ngx_str_t              ldap_dn;       /* the user's entry, at SASL */
+    ngx_uint_t             roles;         /* NGX_XMPP_ROLE_* bits */
 
     /* parser state (ngx_xmpp_parser.c) */
     xmlParserCtxtPtr       parser;        /* NULL while idle */
@@ -359,6 +382,7 @@ void ngx_xmpp_session_close(ngx_xmpp_session_t *s);
 void ngx_xmpp_session_finalize(ngx_xmpp_session_t *s);
 void ngx_xmpp_session_cleanup(ngx_xmpp_session_t *s);
 ngx_xmpp_session_t *ngx_xmpp_session_find(uint64_t id);
+ngx_xmpp_session_t *ngx_xmpp_session_next(ngx_xmpp_session_t *s);
 void ngx_xmpp_session_tls_mode(ngx_connection_t *c);
 ngx_uint_t ngx_xmpp_session_count(void);
 void ngx_xmpp_session_shutdown_all(const char *condition);
@@ -379,8 +403,8 @@ void ngx_xmpp_wbuf_free(ngx_xmpp_wbuf_t *b);
 /* ngx_xmpp_stream.c */
 void ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 void ngx_xmpp_stream_header(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
-void ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
-    const char *reason);
+void ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s,
+    cdir_auth_result_t *res);
 ngx_int_t ngx_xmpp_stream_features(ngx_xmpp_session_t *s);
 
 /*
@@ -612,6 +636,15 @@ void ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
 /* ngx_xmpp_mucadmin.c */
 void ngx_xmpp_muc_service_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
+/* ngx_xmpp_dir.c: the directory beyond sign-in (revocation, metrics) */
+extern ngx_conf_enum_t  ngx_xmpp_dir_group_modes[];
+extern ngx_conf_enum_t  ngx_xmpp_dir_outage_policies[];
+ngx_int_t ngx_xmpp_dir_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_dir_exit_worker(ngx_cycle_t *cycle);
+/* NGX_XMPP_ROLE_* of a signed-in session; 0 before sign-in */
+ngx_uint_t ngx_xmpp_session_roles(ngx_xmpp_session_t *s);
+struct json_t *ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

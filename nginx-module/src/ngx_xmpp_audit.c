@@ -1690,6 +1690,15 @@ ngx_xmpp_audit_signin(ngx_xmpp_session_t *s, ngx_uint_t ok,
         return NGX_ERROR;
     }
 
+    /* a success says how it was verified when not by the directory */
+    if (ok && reason
+        && caud_record_set_param_str(rec, "via", reason, ngx_strlen(reason))
+           != 0)
+    {
+        json_decref(rec);
+        return NGX_ERROR;
+    }
+
     if (ngx_xmpp_audit_append(ngx_xmpp_audit_worker, rec, &seq) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, s->connection->log, errno,
                       "xmpp: sign-in record not written");

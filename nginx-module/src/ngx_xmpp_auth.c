@@ -119,7 +119,7 @@ ngx_xmpp_auth_done(ngx_event_t *ev)
 
     if (s) {
         s->auth = NULL;
-        ngx_xmpp_stream_auth_done(s, ctx->result.status, ctx->result.reason);
+        ngx_xmpp_stream_auth_done(s, &ctx->result);
     }
 
     ngx_free(task);

@@ -35,6 +35,14 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
 
     xcf->ldap_timeout = NGX_CONF_UNSET_MSEC;
     xcf->ldap_pool_size = NGX_CONF_UNSET_UINT;
+    xcf->ldap_starttls = NGX_CONF_UNSET;
+    xcf->ldap_tls_verify = NGX_CONF_UNSET;
+    xcf->ldap_group_mode = NGX_CONF_UNSET_UINT;
+    xcf->ldap_group_depth = NGX_CONF_UNSET_UINT;
+    xcf->ldap_max_groups = NGX_CONF_UNSET_UINT;
+    xcf->ldap_revalidate = NGX_CONF_UNSET_MSEC;
+    xcf->ldap_outage = NGX_CONF_UNSET_UINT;
+    xcf->ldap_cache_ttl = NGX_CONF_UNSET;
     xcf->max_stanza_size = NGX_CONF_UNSET_SIZE;
     xcf->max_stanza_size_preauth = NGX_CONF_UNSET_SIZE;
     xcf->max_depth = NGX_CONF_UNSET_UINT;
@@ -84,6 +92,14 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 
     ngx_conf_init_msec_value(xcf->ldap_timeout, 5000);
     ngx_conf_init_uint_value(xcf->ldap_pool_size, 4);
+    ngx_conf_init_value(xcf->ldap_starttls, 0);
+    ngx_conf_init_value(xcf->ldap_tls_verify, 1);
+    ngx_conf_init_uint_value(xcf->ldap_group_mode, CDIR_GROUPS_MEMBER);
+    ngx_conf_init_uint_value(xcf->ldap_group_depth, 4);
+    ngx_conf_init_uint_value(xcf->ldap_max_groups, 4096);
+    ngx_conf_init_msec_value(xcf->ldap_revalidate, 300000);
+    ngx_conf_init_uint_value(xcf->ldap_outage, CDIR_OUTAGE_REFUSE);
+    ngx_conf_init_value(xcf->ldap_cache_ttl, 3600);
     ngx_conf_init_size_value(xcf->max_stanza_size, 65536);
     ngx_conf_init_size_value(xcf->max_stanza_size_preauth, 8192);
     ngx_conf_init_uint_value(xcf->max_depth, 32);
@@ -207,6 +223,22 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_ldap_user_filter\" must contain %%u");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->ldap_group_depth > 32 || xcf->ldap_max_groups == 0
+        || xcf->ldap_max_groups > 1000000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_ldap_group_depth\" must be 0..32 and "
+                           "\"conclave_ldap_max_groups\" 1..1000000");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->ldap_outage == CDIR_OUTAGE_CACHE && xcf->ldap_cache_ttl <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_ldap_outage cache\" needs a positive "
+                           "\"conclave_ldap_cache_ttl\"");
         return NGX_CONF_ERROR;
     }
 
@@ -368,6 +400,7 @@ ngx_int_t
 ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 {
     char            err[256];
+    ngx_uint_t      i;
     cdir_config_t   dc;
 
     ngx_memzero(&dc, sizeof(cdir_config_t));
@@ -380,6 +413,23 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     dc.group_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_group);
     dc.timeout_ms = (int) xcf->ldap_timeout;
     dc.pool_size = (int) xcf->ldap_pool_size;
+    dc.starttls = (int) xcf->ldap_starttls;
+    dc.ca_file = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_ca_file);
+    dc.tls_insecure = !xcf->ldap_tls_verify;
+    dc.name_attr = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_name_attr);
+    dc.group_mode = (int) xcf->ldap_group_mode;
+    dc.group_depth = (int) xcf->ldap_group_depth;
+    dc.max_groups = (int) xcf->ldap_max_groups;
+    dc.group_base = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_group_base);
+
+    for (i = 1; i < CDIR_NROLES; i++) {
+        dc.role_dn[i] = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_role_group[i]);
+    }
+
+    /* the cache exists only to serve the outage policy */
+    dc.outage = (int) xcf->ldap_outage;
+    dc.cache_ttl = (xcf->ldap_outage == CDIR_OUTAGE_CACHE)
+                   ? (int) xcf->ldap_cache_ttl : 0;
 
     err[0] = '\0';
 
@@ -411,6 +461,10 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         return NGX_ERROR;
     }
 
+    if (ngx_xmpp_dir_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_xmpp_worker_conf = xcf;
 
     /* timer events are logged as connections: give it a dummy one */
@@ -434,6 +488,8 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     /* the rooms' occupants leave on the record, before the journal ends */
     ngx_xmpp_muc_exit_worker(cycle);
+
+    ngx_xmpp_dir_exit_worker(cycle);
 
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);

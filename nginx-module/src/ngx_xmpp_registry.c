@@ -33,6 +33,7 @@ typedef struct {
     uint64_t                  sid;
     ngx_int_t                 priority;
     u_char                    available;
+    u_char                    roles;     /* NGX_XMPP_ROLE_* */
     u_short                   bare_len;
     u_short                   res_len;
     u_char                    data[1];   /* bare JID, then resource */
@@ -47,6 +48,7 @@ typedef struct {
 
 static ngx_int_t ngx_xmpp_registry_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static json_t *ngx_xmpp_registry_roles(ngx_xmpp_registry_node_t *rn);
 
 
 #define ngx_xmpp_registry_get(xcf)                                         \
@@ -250,6 +252,7 @@ ngx_xmpp_registry_add(ngx_xmpp_session_t *s, ngx_pid_t *old_pid,
     rn->sid = s->id;
     rn->priority = 0;
     rn->available = 0;
+    rn->roles = (u_char) s->roles;
     rn->bare_len = (u_short) s->jid.bare.len;
     rn->res_len = (u_short) s->jid.resource.len;
     ngx_memcpy(rn->data, s->jid.bare.data, s->jid.bare.len);
@@ -327,6 +330,7 @@ ngx_xmpp_registry_update(ngx_xmpp_session_t *s)
     if (rn) {
         rn->available = s->available;
         rn->priority = s->priority;
+        rn->roles = (u_char) s->roles;
     }
 
     ngx_shmtx_unlock(&reg->shpool->mutex);
@@ -604,6 +608,37 @@ ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
 }
 
 
+/* the session's directory roles, by name, for the admin console */
+static json_t *
+ngx_xmpp_registry_roles(ngx_xmpp_registry_node_t *rn)
+{
+    json_t  *a;
+
+    a = json_array();
+    if (a == NULL) {
+        return NULL;
+    }
+
+    if (rn->roles & NGX_XMPP_ROLE_USER) {
+        json_array_append_new(a, json_string("user"));
+    }
+
+    if (rn->roles & NGX_XMPP_ROLE_ADMIN) {
+        json_array_append_new(a, json_string("admin"));
+    }
+
+    if (rn->roles & NGX_XMPP_ROLE_COMPLIANCE) {
+        json_array_append_new(a, json_string("compliance"));
+    }
+
+    if (rn->roles & NGX_XMPP_ROLE_AUDITOR) {
+        json_array_append_new(a, json_string("auditor"));
+    }
+
+    return a;
+}
+
+
 /* the conclave_status document: counts and every bound resource */
 ngx_int_t
 ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
@@ -661,6 +696,7 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
         json_object_set_new(item, "available",
                             json_boolean(rn->available));
         json_object_set_new(item, "priority", json_integer(rn->priority));
+        json_object_set_new(item, "roles", ngx_xmpp_registry_roles(rn));
         json_array_append_new(list, item);
     }
 
@@ -672,6 +708,7 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
     json_object_set(doc, "sessions", list);
     json_object_set_new(doc, "rooms", rooms);
     json_object_set_new(doc, "audit", ngx_xmpp_audit_json(xcf));
+    json_object_set_new(doc, "ldap", ngx_xmpp_dir_json(xcf));
 
     text = json_dumps(doc, JSON_COMPACT);
     if (text == NULL) {

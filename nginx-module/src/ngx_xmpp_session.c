@@ -169,6 +169,36 @@ ngx_xmpp_session_find(uint64_t id)
 }
 
 
+/*
+ * This worker's sessions in id order: NULL starts, NULL ends.  The
+ * caller must not close sessions while walking (collect ids, then act).
+ */
+ngx_xmpp_session_t *
+ngx_xmpp_session_next(ngx_xmpp_session_t *s)
+{
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    if (ngx_xmpp_sessions.root == NULL) {
+        return NULL;
+    }
+
+    sentinel = ngx_xmpp_sessions.sentinel;
+
+    if (s == NULL) {
+        if (ngx_xmpp_sessions.root == sentinel) {
+            return NULL;
+        }
+
+        node = ngx_rbtree_min(ngx_xmpp_sessions.root, sentinel);
+
+    } else {
+        node = ngx_rbtree_next(&ngx_xmpp_sessions, &s->node);
+    }
+
+    return (ngx_xmpp_session_t *) node;
+}
+
+
 ngx_uint_t
 ngx_xmpp_session_count(void)
 {
@@ -502,6 +532,7 @@ static void
 ngx_xmpp_session_timer_handler(ngx_event_t *ev)
 {
     ngx_xmpp_session_t  *s;
+    cdir_auth_result_t   res;
 
     s = (ngx_xmpp_session_t *) ((u_char *) ev
                                 - offsetof(ngx_xmpp_session_t, timer));
@@ -519,7 +550,13 @@ ngx_xmpp_session_timer_handler(ngx_event_t *ev)
                       "xmpp: LDAP did not answer within %M ms",
                       s->conf->ldap_timeout);
         ngx_xmpp_auth_cancel(s);
-        ngx_xmpp_stream_auth_done(s, CDIR_UNAVAILABLE, "timeout");
+
+        ngx_memzero(&res, sizeof(cdir_auth_result_t));
+        res.status = CDIR_UNAVAILABLE;
+        ngx_cpystrn((u_char *) res.reason, (u_char *) "timeout",
+                    sizeof(res.reason));
+
+        ngx_xmpp_stream_auth_done(s, &res);
         return;
     }
 

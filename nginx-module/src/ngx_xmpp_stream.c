@@ -18,6 +18,10 @@ static void ngx_xmpp_stream_sasl(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 static void ngx_xmpp_stream_starttls(ngx_xmpp_session_t *s);
 static void ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s,
     ngx_xmpp_node_t *n);
+static const char *ngx_xmpp_stream_reason(ngx_xmpp_session_t *s,
+    const char *reason);
+static ngx_int_t ngx_xmpp_stream_directory_user(ngx_xmpp_session_t *s,
+    cdir_auth_result_t *res);
 static void ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s,
     const char *condition);
 static void ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
@@ -490,8 +494,7 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
 
 /* back on the event loop with the directory's answer */
 void
-ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
-    const char *reason)
+ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
 {
     ngx_connection_t  *c;
 
@@ -508,10 +511,25 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
 
     ngx_add_timer(&s->timer, s->conf->auth_timeout);
 
-    switch (status) {
+    /* the reason outlives the task that holds res (auth_reason, audit) */
+    if (res->status != CDIR_OK) {
+        s->auth_reason = ngx_xmpp_stream_reason(s, res->reason);
+    }
+
+    switch (res->status) {
 
     case CDIR_OK:
-        if (ngx_xmpp_audit_signin(s, 1, NULL, NULL) != NGX_OK) {
+        if (ngx_xmpp_stream_directory_user(s, res) != NGX_OK) {
+            s->auth_reason = "directory name is not a valid JID localpart";
+            ngx_xmpp_stream_sasl_failure(s, "not-authorized");
+            return;
+        }
+
+        if (ngx_xmpp_audit_signin(s, 1, NULL,
+                                  res->from_cache ? "credentials cache"
+                                                  : NULL)
+            != NGX_OK)
+        {
             /* CAPP: no access that cannot be recorded */
             s->auth_reason = "audit journal unavailable";
             ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
@@ -521,7 +539,10 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
         ngx_xmpp_metrics_signin(1);
 
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "xmpp: \"%V\" signed in", &s->user);
+                      "xmpp: \"%V\" signed in%s, roles 0x%xi", &s->user,
+                      res->from_cache ? " from the credentials cache "
+                                        "(directory unavailable)" : "",
+                      s->roles);
         s->authenticated = 1;
         s->state = NGX_XMPP_ST_WAIT_OPEN;
 
@@ -537,19 +558,87 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_status_e status,
     case CDIR_DENIED:
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: sign-in of \"%V\" refused: %s",
-                      &s->user, reason);
-        s->auth_reason = reason;
+                      &s->user, res->reason);
         ngx_xmpp_stream_sasl_failure(s, "not-authorized");
         return;
 
     default:
         ngx_log_error(NGX_LOG_WARN, c->log, 0,
                       "xmpp: sign-in of \"%V\" failed: directory %s",
-                      &s->user, reason);
-        s->auth_reason = reason;
+                      &s->user, res->reason);
         ngx_xmpp_stream_sasl_failure(s, "temporary-auth-failure");
         return;
     }
+}
+
+
+/* a copy of the directory's reason in the session's pool */
+static const char *
+ngx_xmpp_stream_reason(ngx_xmpp_session_t *s, const char *reason)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_strlen(reason);
+
+    p = ngx_pnalloc(s->pool, len + 1);
+    if (p == NULL) {
+        return "directory error";
+    }
+
+    ngx_cpystrn(p, (u_char *) reason, len + 1);
+
+    return (const char *) p;
+}
+
+
+/*
+ * The JID localpart is the directory's login name attribute
+ * (conclave_ldap_name_attribute), which may differ from what was typed
+ * (a mail address, a userPrincipalName, other case); it must still be a
+ * valid localpart (RFC 7622 section 3.3).  The DN and roles are kept for
+ * revalidation and for the admin console.
+ */
+static ngx_int_t
+ngx_xmpp_stream_directory_user(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_strlen(res->name);
+
+    if (len && (len != s->user.len
+                || ngx_strncasecmp((u_char *) res->name, s->user.data, len)
+                   != 0))
+    {
+        if (!ngx_xmpp_jid_local_valid((u_char *) res->name, len)) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_pnalloc(s->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, res->name, len);
+        ngx_xmpp_ascii_lower(p, len);
+
+        s->user.data = p;
+        s->user.len = len;
+    }
+
+    len = ngx_strlen(res->dn);
+
+    s->ldap_dn.data = ngx_pnalloc(s->pool, len + 1);
+    if (s->ldap_dn.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_cpystrn(s->ldap_dn.data, (u_char *) res->dn, len + 1);
+    s->ldap_dn.len = len;
+    s->roles = res->roles;
+
+    return NGX_OK;
 }
 
 

@@ -47,6 +47,8 @@ _OPTIONS = {
     "APPLIANCE_LOG_LEVEL": "log_level",
     "APPLIANCE_PLAINTEXT_AUTH": "plaintext_auth",
     "APPLIANCE_EXTRA_STREAM": "extra_stream",
+    "APPLIANCE_LDAP_TLS": "ldap_tls",
+    "APPLIANCE_LDAP_FLAVOR": "ldap_flavor",
 }
 
 

@@ -369,7 +369,9 @@ def test_revalidate_unavailable_is_not_denied(cli, own_ad):
                     stdin="!%s\n" % ad_dn("Alice Anderson"))
     finally:
         own_ad.resume()
-    assert lines == ["UNAVAILABLE timeout"], lines
+    # no answer is never a refusal (the reason may be a timeout or a
+    # reset, depending on where the frozen server stopped)
+    assert len(lines) == 1 and lines[0].startswith("UNAVAILABLE "), lines
 
 
 # -- outage cache ------------------------------------------------------------------

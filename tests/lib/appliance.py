@@ -72,7 +72,8 @@ class Appliance:
     def __init__(self, workdir, fixed_ports=False, sanitize=None, tls=False,
                  module_so=_DEFAULT, workers=2, extra_http="",
                  extra_main="", extra_server="", log_level="info",
-                 plaintext_auth=None, extra_stream="", packaged=False):
+                 plaintext_auth=None, extra_stream="", packaged=False,
+                 ldap_tls=False, ldap_flavor="openldap"):
         self.workdir = os.path.abspath(workdir)
         self.sanitize = env_sanitize() if sanitize is None else sanitize
         if module_so is _DEFAULT:
@@ -81,7 +82,8 @@ class Appliance:
         self.tls = tls
         self.fixed_ports = fixed_ports
         self.ldap = Slapd(os.path.join(self.workdir, "ldap"),
-                          LDAP_PORT if fixed_ports else None)
+                          LDAP_PORT if fixed_ports else None,
+                          tls=ldap_tls, flavor=ldap_flavor)
         self.mariadb = MariaDB(os.path.join(self.workdir, "mariadb"),
                                MARIADB_PORT if fixed_ports else None)
         # packaged: conclavectl setup writes nginx.conf from the package's

@@ -195,9 +195,15 @@ class Nginx:
             "LDAP_URI": self._ldap_uri(),
             "LDAP_BIND_DN": getattr(self.ldap, "service_dn",
                                     slapd.SERVICE_DN),
-            "LDAP_BASE": slapd.PEOPLE,
+            "LDAP_BASE": getattr(self.ldap, "people", slapd.PEOPLE),
             "LDAP_GROUP": getattr(self.ldap, "signin_group_dn",
                                   slapd.SIGNIN_GROUP_DN),
+            # Slapd(tls=True): for extra_http lines that use TLS
+            "LDAPS_URI": (self.ldap.ldaps_uri
+                          if getattr(self.ldap, "ldaps_port", None)
+                          else ""),
+            "LDAP_CA_FILE": getattr(self.ldap, "ca_file", ""),
+            "LDAP_WRONG_CA_FILE": getattr(self.ldap, "wrong_ca_file", ""),
             # no MariaDB: a port nobody listens on (shipping then waits)
             "MARIADB_PORT": self.mariadb.port if self.mariadb
             else self._no_db_port(),
