@@ -47,8 +47,12 @@ AD_OPTS = ["--set", "name=sAMAccountName", "--set", "depth=4"] + AD_ROLES
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cdir") / "cdir_cli")
+    # CONCLAVE_SANITIZE=1: the library under ASan/UBSan as well
+    san = (["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=undefined"]
+           if os.environ.get("CONCLAVE_SANITIZE") == "1" else [])
     subprocess.run(
-        ["cc", "-std=gnu99", "-O2", "-g", "-Wall", "-Werror",
+        ["cc", "-std=gnu99", "-O2", "-g", "-Wall", "-Werror"] + san + [
          "-I" + os.path.join(TOP, "ldap", "src"), "-o", out,
          os.path.join(TOP, "tests", "lib", "cdir_cli.c")]
         + [os.path.join(TOP, "ldap", "src", f) for f in SRCS]
@@ -83,6 +87,8 @@ def run(cli, uri, login, password, opts=(), filt=AD_USER_FILTER,
         input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, timeout=60)
     assert r.returncode != 3, r.stderr
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, \
+        r.stderr
     return r.stdout.splitlines()
 
 
