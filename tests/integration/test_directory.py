@@ -43,6 +43,7 @@ APPLIANCE_LDAP_TLS = True
 APPLIANCE_EXTRA_HTTP = AD_HTTP + """
     conclave_ldap_uri @LDAPS_URI@;
     conclave_ldap_ca_file @LDAP_CA_FILE@;
+    conclave_ldap_timeout 10s;
 """
 
 
@@ -150,9 +151,11 @@ def test_ldap_metrics_on_the_status_page(appliance, clients):
 # -- TLS variants ------------------------------------------------------------------
 
 def test_starttls_verified(make_appliance, clients):
+    # a generous timeout: TLS set-up on a loaded 2-core test machine
     app = make_appliance(ldap_tls=True, extra_http="""
         conclave_ldap_starttls on;
         conclave_ldap_ca_file @LDAP_CA_FILE@;
+        conclave_ldap_timeout 10s;
     """)
     online(clients, app, "alice", "alice-pw")
 
