@@ -227,7 +227,10 @@ int caud_journal_close(caud_journal_t *j, char *err, size_t errlen);
  * chain, across segments.  A reader that starts at seq 1 checks the
  * whole chain from the genesis (prev_hash all zeros); one that starts
  * later trusts the prev_hash in the first segment's header, and a
- * checkpoint check (below) closes that gap.
+ * checkpoint check (below) closes that gap.  The frames it passes over
+ * before from_seq get their CRCs, seq and prev_hash link checked but
+ * no SHA-256: the stored entry_hash of the last one is the anchor of
+ * the first frame returned (whose SHA-256 is checked).
  *
  * caud_reader_next() returns 1 with a frame, 0 at the end, -1 on
  * corruption (caud_reader_error() names the file, offset and seq).

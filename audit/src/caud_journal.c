@@ -721,7 +721,18 @@ caud_reader_header(caud_reader_t *r)
 }
 
 
-/* checks the chain of the whole frame at buf and advances past it */
+/*
+ * Checks the chain of the whole frame at buf and advances past it.  A
+ * frame before from_seq is only passed over on the way to it: its CRCs
+ * (caud_frame_check()), seq and prev_hash link are checked, but its
+ * SHA-256 is not recomputed and its stored entry_hash becomes the head.
+ * Positioning a reader was a SHA-256 of every record from the start of
+ * the segment (up to 64 MiB) each time one was opened: the shipper's
+ * backlog probe did that every 2 s.  The trust anchor of a reader that
+ * starts later is then the first returned frame's prev_hash, as it is
+ * the segment header's when it starts at a segment's first record; the
+ * shipper checks that against MariaDB's head_hash, verify starts at 1.
+ */
 static int
 caud_reader_chain(caud_reader_t *r, const uint8_t *p, size_t flen,
     caud_frame_t *f)
@@ -746,13 +757,16 @@ caud_reader_chain(caud_reader_t *r, const uint8_t *p, size_t flen,
                                 "reordered)");
     }
 
-    if (caud_hasher_entry(r->hasher, p + CAUD_FRAME_HDR_LEN, len, r->head, h)
-        != 0)
+    if (seq < r->from_seq) {
+        memcpy(h, p + 56, CAUD_HASH_LEN);
+
+    } else if (caud_hasher_entry(r->hasher, p + CAUD_FRAME_HDR_LEN, len,
+                                 r->head, h)
+               != 0)
     {
         return caud_reader_fail(r, r->pos, seq, "%s", "SHA-256 failed");
-    }
 
-    if (memcmp(p + 56, h, CAUD_HASH_LEN) != 0) {
+    } else if (memcmp(p + 56, h, CAUD_HASH_LEN) != 0) {
         return caud_reader_fail(r, r->pos, seq, "%s",
                                 "entry_hash does not match the record");
     }

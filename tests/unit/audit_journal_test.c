@@ -1222,6 +1222,18 @@ test_tamper(const char *base)
     check(s.rc == -1 && strstr(s.err, "entry_hash does not match"),
           "tamper", "edited record with a fixed CRC", s.err);
 
+    /* a reader that starts at it recomputes its hash; one positioned
+     * past it walks the frames before from_seq by CRC and link only
+     * (its anchor is the stored hash, as a segment header's would be) */
+    scan(dir, 0, 3, &s);
+    check(s.rc == -1 && s.count == 0
+          && strstr(s.err, "entry_hash does not match"), "tamper",
+          "edited record is the first one read", s.err);
+    scan(dir, 0, 5, &s);
+    check(s.rc == 0 && s.first == 5 && s.count == 4, "tamper",
+          "reader positioned past an edited record trusts stored hashes",
+          s.err);
+
     /* ... and who recomputes that frame's entry_hash too */
     h = caud_hasher_new();
     caud_hasher_entry(h, b + offs[3] + CAUD_FRAME_HDR_LEN,
@@ -1235,6 +1247,10 @@ test_tamper(const char *base)
     check(s.rc == -1 && s.count == 3 && strstr(s.err, "seq 4"), "tamper",
           "edited record with fixed CRC and hash breaks the next link",
           s.err);
+
+    scan(dir, 0, 6, &s);
+    check(s.rc == -1 && s.count == 0 && strstr(s.err, "seq 4"), "tamper",
+          "positioning a reader still checks every link", s.err);
 
     free(b);
     spit(file, orig, len);
