@@ -107,6 +107,46 @@ int caud_record_set_param_str(json_t *rec, const char *key, const char *s,
 
 /* appends the canonical bytes of rec to b (b->len grows) */
 int caud_record_encode(const json_t *rec, caud_buf_t *b);
+
+/*
+ * A flat record: the shape of the records written per stanza and per
+ * session (every member a string, or the fixed integers), encoded
+ * straight to the canonical bytes without a jansson object: no malloc
+ * per record.  The bytes are those caud_record_encode() gives for the
+ * same record built with caud_record_new() and the setters (the unit
+ * test compares them), and a string that is not valid UTF-8 is refused
+ * as json_stringn() refuses it.  NULL members are omitted; actor is
+ * always there (caud_record_set_actor() with all members NULL gives
+ * "actor":{}); object when object_type is set, error when error_code or
+ * error_description is; params when there is one.  Param keys must be
+ * distinct (the setters would let the last one win).
+ */
+#define CAUD_FLAT_PARAMS       12
+
+typedef struct {
+    const char          *key;
+    const char          *s;
+    size_t               len;
+} caud_flat_param_t;
+
+
+typedef struct {
+    const char          *event;
+    caud_status_e        status;
+    int64_t              ts_utc_us;
+    caud_actor_t         actor;
+    const char          *object_type;
+    const char          *object_id;       /* object_id_len bytes */
+    size_t               object_id_len;
+    const char          *error_code;
+    const char          *error_description;
+    caud_flat_param_t    params[CAUD_FLAT_PARAMS];
+    size_t               nparams;
+} caud_flat_t;
+
+
+/* appends the canonical bytes of r with "seq":seq to b */
+int caud_flat_encode(const caud_flat_t *r, uint64_t seq, caud_buf_t *b);
 json_t *caud_record_decode(const void *p, size_t len, char *err,
     size_t errlen);
 void caud_buf_free(caud_buf_t *b);
@@ -203,6 +243,9 @@ int caud_journal_open(const char *dir, uint32_t writer_id,
 
 /* sets rec["seq"] to the next seq, encodes and writes the frame */
 int caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq);
+/* the same for a flat record (caud_flat_encode()), without jansson */
+int caud_journal_append_flat(caud_journal_t *j, const caud_flat_t *r,
+    uint64_t *seq);
 
 /* canonical bytes as they are; they should carry "seq":next_seq() */
 int caud_journal_append_raw(caud_journal_t *j, const void *canon,

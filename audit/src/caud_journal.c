@@ -1276,6 +1276,30 @@ caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq)
 
 
 int
+caud_journal_append_flat(caud_journal_t *j, const caud_flat_t *r,
+    uint64_t *seq)
+{
+    if (atomic_load(&j->failed)) {
+        errno = EIO;
+        return caud_journal_fail(j, "journal failed", NULL);
+    }
+
+    j->buf.len = CAUD_FRAME_HDR_LEN;
+
+    if (caud_flat_encode(r, j->last_seq + 1, &j->buf) != 0) {
+        return caud_journal_fail(j, "encode record", NULL);
+    }
+
+    if (caud_journal_reserve(j, j->buf.len + 4) != 0) {
+        errno = ENOMEM;
+        return caud_journal_fail(j, "frame buffer", NULL);
+    }
+
+    return caud_journal_write(j, j->buf.len - CAUD_FRAME_HDR_LEN, seq);
+}
+
+
+int
 caud_journal_append_raw(caud_journal_t *j, const void *canon, size_t len,
     uint64_t *seq)
 {

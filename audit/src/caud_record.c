@@ -592,6 +592,248 @@ caud_record_encode(const json_t *rec, caud_buf_t *b)
 }
 
 
+/*
+ * RFC 3629 section 4, as jansson's utf8_check_string(): no overlong
+ * forms, no surrogates, nothing above U+10FFFF; NUL is a character.
+ */
+static int
+caud_utf8_valid(const char *str, size_t len)
+{
+    size_t          i, n, k;
+    uint32_t        cp;
+    const uint8_t  *s;
+
+    s = (const uint8_t *) str;
+
+    for (i = 0; i < len; i += n) {
+        if (s[i] < 0x80) {
+            n = 1;
+            continue;
+        }
+
+        if (s[i] >= 0xc2 && s[i] <= 0xdf) {
+            n = 2;
+            cp = s[i] & 0x1f;
+        } else if (s[i] >= 0xe0 && s[i] <= 0xef) {
+            n = 3;
+            cp = s[i] & 0x0f;
+        } else if (s[i] >= 0xf0 && s[i] <= 0xf4) {
+            n = 4;
+            cp = s[i] & 0x07;
+        } else {
+            return 0;
+        }
+
+        if (len - i < n) {
+            return 0;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)
+            || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* ,"key":"value" (or without the comma first); NULL s: nothing */
+static int
+caud_flat_member(caud_buf_t *b, int *first, const char *key,
+    const char *s, size_t len)
+{
+    if (s == NULL) {
+        return 0;
+    }
+
+    if (!caud_utf8_valid(s, len)) {
+        return -1;
+    }
+
+    if ((!*first && caud_enc_raw(b, ",", 1) != 0)
+        || caud_enc_string(b, key, strlen(key)) != 0
+        || caud_enc_raw(b, ":", 1) != 0
+        || caud_enc_string(b, s, len) != 0)
+    {
+        return -1;
+    }
+
+    *first = 0;
+
+    return 0;
+}
+
+
+static int
+caud_flat_str(caud_buf_t *b, int *first, const char *key, const char *s)
+{
+    return caud_flat_member(b, first, key, s, s ? strlen(s) : 0);
+}
+
+
+/* "actor":{...}, its keys in bytewise order */
+static int
+caud_flat_actor(caud_buf_t *b, const caud_actor_t *a)
+{
+    int  first;
+
+    first = 1;
+
+    if (caud_enc_raw(b, "\"actor\":{", 9) != 0
+        || caud_flat_str(b, &first, "client", a->client) != 0
+        || caud_flat_str(b, &first, "ip", a->ip) != 0
+        || caud_flat_str(b, &first, "ldap_dn", a->ldap_dn) != 0
+        || caud_flat_str(b, &first, "session_id", a->session_id) != 0
+        || caud_flat_str(b, &first, "transport", a->transport) != 0
+        || caud_flat_str(b, &first, "user", a->user) != 0)
+    {
+        return -1;
+    }
+
+    return caud_enc_raw(b, "}", 1);
+}
+
+
+/* ,"params":{...}, sorted as caud_enc_object() sorts */
+static int
+caud_flat_params(caud_buf_t *b, const caud_flat_t *r)
+{
+    int                       first;
+    size_t                    i, k;
+    caud_kv_t                 kv[CAUD_FLAT_PARAMS], t;
+    const caud_flat_param_t  *p;
+
+    if (r->nparams == 0) {
+        return 0;
+    }
+
+    if (r->nparams > CAUD_FLAT_PARAMS) {
+        return -1;
+    }
+
+    /* value stays unused: each sorted key points into its own param */
+    for (i = 0; i < r->nparams; i++) {
+        kv[i].key = r->params[i].key;
+        kv[i].len = strlen(r->params[i].key);
+        kv[i].value = NULL;
+    }
+
+    for (i = 1; i < r->nparams; i++) {
+        t = kv[i];
+        for (k = i; k > 0 && caud_kv_less(&t, &kv[k - 1]); k--) {
+            kv[k] = kv[k - 1];
+        }
+        kv[k] = t;
+    }
+
+    if (caud_enc_raw(b, ",\"params\":{", 11) != 0) {
+        return -1;
+    }
+
+    first = 1;
+
+    for (i = 0; i < r->nparams; i++) {
+        /* the sorted keys point into the params: find each one's own */
+        for (p = r->params; p->key != kv[i].key; p++) { /* void */ }
+
+        if (p->s == NULL
+            || caud_flat_member(b, &first, p->key, p->s, p->len) != 0)
+        {
+            return -1;
+        }
+    }
+
+    return caud_enc_raw(b, "}", 1);
+}
+
+
+int
+caud_flat_encode(const caud_flat_t *r, uint64_t seq, caud_buf_t *b)
+{
+    int                 first;
+    size_t              start;
+    static const char  *names[] = { "attempt", "success", "fail" };
+
+    start = b->len;
+
+    if (r->event == NULL || r->event[0] == '\0'
+        || (unsigned) r->status >= sizeof(names) / sizeof(names[0]))
+    {
+        errno = EINVAL;
+        return -1;
+    }
+
+    /* top-level keys in bytewise order: actor, error, event, object,
+     * params, seq, status, ts_utc_us, v */
+    if (caud_enc_raw(b, "{", 1) != 0 || caud_flat_actor(b, &r->actor) != 0) {
+        goto fail;
+    }
+
+    if (r->error_code || r->error_description) {
+        first = 1;
+        if (caud_enc_raw(b, ",\"error\":{", 10) != 0
+            || caud_flat_str(b, &first, "code", r->error_code) != 0
+            || caud_flat_str(b, &first, "description", r->error_description)
+               != 0
+            || caud_enc_raw(b, "}", 1) != 0)
+        {
+            goto fail;
+        }
+    }
+
+    first = 0;
+
+    if (caud_flat_str(b, &first, "event", r->event) != 0) {
+        goto fail;
+    }
+
+    if (r->object_type) {
+        first = 1;
+        if (caud_enc_raw(b, ",\"object\":{", 11) != 0
+            || caud_flat_member(b, &first, "id", r->object_id,
+                                r->object_id_len) != 0
+            || caud_flat_str(b, &first, "type", r->object_type) != 0
+            || caud_enc_raw(b, "}", 1) != 0)
+        {
+            goto fail;
+        }
+    }
+
+    first = 0;
+
+    if (caud_flat_params(b, r) != 0
+        || caud_enc_raw(b, ",\"seq\":", 7) != 0
+        || caud_enc_int(b, (json_int_t) seq) != 0
+        || caud_flat_str(b, &first, "status", names[r->status]) != 0
+        || caud_enc_raw(b, ",\"ts_utc_us\":", 13) != 0
+        || caud_enc_int(b, (json_int_t) r->ts_utc_us) != 0
+        || caud_enc_raw(b, ",\"v\":", 5) != 0
+        || caud_enc_int(b, CAUD_RECORD_VERSION) != 0
+        || caud_enc_raw(b, "}", 1) != 0
+        || b->len - start > CAUD_MAX_RECORD)
+    {
+        goto fail;
+    }
+
+    return 0;
+
+fail:
+
+    b->len = start;
+    errno = EINVAL;
+    return -1;
+}
+
+
 json_t *
 caud_record_decode(const void *p, size_t len, char *err, size_t errlen)
 {

@@ -137,6 +137,7 @@ static void *ngx_xmpp_audit_ship_thread(void *data);
 static void ngx_xmpp_audit_ready(ngx_event_t *ev);
 static void ngx_xmpp_audit_wake(ngx_xmpp_audit_t *a);
 static void ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed);
+static void ngx_xmpp_audit_appended(ngx_xmpp_audit_t *a, uint64_t seq);
 static ngx_int_t ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec,
     uint64_t *seq);
 static void ngx_xmpp_audit_actor(ngx_xmpp_session_t *s, caud_actor_t *act,
@@ -1306,16 +1307,50 @@ ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec, uint64_t *seq)
         return NGX_ERROR;
     }
 
+    ngx_xmpp_audit_appended(a, *seq);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The records written per stanza and per session are flat
+ * (caud_flat_t): encoded straight into the journal's frame buffer, no
+ * jansson object and no malloc per stanza.
+ */
+static ngx_int_t
+ngx_xmpp_audit_append_flat(ngx_xmpp_audit_t *a, caud_flat_t *rec,
+    uint64_t *seq)
+{
+    if (a == NULL || a->journal == NULL) {
+        errno = EIO;
+        return NGX_ERROR;
+    }
+
+    if (caud_journal_append_flat(a->journal, rec, seq) != 0) {
+        return NGX_ERROR;
+    }
+
+    ngx_xmpp_audit_appended(a, *seq);
+
+    return NGX_OK;
+}
+
+
+/* a checkpoint when due, and a sync round for "always" */
+static void
+ngx_xmpp_audit_appended(ngx_xmpp_audit_t *a, uint64_t seq)
+{
     if (a->slot) {
-        a->slot->last_seq = *seq;
+        a->slot->last_seq = seq;
     }
 
     pthread_mutex_lock(&a->mu);
 
-    if (*seq - a->cp_last_seq >= a->xcf->audit_cp_records) {
-        a->cp_seq = *seq;
+    if (seq - a->cp_last_seq >= a->xcf->audit_cp_records) {
+        a->cp_seq = seq;
         ngx_memcpy(a->cp_head, caud_journal_head(a->journal), CAUD_HASH_LEN);
-        a->cp_last_seq = *seq;
+        a->cp_last_seq = seq;
         a->cp_last_time = ngx_current_msec;
     }
 
@@ -1325,8 +1360,6 @@ ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec, uint64_t *seq)
     }
 
     pthread_mutex_unlock(&a->mu);
-
-    return NGX_OK;
 }
 
 
@@ -1357,35 +1390,32 @@ ngx_xmpp_audit_actor(ngx_xmpp_session_t *s, caud_actor_t *act, char *user,
 }
 
 
-static json_t *
-ngx_xmpp_audit_record(ngx_xmpp_session_t *s, const char *event,
-    caud_status_e status)
+/* user: room for the actor's name, which rec points to */
+static void
+ngx_xmpp_audit_record(ngx_xmpp_session_t *s, caud_flat_t *rec,
+    const char *event, caud_status_e status, char *user, size_t size)
 {
-    char           user[3 * NGX_XMPP_JID_PART_MAX + 4];
-    json_t        *rec;
-    caud_actor_t   act;
+    ngx_memzero(rec, sizeof(caud_flat_t));
 
-    rec = caud_record_new(event, status, caud_now_us());
-    if (rec == NULL) {
-        return NULL;
-    }
+    rec->event = event;
+    rec->status = status;
+    rec->ts_utc_us = caud_now_us();
 
-    ngx_xmpp_audit_actor(s, &act, user, sizeof(user));
-
-    if (caud_record_set_actor(rec, &act) != 0) {
-        json_decref(rec);
-        return NULL;
-    }
-
-    return rec;
+    ngx_xmpp_audit_actor(s, &rec->actor, user, size);
 }
 
 
-static ngx_int_t
-ngx_xmpp_audit_param(json_t *rec, const char *key, ngx_str_t *v)
+/* a param, also an empty one (as the jansson setters had it); the
+ * caller keeps v alive */
+static void
+ngx_xmpp_audit_param(caud_flat_t *rec, const char *key, ngx_str_t *v)
 {
-    return caud_record_set_param_str(rec, key, (const char *) v->data,
-                                     v->len) == 0 ? NGX_OK : NGX_ERROR;
+    if (rec->nparams < CAUD_FLAT_PARAMS) {
+        rec->params[rec->nparams].key = key;
+        rec->params[rec->nparams].s = v->len ? (const char *) v->data : "";
+        rec->params[rec->nparams].len = v->len;
+        rec->nparams++;
+    }
 }
 
 
@@ -1418,10 +1448,12 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_delivery_t *d)
 {
     u_char                    *p;
+    char                       user[3 * NGX_XMPP_JID_PART_MAX + 4];
     size_t                     size;
-    json_t                    *rec;
     uint64_t                   seq;
-    ngx_str_t                  body, replace_id, retract_id, retract_ns;
+    ngx_str_t                  body, stanza, replace_id, retract_id,
+                               retract_ns;
+    caud_flat_t                rec;
     ngx_uint_t                 has_body, always;
     ngx_xmpp_audit_t          *a;
     ngx_xmpp_audit_pending_t  *e;
@@ -1447,51 +1479,49 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
         }
     }
 
-    rec = ngx_xmpp_audit_record(s, "message", CAUD_SUCCESS);
-    if (rec == NULL) {
-        goto internal;
-    }
+    ngx_xmpp_audit_record(s, &rec, "message", CAUD_SUCCESS, user,
+                          sizeof(user));
 
     ngx_xmpp_audit_body(st, &body, &has_body);
 
     /* XEP-0308/0424: what the history applies (ngx_xmpp_mam.c) */
     (void) ngx_xmpp_mam_refs(st, &replace_id, &retract_id, &retract_ns);
 
-    if ((replace_id.len
-         && ngx_xmpp_audit_param(rec, "replace_id", &replace_id) != NGX_OK)
-        || (retract_id.len
-            && (ngx_xmpp_audit_param(rec, "retract_id", &retract_id)
-                != NGX_OK
-                || ngx_xmpp_audit_param(rec, "retract_ns", &retract_ns)
-                   != NGX_OK)))
-    {
-        json_decref(rec);
-        goto internal;
+    if (replace_id.len) {
+        ngx_xmpp_audit_param(&rec, "replace_id", &replace_id);
     }
 
-    if (caud_record_set_object(rec, "jid",
-                               ngx_xmpp_cstr(st->pool, &d->to.full))
-           != 0
-        || ngx_xmpp_audit_param(rec, "to", &d->to.full) != NGX_OK
-        || ngx_xmpp_audit_param(rec, "from", &s->jid.full) != NGX_OK
-        || (d->type.len
-            && ngx_xmpp_audit_param(rec, "type", &d->type) != NGX_OK)
-        || (d->id.len && ngx_xmpp_audit_param(rec, "id", &d->id) != NGX_OK)
-        || (has_body && ngx_xmpp_audit_param(rec, "body", &body) != NGX_OK)
-        || caud_record_set_param_str(rec, "stanza", (const char *) d->data,
-                                     d->len)
-           != 0)
-    {
-        json_decref(rec);
-        goto internal;
+    if (retract_id.len) {
+        ngx_xmpp_audit_param(&rec, "retract_id", &retract_id);
+        ngx_xmpp_audit_param(&rec, "retract_ns", &retract_ns);
     }
 
-    if (ngx_xmpp_audit_append(a, rec, &seq) != NGX_OK) {
-        json_decref(rec);
+    rec.object_type = "jid";
+    rec.object_id = (const char *) d->to.full.data;
+    rec.object_id_len = d->to.full.len;
+
+    ngx_xmpp_audit_param(&rec, "to", &d->to.full);
+    ngx_xmpp_audit_param(&rec, "from", &s->jid.full);
+
+    if (d->type.len) {
+        ngx_xmpp_audit_param(&rec, "type", &d->type);
+    }
+
+    if (d->id.len) {
+        ngx_xmpp_audit_param(&rec, "id", &d->id);
+    }
+
+    if (has_body) {
+        ngx_xmpp_audit_param(&rec, "body", &body);
+    }
+
+    stanza.data = d->data;
+    stanza.len = d->len;
+    ngx_xmpp_audit_param(&rec, "stanza", &stanza);
+
+    if (ngx_xmpp_audit_append_flat(a, &rec, &seq) != NGX_OK) {
         goto failed;
     }
-
-    json_decref(rec);
 
     if (!always) {
         ngx_xmpp_router_deliver(s->conf, s, d);
@@ -1547,12 +1577,6 @@ failed:
                   a && a->journal ? caud_journal_error(a->journal)
                                   : "no journal");
     ngx_xmpp_router_bounce(s, d, "wait", "internal-server-error");
-    return;
-
-internal:
-
-    errno = ENOMEM;
-    goto failed;
 }
 
 
@@ -1673,40 +1697,37 @@ ngx_int_t
 ngx_xmpp_audit_signin(ngx_xmpp_session_t *s, ngx_uint_t ok,
     const char *code, const char *reason)
 {
-    json_t    *rec;
-    uint64_t   seq;
+    char         user[3 * NGX_XMPP_JID_PART_MAX + 4];
+    uint64_t     seq;
+    caud_flat_t  rec;
 
     if (s->conf->audit_zone == NULL) {
         return NGX_OK;
     }
 
-    rec = ngx_xmpp_audit_record(s, "signin", ok ? CAUD_SUCCESS : CAUD_FAIL);
-    if (rec == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_xmpp_audit_record(s, &rec, "signin", ok ? CAUD_SUCCESS : CAUD_FAIL,
+                          user, sizeof(user));
 
-    if (!ok && caud_record_set_error(rec, code, reason) != 0) {
-        json_decref(rec);
-        return NGX_ERROR;
+    if (!ok) {
+        rec.error_code = code;
+        rec.error_description = reason;
     }
 
     /* a success says how it was verified when not by the directory */
-    if (ok && reason
-        && caud_record_set_param_str(rec, "via", reason, ngx_strlen(reason))
-           != 0)
-    {
-        json_decref(rec);
-        return NGX_ERROR;
+    if (ok && reason) {
+        rec.params[0].key = "via";
+        rec.params[0].s = reason;
+        rec.params[0].len = ngx_strlen(reason);
+        rec.nparams = 1;
     }
 
-    if (ngx_xmpp_audit_append(ngx_xmpp_audit_worker, rec, &seq) != NGX_OK) {
+    if (ngx_xmpp_audit_append_flat(ngx_xmpp_audit_worker, &rec, &seq)
+        != NGX_OK)
+    {
         ngx_log_error(NGX_LOG_ERR, s->connection->log, errno,
                       "xmpp: sign-in record not written");
-        json_decref(rec);
         return NGX_ERROR;
     }
-
-    json_decref(rec);
 
     return NGX_OK;
 }
@@ -1715,32 +1736,29 @@ ngx_xmpp_audit_signin(ngx_xmpp_session_t *s, ngx_uint_t ok,
 void
 ngx_xmpp_audit_session_end(ngx_xmpp_session_t *s)
 {
-    json_t    *rec;
-    uint64_t   seq;
+    char         user[3 * NGX_XMPP_JID_PART_MAX + 4];
+    uint64_t     seq;
+    ngx_str_t    reason;
+    caud_flat_t  rec;
 
     if (s->conf->audit_zone == NULL || !s->authenticated) {
         return;
     }
 
-    rec = ngx_xmpp_audit_record(s, "session_end", CAUD_SUCCESS);
-    if (rec == NULL) {
-        return;
-    }
+    ngx_xmpp_audit_record(s, &rec, "session_end", CAUD_SUCCESS, user,
+                          sizeof(user));
 
-    if (caud_record_set_param_str(rec, "reason",
-                                  s->end_reason ? s->end_reason
-                                                : "connection-lost",
-                                  ngx_strlen(s->end_reason
-                                             ? s->end_reason
-                                             : "connection-lost"))
-        != 0
-        || ngx_xmpp_audit_append(ngx_xmpp_audit_worker, rec, &seq) != NGX_OK)
+    reason.data = (u_char *) (s->end_reason ? s->end_reason
+                                            : "connection-lost");
+    reason.len = ngx_strlen(reason.data);
+    ngx_xmpp_audit_param(&rec, "reason", &reason);
+
+    if (ngx_xmpp_audit_append_flat(ngx_xmpp_audit_worker, &rec, &seq)
+        != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, s->connection->log, errno,
                       "xmpp: session end record not written");
     }
-
-    json_decref(rec);
 }
 
 
