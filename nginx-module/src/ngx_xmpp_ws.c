@@ -5,6 +5,14 @@
  * the way nginx's own upgraded proxy connections work.  Each text
  * message is fed to the session's parser as it arrives, so a message
  * is never buffered whole; server frames go out unmasked.
+ *
+ * After the 101 the HTTP request is freed, the way HTTP/2 gives back
+ * what an idle connection does not need: its pool (request line,
+ * headers in and out, variables: most of an idle session's memory) and
+ * the header buffer.  The session lives in the connection's pool and
+ * the connection's own handlers read and write, as over TCP.  The
+ * request is freed from a posted event, once nginx has returned from
+ * the content handler; until then it only holds the connection.
  */
 
 
@@ -24,8 +32,11 @@
 
 
 typedef struct {
-    ngx_http_request_t      *request;
+    ngx_http_request_t      *request;     /* until it is freed */
     ngx_xmpp_session_t      *session;
+    ngx_event_t              detach;
+    u_char                  *pending;     /* bytes after the header */
+    size_t                   pending_len;
     ngx_xmpp_ws_decoder_t    dec;
     unsigned                 close_sent:1;
     unsigned                 close_received:1;
@@ -38,8 +49,9 @@ static ngx_int_t ngx_xmpp_ws_send(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 static void ngx_xmpp_ws_end(ngx_xmpp_session_t *s);
 static void ngx_xmpp_ws_finalize(ngx_xmpp_session_t *s);
-static void ngx_xmpp_ws_read(ngx_http_request_t *r);
-static void ngx_xmpp_ws_write(ngx_http_request_t *r);
+static void ngx_xmpp_ws_detach(ngx_event_t *ev);
+static void ngx_xmpp_ws_read(ngx_event_t *rev);
+static void ngx_xmpp_ws_write(ngx_event_t *wev);
 static ngx_int_t ngx_xmpp_ws_process(ngx_xmpp_ws_t *ws, u_char *p,
     u_char *last);
 
@@ -55,17 +67,6 @@ static ngx_xmpp_transport_t  ngx_xmpp_ws_transport = {
 
 
 static u_char  ngx_xmpp_ws_buf[16384];
-
-
-static ngx_xmpp_session_t *
-ngx_xmpp_ws_session(ngx_http_request_t *r)
-{
-    ngx_xmpp_ws_t  *ws;
-
-    ws = ngx_http_get_module_ctx(r, ngx_http_conclave_module);
-
-    return ws->session;
-}
 
 
 static ngx_table_elt_t *
@@ -262,7 +263,11 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ws = ngx_pcalloc(r->pool, sizeof(ngx_xmpp_ws_t));
+    /* from here on the connection ends with the session (c->pool) */
+    r->keepalive = 0;
+    r->lingering_close = 0;
+
+    ws = ngx_pcalloc(c->pool, sizeof(ngx_xmpp_ws_t));
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -270,7 +275,7 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     ws->request = r;
     ngx_xmpp_ws_decoder_init(&ws->dec, xcf->ws_max_message);
 
-    s = ngx_xmpp_session_create(c, r->pool, xcf, &ngx_xmpp_ws_transport, ws);
+    s = ngx_xmpp_session_create(c, c->pool, xcf, &ngx_xmpp_ws_transport, ws);
     if (s == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -288,8 +293,6 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
     ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
     r->headers_out.content_length_n = -1;
-    r->keepalive = 0;
-    r->lingering_close = 0;
 
     rc = ngx_http_send_header(r);
 
@@ -301,6 +304,26 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return NGX_ERROR;
     }
 
+    /* the request, and the output it would hold, go: the 101 must be
+     * out, as it always is on a fresh connection's empty socket buffer */
+    if (c->buffered || r->out) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: WebSocket 101 response not sent at once");
+        return NGX_ERROR;
+    }
+
+    /* frames that arrived with the request header outlive its buffer */
+    if (r->header_in->pos < r->header_in->last) {
+        ws->pending_len = r->header_in->last - r->header_in->pos;
+        ws->pending = ngx_pnalloc(c->pool, ws->pending_len);
+        if (ws->pending == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ws->pending, r->header_in->pos, ws->pending_len);
+        r->header_in->pos = r->header_in->last;
+    }
+
     c->log->action = "serving XMPP over WebSocket";
 
     /*
@@ -309,26 +332,85 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
      */
     (void) ngx_tcp_nodelay(c);
 
-    r->read_event_handler = ngx_xmpp_ws_read;
-    r->write_event_handler = ngx_xmpp_ws_write;
+    /* input waits for the detach: never finalize inside the content
+     * handler */
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
     r->main->count++;
 
     ngx_http_set_ctx(r, ws, ngx_http_conclave_module);
 
+    ws->detach.handler = ngx_xmpp_ws_detach;
+    ws->detach.data = c;
+    ws->detach.log = c->log;
+    ngx_post_event(&ws->detach, &ngx_posted_events);
+
     (void) ngx_xmpp_session_start(s);
 
-    /*
-     * Frames that arrived together with the request header are handled
-     * by the read handler: never finalize inside the content handler.
-     */
-    if (c->read->ready || r->header_in->pos < r->header_in->last) {
-        ngx_post_event(c->read, &ngx_posted_events);
+    return NGX_DONE;
+}
 
-    } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_xmpp_session_finalize(s);
+
+/*
+ * Frees the request and its pool (ngx_http_free_request() also writes
+ * the access log line, status 101) and the header buffers, as
+ * ngx_http_set_keepalive() does for an idle keep-alive connection, and
+ * hands the connection to our handlers.
+ */
+static void
+ngx_xmpp_ws_detach(ngx_event_t *ev)
+{
+    ngx_chain_t             *cl;
+    ngx_xmpp_ws_t           *ws;
+    ngx_connection_t        *c;
+    ngx_http_request_t      *r;
+    ngx_http_connection_t   *hc;
+
+    c = ev->data;
+    r = c->data;
+    ws = ngx_http_get_module_ctx(r, ngx_http_conclave_module);
+    hc = r->http_connection;
+
+    ngx_http_free_request(r, 0);
+
+    /* the request is gone, the connection is not */
+    c->destroyed = 0;
+    c->data = ws;
+    ws->request = NULL;
+    c->log->action = "serving XMPP over WebSocket";
+
+    if (c->buffer && c->buffer->start
+        && ngx_pfree(c->pool, c->buffer->start) == NGX_OK)
+    {
+        c->buffer->start = NULL;
+        c->buffer->pos = NULL;
+        c->buffer->last = NULL;
+        c->buffer->end = NULL;
     }
 
-    return NGX_DONE;
+    for (cl = hc->free; cl; cl = cl->next) {
+        ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    for (cl = hc->busy; cl; cl = cl->next) {
+        ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    hc->free = NULL;
+    hc->busy = NULL;
+    hc->nbusy = 0;
+
+    c->read->handler = ngx_xmpp_ws_read;
+    c->write->handler = ngx_xmpp_ws_write;
+
+    if (c->read->ready || ws->pending_len) {
+        ngx_xmpp_ws_read(c->read);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_xmpp_session_finalize(ws->session);
+    }
 }
 
 
@@ -435,20 +517,20 @@ ngx_xmpp_ws_process(ngx_xmpp_ws_t *ws, u_char *p, u_char *last)
 
 
 static void
-ngx_xmpp_ws_read(ngx_http_request_t *r)
+ngx_xmpp_ws_read(ngx_event_t *rev)
 {
+    u_char              *p;
+    size_t               len;
     ssize_t              n;
     ngx_uint_t           i;
     ngx_int_t            rc;
-    ngx_event_t         *rev;
     ngx_xmpp_ws_t       *ws;
     ngx_connection_t    *c;
     ngx_xmpp_session_t  *s;
 
-    c = r->connection;
-    rev = c->read;
-    s = ngx_xmpp_ws_session(r);
-    ws = s->transport_data;
+    c = rev->data;
+    ws = c->data;
+    s = ws->session;
 
     if (c->error || c->close) {
         ngx_xmpp_session_finalize(s);
@@ -460,13 +542,18 @@ ngx_xmpp_ws_read(ngx_http_request_t *r)
         ngx_xmpp_session_error(s, "connection-timeout", "idle too long");
     }
 
-    if (r->header_in->pos < r->header_in->last) {
-        rc = ngx_xmpp_ws_process(ws, r->header_in->pos, r->header_in->last);
-        r->header_in->pos = r->header_in->last;
+    if (ws->pending_len) {
+        p = ws->pending;
+        len = ws->pending_len;
+        ws->pending_len = 0;
 
+        rc = ngx_xmpp_ws_process(ws, p, p + len);
         if (rc == NGX_DONE) {
             return;
         }
+
+        ngx_pfree(c->pool, p);
+        ws->pending = NULL;
     }
 
     for (i = 0; /* void */; i++) {
@@ -509,16 +596,16 @@ ngx_xmpp_ws_read(ngx_http_request_t *r)
 
 
 static void
-ngx_xmpp_ws_write(ngx_http_request_t *r)
+ngx_xmpp_ws_write(ngx_event_t *wev)
 {
+    ngx_xmpp_ws_t       *ws;
     ngx_connection_t    *c;
-    ngx_xmpp_session_t  *s;
 
-    c = r->connection;
-    s = ngx_xmpp_ws_session(r);
+    c = wev->data;
+    ws = c->data;
 
-    if (c->error || ngx_xmpp_session_flush(s) == NGX_ERROR) {
-        ngx_xmpp_session_finalize(s);
+    if (c->error || ngx_xmpp_session_flush(ws->session) == NGX_ERROR) {
+        ngx_xmpp_session_finalize(ws->session);
     }
 }
 
@@ -579,18 +666,27 @@ static void
 ngx_xmpp_ws_finalize(ngx_xmpp_session_t *s)
 {
     ngx_xmpp_ws_t       *ws;
-    ngx_http_request_t  *r;
-
     ngx_connection_t    *c;
+    ngx_http_request_t  *r;
 
     ws = s->transport_data;
     r = ws->request;
-    c = r->connection;
+    c = s->connection;
 
-    /*
-     * Termination is posted as a request; from timers and other
-     * sessions' handlers nobody else would run it.
-     */
-    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
-    ngx_http_run_posted_requests(c);
+    if (ws->detach.posted) {
+        ngx_delete_posted_event(&ws->detach);
+    }
+
+    if (r) {
+        /*
+         * Not detached yet.  Termination is posted as a request; from
+         * timers and other sessions' handlers nobody else would run it.
+         */
+        ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    /* frees c->pool, and the session in it, after a TLS shutdown */
+    ngx_http_close_connection(c);
 }

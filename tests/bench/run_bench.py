@@ -215,10 +215,11 @@ class Conclave(Target):
         self.app.stop()
 
     def add_users(self, n):
-        # ldapmodify runs under a 30 s limit: add in batches with
-        # distinct prefixes (bench1.., bencha1.., benchb1..)
+        # ldapmodify runs under a 30 s limit, which 10,000 users missed
+        # on a busy machine: add in batches with distinct prefixes
+        # (bench1.., bencha1.., benchb1..)
         uids = []
-        batch = 10000
+        batch = 1000
         prefixes = ["bench"] + ["bench" + chr(ord("a") + i)
                                 for i in range(26)]
         i = 0
