@@ -20,6 +20,13 @@
  * name=ATTR, mode=member|memberof, depth=N, max=N, group_base=DN,
  * admin=DN, compliance=DN, auditor=DN, outage=refuse|cache, ttl=S.
  * --stats prints the counters at the end.
+ *
+ * Benchmark mode (tests/bench/ldap_bench.py): --quiet prints one
+ * "BENCH attempts= failed= secs= rate= p50_ms= p99_ms= max_ms=" line;
+ * --users N makes LOGIN a prefix (LOGIN1..LOGINN, password
+ * "<login>-pw"); --rate R paces the threads to R attempts/s in total;
+ * --then R2 waits for a line on stdin after the pass and runs a second
+ * one of R2 attempts per thread with the same cdir_t (and cache).
  */
 
 
@@ -27,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cdir.h"
 
@@ -37,11 +45,38 @@ typedef struct {
     const char  *password;
     int          repeat;
     int          failed;
+    int          index;         /* thread number */
+    double      *lat;           /* --bench: seconds per attempt */
 } cli_job_t;
 
 
 static pthread_mutex_t  cli_out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int              cli_long;
+static int              cli_users;      /* --users N: LOGIN is a prefix */
+static double           cli_rate;       /* --rate R: sign-ins/s, total */
+static int              cli_quiet;
+static int              cli_threads_n;
+static int              cli_then;       /* --then R2: a second pass */
+
+
+static double
+cli_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+static int
+cli_cmp_double(const void *a, const void *b)
+{
+    double  x = *(const double *) a, y = *(const double *) b;
+
+    return (x > y) - (x < y);
+}
 
 
 static int
@@ -144,17 +179,48 @@ cli_report(const cdir_auth_result_t *res)
 static void *
 cli_worker(void *data)
 {
-    int                  i;
+    int                  i, k;
+    char                 login[300], pw[320];
+    double               t0, t1, start, step;
     cli_job_t           *job;
     cdir_auth_result_t   res;
 
     job = data;
+    start = cli_now();
+    step = cli_rate > 0 ? cli_threads_n / cli_rate : 0;
 
     for (i = 0; i < job->repeat; i++) {
-        cdir_authenticate(job->dir, job->login, strlen(job->login),
-                          job->password, strlen(job->password), &res);
+        if (step > 0) {
+            /* open loop: attempt i is due at start + i * step */
+            while (cli_now() < start + i * step) {
+                struct timespec  ts = { 0, 100000 };
+                nanosleep(&ts, NULL);
+            }
+        }
 
-        if (cli_report(&res) != 0) {
+        if (cli_users) {
+            k = (job->index * job->repeat + i) % cli_users + 1;
+            snprintf(login, sizeof(login), "%s%d", job->login, k);
+            snprintf(pw, sizeof(pw), "%s-pw", login);
+
+        } else {
+            snprintf(login, sizeof(login), "%s", job->login);
+            snprintf(pw, sizeof(pw), "%s", job->password);
+        }
+
+        t0 = cli_now();
+        cdir_authenticate(job->dir, login, strlen(login), pw, strlen(pw),
+                          &res);
+        t1 = cli_now();
+
+        if (job->lat) {
+            job->lat[i] = t1 - t0;
+        }
+
+        if (cli_quiet) {
+            job->failed += (res.status != CDIR_OK);
+
+        } else if (cli_report(&res) != 0) {
             job->failed++;
         }
     }
@@ -163,11 +229,43 @@ cli_worker(void *data)
 }
 
 
+/* --quiet: one line of figures instead of one line per attempt */
+static void
+cli_bench_report(cli_job_t *jobs, int threads, int repeat, int failed,
+    double secs)
+{
+    int      i, n;
+    double  *all;
+
+    n = threads * repeat;
+    all = calloc(n, sizeof(double));
+    if (all == NULL) {
+        return;
+    }
+
+    for (i = 0; i < threads; i++) {
+        if (jobs[i].lat) {
+            memcpy(all + i * repeat, jobs[i].lat, repeat * sizeof(double));
+            free(jobs[i].lat);
+        }
+    }
+
+    qsort(all, n, sizeof(double), cli_cmp_double);
+
+    printf("BENCH attempts=%d failed=%d secs=%.3f rate=%.1f p50_ms=%.3f "
+           "p99_ms=%.3f max_ms=%.3f\n", n, failed, secs, n / secs,
+           all[n / 2] * 1e3, all[(int) (n * 0.99)] * 1e3, all[n - 1] * 1e3);
+
+    free(all);
+}
+
+
 static int
 cli_threads(cdir_t *dir, int threads, int repeat, const char *login,
     const char *password)
 {
     int         i, failed;
+    double      t0;
     cli_job_t  *jobs;
     pthread_t  *tids;
 
@@ -180,11 +278,16 @@ cli_threads(cdir_t *dir, int threads, int repeat, const char *login,
         goto done;
     }
 
+    cli_threads_n = threads;
+    t0 = cli_now();
+
     for (i = 0; i < threads; i++) {
         jobs[i].dir = dir;
         jobs[i].login = login;
         jobs[i].password = password;
         jobs[i].repeat = repeat;
+        jobs[i].index = i;
+        jobs[i].lat = cli_quiet ? calloc(repeat, sizeof(double)) : NULL;
 
         if (pthread_create(&tids[i], NULL, cli_worker, &jobs[i]) != 0) {
             fprintf(stderr, "pthread_create failed\n");
@@ -199,6 +302,10 @@ cli_threads(cdir_t *dir, int threads, int repeat, const char *login,
     for (i = 0; i < threads; i++) {
         (void) pthread_join(tids[i], NULL);
         failed += jobs[i].failed;
+    }
+
+    if (cli_quiet) {
+        cli_bench_report(jobs, threads, repeat, failed, cli_now() - t0);
     }
 
 done:
@@ -281,6 +388,18 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
             repeat = atoi(argv[++i]);
 
+        } else if (strcmp(argv[i], "--users") == 0 && i + 1 < argc) {
+            cli_users = atoi(argv[++i]);
+
+        } else if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
+            cli_rate = atof(argv[++i]);
+
+        } else if (strcmp(argv[i], "--then") == 0 && i + 1 < argc) {
+            cli_then = atoi(argv[++i]);
+
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            cli_quiet = 1;
+
         } else if (strcmp(argv[i], "--long") == 0) {
             cli_long = 1;
 
@@ -325,6 +444,18 @@ main(int argc, char **argv)
 
     } else {
         rc = cli_threads(dir, threads, repeat, argv[i + 7], argv[i + 8]);
+
+        if (cli_then > 0) {
+            char  line[64];
+
+            /* the caller changes the directory, then says go */
+            fflush(stdout);
+
+            if (fgets(line, sizeof(line), stdin) != NULL) {
+                rc = cli_threads(dir, threads, cli_then, argv[i + 7],
+                                 argv[i + 8]);
+            }
+        }
     }
 
     if (stats) {
