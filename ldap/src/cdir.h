@@ -134,6 +134,19 @@ void cdir_authenticate(cdir_t *d, const char *login, size_t login_len,
 void cdir_revalidate(cdir_t *d, const char *dn,
     cdir_auth_result_t *res);
 void cdir_stats(cdir_t *d, cdir_stats_t *st);
+
+/*
+ * The direct members of a group that match the user filter, for shared
+ * rosters: cb(ctx, name, display) per member, name as at sign-in (the
+ * login name attribute, "uid" if none is configured), display from
+ * displayName or cn ("" if neither).  At most max members.  Blocking,
+ * bounded by twice the timeout.  0, or -1 with a reason in err.
+ */
+typedef void (*cdir_member_pt)(void *ctx, const char *name,
+    const char *display);
+
+int cdir_group_members(cdir_t *d, const char *group_dn, int max,
+    cdir_member_pt cb, void *ctx, char *err, size_t errlen);
 size_t cdir_escape_filter(char *dst, size_t dst_size, const char *src,
     size_t len);
 

@@ -23,6 +23,7 @@
 #endif
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -542,4 +543,278 @@ cdir_gset_grow(cdir_gset_t *set)
     set->cap = cap;
 
     return 0;
+}
+
+
+/* -- shared rosters -------------------------------------------------------- */
+
+typedef struct {
+    cdir_member_pt        cb;
+    void                 *ctx;
+    const char           *name_attr;
+    int                   left;
+    char                **dns;           /* member mode: member values */
+    int                   ndns;
+} cdir_members_t;
+
+
+static void cdir_members_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e,
+    void *ctx);
+static void cdir_members_dns(cdir_call_t *call, LDAP *ld, LDAPMessage *e,
+    void *ctx);
+static int cdir_members_search(cdir_call_t *call, cdir_members_t *m,
+    const char *base, int scope, const char *filter);
+
+
+int
+cdir_group_members(cdir_t *d, const char *group_dn, int max,
+    cdir_member_pt cb, void *ctx, char *err, size_t errlen)
+{
+    int                  rc, i;
+    char                *filter, esc[3 * (CDIR_MAX_DN + 1) + 1];
+    size_t               n;
+    cdir_call_t          call;
+    cdir_members_t       m;
+    cdir_sigpipe_t       sp;
+    cdir_auth_result_t   res;
+
+    memset(&res, 0, sizeof(cdir_auth_result_t));
+    memset(&call, 0, sizeof(cdir_call_t));
+    memset(&m, 0, sizeof(cdir_members_t));
+
+    call.dir = d;
+    call.res = &res;
+    res.stage = "members";
+
+    {
+        long long  ns;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &call.deadline);
+        ns = call.deadline.tv_nsec + 2LL * d->timeout_ms * 1000000;
+        call.deadline.tv_sec += ns / 1000000000;
+        call.deadline.tv_nsec = ns % 1000000000;
+    }
+
+    m.cb = cb;
+    m.ctx = ctx;
+    m.name_attr = d->name_attr ? d->name_attr : "uid";
+    m.left = max;
+
+    n = cdir_escape_filter(esc, sizeof(esc), group_dn, strlen(group_dn));
+    if (n == (size_t) -1) {
+        cdir_err(err, errlen, "group DN too long");
+        return -1;
+    }
+
+    cdir_sigpipe_block(&sp);
+
+    if (d->group_mode == CDIR_GROUPS_MEMBEROF) {
+        /* one search: the users whose memberOf names the group */
+        n += strlen(d->reval_filter) + sizeof("(&(memberOf=))");
+        filter = malloc(n);
+        rc = -1;
+
+        if (filter != NULL) {
+            (void) snprintf(filter, n, "(&%s(memberOf=%s))",
+                            d->reval_filter, esc);
+            rc = cdir_members_search(&call, &m, d->base, LDAP_SCOPE_SUBTREE,
+                                     filter);
+            free(filter);
+        }
+
+    } else {
+        /* the group's member values, then each member's entry */
+        rc = cdir_members_search(&call, &m, group_dn, LDAP_SCOPE_BASE,
+                                 NULL);
+
+        for (i = 0; rc == 0 && i < m.ndns && m.left > 0; i++) {
+            rc = cdir_members_search(&call, &m, m.dns[i], LDAP_SCOPE_BASE,
+                                     d->reval_filter);
+        }
+    }
+
+    cdir_sigpipe_restore(&sp);
+
+    for (i = 0; i < m.ndns; i++) {
+        free(m.dns[i]);
+    }
+
+    free(m.dns);
+
+    if (rc != 0) {
+        cdir_err(err, errlen, "%s", res.reason[0] ? res.reason
+                                                   : "out of memory");
+    }
+
+    return rc;
+}
+
+
+/* filter NULL: read the group's member values into m->dns */
+
+static int
+cdir_members_search(cdir_call_t *call, cdir_members_t *m, const char *base,
+    int scope, const char *filter)
+{
+    int            rc;
+    char          *attrs[5];
+    cdir_search_t  s;
+
+    memset(&s, 0, sizeof(cdir_search_t));
+
+    s.base = base;
+    s.scope = scope;
+    s.attrs = attrs;
+    s.ctx = m;
+
+    if (filter == NULL) {
+        attrs[0] = "member";
+        attrs[1] = NULL;
+        s.filter = "(objectClass=*)";
+        s.entry = cdir_members_dns;
+
+    } else {
+        attrs[0] = (char *) m->name_attr;
+        attrs[1] = "displayName";
+        attrs[2] = "cn";
+        attrs[3] = "userAccountControl";
+        attrs[4] = NULL;
+        s.filter = filter;
+        s.sizelimit = m->left + 1;
+        s.entry = cdir_members_entry;
+    }
+
+    rc = cdir_search(call, &s);
+
+    if (rc != LDAP_SUCCESS) {
+        cdir_unavailable(call, rc);
+        return -1;
+    }
+
+    switch (s.code) {
+
+    case LDAP_SUCCESS:
+    case LDAP_NO_SUCH_OBJECT:           /* a member that no longer exists */
+    case LDAP_SIZELIMIT_EXCEEDED:
+        return 0;
+
+    default:
+        cdir_unavailable(call, s.code);
+        return -1;
+    }
+}
+
+
+static void
+cdir_members_dns(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
+{
+    int               i, n;
+    cdir_members_t   *m;
+    struct berval   **vals;
+
+    m = ctx;
+
+    vals = ldap_get_values_len(ld, e, "member");
+    if (vals == NULL) {
+        return;
+    }
+
+    n = ldap_count_values_len(vals);
+    if (n > m->left) {
+        n = m->left;
+    }
+
+    m->dns = calloc(n + 1, sizeof(char *));
+
+    for (i = 0; m->dns != NULL && i < n; i++) {
+        if (vals[i]->bv_len > CDIR_MAX_DN) {
+            continue;
+        }
+
+        m->dns[m->ndns] = strndup(vals[i]->bv_val, vals[i]->bv_len);
+        if (m->dns[m->ndns] != NULL) {
+            m->ndns++;
+        }
+    }
+
+    ldap_value_free_len(vals);
+}
+
+
+static void
+cdir_members_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
+{
+    char              name[CDIR_MAX_LOGIN + 1], display[256];
+    size_t            len;
+    const char       *at;
+    cdir_members_t   *m;
+    struct berval   **vals;
+
+    m = ctx;
+
+    if (m->left <= 0) {
+        return;
+    }
+
+    /* a disabled AD account is nobody's contact (MS-ADTS 2.2.16) */
+    vals = ldap_get_values_len(ld, e, "userAccountControl");
+    if (vals != NULL) {
+        len = (vals[0] != NULL && vals[0]->bv_len < 16
+               && (strtoul(vals[0]->bv_val, NULL, 10) & 0x2));
+        ldap_value_free_len(vals);
+
+        if (len) {
+            return;
+        }
+    }
+
+    vals = ldap_get_values_len(ld, e, m->name_attr);
+    if (vals == NULL) {
+        return;
+    }
+
+    len = 0;
+
+    if (vals[0] != NULL) {
+        at = memchr(vals[0]->bv_val, '@', vals[0]->bv_len);
+        len = at ? (size_t) (at - vals[0]->bv_val) : vals[0]->bv_len;
+
+        if (len > CDIR_MAX_LOGIN
+            || memchr(vals[0]->bv_val, '\0', len) != NULL)
+        {
+            len = 0;
+        }
+
+        memcpy(name, vals[0]->bv_val, len);
+    }
+
+    name[len] = '\0';
+    ldap_value_free_len(vals);
+
+    if (len == 0) {
+        return;
+    }
+
+    display[0] = '\0';
+
+    vals = ldap_get_values_len(ld, e, "displayName");
+    if (vals == NULL) {
+        vals = ldap_get_values_len(ld, e, "cn");
+    }
+
+    if (vals != NULL) {
+        if (vals[0] != NULL && memchr(vals[0]->bv_val, '\0',
+                                      vals[0]->bv_len) == NULL)
+        {
+            len = vals[0]->bv_len < sizeof(display) - 1
+                  ? vals[0]->bv_len : sizeof(display) - 1;
+            memcpy(display, vals[0]->bv_val, len);
+            display[len] = '\0';
+        }
+
+        ldap_value_free_len(vals);
+    }
+
+    m->left--;
+    m->cb(m->ctx, name, display);
 }

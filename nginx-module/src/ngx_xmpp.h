@@ -82,6 +82,9 @@ typedef struct {
     ngx_str_t              ldap_group_base;
     ngx_str_t              ldap_role_group[CDIR_NROLES];  /* [0] unused */
     ngx_msec_t             ldap_revalidate;
+    ngx_array_t           *ldap_shared_groups;   /* ngx_str_t: group DNs */
+    ngx_msec_t             ldap_refresh;
+    ngx_uint_t             ldap_shared_max;
     ngx_uint_t             ldap_outage;
     time_t                 ldap_cache_ttl;
     cdir_t                *dir;            /* per worker, init_process */
@@ -642,6 +645,24 @@ extern ngx_conf_enum_t  ngx_xmpp_dir_group_modes[];
 extern ngx_conf_enum_t  ngx_xmpp_dir_outage_policies[];
 ngx_int_t ngx_xmpp_dir_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_dir_exit_worker(ngx_cycle_t *cycle);
+/* a shared-roster contact: a member of a department group */
+typedef struct {
+    ngx_str_t              jid;           /* bare */
+    ngx_str_t              name;          /* display name, may be empty */
+    ngx_str_t              group;         /* roster group */
+} ngx_xmpp_contact_t;
+
+/*
+ * The shared contacts of a bare JID, from this worker's last snapshot
+ * of the conclave_ldap_shared_group groups: every other member of each
+ * group the user is in, one element per (contact, group), appended to
+ * out (an array of ngx_xmpp_contact_t the caller created); the strings
+ * are in pool.  NGX_OK also when there are none.
+ */
+ngx_int_t ngx_xmpp_dir_shared_contacts(ngx_str_t *bare, ngx_pool_t *pool,
+    ngx_array_t *out);
+/* RFC 6121 2.1.3 roster result of the shared contacts (until rosters) */
+void ngx_xmpp_dir_roster_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 /* NGX_XMPP_ROLE_* of a signed-in session; 0 before sign-in */
 ngx_uint_t ngx_xmpp_session_roles(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf);

@@ -41,6 +41,9 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->ldap_group_depth = NGX_CONF_UNSET_UINT;
     xcf->ldap_max_groups = NGX_CONF_UNSET_UINT;
     xcf->ldap_revalidate = NGX_CONF_UNSET_MSEC;
+    xcf->ldap_shared_groups = NGX_CONF_UNSET_PTR;
+    xcf->ldap_refresh = NGX_CONF_UNSET_MSEC;
+    xcf->ldap_shared_max = NGX_CONF_UNSET_UINT;
     xcf->ldap_outage = NGX_CONF_UNSET_UINT;
     xcf->ldap_cache_ttl = NGX_CONF_UNSET;
     xcf->max_stanza_size = NGX_CONF_UNSET_SIZE;
@@ -98,6 +101,9 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->ldap_group_depth, 4);
     ngx_conf_init_uint_value(xcf->ldap_max_groups, 4096);
     ngx_conf_init_msec_value(xcf->ldap_revalidate, 300000);
+    ngx_conf_init_ptr_value(xcf->ldap_shared_groups, NULL);
+    ngx_conf_init_msec_value(xcf->ldap_refresh, 600000);
+    ngx_conf_init_uint_value(xcf->ldap_shared_max, 5000);
     ngx_conf_init_uint_value(xcf->ldap_outage, CDIR_OUTAGE_REFUSE);
     ngx_conf_init_value(xcf->ldap_cache_ttl, 3600);
     ngx_conf_init_size_value(xcf->max_stanza_size, 65536);

@@ -14,6 +14,14 @@
  * record whose reason starts with "revoked:".  An unreachable directory
  * revokes nothing: live sessions are unaffected by outages.  Roles of
  * the sessions that pass are refreshed.
+ *
+ * Shared rosters: every conclave_ldap_refresh, each worker reads the
+ * members of the conclave_ldap_shared_group groups in the thread pool
+ * (cdir_group_members()) into a new snapshot, an nginx pool of its own
+ * built by the task, and swaps it in on the event loop.  A refresh that
+ * cannot read every group keeps the previous snapshot.  Members of a
+ * group see each other, with the group's name (the value of its first
+ * RDN) as the roster group.
  */
 
 
@@ -62,6 +70,44 @@ ngx_conf_enum_t  ngx_xmpp_dir_outage_policies[] = {
 };
 
 
+typedef struct {
+    ngx_str_t              local;        /* lower case, sorted on */
+    ngx_str_t              name;
+} ngx_xmpp_dir_member_t;
+
+
+typedef struct {
+    ngx_str_t              name;         /* roster group */
+    const char            *dn;
+    ngx_array_t            members;      /* ngx_xmpp_dir_member_t */
+} ngx_xmpp_dir_group_t;
+
+
+typedef struct {
+    ngx_pool_t            *pool;         /* everything below lives here */
+    cdir_t                *dir;
+    ngx_uint_t             max;
+    ngx_uint_t             ngroups;
+    ngx_xmpp_dir_group_t  *groups;
+    ngx_uint_t             failed;
+    char                   err[256];
+} ngx_xmpp_dir_snapshot_t;
+
+
+static void ngx_xmpp_dir_refresh(ngx_event_t *ev);
+static void ngx_xmpp_dir_refresh_thread(void *data, ngx_log_t *log);
+static void ngx_xmpp_dir_refresh_done(ngx_event_t *ev);
+static void ngx_xmpp_dir_add_member(void *ctx, const char *name,
+    const char *display);
+static int ngx_xmpp_dir_member_cmp(const void *a, const void *b);
+static void ngx_xmpp_dir_local(ngx_str_t *bare, ngx_str_t *local);
+static ngx_xmpp_dir_member_t *ngx_xmpp_dir_find(ngx_xmpp_dir_group_t *g,
+    ngx_str_t *local);
+
+
+static ngx_event_t               ngx_xmpp_dir_refresh_ev;
+static ngx_xmpp_dir_snapshot_t  *ngx_xmpp_dir_snap;
+static ngx_xmpp_dir_snapshot_t  *ngx_xmpp_dir_snap_next;  /* in flight */
 static ngx_event_t        ngx_xmpp_dir_timer;
 static ngx_connection_t   ngx_xmpp_dir_dumb;
 static ngx_xmpp_conf_t   *ngx_xmpp_dir_conf;
@@ -74,12 +120,22 @@ ngx_int_t
 ngx_xmpp_dir_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 {
     ngx_xmpp_dir_conf = xcf;
+    ngx_xmpp_dir_dumb.fd = (ngx_socket_t) -1;
+
+    if (xcf->ldap_shared_groups && xcf->ldap_shared_groups->nelts) {
+        ngx_xmpp_dir_refresh_ev.data = &ngx_xmpp_dir_dumb;
+        ngx_xmpp_dir_refresh_ev.handler = ngx_xmpp_dir_refresh;
+        ngx_xmpp_dir_refresh_ev.log = cycle->log;
+        ngx_xmpp_dir_refresh_ev.cancelable = 1;
+
+        /* the first snapshot at once, on the first turn of the loop */
+        ngx_add_timer(&ngx_xmpp_dir_refresh_ev, 1);
+    }
 
     if (xcf->ldap_revalidate == 0) {
         return NGX_OK;
     }
 
-    ngx_xmpp_dir_dumb.fd = (ngx_socket_t) -1;
     ngx_xmpp_dir_timer.data = &ngx_xmpp_dir_dumb;
     ngx_xmpp_dir_timer.handler = ngx_xmpp_dir_tick;
     ngx_xmpp_dir_timer.log = cycle->log;
@@ -96,6 +152,15 @@ ngx_xmpp_dir_exit_worker(ngx_cycle_t *cycle)
 {
     if (ngx_xmpp_dir_timer.timer_set) {
         ngx_del_timer(&ngx_xmpp_dir_timer);
+    }
+
+    if (ngx_xmpp_dir_refresh_ev.timer_set) {
+        ngx_del_timer(&ngx_xmpp_dir_refresh_ev);
+    }
+
+    if (ngx_xmpp_dir_snap) {
+        ngx_destroy_pool(ngx_xmpp_dir_snap->pool);
+        ngx_xmpp_dir_snap = NULL;
     }
 
     ngx_xmpp_dir_conf = NULL;
@@ -374,4 +439,412 @@ ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf)
                   "sessions_revoked", (json_int_t) ngx_xmpp_dir_revoked);
 
     return o ? o : json_object();
+}
+
+
+/* -- shared rosters ------------------------------------------------------- */
+
+static void
+ngx_xmpp_dir_refresh(ngx_event_t *ev)
+{
+    u_char                   *p, *end;
+    ngx_str_t                *dn;
+    ngx_uint_t                i;
+    ngx_pool_t               *pool;
+    ngx_xmpp_conf_t          *xcf;
+    ngx_thread_task_t        *task;
+    ngx_xmpp_dir_group_t     *g;
+    ngx_xmpp_dir_snapshot_t  *snap;
+
+    xcf = ngx_xmpp_dir_conf;
+
+    if (xcf == NULL || ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(ev, xcf->ldap_refresh);
+
+    if (ngx_xmpp_dir_snap_next || xcf->dir == NULL) {
+        return;
+    }
+
+    pool = ngx_create_pool(16384, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    task = ngx_thread_task_alloc(pool, sizeof(ngx_xmpp_dir_snapshot_t));
+    if (task == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    snap = task->ctx;
+    snap->pool = pool;
+    snap->dir = xcf->dir;
+    snap->max = xcf->ldap_shared_max;
+    snap->ngroups = xcf->ldap_shared_groups->nelts;
+
+    snap->groups = ngx_pcalloc(pool, snap->ngroups
+                                     * sizeof(ngx_xmpp_dir_group_t));
+    if (snap->groups == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    dn = xcf->ldap_shared_groups->elts;
+
+    for (i = 0; i < snap->ngroups; i++) {
+        g = &snap->groups[i];
+        g->dn = ngx_xmpp_cstr(pool, &dn[i]);
+
+        if (g->dn == NULL
+            || ngx_array_init(&g->members, pool, 64,
+                              sizeof(ngx_xmpp_dir_member_t))
+               != NGX_OK)
+        {
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+        /* "cn=Engineering,ou=Groups,..." -> "Engineering" */
+        p = ngx_strlchr(dn[i].data, dn[i].data + dn[i].len, '=');
+        end = ngx_strlchr(dn[i].data, dn[i].data + dn[i].len, ',');
+        g->name.data = p ? p + 1 : dn[i].data;
+        g->name.len = (end ? end : dn[i].data + dn[i].len) - g->name.data;
+    }
+
+    task->handler = ngx_xmpp_dir_refresh_thread;
+    task->event.handler = ngx_xmpp_dir_refresh_done;
+    task->event.data = snap;
+    task->event.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(xcf->thread_pool, task) != NGX_OK) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    ngx_xmpp_dir_snap_next = snap;
+}
+
+
+/* in a pool thread: the snapshot's pool is this task's alone */
+static void
+ngx_xmpp_dir_refresh_thread(void *data, ngx_log_t *log)
+{
+    ngx_xmpp_dir_snapshot_t  *snap = data;
+
+    ngx_uint_t             i;
+    ngx_xmpp_dir_group_t  *g;
+
+    for (i = 0; i < snap->ngroups && !snap->failed; i++) {
+        g = &snap->groups[i];
+
+        if (cdir_group_members(snap->dir, g->dn, (int) snap->max,
+                               ngx_xmpp_dir_add_member, g, snap->err,
+                               sizeof(snap->err))
+            != 0)
+        {
+            snap->failed = 1;
+            break;
+        }
+
+        if (g->members.nelts == (ngx_uint_t) -1) {
+            snap->failed = 1;
+            ngx_cpystrn((u_char *) snap->err, (u_char *) "out of memory",
+                        sizeof(snap->err));
+            break;
+        }
+
+        ngx_qsort(g->members.elts, g->members.nelts,
+                  sizeof(ngx_xmpp_dir_member_t), ngx_xmpp_dir_member_cmp);
+    }
+}
+
+
+static void
+ngx_xmpp_dir_add_member(void *ctx, const char *name, const char *display)
+{
+    ngx_xmpp_dir_group_t  *g = ctx;
+
+    size_t                  len;
+    ngx_xmpp_dir_member_t  *m;
+
+    len = ngx_strlen(name);
+
+    /* the same rule as at sign-in: a valid localpart, lower case */
+    if (g->members.nelts == (ngx_uint_t) -1
+        || !ngx_xmpp_jid_local_valid((u_char *) name, len))
+    {
+        return;
+    }
+
+    m = ngx_array_push(&g->members);
+    if (m == NULL) {
+        goto nomem;
+    }
+
+    m->local.data = ngx_pnalloc(g->members.pool, len);
+    m->name.len = ngx_strlen(display);
+    m->name.data = ngx_pnalloc(g->members.pool, m->name.len + 1);
+
+    if (m->local.data == NULL || m->name.data == NULL) {
+        goto nomem;
+    }
+
+    ngx_memcpy(m->local.data, name, len);
+    m->local.len = len;
+    ngx_xmpp_ascii_lower(m->local.data, len);
+    ngx_memcpy(m->name.data, display, m->name.len);
+
+    return;
+
+nomem:
+
+    /* marks the group: the whole refresh is dropped */
+    g->members.nelts = (ngx_uint_t) -1;
+}
+
+
+static void
+ngx_xmpp_dir_refresh_done(ngx_event_t *ev)
+{
+    ngx_xmpp_dir_snapshot_t  *snap = ev->data;
+
+    ngx_uint_t  i, n;
+
+    ngx_xmpp_dir_snap_next = NULL;
+
+    if (snap->failed || ngx_xmpp_dir_conf == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "xmpp: shared roster groups not refreshed: %s; "
+                      "keeping the previous snapshot", snap->err);
+        ngx_destroy_pool(snap->pool);
+        return;
+    }
+
+    if (ngx_xmpp_dir_snap) {
+        ngx_destroy_pool(ngx_xmpp_dir_snap->pool);
+    }
+
+    ngx_xmpp_dir_snap = snap;
+
+    for (i = 0, n = 0; i < snap->ngroups; i++) {
+        n += snap->groups[i].members.nelts;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "xmpp: shared roster groups refreshed: %ui groups, "
+                  "%ui members", snap->ngroups, n);
+}
+
+
+static int
+ngx_xmpp_dir_member_cmp(const void *a, const void *b)
+{
+    const ngx_xmpp_dir_member_t  *x = a, *y = b;
+
+    ngx_int_t  rc;
+
+    rc = ngx_memn2cmp(x->local.data, y->local.data, x->local.len,
+                      y->local.len);
+
+    return rc < 0 ? -1 : (rc > 0);
+}
+
+
+static ngx_xmpp_dir_member_t *
+ngx_xmpp_dir_find(ngx_xmpp_dir_group_t *g, ngx_str_t *local)
+{
+    ngx_int_t               rc;
+    ngx_uint_t              lo, hi, mid;
+    ngx_xmpp_dir_member_t  *m;
+
+    m = g->members.elts;
+    lo = 0;
+    hi = g->members.nelts;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = ngx_memn2cmp(m[mid].local.data, local->data, m[mid].local.len,
+                          local->len);
+
+        if (rc == 0) {
+            return &m[mid];
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the localpart of a bare JID of our domain, or an empty string */
+static void
+ngx_xmpp_dir_local(ngx_str_t *bare, ngx_str_t *local)
+{
+    u_char           *at;
+    ngx_xmpp_conf_t  *xcf;
+
+    local->len = 0;
+    xcf = ngx_xmpp_dir_conf;
+
+    at = ngx_strlchr(bare->data, bare->data + bare->len, '@');
+
+    if (xcf == NULL || at == NULL
+        || (size_t) (bare->data + bare->len - at - 1) != xcf->domain.len
+        || ngx_strncasecmp(at + 1, xcf->domain.data, xcf->domain.len) != 0)
+    {
+        return;
+    }
+
+    local->data = bare->data;
+    local->len = at - bare->data;
+}
+
+
+ngx_int_t
+ngx_xmpp_dir_shared_contacts(ngx_str_t *bare, ngx_pool_t *pool,
+    ngx_array_t *out)
+{
+    u_char                 *p;
+    ngx_str_t               local, *domain;
+    ngx_uint_t              i, j;
+    ngx_xmpp_contact_t     *c;
+    ngx_xmpp_dir_group_t   *g;
+    ngx_xmpp_dir_member_t  *m;
+
+    ngx_xmpp_dir_local(bare, &local);
+
+    if (ngx_xmpp_dir_snap == NULL || local.len == 0) {
+        return NGX_OK;
+    }
+
+    domain = &ngx_xmpp_dir_conf->domain;
+
+    for (i = 0; i < ngx_xmpp_dir_snap->ngroups; i++) {
+        g = &ngx_xmpp_dir_snap->groups[i];
+
+        if (ngx_xmpp_dir_find(g, &local) == NULL) {
+            continue;
+        }
+
+        m = g->members.elts;
+
+        for (j = 0; j < g->members.nelts; j++) {
+            if (m[j].local.len == local.len
+                && ngx_strncmp(m[j].local.data, local.data, local.len) == 0)
+            {
+                continue;
+            }
+
+            c = ngx_array_push(out);
+            if (c == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_pnalloc(pool, m[j].local.len + 1 + domain->len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            c->jid.data = p;
+            p = ngx_cpymem(p, m[j].local.data, m[j].local.len);
+            *p++ = '@';
+            ngx_memcpy(p, domain->data, domain->len);
+            c->jid.len = m[j].local.len + 1 + domain->len;
+
+            /* the snapshot may be replaced: copies, not references */
+            c->name.data = ngx_pstrdup(pool, &m[j].name);
+            c->name.len = m[j].name.len;
+            c->group.data = ngx_pstrdup(pool, &g->name);
+            c->group.len = g->name.len;
+
+            if ((c->name.len && c->name.data == NULL)
+                || c->group.data == NULL)
+            {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * RFC 6121 section 2.1.3 with the shared contacts only: one <item/> per
+ * contact, subscription "both" (membership is mutual and managed by the
+ * directory), a <group/> per department group it shares with the user.
+ */
+void
+ngx_xmpp_dir_roster_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    ngx_uint_t            i, j;
+    ngx_array_t           contacts;
+    ngx_xmpp_wbuf_t      *b;
+    ngx_xmpp_contact_t   *c;
+
+    if (ngx_array_init(&contacts, st->pool, 64, sizeof(ngx_xmpp_contact_t))
+        != NGX_OK
+        || ngx_xmpp_dir_shared_contacts(&s->jid.bare, st->pool, &contacts)
+           != NGX_OK)
+    {
+        ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
+        return;
+    }
+
+    c = contacts.elts;
+
+    b = ngx_xmpp_wbuf_scratch(s->conf->max_output);
+
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='result'"
+                      " to='");
+    ngx_xmpp_wbuf_escs(b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(b, "' id='");
+    ngx_xmpp_wbuf_escs(b, &st->id);
+    ngx_xmpp_wbuf_lit(b, "'><query xmlns='" NGX_XMPP_NS_ROSTER "'>");
+
+    for (i = 0; i < contacts.nelts; i++) {
+        if (c[i].jid.len == 0) {
+            continue;                     /* merged into an earlier item */
+        }
+
+        ngx_xmpp_wbuf_lit(b, "<item jid='");
+        ngx_xmpp_wbuf_escs(b, &c[i].jid);
+
+        if (c[i].name.len) {
+            ngx_xmpp_wbuf_lit(b, "' name='");
+            ngx_xmpp_wbuf_escs(b, &c[i].name);
+        }
+
+        ngx_xmpp_wbuf_lit(b, "' subscription='both'><group>");
+        ngx_xmpp_wbuf_escs(b, &c[i].group);
+        ngx_xmpp_wbuf_lit(b, "</group>");
+
+        /* the same contact in later groups: more <group/>s, one item */
+        for (j = i + 1; j < contacts.nelts; j++) {
+            if (c[j].jid.len == c[i].jid.len
+                && ngx_strncmp(c[j].jid.data, c[i].jid.data, c[i].jid.len)
+                   == 0)
+            {
+                ngx_xmpp_wbuf_lit(b, "<group>");
+                ngx_xmpp_wbuf_escs(b, &c[j].group);
+                ngx_xmpp_wbuf_lit(b, "</group>");
+                c[j].jid.len = 0;
+            }
+        }
+
+        ngx_xmpp_wbuf_lit(b, "</item>");
+    }
+
+    ngx_xmpp_wbuf_lit(b, "</query></iq>");
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
 }

@@ -3,7 +3,8 @@
  * IQs that the server answers itself, for its own JID or on behalf of
  * the user's account (RFC 6120 section 10.3): XEP-0199 ping, XEP-0030
  * service discovery, the legacy session request, and the roster, which
- * is empty until rosters exist (RFC 6121 section 2).  Anything else is
+ * holds only the directory's shared contacts until personal rosters
+ * exist (RFC 6121 section 2; ngx_xmpp_dir.c).  Anything else is
  * <service-unavailable/> (RFC 6120 8.3.3.19).
  */
 
@@ -126,8 +127,8 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     }
 
     if (get && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_ROSTER)) {
-        ngx_xmpp_disco_reply(s, st,
-            "<query xmlns='" NGX_XMPP_NS_ROSTER "'/>");
+        /* the directory's shared contacts, until personal rosters */
+        ngx_xmpp_dir_roster_reply(s, st);
         return;
     }
 

@@ -14,6 +14,7 @@ over WebSocket (tests/lib/xmppdriver.mjs), raw frames for injection.
 import base64
 import json
 import os
+import re
 import time
 import urllib.request
 
@@ -41,10 +42,13 @@ AD_HTTP = """
 APPLIANCE_LDAP_FLAVOR = "ad"
 APPLIANCE_LDAP_TLS = True
 APPLIANCE_EXTRA_HTTP = AD_HTTP + """
+    conclave_ldap_shared_group "cn=Engineering,%(g)s";
+    conclave_ldap_shared_group "cn=Sales,%(g)s";
+    conclave_ldap_shared_group "cn=Conclave Auditors,%(g)s";
     conclave_ldap_uri @LDAPS_URI@;
     conclave_ldap_ca_file @LDAP_CA_FILE@;
     conclave_ldap_timeout 10s;
-"""
+""" % {"g": AD_GROUPS}
 
 
 def status(app):
@@ -146,6 +150,57 @@ def test_ldap_metrics_on_the_status_page(appliance, clients):
         if seen and ldap["ops"] and ldap["connects"]:
             break
     assert seen > 0
+
+
+# -- shared rosters -------------------------------------------------------------
+
+def roster(app, user, password):
+    ws = RawWS(app.nginx.http_port)
+    try:
+        ws.login(user, password, presence=False)
+        ws.send("<iq xmlns='jabber:client' type='get' id='r1'>"
+                "<query xmlns='jabber:iq:roster'/></iq>")
+        reply = ws.expect(r"id='r1'.*?</iq>|id='r1'[^>]*/>")
+    finally:
+        ws.close()
+    items = {}
+    for jid, attrs, body in re.findall(
+            r"<item jid='([^']+)'([^>]*)>(.*?)</item>", reply):
+        name = re.search(r"name='([^']*)'", attrs)
+        items[jid] = (name.group(1) if name else None,
+                      set(re.findall(r"<group>([^<]*)</group>", body)),
+                      re.search(r"subscription='([^']*)'", attrs).group(1))
+    return reply, items
+
+
+def test_shared_roster_from_department_groups(appliance):
+    # each worker reads the groups once it starts: wait for that
+    deadline = time.monotonic() + 20
+    while True:
+        reply, items = roster(appliance, "alice", "alice-pw")
+        if items or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "type='result'" in reply, reply
+    # Engineering: bob and hhill; oscar's 300-character name is no JID
+    assert items == {
+        "bob@example.com": ("Bob Brown", {"Engineering"}, "both"),
+        "hhill@example.com": ("Henry Hill", {"Engineering"}, "both"),
+    }, reply
+
+
+def test_shared_roster_contact_in_two_groups(appliance):
+    # frank and grace are both auditors; grace's roster lists frank once
+    _, items = roster(appliance, "grace", "grace-pw")
+    assert items == {"frank@example.com":
+                     ("Frank Fisher", {"Conclave Auditors"}, "both")}, items
+    # carol (Sales) is disabled: nobody's contact, and she cannot sign in
+
+
+def test_shared_roster_empty_outside_groups(appliance):
+    # erin's team (Platform) is not a shared group itself
+    _, items = roster(appliance, "erin", "erin-pw")
+    assert items == {}, items
 
 
 # -- TLS variants ------------------------------------------------------------------

@@ -25,6 +25,7 @@
  * "BENCH attempts= failed= secs= rate= p50_ms= p99_ms= max_ms=" line;
  * --users N makes LOGIN a prefix (LOGIN1..LOGINN, password
  * "<login>-pw"); --rate R paces the threads to R attempts/s in total;
+ * --members DN lists the group's members (cdir_group_members) instead;
  * --then R2 waits for a line on stdin after the pass and runs a second
  * one of R2 attempts per thread with the same cdir_t (and cache).
  */
@@ -57,6 +58,15 @@ static double           cli_rate;       /* --rate R: sign-ins/s, total */
 static int              cli_quiet;
 static int              cli_threads_n;
 static int              cli_then;       /* --then R2: a second pass */
+static const char      *cli_members;    /* --members DN */
+
+
+static void
+cli_member(void *ctx, const char *name, const char *display)
+{
+    (*(int *) ctx)++;
+    printf("MEMBER %s\t%s\n", name, display);
+}
 
 
 static double
@@ -397,6 +407,10 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--then") == 0 && i + 1 < argc) {
             cli_then = atoi(argv[++i]);
 
+        } else if (strcmp(argv[i], "--members") == 0 && i + 1 < argc) {
+            cli_members = argv[++i];
+            from_stdin = 1;
+
         } else if (strcmp(argv[i], "--quiet") == 0) {
             cli_quiet = 1;
 
@@ -439,7 +453,20 @@ main(int argc, char **argv)
         return 3;
     }
 
-    if (from_stdin) {
+    if (cli_members) {
+        int  n = 0;
+
+        rc = cdir_group_members(dir, cli_members, 100000, cli_member, &n,
+                                err, sizeof(err));
+        if (rc == 0) {
+            printf("MEMBERS %d\n", n);
+
+        } else {
+            printf("ERROR %s\n", err);
+        }
+        rc = rc ? 1 : 0;
+
+    } else if (from_stdin) {
         rc = cli_stdin(dir);
 
     } else {
