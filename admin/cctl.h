@@ -68,6 +68,12 @@ void cctl_conf_free(cctl_conf_t *cf);
 /* nginx's time syntax ("1h30m", "500ms"; bare numbers in ms) */
 int cctl_parse_msec(const char *s, uint64_t *ms);
 
+/* export, verify-export, retention, hold (cctl_comply.c): their own
+ * options, argv after the command */
+int cctl_comply(cctl_conf_t *cf, const char *command, int argc,
+    char **argv);
+int cctl_verify_export(int argc, char **argv);
+
 /* `conclavectl status` (cctl_status.c) */
 int cctl_status(cctl_conf_t *cf, int json);
 

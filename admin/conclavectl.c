@@ -49,6 +49,7 @@ typedef struct {
     int          journals_only;
     int          db_only;
     int          all;
+    int          rest;          /* compliance commands: their options */
 } cctl_opts_t;
 
 
@@ -104,6 +105,29 @@ CCTL_CONFIG ", or " CCTL_CONFIG_NGINX " when that does not\n"
 "        verifier key is derived from conclave_audit_key unless VKEY is\n"
 "        given (an auditor should pass the one recorded at keygen).\n"
 "\n"
+"compliance (docs/compliance.md):\n"
+"  export --format actiance|csv|eml|jsonl --output DIR [--since T]\n"
+"         [--until T] [--user JID] [--room JID] [--cursor NAME]\n"
+"         [--no-cursor] [--batch N] [--time-unit ms|s|us] [--actor WHO]\n"
+"        one zip in DIR: the format's files, records.jsonl, the chain\n"
+"        (entry hashes and the signed checkpoint), a signed manifest.\n"
+"        Without --since/--until it continues from its cursor (one per\n"
+"        format and filter, or --cursor NAME) and moves it.  T is\n"
+"        YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or @<unix seconds>, UTC.\n"
+"  verify-export --vkey VKEY ZIP\n"
+"        check an export offline: signature, manifest, chain.\n"
+"  retention show | profile none|sec|mifid|cn\n"
+"  retention set [--scope global|room|user] [--target JID]\n"
+"         [--messages DAYS|forever] [--signins DAYS|forever]\n"
+"  retention remove [--scope S] [--target JID]\n"
+"  retention run [--batch N] [--now T]\n"
+"        policies, the profile's floors, and a run that deletes what\n"
+"        retention lets go and no legal hold keeps (signed tombstones).\n"
+"  hold create --matter M [--custodians JID,..] [--rooms JID,..]\n"
+"         [--since T] [--until T] [--description TEXT]\n"
+"  hold release --matter M\n"
+"        every change is an audit record (actor: --actor or cli:<user>).\n"
+"\n"
 "options:\n"
 "  --config FILE   nginx.conf to read instead of " CCTL_CONFIG "\n"
 "  -h, --help      this text\n"
@@ -141,7 +165,8 @@ cctl_args_check(const cctl_opts_t *o)
     const char  *c;
     static const char  *known[] = {
         "migrate", "ship", "status", "keygen", "vkey", "verify",
-        "backup-schema", "prune"
+        "backup-schema", "prune", "export", "verify-export", "retention",
+        "hold"
     };
 
     c = o->command;
@@ -175,6 +200,14 @@ cctl_args_check(const cctl_opts_t *o)
     }
 
     return CCTL_OK;
+}
+
+
+static int
+cctl_is_comply(const char *c)
+{
+    return strcmp(c, "export") == 0 || strcmp(c, "verify-export") == 0
+           || strcmp(c, "retention") == 0 || strcmp(c, "hold") == 0;
 }
 
 
@@ -225,6 +258,11 @@ cctl_args(int argc, char **argv, cctl_opts_t *o)
                              "conclavectl --help)", a);
         } else {
             o->command = a;
+
+            if (cctl_is_comply(a)) {
+                o->rest = i + 1;
+                break;
+            }
         }
     }
 
@@ -470,6 +508,11 @@ main(int argc, char **argv)
         return CCTL_ERROR;
     }
 
+    /* offline: an auditor's machine has no nginx.conf */
+    if (strcmp(o.command, "verify-export") == 0) {
+        return cctl_verify_export(argc - o.rest, argv + o.rest);
+    }
+
     if (cctl_conf_load(o.config, &cf, err, sizeof(err)) != 0) {
         cctl_conf_free(&cf);
         return cctl_fail(CCTL_ERROR, "%s", err);
@@ -490,6 +533,8 @@ main(int argc, char **argv)
                                          : 30);
     } else if (strcmp(o.command, "backup-schema") == 0) {
         rc = cctl_backup_schema(&cf, o.dir ? o.dir : CCTL_BACKUPS);
+    } else if (o.rest) {
+        rc = cctl_comply(&cf, o.command, argc - o.rest, argv + o.rest);
     } else {
         rc = cctl_verify(&cf, &o);
     }

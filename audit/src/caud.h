@@ -610,6 +610,27 @@ typedef struct {
 } caud_verify_opts_t;
 
 /*
+ * Retention tombstones (caud_tomb.c, written by caud_retention.c): the
+ * rows retention deleted, each keeping its place in the chain.  Loads
+ * writer's tombstones whose batch note is signed by vk for
+ * "<prefix>/<writer>/prune" and matches them, sorted by seq (malloc()ed;
+ * none when the schema has no tombstone table); bad() is told of every
+ * batch that does not verify.
+ */
+typedef struct {
+    uint64_t  seq;
+    uint8_t   prev[CAUD_HASH_LEN];
+    uint8_t   entry[CAUD_HASH_LEN];
+} caud_tomb_t;
+
+typedef void (*caud_tomb_bad_pt)(void *data, uint64_t batch,
+    const char *why);
+
+int caud_tombs_load(struct st_mysql *m, const char *node, uint32_t writer,
+    const caud_verifier_t *vk, const char *prefix, caud_tomb_t **out,
+    size_t *n, caud_tomb_bad_pt bad, void *data, char *err, size_t errlen);
+
+/*
  * Checks every journal in dir (CRC, chain from the genesis, every
  * checkpoint file: signature, root, and that the journal is not shorter
  * than it), every journal in MariaDB (each row's entry_hash against its

@@ -121,6 +121,10 @@ typedef struct {
     uint64_t         ins_to;           /* reported as one range */
 
     caud_vwitness_t  wit;
+
+    caud_tomb_t     *tombs;            /* retention's, signed */
+    size_t           ntombs;
+    size_t           ti;
 } caud_vstream_t;
 
 
@@ -1066,6 +1070,73 @@ caud_vdb_inserted(caud_verify_t *v, caud_vstream_t *st)
 }
 
 
+/*
+ * Rows retention deleted (docs/compliance.md "Tombstones"): a signed
+ * tombstone keeps the row's place, so the chain is checked across the
+ * gap (its prev_hash links to the row before, the next row links to its
+ * entry_hash, a checkpoint may end on it) and nothing is "deleted".
+ * Fills the gap before seq as far as tombstones reach.
+ */
+static void
+caud_vdb_tombs(caud_verify_t *v, caud_vstream_t *st, uint64_t seq)
+{
+    caud_tomb_t         *t;
+    const caud_frame_t  *f;
+
+    while (st->ti < st->ntombs && st->tombs[st->ti].seq < st->next) {
+        st->ti++;
+    }
+
+    while (st->next < seq && st->ti < st->ntombs
+           && st->tombs[st->ti].seq == st->next)
+    {
+        t = &st->tombs[st->ti++];
+        f = caud_vwit_get(&st->wit, t->seq);
+
+        if (f && (memcmp(f->entry_hash, t->entry, CAUD_HASH_LEN) != 0
+                  || memcmp(f->prev_hash, t->prev, CAUD_HASH_LEN) != 0))
+        {
+            caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: tombstone "
+                       "differs from the journal, %s offset %" PRIu64 ")",
+                       t->seq, f->file, f->offset);
+
+        } else if (st->linked
+                   && memcmp(t->prev, st->head, CAUD_HASH_LEN) != 0)
+        {
+            caud_vfind(v, " seq %" PRIu64 ": changed (mariadb: tombstone's "
+                       "prev_hash does not link to seq %" PRIu64 ")",
+                       t->seq, t->seq - 1);
+        }
+
+        while (st->cpi < st->ncps && st->cps[st->cpi].size < t->seq) {
+            st->cpi++;
+        }
+
+        if (st->cpi < st->ncps && st->cps[st->cpi].size == t->seq) {
+            caud_vcp_root(v, &st->cps[st->cpi], t->entry, "mariadb");
+        }
+
+        memcpy(st->head, t->entry, CAUD_HASH_LEN);
+
+        if (t->seq == st->shipped) {
+            memcpy(st->at_shipped, t->entry, CAUD_HASH_LEN);
+            st->have_shipped = 1;
+        }
+
+        st->linked = 1;
+        st->next++;
+    }
+}
+
+
+static void
+caud_vdb_tomb_bad(void *data, uint64_t batch, const char *why)
+{
+    caud_vfind(data, ": bad signature (mariadb: retention batch %" PRIu64
+               ": %s)", batch, why);
+}
+
+
 /* a row: the chain bookkeeping around caud_vdb_row() */
 static int
 caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
@@ -1089,6 +1160,8 @@ caud_vdb_step(caud_verify_t *v, caud_vstream_t *st, MYSQL_ROW row,
         st->ins_to = seq;
         return 0;
     }
+
+    caud_vdb_tombs(v, st, seq);
 
     if (seq > st->next) {
         caud_vfind_range(v, st->next, seq - 1, "deleted", "mariadb: rows "
@@ -1188,6 +1261,8 @@ caud_vdb_tail(caud_verify_t *v, caud_vstream_t *st)
         return;
     }
 
+    caud_vdb_tombs(v, st, st->shipped + 1);
+
     if (st->next <= st->shipped) {
         caud_vfind_range(v, st->next, st->shipped, "deleted",
                          "mariadb: rows missing below shipped_seq");
@@ -1248,6 +1323,15 @@ caud_vdb_journal(caud_verify_t *v, MYSQL *m, const char *node,
         return -1;
     }
 
+    if (caud_tombs_load(m, v->node, writer, v->vkey, v->o->origin_prefix,
+                        &st.tombs, &st.ntombs, caud_vdb_tomb_bad, v, v->err,
+                        v->errlen) != 0)
+    {
+        free(st.cps);
+        caud_vjournal_end(v);
+        return -1;
+    }
+
     caud_vwit_open(v, &st.wit);
 
     rc = caud_vdb_rows(v, m, node, &st);
@@ -1257,6 +1341,7 @@ caud_vdb_journal(caud_verify_t *v, MYSQL *m, const char *node,
     }
 
     caud_vwit_close(&st.wit);
+    free(st.tombs);
     free(st.cps);
     caud_vjournal_end(v);
 

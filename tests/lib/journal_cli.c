@@ -15,6 +15,14 @@
  *                    bob@example.com/laptop)
  *   --size N         pad the body so each record is about N bytes
  *   --ts US          ts_utc_us of every record (default: now)
+ *   --msg-type T     params.type (default chat); groupchat makes a room
+ *                    message: object {"type":"room","id":PEER}
+ *   --stanza-id ID   params.id (default m-<seq>)
+ *   --extra XML      appended inside the <message/> of params.stanza
+ *                    (an XEP-0308 <replace/>, an XEP-0424 <retract/>)
+ *   --event room_join|room_leave
+ *                    the MUC's membership records: actor.user joins or
+ *                    leaves room PEER (docs/compliance.md "Records")
  *   --segment-size N rotate segments before N bytes (default 64 MiB)
  *   --checkpoint KEY PREFIX
  *                    then sign a checkpoint of the last record with the
@@ -56,6 +64,9 @@ typedef struct {
     size_t          segment_size;
     const char     *key;
     const char     *prefix;
+    const char     *msg_type;
+    const char     *stanza_id;
+    const char     *extra;
 } jcli_opts_t;
 
 
@@ -157,6 +168,15 @@ jcli_args(int argc, char **argv, jcli_opts_t *o)
         } else if (strcmp(argv[i], "--ts") == 0) {
             o->ts = strtoll(argv[++i], NULL, 10);
 
+        } else if (strcmp(argv[i], "--msg-type") == 0) {
+            o->msg_type = argv[++i];
+
+        } else if (strcmp(argv[i], "--stanza-id") == 0) {
+            o->stanza_id = argv[++i];
+
+        } else if (strcmp(argv[i], "--extra") == 0) {
+            o->extra = argv[++i];
+
         } else if (strcmp(argv[i], "--segment-size") == 0) {
             o->segment_size = strtoul(argv[++i], NULL, 10);
 
@@ -174,8 +194,9 @@ static json_t *
 jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
     size_t blen)
 {
-    char           user[4096], sid[32], stanza_id[32];
+    char           user[4096], sid[32], stanza_id[64];
     json_t        *rec, *stanza;
+    const char    *type;
     caud_actor_t   a;
 
     if (o->users) {
@@ -223,12 +244,32 @@ jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
         return rec;
     }
 
-    stanza = json_sprintf("<message to='%s' type='chat' id='%s'><body>"
-                          "%.*s</body></message>", o->peer, stanza_id,
-                          (int) blen, body);
+    if (strcmp(o->event, "room_join") == 0
+        || strcmp(o->event, "room_leave") == 0)
+    {
+        if (caud_record_set_object(rec, "room", o->peer) != 0
+            || caud_record_set_param(rec, "room", json_string(o->peer))
+            || caud_record_set_param(rec, "nick", json_string(user)))
+        {
+            goto fail;
+        }
 
-    if (caud_record_set_object(rec, "jid", o->peer) != 0
-        || caud_record_set_param(rec, "type", json_string("chat")) != 0
+        return rec;
+    }
+
+    if (o->stanza_id) {
+        snprintf(stanza_id, sizeof(stanza_id), "%s", o->stanza_id);
+    }
+
+    type = o->msg_type ? o->msg_type : "chat";
+    stanza = json_sprintf("<message to='%s' type='%s' id='%s'><body>"
+                          "%.*s</body>%s</message>", o->peer, type,
+                          stanza_id, (int) blen, body,
+                          o->extra ? o->extra : "");
+
+    if (caud_record_set_object(rec, strcmp(type, "groupchat") == 0
+                                    ? "room" : "jid", o->peer) != 0
+        || caud_record_set_param(rec, "type", json_string(type)) != 0
         || caud_record_set_param(rec, "id", json_string(stanza_id)) != 0
         || caud_record_set_param_str(rec, "body", body, blen) != 0
         || caud_record_set_param(rec, "stanza", stanza) != 0

@@ -120,6 +120,9 @@ class MariaDB:
         self.proc = None
         self.pid = None
         self.timings = {}
+        # more mariadbd options (benchmarks: a larger buffer pool; a
+        # later option of the same name wins)
+        self.extra_args = []
 
     # lifecycle
 
@@ -260,7 +263,7 @@ class MariaDB:
             "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
-        ]
+        ] + list(self.extra_args)
         out = open(os.path.join(self.workdir, "stdout.log"), "ab")
         try:
             # own session: ^C in the caller's terminal does not reach it,
