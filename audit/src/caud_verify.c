@@ -1088,9 +1088,18 @@ caud_vdb_tombs(caud_verify_t *v, caud_vstream_t *st, uint64_t seq)
     }
 
     while (st->next < seq && st->ti < st->ntombs
-           && st->tombs[st->ti].seq == st->next)
+           && st->tombs[st->ti].seq < seq)
     {
         t = &st->tombs[st->ti++];
+
+        if (t->seq > st->next) {
+            /* rows gone without a (valid) tombstone before this one */
+            caud_vfind_range(v, st->next, t->seq - 1, "deleted", "mariadb: "
+                             "rows missing");
+            st->linked = 0;
+            st->next = t->seq;
+        }
+
         f = caud_vwit_get(&st->wit, t->seq);
 
         if (f && (memcmp(f->entry_hash, t->entry, CAUD_HASH_LEN) != 0

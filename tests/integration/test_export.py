@@ -468,11 +468,19 @@ def test_verify_export_record_rewritten(store, good, tmp_path):
 
 
 def test_verify_export_other_key_and_garbage(store, good, tmp_path):
-    other = store.ctl("vkey").stdout.strip()
-    name, kid, key = other.split("+")
-    forged = "%s+%s+%s" % (name, "00000000", key)
+    # another key under the same name: every signature fails
+    other = tmp_path / "other.key"
+    r = subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519",
+                        "-out", str(other)], capture_output=True)
+    assert r.returncode == 0
+    conf = open(store.conf).read().replace(store.key, str(other))
+    (tmp_path / "other.conf").write_text(conf)
+    forged = store.ctl("--config", str(tmp_path / "other.conf"),
+                       "vkey").stdout.strip()
     r = store.ctl("verify-export", "--vkey", forged, good, check=False)
-    assert r.returncode in (1, 2)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "manifest.sig: bad signature" in r.stdout
+    assert "chain/0.checkpoint: bad signature" in r.stdout
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"PK\3\4 not a zip at all" * 10)
     r = verify(store, str(junk))
