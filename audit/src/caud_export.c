@@ -298,6 +298,26 @@ caud_xupdate(caud_xrec_t *r, const char *p, size_t n)
     size_t       k;
     static const char  *els[] = { "<replace ", "<retract ", "<apply-to " };
 
+    /* the module's own params (docs/history.md) when it wrote them; the
+     * canonical form puts "params" keys as "replace_id":"<id>" */
+    q = memmem(p, n, "\"replace_id\":\"", 14);
+    r->update = CAUD_X_EDIT;
+    if (q == NULL) {
+        q = memmem(p, n, "\"retract_id\":\"", 14);
+        r->update = CAUD_X_RETRACT;
+    }
+
+    if (q) {
+        q += 14;
+        for (k = 0; q + k < p + n && q[k] != '"' && q[k] != '\\'; k++) {
+            /* void */
+        }
+        r->ref = g_strndup(q, k);
+        return;
+    }
+
+    r->update = 0;
+
     if ((ns = memmem(p, n, "urn:xmpp:message-correct:", 25)) != NULL) {
         r->update = CAUD_X_EDIT;
         el = els[0];

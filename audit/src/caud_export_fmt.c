@@ -74,7 +74,7 @@ caud_xoriginal(const caud_xconv_t *c, const caud_xrec_t *r)
 
     for (i = 0; r->ref && i < c->recs->len; i++) {
         o = c->recs->pdata[i];
-        if (o != r && o->stanza_id && o->update == 0
+        if (o != r && o->stanza_id && o->update != CAUD_X_RETRACT
             && strcmp(o->stanza_id, r->ref) == 0
             && strcmp(o->user, r->user) == 0)
         {

@@ -71,6 +71,14 @@ def fill(s):
       peer="bob@example.com", body="", stanza_id="m-del",
       extra="<retract id='m-orig' xmlns='urn:xmpp:message-retract:1'/>",
       checkpoint=False)
+    # as the module writes them now (params.replace_id / retract_id)
+    w(0, 1, ts=ts + 5500, user="bob@example.com", peer="alice@example.com",
+      body="typo", stanza_id="m-b1", checkpoint=False)
+    w(0, 1, ts=ts + 5600, user="bob@example.com", peer="alice@example.com",
+      body="no typo", stanza_id="m-b2", param="replace_id=m-b1",
+      checkpoint=False)
+    w(0, 1, ts=ts + 5700, user="bob@example.com", peer="alice@example.com",
+      body="", stanza_id="m-b3", param="retract_id=m-b2", checkpoint=False)
     # a room: carol was in it before dave came and went
     w(0, 1, ts=ts - 10 ** 6, event="room_join", user="carol@example.com",
       peer=ROOM, checkpoint=False)
@@ -132,7 +140,7 @@ def records(z):
 
 def test_actiance_against_xsd_and_structure(store, tmp_path):
     z, out = export(store, tmp_path, "actiance", "--no-cursor")
-    assert "17 records (14 messages, 3 conversation" in out.replace("\n", " "), out
+    assert "20 records (17 messages, 3 conversation" in out.replace("\n", " "), out
     x = tmp_path / "actiance_export.xml"
     with zipfile.ZipFile(z) as zf:
         x.write_bytes(zf.read("actiance_export.xml"))
@@ -154,10 +162,11 @@ def test_actiance_against_xsd_and_structure(store, tmp_path):
     contents = [m.findtext("Content") for m in msgs]
     assert CJK in contents and NASTY in contents
     edited = [m for m in msgs if m.findtext("UpdatedType") == "EditedNewMsg"]
-    assert [m.findtext("Content") for m in edited] == ["corrected text"]
+    assert [m.findtext("Content") for m in edited] == ["corrected text",
+                                                       "no typo"]
     deleted = [m for m in msgs if m.findtext("UpdatedType") == "Deleted"]
     assert [m.findtext("Content") for m in deleted] == \
-        ["delete original text"]
+        ["delete original text", "delete no typo"]
     assert deleted[0].findtext("UpdatedDateTimeUTC") == \
         str((T0 + 5000) // 1000)
     assert re.fullmatch(NODE + r"/0/\d+", msgs[0].findtext("MessageId"))
@@ -276,7 +285,7 @@ def test_jsonl_raw_records(store, tmp_path):
     z, _ = export(store, tmp_path, "jsonl", "--no-cursor")
     # the exports this module ran are audit records too
     recs = [r for r in records(z) if r["record"]["event"] != "export"]
-    assert len(recs) == 18          # the sign-in too
+    assert len(recs) == 21          # the sign-in too
     assert [r["record"]["event"] for r in recs].count("signin") == 1
     ours = [r for r in recs if r["writer_id"] == 0]
     assert [r["seq"] for r in ours] == sorted(r["seq"] for r in ours) or \
@@ -304,7 +313,7 @@ def test_same_time_across_batches(store, tmp_path):
 def test_incremental_cursor_and_late_records(store, tmp_path):
     z, _ = export(store, tmp_path, "jsonl", "--cursor", "t-incr")
     first = {(r["writer_id"], r["seq"]) for r in records(z)}
-    assert len(first) >= 18
+    assert len(first) >= 21
     z, _ = export(store, tmp_path, "jsonl", "--cursor", "t-incr")
     # only the record of the export before
     again = records(z)

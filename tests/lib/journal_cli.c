@@ -20,6 +20,8 @@
  *   --stanza-id ID   params.id (default m-<seq>)
  *   --extra XML      appended inside the <message/> of params.stanza
  *                    (an XEP-0308 <replace/>, an XEP-0424 <retract/>)
+ *   --param K=V      params.K = "V" besides the others (the module's
+ *                    replace_id / retract_id, docs/history.md)
  *   --event room_join|room_leave
  *                    the MUC's membership records: actor.user joins or
  *                    leaves room PEER (docs/compliance.md "Records")
@@ -67,6 +69,7 @@ typedef struct {
     const char     *msg_type;
     const char     *stanza_id;
     const char     *extra;
+    const char     *param;
 } jcli_opts_t;
 
 
@@ -177,6 +180,9 @@ jcli_args(int argc, char **argv, jcli_opts_t *o)
         } else if (strcmp(argv[i], "--extra") == 0) {
             o->extra = argv[++i];
 
+        } else if (strcmp(argv[i], "--param") == 0) {
+            o->param = argv[++i];
+
         } else if (strcmp(argv[i], "--segment-size") == 0) {
             o->segment_size = strtoul(argv[++i], NULL, 10);
 
@@ -195,8 +201,9 @@ jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
     size_t blen)
 {
     char           user[4096], sid[32], stanza_id[64];
+    char           key[64];
     json_t        *rec, *stanza;
-    const char    *type;
+    const char    *type, *eq;
     caud_actor_t   a;
 
     if (o->users) {
@@ -277,6 +284,14 @@ jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
         || caud_record_set_param(rec, "from", json_string(user)) != 0)
     {
         goto fail;
+    }
+
+    eq = o->param ? strchr(o->param, '=') : NULL;
+    if (eq) {
+        snprintf(key, sizeof(key), "%.*s", (int) (eq - o->param), o->param);
+        if (caud_record_set_param(rec, key, json_string(eq + 1)) != 0) {
+            goto fail;
+        }
     }
 
     return rec;

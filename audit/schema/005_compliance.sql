@@ -1,4 +1,4 @@
--- Conclave compliance schema, version 2 (docs/compliance.md).
+-- Conclave compliance schema, version 5 (docs/compliance.md).
 --
 -- Exports, retention and legal holds.  Written by conclavectl (and the
 -- console) through audit/src/caud_export.c and caud_retention.c; every
