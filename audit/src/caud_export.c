@@ -244,8 +244,7 @@ caud_xwhere(caud_export_t *x)
     }
 
     if (x->o->format != CAUD_FMT_JSONL) {
-        g_string_append(w, " AND event IN ('message', 'room_join', "
-                        "'room_leave')");
+        g_string_append(w, " AND event IN (" CAUD_X_EVENTS ")");
     }
 
     if (x->o->user) {
@@ -382,18 +381,24 @@ caud_xrec(caud_export_t *x, MYSQL_ROW row, unsigned long *len)
     snprintf(r->id, sizeof(r->id), "%s/%" PRIu32 "/%" PRIu64, x->o->node,
              r->writer, r->seq);
 
-    if (strcmp(r->event, "room_join") == 0) {
+    /* the MUC's records (docs/audit.md "Group chat records") */
+    if (strcmp(r->event, "muc_join") == 0
+        || strcmp(r->event, "muc_create") == 0)
+    {
         r->kind = CAUD_X_JOIN;
         r->room = 1;
 
-    } else if (strcmp(r->event, "room_leave") == 0) {
+    } else if (strcmp(r->event, "muc_leave") == 0) {
         r->kind = CAUD_X_LEAVE;
         r->room = 1;
 
-    } else if (strcmp(r->event, "message") == 0) {
+    } else if (strcmp(r->event, "message") == 0
+               || strncmp(r->event, "muc_", 4) == 0)
+    {
         r->kind = CAUD_X_MESSAGE;
-        r->room = row[XC_TYPE] && len[XC_TYPE] == 9
-                  && memcmp(row[XC_TYPE], "groupchat", 9) == 0;
+        r->room = r->event[0] == 'm' && r->event[1] == 'u';
+        r->room |= row[XC_TYPE] && len[XC_TYPE] == 9
+                   && memcmp(row[XC_TYPE], "groupchat", 9) == 0;
         caud_xupdate(r, row[XC_PAYLOAD], len[XC_PAYLOAD]);
 
     } else {

@@ -87,8 +87,8 @@ caud_xoriginal(const caud_xconv_t *c, const caud_xrec_t *r)
 
 
 /*
- * Room membership over time from room_join / room_leave records (the
- * MUC's records, docs/compliance.md "Records"): the members before
+ * Room membership over time from the MUC's muc_create / muc_join /
+ * muc_leave records (docs/audit.md "Group chat records"): the members before
  * `before`, by one query on the (peer, ts_utc_us) index.
  */
 int
@@ -108,8 +108,9 @@ caud_xroom_load(caud_export_t *x, const char *room, int64_t before,
     mysql_real_escape_string(x->m, esc, room, n);
     mysql_real_escape_string(x->m, node, x->o->node, strlen(x->o->node));
     snprintf(sql, sizeof(sql), "SELECT actor_user, event FROM audit_record "
-             "WHERE peer = '%s' AND node = '%s' AND event IN ('room_join', "
-             "'room_leave') AND ts_utc_us < %" PRId64 " AND actor_user IS "
+             "WHERE peer = '%s' AND node = '%s' AND event IN ('muc_create', "
+             "'muc_join', 'muc_leave') AND ts_utc_us < %" PRId64 " AND "
+             "actor_user IS "
              "NOT NULL ORDER BY ts_utc_us, writer_id, seq", esc, node,
              before);
 
@@ -121,7 +122,7 @@ caud_xroom_load(caud_export_t *x, const char *room, int64_t before,
     }
 
     while ((row = mysql_fetch_row(res)) != NULL) {
-        if (strcmp(row[1], "room_join") == 0) {
+        if (strcmp(row[1], "muc_leave") != 0) {
             g_hash_table_replace(members, g_strdup(row[0]), NULL);
         } else {
             g_hash_table_remove(members, row[0]);

@@ -25,6 +25,12 @@
 #define CAUD_X_EDIT      1
 #define CAUD_X_RETRACT   2
 
+/* the records of conversations: 1:1 messages and the MUC's records
+ * of joins, leaves, room messages, subjects and private messages */
+#define CAUD_X_EVENTS                                                       \
+    "'message', 'muc_create', 'muc_join', 'muc_leave', 'muc_message', "     \
+    "'muc_subject', 'muc_private'"
+
 /* Global Relay's cap per message (COMPLIANCE.md 1.1) */
 #define CAUD_EML_MAX     (250 * 1024 * 1024)
 
@@ -105,7 +111,7 @@ void caud_xerr(caud_export_t *x, const char *fmt, ...)
 int caud_xfmt_open(caud_export_t *x);
 int caud_xfmt_batch(caud_export_t *x);
 int caud_xfmt_close(caud_export_t *x);
-/* room membership before `before` (room_join/room_leave records) */
+/* room membership before `before` (muc_create/_join/_leave) */
 int caud_xroom_load(caud_export_t *x, const char *room, int64_t before,
     GHashTable *members);
 int64_t caud_xtime(const caud_export_t *x, int64_t us);

@@ -4,7 +4,8 @@
  * holds", COMPLIANCE.md 2 and 7.4).
  *
  * Policies: global, per room and per user, each with a duration for
- * messages (message, room_join, room_leave records) and one for sign-in
+ * messages (message records and the MUC's records of joins, leaves,
+ * nicks, room and private messages and subjects) and one for sign-in
  * events (signin, session_end); a compliance profile sets floors no
  * policy may go below.  Other records (admin actions, exports, policy
  * and hold changes) are never deleted: the auditors' trail stays.
@@ -951,7 +952,7 @@ caud_rjudge(caud_run_t *r, const char *event, const char *user,
     size_t   i;
     caud_rhold_t  *h;
 
-    room = strcmp(event, "room_join") == 0 || strcmp(event, "room_leave") == 0
+    room = strncmp(event, "muc_", 4) == 0
            || (type && strcmp(type, "groupchat") == 0);
 
     if (strcmp(event, "signin") == 0 || strcmp(event, "session_end") == 0) {
@@ -1175,7 +1176,7 @@ static int
 caud_rcandidates(caud_run_t *r)
 {
     int             rc, v;
-    char            sql[512], node[200];
+    char            sql[1024], node[200];
     uint32_t        w;
     MYSQL_RES      *res;
     MYSQL_ROW       row;
@@ -1188,7 +1189,9 @@ caud_rcandidates(caud_run_t *r)
     snprintf(sql, sizeof(sql), "SELECT writer_id, seq, ts_utc_us, event, "
              "actor_user, peer, msg_type, prev_hash, entry_hash FROM "
              "audit_record WHERE node = '%s' AND event IN ('message', "
-             "'room_join', 'room_leave', 'signin', 'session_end') AND "
+             "'muc_create', 'muc_join', 'muc_leave', 'muc_message', "
+             "'muc_subject', 'muc_private', 'muc_nick', 'signin', "
+             "'session_end') AND "
              "ts_utc_us < %" PRId64 " AND writer_id <> %u ORDER BY "
              "writer_id, seq", node, (int64_t) (r->now - CAUD_R_DAY_US),
              CAUD_ADMIN_WRITER);

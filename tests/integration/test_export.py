@@ -3,8 +3,8 @@
 Records are written through the real path: the journal library
 (tests/lib/journal_cli.c, as the module writes them: 1:1 messages with
 the whole stanza, XEP-0308 corrections, XEP-0424 retractions, sign-ins,
-and the room records the MUC will write: room_join, room_leave,
-groupchat messages), shipped by `conclavectl ship` into a real mariadbd,
+and the MUC's room records: muc_join, muc_leave, muc_message), shipped
+by `conclavectl ship` into a real mariadbd,
 checkpoints signed with the node's key.  Then `conclavectl export` in
 every format, each checked by a parser nobody here wrote (xmllint with
 audit/xsd/actiance.xsd, python's csv and email packages, json), and by
@@ -80,16 +80,18 @@ def fill(s):
     w(0, 1, ts=ts + 5700, user="bob@example.com", peer="alice@example.com",
       body="", stanza_id="m-b3", param="retract_id=m-b2", checkpoint=False)
     # a room: carol was in it before dave came and went
-    w(0, 1, ts=ts - 10 ** 6, event="room_join", user="carol@example.com",
+    w(0, 1, ts=ts - 10 ** 6, event="muc_join", user="carol@example.com",
       peer=ROOM, checkpoint=False)
-    w(0, 1, ts=ts + 6000, event="room_join", user="dave@example.com",
+    w(0, 1, ts=ts + 6000, event="muc_join", user="dave@example.com",
       peer=ROOM, checkpoint=False)
     w(0, 1, ts=ts + 7000, user="carol@example.com", peer=ROOM,
-      msg_type="groupchat", body="welcome dave", checkpoint=False)
-    w(0, 1, ts=ts + 8000, event="room_leave", user="dave@example.com",
+      event="muc_message", msg_type="groupchat", body="welcome dave",
+      checkpoint=False)
+    w(0, 1, ts=ts + 8000, event="muc_leave", user="dave@example.com",
       peer=ROOM, checkpoint=False)
     w(0, 1, ts=ts + 9000, user="carol@example.com", peer=ROOM,
-      msg_type="groupchat", body="bye " + CJK, checkpoint=False)
+      event="muc_message", msg_type="groupchat", body="bye " + CJK,
+      checkpoint=False)
     w(0, 1, ts=ts + 10000, event="signin", user="alice@example.com")
     # MM-29666: records that share one time
     w(1, 5, ts=SAME_TS, user="erin@example.com", peer="frank@example.com")
@@ -140,7 +142,8 @@ def records(z):
 
 def test_actiance_against_xsd_and_structure(store, tmp_path):
     z, out = export(store, tmp_path, "actiance", "--no-cursor")
-    assert "20 records (17 messages, 3 conversation" in out.replace("\n", " "), out
+    assert "20 records (17 messages, 3 conversation" in \
+        out.replace("\n", " "), out
     x = tmp_path / "actiance_export.xml"
     with zipfile.ZipFile(z) as zf:
         x.write_bytes(zf.read("actiance_export.xml"))
@@ -196,7 +199,7 @@ def test_actiance_against_xsd_and_structure(store, tmp_path):
 
 def test_actiance_members_before_the_export(store, tmp_path):
     """carol joined before --since: she is present from the start, from
-    the room_join record outside the export; times in seconds."""
+    the muc_join record outside the export; times in seconds."""
     z, _ = export(store, tmp_path, "actiance", "--time-unit", "s",
                   "--room", ROOM, "--since", "@%d" % (T0 // 10 ** 6))
     with zipfile.ZipFile(z) as zf:

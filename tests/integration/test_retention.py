@@ -35,7 +35,7 @@ def fill(s):
     s.write(0, 3, ts=OLD + 1, user="carol@example.com",
             peer="dave@example.com", checkpoint=False)
     s.write(0, 2, ts=OLD + 2, user="carol@example.com", peer=ROOM,
-            msg_type="groupchat", checkpoint=False)
+            event="muc_message", msg_type="groupchat", checkpoint=False)
     s.write(0, 2, ts=OLD + 3, event="signin", user="carol@example.com",
             checkpoint=False)
     s.write(0, 2, ts=NOW - DAY, user="carol@example.com",
@@ -190,7 +190,7 @@ def test_room_and_user_policies(store):
     store.write(0, 2, ts=NOW - 40 * DAY, user="gina@example.com",
                 peer="hank@example.com")
     store.write(0, 2, ts=NOW - 40 * DAY, user="gina@example.com",
-                peer=ROOM, msg_type="groupchat")
+                peer=ROOM, event="muc_message", msg_type="groupchat")
     store.ship()
     # gina keeps 30 days, hank 60: the longer wins for their 1:1
     store.ctl("retention", "set", "--scope", "user", "--target",

@@ -22,9 +22,11 @@
  *                    (an XEP-0308 <replace/>, an XEP-0424 <retract/>)
  *   --param K=V      params.K = "V" besides the others (the module's
  *                    replace_id / retract_id, docs/history.md)
- *   --event room_join|room_leave
+ *   --event muc_create|muc_join|muc_leave
  *                    the MUC's membership records: actor.user joins or
- *                    leaves room PEER (docs/compliance.md "Records")
+ *                    leaves room PEER (docs/audit.md "Group chat
+ *                    records"); --event muc_message with --msg-type
+ *                    groupchat is a room message
  *   --segment-size N rotate segments before N bytes (default 64 MiB)
  *   --checkpoint KEY PREFIX
  *                    then sign a checkpoint of the last record with the
@@ -251,11 +253,12 @@ jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
         return rec;
     }
 
-    if (strcmp(o->event, "room_join") == 0
-        || strcmp(o->event, "room_leave") == 0)
+    if (strcmp(o->event, "muc_join") == 0
+        || strcmp(o->event, "muc_create") == 0
+        || strcmp(o->event, "muc_leave") == 0)
     {
         if (caud_record_set_object(rec, "room", o->peer) != 0
-            || caud_record_set_param(rec, "room", json_string(o->peer))
+            || caud_record_set_param(rec, "jid", json_string(user))
             || caud_record_set_param(rec, "nick", json_string(user)))
         {
             goto fail;
@@ -275,6 +278,7 @@ jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
                           o->extra ? o->extra : "");
 
     if (caud_record_set_object(rec, strcmp(type, "groupchat") == 0
+                                    || strncmp(o->event, "muc_", 4) == 0
                                     ? "room" : "jid", o->peer) != 0
         || caud_record_set_param(rec, "type", json_string(type)) != 0
         || caud_record_set_param(rec, "id", json_string(stanza_id)) != 0
