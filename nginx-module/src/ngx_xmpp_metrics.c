@@ -555,8 +555,12 @@ ngx_xmpp_metrics_health_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     db_down = 0;
     list = ngx_xmpp_audit_json(xcf);
 
+    /* a shipper that has not connected yet (just started, nothing to
+     * ship) is no outage: only records waiting on MariaDB are news */
     json_array_foreach(list, i, item) {
-        if (!json_is_true(json_object_get(item, "mariadb_ok"))) {
+        if (!json_is_true(json_object_get(item, "mariadb_ok"))
+            && json_integer_value(json_object_get(item, "backlog_records")))
+        {
             db_down = 1;
         }
     }
