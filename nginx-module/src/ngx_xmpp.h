@@ -379,6 +379,8 @@ ngx_int_t ngx_xmpp_session_write(ngx_xmpp_session_t *s, u_char *data,
 ngx_int_t ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1,
     size_t l1, u_char *d2, size_t l2);
 ngx_int_t ngx_xmpp_session_flush(ngx_xmpp_session_t *s);
+void ngx_xmpp_session_cork(void);
+void ngx_xmpp_session_uncork(void);
 void ngx_xmpp_session_error(ngx_xmpp_session_t *s, const char *condition,
     const char *text);
 void ngx_xmpp_session_close(ngx_xmpp_session_t *s);

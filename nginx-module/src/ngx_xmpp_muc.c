@@ -165,6 +165,8 @@ ngx_xmpp_muc_exit_worker(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_xmpp_muc_fan_exit();
+
     while (ngx_xmpp_muc_rooms.root != ngx_xmpp_muc_rooms.sentinel) {
         node = ngx_rbtree_min(ngx_xmpp_muc_rooms.root,
                               ngx_xmpp_muc_rooms.sentinel);
@@ -328,6 +330,13 @@ ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
 /* ------------------------------------------------------------------ */
 /* the owner: rooms */
 
+ngx_rbtree_t *
+ngx_xmpp_muc_tree(void)
+{
+    return &ngx_xmpp_muc_rooms;
+}
+
+
 ngx_xmpp_muc_room_t *
 ngx_xmpp_muc_room_find(ngx_str_t *jid)
 {
@@ -448,6 +457,7 @@ ngx_xmpp_muc_room_loaded(ngx_xmpp_muc_room_t *room, ngx_uint_t ok)
     }
 
     room->nwaiting = 0;
+    room->waiting_size = 0;
 
     if (!ok) {
         room->state = NGX_XMPP_MUC_ROOM_ABSENT;
@@ -548,7 +558,9 @@ ngx_xmpp_muc_wait(ngx_xmpp_muc_req_t *rq, ngx_pid_t pid, uint64_t sid,
 {
     ngx_xmpp_muc_wait_t  *w;
 
-    if (rq->room->nwaiting >= NGX_XMPP_MUC_WAITING_MAX) {
+    if (rq->room->nwaiting >= NGX_XMPP_MUC_WAITING_MAX
+        || rq->room->waiting_size + len > NGX_XMPP_MUC_WAITING_SIZE)
+    {
         ngx_xmpp_muc_error(rq, "wait", "resource-constraint");
         return;
     }
@@ -566,6 +578,7 @@ ngx_xmpp_muc_wait(ngx_xmpp_muc_req_t *rq, ngx_pid_t pid, uint64_t sid,
 
     ngx_queue_insert_tail(&rq->room->waiting, &w->queue);
     rq->room->nwaiting++;
+    rq->room->waiting_size += len;
 }
 
 

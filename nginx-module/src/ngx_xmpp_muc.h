@@ -29,7 +29,8 @@
 #define NGX_XMPP_MUC_NICK_MAX      256
 #define NGX_XMPP_MUC_FIELD_MAX     1024
 #define NGX_XMPP_MUC_AFFILS_MAX    4096
-#define NGX_XMPP_MUC_WAITING_MAX   64     /* stanzas while a room loads */
+#define NGX_XMPP_MUC_WAITING_MAX   1024   /* stanzas while a room loads */
+#define NGX_XMPP_MUC_WAITING_SIZE  (4 * 1024 * 1024)     /* their bytes */
 
 
 /* XEP-0045 section 5.2: ordered by privilege */
@@ -177,6 +178,7 @@ struct ngx_xmpp_muc_room_s {
     /* stanzas that arrived while the room loads from MariaDB */
     ngx_queue_t            waiting;
     ngx_uint_t             nwaiting;
+    size_t                 waiting_size;
 
     uint64_t               durable;       /* jobs up to here may run */
     unsigned               releasing:1;
@@ -192,6 +194,7 @@ struct ngx_xmpp_muc_room_s {
 /* ngx_xmpp_muc.c */
 extern ngx_xmpp_conf_t  *ngx_xmpp_muc_conf;
 
+ngx_rbtree_t *ngx_xmpp_muc_tree(void);
 ngx_xmpp_muc_room_t *ngx_xmpp_muc_room_find(ngx_str_t *jid);
 ngx_xmpp_muc_occ_t *ngx_xmpp_muc_occ_by_jid(ngx_xmpp_muc_room_t *room,
     ngx_str_t *full);
@@ -257,6 +260,7 @@ void ngx_xmpp_muc_iq(ngx_xmpp_muc_req_t *rq);
 /* ngx_xmpp_mucfan.c */
 void ngx_xmpp_muc_release(ngx_xmpp_muc_room_t *room, uint64_t upto,
     ngx_uint_t ok);
+void ngx_xmpp_muc_fan_exit(void);
 
 /* ngx_xmpp_mucadmin.c */
 void ngx_xmpp_muc_owner_iq(ngx_xmpp_muc_req_t *rq, xmlNodePtr q);

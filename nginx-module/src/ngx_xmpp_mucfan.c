@@ -14,6 +14,11 @@
 
 
 static void ngx_xmpp_muc_durable(u_char *data, size_t len, ngx_uint_t ok);
+static void ngx_xmpp_muc_bury_handler(ngx_event_t *ev);
+
+
+static ngx_event_t  ngx_xmpp_muc_bury_ev;
+static ngx_uint_t   ngx_xmpp_muc_depth;      /* commits under way */
 
 
 /* ------------------------------------------------------------------ */
@@ -76,8 +81,11 @@ ngx_xmpp_muc_commit(ngx_xmpp_muc_room_t *room, json_t *rec,
     ngx_memcpy(buf, &job->seq, sizeof(uint64_t));
     ngx_memcpy(buf + sizeof(uint64_t), room->jid.data, room->jid.len);
 
+    /* durable() may run inside: it must not drop the room then */
+    ngx_xmpp_muc_depth++;
     rc = ngx_xmpp_audit_defer(ngx_xmpp_muc_conf, rec, ngx_xmpp_muc_durable,
                               buf, sizeof(uint64_t) + room->jid.len, log);
+    ngx_xmpp_muc_depth--;
     if (rc == NGX_OK) {
         return NGX_OK;
     }
@@ -130,7 +138,7 @@ ngx_xmpp_muc_durable(u_char *data, size_t len, ngx_uint_t ok)
 
     ngx_xmpp_muc_release(room, seq, ok);
 
-    if (!room->releasing) {
+    if (!room->releasing && ngx_xmpp_muc_depth == 0) {
         ngx_xmpp_muc_check(room);
     }
 }
@@ -664,12 +672,16 @@ ngx_xmpp_muc_run(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_job_t *job)
 }
 
 
-/* occupants whose sessions are gone leave, on the record */
+/*
+ * Occupants whose sessions are gone leave, on the record.  This runs as
+ * a posted event, never inside a fan-out or a commit: a leave may run
+ * at once (fsync not "always") and change the room under its caller.
+ */
 static void
 ngx_xmpp_muc_bury(ngx_xmpp_muc_room_t *room)
 {
     ngx_pool_t          *pool;
-    ngx_queue_t         *q, *next;
+    ngx_queue_t         *q;
     ngx_xmpp_muc_req_t   rq;
     ngx_xmpp_muc_occ_t  *o;
 
@@ -682,19 +694,62 @@ ngx_xmpp_muc_bury(ngx_xmpp_muc_room_t *room)
     rq.pool = pool;
     rq.room = room;
 
+again:
+
     for (q = ngx_queue_head(&room->occupants);
          q != ngx_queue_sentinel(&room->occupants);
-         q = next)
+         q = ngx_queue_next(q))
     {
-        next = ngx_queue_next(q);
         o = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
 
         if (o->ghost && !o->leaving) {
+            /* the leave may free occupants: start over after it */
             ngx_xmpp_muc_remove(&rq, o, 0, NULL, "connection-lost");
+            goto again;
         }
     }
 
     ngx_destroy_pool(pool);
+}
+
+
+static ngx_xmpp_muc_room_t *
+ngx_xmpp_muc_ghost_room(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_xmpp_muc_room_t  *room;
+
+    while (node != sentinel) {
+        room = (ngx_xmpp_muc_room_t *) node;
+
+        if (room->ghosts) {
+            return room;
+        }
+
+        room = ngx_xmpp_muc_ghost_room(node->left, sentinel);
+        if (room) {
+            return room;
+        }
+
+        node = node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_xmpp_muc_bury_handler(ngx_event_t *ev)
+{
+    ngx_rbtree_t         *tree;
+    ngx_xmpp_muc_room_t  *room;
+
+    tree = ngx_xmpp_muc_tree();
+
+    while ((room = ngx_xmpp_muc_ghost_room(tree->root, tree->sentinel))) {
+        room->ghosts = 0;
+        ngx_xmpp_muc_bury(room);
+        ngx_xmpp_muc_check(room);
+    }
 }
 
 
@@ -719,6 +774,9 @@ ngx_xmpp_muc_release(ngx_xmpp_muc_room_t *room, uint64_t upto,
     }
 
     room->releasing = 1;
+
+    /* a group commit releases many jobs: one send per occupant */
+    ngx_xmpp_session_cork();
 
     while (!ngx_queue_empty(&room->jobs)) {
         q = ngx_queue_head(&room->jobs);
@@ -751,9 +809,22 @@ ngx_xmpp_muc_release(ngx_xmpp_muc_room_t *room, uint64_t upto,
 
     room->releasing = 0;
 
-    if (room->ghosts) {
-        room->ghosts = 0;
-        ngx_xmpp_muc_bury(room);
+    ngx_xmpp_session_uncork();
+
+    if (room->ghosts && !ngx_xmpp_muc_bury_ev.posted) {
+        ngx_xmpp_muc_bury_ev.handler = ngx_xmpp_muc_bury_handler;
+        ngx_xmpp_muc_bury_ev.log = ngx_cycle->log;
+        ngx_post_event(&ngx_xmpp_muc_bury_ev, &ngx_posted_events);
+    }
+}
+
+
+/* the worker exits: nothing is buried any more */
+void
+ngx_xmpp_muc_fan_exit(void)
+{
+    if (ngx_xmpp_muc_bury_ev.posted) {
+        ngx_delete_posted_event(&ngx_xmpp_muc_bury_ev);
     }
 }
 

@@ -24,6 +24,13 @@ static void ngx_xmpp_session_reset(ngx_connection_t *c);
 static void ngx_xmpp_session_io_error(ngx_xmpp_session_t *s);
 
 
+/* ngx_xmpp_session_cork(): sessions written to while corked, by id */
+#define NGX_XMPP_CORK_MAX  4096
+
+static ngx_uint_t         ngx_xmpp_session_corked;
+static uint64_t           ngx_xmpp_session_corks[NGX_XMPP_CORK_MAX];
+static ngx_uint_t         ngx_xmpp_session_ncorks;
+
 static ngx_rbtree_t       ngx_xmpp_sessions;
 static ngx_rbtree_node_t  ngx_xmpp_sessions_sentinel;
 static uint64_t           ngx_xmpp_session_next_id;
@@ -228,7 +235,14 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
 
     n = 0;
 
-    if (s->out.last == s->out.start) {
+    if (s->out.last == s->out.start && ngx_xmpp_session_corked
+        && s->state == NGX_XMPP_ST_SESSION
+        && ngx_xmpp_session_ncorks < NGX_XMPP_CORK_MAX)
+    {
+        /* corked: queued now, one send per session when it uncorks */
+        ngx_xmpp_session_corks[ngx_xmpp_session_ncorks++] = s->id;
+
+    } else if (s->out.last == s->out.start) {
         ngx_memzero(&b1, sizeof(ngx_buf_t));
         ngx_memzero(&b2, sizeof(ngx_buf_t));
 
@@ -285,12 +299,59 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
         return NGX_ERROR;
     }
 
+    if (ngx_xmpp_session_corked) {
+        return NGX_OK;
+    }
+
     if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
         ngx_xmpp_session_io_error(s);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A fan-out (a room's jobs, a batch of inter-worker datagrams) writes
+ * many stanzas, often several to one session: between cork and uncork
+ * they only queue, and uncork sends each session's queue with one
+ * send() instead of one per stanza.  Nested corks uncork at the
+ * outermost.  Sessions are kept by id: one that ends meanwhile is
+ * simply not found.
+ */
+void
+ngx_xmpp_session_cork(void)
+{
+    ngx_xmpp_session_corked++;
+}
+
+
+void
+ngx_xmpp_session_uncork(void)
+{
+    ngx_uint_t           i;
+    ngx_xmpp_session_t  *s;
+
+    if (ngx_xmpp_session_corked == 0 || --ngx_xmpp_session_corked) {
+        return;
+    }
+
+    for (i = 0; i < ngx_xmpp_session_ncorks; i++) {
+        s = ngx_xmpp_session_find(ngx_xmpp_session_corks[i]);
+
+        if (s == NULL || s->finalized || s->connection->error
+            || s->out.last == s->out.start)
+        {
+            continue;
+        }
+
+        if (ngx_xmpp_session_flush(s) == NGX_ERROR) {
+            ngx_xmpp_session_io_error(s);
+        }
+    }
+
+    ngx_xmpp_session_ncorks = 0;
 }
 
 
@@ -368,6 +429,7 @@ ngx_xmpp_session_error(ngx_xmpp_session_t *s, const char *condition,
     const char *text)
 {
     ngx_xmpp_wbuf_t   b;
+    ngx_xmpp_state_e  st;
 
     if (s->finalized || s->state == NGX_XMPP_ST_CLOSING) {
         return;
@@ -398,7 +460,18 @@ ngx_xmpp_session_error(ngx_xmpp_session_t *s, const char *condition,
 
     ngx_xmpp_wbuf_lit(&b, "</stream:error>");
 
-    (void) ngx_xmpp_session_send_wbuf(s, &b);
+    /* the error goes now, before the end of the stream, never corked */
+    if (s->out.last > s->out.start) {
+        (void) ngx_xmpp_session_flush(s);
+    }
+
+    if (!b.failed) {
+        /* CLOSING for a moment: the write is not corked */
+        st = s->state;
+        s->state = NGX_XMPP_ST_CLOSING;
+        (void) s->transport->send(s, b.start, b.last - b.start);
+        s->state = st;
+    }
     ngx_xmpp_wbuf_free(&b);
 
     ngx_xmpp_session_close(s);

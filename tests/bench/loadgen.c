@@ -17,6 +17,10 @@
  *   chat-fixed-rate  open loop at R msgs/s: p50/p99/max latency
  *   login            connect, sign in, bind, presence, close with C in
  *                    flight: logins/s
+ *   muc-fanout       every session joins one room (XEP-0045); the
+ *                    first S send groupchat messages, W in flight each,
+ *                    the next one when their own copy comes back:
+ *                    deliveries/s (every occupant's copy counts)
  *
  * Every message body carries the sender's and recipient's slots and a
  * CLOCK_MONOTONIC timestamp, so latency is end to end, client queueing
@@ -277,6 +281,21 @@ lg_chat_send(lg_conn_t *c, uint64_t ts)
         memset(pad, 'x', sizeof(pad) - 1);
     }
 
+    if (lg.scenario == LG_SC_MUC) {
+        /* the room names no recipient: every occupant gets a copy */
+        if (lg_send(c, "<message xmlns='jabber:client' to='%s'"
+                    " type='groupchat'><body>%u %u %llu %.*s</body>"
+                    "</message>", lg.room, c->slot, 0xffffffffu,
+                    (unsigned long long) ts, lg.payload, pad)
+            == 0)
+        {
+            c->inflight++;
+            lg.inflight++;
+            lg.sent++;
+        }
+        return;
+    }
+
     i = lg_rand() % (lg.nonline - 1);
     if (i >= c->pos) {
         i++;
@@ -328,6 +347,10 @@ lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len)
     }
 
     n = lg_xml_text(m, len, "<body>", "</body>", &v);
+    if (n == 0 && lg.scenario == LG_SC_MUC) {
+        return;                 /* the subject sent on joining */
+    }
+
     if (n == 0) {
         lg_reason("message: no body");
         lg.msg_errors++;
@@ -346,7 +369,7 @@ lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len)
         return;
     }
 
-    if (rcpt != c->slot) {
+    if (rcpt != c->slot && lg.scenario != LG_SC_MUC) {
         lg_reason("message: delivered to the wrong session");
         lg.msg_errors++;
     }
@@ -361,14 +384,17 @@ lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len)
     }
 
     from = &lg.conns[slot];
-    if (from->state == LG_FREE || from->inflight == 0) {
+    if (from->state == LG_FREE || from->inflight == 0
+        || (lg.scenario == LG_SC_MUC && from != c))
+    {
         return;
     }
 
     from->inflight--;
     lg.inflight--;
 
-    if (lg.scenario == LG_SC_SAT && from->state == LG_ONLINE
+    if ((lg.scenario == LG_SC_SAT || lg.scenario == LG_SC_MUC)
+        && from->state == LG_ONLINE
         && (lg.phase == LG_PH_WARMUP || lg.phase == LG_PH_MEASURE))
     {
         lg_chat_send(from, now);
@@ -399,6 +425,42 @@ lg_signed_in(lg_conn_t *c)
     c->deadline = 0;
     lg.online_now++;
     lg_online_add(c);
+
+    if (lg.scenario == LG_SC_MUC) {
+        /* XEP-0045 7.2: join with no history (7.2.14) */
+        (void) lg_send(c, "<presence xmlns='jabber:client' to='%s/n%u'>"
+                       "<x xmlns='http://jabber.org/protocol/muc'>"
+                       "<history maxstanzas='0'/></x></presence>",
+                       lg.room, c->slot);
+    }
+}
+
+
+/* muc-fanout: the room's presence for this occupant is its join */
+void
+lg_muc_presence(lg_conn_t *c, const unsigned char *m, size_t len)
+{
+    char                  want[320];
+    size_t                n, wn;
+    const unsigned char  *v;
+
+    if (c->joined) {
+        return;
+    }
+
+    n = lg_xml_attr(m, len, "type", &v);
+    if (n == 5 && memcmp(v, "error", 5) == 0) {
+        lg_fail(c, "muc: join refused");
+        return;
+    }
+
+    wn = snprintf(want, sizeof(want), "%s/n%u", lg.room, c->slot);
+    n = lg_xml_attr(m, len, "from", &v);
+
+    if (n == wn && memcmp(v, want, n) == 0) {
+        c->joined = 1;
+        lg.joined++;
+    }
 }
 
 
@@ -497,7 +559,25 @@ lg_tick(uint64_t now)
 
     case LG_PH_RAMP:
         lg_open_sessions(lg.target_online);
-        if ((int) lg.started >= lg.target_online && lg.signing_in == 0) {
+        if (lg.scenario == LG_SC_MUC && (int) lg.started >= lg.target_online
+            && lg.signing_in == 0 && lg.t_joins == 0)
+        {
+            lg.t_joins = now;
+        }
+        if (lg.scenario == LG_SC_MUC && lg.t_joins
+            && now - lg.t_joins > (uint64_t) (lg.timeout * LG_NS))
+        {
+            /* joins that never completed fail, the rest go on */
+            for (i = 0; i < lg.nslots; i++) {
+                if (lg.conns[i].state == LG_ONLINE && !lg.conns[i].joined) {
+                    lg_fail(&lg.conns[i], "muc: no join within --timeout");
+                }
+            }
+        }
+        if ((int) lg.started >= lg.target_online && lg.signing_in == 0
+            && (lg.scenario != LG_SC_MUC
+                || lg.joined + (int) lg.failed >= lg.online_now))
+        {
             lg.ramp_t1 = now;
             printf("# %s: %d sessions online, %llu failed, %.1f s\n",
                    lg.scenario_name, lg.online_now,
@@ -518,6 +598,13 @@ lg_tick(uint64_t now)
             lg.sampled_online = lg.online_now;
             lg_phase(LG_PH_HOLD, lg.hold);
             break;
+        }
+        if (lg.scenario == LG_SC_MUC) {
+            for (i = 0; i < lg.senders * lg.window; i++) {
+                if (lg.conns[i % lg.senders].state == LG_ONLINE) {
+                    lg_chat_send(&lg.conns[i % lg.senders], lg_now());
+                }
+            }
         }
         if (lg.scenario == LG_SC_SAT) {
             for (i = 0; i < lg.nslots * lg.window; i++) {
@@ -682,6 +769,16 @@ lg_report(void)
         snprintf(param, sizeof(param), "W=%d", lg.window);
         ok = lg.delivered_win;
         per_s = ok / secs;
+        break;
+
+    case LG_SC_MUC:
+        /* size: occupants; ok: deliveries (every occupant's copy) */
+        size = lg.sessions;
+        snprintf(param, sizeof(param), "S=%d,W=%d", lg.senders, lg.window);
+        ok = lg.delivered_win;
+        per_s = ok / secs;
+        printf("# muc-fanout: %d occupants, %.0f room messages/s, %.0f"
+               " deliveries/s\n", lg.joined, per_s / lg.joined, per_s);
         break;
 
     default:
@@ -925,7 +1022,8 @@ lg_usage(void)
 "usage: loadgen --url ws[s]://127.0.0.1:PORT/xmpp-websocket --users FILE\n"
 "       loadgen --url tcp://127.0.0.1:PORT | tls://127.0.0.1:PORT ...\n"
 "               (XMPP over TCP, RFC 6120; tls:// is direct TLS, XEP-0368)\n"
-"               --scenario idle|chat-saturation|chat-fixed-rate|login\n"
+"               --scenario idle|chat-saturation|chat-fixed-rate|login|\n"
+"                          muc-fanout\n"
 "  --sessions N      sessions online (idle K, chat senders)   [100]\n"
 "  --hold S          idle: seconds to hold the sessions        [5]\n"
 "  --window W        chat-saturation: messages in flight each  [4]\n"
@@ -945,6 +1043,8 @@ lg_usage(void)
 "  --target NAME     server name in the row                    [conclave]\n"
 "  --label TEXT      free text for the CSV (no commas)\n"
 "  --proto P         xmpp, or relay: the trivial relay (relay.c) [xmpp]\n"
+"  --room JID        muc-fanout: the room every session joins\n"
+"  --senders S       muc-fanout: sessions that send            [1]\n"
 "users FILE: one \"uid [password]\" a line; the password defaults to\n"
 "\"<uid>-pw\".  Exit status: 0 clean, 1 failures, 2 usage or setup.\n",
           stderr);
@@ -969,6 +1069,7 @@ lg_options(int argc, char **argv)
         { "cpu", 1, NULL, 'C' },         { "domain", 1, NULL, 'D' },
         { "csv", 1, NULL, 'o' },         { "target", 1, NULL, 'T' },
         { "label", 1, NULL, 'l' },       { "proto", 1, NULL, 'X' },
+        { "room", 1, NULL, 'M' },        { "senders", 1, NULL, 'N' },
         { "help", 0, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -990,6 +1091,7 @@ lg_options(int argc, char **argv)
     lg.target = "conclave";
     lg.label = "";
     lg.scenario_name = NULL;
+    lg.senders = 1;
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -1014,6 +1116,8 @@ lg_options(int argc, char **argv)
         case 'o': lg.csv = optarg; break;
         case 'T': lg.target = optarg; break;
         case 'l': lg.label = optarg; break;
+        case 'M': lg.room = optarg; break;
+        case 'N': lg.senders = atoi(optarg); break;
         case 'X':
             if (strcmp(optarg, "relay") == 0) {
                 lg.relay = 1;
@@ -1037,6 +1141,14 @@ lg_options(int argc, char **argv)
         lg.scenario = LG_SC_FIXED;
     } else if (strcmp(lg.scenario_name, "login") == 0) {
         lg.scenario = LG_SC_LOGIN;
+    } else if (strcmp(lg.scenario_name, "muc-fanout") == 0) {
+        lg.scenario = LG_SC_MUC;
+        if (lg.room == NULL || strlen(lg.room) > 256 || lg.senders < 1
+            || lg.senders > lg.sessions)
+        {
+            lg_die("muc-fanout needs --room and 1 <= --senders <= "
+                   "--sessions");
+        }
     } else {
         lg_usage();
     }

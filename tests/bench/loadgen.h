@@ -88,7 +88,8 @@ typedef enum {
     LG_SC_IDLE = 0,
     LG_SC_SAT,
     LG_SC_FIXED,
-    LG_SC_LOGIN
+    LG_SC_LOGIN,
+    LG_SC_MUC             /* muc-fanout: groupchat to every occupant */
 } lg_scenario_e;
 
 
@@ -134,6 +135,7 @@ struct lg_conn_s {
     unsigned           dirty:1;
     unsigned           ws_close_sent:1; /* our close is queued */
     unsigned           in_stream:1;     /* TCP: the server's header came */
+    unsigned           joined:1;        /* muc-fanout: own presence came */
     lg_conn_t         *next_dirty;
 };
 
@@ -158,6 +160,10 @@ typedef struct {
     const char        *target;
     const char        *label;
     const char        *csv;
+    const char        *room;            /* muc-fanout: the room's JID */
+    int                senders;         /* muc-fanout: sessions that send */
+    int                joined;          /* muc-fanout: occupants */
+    uint64_t           t_joins;         /* muc-fanout: last sign-in done */
     char             **uids;
     char             **pws;
     int                nusers;
@@ -258,6 +264,7 @@ void lg_die(const char *fmt, ...)
     __attribute__((noreturn, format(printf, 1, 2)));
 void lg_reason(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void lg_signed_in(lg_conn_t *c);
+void lg_muc_presence(lg_conn_t *c, const unsigned char *m, size_t len);
 void lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len);
 
 /* loadgen_xmpp.c */

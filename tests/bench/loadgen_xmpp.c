@@ -616,6 +616,13 @@ lg_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
         }
     }
 
+    if (lg.scenario == LG_SC_MUC && c->state == LG_ONLINE
+        && lg_xml_is(m, len, "presence"))
+    {
+        lg_muc_presence(c, m, len);
+        return;
+    }
+
     if (lg_xml_is(m, len, "stream:error")) {
         lg_xml_condition(m, len, cond, sizeof(cond));
         lg_fail(c, "stream error: %s", cond);

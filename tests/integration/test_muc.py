@@ -486,3 +486,34 @@ def test_leaving_and_disconnecting_are_seen(appliance, pool):
     c.disconnect()
     a.wait_presence(lambda p: p["from"] == room + "/Carol"
                     and p["type"] == "unavailable")
+
+
+@pytest.mark.parametrize("fsync", ["off", "interval"])
+def test_rooms_when_records_are_not_waited_for(make_appliance, pool, fsync):
+    """With conclave_audit_fsync off or interval a room event runs as
+    soon as its record is appended: the same room life, in one call."""
+    app = make_appliance(workers=2, extra_http=APPLIANCE_EXTRA_HTTP
+                         + " conclave_audit_fsync %s;" % fsync)
+    room = new_room()
+    a = user(app, pool, "alice")
+    b = user(app, pool, "bob")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    a.say(room, "hello", id="h1")
+    b.wait_groupchat(lambda m: m["id"] == "h1")
+    b.change_nick(room, "Robert")
+    a.wait_presence(lambda p: p["nick"] == "Robert")
+    a.call(lambda: a.muc.set_role(room, "Robert", "none"))
+    b.wait_presence(lambda p: 307 in p["codes"])
+    # the last occupant leaves: the temporary room ends ...
+    a.leave(room, "Alice")
+    a.wait_presence(lambda p: p["type"] == "unavailable"
+                    and p["nick"] == "Alice")
+    deadline = time.monotonic() + 5
+    while room_owner(app, room) is not None:
+        assert time.monotonic() < deadline, "the room outlived everyone"
+        time.sleep(0.1)
+    # ... and the next join makes a new one
+    pres, _, _, history = b.join(room, "Bob", maxstanzas=10)
+    assert 201 in codes_of(pres)
+    assert history == []
