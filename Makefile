@@ -52,7 +52,7 @@ LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
 all: build
 
-build: $(MODULE) $(CTL) webclient
+build: $(MODULE) $(CTL) webclient adminweb
 
 ctl: $(CTL)
 
@@ -117,6 +117,22 @@ $(WEBCLIENT)/.built: $(wildcard packaging/webclient/*) package-lock.json
 	v=$$(node -p 'require("./$(CONVERSE_DIST)/../package.json").version'); \
 	echo "webclient: $(WEBCLIENT), converse.js $$v," \
 	    "$$(du -sh $(WEBCLIENT) | cut -f1)"
+
+# adminweb: build/admin/ = the admin console's static files (admin/web/,
+# plain JS and CSS, nothing from npm); conclave_admin_root points here.
+# Copied whole and swapped in, like the web client.
+ADMINWEB := $(TOP)/build/admin
+
+.PHONY: adminweb
+adminweb: $(ADMINWEB)/.built
+
+$(ADMINWEB)/.built: $(wildcard admin/web/*)
+	@mkdir -p build; exec 9> build/.adminweb.lock; flock 9; \
+	set -e; new=$(ADMINWEB).new; rm -rf $$new $(ADMINWEB).old; \
+	mkdir -p $$new; cp -p admin/web/* $$new/; touch $$new/.built; \
+	[ ! -d $(ADMINWEB) ] || mv $(ADMINWEB) $(ADMINWEB).old; \
+	mv $$new $(ADMINWEB); rm -rf $(ADMINWEB).old; \
+	echo "adminweb: $(ADMINWEB)"
 
 
 # ---------------------------------------------------------------------

@@ -3,8 +3,9 @@
  * Conclave's http module: the directives, and the content handlers of
  * conclave_websocket (XMPP over WebSocket), conclave_bosh (XEP-0206),
  * conclave_status (the session registry as JSON), conclave_host_meta
- * (XEP-0156), conclave_metrics (Prometheus) and conclave_health.  The
- * XMPP core lives in ngx_xmpp_*.c.
+ * (XEP-0156), conclave_metrics (Prometheus), conclave_health and
+ * conclave_admin (the admin console).  The XMPP core lives in
+ * ngx_xmpp_*.c.
  */
 
 
@@ -27,11 +28,14 @@ typedef struct {
 #define NGX_HTTP_CONCLAVE_BOSH       4
 #define NGX_HTTP_CONCLAVE_METRICS    5
 #define NGX_HTTP_CONCLAVE_HEALTH     6
+#define NGX_HTTP_CONCLAVE_ADMIN      7
 
 
 ngx_int_t ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_bosh_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_hostmeta_handler(ngx_http_request_t *r,
+    ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_admin_handler(ngx_http_request_t *r,
     ngx_xmpp_conf_t *xcf);
 
 static void *ngx_http_conclave_create_main_conf(ngx_conf_t *cf);
@@ -356,6 +360,38 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(bosh_cors_origin), NULL },
 
+    { ngx_string("conclave_admin_role_group"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_xmpp_admin_conf_role, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+
+    { ngx_string("conclave_admin_root"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_root), NULL },
+
+    { ngx_string("conclave_admin_key_file"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_key_file), NULL },
+
+    { ngx_string("conclave_admin_idle_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_idle_timeout), NULL },
+
+    { ngx_string("conclave_admin_session_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_session_timeout), NULL },
+
+    { ngx_string("conclave_admin_max_failures"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_max_failures), NULL },
+
+    { ngx_string("conclave_admin_lockout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_lockout), NULL },
+
+    { ngx_string("conclave_admin"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
+      (void *) NGX_HTTP_CONCLAVE_ADMIN },
+
     { ngx_string("conclave_bosh"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
       (void *) NGX_HTTP_CONCLAVE_BOSH },
@@ -418,14 +454,30 @@ ngx_module_t  ngx_http_conclave_module = {
 static void *
 ngx_http_conclave_create_main_conf(ngx_conf_t *cf)
 {
-    return ngx_xmpp_conf_create(cf);
+    ngx_xmpp_conf_t  *xcf;
+
+    xcf = ngx_xmpp_conf_create(cf);
+    if (xcf == NULL) {
+        return NULL;
+    }
+
+    ngx_xmpp_admin_conf_create(xcf);
+
+    return xcf;
 }
 
 
 static char *
 ngx_http_conclave_init_main_conf(ngx_conf_t *cf, void *conf)
 {
-    return ngx_xmpp_conf_init(cf, conf);
+    char  *rc;
+
+    rc = ngx_xmpp_conf_init(cf, conf);
+    if (rc != NGX_CONF_OK) {
+        return rc;
+    }
+
+    return ngx_xmpp_admin_conf_init(cf, conf);
 }
 
 
@@ -584,6 +636,10 @@ ngx_http_conclave_handler(ngx_http_request_t *r)
         return ngx_xmpp_metrics_health_handler(r, xcf);
     }
 
+    if (lcf->handler == NGX_HTTP_CONCLAVE_ADMIN) {
+        return ngx_xmpp_admin_handler(r, xcf);
+    }
+
     return ngx_xmpp_ws_handler(r, xcf);
 }
 
@@ -628,7 +684,11 @@ ngx_http_conclave_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_xmpp_init_worker(cycle, xcf);
+    if (ngx_xmpp_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_xmpp_admin_init_worker(cycle, xcf);
 }
 
 
@@ -642,5 +702,6 @@ ngx_http_conclave_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_xmpp_admin_exit_worker(cycle, xcf);
     ngx_xmpp_exit_worker(cycle, xcf);
 }

@@ -162,6 +162,18 @@ typedef struct {
     size_t                 bosh_max_body;
     ngx_str_t              bosh_cors_origin;
 
+    /* the admin console (ngx_xmpp_admin*.c) */
+    ngx_str_t              admin_role_group[3];  /* admin, compl., auditor */
+    ngx_str_t              admin_root;
+    ngx_str_t              admin_key_file;
+    ngx_msec_t             admin_idle_timeout;
+    ngx_msec_t             admin_session_timeout;
+    ngx_uint_t             admin_max_failures;
+    ngx_msec_t             admin_lockout;
+    u_char                 admin_key[32];        /* cookie HMAC key */
+    ngx_shm_zone_t        *admin_zone;
+    cdir_t                *admin_dir[3];         /* per worker */
+
     ngx_str_t              conf_file;
     ngx_uint_t             conf_line;
 } ngx_xmpp_conf_t;
@@ -538,6 +550,7 @@ void ngx_xmpp_registry_room_release(ngx_xmpp_conf_t *xcf, ngx_str_t *room);
 ngx_uint_t ngx_xmpp_registry_rooms(ngx_xmpp_conf_t *xcf);
 ngx_uint_t ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf,
     ngx_pool_t *pool, ngx_str_t *out, ngx_uint_t max);
+struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_ipc.c: unix datagram sockets between workers */
 #define NGX_XMPP_IPC_DELIVER   1
@@ -545,6 +558,7 @@ ngx_uint_t ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf,
 #define NGX_XMPP_IPC_BOSH_REQ  3
 #define NGX_XMPP_IPC_BOSH_RESP 4
 #define NGX_XMPP_IPC_MUC       5
+#define NGX_XMPP_IPC_ADMIN_KICK 6
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -641,6 +655,9 @@ void ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
 /* ngx_xmpp_mucadmin.c */
 void ngx_xmpp_muc_service_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+ngx_int_t ngx_xmpp_audit_admin(ngx_xmpp_conf_t *xcf, ngx_log_t *log,
+    const char *user, const char *ip, const char *sid, const char *action,
+    ngx_uint_t ok, const char *error, struct json_t *params);
 
 /* ngx_xmpp_dir.c: the directory beyond sign-in (revocation, metrics) */
 extern ngx_conf_enum_t  ngx_xmpp_dir_group_modes[];
@@ -671,6 +688,16 @@ struct json_t *ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
+/* ngx_xmpp_admin*.c: the admin console (its handler: http glue) */
+void ngx_xmpp_admin_conf_create(ngx_xmpp_conf_t *xcf);
+char *ngx_xmpp_admin_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+char *ngx_xmpp_admin_conf_role(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_xmpp_admin_init_worker(ngx_cycle_t *cycle,
+    ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_admin_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_admin_kick_local(uint64_t sid);
 
 /* ngx_xmpp_hostmeta.c: XEP-0156 discovery (its handler: http glue) */
 char *ngx_xmpp_hostmeta_conf_ws_url(ngx_conf_t *cf, ngx_command_t *cmd,

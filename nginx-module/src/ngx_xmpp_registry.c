@@ -36,8 +36,18 @@ typedef struct {
     u_char                    roles;     /* NGX_XMPP_ROLE_* */
     u_short                   bare_len;
     u_short                   res_len;
+    /* for the admin console's session list (ngx_xmpp_admin_ops.c) */
+    time_t                    since;
+    u_char                    transport;  /* index of ..._transports */
+    u_char                    ip_len;
+    u_char                    ip[NGX_INET6_ADDRSTRLEN];
     u_char                    data[1];   /* bare JID, then resource */
 } ngx_xmpp_registry_node_t;
+
+
+static const char  *ngx_xmpp_registry_transports[] = {
+    "other", "websocket", "bosh", "tcp", NULL
+};
 
 
 typedef struct {
@@ -255,6 +265,20 @@ ngx_xmpp_registry_add(ngx_xmpp_session_t *s, ngx_pid_t *old_pid,
     rn->roles = (u_char) s->roles;
     rn->bare_len = (u_short) s->jid.bare.len;
     rn->res_len = (u_short) s->jid.resource.len;
+    rn->since = ngx_time();
+    rn->transport = 0;
+
+    for (i = 1; ngx_xmpp_registry_transports[i]; i++) {
+        if (ngx_strcmp(s->transport->name.data,
+                       ngx_xmpp_registry_transports[i]) == 0)
+        {
+            rn->transport = (u_char) i;
+        }
+    }
+
+    rn->ip_len = (u_char) ngx_min(s->connection->addr_text.len,
+                                  sizeof(rn->ip));
+    ngx_memcpy(rn->ip, s->connection->addr_text.data, rn->ip_len);
     ngx_memcpy(rn->data, s->jid.bare.data, s->jid.bare.len);
     ngx_memcpy(rn->data + rn->bare_len, s->jid.resource.data,
                s->jid.resource.len);
@@ -510,6 +534,9 @@ ngx_xmpp_registry_room(ngx_xmpp_conf_t *xcf, ngx_str_t *room,
     rn->available = NGX_XMPP_REGISTRY_ROOM;
     rn->bare_len = (u_short) room->len;
     rn->res_len = 0;
+    rn->since = ngx_time();
+    rn->transport = 0;
+    rn->ip_len = 0;
     ngx_memcpy(rn->data, room->data, room->len);
 
     ngx_rbtree_insert(&reg->sh->rbtree, &rn->node);
@@ -636,6 +663,66 @@ ngx_xmpp_registry_roles(ngx_xmpp_registry_node_t *rn)
     }
 
     return a;
+}
+
+
+/*
+ * Every bound resource, for the admin console: jid, resource, worker,
+ * presence, since, transport, ip, session (unique within its worker),
+ * directory roles.
+ */
+json_t *
+ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf)
+{
+    json_t                    *list, *item;
+    ngx_rbtree_node_t         *node, *root, *sentinel;
+    ngx_xmpp_registry_t       *reg;
+    ngx_xmpp_registry_node_t  *rn;
+
+    reg = ngx_xmpp_registry_get(xcf);
+
+    list = json_array();
+    if (list == NULL) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&reg->shpool->mutex);
+
+    sentinel = reg->sh->rbtree.sentinel;
+    root = reg->sh->rbtree.root;
+
+    node = (root == sentinel) ? NULL : ngx_rbtree_min(root, sentinel);
+
+    for ( /* void */ ; node; node = ngx_rbtree_next(&reg->sh->rbtree, node)) {
+        rn = (ngx_xmpp_registry_node_t *) node;
+
+        if (rn->available == NGX_XMPP_REGISTRY_ROOM) {
+            continue;
+        }
+
+        item = json_pack("{s:s%,s:s%,s:I,s:b,s:I,s:I,s:s,s:s%,s:o}",
+                         "jid", (char *) rn->data, (size_t) rn->bare_len,
+                         "resource", (char *) rn->data + rn->bare_len,
+                         (size_t) rn->res_len,
+                         "worker_pid", (json_int_t) rn->pid,
+                         "available", (int) rn->available,
+                         "priority", (json_int_t) rn->priority,
+                         "since", (json_int_t) rn->since,
+                         "transport",
+                         ngx_xmpp_registry_transports[rn->transport],
+                         "ip", (char *) rn->ip, (size_t) rn->ip_len,
+                         "session", json_sprintf("%016" PRIx64, rn->sid));
+        if (item == NULL) {
+            break;
+        }
+
+        json_object_set_new(item, "roles", ngx_xmpp_registry_roles(rn));
+        json_array_append_new(list, item);
+    }
+
+    ngx_shmtx_unlock(&reg->shpool->mutex);
+
+    return list;
 }
 
 

@@ -43,7 +43,7 @@ XMPP_PORT = 5222
 XMPPS_PORT = 5223
 
 # uids in the demo directory that are not in the sign-in group
-SIGNIN_DENIED = ("dave",)
+SIGNIN_DENIED = ("dave", "grace")
 
 _DEFAULT = object()
 

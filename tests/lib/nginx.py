@@ -40,6 +40,9 @@ DOMAIN = "example.com"
 WEBCLIENT = os.path.join(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))), "build", "webclient")
 
+# the admin console's static files ("make adminweb")
+ADMINWEB = os.path.join(os.path.dirname(WEBCLIENT), "admin")
+
 _TAG_RE = re.compile(r"\s*#@((?:\s+\w+)+)\s*$")
 
 
@@ -192,6 +195,7 @@ class Nginx:
             "EXTRA_PORT": self.extra_port,
             "DOMAIN": self.domain,
             "WEBCLIENT": WEBCLIENT,
+            "ADMINWEB": ADMINWEB,
             "LDAP_URI": self._ldap_uri(),
             "LDAP_BIND_DN": getattr(self.ldap, "service_dn",
                                     slapd.SERVICE_DN),

@@ -51,6 +51,7 @@ USER_FILTER = "(&(objectClass=inetOrgPerson)(uid=%u))"
 SIGNIN_GROUP_DN = "cn=conclave-users," + GROUPS
 ADMIN_GROUP_DN = "cn=conclave-admins," + GROUPS
 COMPLIANCE_GROUP_DN = "cn=conclave-compliance," + GROUPS
+AUDITOR_GROUP_DN = "cn=conclave-auditors," + GROUPS
 
 # the AD-shaped directory (flavor="ad")
 AD_STAFF = "ou=Staff," + BASE
@@ -67,9 +68,11 @@ def ad_dn(cn):
     return "cn=%s,%s" % (cn, AD_STAFF)
 
 
-# login -> password; everyone but dave is in SIGNIN_GROUP_DN
+# login -> password; everyone but dave and grace is in SIGNIN_GROUP_DN
+# (grace, an auditor, only uses the admin console)
 USERS = {uid: uid + "-pw"
-         for uid in ("alice", "bob", "carol", "dave", "erin", "frank")}
+         for uid in ("alice", "bob", "carol", "dave", "erin", "frank",
+                     "grace")}
 
 
 def user_dn(uid):

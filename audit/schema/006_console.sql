@@ -1,0 +1,12 @@
+-- Conclave audit schema, version 6: indexes for the admin console
+-- (docs/console.md "Search").
+--
+-- Keyword search: an InnoDB FULLTEXT index over the message bodies
+-- (MariaDB's built-in word parser: words of innodb_ft_min_token_size = 3
+-- or more characters, the default stopwords left out).  The console
+-- uses it to find candidates and a LIKE on the whole keyword to keep
+-- the exact matches; CJK text has no word boundaries for this parser
+-- and is matched by LIKE alone.  Adding it to a full table rebuilds the
+-- table once (minutes per million rows); IF NOT EXISTS makes a re-run
+-- after a crash harmless.
+ALTER TABLE audit_record ADD FULLTEXT INDEX IF NOT EXISTS audit_record_body (body);

@@ -1,0 +1,102 @@
+
+/*
+ * Conclave's admin console: what ngx_xmpp_admin.c (HTTP, sign-in,
+ * cookies, roles, operations) and ngx_xmpp_admin_db.c (the MariaDB
+ * queries) share.  Only the two admin files include this header.
+ */
+
+
+#ifndef _NGX_XMPP_ADMIN_H_INCLUDED_
+#define _NGX_XMPP_ADMIN_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_xmpp.h"
+
+
+/* role bits; the groups come from conclave_admin_role_group */
+#define NGX_XMPP_ADMIN_ROLE_ADMIN       0x01
+#define NGX_XMPP_ADMIN_ROLE_COMPLIANCE  0x02
+#define NGX_XMPP_ADMIN_ROLE_AUDITOR     0x04
+
+#define NGX_XMPP_ADMIN_ROLES            3
+
+#define NGX_XMPP_ADMIN_USER_MAX         64
+#define NGX_XMPP_ADMIN_NONCE_LEN        16
+#define NGX_XMPP_ADMIN_PAGE             50
+#define NGX_XMPP_ADMIN_ARG_MAX          256
+#define NGX_XMPP_ADMIN_BODY_MAX         4096
+
+
+/* one signed-in console user, as the cookie says */
+typedef struct {
+    u_char                 user[NGX_XMPP_ADMIN_USER_MAX + 1];
+    size_t                 user_len;
+    ngx_uint_t             roles;
+    time_t                 issued;
+    time_t                 last;
+    u_char                 nonce[NGX_XMPP_ADMIN_NONCE_LEN];
+} ngx_xmpp_admin_sess_t;
+
+
+typedef struct ngx_xmpp_admin_ctx_s  ngx_xmpp_admin_ctx_t;
+
+typedef ngx_int_t (*ngx_xmpp_admin_api_pt)(ngx_xmpp_admin_ctx_t *ctx);
+/* body: the parsed JSON object, NULL when the body was not one */
+typedef ngx_int_t (*ngx_xmpp_admin_body_pt)(ngx_xmpp_admin_ctx_t *ctx,
+    json_t *body);
+
+
+/* per request (the module's request ctx) */
+struct ngx_xmpp_admin_ctx_s {
+    ngx_http_request_t    *request;
+    ngx_xmpp_conf_t       *xcf;
+    ngx_xmpp_admin_sess_t  sess;
+    ngx_xmpp_admin_body_pt body_handler;
+    unsigned               signed_in:1;
+};
+
+
+/* ngx_xmpp_admin.c */
+ngx_int_t ngx_xmpp_admin_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *doc);
+ngx_int_t ngx_xmpp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code);
+ngx_int_t ngx_xmpp_admin_read_json(ngx_xmpp_admin_ctx_t *ctx,
+    ngx_xmpp_admin_body_pt handler);
+ngx_int_t ngx_xmpp_admin_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *out);
+ngx_int_t ngx_xmpp_admin_audit(ngx_xmpp_admin_ctx_t *ctx,
+    const char *action, ngx_uint_t ok, const char *error, json_t *params);
+
+ngx_int_t ngx_xmpp_admin_cookie(ngx_xmpp_admin_ctx_t *ctx, ngx_uint_t clear);
+void ngx_xmpp_admin_csrf(ngx_xmpp_admin_ctx_t *ctx, u_char *out);
+void ngx_xmpp_admin_drop_cookies(ngx_http_request_t *r);
+ngx_int_t ngx_xmpp_admin_me(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_handler(ngx_http_request_t *r,
+    ngx_xmpp_conf_t *xcf);
+
+/* ngx_xmpp_admin_auth.c: sign-in, sign-out, throttling, revocation */
+char *ngx_xmpp_admin_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_admin_signin(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_signout(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_revoked(ngx_xmpp_conf_t *xcf, u_char *nonce);
+
+/* ngx_xmpp_admin_ops.c: operations views for admins */
+ngx_int_t ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_kick(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx);
+
+/* ngx_xmpp_admin_db.c: GET handlers over audit_record */
+ngx_int_t ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_conversation(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_signins(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_audit_log(ngx_xmpp_admin_ctx_t *ctx);
+
+
+#endif /* _NGX_XMPP_ADMIN_H_INCLUDED_ */

@@ -1,0 +1,762 @@
+
+/*
+ * Console sign-in: the LDAP account, and a role from the directory
+ * groups named by conclave_admin_role_group (issue 8 item 2).
+ *
+ * The directory work runs in the thread pool LDAP sign-ins use
+ * (conclave_thread_pool) with one cdir handle per role, each checking
+ * membership of its group before it binds as the user; a user in no
+ * role group is refused without a bind.  A timer on the event loop
+ * answers 503 if the directory takes longer than the handles' own
+ * bound.  Failures are counted per login and per client address in
+ * shared memory (all workers see them): after conclave_admin_max_failures
+ * in conclave_admin_lockout both are refused with 429 until the lockout
+ * ends, without asking the directory.  Every attempt is an audit
+ * record; the password never leaves the thread's buffer.
+ */
+
+
+#include "ngx_xmpp_admin.h"
+
+#include <openssl/rand.h>
+
+
+#define NGX_XMPP_ADMIN_FAIL_SLOTS     1024
+#define NGX_XMPP_ADMIN_REVOKED_SLOTS  512
+#define NGX_XMPP_ADMIN_ZONE_SIZE      (256 * 1024)
+
+
+typedef struct {
+    uint32_t               key;          /* crc32 of "u:login" / "i:ip" */
+    uint32_t               failures;
+    time_t                 first;
+    time_t                 until;        /* locked until */
+} ngx_xmpp_admin_fail_t;
+
+
+typedef struct {
+    u_char                 nonce[NGX_XMPP_ADMIN_NONCE_LEN];
+    time_t                 expires;
+} ngx_xmpp_admin_revoked_t;
+
+
+typedef struct {
+    ngx_xmpp_admin_fail_t     fail[NGX_XMPP_ADMIN_FAIL_SLOTS];
+    ngx_xmpp_admin_revoked_t  revoked[NGX_XMPP_ADMIN_REVOKED_SLOTS];
+    ngx_uint_t                next_revoked;
+} ngx_xmpp_admin_shm_t;
+
+
+typedef struct {
+    ngx_http_request_t    *request;      /* NULL once the timer answered */
+    ngx_xmpp_conf_t       *xcf;
+    ngx_event_t            timer;
+    ngx_uint_t             roles;
+    cdir_status_e          status;
+    char                   reason[128];
+    size_t                 login_len;
+    size_t                 pw_len;
+    u_char                 login[NGX_XMPP_ADMIN_USER_MAX + 1];
+    u_char                 pw[CDIR_MAX_PASSWORD];
+} ngx_xmpp_admin_signin_t;
+
+
+static ngx_int_t ngx_xmpp_admin_zone_init(ngx_shm_zone_t *zone, void *data);
+static ngx_int_t ngx_xmpp_admin_signin_start(ngx_xmpp_admin_ctx_t *ctx,
+    json_t *body);
+static ngx_int_t ngx_xmpp_admin_throttled(ngx_xmpp_admin_ctx_t *ctx,
+    time_t left);
+static ngx_int_t ngx_xmpp_admin_signin_post(ngx_xmpp_admin_ctx_t *ctx,
+    const char *pw, size_t pw_len);
+static void ngx_xmpp_admin_signin_thread(void *data, ngx_log_t *log);
+static void ngx_xmpp_admin_signin_done(ngx_event_t *ev);
+static void ngx_xmpp_admin_signin_expire(ngx_event_t *ev);
+static ngx_int_t ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
+    ngx_xmpp_admin_signin_t *st);
+
+
+static const char  *ngx_xmpp_admin_roles[] = {
+    "admin", "compliance", "auditor"
+};
+
+
+/* ------------------------------------------------------------------ */
+/* shared memory: failures and signed-out sessions */
+
+char *
+ngx_xmpp_admin_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
+{
+    ngx_str_t        name;
+    ngx_shm_zone_t  *zone;
+
+    ngx_str_set(&name, "conclave_admin");
+
+    zone = ngx_shared_memory_add(cf, &name, NGX_XMPP_ADMIN_ZONE_SIZE,
+                                 &ngx_http_conclave_module);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->init = ngx_xmpp_admin_zone_init;
+    xcf->admin_zone = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/* a reload keeps the counts: a lockout survives "nginx -s reload" */
+static ngx_int_t
+ngx_xmpp_admin_zone_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t       *shpool;
+    ngx_xmpp_admin_shm_t  *sh;
+
+    if (data) {
+        zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_xmpp_admin_shm_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = sh;
+    zone->data = sh;
+
+    return NGX_OK;
+}
+
+
+#define ngx_xmpp_admin_shpool(xcf)                                         \
+    ((ngx_slab_pool_t *) (xcf)->admin_zone->shm.addr)
+
+
+static uint32_t
+ngx_xmpp_admin_fail_key(const char *kind, u_char *s, size_t len)
+{
+    uint32_t  crc;
+
+    ngx_crc32_init(crc);
+    ngx_crc32_update(&crc, (u_char *) kind, 2);
+    ngx_crc32_update(&crc, s, len);
+    ngx_crc32_final(crc);
+
+    return crc ? crc : 1;
+}
+
+
+/* the slot of key, or a free or stale one to take over, or NULL */
+static ngx_xmpp_admin_fail_t *
+ngx_xmpp_admin_fail_slot_locked(ngx_xmpp_admin_shm_t *sh, uint32_t key,
+    time_t now, time_t window, ngx_uint_t create)
+{
+    ngx_uint_t              i, n;
+    ngx_xmpp_admin_fail_t  *f, *spare;
+
+    spare = NULL;
+
+    for (n = 0; n < 16; n++) {
+        i = (key + n) % NGX_XMPP_ADMIN_FAIL_SLOTS;
+        f = &sh->fail[i];
+
+        if (f->key == key) {
+            return f;
+        }
+
+        if (spare == NULL
+            && (f->key == 0
+                || (now - f->first > window && now >= f->until)))
+        {
+            spare = f;
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    if (spare == NULL) {
+        /* a full neighbourhood: the oldest window gives way */
+        spare = &sh->fail[key % NGX_XMPP_ADMIN_FAIL_SLOTS];
+    }
+
+    spare->key = key;
+    spare->failures = 0;
+    spare->first = now;
+    spare->until = 0;
+
+    return spare;
+}
+
+
+/* seconds until key may try again, 0 now */
+static time_t
+ngx_xmpp_admin_locked(ngx_xmpp_conf_t *xcf, uint32_t key)
+{
+    time_t                  now, left;
+    ngx_slab_pool_t        *shpool;
+    ngx_xmpp_admin_fail_t  *f;
+
+    shpool = ngx_xmpp_admin_shpool(xcf);
+    now = ngx_time();
+    left = 0;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    f = ngx_xmpp_admin_fail_slot_locked(xcf->admin_zone->data, key, now,
+                                        xcf->admin_lockout / 1000, 0);
+    if (f && f->until > now) {
+        left = f->until - now;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return left;
+}
+
+
+static void
+ngx_xmpp_admin_count(ngx_xmpp_conf_t *xcf, uint32_t key, ngx_uint_t failed)
+{
+    time_t                  now, window;
+    ngx_slab_pool_t        *shpool;
+    ngx_xmpp_admin_fail_t  *f;
+
+    shpool = ngx_xmpp_admin_shpool(xcf);
+    now = ngx_time();
+    window = xcf->admin_lockout / 1000;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    f = ngx_xmpp_admin_fail_slot_locked(xcf->admin_zone->data, key, now,
+                                        window, failed);
+    if (f && !failed) {
+        f->key = 0;
+
+    } else if (f) {
+        if (now - f->first > window) {
+            f->first = now;
+            f->failures = 0;
+        }
+
+        if (++f->failures >= xcf->admin_max_failures) {
+            f->until = now + window;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_xmpp_admin_revoked(ngx_xmpp_conf_t *xcf, u_char *nonce)
+{
+    ngx_int_t              found;
+    ngx_uint_t             i;
+    ngx_slab_pool_t       *shpool;
+    ngx_xmpp_admin_shm_t  *sh;
+
+    shpool = ngx_xmpp_admin_shpool(xcf);
+    sh = xcf->admin_zone->data;
+    found = 0;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < NGX_XMPP_ADMIN_REVOKED_SLOTS; i++) {
+        if (sh->revoked[i].expires
+            && ngx_memcmp(sh->revoked[i].nonce, nonce,
+                          NGX_XMPP_ADMIN_NONCE_LEN) == 0)
+        {
+            found = 1;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return found;
+}
+
+
+/*
+ * A ring: with more than NGX_XMPP_ADMIN_REVOKED_SLOTS sign-outs within
+ * one absolute timeout the oldest entry is reused early (its cookie is
+ * then only bounded by the idle timeout again).
+ */
+static void
+ngx_xmpp_admin_revoke(ngx_xmpp_conf_t *xcf, ngx_xmpp_admin_sess_t *s)
+{
+    ngx_slab_pool_t           *shpool;
+    ngx_xmpp_admin_shm_t      *sh;
+    ngx_xmpp_admin_revoked_t  *rv;
+
+    shpool = ngx_xmpp_admin_shpool(xcf);
+    sh = xcf->admin_zone->data;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    rv = &sh->revoked[sh->next_revoked++ % NGX_XMPP_ADMIN_REVOKED_SLOTS];
+    ngx_memcpy(rv->nonce, s->nonce, NGX_XMPP_ADMIN_NONCE_LEN);
+    rv->expires = s->issued + xcf->admin_session_timeout / 1000;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* worker: one directory handle per configured role */
+
+ngx_int_t
+ngx_xmpp_admin_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
+{
+    char           err[256];
+    ngx_uint_t     i;
+    cdir_config_t  dc;
+
+    if (xcf->admin_zone == NULL) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+        if (xcf->admin_role_group[i].len == 0) {
+            continue;
+        }
+
+        ngx_memzero(&dc, sizeof(cdir_config_t));
+
+        dc.uri = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_uri);
+        dc.bind_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_dn);
+        dc.bind_pw = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_password);
+        dc.base = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_base);
+        dc.user_filter = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_user_filter);
+        dc.group_dn = ngx_xmpp_cstr(cycle->pool, &xcf->admin_role_group[i]);
+        dc.timeout_ms = (int) xcf->ldap_timeout;
+        dc.pool_size = 2;
+
+        err[0] = '\0';
+
+        xcf->admin_dir[i] = cdir_create(&dc, err, sizeof(err));
+        if (xcf->admin_dir[i] == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "xmpp: console directory set-up failed: %s", err);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_xmpp_admin_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+        if (xcf->admin_dir[i]) {
+            cdir_destroy(xcf->admin_dir[i]);
+            xcf->admin_dir[i] = NULL;
+        }
+    }
+}
+
+
+/* ------------------------------------------------------------------ */
+/* POST signin {"user": "...", "password": "..."} */
+
+ngx_int_t
+ngx_xmpp_admin_signin(ngx_xmpp_admin_ctx_t *ctx)
+{
+    return ngx_xmpp_admin_read_json(ctx, ngx_xmpp_admin_signin_start);
+}
+
+
+/* "erin" or "erin@<domain>" -> "erin", lower case, a strict alphabet */
+static ngx_int_t
+ngx_xmpp_admin_login(ngx_xmpp_conf_t *xcf, const char *in, size_t len,
+    u_char *out, size_t *out_len)
+{
+    u_char   c, *at;
+    size_t   i;
+
+    at = ngx_strlchr((u_char *) in, (u_char *) in + len, '@');
+
+    if (at) {
+        if ((size_t) ((u_char *) in + len - at - 1) != xcf->domain.len
+            || ngx_strncasecmp(at + 1, xcf->domain.data, xcf->domain.len)
+               != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        len = at - (u_char *) in;
+    }
+
+    if (len == 0 || len > NGX_XMPP_ADMIN_USER_MAX) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = ngx_tolower((u_char) in[i]);
+
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.'
+              || c == '-' || c == '_'))
+        {
+            return NGX_ERROR;
+        }
+
+        out[i] = c;
+    }
+
+    out[len] = '\0';
+    *out_len = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_xmpp_admin_signin_start(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
+{
+    time_t                    left;
+    size_t                    pw_len;
+    json_t                   *user, *pw;
+    ngx_str_t                *ip;
+    ngx_http_request_t       *r;
+
+    r = ctx->request;
+    ip = &r->connection->addr_text;
+
+    user = body ? json_object_get(body, "user") : NULL;
+    pw = body ? json_object_get(body, "password") : NULL;
+
+    if (!json_is_string(user) || !json_is_string(pw)
+        || ngx_xmpp_admin_login(ctx->xcf, json_string_value(user),
+                                json_string_length(user), ctx->sess.user,
+                                &ctx->sess.user_len)
+           != NGX_OK)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_BAD_REQUEST, "bad-request");
+    }
+
+    pw_len = json_string_length(pw);
+
+    if (pw_len == 0 || pw_len > CDIR_MAX_PASSWORD) {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_BAD_REQUEST, "bad-request");
+    }
+
+    left = ngx_max(ngx_xmpp_admin_locked(ctx->xcf,
+                       ngx_xmpp_admin_fail_key("u:", ctx->sess.user,
+                                               ctx->sess.user_len)),
+                   ngx_xmpp_admin_locked(ctx->xcf,
+                       ngx_xmpp_admin_fail_key("i:", ip->data, ip->len)));
+
+    if (left) {
+        return ngx_xmpp_admin_throttled(ctx, left);
+    }
+
+    return ngx_xmpp_admin_signin_post(ctx, json_string_value(pw), pw_len);
+}
+
+
+static ngx_int_t
+ngx_xmpp_admin_throttled(ngx_xmpp_admin_ctx_t *ctx, time_t left)
+{
+    u_char              *p;
+    ngx_table_elt_t     *h;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "xmpp: console: sign-in of \"%s\" throttled for %T s",
+                  ctx->sess.user, left);
+
+    if (ngx_xmpp_admin_audit(ctx, "signin", 0, "throttled", NULL) != NGX_OK)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "audit-unavailable");
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    h = ngx_list_push(&r->headers_out.headers);
+
+    if (p == NULL || h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.data = p;
+    h->value.len = ngx_sprintf(p, "%T", left) - p;
+
+    return ngx_xmpp_admin_error(r, NGX_HTTP_TOO_MANY_REQUESTS, "throttled");
+}
+
+
+static ngx_int_t
+ngx_xmpp_admin_signin_post(ngx_xmpp_admin_ctx_t *ctx, const char *pw,
+    size_t pw_len)
+{
+    ngx_msec_t                timeout;
+    ngx_thread_task_t        *task;
+    ngx_http_request_t       *r;
+    ngx_xmpp_admin_signin_t  *st;
+
+    r = ctx->request;
+
+    if (ctx->xcf->thread_pool == NULL) {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "directory-unavailable");
+    }
+
+    /* on the heap: a late thread may outlive the request */
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_xmpp_admin_signin_t), r->connection->log);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    st = (ngx_xmpp_admin_signin_t *) (task + 1);
+
+    st->request = r;
+    st->xcf = ctx->xcf;
+    st->login_len = ctx->sess.user_len;
+    ngx_memcpy(st->login, ctx->sess.user, ctx->sess.user_len);
+    st->pw_len = pw_len;
+    ngx_memcpy(st->pw, pw, pw_len);
+
+    task->ctx = st;
+    task->handler = ngx_xmpp_admin_signin_thread;
+    task->event.handler = ngx_xmpp_admin_signin_done;
+    task->event.data = task;
+    task->event.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(ctx->xcf->thread_pool, task) != NGX_OK) {
+        ngx_explicit_memzero(st->pw, sizeof(st->pw));
+        ngx_free(task);
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "directory-busy");
+    }
+
+    /* each role's handle may take about 2 x conclave_ldap_timeout */
+    timeout = 2 * ctx->xcf->ldap_timeout * NGX_XMPP_ADMIN_ROLES + 1000;
+
+    st->timer.handler = ngx_xmpp_admin_signin_expire;
+    st->timer.data = task;
+    st->timer.log = r->connection->log;
+    ngx_add_timer(&st->timer, timeout);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Runs in a pool thread.  Roles are tried in order; "not in group" is
+ * the only refusal that lets the next role be tried, so wrong
+ * credentials stop at the first group the user is in.
+ */
+static void
+ngx_xmpp_admin_signin_thread(void *data, ngx_log_t *log)
+{
+    ngx_xmpp_admin_signin_t *st = data;
+
+    ngx_uint_t          i;
+    cdir_auth_result_t  res;
+
+    st->status = CDIR_DENIED;
+    ngx_cpystrn((u_char *) st->reason, (u_char *) "no console role",
+                sizeof(st->reason));
+
+    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+        if (st->xcf->admin_dir[i] == NULL) {
+            continue;
+        }
+
+        cdir_authenticate(st->xcf->admin_dir[i], (char *) st->login,
+                          st->login_len, (char *) st->pw, st->pw_len, &res);
+
+        if (res.status == CDIR_OK) {
+            st->roles |= 1 << i;
+            st->status = CDIR_OK;
+            continue;
+        }
+
+        if (res.status == CDIR_DENIED
+            && ngx_strcmp(res.reason, "not in group") == 0)
+        {
+            continue;
+        }
+
+        if (st->roles == 0) {
+            st->status = res.status;
+            ngx_cpystrn((u_char *) st->reason, (u_char *) res.reason,
+                        sizeof(st->reason));
+        }
+
+        break;
+    }
+
+    ngx_explicit_memzero(st->pw, sizeof(st->pw));
+}
+
+
+static void
+ngx_xmpp_admin_signin_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_xmpp_admin_signin_t  *st;
+
+    st = task->ctx;
+    r = st->request;
+
+    if (st->timer.timer_set) {
+        ngx_del_timer(&st->timer);
+    }
+
+    if (r) {
+        c = r->connection;
+        ngx_http_finalize_request(r, ngx_xmpp_admin_signin_finish(r, st));
+        ngx_http_run_posted_requests(c);
+    }
+
+    ngx_free(task);
+}
+
+
+static void
+ngx_xmpp_admin_signin_expire(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_xmpp_admin_signin_t  *st;
+
+    st = task->ctx;
+    r = st->request;
+    st->request = NULL;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "xmpp: console: the directory did not answer a sign-in");
+
+    st->status = CDIR_UNAVAILABLE;
+    ngx_cpystrn((u_char *) st->reason, (u_char *) "timeout",
+                sizeof(st->reason));
+
+    c = r->connection;
+    ngx_http_finalize_request(r, ngx_xmpp_admin_signin_finish(r, st));
+    ngx_http_run_posted_requests(c);
+
+    /* the completion event frees the task */
+}
+
+
+static ngx_int_t
+ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
+    ngx_xmpp_admin_signin_t *st)
+{
+    json_t                *params, *roles;
+    ngx_str_t             *ip;
+    ngx_uint_t             i;
+    ngx_xmpp_admin_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conclave_module);
+    ip = &r->connection->addr_text;
+
+    if (st->status == CDIR_UNAVAILABLE) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "xmpp: console: sign-in of \"%s\": directory "
+                      "unavailable: %s", st->login, st->reason);
+        (void) ngx_xmpp_admin_audit(ctx, "signin", 0,
+                                    "directory-unavailable", NULL);
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "directory-unavailable");
+    }
+
+    if (st->status != CDIR_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "xmpp: console: sign-in of \"%s\" refused: %s",
+                      st->login, st->reason);
+
+        ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("u:",
+                             st->login, st->login_len), 1);
+        ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("i:",
+                             ip->data, ip->len), 1);
+
+        params = json_pack("{ss}", "reason", st->reason);
+        (void) ngx_xmpp_admin_audit(ctx, "signin", 0, "refused", params);
+
+        /* one answer for every refusal: no hint which part was wrong */
+        return ngx_xmpp_admin_error(r, NGX_HTTP_UNAUTHORIZED, "refused");
+    }
+
+    ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("u:", st->login,
+                         st->login_len), 0);
+
+    ctx->sess.roles = st->roles;
+    ctx->sess.issued = ngx_time();
+    ctx->sess.last = ctx->sess.issued;
+
+    if (RAND_bytes(ctx->sess.nonce, NGX_XMPP_ADMIN_NONCE_LEN) != 1) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    roles = json_array();
+
+    for (i = 0; roles && i < NGX_XMPP_ADMIN_ROLES; i++) {
+        if (st->roles & (1 << i)) {
+            json_array_append_new(roles,
+                                  json_string(ngx_xmpp_admin_roles[i]));
+        }
+    }
+
+    params = json_pack("{so}", "roles", roles ? roles : json_null());
+
+    if (ngx_xmpp_admin_audit(ctx, "signin", 1, NULL, params) != NGX_OK) {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "audit-unavailable");
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "xmpp: console: \"%s\" signed in", st->login);
+
+    ctx->signed_in = 1;
+
+    if (ngx_xmpp_admin_cookie(ctx, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_xmpp_admin_me(ctx);
+}
+
+
+/* POST signout: the cookie is cleared here and revoked everywhere */
+ngx_int_t
+ngx_xmpp_admin_signout(ngx_xmpp_admin_ctx_t *ctx)
+{
+    ngx_xmpp_admin_revoke(ctx->xcf, &ctx->sess);
+
+    (void) ngx_xmpp_admin_audit(ctx, "signout", 1, NULL, NULL);
+
+    /* replaces the renewed cookie the session check queued */
+    ngx_xmpp_admin_drop_cookies(ctx->request);
+
+    if (ngx_xmpp_admin_cookie(ctx, 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_xmpp_admin_send_json(ctx->request, NGX_HTTP_OK,
+                                    json_pack("{sb}", "signed_out", 1));
+}

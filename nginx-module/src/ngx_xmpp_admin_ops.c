@@ -1,0 +1,184 @@
+
+/*
+ * The console's operations views for admins (issue 8 item 7): the
+ * online sessions from the shared registry, ending one of them, and
+ * the system status.  Nothing here waits: the registry and the audit
+ * figures are in shared memory, and a kick is one datagram to the
+ * worker that owns the session.
+ */
+
+
+#include "ngx_xmpp_admin.h"
+
+
+/* GET sessions: every bound resource, in every worker */
+ngx_int_t
+ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx)
+{
+    json_t  *list;
+
+    list = ngx_xmpp_registry_sessions(ctx->xcf);
+    if (list == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_xmpp_admin_audit(ctx, "sessions", 1, NULL, NULL) != NGX_OK) {
+        json_decref(list);
+        return ngx_xmpp_admin_error(ctx->request,
+                                    NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "audit-unavailable");
+    }
+
+    return ngx_xmpp_admin_send_json(ctx->request, NGX_HTTP_OK,
+                                    json_pack("{so}", "sessions", list));
+}
+
+
+static ngx_int_t
+ngx_xmpp_admin_kick_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
+{
+    json_t              *jid, *session;
+    uint64_t             sid;
+    ngx_str_t            bare;
+    ngx_uint_t           i, n;
+    const char          *hex;
+    ngx_xmpp_route_t    *routes;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    jid = body ? json_object_get(body, "jid") : NULL;
+    session = body ? json_object_get(body, "session") : NULL;
+
+    if (!json_is_string(jid) || !json_is_string(session)
+        || json_string_length(jid) > 3 * NGX_XMPP_JID_PART_MAX + 2
+        || json_string_length(session) != 16)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_BAD_REQUEST, "bad-request");
+    }
+
+    hex = json_string_value(session);
+    sid = 0;
+
+    for (i = 0; i < 16; i++) {
+        n = ngx_hextoi((u_char *) hex + i, 1);
+        if (n == (ngx_uint_t) NGX_ERROR) {
+            return ngx_xmpp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad-request");
+        }
+        sid = (sid << 4) | n;
+    }
+
+    bare.data = (u_char *) json_string_value(jid);
+    bare.len = json_string_length(jid);
+
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(ctx->xcf, &bare, routes,
+                                 NGX_XMPP_ROUTE_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].sid == sid) {
+            break;
+        }
+    }
+
+    if (i == n) {
+        (void) ngx_xmpp_admin_audit(ctx, "kick", 0, "no-such-session",
+                                    json_pack("{sOsO}", "jid", jid,
+                                              "session", session));
+        return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_FOUND,
+                                    "no-such-session");
+    }
+
+    /* recorded first: an action that cannot be recorded does not happen */
+    if (ngx_xmpp_admin_audit(ctx, "kick", 1, NULL,
+                             json_pack("{sOsOss#}", "jid", jid,
+                                       "session", session, "resource",
+                                       routes[i].resource,
+                                       (int) routes[i].resource_len))
+        != NGX_OK)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "audit-unavailable");
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "xmpp: console: \"%s\" ends a session of \"%V\"",
+                  ctx->sess.user, &bare);
+
+    if (routes[i].pid == ngx_pid) {
+        ngx_xmpp_admin_kick_local(sid);
+
+    } else if (ngx_xmpp_ipc_send(routes[i].pid, NGX_XMPP_IPC_ADMIN_KICK, sid,
+                                 NULL, 0)
+               != NGX_OK)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "worker-unreachable");
+    }
+
+    return ngx_xmpp_admin_send_json(r, NGX_HTTP_OK,
+                                    json_pack("{sb}", "kicked", 1));
+}
+
+
+/* POST kick {"jid": bare JID, "session": id from GET sessions} */
+ngx_int_t
+ngx_xmpp_admin_kick(ngx_xmpp_admin_ctx_t *ctx)
+{
+    return ngx_xmpp_admin_read_json(ctx, ngx_xmpp_admin_kick_body);
+}
+
+
+/* in the owning worker: RFC 6120 4.9.3.14, the stream ends by policy */
+void
+ngx_xmpp_admin_kick_local(uint64_t sid)
+{
+    ngx_xmpp_session_t  *s;
+
+    s = ngx_xmpp_session_find(sid);
+
+    if (s) {
+        ngx_xmpp_session_error(s, "policy-violation",
+                               "ended by an administrator");
+    }
+}
+
+
+/* GET status: sessions, the audit pipeline, the database adapter */
+ngx_int_t
+ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx)
+{
+    json_t                     *doc, *list, *db;
+    const ngx_xmpp_db_stats_t  *st;
+
+    list = ngx_xmpp_registry_sessions(ctx->xcf);
+
+    doc = json_object();
+    if (doc == NULL || list == NULL) {
+        json_decref(list);
+        json_decref(doc);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json_object_set_new(doc, "sessions", json_integer(json_array_size(list)));
+    json_decref(list);
+
+    json_object_set_new(doc, "audit", ngx_xmpp_audit_json(ctx->xcf));
+    json_object_set_new(doc, "time", json_integer(ngx_time()));
+
+    st = ngx_xmpp_db_stats();
+
+    if (st) {
+        db = json_pack("{sIsIsIsIsI}",
+                       "requests", (json_int_t) st->requests,
+                       "timeouts", (json_int_t) st->timeouts,
+                       "errors", (json_int_t) st->errors,
+                       "connect_errors", (json_int_t) st->connect_errors,
+                       "max_ms", (json_int_t) st->max_ms);
+        json_object_set_new(doc, "database_this_worker",
+                            db ? db : json_null());
+    }
+
+    return ngx_xmpp_admin_send_json(ctx->request, NGX_HTTP_OK, doc);
+}
