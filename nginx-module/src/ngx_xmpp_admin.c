@@ -516,6 +516,13 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
                                     "method-not-allowed");
     }
 
+    if (r->method == NGX_HTTP_GET) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_xmpp_admin_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -536,6 +543,11 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     }
 
     rc = ngx_xmpp_admin_session(ctx);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_UNAUTHORIZED, ctx->refused);
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
@@ -557,13 +569,6 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
         (void) ngx_xmpp_admin_audit(ctx, (char *) api->name.data, 0, "csrf",
                                     NULL);
         return ngx_xmpp_admin_error(r, NGX_HTTP_FORBIDDEN, "csrf");
-    }
-
-    if (api->method == NGX_HTTP_GET) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
     }
 
     return api->handler(ctx);
@@ -803,7 +808,8 @@ ngx_xmpp_admin_parse(u_char *p, size_t len, ngx_xmpp_admin_sess_t *s)
 
 /*
  * The session from the cookie: signature, format, timeouts, sign-out.
- * A forged, malformed or expired cookie is refused and recorded.
+ * A forged, malformed or expired cookie is refused and recorded:
+ * NGX_DECLINED with the reason in ctx->refused.
  */
 static ngx_int_t
 ngx_xmpp_admin_session(ngx_xmpp_admin_ctx_t *ctx)
@@ -823,8 +829,8 @@ ngx_xmpp_admin_session(ngx_xmpp_admin_ctx_t *ctx)
         == NGX_DECLINED
         || value.len == 0)
     {
-        return ngx_xmpp_admin_error(r, NGX_HTTP_UNAUTHORIZED,
-                                    "not-signed-in");
+        ctx->refused = "not-signed-in";
+        return NGX_DECLINED;
     }
 
     why = "forged";
@@ -904,7 +910,9 @@ refused:
     /* the browser forgets it */
     (void) ngx_xmpp_admin_cookie(ctx, 1);
 
-    return ngx_xmpp_admin_error(r, NGX_HTTP_UNAUTHORIZED, why);
+    ctx->refused = why;
+
+    return NGX_DECLINED;
 }
 
 
@@ -965,6 +973,7 @@ ngx_xmpp_admin_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *doc)
 {
     char         *text;
+    u_char       *p;
     size_t        len;
     ngx_int_t     rc;
     ngx_buf_t    *b;
@@ -984,13 +993,25 @@ ngx_xmpp_admin_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
     len = ngx_strlen(text);
 
-    b = ngx_create_temp_buf(r->pool, len + 1);
+    b = ngx_create_temp_buf(r->pool, 6 * len + 1);
     if (b == NULL) {
         free(text);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->last, text, len);
+    /*
+     * '<', '>' and '&' only occur inside JSON strings: as \u escapes
+     * the answer holds no markup even for a client that sniffs
+     */
+    for (p = (u_char *) text; *p; p++) {
+        if (*p == '<' || *p == '>' || *p == '&') {
+            b->last = ngx_sprintf(b->last, "\\u%04xi", (ngx_int_t) *p);
+
+        } else {
+            *b->last++ = *p;
+        }
+    }
+
     *b->last++ = '\n';
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

@@ -58,6 +58,7 @@ struct ngx_xmpp_admin_ctx_s {
     ngx_xmpp_conf_t       *xcf;
     ngx_xmpp_admin_sess_t  sess;
     ngx_xmpp_admin_body_pt body_handler;
+    const char            *refused;       /* why the cookie was not ok */
     unsigned               signed_in:1;
 };
 

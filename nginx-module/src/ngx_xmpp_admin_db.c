@@ -15,8 +15,8 @@
  *
  * Keyword search uses the InnoDB FULLTEXT index on body (migration
  * 006_console.sql) to find candidate rows by their ASCII words of three
- * or more characters (innodb_ft_min_token_size), and a LIKE on the whole
- * keyword to keep exactly the rows that contain it.  MariaDB has no
+ * or more characters (innodb_ft_min_token_size) as word prefixes, and a
+ * LIKE on the whole keyword to keep exactly the rows that contain it.  MariaDB has no
  * n-gram parser, so a keyword with non-ASCII text (CJK, accents) or
  * without a usable word is matched by LIKE alone, a scan of the rows the
  * other filters leave (docs/console.md).
@@ -311,7 +311,7 @@ ngx_xmpp_admin_q_keyword(ngx_http_request_t *r, ngx_xmpp_admin_q_t *q,
 {
     u_char      *p, *end, *w, *b, *like;
     ngx_uint_t   i, ascii, words;
-    u_char       boolean[NGX_XMPP_ADMIN_ARG_MAX * 2 + 8];
+    u_char       boolean[NGX_XMPP_ADMIN_ARG_MAX * 3 + 8];
 
     p = kw->data;
     end = kw->data + kw->len;
@@ -348,9 +348,11 @@ ngx_xmpp_admin_q_keyword(ngx_http_request_t *r, ngx_xmpp_admin_q_t *q,
             }
         }
 
+        /* "+word*": the keyword's words begin words of the body */
         if (ngx_xmpp_admin_stopwords[i] == NULL) {
             *b++ = '+';
             b = ngx_cpymem(b, w, p - w);
+            *b++ = '*';
             *b++ = ' ';
             words++;
         }
