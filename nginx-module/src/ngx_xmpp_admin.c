@@ -1112,7 +1112,9 @@ ngx_xmpp_admin_body(ngx_http_request_t *r)
             return;
         }
 
-        p = ngx_cpymem(p, cl->buf->pos, n);
+        if (n) {
+            p = ngx_cpymem(p, cl->buf->pos, n);
+        }
     }
 
     body = json_loadb((char *) buf, p - buf, JSON_REJECT_DUPLICATES, NULL);

@@ -291,11 +291,12 @@ ngx_xmpp_admin_q_cursor(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_q_t *q,
 static ngx_int_t
 ngx_xmpp_admin_q_order(ngx_xmpp_admin_q_t *q)
 {
-    char  limit[64];
+    char  limit[128];
 
-    ngx_sprintf((u_char *) limit, " ORDER BY ts_utc_us DESC, node DESC,"
-                " writer_id DESC, seq DESC LIMIT %ui%Z",
-                (ngx_uint_t) NGX_XMPP_ADMIN_PAGE + 1);
+    ngx_snprintf((u_char *) limit, sizeof(limit),
+                 " ORDER BY ts_utc_us DESC, node DESC,"
+                 " writer_id DESC, seq DESC LIMIT %ui%Z",
+                 (ngx_uint_t) NGX_XMPP_ADMIN_PAGE + 1);
 
     return ngx_xmpp_admin_q_sql(q, limit);
 }
@@ -1034,7 +1035,7 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 
     /* two passes: at-or-before (newest first), then after (oldest first) */
     for (i = 0; i < 2; i++) {
-        ngx_sprintf((u_char *) sql,
+        ngx_snprintf((u_char *) sql, sizeof(sql),
                     NGX_XMPP_ADMIN_MSG_COLS ", payload FROM audit_record"
                     " WHERE event = 'message' AND %s"
                     " AND (ts_utc_us %s CAST(? AS SIGNED)"
