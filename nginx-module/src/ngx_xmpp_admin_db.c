@@ -16,10 +16,10 @@
  * Keyword search uses the InnoDB FULLTEXT index on body (migration
  * 006_console.sql) to find candidate rows by their ASCII words of three
  * or more characters (innodb_ft_min_token_size) as word prefixes, and a
- * LIKE on the whole keyword to keep exactly the rows that contain it.  MariaDB has no
- * n-gram parser, so a keyword with non-ASCII text (CJK, accents) or
- * without a usable word is matched by LIKE alone, a scan of the rows the
- * other filters leave (docs/console.md).
+ * LIKE on the whole keyword to keep exactly the rows that contain it.
+ * MariaDB has no n-gram parser, so a keyword with non-ASCII text (CJK,
+ * accents) or without a usable word is matched by LIKE alone, a scan of
+ * the rows the other filters leave (docs/console.md).
  */
 
 
@@ -1036,21 +1036,21 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     /* two passes: at-or-before (newest first), then after (oldest first) */
     for (i = 0; i < 2; i++) {
         ngx_snprintf((u_char *) sql, sizeof(sql),
-                    NGX_XMPP_ADMIN_MSG_COLS ", payload FROM audit_record"
-                    " WHERE event = 'message' AND %s"
-                    " AND (ts_utc_us %s CAST(? AS SIGNED)"
-                    " OR (ts_utc_us = CAST(? AS SIGNED)"
-                    " AND (node, writer_id, seq) %s"
-                    " (?, CAST(? AS UNSIGNED), CAST(? AS UNSIGNED))))"
-                    " ORDER BY ts_utc_us %s, node %s, writer_id %s, seq %s"
-                    " LIMIT %d%Z",
-                    room ? "peer = ?"
-                         : "((actor_user = ? AND peer = ?)"
-                           " OR (actor_user = ? AND peer = ?))",
-                    i ? ">" : "<", i ? ">" : "<=",
-                    i ? "ASC" : "DESC", i ? "ASC" : "DESC",
-                    i ? "ASC" : "DESC", i ? "ASC" : "DESC",
-                    NGX_XMPP_ADMIN_CONTEXT);
+                     NGX_XMPP_ADMIN_MSG_COLS ", payload FROM audit_record"
+                     " WHERE event = 'message' AND %s"
+                     " AND (ts_utc_us %s CAST(? AS SIGNED)"
+                     " OR (ts_utc_us = CAST(? AS SIGNED)"
+                     " AND (node, writer_id, seq) %s"
+                     " (?, CAST(? AS UNSIGNED), CAST(? AS UNSIGNED))))"
+                     " ORDER BY ts_utc_us %s, node %s, writer_id %s, seq %s"
+                     " LIMIT %d%Z",
+                     room ? "peer = ?"
+                          : "((actor_user = ? AND peer = ?)"
+                            " OR (actor_user = ? AND peer = ?))",
+                     i ? ">" : "<", i ? ">" : "<=",
+                     i ? "ASC" : "DESC", i ? "ASC" : "DESC",
+                     i ? "ASC" : "DESC", i ? "ASC" : "DESC",
+                     NGX_XMPP_ADMIN_CONTEXT);
 
         rc = ngx_xmpp_admin_exec(conn, dr, sql, p, n,
                                  ngx_xmpp_admin_message_row);

@@ -348,7 +348,8 @@ def test_conversation_in_context_shows_edits_and_retractions(chat, erin):
     # the anchor is the first message: it and the 50 after it
     assert order[0] == "m1" and len(order) == 51
 
-    assert msgs["m4"]["replaces"] == "m3" and msgs["m4"]["body"] == "Meet at 11"
+    assert msgs["m4"]["replaces"] == "m3"
+    assert msgs["m4"]["body"] == "Meet at 11"
     assert msgs["m3"]["body"] == "Meet at 10"          # the original stays
     assert msgs["m5"]["retracts"] == "m1"
     assert msgs["m1"]["body"].startswith("The quarterly")
@@ -357,8 +358,8 @@ def test_conversation_in_context_shows_edits_and_retractions(chat, erin):
 
 
 def test_bodies_come_back_as_json_text(chat, erin):
-    status, _, raw = erin.request("GET", "api/search?" + urllib.parse.urlencode(
-        {"q": "onerror"}))
+    status, _, raw = erin.request(
+        "GET", "api/search?" + urllib.parse.urlencode({"q": "onerror"}))
     assert status == 200
     assert erin.last_headers["Content-Type"] == "application/json"
     assert b"<script>" not in raw and b"<img" not in raw  # \u003c escaped
