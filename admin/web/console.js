@@ -251,7 +251,8 @@ async function loadSessions() {
         kick.className = "kick";
         kick.addEventListener("click", async () => {
             const r = await api("kick", { method: "POST",
-                                          body: { jid: s.jid, session: s.session } });
+                                          body: { jid: s.jid, worker_pid: s.worker_pid,
+                                                  session: s.session } });
             if (r.status !== 200) { failed("sessions-error", r); }
             setTimeout(loadSessions, 500);
         });

@@ -37,8 +37,9 @@ ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx)
 static ngx_int_t
 ngx_xmpp_admin_kick_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
 {
-    json_t              *jid, *session;
+    json_t              *jid, *session, *worker;
     uint64_t             sid;
+    ngx_pid_t            pid;
     ngx_str_t            bare;
     ngx_uint_t           i, n;
     const char          *hex;
@@ -49,8 +50,12 @@ ngx_xmpp_admin_kick_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
 
     jid = body ? json_object_get(body, "jid") : NULL;
     session = body ? json_object_get(body, "session") : NULL;
+    worker = body ? json_object_get(body, "worker_pid") : NULL;
 
+    /* a session id is unique within its worker only */
     if (!json_is_string(jid) || !json_is_string(session)
+        || !json_is_integer(worker) || json_integer_value(worker) <= 0
+        || json_integer_value(worker) > NGX_MAX_INT32_VALUE
         || json_string_length(jid) > 3 * NGX_XMPP_JID_PART_MAX + 2
         || json_string_length(session) != 16)
     {
@@ -69,6 +74,8 @@ ngx_xmpp_admin_kick_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
         sid = (sid << 4) | n;
     }
 
+    pid = (ngx_pid_t) json_integer_value(worker);
+
     bare.data = (u_char *) json_string_value(jid);
     bare.len = json_string_length(jid);
 
@@ -77,23 +84,25 @@ ngx_xmpp_admin_kick_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
                                  NGX_XMPP_ROUTE_MAX);
 
     for (i = 0; i < n; i++) {
-        if (routes[i].sid == sid) {
+        if (routes[i].sid == sid && routes[i].pid == pid) {
             break;
         }
     }
 
     if (i == n) {
         (void) ngx_xmpp_admin_audit(ctx, "kick", 0, "no-such-session",
-                                    json_pack("{sOsO}", "jid", jid,
-                                              "session", session));
+                                    json_pack("{sOsOsO}", "jid", jid,
+                                              "session", session,
+                                              "worker_pid", worker));
         return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_FOUND,
                                     "no-such-session");
     }
 
     /* recorded first: an action that cannot be recorded does not happen */
     if (ngx_xmpp_admin_audit(ctx, "kick", 1, NULL,
-                             json_pack("{sOsOss#}", "jid", jid,
-                                       "session", session, "resource",
+                             json_pack("{sOsOsOss#}", "jid", jid,
+                                       "session", session,
+                                       "worker_pid", worker, "resource",
                                        routes[i].resource,
                                        (int) routes[i].resource_len))
         != NGX_OK)
@@ -122,7 +131,7 @@ ngx_xmpp_admin_kick_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
 }
 
 
-/* POST kick {"jid": bare JID, "session": id from GET sessions} */
+/* POST kick {"jid", "worker_pid", "session"}, as GET sessions has them */
 ngx_int_t
 ngx_xmpp_admin_kick(ngx_xmpp_admin_ctx_t *ctx)
 {
