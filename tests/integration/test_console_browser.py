@@ -66,9 +66,13 @@ def test_erin_finds_frank_kicks_bob_is_refused(appliance, tmp_path):
     a.login("alice", resource="laptop")
     b = RawWS(port)
     b.login("bob", resource="desk")
+    # each waits for the other's message: the records' times then
+    # follow the conversation (two workers, two clocks of events)
     a.send(msg("bob@example.com", "Did you see the %s report?" % KEYWORD,
                "k1"))
+    b.expect(r"id='k1'")
     b.send(msg("alice@example.com", "Yes, looks fine", "k2"))
+    a.expect(r"id='k2'")
     a.send(msg("bob@example.com", XSS, "k3"))
     b.expect(r"id='k3'")
     shipped(appliance, ["k1", "k2", "k3"])
