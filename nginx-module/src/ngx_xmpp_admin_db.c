@@ -540,7 +540,8 @@ ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx)
     dr = ngx_xmpp_admin_q_create(ctx, NGX_XMPP_ADMIN_Q_SEARCH,
                                  NGX_XMPP_ADMIN_MSG_COLS
                                  ", NULL FROM audit_record"
-                                 " WHERE event = 'message'");
+                                 " WHERE event IN ('message',"
+                                 " 'muc_message')");
     query = json_object();
 
     if (dr == NULL || query == NULL) {
@@ -580,7 +581,8 @@ ngx_xmpp_admin_conversation(ngx_xmpp_admin_ctx_t *ctx)
     dr = ngx_xmpp_admin_q_create(ctx, NGX_XMPP_ADMIN_Q_CONV,
                                  "SELECT ts_utc_us, actor_user, peer,"
                                  " msg_type FROM audit_record"
-                                 " WHERE event = 'message' AND node = ?"
+                                 " WHERE event IN ('message', 'muc_message')"
+                                 " AND node = ?"
                                  " AND writer_id = CAST(? AS UNSIGNED)"
                                  " AND seq = CAST(? AS UNSIGNED)");
     query = json_object();
@@ -1037,15 +1039,16 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     for (i = 0; i < 2; i++) {
         ngx_snprintf((u_char *) sql, sizeof(sql),
                      NGX_XMPP_ADMIN_MSG_COLS ", payload FROM audit_record"
-                     " WHERE event = 'message' AND %s"
+                     " WHERE %s"
                      " AND (ts_utc_us %s CAST(? AS SIGNED)"
                      " OR (ts_utc_us = CAST(? AS SIGNED)"
                      " AND (node, writer_id, seq) %s"
                      " (?, CAST(? AS UNSIGNED), CAST(? AS UNSIGNED))))"
                      " ORDER BY ts_utc_us %s, node %s, writer_id %s, seq %s"
                      " LIMIT %d%Z",
-                     room ? "peer = ?"
-                          : "((actor_user = ? AND peer = ?)"
+                     room ? "event = 'muc_message' AND peer = ?"
+                          : "event = 'message'"
+                            " AND ((actor_user = ? AND peer = ?)"
                             " OR (actor_user = ? AND peer = ?))",
                      i ? ">" : "<", i ? ">" : "<=",
                      i ? "ASC" : "DESC", i ? "ASC" : "DESC",

@@ -35,6 +35,7 @@ conclave_audit_db_timeout 20s;
 XSS = ('<script>window.__xss=1</script>'
        '<img src=x onerror="window.__xss=2">')
 CJK = "会议改到十点 😀 请确认"
+ROOM = "ops@conference.example.com"
 
 
 def xml_escape(s):
@@ -48,14 +49,14 @@ def msg(to, body, id, extra=""):
                                              extra))
 
 
-def shipped(app, ids, timeout=20):
+def shipped(app, ids, timeout=20, event="message"):
     """Waits until the message records with these stanza ids are in
     MariaDB."""
     want = set(ids)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = app.mariadb.query(
-            "SELECT stanza_id FROM audit_record WHERE event = 'message'",
+            "SELECT stanza_id FROM audit_record WHERE event = '%s'" % event,
             database=app.mariadb.database)
         if want <= {r[0] for r in rows}:
             return
@@ -112,8 +113,19 @@ def chat(appliance):
         time.sleep(0.005)
     b.expect(r"id='m6'")
     a.expect(r"id='p54'")
+    # a room (XEP-0045): both join, alice says something in it
+    for who, nick in ((a, "Alice"), (b, "Bob")):
+        who.send("<presence xmlns='jabber:client' to='%s/%s'>"
+                 "<x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                 % (ROOM, nick))
+        who.expect(r"status code='110'")
+    a.send("<message xmlns='jabber:client' to='%s' type='groupchat' "
+           "id='r1'><body>room budget okapi9 approved</body></message>"
+           % ROOM)
+    b.expect(r"okapi9")
     ids = ["m%d" % i for i in range(1, 8)] + ["p%d" % i for i in range(55)]
     shipped(appliance, ids)
+    shipped(appliance, ["r1"], event="muc_message")
     yield {"alice": a, "bob": b}
     a.close()
     b.close()
@@ -320,6 +332,23 @@ def test_search_by_participants_and_range(chat, erin):
                            until=max(ts) + 1)
     assert status == 200 and doc["results"]
     assert all(m["ts"] == max(ts) for m in doc["results"])
+
+
+def test_room_messages_by_room_and_keyword(chat, erin):
+    for query in ({"room": ROOM}, {"q": "okapi9"},
+                  {"room": ROOM, "user": "alice"}):
+        status, doc = erin.get("search", **query)
+        assert status == 200
+        hits = [(m["from"], m["to"], m["type"], m["body"])
+                for m in doc["results"]]
+        assert hits == [("alice@example.com", ROOM, "groupchat",
+                         "room budget okapi9 approved")], query
+    status, doc = erin.get("conversation", id=doc["results"][0]["id"])
+    assert status == 200
+    assert doc["conversation"]["room"] is True
+    assert doc["conversation"]["to"] == ROOM
+    assert [m["body"] for m in doc["results"]] == [
+        "room budget okapi9 approved"]
 
 
 def test_paging_is_exact(chat, erin):
