@@ -7,6 +7,9 @@ with USERS extra accounts in the sign-in group, and prints:
 - cold: sign-ins/s when every sign-in searches, resolves groups and binds
   (closed loop, THREADS threads; pooled connections), and p50/p99;
 - p99 at half of that peak (open loop, paced);
+- the shared-roster read of a 1,000-member department group by the
+  library (what each worker's refresh does), and the roster get of one
+  of its members through nginx (WebSocket, the snapshot in memory);
 - warm: sign-ins/s served by the verified-credentials cache.  The cache
   is, by design, only consulted when the directory cannot answer
   (conclave_ldap_outage cache), so "warm" is measured with slapd
@@ -103,11 +106,78 @@ def main():
                     rate=rate / 2)
             show("  at half peak (%.0f/s offered)" % (rate / 2), f)
 
-        # warm: one process fills its cache, slapd stops, then it is timed
+        # warm: one process fills its cache, slapd stopped, then timed
         f = run_warm(cli, ldap, args, per)
         show("warm, credentials cache (directory stopped)", f)
+
+        roster_figures(cli, work)
     finally:
         ldap.stop()
+
+
+def roster_figures(cli, work):
+    """A department of 1,000 (+5 demo users): the library's read and the
+    roster get through a running appliance."""
+    import time
+    from appliance import Appliance
+    from rawws import RawWS
+
+    extra = """
+        conclave_ldap_group_mode memberof;
+        conclave_ldap_name_attribute uid;
+        conclave_ldap_shared_group "%s";
+        conclave_ldap_refresh 2s;
+    """ % SIGNIN_GROUP_DN
+    app = Appliance(os.path.join(work, "app"), extra_http=extra)
+    app.start()
+    try:
+        app.ldap.add_users("m", 1000)
+        times = []
+        for _ in range(5):
+            p = subprocess.run(
+                [cli, "--members", SIGNIN_GROUP_DN, "--set", "mode=memberof",
+                 "--set", "name=uid", app.ldap.uri, SERVICE_DN, SERVICE_PW,
+                 BASE, USER_FILTER, SIGNIN_GROUP_DN, "5000"],
+                stdout=subprocess.PIPE, text=True)
+            last = p.stdout.splitlines()[-1]
+            t0 = time.monotonic()
+            subprocess.run(
+                [cli, "--members", SIGNIN_GROUP_DN, "--set", "mode=memberof",
+                 "--set", "name=uid", app.ldap.uri, SERVICE_DN, SERVICE_PW,
+                 BASE, USER_FILTER, SIGNIN_GROUP_DN, "5000"],
+                stdout=subprocess.DEVNULL)
+            times.append(time.monotonic() - t0)
+        print("shared group read by the library (%s, cdir_cli process "
+              "included): best %.1f ms" % (last, min(times) * 1e3))
+
+        ws = RawWS(app.nginx.http_port)
+        ws.login("alice", "alice-pw", presence=False)
+        deadline = time.monotonic() + 30
+        items, lat = 0, []
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            ws.send("<iq xmlns='jabber:client' type='get' id='r'>"
+                    "<query xmlns='jabber:iq:roster'/></iq>")
+            reply = ws.expect(r"</query></iq>|<query[^>]*/></iq>")
+            dt = time.monotonic() - t0
+            items = reply.count("<item ")
+            if items >= 1000:
+                lat.append(dt)
+                if len(lat) == 20:
+                    break
+            else:
+                time.sleep(0.2)
+        ws.close()
+        lat.sort()
+        if lat:
+            print("roster get with %d shared contacts through nginx: "
+                  "p50 %.1f ms, max %.1f ms (%d gets, %d bytes)"
+                  % (items, lat[len(lat) // 2] * 1e3, lat[-1] * 1e3,
+                     len(lat), len(reply)))
+        else:
+            print("roster never reached 1,000 items (%d)" % items)
+    finally:
+        app.stop()
 
 
 def run_warm(cli, ldap, args, per):
