@@ -147,6 +147,40 @@ typedef void (*cdir_member_pt)(void *ctx, const char *name,
 
 int cdir_group_members(cdir_t *d, const char *group_dn, int max,
     cdir_member_pt cb, void *ctx, char *err, size_t errlen);
+
+/*
+ * User search (XEP-0055): every field given (NULL or "" = any) must be a
+ * prefix of the attribute: first -> givenName, last -> sn, nick -> the
+ * login name attribute, email -> mail, department -> department or
+ * departmentNumber; each value RFC 4515-escaped.  At least one field,
+ * each at most CDIR_MAX_QUERY bytes.  cb(ctx, result) for up to max
+ * users that match the user filter and are not disabled.  Returns the
+ * number of results, or -1 with a reason in err ("bad query" for a
+ * query that is not acceptable, anything else: the directory).
+ */
+#define CDIR_MAX_QUERY  64
+
+typedef struct {
+    const char  *first;
+    const char  *last;
+    const char  *nick;
+    const char  *email;
+    const char  *department;
+} cdir_query_t;
+
+typedef struct {
+    const char  *name;         /* JID localpart, as at sign-in */
+    const char  *first;        /* "" when absent */
+    const char  *last;
+    const char  *email;
+    const char  *display;
+    const char  *department;
+} cdir_user_t;
+
+typedef void (*cdir_user_pt)(void *ctx, const cdir_user_t *u);
+
+int cdir_search_users(cdir_t *d, const cdir_query_t *q, int max,
+    cdir_user_pt cb, void *ctx, char *err, size_t errlen);
 size_t cdir_escape_filter(char *dst, size_t dst_size, const char *src,
     size_t len);
 

@@ -818,3 +818,245 @@ cdir_members_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
     m->left--;
     m->cb(m->ctx, name, display);
 }
+
+
+/* -- user search (XEP-0055) ------------------------------------------------ */
+
+typedef struct {
+    cdir_user_pt          cb;
+    void                 *ctx;
+    const char           *name_attr;
+    int                   left;
+    int                   found;
+} cdir_found_t;
+
+
+static int
+cdir_query_add(char *p, size_t size, const char *attr, const char *value)
+{
+    size_t  n, len;
+    char    esc[3 * CDIR_MAX_QUERY + 1];
+
+    if (value == NULL || value[0] == '\0') {
+        return 0;
+    }
+
+    n = cdir_escape_filter(esc, sizeof(esc), value, strlen(value));
+    if (n == (size_t) -1) {
+        return -1;
+    }
+
+    len = strlen(p);
+
+    /* "(attr=value*)": a prefix, the user's own text never a wildcard */
+    if ((size_t) snprintf(p + len, size - len, "(%s=%s*)", attr, esc)
+        >= size - len)
+    {
+        return -1;
+    }
+
+    return 1;
+}
+
+
+static void
+cdir_found_value(LDAP *ld, LDAPMessage *e, const char *attr, char *out,
+    size_t size)
+{
+    size_t           len;
+    struct berval  **vals;
+
+    out[0] = '\0';
+
+    vals = ldap_get_values_len(ld, e, attr);
+    if (vals == NULL) {
+        return;
+    }
+
+    if (vals[0] != NULL
+        && memchr(vals[0]->bv_val, '\0', vals[0]->bv_len) == NULL)
+    {
+        len = vals[0]->bv_len < size - 1 ? vals[0]->bv_len : size - 1;
+        memcpy(out, vals[0]->bv_val, len);
+        out[len] = '\0';
+    }
+
+    ldap_value_free_len(vals);
+}
+
+
+static void
+cdir_found_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
+{
+    char           *at, name[CDIR_MAX_LOGIN + 2], first[128], last[128],
+                    email[256], display[256], dept[128], uac[16];
+    cdir_user_t     u;
+    cdir_found_t   *f;
+
+    f = ctx;
+
+    if (f->left <= 0) {
+        return;
+    }
+
+    cdir_found_value(ld, e, "userAccountControl", uac, sizeof(uac));
+    if (strtoul(uac, NULL, 10) & 0x2) {
+        return;
+    }
+
+    cdir_found_value(ld, e, f->name_attr, name, sizeof(name));
+
+    at = strchr(name, '@');
+    if (at != NULL) {
+        *at = '\0';
+    }
+
+    /* truncated (too long) or empty: no JID to offer */
+    if (name[0] == '\0' || strlen(name) > CDIR_MAX_LOGIN) {
+        return;
+    }
+
+    cdir_found_value(ld, e, "givenName", first, sizeof(first));
+    cdir_found_value(ld, e, "sn", last, sizeof(last));
+    cdir_found_value(ld, e, "mail", email, sizeof(email));
+    cdir_found_value(ld, e, "displayName", display, sizeof(display));
+    cdir_found_value(ld, e, "department", dept, sizeof(dept));
+
+    if (dept[0] == '\0') {
+        cdir_found_value(ld, e, "departmentNumber", dept, sizeof(dept));
+    }
+
+    u.name = name;
+    u.first = first;
+    u.last = last;
+    u.email = email;
+    u.display = display;
+    u.department = dept;
+
+    f->left--;
+    f->found++;
+    f->cb(f->ctx, &u);
+}
+
+
+int
+cdir_search_users(cdir_t *d, const cdir_query_t *q, int max,
+    cdir_user_pt cb, void *ctx, char *err, size_t errlen)
+{
+    int                  rc, n, k;
+    char                *filter;
+    char                *attrs[9];
+    size_t               size;
+    long long            ns;
+    cdir_call_t          call;
+    cdir_found_t         f;
+    cdir_search_t        s;
+    cdir_sigpipe_t       sp;
+    cdir_auth_result_t   res;
+    const char          *name_attr;
+
+    name_attr = d->name_attr ? d->name_attr : "uid";
+
+    size = strlen(d->reval_filter) + 5 * (3 * CDIR_MAX_QUERY + 64) + 64;
+
+    filter = malloc(size);
+    if (filter == NULL) {
+        cdir_err(err, errlen, "out of memory");
+        return -1;
+    }
+
+    strcpy(filter, "(&");
+    strcat(filter, d->reval_filter);
+
+    n = 0;
+
+#define cdir_query_field(attr, v)                                            \
+    k = cdir_query_add(filter, size, attr, v);                               \
+    if (k < 0) { goto bad; }                                                 \
+    n += k
+
+    cdir_query_field("givenName", q->first);
+    cdir_query_field("sn", q->last);
+    cdir_query_field(name_attr, q->nick);
+    cdir_query_field("mail", q->email);
+
+    if (q->department && q->department[0]) {
+        strcat(filter, "(|");
+        cdir_query_field("department", q->department);
+        cdir_query_field("departmentNumber", q->department);
+        strcat(filter, ")");
+    }
+
+#undef cdir_query_field
+
+    if (n == 0) {
+        goto bad;
+    }
+
+    strcat(filter, ")");
+
+    memset(&res, 0, sizeof(cdir_auth_result_t));
+    memset(&call, 0, sizeof(cdir_call_t));
+    memset(&f, 0, sizeof(cdir_found_t));
+    memset(&s, 0, sizeof(cdir_search_t));
+
+    call.dir = d;
+    call.res = &res;
+    res.stage = "user search";
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &call.deadline);
+    ns = call.deadline.tv_nsec + 2LL * d->timeout_ms * 1000000;
+    call.deadline.tv_sec += ns / 1000000000;
+    call.deadline.tv_nsec = ns % 1000000000;
+
+    f.cb = cb;
+    f.ctx = ctx;
+    f.name_attr = name_attr;
+    f.left = max;
+
+    attrs[0] = (char *) name_attr;
+    attrs[1] = "givenName";
+    attrs[2] = "sn";
+    attrs[3] = "mail";
+    attrs[4] = "displayName";
+    attrs[5] = "department";
+    attrs[6] = "departmentNumber";
+    attrs[7] = "userAccountControl";
+    attrs[8] = NULL;
+
+    s.base = d->base;
+    s.scope = LDAP_SCOPE_SUBTREE;
+    s.filter = filter;
+    s.attrs = attrs;
+    s.sizelimit = max + 1;
+    s.entry = cdir_found_entry;
+    s.ctx = &f;
+
+    cdir_sigpipe_block(&sp);
+    rc = cdir_search(&call, &s);
+    cdir_sigpipe_restore(&sp);
+
+    free(filter);
+
+    if (rc != LDAP_SUCCESS) {
+        cdir_unavailable(&call, rc);
+        cdir_err(err, errlen, "%s", res.reason);
+        return -1;
+    }
+
+    if (s.code != LDAP_SUCCESS && s.code != LDAP_SIZELIMIT_EXCEEDED
+        && s.code != LDAP_NO_SUCH_OBJECT)
+    {
+        cdir_unavailable(&call, s.code);
+        cdir_err(err, errlen, "%s", res.reason);
+        return -1;
+    }
+
+    return f.found;
+
+bad:
+
+    free(filter);
+    cdir_err(err, errlen, "bad query");
+    return -1;
+}

@@ -85,6 +85,7 @@ typedef struct {
     ngx_array_t           *ldap_shared_groups;   /* ngx_str_t: group DNs */
     ngx_msec_t             ldap_refresh;
     ngx_uint_t             ldap_shared_max;
+    ngx_uint_t             ldap_search_max;
     ngx_uint_t             ldap_outage;
     time_t                 ldap_cache_ttl;
     cdir_t                *dir;            /* per worker, init_process */
@@ -682,6 +683,9 @@ ngx_int_t ngx_xmpp_dir_shared_contacts(ngx_str_t *bare, ngx_pool_t *pool,
     ngx_array_t *out);
 /* RFC 6121 2.1.3 roster result of the shared contacts (until rosters) */
 void ngx_xmpp_dir_roster_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+/* ngx_xmpp_search.c: XEP-0055 against the directory */
+void ngx_xmpp_search_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
 /* NGX_XMPP_ROLE_* of a signed-in session; 0 before sign-in */
 ngx_uint_t ngx_xmpp_session_roles(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf);

@@ -44,6 +44,7 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->ldap_shared_groups = NGX_CONF_UNSET_PTR;
     xcf->ldap_refresh = NGX_CONF_UNSET_MSEC;
     xcf->ldap_shared_max = NGX_CONF_UNSET_UINT;
+    xcf->ldap_search_max = NGX_CONF_UNSET_UINT;
     xcf->ldap_outage = NGX_CONF_UNSET_UINT;
     xcf->ldap_cache_ttl = NGX_CONF_UNSET;
     xcf->max_stanza_size = NGX_CONF_UNSET_SIZE;
@@ -104,6 +105,7 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_ptr_value(xcf->ldap_shared_groups, NULL);
     ngx_conf_init_msec_value(xcf->ldap_refresh, 600000);
     ngx_conf_init_uint_value(xcf->ldap_shared_max, 5000);
+    ngx_conf_init_uint_value(xcf->ldap_search_max, 50);
     ngx_conf_init_uint_value(xcf->ldap_outage, CDIR_OUTAGE_REFUSE);
     ngx_conf_init_value(xcf->ldap_cache_ttl, 3600);
     ngx_conf_init_size_value(xcf->max_stanza_size, 65536);
@@ -229,6 +231,12 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_ldap_user_filter\" must contain %%u");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->ldap_search_max == 0 || xcf->ldap_search_max > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_ldap_search_max\" must be 1..1000");
         return NGX_CONF_ERROR;
     }
 

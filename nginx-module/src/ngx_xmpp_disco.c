@@ -98,6 +98,7 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
             "<feature var='" NGX_XMPP_NS_DISCO_INFO "'/>"
             "<feature var='" NGX_XMPP_NS_DISCO_ITEMS "'/>"
             "<feature var='" NGX_XMPP_NS_PING "'/>"
+            "<feature var='jabber:iq:search'/>"
             "</query>");
         return;
     }
@@ -129,6 +130,11 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     if (get && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_ROSTER)) {
         /* the directory's shared contacts, until personal rosters */
         ngx_xmpp_dir_roster_reply(s, st);
+        return;
+    }
+
+    if (!account && ngx_xmpp_disco_is(q, "query", "jabber:iq:search")) {
+        ngx_xmpp_search_iq(s, st);
         return;
     }
 

@@ -42,6 +42,7 @@ AD_HTTP = """
 APPLIANCE_LDAP_FLAVOR = "ad"
 APPLIANCE_LDAP_TLS = True
 APPLIANCE_EXTRA_HTTP = AD_HTTP + """
+    conclave_ldap_search_max 2;
     conclave_ldap_shared_group "cn=Engineering,%(g)s";
     conclave_ldap_shared_group "cn=Sales,%(g)s";
     conclave_ldap_shared_group "cn=Conclave Auditors,%(g)s";
@@ -201,6 +202,82 @@ def test_shared_roster_empty_outside_groups(appliance):
     # erin's team (Platform) is not a shared group itself
     _, items = roster(appliance, "erin", "erin-pw")
     assert items == {}, items
+
+
+# -- user search (XEP-0055) ------------------------------------------------------
+
+def search(app, query, user="alice"):
+    ws = RawWS(app.nginx.http_port)
+    try:
+        ws.login(user, user + "-pw", presence=False)
+        ws.send("<iq xmlns='jabber:client' type='%s' id='s1' "
+                "to='example.com'><query xmlns='jabber:iq:search'>%s"
+                "</query></iq>" % ("get" if query is None else "set",
+                                   query or ""))
+        return ws.expect(r"id='s1'.*?</iq>")
+    finally:
+        ws.close()
+
+
+def form(**fields):
+    return ("<x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE'><value>jabber:iq:search</value></field>"
+            + "".join("<field var='%s'><value>%s</value></field>" % kv
+                      for kv in fields.items()) + "</x>")
+
+
+def jids(reply):
+    return sorted(set(re.findall(r"jid='([^']+)'", reply)
+                      + re.findall(r"<field var='jid'><value>([^<]+)<",
+                                   reply)))
+
+
+def test_search_form(appliance):
+    reply = search(appliance, None)
+    assert "type='result'" in reply, reply
+    assert "<first/>" in reply and "var='department'" in reply, reply
+
+
+def test_search_legacy_fields(appliance):
+    assert jids(search(appliance, "<first>Al</first>")) == \
+        ["alice@example.com"]
+    assert jids(search(appliance, "<email>henry.h</email>")) == \
+        ["hhill@example.com"]
+    assert jids(search(appliance, "<last>Gr</last>")) == \
+        ["grace@example.com"]
+
+
+def test_search_department_form_and_limit(appliance):
+    # Engineering has alice, bob and hhill (oscar has no usable name);
+    # conclave_ldap_search_max is 2 here
+    reply = search(appliance, form(department="Engineering"))
+    assert "jabber:x:data" in reply and "type='result'" in reply, reply
+    got = jids(reply)
+    assert len(got) == 2, reply
+    assert set(got) <= {"alice@example.com", "bob@example.com",
+                        "hhill@example.com"}, got
+
+
+def test_search_skips_disabled(appliance):
+    assert jids(search(appliance, form(department="Sales"))) == []
+
+
+@pytest.mark.parametrize("query", [
+    "<first>*</first>", "<nick>*)(sAMAccountName=*</nick>",
+    "<first>A*</first>", "<email>*@example.com</email>",
+    "<last>\\2a</last>", "<first>)(|(objectClass=*</first>"])
+def test_search_injection(appliance, query):
+    reply = search(appliance, query)
+    assert "type='result'" in reply, reply
+    assert jids(reply) == [], (query, reply)
+
+
+@pytest.mark.parametrize("query", [
+    "", "<first/>", "<first>%s</first>" % ("a" * 65), form(),
+    "<unknown>x</unknown>"])
+def test_search_not_acceptable(appliance, query):
+    reply = search(appliance, query)
+    assert "type='error'" in reply and "<not-acceptable" in reply, reply
 
 
 # -- TLS variants ------------------------------------------------------------------
