@@ -167,9 +167,11 @@ KEY_FUNCS = [
     "caud_journal_sync", "ngx_xmpp_audit_ready", "ngx_xmpp_router_deliver",
     "ngx_xmpp_parser_feed", "ngx_xmpp_ipc_send", "ngx_xmpp_ipc_read",
     "ngx_xmpp_session_send", "ngx_xmpp_tcp_read", "ngx_xmpp_ws_read",
-    "ngx_xmpp_audit_sync_thread", "ngx_xmpp_audit_ship_thread",
-    "caud_shipper_ship",
+    "ngx_xmpp_audit_sync_thread",
 ]
+# (the shipper thread's inclusive figures are left out: MariaDB's
+# non-blocking API switches stacks, which callgrind's call tree does
+# not follow; its exclusive costs are in the buckets)
 
 
 def start_appliance(args, workdir, tool_dir):
