@@ -549,6 +549,8 @@ ngx_int_t ngx_xmpp_registry_room(ngx_xmpp_conf_t *xcf, ngx_str_t *room,
     ngx_pid_t *owner);
 void ngx_xmpp_registry_room_release(ngx_xmpp_conf_t *xcf, ngx_str_t *room);
 ngx_uint_t ngx_xmpp_registry_rooms(ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_registry_room_hide(ngx_xmpp_conf_t *xcf, ngx_str_t *room,
+    ngx_uint_t hidden);
 ngx_uint_t ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf,
     ngx_pool_t *pool, ngx_str_t *out, ngx_uint_t max);
 struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);

@@ -1404,6 +1404,10 @@ ngx_xmpp_muc_save(ngx_xmpp_muc_room_t *room)
     ngx_xmpp_db_req_t    *r;
     ngx_xmpp_muc_save_t  *sv;
 
+    /* the service's items follow the room's "publicroom" */
+    ngx_xmpp_registry_room_hide(ngx_xmpp_muc_conf, &room->jid,
+                                !room->conf.public || room->destroyed);
+
     if (room->save) {
         room->dirty = 1;
         return;
@@ -1761,6 +1765,8 @@ ngx_xmpp_muc_load_done(ngx_xmpp_db_req_t *r)
                && ngx_xmpp_muc_load_apply(room, ld) == NGX_OK)
     {
         room->state = NGX_XMPP_MUC_ROOM_READY;
+        ngx_xmpp_registry_room_hide(ngx_xmpp_muc_conf, &room->jid,
+                                    !room->conf.public);
 
     } else {
         room->state = NGX_XMPP_MUC_ROOM_ABSENT;

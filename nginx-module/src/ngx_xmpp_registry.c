@@ -580,6 +580,35 @@ ngx_xmpp_registry_room_release(ngx_xmpp_conf_t *xcf, ngx_str_t *room)
 }
 
 
+/* XEP-0045 6.3: a hidden room is not in the service's items */
+void
+ngx_xmpp_registry_room_hide(ngx_xmpp_conf_t *xcf, ngx_str_t *room,
+    ngx_uint_t hidden)
+{
+    ngx_uint_t                 n;
+    ngx_rbtree_key_t           key;
+    ngx_xmpp_registry_t       *reg;
+    ngx_xmpp_registry_node_t  *found[1];
+
+    reg = ngx_xmpp_registry_get(xcf);
+    key = ngx_crc32_short(room->data, room->len);
+
+    ngx_shmtx_lock(&reg->shpool->mutex);
+
+    n = ngx_xmpp_registry_find_locked(reg->sh->rbtree.root,
+                                      reg->sh->rbtree.sentinel, key, room,
+                                      found, 0, 1);
+
+    if (n && found[0]->pid == ngx_pid
+        && found[0]->available == NGX_XMPP_REGISTRY_ROOM)
+    {
+        found[0]->priority = hidden ? 1 : 0;
+    }
+
+    ngx_shmtx_unlock(&reg->shpool->mutex);
+}
+
+
 ngx_uint_t
 ngx_xmpp_registry_rooms(ngx_xmpp_conf_t *xcf)
 {
@@ -615,7 +644,7 @@ ngx_xmpp_registry_room_list(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
     {
         rn = (ngx_xmpp_registry_node_t *) node;
 
-        if (rn->available != NGX_XMPP_REGISTRY_ROOM) {
+        if (rn->available != NGX_XMPP_REGISTRY_ROOM || rn->priority) {
             continue;
         }
 

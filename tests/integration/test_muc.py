@@ -440,6 +440,13 @@ def test_discovery(appliance, pool):
               "muc_open", "muc_semianonymous", "muc_unsecured"):
         assert f in feats
 
+    # a hidden room is not listed (XEP-0045 6.3), but answers itself
+    a.configure(room, publicroom="0")
+    items = a.call(lambda: disco.get_items(jid=MUC))
+    assert room not in [i[0] for i in items["disco_items"]["items"]]
+    info = a.call(lambda: disco.get_info(jid=room))
+    assert "muc_hidden" in info["disco_info"]["features"]
+
     # a room nobody created
     with pytest.raises(MucError) as e:
         a.call(lambda: disco.get_info(jid=new_room()))
