@@ -352,10 +352,11 @@ bench-transports: build
 # ratios in docs/benchmarks.md.  The peers are Debian's packages, run as
 # private instances in a temp dir on free loopback ports: the system
 # services and /etc/ejabberd, /etc/prosody are never used.  bench-deps
-# installs them (not in `make deps`: `make test` does not need them);
+# installs them, and valgrind and linux-perf for tests/bench/profile.py
+# (not in `make deps`: `make test` does not need them);
 # a policy-rc.d keeps the packages from starting their system services.
 
-BENCH_DEB_PKGS := ejabberd prosody lua-unbound gnuplot-nox
+BENCH_DEB_PKGS := ejabberd prosody lua-unbound gnuplot-nox valgrind linux-perf
 BENCH_COMPARE_ARGS ?= --target conclave,ejabberd,prosody,relay \
 	--idle-sessions 1000,10000 --rates 1000,5000 \
 	--login-concurrency 20 --repeat 2 --plots docs/benchmarks
