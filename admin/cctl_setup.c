@@ -96,6 +96,12 @@ static const cctl_field_t  cctl_fields[] = {
     { "share", CCTL_A(share), NULL,
       "templates, web client and console (" CCTL_SHARE ")" },
     { "nginx", CCTL_A(nginx), CCTL_NGINX, "nginx binary for \"nginx -t\"" },
+    { "admin-group", CCTL_A(admin_group), "",
+      "DN of the group of console administrators (none: \"\")" },
+    { "compliance-group", CCTL_A(compliance_group), "",
+      "DN of the group of compliance officers (none: \"\")" },
+    { "auditor-group", CCTL_A(auditor_group), "",
+      "DN of the group of read-only auditors (none: \"\")" },
 };
 
 #define CCTL_NFIELDS  (sizeof(cctl_fields) / sizeof(cctl_fields[0]))
@@ -516,6 +522,19 @@ cctl_ldap_exists(LDAP *ld, const char *what, const char *dn, char *err,
 }
 
 
+
+static int
+cctl_check_role(LDAP *ld, const char *what, const char *dn, char *err,
+    size_t errlen)
+{
+    if (dn == NULL || dn[0] == '\0') {
+        return 0;
+    }
+
+    return (cctl_conf_safe(what, dn, 0, err, errlen) != 0
+            || cctl_ldap_exists(ld, what, dn, err, errlen) != 0) ? -1 : 0;
+}
+
 static int
 cctl_check_ldap(cctl_answers_t *a, int upto, char *err, size_t errlen)
 {
@@ -552,6 +571,16 @@ cctl_check_ldap(cctl_answers_t *a, int upto, char *err, size_t errlen)
         rc = cctl_conf_safe("group", a->ldap_group, 0, err, errlen) != 0
              || cctl_ldap_exists(ld, "sign-in group", a->ldap_group, err,
                                  errlen) != 0;
+    }
+
+    /* the console's role groups, when given (flags or answers file) */
+    if (rc == 0 && upto >= 3) {
+        rc = cctl_check_role(ld, "admin group", a->admin_group, err,
+                             errlen) != 0
+             || cctl_check_role(ld, "compliance group", a->compliance_group,
+                                err, errlen) != 0
+             || cctl_check_role(ld, "auditor group", a->auditor_group, err,
+                                errlen) != 0;
     }
 
     ldap_unbind_ext_s(ld, NULL, NULL);

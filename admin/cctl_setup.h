@@ -33,6 +33,9 @@ typedef struct {
     char  *module;
     char  *share;
     char  *nginx;
+    char  *admin_group;        /* console roles; "" = none */
+    char  *compliance_group;
+    char  *auditor_group;
 
     /* derived */
     char  *ldap_password;

@@ -112,7 +112,7 @@ cctl_paths(cctl_answers_t *a, cctl_paths_t *p)
         /* run from the build tree: make, make webclient */
         p->templates = cctl_path(CCTL_BUILD_TOP, "/packaging/conf", NULL);
         p->webclient = cctl_path(CCTL_BUILD_TOP, "/build/webclient", NULL);
-        p->admin = cctl_path(CCTL_BUILD_TOP, "/packaging/admin", NULL);
+        p->admin = cctl_path(CCTL_BUILD_TOP, "/admin/web", NULL);
         p->schema = cctl_path(CCTL_BUILD_TOP, "/audit/schema", NULL);
     }
 
@@ -433,8 +433,13 @@ cctl_stage_tls(cctl_answers_t *a, const char *staging, char *err,
 static char *
 cctl_nginx_conf(cctl_answers_t *a, cctl_paths_t *p, const char *conf_dir)
 {
-    char         db[512], mods[1024], *tmpl, *out;
-    size_t       len;
+    char         db[512], mods[1024], roles[3 * 600], *tmpl, *out;
+    size_t       len, i, n;
+    const char  *groups[3], *names[3] = { "admin", "compliance", "auditor" };
+
+    groups[0] = a->admin_group;
+    groups[1] = a->compliance_group;
+    groups[2] = a->auditor_group;
 
     if (a->db_socket) {
         snprintf(db, sizeof(db), "    conclave_audit_db_socket %s;",
@@ -450,6 +455,18 @@ cctl_nginx_conf(cctl_answers_t *a, cctl_paths_t *p, const char *conf_dir)
     } else {
         snprintf(mods, sizeof(mods),
                  "include /etc/nginx/modules-enabled/*.conf;");
+    }
+
+    /* the console's roles: a line for each group given */
+    roles[0] = '\0';
+
+    for (i = 0; i < 3; i++) {
+        if (groups[i] && groups[i][0]) {
+            n = strlen(roles);
+            snprintf(roles + n, sizeof(roles) - n,
+                     "    conclave_admin_role_group %s \"%s\";\n",
+                     names[i], groups[i]);
+        }
     }
 
     tmpl = cctl_path(p->templates, "/nginx.conf.in", NULL);
@@ -470,7 +487,8 @@ cctl_nginx_conf(cctl_answers_t *a, cctl_paths_t *p, const char *conf_dir)
             "DB_LINES", db, "DB_USER", a->db_user, "DB_NAME", a->db_name,
             "HTTPS_LISTEN", a->https_listen,
             "XMPP_LISTEN", a->xmpp_listen, "XMPPS_LISTEN", a->xmpps_listen,
-            "WEBCLIENT_DIR", p->webclient, "ADMIN_DIR", p->admin
+            "WEBCLIENT_DIR", p->webclient, "ADMIN_DIR", p->admin,
+            "ADMIN_LINES", roles
         };
         char  *r;
 

@@ -63,6 +63,10 @@ class PackagedNginx(Nginx):
                 "--ldap-password-file", os.path.join(secrets, "ldap.pw"),
                 "--ldap-base", "ou=people," + BASE,
                 "--ldap-group", SIGNIN_GROUP_DN,
+                "--admin-group", "cn=conclave-admins,ou=groups," + BASE,
+                "--compliance-group",
+                "cn=conclave-compliance,ou=groups," + BASE,
+                "--auditor-group", "cn=conclave-auditors,ou=groups," + BASE,
                 "--db", "mariadb://%s@127.0.0.1:%d/%s" % (
                     self.mariadb.user, self.mariadb.port,
                     self.mariadb.database),
