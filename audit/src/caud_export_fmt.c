@@ -640,6 +640,7 @@ caud_eml_write(caud_export_t *x, caud_xconv_t *c, GArray *in,
     guint             i, *n;
     GString          *html;
     GDateTime        *dt;
+    FILE             *fp;
     GMimeStream      *fs;
     GMimeMessage     *msg;
     GMimeMultipart   *mp;
@@ -724,8 +725,10 @@ caud_eml_write(caud_export_t *x, caud_xconv_t *c, GArray *in,
 
     rc = -1;
     if (caud_xpath(x, path, sizeof(path), name) == 0) {
-        fs = g_mime_stream_fs_open(path, O_WRONLY | O_CREAT | O_TRUNC,
-                                   0600, NULL);
+        /* a stdio stream: GMimeStreamFs's flush is an fsync(), one per
+         * file, and the zip made from these files is what must last */
+        fp = fopen(path, "w");
+        fs = fp ? g_mime_stream_file_new(fp) : NULL;
         if (fs != NULL) {
             if (g_mime_object_write_to_stream(GMIME_OBJECT(msg), NULL, fs)
                 >= 0 && g_mime_stream_flush(fs) == 0)

@@ -509,7 +509,7 @@ caud_xvline(caud_xv_t *v, const char *p, size_t n, uint64_t lineno)
 static void
 caud_xvrecords(caud_xv_t *v)
 {
-    char         *buf, *nl;
+    char         *buf, *nl, *p;
     size_t        have;
     uint64_t      lineno, n;
     zip_file_t   *zf;
@@ -540,14 +540,18 @@ caud_xvrecords(caud_xv_t *v)
         }
 
         have += got;
+        p = buf;
 
-        while ((nl = memchr(buf, '\n', have)) != NULL) {
+        while ((nl = memchr(p, '\n', buf + have - p)) != NULL) {
             lineno++;
-            caud_xvline(v, buf, nl - buf, lineno);
+            caud_xvline(v, p, nl - p, lineno);
             n++;
-            have -= nl + 1 - buf;
-            memmove(buf, nl + 1, have);
+            p = nl + 1;
         }
+
+        /* the incomplete line to the front, once per read */
+        have -= p - buf;
+        memmove(buf, p, have);
 
         if (got == 0) {
             if (have) {

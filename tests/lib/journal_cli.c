@@ -15,6 +15,7 @@
  *                    bob@example.com/laptop)
  *   --size N         pad the body so each record is about N bytes
  *   --ts US          ts_utc_us of every record (default: now)
+ *   --ts-step US     with --ts: record i gets ts + i * US
  *   --msg-type T     params.type (default chat); groupchat makes a room
  *                    message: object {"type":"room","id":PEER}
  *   --stanza-id ID   params.id (default m-<seq>)
@@ -65,6 +66,7 @@ typedef struct {
     const char     *peer;
     size_t          size;
     int64_t         ts;
+    int64_t         ts_step;
     size_t          segment_size;
     const char     *key;
     const char     *prefix;
@@ -173,6 +175,9 @@ jcli_args(int argc, char **argv, jcli_opts_t *o)
         } else if (strcmp(argv[i], "--ts") == 0) {
             o->ts = strtoll(argv[++i], NULL, 10);
 
+        } else if (strcmp(argv[i], "--ts-step") == 0) {
+            o->ts_step = strtoll(argv[++i], NULL, 10);
+
         } else if (strcmp(argv[i], "--msg-type") == 0) {
             o->msg_type = argv[++i];
 
@@ -218,8 +223,9 @@ jcli_record(const jcli_opts_t *o, uint64_t i, const char *body,
     snprintf(sid, sizeof(sid), "s%016" PRIx64, i * 2654435761u);
     snprintf(stanza_id, sizeof(stanza_id), "m-%" PRIu64, i);
 
-    rec = caud_record_new(o->event, o->status, o->ts ? o->ts
-                                               : caud_now_us());
+    rec = caud_record_new(o->event, o->status,
+                          o->ts ? o->ts + (int64_t) i * o->ts_step
+                                : caud_now_us());
     if (rec == NULL) {
         return NULL;
     }
