@@ -8,6 +8,7 @@
 
 #define _GNU_SOURCE
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pwd.h>
@@ -43,6 +44,7 @@ typedef struct {
     const char  *rooms;
     const char  *description;
     const char  *now;
+    const char  *compress;
     int          no_cursor;
     int          json;
     const char  *pos[3];
@@ -89,6 +91,7 @@ cctl_copts(int argc, char **argv, cctl_copts_t *o)
         { "--signins", &o->signins }, { "--matter", &o->matter },
         { "--custodians", &o->custodians }, { "--rooms", &o->rooms },
         { "--description", &o->description }, { "--now", &o->now },
+        { "--compress", &o->compress },
     };
 
     memset(o, 0, sizeof(cctl_copts_t));
@@ -309,6 +312,16 @@ cctl_export(cctl_conf_t *cf, const cctl_copts_t *o)
         if (xo.batch == 0 || xo.batch > 1000000) {
             return cctl_cfail(CCTL_ERROR, "--batch is 1..1000000");
         }
+    }
+
+    if (o->compress) {
+        xo.level = atoi(o->compress);
+        if (strlen(o->compress) != 1 || !isdigit((unsigned char)
+                                                 o->compress[0]))
+        {
+            return cctl_cfail(CCTL_ERROR, "--compress is 0 (stored) to 9");
+        }
+        xo.level = xo.level ? xo.level : -1;
     }
 
     if ((o->user && strlen(o->user) > 255)

@@ -78,7 +78,7 @@ typedef struct {
     const char        *cursor;         /* NULL: ad hoc, no cursor */
     size_t             batch;          /* records per batch; 0: 10000 */
     caud_time_unit_e   time_unit;
-    int                level;          /* deflate level; 0: 1 */
+    int                level;          /* deflate level; 0: 1, -1: stored */
     caud_progress_pt   progress;
     void              *progress_data;
 } caud_export_opts_t;

@@ -554,100 +554,65 @@ caud_xjsonl(caud_export_t *x, caud_xrec_t *r, MYSQL_ROW row,
 }
 
 
-/* one batch: rows after *key in (ts, writer, seq) order */
+/* a row of the stream into the batch and records.jsonl */
 static int
-caud_xbatch(caud_export_t *x, const GString *where, int first,
-    int64_t *kts, uint32_t *kw, uint64_t *kseq, size_t *got)
+caud_xrow(caud_export_t *x, MYSQL_ROW row, unsigned long *len)
 {
-    GString          *sql;
-    MYSQL_RES        *res;
-    MYSQL_ROW         row;
-    unsigned long    *len;
     caud_xrec_t      *r;
     caud_xjournal_t  *j;
 
-    sql = g_string_new("SELECT writer_id, seq, ts_utc_us, event, "
-                       "actor_user, peer, msg_type, stanza_id, body, "
-                       "payload, prev_hash, entry_hash FROM audit_record");
-    g_string_append(sql, where->str);
-
-    if (!first) {
-        g_string_append_printf(sql, " AND ts_utc_us >= %" PRId64 " AND "
-                               "(ts_utc_us > %" PRId64 " OR writer_id > %"
-                               PRIu32 " OR (writer_id = %" PRIu32 " AND "
-                               "seq > %" PRIu64 "))", *kts, *kts, *kw, *kw,
-                               *kseq);
-    }
-
-    g_string_append_printf(sql, " ORDER BY ts_utc_us, writer_id, seq "
-                           "LIMIT %zu", x->o->batch ? x->o->batch
-                                                    : CAUD_X_BATCH);
-
-    if (caud_xquery(x, sql->str) != 0) {
-        g_string_free(sql, TRUE);
+    if (row[XC_PAYLOAD] == NULL || len[XC_PREV] != CAUD_HASH_LEN
+        || len[XC_ENTRY] != CAUD_HASH_LEN)
+    {
+        caud_xerr(x, "row without payload or hashes (run conclavectl "
+                  "verify)");
         return -1;
     }
 
-    g_string_free(sql, TRUE);
+    r = caud_xrec(x, row, len);
+    g_ptr_array_add(x->recs, r);
 
-    res = mysql_store_result(x->m);
-    if (res == NULL) {
-        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
+    j = caud_xjournal(x, r->writer);
+    if (j && (j->lo == 0 || r->seq < j->lo)) {
+        j->lo = r->seq;
+    }
+
+    if (j) {
+        j->records++;
+    }
+
+    if (caud_xjsonl(x, r, row, len) != 0
+        || (x->o->format != CAUD_FMT_JSONL
+            && r->kind != CAUD_X_OTHER && caud_xgroup(x, r) != 0))
+    {
         return -1;
     }
 
-    *got = 0;
-
-    while ((row = mysql_fetch_row(res)) != NULL) {
-        len = mysql_fetch_lengths(res);
-
-        if (row[XC_PAYLOAD] == NULL || len[XC_PREV] != CAUD_HASH_LEN
-            || len[XC_ENTRY] != CAUD_HASH_LEN)
-        {
-            caud_xerr(x, "row without payload or hashes (run conclavectl "
-                      "verify)");
-            mysql_free_result(res);
-            return -1;
-        }
-
-        r = caud_xrec(x, row, len);
-        g_ptr_array_add(x->recs, r);
-        (*got)++;
-
-        *kts = r->ts;
-        *kw = r->writer;
-        *kseq = r->seq;
-
-        j = caud_xjournal(x, r->writer);
-        if (j && (j->lo == 0 || r->seq < j->lo)) {
-            j->lo = r->seq;
-        }
-
-        if (j) {
-            j->records++;
-        }
-
-        if (caud_xjsonl(x, r, row, len) != 0
-            || (x->o->format != CAUD_FMT_JSONL
-                && r->kind != CAUD_X_OTHER && caud_xgroup(x, r) != 0))
-        {
-            mysql_free_result(res);
-            return -1;
-        }
-
-        x->res->records++;
-        x->res->messages += (r->kind == CAUD_X_MESSAGE);
-    }
-
-    if (mysql_errno(x->m)) {
-        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
-        mysql_free_result(res);
-        return -1;
-    }
-
-    mysql_free_result(res);
+    x->res->records++;
+    x->res->messages += (r->kind == CAUD_X_MESSAGE);
 
     return 0;
+}
+
+
+/* the batch's conversations out, and the batch emptied */
+static int
+caud_xflush(caud_export_t *x, uint64_t total)
+{
+    int  rc;
+
+    rc = caud_xfmt_batch(x);
+
+    g_hash_table_remove_all(x->convs);
+    g_ptr_array_set_size(x->order, 0);
+    g_ptr_array_set_size(x->recs, 0);
+
+    if (rc == 0 && x->o->progress) {
+        x->o->progress(x->o->progress_data, "records", x->res->records,
+                       total);
+    }
+
+    return rc;
 }
 
 
@@ -677,15 +642,24 @@ caud_xcount(caud_export_t *x, const GString *where)
 }
 
 
+/*
+ * The window as one stream in (ts_utc_us, writer_id, seq) order, cut
+ * into batches of o->batch records: the server sends the next rows
+ * while this thread writes the last ones, and records that share a time
+ * stay in the order of their ids whatever the batch boundary
+ * (Mattermost MM-29666).  The (ts_utc_us) index, whose entries end in
+ * the primary key, is that order; left to itself the optimizer ranges
+ * over the primary key and sorts the whole window.
+ */
 static int
 caud_xrecords(caud_export_t *x)
 {
-    int        first, rc;
-    size_t     got;
-    int64_t    kts;
-    uint32_t   kw;
-    uint64_t   kseq, total;
-    GString   *where;
+    int              rc;
+    size_t           n, batch;
+    uint64_t         total;
+    GString         *where, *sql;
+    MYSQL_RES       *res;
+    MYSQL_ROW        row;
 
     if (x->nj == 0) {
         return 0;
@@ -693,36 +667,54 @@ caud_xrecords(caud_export_t *x)
 
     where = caud_xwhere(x);
     total = x->o->progress ? caud_xcount(x, where) : 0;
-    first = 1;
-    kts = 0;
-    kw = 0;
-    kseq = 0;
-    rc = 0;
+    batch = x->o->batch ? x->o->batch : CAUD_X_BATCH;
 
-    for ( ;; ) {
-        if (caud_xbatch(x, where, first, &kts, &kw, &kseq, &got) != 0
-            || caud_xfmt_batch(x) != 0)
-        {
-            rc = -1;
-            break;
+    sql = g_string_new("SELECT writer_id, seq, ts_utc_us, event, "
+                       "actor_user, peer, msg_type, stanza_id, body, "
+                       "payload, prev_hash, entry_hash FROM audit_record "
+                       "FORCE INDEX (audit_record_ts)");
+    g_string_append(sql, where->str);
+    g_string_append(sql, " ORDER BY ts_utc_us, writer_id, seq");
+    g_string_free(where, TRUE);
+
+    rc = caud_xquery(x, sql->str);
+    g_string_free(sql, TRUE);
+
+    if (rc != 0) {
+        return -1;
+    }
+
+    res = mysql_use_result(x->m);
+    if (res == NULL) {
+        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
+        return -1;
+    }
+
+    n = 0;
+
+    while ((row = mysql_fetch_row(res)) != NULL) {
+        if (rc != 0) {
+            continue;               /* drain: the connection is needed */
         }
 
-        g_hash_table_remove_all(x->convs);
-        g_ptr_array_set_size(x->order, 0);
-        g_ptr_array_set_size(x->recs, 0);
-        first = 0;
+        rc = caud_xrow(x, row, mysql_fetch_lengths(res));
 
-        if (x->o->progress) {
-            x->o->progress(x->o->progress_data, "records",
-                           x->res->records, total);
-        }
-
-        if (got < (x->o->batch ? x->o->batch : CAUD_X_BATCH)) {
-            break;
+        if (rc == 0 && ++n == batch) {
+            rc = caud_xflush(x, total);
+            n = 0;
         }
     }
 
-    g_string_free(where, TRUE);
+    if (rc == 0 && mysql_errno(x->m)) {
+        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
+        rc = -1;
+    }
+
+    mysql_free_result(res);
+
+    if (rc == 0 && n) {
+        rc = caud_xflush(x, total);
+    }
 
     return rc;
 }
@@ -742,6 +734,7 @@ caud_xleaves(caud_export_t *x, caud_xjournal_t *j)
     int              rc;
     char             path[4200], sql[1024];
     FILE            *fp;
+    size_t           n;
     uint8_t          head[CAUD_HASH_LEN];
     uint64_t         want, seq;
     MYSQL_RES       *res;
@@ -752,13 +745,35 @@ caud_xleaves(caud_export_t *x, caud_xjournal_t *j)
     want = j->lo > 1 ? j->lo - 1 : 1;
     mysql_real_escape_string(x->m, node, x->o->node, strlen(x->o->node));
 
+    /* the rows in primary key order, streamed; the UNION with the
+     * tombstones needs a sort, so only where retention pruned */
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM audit_tombstone WHERE node "
+             "= '%s' AND writer_id = %" PRIu32 " AND seq >= %" PRIu64
+             " AND seq <= %" PRIu64 " LIMIT 1", node, j->writer, want,
+             j->upto);
+
+    if (caud_xquery(x, sql) != 0 || (res = mysql_store_result(x->m)) == NULL)
+    {
+        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
+        return -1;
+    }
+
+    rc = mysql_num_rows(res) ? 1 : 0;
+    mysql_free_result(res);
+
     snprintf(sql, sizeof(sql), "SELECT seq, prev_hash, entry_hash FROM "
              "audit_record WHERE node = '%s' AND writer_id = %" PRIu32
-             " AND seq >= %" PRIu64 " AND seq <= %" PRIu64 " UNION ALL "
-             "SELECT seq, prev_hash, entry_hash FROM audit_tombstone WHERE "
-             "node = '%s' AND writer_id = %" PRIu32 " AND seq >= %" PRIu64
-             " AND seq <= %" PRIu64 " ORDER BY seq", node, j->writer, want,
-             j->upto, node, j->writer, want, j->upto);
+             " AND seq >= %" PRIu64 " AND seq <= %" PRIu64 "%s", node,
+             j->writer, want, j->upto, rc ? "" : " ORDER BY seq");
+
+    if (rc) {
+        n = strlen(sql);
+        snprintf(sql + n, sizeof(sql) - n, " UNION ALL SELECT seq, "
+                 "prev_hash, entry_hash FROM audit_tombstone WHERE node = "
+                 "'%s' AND writer_id = %" PRIu32 " AND seq >= %" PRIu64
+                 " AND seq <= %" PRIu64 " ORDER BY seq", node, j->writer,
+                 want, j->upto);
+    }
 
     if (caud_xquery(x, sql) != 0) {
         return -1;
@@ -1094,8 +1109,10 @@ caud_xzip(caud_export_t *x, GPtrArray *files, const char *zpath)
             goto fail;
         }
 
-        if (zip_set_file_compression(za, idx, ZIP_CM_DEFLATE,
-                                     x->o->level ? x->o->level : 1) != 0)
+        if (zip_set_file_compression(za, idx, x->o->level < 0
+                                     ? ZIP_CM_STORE : ZIP_CM_DEFLATE,
+                                     x->o->level > 0 ? x->o->level : 1)
+            != 0)
         {
             goto fail;
         }
@@ -1242,6 +1259,7 @@ caud_export(const caud_db_opts_t *db, const caud_export_opts_t *o,
     memset(&x, 0, sizeof(x));
     memset(res, 0, sizeof(caud_export_result_t));
     x.o = o;
+    x.db = db;
     x.res = res;
     x.err = err;
     x.errlen = errlen;
@@ -1302,6 +1320,10 @@ done:
 
     if (x.m) {
         mysql_close(x.m);
+    }
+
+    if (x.m2) {
+        mysql_close(x.m2);
     }
 
     for (i = 0; i < x.nj; i++) {

@@ -105,8 +105,18 @@ caud_xroom_load(caud_export_t *x, const char *room, int64_t before,
         return 0;
     }
 
-    mysql_real_escape_string(x->m, esc, room, n);
-    mysql_real_escape_string(x->m, node, x->o->node, strlen(x->o->node));
+    /* the main connection is streaming the window: a second one, for
+     * membership before the batch (committed long before the export's
+     * snapshot, so outside it does not matter) */
+    if (x->m2 == NULL) {
+        x->m2 = caud_db_connect(x->db, x->err, x->errlen);
+        if (x->m2 == NULL) {
+            return -1;
+        }
+    }
+
+    mysql_real_escape_string(x->m2, esc, room, n);
+    mysql_real_escape_string(x->m2, node, x->o->node, strlen(x->o->node));
     snprintf(sql, sizeof(sql), "SELECT actor_user, event FROM audit_record "
              "WHERE peer = '%s' AND node = '%s' AND event IN ('muc_create', "
              "'muc_join', 'muc_leave') AND ts_utc_us < %" PRId64 " AND "
@@ -114,10 +124,10 @@ caud_xroom_load(caud_export_t *x, const char *room, int64_t before,
              "NOT NULL ORDER BY ts_utc_us, writer_id, seq", esc, node,
              before);
 
-    if (mysql_real_query(x->m, sql, strlen(sql)) != 0
-        || (res = mysql_store_result(x->m)) == NULL)
+    if (mysql_real_query(x->m2, sql, strlen(sql)) != 0
+        || (res = mysql_store_result(x->m2)) == NULL)
     {
-        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
+        caud_xerr(x, "mariadb: %s", mysql_error(x->m2));
         return -1;
     }
 

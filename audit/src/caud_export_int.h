@@ -82,7 +82,10 @@ typedef struct {
 typedef struct {
     const caud_export_opts_t  *o;
     caud_export_result_t      *res;
+    const caud_db_opts_t      *db;
     struct st_mysql           *m;
+    struct st_mysql           *m2;         /* room history, while m
+                                              streams the window */
     caud_hasher_t             *hasher;
     char                      *stage;
 

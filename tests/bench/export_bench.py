@@ -13,6 +13,7 @@ journal with tests/lib/journal_cli.c, ships them with `conclavectl ship`
 then times:
 
     conclavectl export --no-cursor --format F     messages/s per format
+                                                  (actiance:0: stored)
     conclavectl verify-export                     records/s
     conclavectl retention run (all expired)       deleted rows/s
 
@@ -55,7 +56,8 @@ def main():
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--size", type=int, default=600)
     ap.add_argument("--buffer-pool", default="1G")
-    ap.add_argument("--formats", default="actiance,csv,eml,jsonl")
+    ap.add_argument("--formats", default="actiance,actiance:0,csv,eml,jsonl",
+                    help="FORMAT[:compress level], comma-separated")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp directory")
     a = ap.parse_args()
@@ -78,18 +80,20 @@ def main():
         print("  ship: %.1f s, %.0f records/s" % (dt, a.records / dt))
 
         out = os.path.join(base, "out")
-        for fmt in a.formats.split(","):
-            d = os.path.join(out, fmt)
+        for spec in a.formats.split(","):
+            fmt, _, level = spec.partition(":")
+            d = os.path.join(out, spec.replace(":", "-"))
             os.makedirs(d)
             r, dt, cpu = timed(store, "export", "--format", fmt,
-                               "--output", d, "--no-cursor")
+                               "--output", d, "--no-cursor",
+                               *(["--compress", level] if level else []))
             m = re.search(r"(\d+) records \((\d+) messages", r.stdout)
             n = int(m.group(2)) if m else 0
             (z,) = [os.path.join(d, f) for f in os.listdir(d)]
-            print("  export %-8s %8d messages in %6.1f s: %8.0f messages/s"
+            print("  export %-10s %8d messages in %6.1f s: %8.0f messages/s"
                   " (conclavectl CPU %.1f s), zip %.0f MiB"
-                  % (fmt, n, dt, n / dt, cpu, os.path.getsize(z) / 2 ** 20))
-            if fmt == "actiance":
+                  % (spec, n, dt, n / dt, cpu, os.path.getsize(z) / 2 ** 20))
+            if spec == "actiance":
                 r, dt, _ = timed(store, "verify-export", "--vkey",
                                  store.vkey, z)
                 print("  verify-export actiance: %.1f s, %.0f records/s"
