@@ -33,6 +33,7 @@
 #define NGX_XMPP_NS_DISCO_INFO   "http://jabber.org/protocol/disco#info"
 #define NGX_XMPP_NS_DISCO_ITEMS  "http://jabber.org/protocol/disco#items"
 #define NGX_XMPP_NS_ROSTER    "jabber:iq:roster"
+#define NGX_XMPP_NS_DELAY     "urn:xmpp:delay"
 #define NGX_XMPP_NS_XML       "http://www.w3.org/XML/1998/namespace"
 
 #define NGX_XMPP_DIRECTED_MAX     32
@@ -149,6 +150,10 @@ typedef struct {
     ngx_uint_t             muc_rate;
     ngx_uint_t             muc_history;
     ngx_uint_t             muc_queue;
+
+    /* rosters and offline messages (ngx_xmpp_roster.c, _offline.c) */
+    ngx_uint_t             roster_max_items;
+    ngx_uint_t             offline_quota;
 
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
@@ -323,6 +328,8 @@ struct ngx_xmpp_session_s {
     const char            *auth_reason;
 
     ngx_int_t              priority;
+    ngx_str_t              last_presence; /* heap, without "to" */
+    ngx_uint_t             presence_seq;
     ngx_uint_t             ndirected;
     ngx_str_t             *directed;      /* NGX_XMPP_DIRECTED_MAX */
 
@@ -332,6 +339,7 @@ struct ngx_xmpp_session_s {
     unsigned               authenticated:1;
     unsigned               bound:1;
     unsigned               available:1;
+    unsigned               roster_interested:1;  /* RFC 6121 2.1.6 */
     unsigned               secure:1;
     unsigned               sasl_started:1;
     unsigned               tls_available:1;   /* STARTTLS can be offered */
@@ -529,6 +537,7 @@ typedef struct {
     uint64_t               sid;
     ngx_int_t              priority;
     unsigned               available:1;
+    unsigned               interested:1;  /* receives roster pushes */
     u_char                 resource[NGX_XMPP_JID_PART_MAX + 1];
     size_t                 resource_len;
 } ngx_xmpp_route_t;
@@ -562,6 +571,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_BOSH_RESP 4
 #define NGX_XMPP_IPC_MUC       5
 #define NGX_XMPP_IPC_ADMIN_KICK 6
+#define NGX_XMPP_IPC_PROBE     10    /* data: the JID to answer */
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -583,6 +593,9 @@ void ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     const char *type, const char *condition);
 void ngx_xmpp_router_bounce(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
     const char *type, const char *condition);
+void ngx_xmpp_router_bounce_text(ngx_xmpp_session_t *s,
+    ngx_xmpp_delivery_t *d, const char *type, const char *condition,
+    const char *text);
 void ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len);
 void ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid);
 void ngx_xmpp_router_kick_local(uint64_t sid);
@@ -592,6 +605,28 @@ void ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_presence_gone(ngx_xmpp_session_t *s);
 void ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
+void ngx_xmpp_presence_send_to(ngx_xmpp_conf_t *xcf, ngx_str_t *to,
+    u_char *data, size_t len);
+void ngx_xmpp_presence_probe(ngx_xmpp_conf_t *xcf, ngx_str_t *target,
+    ngx_str_t *to);
+void ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len);
+void ngx_xmpp_presence_unavailable_to(ngx_xmpp_conf_t *xcf,
+    ngx_str_t *from, ngx_str_t *to);
+
+/* ngx_xmpp_roster.c: RFC 6121 rosters and subscriptions in MariaDB */
+#define NGX_XMPP_ROSTER_INITIAL  1
+
+void ngx_xmpp_roster_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q);
+void ngx_xmpp_roster_subscription(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st);
+void ngx_xmpp_roster_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_str_t *bare, u_char *data, size_t len, ngx_uint_t flags);
+
+/* ngx_xmpp_offline.c: XEP-0160 offline messages in MariaDB */
+ngx_int_t ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d);
+void ngx_xmpp_offline_deliver(ngx_xmpp_session_t *s);
 
 /* ngx_xmpp_tcp.c: XMPP over TCP in a stream server */
 struct ngx_stream_session_s;

@@ -79,6 +79,8 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->muc_rate = NGX_CONF_UNSET_UINT;
     xcf->muc_history = NGX_CONF_UNSET_UINT;
     xcf->muc_queue = NGX_CONF_UNSET_UINT;
+    xcf->roster_max_items = NGX_CONF_UNSET_UINT;
+    xcf->offline_quota = NGX_CONF_UNSET_UINT;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
@@ -164,6 +166,9 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
             return NGX_CONF_ERROR;
         }
     }
+
+    ngx_conf_init_uint_value(xcf->roster_max_items, 1000);
+    ngx_conf_init_uint_value(xcf->offline_quota, 1000);
     ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);
     ngx_conf_init_msec_value(xcf->bosh_max_inactivity, 60000);
     ngx_conf_init_uint_value(xcf->bosh_max_requests, 2);

@@ -2,9 +2,8 @@
 /*
  * IQs that the server answers itself, for its own JID or on behalf of
  * the user's account (RFC 6120 section 10.3): XEP-0199 ping, XEP-0030
- * service discovery, the legacy session request, and the roster, which
- * holds only the directory's shared contacts until personal rosters
- * exist (RFC 6121 section 2; ngx_xmpp_dir.c).  Anything else is
+ * service discovery, the legacy session request, and the roster
+ * (RFC 6121 section 2, ngx_xmpp_roster.c).  Anything else is
  * <service-unavailable/> (RFC 6120 8.3.3.19).
  */
 
@@ -127,9 +126,17 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
         return;
     }
 
-    if (get && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_ROSTER)) {
-        /* the directory's shared contacts, until personal rosters */
-        ngx_xmpp_dir_roster_reply(s, st);
+    if (ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_ROSTER)) {
+        if (account && (st->to.bare.len != s->jid.bare.len
+                        || ngx_strncmp(st->to.bare.data, s->jid.bare.data,
+                                       s->jid.bare.len) != 0))
+        {
+            /* RFC 6121 2.3.3: only the account itself */
+            ngx_xmpp_router_error(s, st, "auth", "forbidden");
+            return;
+        }
+
+        ngx_xmpp_roster_iq(s, st, q);
         return;
     }
 

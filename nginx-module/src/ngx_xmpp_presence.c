@@ -1,9 +1,11 @@
 
 /*
  * Presence (RFC 6121 section 4): initial and final presence of a
- * session, directed presence, and the unavailable presence that the
- * server sends for a session that ends without saying goodbye
- * (section 4.5.2).  Rosters and subscriptions build on this later.
+ * session, broadcast to the user's other resources and to the contacts
+ * subscribed to it (through ngx_xmpp_roster.c, which knows who they
+ * are), probes answered from the session's last presence, directed
+ * presence, and the unavailable presence that the server sends for a
+ * session that ends without saying goodbye (section 4.5.2).
  */
 
 
@@ -79,16 +81,83 @@ ngx_xmpp_presence_broadcast_own(ngx_xmpp_session_t *s, u_char *data,
 }
 
 
+static ngx_uint_t
+ngx_xmpp_presence_is_subscription(ngx_str_t *type)
+{
+    return (type->len == 9
+            && ngx_strncmp(type->data, "subscribe", 9) == 0)
+           || (type->len == 10
+               && ngx_strncmp(type->data, "subscribed", 10) == 0)
+           || (type->len == 11
+               && ngx_strncmp(type->data, "unsubscribe", 11) == 0)
+           || (type->len == 12
+               && ngx_strncmp(type->data, "unsubscribed", 12) == 0);
+}
+
+
+/*
+ * RFC 6121 4.2.2, 4.4.2, 4.5.2: the contacts subscribed to the user
+ * hear the presence; it is kept (without "to") to answer their probes.
+ */
+static ngx_int_t
+ngx_xmpp_presence_subscribers(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_uint_t unavailable, ngx_uint_t initial)
+{
+    size_t            len;
+    u_char           *p;
+    ngx_xmpp_wbuf_t  *b;
+
+    ngx_xmpp_node_del_attr(st->node, "to");
+
+    b = ngx_xmpp_wbuf_scratch(s->conf->max_stanza_size + 4096);
+    ngx_xmpp_serialize(b, st->node, NULL);
+
+    len = b->last - b->start;
+
+    if (b->failed || len < sizeof("<presence") - 1
+        || ngx_strncmp(b->start, "<presence", sizeof("<presence") - 1) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_free(s->last_presence.data);
+    ngx_str_null(&s->last_presence);
+
+    if (!unavailable) {
+        p = ngx_alloc(len, s->connection->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, b->start, len);
+        s->last_presence.data = p;
+        s->last_presence.len = len;
+    }
+
+    s->presence_seq++;
+
+    ngx_xmpp_roster_presence(s->conf, s, &s->jid.bare, b->start, len,
+                             initial ? NGX_XMPP_ROSTER_INITIAL : 0);
+
+    return NGX_OK;
+}
+
+
 void
 ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 {
     size_t            len;
     u_char           *data;
-    ngx_uint_t        unavailable;
+    ngx_uint_t        unavailable, initial;
     ngx_xmpp_wbuf_t  *b;
 
     unavailable = (st->type.len == 11
                    && ngx_strncmp(st->type.data, "unavailable", 11) == 0);
+
+    if (ngx_xmpp_presence_is_subscription(&st->type)) {
+        ngx_xmpp_roster_subscription(s, st);
+        return;
+    }
 
     if (st->has_to
         && !(st->to.local.len == 0 && st->to.resource.len == 0
@@ -107,9 +176,11 @@ ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     }
 
     if (st->type.len && !unavailable) {
-        /* probes and subscriptions to the server: no roster yet */
+        /* RFC 6121 4.3: probes are the server's business; errors end */
         return;
     }
+
+    initial = !s->available && !unavailable;
 
     if (unavailable) {
         s->available = 0;
@@ -120,6 +191,17 @@ ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     }
 
     ngx_xmpp_registry_update(s);
+
+    if (ngx_xmpp_presence_subscribers(s, st, unavailable, initial)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    /* XEP-0160: stored messages go to the first available resource */
+    if (initial && s->priority >= 0) {
+        ngx_xmpp_offline_deliver(s);
+    }
 
     /* RFC 6121 4.2.2 and 4.5.2: broadcast, with "to" the bare JID */
     if (ngx_xmpp_node_set_attr(st->pool, st->node, "to", &s->jid.bare)
@@ -270,6 +352,9 @@ ngx_xmpp_presence_gone(ngx_xmpp_session_t *s)
 {
     ngx_xmpp_wbuf_t  b;
 
+    ngx_free(s->last_presence.data);
+    ngx_str_null(&s->last_presence);
+
     if (!s->available && s->ndirected == 0) {
         return;
     }
@@ -292,9 +377,186 @@ ngx_xmpp_presence_gone(ngx_xmpp_session_t *s)
         s->available = 0;
         ngx_xmpp_registry_update(s);
         ngx_xmpp_presence_broadcast_own(s, b.start, b.last - b.start, 0);
+
+        /* the subscribers, once the roster says who they are */
+        ngx_xmpp_roster_presence(s->conf, NULL, &s->jid.bare, b.start,
+                                 b.last - b.start, 0);
     }
 
     ngx_xmpp_presence_gone_directed(s, b.start, b.last - b.start);
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+/* presence without "to" ("<presence" first) for the bare JID "to" */
+void
+ngx_xmpp_presence_send_to(ngx_xmpp_conf_t *xcf, ngx_str_t *to, u_char *data,
+    size_t len)
+{
+    ngx_xmpp_wbuf_t  b;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = len + 4096;
+
+    ngx_xmpp_wbuf_lit(&b, "<presence to='");
+    ngx_xmpp_wbuf_escs(&b, to);
+    ngx_xmpp_wbuf_lit(&b, "'");
+    ngx_xmpp_wbuf_add(&b, data + sizeof("<presence") - 1,
+                      len - (sizeof("<presence") - 1));
+
+    if (!b.failed) {
+        (void) ngx_xmpp_router_to_bare(xcf, to, NGX_XMPP_STANZA_PRESENCE,
+                                       NULL, b.start, b.last - b.start);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+/*
+ * RFC 6121 4.3.2: the server answers a probe for the user: each
+ * available resource of target sends its last presence to "to" (a bare
+ * or full JID), from whichever worker holds it.
+ */
+void
+ngx_xmpp_presence_probe(ngx_xmpp_conf_t *xcf, ngx_str_t *target,
+    ngx_str_t *to)
+{
+    ngx_pid_t          pids[NGX_XMPP_ROUTE_MAX];
+    uint64_t           sids[NGX_XMPP_ROUTE_MAX];
+    ngx_uint_t         i, n, m;
+    ngx_xmpp_route_t  *routes;
+
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(xcf, target, routes, NGX_XMPP_ROUTE_MAX);
+
+    /* copied out: answering looks routes up again */
+    for (i = 0, m = 0; i < n; i++) {
+        if (routes[i].available) {
+            pids[m] = routes[i].pid;
+            sids[m++] = routes[i].sid;
+        }
+    }
+
+    for (i = 0; i < m; i++) {
+        if (pids[i] == ngx_pid) {
+            ngx_xmpp_presence_probe_local(sids[i], to->data, to->len);
+
+        } else {
+            (void) ngx_xmpp_ipc_send(pids[i], NGX_XMPP_IPC_PROBE, sids[i],
+                                     to->data, to->len);
+        }
+    }
+}
+
+
+/* a probe reached the session sid of this worker: it answers "to" */
+void
+ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
+{
+    u_char              *slash;
+    ngx_str_t            bare;
+    ngx_xmpp_jid_t       jid;
+    ngx_xmpp_wbuf_t      b;
+    ngx_xmpp_session_t  *s;
+
+    s = ngx_xmpp_session_find(sid);
+
+    if (s == NULL || !s->bound || !s->available || !s->last_presence.len
+        || len == 0 || len > NGX_XMPP_JID_PART_MAX * 3)
+    {
+        return;
+    }
+
+    slash = ngx_strlchr(to, to + len, '/');
+
+    bare.data = to;
+    bare.len = slash ? (size_t) (slash - to) : len;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = s->last_presence.len + 4096 + len;
+
+    ngx_xmpp_wbuf_lit(&b, "<presence to='");
+    ngx_xmpp_wbuf_esc(&b, to, len);
+    ngx_xmpp_wbuf_lit(&b, "'");
+    ngx_xmpp_wbuf_add(&b, s->last_presence.data + sizeof("<presence") - 1,
+                      s->last_presence.len - (sizeof("<presence") - 1));
+
+    if (b.failed) {
+        ngx_xmpp_wbuf_free(&b);
+        return;
+    }
+
+    if (slash) {
+        ngx_memzero(&jid, sizeof(ngx_xmpp_jid_t));
+        jid.bare = bare;
+        jid.resource.data = slash + 1;
+        jid.resource.len = to + len - slash - 1;
+        (void) ngx_xmpp_router_to_full_jid(s->conf, &jid, b.start,
+                                           b.last - b.start);
+
+    } else {
+        (void) ngx_xmpp_router_to_bare(s->conf, &bare,
+                                       NGX_XMPP_STANZA_PRESENCE, NULL,
+                                       b.start, b.last - b.start);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+/*
+ * RFC 6121 3.2.2 and 3.3.3: a subscription ended, so the former
+ * subscriber "to" hears "unavailable" from each available resource of
+ * "from".
+ */
+void
+ngx_xmpp_presence_unavailable_to(ngx_xmpp_conf_t *xcf, ngx_str_t *from,
+    ngx_str_t *to)
+{
+    u_char            *p;
+    size_t             ends[NGX_XMPP_ROUTE_MAX];
+    ngx_uint_t         i, n, m;
+    ngx_xmpp_wbuf_t    b;
+    ngx_xmpp_route_t  *routes;
+
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(xcf, from, routes, NGX_XMPP_ROUTE_MAX);
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = NGX_XMPP_ROUTE_MAX * 4096;
+
+    /* built first: delivery looks routes up again */
+    for (i = 0, m = 0; i < n; i++) {
+        if (!routes[i].available) {
+            continue;
+        }
+
+        ngx_xmpp_wbuf_lit(&b, "<presence xmlns='" NGX_XMPP_NS_CLIENT
+                          "' type='unavailable' from='");
+        ngx_xmpp_wbuf_escs(&b, from);
+        ngx_xmpp_wbuf_lit(&b, "/");
+        ngx_xmpp_wbuf_esc(&b, routes[i].resource, routes[i].resource_len);
+        ngx_xmpp_wbuf_lit(&b, "' to='");
+        ngx_xmpp_wbuf_escs(&b, to);
+        ngx_xmpp_wbuf_lit(&b, "'/>");
+
+        ends[m++] = b.last - b.start;
+    }
+
+    if (b.failed) {
+        ngx_xmpp_wbuf_free(&b);
+        return;
+    }
+
+    p = b.start;
+
+    for (i = 0; i < m; i++) {
+        (void) ngx_xmpp_router_to_bare(xcf, to, NGX_XMPP_STANZA_PRESENCE,
+                                       NULL, p, b.start + ends[i] - p);
+        p = b.start + ends[i];
+    }
 
     ngx_xmpp_wbuf_free(&b);
 }

@@ -352,7 +352,9 @@ ngx_xmpp_registry_update(ngx_xmpp_session_t *s)
     rn = ngx_xmpp_registry_own_locked(reg, s);
 
     if (rn) {
-        rn->available = s->available;
+        /* bit 0: available; bit 1: interested in roster pushes */
+        rn->available = (u_char) (s->available
+                                  | (s->roster_interested << 1));
         rn->priority = s->priority;
         rn->roles = (u_char) s->roles;
     }
@@ -387,7 +389,8 @@ ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
         routes[i].pid = found[i]->pid;
         routes[i].sid = found[i]->sid;
         routes[i].priority = found[i]->priority;
-        routes[i].available = found[i]->available;
+        routes[i].available = found[i]->available & 1;
+        routes[i].interested = (found[i]->available >> 1) & 1;
         routes[i].resource_len = found[i]->res_len;
         ngx_memcpy(routes[i].resource, found[i]->data + found[i]->bare_len,
                    found[i]->res_len);
@@ -810,7 +813,7 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
                                          rn->res_len));
         json_object_set_new(item, "worker_pid", json_integer(rn->pid));
         json_object_set_new(item, "available",
-                            json_boolean(rn->available));
+                            json_boolean(rn->available & 1));
         json_object_set_new(item, "priority", json_integer(rn->priority));
         json_object_set_new(item, "roles", ngx_xmpp_registry_roles(rn));
         json_array_append_new(list, item);

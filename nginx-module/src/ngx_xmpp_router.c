@@ -324,9 +324,21 @@ ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
         return;
     }
 
-    /* offline or unknown: no offline storage yet (RFC 6121 8.5.2.2) */
-    if (!ngx_xmpp_str_is(&d->type, "headline")) {
-        ngx_xmpp_router_bounce(s, d, "cancel", "service-unavailable");
+    /*
+     * RFC 6121 8.5.2.2.1: no available resource.  A normal or chat
+     * message is stored (XEP-0160) and its sender hears of it only if
+     * that fails; a headline or an error is dropped silently.
+     */
+    if (d->kind != NGX_XMPP_STANZA_MESSAGE
+        || ngx_xmpp_str_is(&d->type, "headline")
+        || ngx_xmpp_str_is(&d->type, "error"))
+    {
+        return;
+    }
+
+    if (ngx_xmpp_offline_store(xcf, s, d) != NGX_OK) {
+        ngx_xmpp_router_bounce_text(s, d, "wait", "internal-server-error",
+                                    "offline storage is unavailable");
     }
 }
 
@@ -361,6 +373,15 @@ ngx_xmpp_router_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 void
 ngx_xmpp_router_bounce(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
     const char *type, const char *condition)
+{
+    ngx_xmpp_router_bounce_text(s, d, type, condition, NULL);
+}
+
+
+/* text: an RFC 6120 8.3.2 <text/> for the user, a static string */
+void
+ngx_xmpp_router_bounce_text(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
+    const char *type, const char *condition, const char *text)
 {
     static const char  *kinds[] = { "message", "presence", "iq" };
 
@@ -402,7 +423,15 @@ ngx_xmpp_router_bounce(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
     ngx_xmpp_wbuf_str(&b, type);
     ngx_xmpp_wbuf_lit(&b, "'><");
     ngx_xmpp_wbuf_str(&b, condition);
-    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_STANZAS "'/></error></");
+    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_STANZAS "'/>");
+
+    if (text) {
+        ngx_xmpp_wbuf_lit(&b, "<text xmlns='" NGX_XMPP_NS_STANZAS "'>");
+        ngx_xmpp_wbuf_str(&b, text);
+        ngx_xmpp_wbuf_lit(&b, "</text>");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "</error></");
     ngx_xmpp_wbuf_str(&b, kinds[d->kind]);
     ngx_xmpp_wbuf_lit(&b, ">");
 

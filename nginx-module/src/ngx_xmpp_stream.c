@@ -271,7 +271,9 @@ ngx_xmpp_stream_features(ngx_xmpp_session_t *s)
         /* the session element is kept for older clients (RFC 6121 A) */
         ngx_xmpp_wbuf_lit(b, "<bind xmlns='" NGX_XMPP_NS_BIND "'/>"
                           "<session xmlns='" NGX_XMPP_NS_SESSION "'>"
-                          "<optional/></session>");
+                          "<optional/></session>"
+                          /* RFC 6121 2.6.1: roster versioning */
+                          "<ver xmlns='urn:xmpp:features:rosterver'/>");
     }
 
     ngx_xmpp_wbuf_lit(b, "</stream:features>");
@@ -838,6 +840,26 @@ ngx_xmpp_stream_is_mam(ngx_xmpp_stanza_t *st)
 }
 
 
+/* RFC 6121 2.3.3: a roster request to another account is refused */
+static ngx_int_t
+ngx_xmpp_stream_is_roster(ngx_xmpp_stanza_t *st)
+{
+    ngx_xmpp_node_t  *q;
+
+    if (st->to.resource.len || st->to.local.len == 0
+        || st->type.len != 3
+        || (ngx_strncmp(st->type.data, "get", 3) != 0
+            && ngx_strncmp(st->type.data, "set", 3) != 0))
+    {
+        return 0;
+    }
+
+    q = ngx_xmpp_node_first_element(st->node);
+
+    return q && ngx_xmpp_stream_is(q, "query", NGX_XMPP_NS_ROSTER);
+}
+
+
 static void
 ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
@@ -948,7 +970,8 @@ ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
             || (st.to.resource.len == 0
                 && st.to.bare.len == s->jid.bare.len
                 && ngx_strncmp(st.to.bare.data, s->jid.bare.data,
-                               s->jid.bare.len) == 0)))
+                               s->jid.bare.len) == 0)
+            || ngx_xmpp_stream_is_roster(&st)))
     {
         /* RFC 6120 10.3: the server answers for itself and the account */
         ngx_xmpp_disco_iq(s, &st);

@@ -35,6 +35,9 @@ class _Client(slixmpp.ClientXMPP):
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         self.inbox = queue.Queue()
+        self.presences = queue.Queue()
+        self.pushes = queue.Queue()
+        self.initial_presence = True
         self.started = threading.Event()
         self.failed = threading.Event()
         self.ended = threading.Event()
@@ -42,17 +45,42 @@ class _Client(slixmpp.ClientXMPP):
         self.add_event_handler("message", self._message)
         self.add_event_handler("failed_auth", lambda e: self.failed.set())
         self.add_event_handler("disconnected", lambda e: self.ended.set())
+        self.add_event_handler("presence", self._presence)
+        self.add_event_handler("roster_update", self._push)
+        # the tests answer subscription requests themselves
+        self.roster.auto_authorize = None
+        self.roster.auto_subscribe = False
 
     async def _start(self, event):
-        self.send_presence()
+        if self.initial_presence:
+            self.send_presence()
         self.started.set()
 
     def _message(self, msg):
+        delay = msg.xml.find("{urn:xmpp:delay}delay")
         self.inbox.put({"from": str(msg["from"]), "to": str(msg["to"]),
                         "type": msg["type"], "id": msg["id"],
                         "body": msg["body"],
+                        "delay": None if delay is None
+                        else dict(delay.attrib),
                         "error": msg["error"]["condition"]
+                        if msg["type"] == "error" else None,
+                        "text": msg["error"]["text"]
                         if msg["type"] == "error" else None})
+
+    def _presence(self, pres):
+        self.presences.put({"from": str(pres["from"]), "to": str(pres["to"]),
+                            "type": pres["type"], "status": pres["status"],
+                            "priority": pres["priority"],
+                            "error": pres["error"]["condition"]
+                            if pres["type"] == "error" else None})
+
+    def _push(self, iq):
+        items = {}
+        for jid, item in iq["roster"]["items"].items():
+            items[str(jid)] = dict(item)
+        self.pushes.put({"type": iq["type"], "ver": iq["roster"]["ver"],
+                         "items": items})
 
 
 class SlixClient:
@@ -110,6 +138,52 @@ class SlixClient:
                 return m
             seen.append(m)
 
+    def run(self, make_coro, timeout=15):
+        """Awaits make_coro() on the client's loop and returns its result."""
+        async def go():
+            return await make_coro()
+        fut = asyncio.run_coroutine_threadsafe(go(), self.pool.loop)
+        return fut.result(timeout)
+
+    def send(self, fn):
+        """Runs fn(xmpp) on the loop (to send stanzas)."""
+        return self.pool.call(lambda: fn(self.xmpp))
+
+    def _wait(self, q, match, timeout, what):
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SlixError("no matching %s; got %r" % (what, seen))
+            try:
+                m = q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if match(m):
+                return m
+            seen.append(m)
+
+    def wait_presence(self, match, timeout=10):
+        return self._wait(self.xmpp.presences, match, timeout, "presence")
+
+    def wait_push(self, match, timeout=10):
+        return self._wait(self.xmpp.pushes, match, timeout, "roster push")
+
+    def drain(self, q_name="inbox", settle=0.5):
+        """Everything that arrives in the queue within settle seconds."""
+        q = getattr(self.xmpp, q_name)
+        got = []
+        deadline = time.monotonic() + settle
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return got
+            try:
+                got.append(q.get(timeout=left))
+            except queue.Empty:
+                pass
+
     def disconnect(self, timeout=10):
         self.pool.call(lambda: self.xmpp.disconnect())
         self.xmpp.ended.wait(timeout)
@@ -141,10 +215,13 @@ class SlixPool:
             raise v
         return v
 
-    def client(self, jid, password, port, direct_tls=False, connect=True):
+    def client(self, jid, password, port, direct_tls=False, connect=True,
+               presence=True):
         def make():
             # slixmpp binds its loop at construction
-            return SlixClient(self, jid, password, port, direct_tls)
+            c = SlixClient(self, jid, password, port, direct_tls)
+            c.xmpp.initial_presence = presence
+            return c
         c = self.call(make)
         self.clients.append(c)
         if connect and not c.connect():

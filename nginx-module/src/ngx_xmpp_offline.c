@@ -1,0 +1,619 @@
+
+/*
+ * Offline messages (XEP-0160, RFC 6121 8.5.2.2.1) in MariaDB, table
+ * offline_message (audit/schema/002_chat.sql).
+ *
+ * A normal or chat message for a user with no available resource is
+ * stored after its audit record is written (the router calls us from
+ * the second half of delivery), with an XEP-0203 <delay/> already in
+ * it.  The sender hears nothing when that works, and an error stanza
+ * when it does not: <service-unavailable/> for an account that has
+ * never been available, <resource-constraint/> over the per-user quota
+ * (conclave_offline_quota), <internal-server-error/> when MariaDB
+ * cannot take it.  Nothing is dropped silently.
+ *
+ * Delivery starts at the user's initial presence.  A session claims a
+ * batch of rows with one UPDATE ... WHERE claim IS NULL (InnoDB locks
+ * each row, so two sessions of the user on different workers never
+ * claim the same one), sends them, and deletes them with the next
+ * request, which claims the next batch.  Rows of a session that ended
+ * before sending are released; rows of a worker that died are claimed
+ * again after a minute.
+ */
+
+
+#include "ngx_xmpp.h"
+
+#include <mysql.h>
+
+
+#define NGX_XMPP_OFFLINE_BATCH        100
+#define NGX_XMPP_OFFLINE_BATCH_BYTES  (256 * 1024)
+
+
+typedef struct {
+    uint64_t               sid;           /* sender, or the recipient */
+    uint64_t               quota;
+    u_char                *mem;
+    ngx_str_t              owner;
+
+    /* store */
+    ngx_str_t              stanza;
+    ngx_str_t              to;
+    ngx_str_t              type;
+    ngx_str_t              id;
+    uint64_t               known;
+    uint64_t               count;
+    unsigned               stored:1;
+
+    /* delivery */
+    u_char                 claim[64];
+    size_t                 claim_len;
+    uint64_t               del_upto;      /* 0: nothing to delete */
+    ngx_uint_t             rows;
+    ngx_xmpp_wbuf_t        out;           /* rows: id, length, bytes */
+    unsigned               remember:1;
+    unsigned               release:1;
+    unsigned               fetch:1;
+    unsigned               leftover:1;    /* claimed rows not yet sent */
+    unsigned               more:1;
+} ngx_xmpp_offline_ctx_t;
+
+
+static void ngx_xmpp_offline_next(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_offline_ctx_t *prev, uint64_t del_upto, ngx_uint_t fetch,
+    ngx_uint_t release);
+
+
+static void
+ngx_xmpp_offline_cleanup(ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    ngx_free(ctx->mem);
+    ngx_xmpp_wbuf_free(&ctx->out);
+}
+
+
+static int
+ngx_xmpp_offline_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n, uint64_t *affected)
+{
+    MYSQL_STMT  *stmt;
+
+    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    if (affected) {
+        *affected = (uint64_t) mysql_stmt_affected_rows(stmt);
+    }
+
+    (void) mysql_stmt_close(stmt);
+
+    return 0;
+}
+
+
+/* columns: is the owner known, stored messages of the owner */
+static int
+ngx_xmpp_offline_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    ctx->known = cols[0].data ? strtoull((char *) cols[0].data, NULL, 10)
+                              : 0;
+    ctx->count = cols[1].data ? strtoull((char *) cols[1].data, NULL, 10)
+                              : 0;
+    return 0;
+}
+
+
+/*
+ * Pool thread.  The count and the insert are two statements: senders
+ * on two workers at the same instant can overshoot the quota by one
+ * message each, which is harmless, and no lock is held for it.
+ */
+static int
+ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    int                      rc;
+    ngx_str_t                p[2];
+    MYSQL_STMT              *stmt;
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    p[0] = ctx->owner;
+    p[1] = ctx->owner;
+
+    stmt = ngx_xmpp_db_exec(conn, r,
+        "SELECT (SELECT COUNT(*) FROM chat_user WHERE jid = ?),"
+        " (SELECT COUNT(*) FROM offline_message WHERE owner_jid = ?)",
+        p, 2);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_offline_count_row);
+    (void) mysql_stmt_close(stmt);
+
+    if (rc != 0) {
+        return -1;
+    }
+
+    if (ctx->known == 0 || ctx->count >= ctx->quota) {
+        return 0;
+    }
+
+    p[1] = ctx->stanza;
+
+    if (ngx_xmpp_offline_sql(conn, r,
+            "INSERT INTO offline_message (owner_jid, stored_at, stanza)"
+            " VALUES (?, UTC_TIMESTAMP(6), ?)", p, 2, NULL) != 0)
+    {
+        return -1;
+    }
+
+    ctx->stored = 1;
+
+    return 0;
+}
+
+
+static void
+ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_session_t      *s;
+    ngx_xmpp_delivery_t      d;
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    if (r->rc == NGX_XMPP_DB_OK && ctx->stored) {
+        return;
+    }
+
+    s = ngx_xmpp_session_find(ctx->sid);
+    if (s && !s->bound) {
+        s = NULL;
+    }
+
+    ngx_memzero(&d, sizeof(ngx_xmpp_delivery_t));
+    d.kind = NGX_XMPP_STANZA_MESSAGE;
+    d.type = ctx->type;
+    d.id = ctx->id;
+    d.to.full = ctx->to;
+
+    if (r->rc != NGX_XMPP_DB_OK) {
+        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
+                      0, "xmpp: offline message for %V not stored (%ui): "
+                      "%s", &ctx->owner, r->rc, r->err);
+        ngx_xmpp_router_bounce_text(s, &d, "wait", "internal-server-error",
+                                    "offline storage is unavailable");
+        return;
+    }
+
+    if (ctx->known == 0) {
+        /* RFC 6121 8.5.2.2.1: nobody to keep it for */
+        ngx_xmpp_router_bounce(s, &d, "cancel", "service-unavailable");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s ? s->connection->log : ngx_cycle->log, 0,
+                  "xmpp: offline storage of %V is full", &ctx->owner);
+
+    ngx_xmpp_router_bounce_text(s, &d, "wait", "resource-constraint",
+                                "the recipient's offline storage is full");
+}
+
+
+/* XEP-0203: <delay/> before the end tag of the serialized message */
+static ngx_int_t
+ngx_xmpp_offline_stamp(ngx_xmpp_conf_t *xcf, ngx_xmpp_delivery_t *d,
+    ngx_xmpp_wbuf_t *b)
+{
+    u_char      *end;
+    size_t       len;
+    ngx_tm_t     tm;
+    ngx_time_t  *tp;
+    u_char       stamp[sizeof("1970-01-01T00:00:00.000Z")];
+
+    static const char  etag[] = "</message>";
+
+    len = d->len;
+    end = d->data + len;
+
+    if (len >= sizeof(etag) - 1
+        && ngx_strncmp(end - (sizeof(etag) - 1), etag, sizeof(etag) - 1)
+           == 0)
+    {
+        len -= sizeof(etag) - 1;
+
+    } else if (len >= 2 && end[-2] == '/' && end[-1] == '>') {
+        len -= 2;
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    tp = ngx_timeofday();
+    ngx_gmtime(tp->sec, &tm);
+
+    (void) ngx_sprintf(stamp, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       tp->msec);
+
+    ngx_xmpp_wbuf_add(b, d->data, len);
+
+    if (len + 2 == d->len) {
+        ngx_xmpp_wbuf_lit(b, ">");
+    }
+
+    ngx_xmpp_wbuf_lit(b, "<delay xmlns='" NGX_XMPP_NS_DELAY "' from='");
+    ngx_xmpp_wbuf_escs(b, &xcf->domain);
+    ngx_xmpp_wbuf_lit(b, "' stamp='");
+    ngx_xmpp_wbuf_add(b, stamp, sizeof(stamp) - 1);
+    ngx_xmpp_wbuf_lit(b, "'>Offline storage</delay></message>");
+
+    return b->failed ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * Stores a message the router could not deliver.  NGX_OK: the request
+ * is posted and its done() answers the sender if need be; NGX_ERROR:
+ * nothing was done, the caller bounces the message.
+ */
+ngx_int_t
+ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_xmpp_delivery_t *d)
+{
+    u_char                  *p;
+    size_t                   size;
+    ngx_xmpp_wbuf_t          b;
+    ngx_xmpp_db_req_t       *r;
+    ngx_xmpp_offline_ctx_t  *ctx;
+
+    if (d->to.bare.len > 255) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = d->len + 4096;
+
+    if (ngx_xmpp_offline_stamp(xcf, d, &b) != NGX_OK) {
+        ngx_xmpp_wbuf_free(&b);
+        return NGX_ERROR;
+    }
+
+    r = ngx_xmpp_db_create(xcf, sizeof(ngx_xmpp_offline_ctx_t),
+                           s ? s->connection->log : ngx_cycle->log);
+    if (r == NULL) {
+        ngx_xmpp_wbuf_free(&b);
+        return NGX_ERROR;
+    }
+
+    r->run = ngx_xmpp_offline_store_run;
+    r->done = ngx_xmpp_offline_store_done;
+    r->cleanup = ngx_xmpp_offline_cleanup;
+
+    ctx = r->ctx;
+    ctx->sid = s ? s->id : 0;
+    ctx->quota = xcf->offline_quota;
+
+    /* the stanza's buffer becomes the block of every string */
+    size = d->to.bare.len + d->to.full.len + d->type.len + d->id.len;
+
+    if (ngx_xmpp_wbuf_reserve(&b, size) != NGX_OK) {
+        ngx_xmpp_wbuf_free(&b);
+        ngx_xmpp_db_destroy(r);
+        return NGX_ERROR;
+    }
+
+    ctx->mem = b.start;
+    ctx->stanza.data = b.start;
+    ctx->stanza.len = b.last - b.start;
+
+    p = b.last;
+    ctx->owner.data = p;
+    ctx->owner.len = d->to.bare.len;
+    p = ngx_cpymem(p, d->to.bare.data, d->to.bare.len);
+    ctx->to.data = p;
+    ctx->to.len = d->to.full.len;
+    p = ngx_cpymem(p, d->to.full.data, d->to.full.len);
+    ctx->type.data = p;
+    ctx->type.len = d->type.len;
+    if (d->type.len) {
+        p = ngx_cpymem(p, d->type.data, d->type.len);
+    }
+    ctx->id.data = p;
+    ctx->id.len = d->id.len;
+    if (d->id.len) {
+        ngx_memcpy(p, d->id.data, d->id.len);
+    }
+
+    if (ngx_xmpp_db_post(r) != NGX_OK) {
+        ngx_xmpp_db_destroy(r);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* columns: id, stanza */
+static int
+ngx_xmpp_offline_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
+{
+    uint32_t                 len;
+    uint64_t                 id;
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    if (cols[0].data == NULL || cols[1].data == NULL) {
+        return 0;
+    }
+
+    if (ctx->rows
+        && (size_t) (ctx->out.last - ctx->out.start) + cols[1].len
+           > NGX_XMPP_OFFLINE_BATCH_BYTES)
+    {
+        /* claimed, kept for the next round */
+        ctx->more = 1;
+        ctx->leftover = 1;
+        return 0;
+    }
+
+    id = strtoull((char *) cols[0].data, NULL, 10);
+    len = (uint32_t) cols[1].len;
+
+    ngx_xmpp_wbuf_add(&ctx->out, &id, sizeof(uint64_t));
+    ngx_xmpp_wbuf_add(&ctx->out, &len, sizeof(uint32_t));
+    ngx_xmpp_wbuf_add(&ctx->out, cols[1].data, cols[1].len);
+    ctx->rows++;
+
+    return ctx->out.failed ? -1 : 0;
+}
+
+
+/* pool thread: delete what was sent, release or claim, then fetch */
+static int
+ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    int                      rc;
+    u_char                   upto[NGX_INT64_LEN];
+    uint64_t                 claimed;
+    ngx_str_t                p[2];
+    MYSQL_STMT              *stmt;
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    p[0].data = ctx->claim;
+    p[0].len = ctx->claim_len;
+
+    if (ctx->remember
+        && ngx_xmpp_offline_sql(conn, r,
+               "INSERT IGNORE INTO chat_user (jid, first_seen)"
+               " VALUES (?, UTC_TIMESTAMP(6))", &ctx->owner, 1, NULL) != 0)
+    {
+        return -1;
+    }
+
+    if (ctx->del_upto) {
+        p[1].data = upto;
+        p[1].len = ngx_sprintf(upto, "%uL", ctx->del_upto) - upto;
+
+        if (ngx_xmpp_offline_sql(conn, r,
+                "DELETE FROM offline_message WHERE claim = ? AND id <= ?",
+                p, 2, NULL) != 0)
+        {
+            return -1;
+        }
+    }
+
+    if (ctx->release) {
+        return ngx_xmpp_offline_sql(conn, r,
+                   "UPDATE offline_message SET claim = NULL,"
+                   " claimed_at = NULL WHERE claim = ?", p, 1, NULL);
+    }
+
+    if (!ctx->fetch) {
+        return 0;
+    }
+
+    if (!ctx->leftover) {
+        p[1] = ctx->owner;
+
+        if (ngx_xmpp_offline_sql(conn, r,
+                "UPDATE offline_message SET claim = ?,"
+                " claimed_at = UTC_TIMESTAMP(6) WHERE owner_jid = ?"
+                " AND (claim IS NULL"
+                " OR claimed_at < UTC_TIMESTAMP(6) - INTERVAL 60 SECOND)"
+                " ORDER BY id LIMIT 100", p, 2, &claimed) != 0)
+        {
+            return -1;
+        }
+
+        ctx->more = (claimed == NGX_XMPP_OFFLINE_BATCH);
+    }
+
+    ctx->leftover = 0;
+
+    stmt = ngx_xmpp_db_exec(conn, r,
+        "SELECT id, stanza FROM offline_message WHERE claim = ?"
+        " ORDER BY id LIMIT 100", p, 1);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_offline_row);
+    (void) mysql_stmt_close(stmt);
+
+    return rc;
+}
+
+
+static void
+ngx_xmpp_offline_deliver_done(ngx_xmpp_db_req_t *r)
+{
+    u_char                  *p, *end;
+    uint32_t                 len;
+    uint64_t                 id, sent;
+    ngx_xmpp_conf_t         *xcf;
+    ngx_xmpp_session_t      *s;
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    if (r->rc != NGX_XMPP_DB_OK) {
+        /* claimed rows are taken again after a minute */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "xmpp: offline messages of %V not delivered (%ui): "
+                      "%s", &ctx->owner, r->rc, r->err);
+        return;
+    }
+
+    if (!ctx->fetch) {
+        return;
+    }
+
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+
+    s = ngx_xmpp_session_find(ctx->sid);
+
+    if (s == NULL || !s->bound || s->state == NGX_XMPP_ST_CLOSING) {
+        ngx_xmpp_offline_next(xcf, ctx, 0, 0, 1);
+        return;
+    }
+
+    sent = 0;
+    p = ctx->out.start;
+    end = ctx->out.last;
+
+    while (p && end - p >= (ssize_t) (sizeof(uint64_t) + sizeof(uint32_t)))
+    {
+        ngx_memcpy(&id, p, sizeof(uint64_t));
+        ngx_memcpy(&len, p + sizeof(uint64_t), sizeof(uint32_t));
+        p += sizeof(uint64_t) + sizeof(uint32_t);
+
+        if ((size_t) (end - p) < len) {
+            break;
+        }
+
+        if (ngx_xmpp_session_send(s, p, len) != NGX_OK) {
+            /* what was written is deleted, the rest waits */
+            ngx_xmpp_offline_next(xcf, ctx, sent, 0, 1);
+            return;
+        }
+
+        sent = id;
+        p += len;
+    }
+
+    if (sent || ctx->more) {
+        ngx_xmpp_offline_next(xcf, ctx, sent, ctx->more, 0);
+    }
+}
+
+
+static ngx_xmpp_db_req_t *
+ngx_xmpp_offline_deliver_req(ngx_xmpp_conf_t *xcf, ngx_log_t *log,
+    uint64_t sid, ngx_str_t *owner)
+{
+    ngx_xmpp_db_req_t       *r;
+    ngx_xmpp_offline_ctx_t  *ctx;
+
+    r = ngx_xmpp_db_create(xcf, sizeof(ngx_xmpp_offline_ctx_t), log);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->run = ngx_xmpp_offline_deliver_run;
+    r->done = ngx_xmpp_offline_deliver_done;
+    r->cleanup = ngx_xmpp_offline_cleanup;
+
+    ctx = r->ctx;
+    ctx->sid = sid;
+    ctx->out.max = NGX_XMPP_OFFLINE_BATCH_BYTES + xcf->max_stanza_size
+                   + 65536;
+
+    ctx->mem = ngx_alloc(owner->len, log);
+    if (ctx->mem == NULL) {
+        ngx_xmpp_db_destroy(r);
+        return NULL;
+    }
+
+    ngx_memcpy(ctx->mem, owner->data, owner->len);
+    ctx->owner.data = ctx->mem;
+    ctx->owner.len = owner->len;
+
+    return r;
+}
+
+
+/* the request after prev: delete rows up to del_upto, then the rest */
+static void
+ngx_xmpp_offline_next(ngx_xmpp_conf_t *xcf, ngx_xmpp_offline_ctx_t *prev,
+    uint64_t del_upto, ngx_uint_t fetch, ngx_uint_t release)
+{
+    ngx_xmpp_db_req_t       *r;
+    ngx_xmpp_offline_ctx_t  *ctx;
+
+    r = ngx_xmpp_offline_deliver_req(xcf, ngx_cycle->log, prev->sid,
+                                     &prev->owner);
+    if (r == NULL) {
+        goto failed;
+    }
+
+    ctx = r->ctx;
+    ngx_memcpy(ctx->claim, prev->claim, prev->claim_len);
+    ctx->claim_len = prev->claim_len;
+    ctx->del_upto = del_upto;
+    ctx->fetch = fetch;
+    ctx->release = release;
+    ctx->leftover = prev->leftover;
+
+    if (ngx_xmpp_db_post(r) == NGX_OK) {
+        return;
+    }
+
+    ngx_xmpp_db_destroy(r);
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "xmpp: offline delivery of %V interrupted; its claimed "
+                  "messages are delivered again at a later sign-in",
+                  &prev->owner);
+}
+
+
+/* XEP-0160: the session became available; its stored messages follow */
+void
+ngx_xmpp_offline_deliver(ngx_xmpp_session_t *s)
+{
+    ngx_xmpp_db_req_t       *r;
+    ngx_xmpp_offline_ctx_t  *ctx;
+
+    static uint64_t  serial;
+
+    if (s->jid.bare.len > 255) {
+        return;
+    }
+
+    r = ngx_xmpp_offline_deliver_req(s->conf, s->connection->log, s->id,
+                                     &s->jid.bare);
+    if (r == NULL) {
+        return;
+    }
+
+    ctx = r->ctx;
+    ctx->remember = 1;
+    ctx->fetch = 1;
+    ctx->claim_len = ngx_sprintf(ctx->claim, "%P.%uL.%uL", ngx_pid, s->id,
+                                 ++serial)
+                     - ctx->claim;
+
+    if (ngx_xmpp_db_post(r) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "xmpp: offline messages not fetched: database queue "
+                      "full");
+        ngx_xmpp_db_destroy(r);
+    }
+}

@@ -1,0 +1,1715 @@
+
+/*
+ * Rosters and presence subscriptions (RFC 6121 sections 2 and 3), kept
+ * in MariaDB (table roster_item, audit/schema/002_chat.sql).
+ *
+ * Every operation is one ngx_xmpp_db request: the SQL runs in a pool
+ * thread, as one transaction that changes both sides of a subscription
+ * at once (both users are local: the owner's item of the contact and
+ * the contact's item of the owner), and the results go out on the
+ * event loop afterwards: the IQ result, roster pushes to the interested
+ * resources of both users (through the router, so on any worker), the
+ * presence stanza for the contact, and the presence that a change of
+ * subscription implies (RFC 6121 3.1.5, 3.2.2, 3.3.3).  A request never
+ * holds a session pointer: done() looks the session up by id, which
+ * finds nothing once it has ended.
+ *
+ * The subscription state of Appendix A is four flags per row: sub_to
+ * and sub_from (the subscription), ask_out (pending out) and pending_in.
+ * pending_in survives offline periods because it is stored: the request
+ * is delivered again at the contact's next initial presence (3.1.3).
+ */
+
+
+#include "ngx_xmpp.h"
+
+#include <mysql.h>
+#include <mysqld_error.h>
+
+
+#define NGX_XMPP_ROSTER_JID_MAX      255
+#define NGX_XMPP_ROSTER_NAME_MAX     255
+#define NGX_XMPP_ROSTER_GROUP_MAX    255
+#define NGX_XMPP_ROSTER_GROUPS_MAX   32
+#define NGX_XMPP_ROSTER_TRIES        3
+#define NGX_XMPP_ROSTER_OUT_MAX      (32 * 1024 * 1024)
+
+#define NGX_XMPP_ROSTER_OP_GET           0
+#define NGX_XMPP_ROSTER_OP_SET           1
+#define NGX_XMPP_ROSTER_OP_REMOVE        2
+#define NGX_XMPP_ROSTER_OP_SUBSCRIBE     3
+#define NGX_XMPP_ROSTER_OP_SUBSCRIBED    4
+#define NGX_XMPP_ROSTER_OP_UNSUBSCRIBE   5
+#define NGX_XMPP_ROSTER_OP_UNSUBSCRIBED  6
+#define NGX_XMPP_ROSTER_OP_PRESENCE      7
+
+
+/* one roster_item row */
+typedef struct {
+    ngx_str_t              name;          /* data NULL: none; heap */
+    ngx_str_t              groups;        /* escaped <group/>s; heap */
+    uint64_t               ver;
+    unsigned               found:1;
+    unsigned               sub_to:1;
+    unsigned               sub_from:1;
+    unsigned               ask_out:1;
+    unsigned               pending_in:1;
+    unsigned               listed:1;
+} ngx_xmpp_ritem_t;
+
+
+typedef struct {
+    ngx_uint_t             op;
+    uint64_t               sid;
+    ngx_uint_t             seq;           /* OP_PRESENCE: s->presence_seq */
+    ngx_uint_t             flags;         /* OP_PRESENCE */
+    ngx_uint_t             max_items;
+
+    /* inputs, in one heap block (mem) */
+    u_char                *mem;
+    ngx_str_t              owner;
+    ngx_str_t              contact;
+    ngx_str_t              name;          /* data NULL: absent */
+    ngx_str_t              groups;
+    ngx_str_t              id;
+    ngx_str_t              reply_from;
+    ngx_str_t              ver;           /* OP_GET: data NULL: absent */
+    ngx_str_t              stanza;        /* presence for the contact */
+
+    /* results */
+    const char            *refused;       /* a stanza error condition */
+    ngx_xmpp_ritem_t       oi;            /* owner's item of contact */
+    ngx_xmpp_ritem_t       ci;            /* contact's item of owner */
+    ngx_xmpp_ritem_t      *cur;
+    uint64_t               count;
+    uint64_t               cur_ver;
+    ngx_xmpp_wbuf_t        out;           /* GET: items; PRESENCE: list */
+    unsigned               same_ver:1;
+    unsigned               opush:1;
+    unsigned               oremoved:1;
+    unsigned               cpush:1;
+    unsigned               deliver:1;     /* stanza to the contact */
+    unsigned               deliver_unsub:1;
+    unsigned               deliver_unsubd:1;
+    unsigned               reply_subscribed:1;
+    unsigned               probe_c2o:1;
+    unsigned               probe_o2c:1;
+    unsigned               unavail_c2o:1;
+    unsigned               unavail_o2c:1;
+} ngx_xmpp_roster_ctx_t;
+
+
+static int ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r);
+static void ngx_xmpp_roster_done(ngx_xmpp_db_req_t *r);
+static void ngx_xmpp_roster_cleanup(ngx_xmpp_db_req_t *r);
+static void ngx_xmpp_roster_presence_done(ngx_xmpp_db_req_t *r);
+
+
+static ngx_inline ngx_uint_t
+ngx_xmpp_roster_str_is(ngx_str_t *s, const char *lit)
+{
+    size_t  len;
+
+    len = ngx_strlen(lit);
+
+    return s->len == len && ngx_strncmp(s->data, lit, len) == 0;
+}
+
+
+/*
+ * A request with copies of the given strings (any may be NULL) in one
+ * heap block, since the stanza pool is gone before done() runs.
+ */
+static ngx_xmpp_db_req_t *
+ngx_xmpp_roster_req(ngx_xmpp_conf_t *xcf, ngx_log_t *log, ngx_uint_t op,
+    ngx_str_t **in, ngx_uint_t nin)
+{
+    size_t                  size;
+    u_char                 *p;
+    ngx_str_t              *dst[8];
+    ngx_uint_t              i;
+    ngx_xmpp_db_req_t      *r;
+    ngx_xmpp_roster_ctx_t  *ctx;
+
+    r = ngx_xmpp_db_create(xcf, sizeof(ngx_xmpp_roster_ctx_t), log);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    ctx = r->ctx;
+    ctx->op = op;
+    ctx->max_items = xcf->roster_max_items;
+    ctx->out.max = NGX_XMPP_ROSTER_OUT_MAX;
+
+    dst[0] = &ctx->owner;
+    dst[1] = &ctx->contact;
+    dst[2] = &ctx->name;
+    dst[3] = &ctx->groups;
+    dst[4] = &ctx->id;
+    dst[5] = &ctx->reply_from;
+    dst[6] = &ctx->ver;
+    dst[7] = &ctx->stanza;
+
+    size = 0;
+
+    for (i = 0; i < nin; i++) {
+        if (in[i]) {
+            size += in[i]->len + 1;
+        }
+    }
+
+    r->run = ngx_xmpp_roster_run;
+    r->done = ngx_xmpp_roster_done;
+    r->cleanup = ngx_xmpp_roster_cleanup;
+
+    ctx->mem = ngx_alloc(size + 1, log);
+    if (ctx->mem == NULL) {
+        ngx_xmpp_db_destroy(r);
+        return NULL;
+    }
+
+    p = ctx->mem;
+
+    for (i = 0; i < nin; i++) {
+        if (in[i] == NULL) {
+            continue;
+        }
+
+        dst[i]->data = p;
+        dst[i]->len = in[i]->len;
+        p = ngx_cpymem(p, in[i]->data, in[i]->len);
+        *p++ = '\0';
+    }
+
+    return r;
+}
+
+
+static void
+ngx_xmpp_roster_cleanup(ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ngx_free(ctx->mem);
+    ngx_free(ctx->oi.name.data);
+    ngx_free(ctx->oi.groups.data);
+    ngx_free(ctx->ci.name.data);
+    ngx_free(ctx->ci.groups.data);
+    ngx_xmpp_wbuf_free(&ctx->out);
+}
+
+
+/* <item/> of RFC 6121 2.1.2 */
+static void
+ngx_xmpp_roster_item_xml(ngx_xmpp_wbuf_t *b, ngx_str_t *jid,
+    ngx_xmpp_ritem_t *it, ngx_uint_t removed)
+{
+    static const char  *subs[] = { "none", "from", "to", "both" };
+
+    ngx_xmpp_wbuf_lit(b, "<item jid='");
+    ngx_xmpp_wbuf_escs(b, jid);
+    ngx_xmpp_wbuf_lit(b, "'");
+
+    if (removed) {
+        ngx_xmpp_wbuf_lit(b, " subscription='remove'/>");
+        return;
+    }
+
+    if (it->name.data) {
+        ngx_xmpp_wbuf_lit(b, " name='");
+        ngx_xmpp_wbuf_escs(b, &it->name);
+        ngx_xmpp_wbuf_lit(b, "'");
+    }
+
+    ngx_xmpp_wbuf_lit(b, " subscription='");
+    ngx_xmpp_wbuf_str(b, subs[it->sub_from | (it->sub_to << 1)]);
+    ngx_xmpp_wbuf_lit(b, "'");
+
+    if (it->ask_out) {
+        ngx_xmpp_wbuf_lit(b, " ask='subscribe'");
+    }
+
+    if (it->groups.len == 0) {
+        ngx_xmpp_wbuf_lit(b, "/>");
+        return;
+    }
+
+    ngx_xmpp_wbuf_lit(b, ">");
+    ngx_xmpp_wbuf_nstr(b, &it->groups);
+    ngx_xmpp_wbuf_lit(b, "</item>");
+}
+
+
+/* pool thread helpers */
+
+static int
+ngx_xmpp_roster_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n)
+{
+    MYSQL_STMT  *stmt;
+
+    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    (void) mysql_stmt_close(stmt);
+
+    return 0;
+}
+
+
+static int
+ngx_xmpp_roster_query(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
+{
+    int          rc;
+    MYSQL_STMT  *stmt;
+
+    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, row);
+
+    (void) mysql_stmt_close(stmt);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_xmpp_roster_flag(ngx_str_t *col)
+{
+    return col->data && col->len == 1 && col->data[0] == '1';
+}
+
+
+static int
+ngx_xmpp_roster_dup(ngx_str_t *dst, ngx_str_t *src)
+{
+    if (src->data == NULL) {
+        dst->data = NULL;
+        dst->len = 0;
+        return 0;
+    }
+
+    dst->data = malloc(src->len + 1);
+    if (dst->data == NULL) {
+        return -1;
+    }
+
+    ngx_memcpy(dst->data, src->data, src->len);
+    dst->len = src->len;
+
+    return 0;
+}
+
+
+/* columns: sub_to, sub_from, ask_out, pending_in, listed, ver, name,
+ * groups_xml */
+static int
+ngx_xmpp_roster_item_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ngx_xmpp_ritem_t  *it;
+
+    it = ctx->cur;
+
+    it->found = 1;
+    it->sub_to = ngx_xmpp_roster_flag(&cols[0]);
+    it->sub_from = ngx_xmpp_roster_flag(&cols[1]);
+    it->ask_out = ngx_xmpp_roster_flag(&cols[2]);
+    it->pending_in = ngx_xmpp_roster_flag(&cols[3]);
+    it->listed = ngx_xmpp_roster_flag(&cols[4]);
+    it->ver = cols[5].data ? strtoull((char *) cols[5].data, NULL, 10) : 0;
+
+    if (ngx_xmpp_roster_dup(&it->name, &cols[6]) != 0
+        || ngx_xmpp_roster_dup(&it->groups, &cols[7]) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_xmpp_roster_load(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *owner, ngx_str_t *contact, ngx_xmpp_ritem_t *it)
+{
+    ngx_str_t               p[2];
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    p[0] = *owner;
+    p[1] = *contact;
+    ctx->cur = it;
+
+    return ngx_xmpp_roster_query(conn, r,
+        "SELECT sub_to, sub_from, ask_out, pending_in, listed, ver, name,"
+        " groups_xml FROM roster_item"
+        " WHERE owner_jid = ? AND contact_jid = ? FOR UPDATE",
+        p, 2, ngx_xmpp_roster_item_row);
+}
+
+
+static int
+ngx_xmpp_roster_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ctx->count = cols[0].data ? strtoull((char *) cols[0].data, NULL, 10)
+                              : 0;
+    return 0;
+}
+
+
+/* 0: room for one more row of owner; 1: full; -1: error */
+static int
+ngx_xmpp_roster_full(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *owner)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    if (ngx_xmpp_roster_query(conn, r,
+            "SELECT COUNT(*) FROM roster_item WHERE owner_jid = ?",
+            owner, 1, ngx_xmpp_roster_count_row)
+        != 0)
+    {
+        return -1;
+    }
+
+    return ctx->count >= ctx->max_items;
+}
+
+
+static int
+ngx_xmpp_roster_ver_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ctx->cur_ver = cols[0].data ? strtoull((char *) cols[0].data, NULL, 10)
+                                : 0;
+    return 0;
+}
+
+
+/* RFC 6121 2.6: every change raises the owner's roster version */
+static int
+ngx_xmpp_roster_bump(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *owner, uint64_t *ver)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ctx->cur_ver = 0;
+
+    if (ngx_xmpp_roster_sql(conn, r,
+            "INSERT INTO roster_version (owner_jid, ver) VALUES (?, 1)"
+            " ON DUPLICATE KEY UPDATE ver = ver + 1", owner, 1) != 0
+        || ngx_xmpp_roster_query(conn, r,
+            "SELECT ver FROM roster_version WHERE owner_jid = ?",
+            owner, 1, ngx_xmpp_roster_ver_row) != 0)
+    {
+        return -1;
+    }
+
+    *ver = ctx->cur_ver;
+
+    return 0;
+}
+
+
+/* writes the row, or deletes it once nothing is left of it */
+static int
+ngx_xmpp_roster_save(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *owner, ngx_str_t *contact, ngx_xmpp_ritem_t *it)
+{
+    u_char     flags[5], ver[NGX_INT64_LEN];
+    ngx_str_t  p[10];
+
+    p[0] = *owner;
+    p[1] = *contact;
+
+    if (!it->listed && !it->pending_in) {
+        return ngx_xmpp_roster_sql(conn, r,
+                   "DELETE FROM roster_item"
+                   " WHERE owner_jid = ? AND contact_jid = ?", p, 2);
+    }
+
+    flags[0] = '0' + it->sub_to;
+    flags[1] = '0' + it->sub_from;
+    flags[2] = '0' + it->ask_out;
+    flags[3] = '0' + it->pending_in;
+    flags[4] = '0' + it->listed;
+
+    p[2] = it->name;
+    p[3].data = it->groups.len ? it->groups.data : NULL;
+    p[3].len = it->groups.len;
+    p[4].data = &flags[0]; p[4].len = 1;
+    p[5].data = &flags[1]; p[5].len = 1;
+    p[6].data = &flags[2]; p[6].len = 1;
+    p[7].data = &flags[3]; p[7].len = 1;
+    p[8].data = &flags[4]; p[8].len = 1;
+    p[9].data = ver;
+    p[9].len = ngx_sprintf(ver, "%uL", it->ver) - ver;
+
+    return ngx_xmpp_roster_sql(conn, r,
+        "INSERT INTO roster_item (owner_jid, contact_jid, name, groups_xml,"
+        " sub_to, sub_from, ask_out, pending_in, listed, ver)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
+        " name = VALUES(name), groups_xml = VALUES(groups_xml),"
+        " sub_to = VALUES(sub_to), sub_from = VALUES(sub_from),"
+        " ask_out = VALUES(ask_out), pending_in = VALUES(pending_in),"
+        " listed = VALUES(listed), ver = VALUES(ver)", p, 10);
+}
+
+
+/* a visible change: new version, row written, push to the owner */
+static int
+ngx_xmpp_roster_commit_item(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *owner, ngx_str_t *contact, ngx_xmpp_ritem_t *it)
+{
+    if (ngx_xmpp_roster_bump(conn, r, owner, &it->ver) != 0) {
+        return -1;
+    }
+
+    return ngx_xmpp_roster_save(conn, r, owner, contact, it);
+}
+
+
+/* columns: contact_jid, name, groups_xml, sub_to, sub_from, ask_out */
+static int
+ngx_xmpp_roster_get_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ngx_xmpp_ritem_t  it;
+
+    ngx_memzero(&it, sizeof(ngx_xmpp_ritem_t));
+
+    it.name = cols[1];
+    it.groups = cols[2];
+    it.sub_to = ngx_xmpp_roster_flag(&cols[3]);
+    it.sub_from = ngx_xmpp_roster_flag(&cols[4]);
+    it.ask_out = ngx_xmpp_roster_flag(&cols[5]);
+
+    ngx_xmpp_roster_item_xml(&ctx->out, &cols[0], &it, 0);
+
+    return ctx->out.failed ? -1 : 0;
+}
+
+
+/* RFC 6121 2.2 and 2.6.3: the whole roster, or nothing if unchanged */
+static int
+ngx_xmpp_roster_run_get(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    u_char                  buf[NGX_INT64_LEN];
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    if (ngx_xmpp_roster_query(conn, r,
+            "SELECT ver FROM roster_version WHERE owner_jid = ?",
+            &ctx->owner, 1, ngx_xmpp_roster_ver_row) != 0)
+    {
+        return -1;
+    }
+
+    if (ctx->ver.data
+        && ctx->ver.len == (size_t) (ngx_sprintf(buf, "%uL", ctx->cur_ver)
+                                     - buf)
+        && ngx_strncmp(ctx->ver.data, buf, ctx->ver.len) == 0)
+    {
+        ctx->same_ver = 1;
+        return 0;
+    }
+
+    if (ngx_xmpp_roster_query(conn, r,
+            "SELECT contact_jid, name, groups_xml, sub_to, sub_from, ask_out"
+            " FROM roster_item WHERE owner_jid = ? AND listed = 1"
+            " ORDER BY contact_jid",
+            &ctx->owner, 1, ngx_xmpp_roster_get_row) != 0)
+    {
+        if (ctx->out.failed) {
+            ngx_cpystrn((u_char *) r->err, (u_char *) "roster too large",
+                        sizeof(r->err));
+        }
+
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* RFC 6121 2.3 and 2.4: add or update; name and groups are replaced */
+static int
+ngx_xmpp_roster_run_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    int                     full;
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *oi;
+
+    oi = &ctx->oi;
+
+    if (ngx_xmpp_roster_load(conn, r, &ctx->owner, &ctx->contact, oi) != 0)
+    {
+        return -1;
+    }
+
+    if (!oi->listed) {
+        full = ngx_xmpp_roster_full(conn, r, &ctx->owner);
+
+        if (full == -1) {
+            return -1;
+        }
+
+        /* a pending-in row is already counted */
+        if (full && !oi->found) {
+            ctx->refused = "not-allowed";
+            return 0;
+        }
+    }
+
+    oi->listed = 1;
+    ngx_free(oi->name.data);
+    ngx_free(oi->groups.data);
+    ngx_str_null(&oi->groups);
+
+    if (ngx_xmpp_roster_dup(&oi->name, &ctx->name) != 0
+        || (ctx->groups.len
+            && ngx_xmpp_roster_dup(&oi->groups, &ctx->groups) != 0))
+    {
+        return -1;
+    }
+
+    ctx->opush = 1;
+
+    return ngx_xmpp_roster_commit_item(conn, r, &ctx->owner, &ctx->contact,
+                                       oi);
+}
+
+
+/* the contact's side of an outbound unsubscribe (Appendix A.3.3) */
+static int
+ngx_xmpp_roster_in_unsubscribe(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *ci;
+
+    ci = &ctx->ci;
+
+    if (!ci->sub_from && !ci->pending_in) {
+        return 0;
+    }
+
+    ctx->unavail_c2o = ci->sub_from;
+    ci->sub_from = 0;
+    ci->pending_in = 0;
+
+    if (ci->listed) {
+        ctx->cpush = 1;
+        return ngx_xmpp_roster_commit_item(conn, r, &ctx->contact,
+                                           &ctx->owner, ci);
+    }
+
+    return ngx_xmpp_roster_save(conn, r, &ctx->contact, &ctx->owner, ci);
+}
+
+
+/* the contact's side of an outbound unsubscribed (Appendix A.3.4) */
+static int
+ngx_xmpp_roster_in_unsubscribed(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *ci;
+
+    ci = &ctx->ci;
+
+    if (!ci->sub_to && !ci->ask_out) {
+        return 0;
+    }
+
+    ci->sub_to = 0;
+    ci->ask_out = 0;
+    ctx->cpush = 1;
+
+    return ngx_xmpp_roster_commit_item(conn, r, &ctx->contact, &ctx->owner,
+                                       ci);
+}
+
+
+/*
+ * RFC 6121 2.5: removing an item cancels both subscriptions, and the
+ * contact hears <unsubscribe/> and <unsubscribed/> as if sent (2.5.2).
+ */
+static int
+ngx_xmpp_roster_run_remove(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *oi;
+
+    oi = &ctx->oi;
+
+    if (ngx_xmpp_roster_load(conn, r, &ctx->owner, &ctx->contact, oi) != 0
+        || ngx_xmpp_roster_load(conn, r, &ctx->contact, &ctx->owner,
+                                &ctx->ci) != 0)
+    {
+        return -1;
+    }
+
+    if (!oi->listed) {
+        ctx->refused = "item-not-found";
+        return 0;
+    }
+
+    if (oi->sub_to || oi->ask_out) {
+        ctx->deliver_unsub = ctx->ci.sub_from || ctx->ci.pending_in;
+
+        if (ngx_xmpp_roster_in_unsubscribe(conn, r) != 0) {
+            return -1;
+        }
+    }
+
+    if (oi->sub_from || oi->pending_in) {
+        ctx->unavail_o2c = oi->sub_from;
+        ctx->deliver_unsubd = ctx->ci.sub_to || ctx->ci.ask_out;
+
+        if (ngx_xmpp_roster_in_unsubscribed(conn, r) != 0) {
+            return -1;
+        }
+    }
+
+    ngx_free(oi->name.data);
+    ngx_free(oi->groups.data);
+    ngx_memzero(oi, sizeof(ngx_xmpp_ritem_t));
+    ctx->opush = 1;
+    ctx->oremoved = 1;
+
+    if (ngx_xmpp_roster_bump(conn, r, &ctx->owner, &oi->ver) != 0) {
+        return -1;
+    }
+
+    return ngx_xmpp_roster_save(conn, r, &ctx->owner, &ctx->contact, oi);
+}
+
+
+/* Appendix A.2.1 (outbound) and A.3.1 (inbound) subscribe */
+static int
+ngx_xmpp_roster_run_subscribe(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    int                     full;
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *oi, *ci;
+
+    oi = &ctx->oi;
+    ci = &ctx->ci;
+
+    if (!oi->sub_to && !oi->ask_out) {
+        if (!oi->found) {
+            full = ngx_xmpp_roster_full(conn, r, &ctx->owner);
+
+            if (full) {
+                ctx->refused = (full == 1) ? "not-allowed" : NULL;
+                return full == 1 ? 0 : -1;
+            }
+        }
+
+        /* 3.1.2: the contact appears in the user's roster, pending out */
+        oi->ask_out = 1;
+        oi->listed = 1;
+        ctx->opush = 1;
+    }
+
+    if (ci->sub_from) {
+        /* 3.1.3: approved already; the server answers for the contact */
+        ctx->reply_subscribed = 1;
+        ctx->probe_c2o = 1;
+
+        if (!oi->sub_to || oi->ask_out) {
+            oi->sub_to = 1;
+            oi->ask_out = 0;
+            ctx->opush = 1;
+        }
+
+    } else {
+        if (!ci->found) {
+            full = ngx_xmpp_roster_full(conn, r, &ctx->contact);
+
+            if (full) {
+                ctx->refused = (full == 1) ? "resource-constraint" : NULL;
+                return full == 1 ? 0 : -1;
+            }
+        }
+
+        ctx->deliver = 1;
+
+        if (!ci->pending_in) {
+            /* stored: delivered again at the next initial presence */
+            ci->pending_in = 1;
+
+            if (ngx_xmpp_roster_save(conn, r, &ctx->contact, &ctx->owner,
+                                     ci)
+                != 0)
+            {
+                return -1;
+            }
+        }
+    }
+
+    if (ctx->opush) {
+        return ngx_xmpp_roster_commit_item(conn, r, &ctx->owner,
+                                           &ctx->contact, oi);
+    }
+
+    return 0;
+}
+
+
+/* Appendix A.2.2 (outbound) and A.3.2 (inbound) subscribed */
+static int
+ngx_xmpp_roster_run_subscribed(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *oi, *ci;
+
+    oi = &ctx->oi;
+    ci = &ctx->ci;
+
+    if (!oi->pending_in) {
+        /* no request to approve: no state change, nothing is routed */
+        return 0;
+    }
+
+    oi->pending_in = 0;
+    oi->sub_from = 1;
+    oi->listed = 1;
+    ctx->opush = 1;
+    ctx->probe_o2c = 1;
+
+    if (ngx_xmpp_roster_commit_item(conn, r, &ctx->owner, &ctx->contact, oi)
+        != 0)
+    {
+        return -1;
+    }
+
+    if (!ci->ask_out) {
+        return 0;
+    }
+
+    ci->ask_out = 0;
+    ci->sub_to = 1;
+    ctx->cpush = 1;
+    ctx->deliver = 1;
+
+    return ngx_xmpp_roster_commit_item(conn, r, &ctx->contact, &ctx->owner,
+                                       ci);
+}
+
+
+/* Appendix A.2.3 and A.3.3: the owner ends its subscription */
+static int
+ngx_xmpp_roster_run_unsubscribe(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *oi;
+
+    oi = &ctx->oi;
+
+    if (oi->sub_to || oi->ask_out) {
+        oi->sub_to = 0;
+        oi->ask_out = 0;
+
+        if (oi->listed) {
+            ctx->opush = 1;
+
+            if (ngx_xmpp_roster_commit_item(conn, r, &ctx->owner,
+                                            &ctx->contact, oi)
+                != 0)
+            {
+                return -1;
+            }
+        }
+    }
+
+    ctx->deliver = ctx->ci.sub_from || ctx->ci.pending_in;
+
+    return ngx_xmpp_roster_in_unsubscribe(conn, r);
+}
+
+
+/* Appendix A.2.4 and A.3.4: the owner cancels or denies the contact's */
+static int
+ngx_xmpp_roster_run_unsubscribed(struct st_mysql *conn,
+    ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+    ngx_xmpp_ritem_t       *oi;
+
+    oi = &ctx->oi;
+
+    if (oi->sub_from || oi->pending_in) {
+        ctx->unavail_o2c = oi->sub_from;
+        oi->sub_from = 0;
+        oi->pending_in = 0;
+
+        if (oi->listed) {
+            ctx->opush = 1;
+
+            if (ngx_xmpp_roster_commit_item(conn, r, &ctx->owner,
+                                            &ctx->contact, oi)
+                != 0)
+            {
+                return -1;
+            }
+
+        } else if (ngx_xmpp_roster_save(conn, r, &ctx->owner,
+                                        &ctx->contact, oi)
+                   != 0)
+        {
+            return -1;
+        }
+    }
+
+    ctx->deliver = ctx->ci.sub_to || ctx->ci.ask_out;
+
+    return ngx_xmpp_roster_in_unsubscribed(conn, r);
+}
+
+
+/* columns: contact_jid, sub_to, sub_from, pending_in */
+static int
+ngx_xmpp_roster_presence_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    u_char                  flags;
+    uint16_t                len;
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    if (cols[0].data == NULL || cols[0].len > NGX_XMPP_ROSTER_JID_MAX) {
+        return 0;
+    }
+
+    flags = (u_char) (ngx_xmpp_roster_flag(&cols[1])
+                      | (ngx_xmpp_roster_flag(&cols[2]) << 1)
+                      | (ngx_xmpp_roster_flag(&cols[3]) << 2));
+    len = (uint16_t) cols[0].len;
+
+    ngx_xmpp_wbuf_add(&ctx->out, &flags, 1);
+    ngx_xmpp_wbuf_add(&ctx->out, &len, sizeof(uint16_t));
+    ngx_xmpp_wbuf_add(&ctx->out, cols[0].data, cols[0].len);
+
+    return ctx->out.failed ? -1 : 0;
+}
+
+
+static int
+ngx_xmpp_roster_txn(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    switch (ctx->op) {
+
+    case NGX_XMPP_ROSTER_OP_SET:
+        return ngx_xmpp_roster_run_set(conn, r);
+
+    case NGX_XMPP_ROSTER_OP_REMOVE:
+        return ngx_xmpp_roster_run_remove(conn, r);
+
+    default:
+        break;
+    }
+
+    if (ngx_xmpp_roster_load(conn, r, &ctx->owner, &ctx->contact, &ctx->oi)
+        != 0
+        || ngx_xmpp_roster_load(conn, r, &ctx->contact, &ctx->owner,
+                                &ctx->ci) != 0)
+    {
+        return -1;
+    }
+
+    switch (ctx->op) {
+
+    case NGX_XMPP_ROSTER_OP_SUBSCRIBE:
+        return ngx_xmpp_roster_run_subscribe(conn, r);
+
+    case NGX_XMPP_ROSTER_OP_SUBSCRIBED:
+        return ngx_xmpp_roster_run_subscribed(conn, r);
+
+    case NGX_XMPP_ROSTER_OP_UNSUBSCRIBE:
+        return ngx_xmpp_roster_run_unsubscribe(conn, r);
+
+    default: /* NGX_XMPP_ROSTER_OP_UNSUBSCRIBED */
+        return ngx_xmpp_roster_run_unsubscribed(conn, r);
+    }
+}
+
+
+static void
+ngx_xmpp_roster_reset(ngx_xmpp_roster_ctx_t *ctx)
+{
+    ngx_free(ctx->oi.name.data);
+    ngx_free(ctx->oi.groups.data);
+    ngx_free(ctx->ci.name.data);
+    ngx_free(ctx->ci.groups.data);
+
+    ngx_memzero(&ctx->oi, sizeof(ngx_xmpp_ritem_t));
+    ngx_memzero(&ctx->ci, sizeof(ngx_xmpp_ritem_t));
+
+    ctx->refused = NULL;
+    ctx->opush = 0;
+    ctx->oremoved = 0;
+    ctx->cpush = 0;
+    ctx->deliver = 0;
+    ctx->deliver_unsub = 0;
+    ctx->deliver_unsubd = 0;
+    ctx->reply_subscribed = 0;
+    ctx->probe_c2o = 0;
+    ctx->probe_o2c = 0;
+    ctx->unavail_c2o = 0;
+    ctx->unavail_o2c = 0;
+}
+
+
+/*
+ * Pool thread.  Changes run as one transaction; two users changing each
+ * other's rows at once can deadlock, and InnoDB then rolls one back: it
+ * is run again from the start.
+ */
+static int
+ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    unsigned int            err;
+    ngx_uint_t              try;
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    if (ctx->op == NGX_XMPP_ROSTER_OP_GET) {
+        return ngx_xmpp_roster_run_get(conn, r);
+    }
+
+    if (ctx->op == NGX_XMPP_ROSTER_OP_PRESENCE) {
+        return ngx_xmpp_roster_query(conn, r,
+            "SELECT contact_jid, sub_to, sub_from, pending_in FROM roster_item"
+            " WHERE owner_jid = ?"
+            " AND (sub_to = 1 OR sub_from = 1 OR pending_in = 1)",
+            &ctx->owner, 1, ngx_xmpp_roster_presence_row);
+    }
+
+    for (try = 0; try < NGX_XMPP_ROSTER_TRIES; try++) {
+
+        if (mysql_query(conn, "START TRANSACTION") != 0) {
+            return -1;
+        }
+
+        if (ngx_xmpp_roster_txn(conn, r) == 0) {
+            if (ctx->refused) {
+                (void) mysql_query(conn, "ROLLBACK");
+                return 0;
+            }
+
+            if (mysql_query(conn, "COMMIT") == 0) {
+                return 0;
+            }
+
+            r->db_errno = mysql_errno(conn);
+        }
+
+        err = r->db_errno;
+
+        (void) mysql_query(conn, "ROLLBACK");
+
+        if (err != ER_LOCK_DEADLOCK && err != ER_LOCK_WAIT_TIMEOUT) {
+            return -1;
+        }
+
+        ngx_xmpp_roster_reset(ctx);
+        r->db_errno = 0;
+        r->err[0] = '\0';
+    }
+
+    return -1;
+}
+
+
+/* event loop: what the results mean to the users */
+
+/*
+ * RFC 6121 2.1.6: a roster push to every interested resource of owner,
+ * on whatever worker each one is.
+ */
+static void
+ngx_xmpp_roster_push(ngx_xmpp_conf_t *xcf, ngx_str_t *owner, ngx_str_t *jid,
+    ngx_xmpp_ritem_t *it, ngx_uint_t removed)
+{
+    u_char            *item;
+    size_t             item_len;
+    ngx_uint_t         i, n;
+    ngx_xmpp_wbuf_t    ib, b;
+    ngx_xmpp_route_t  *routes;
+
+    ngx_memzero(&ib, sizeof(ngx_xmpp_wbuf_t));
+    ib.max = NGX_XMPP_ROSTER_OUT_MAX;
+    ngx_xmpp_roster_item_xml(&ib, jid, it, removed);
+
+    if (ib.failed) {
+        ngx_xmpp_wbuf_free(&ib);
+        return;
+    }
+
+    item = ib.start;
+    item_len = ib.last - ib.start;
+
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(xcf, owner, routes, NGX_XMPP_ROUTE_MAX);
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = NGX_XMPP_ROSTER_OUT_MAX;
+
+    for (i = 0; i < n; i++) {
+        if (!routes[i].interested) {
+            continue;
+        }
+
+        b.last = b.start;
+        ngx_xmpp_wbuf_lit(&b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='set'"
+                          " id='push");
+        b.last = ngx_sprintf(b.last, "%uL", it->ver);
+        ngx_xmpp_wbuf_lit(&b, "' to='");
+        ngx_xmpp_wbuf_escs(&b, owner);
+        ngx_xmpp_wbuf_lit(&b, "/");
+        ngx_xmpp_wbuf_esc(&b, routes[i].resource, routes[i].resource_len);
+        ngx_xmpp_wbuf_lit(&b, "'><query xmlns='" NGX_XMPP_NS_ROSTER
+                          "' ver='");
+        if (ngx_xmpp_wbuf_reserve(&b, NGX_INT64_LEN) == NGX_OK) {
+            b.last = ngx_sprintf(b.last, "%uL", it->ver);
+        }
+        ngx_xmpp_wbuf_lit(&b, "'>");
+        ngx_xmpp_wbuf_add(&b, item, item_len);
+        ngx_xmpp_wbuf_lit(&b, "</query></iq>");
+
+        if (b.failed) {
+            break;
+        }
+
+        (void) ngx_xmpp_router_to_session(xcf, &routes[i], b.start,
+                                          b.last - b.start);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+    ngx_xmpp_wbuf_free(&ib);
+}
+
+
+static void
+ngx_xmpp_roster_iq_reply(ngx_xmpp_session_t *s, ngx_xmpp_roster_ctx_t *ctx,
+    const char *condition, ngx_str_t *payload)
+{
+    ngx_xmpp_wbuf_t  b;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = NGX_XMPP_ROSTER_OUT_MAX;
+
+    ngx_xmpp_wbuf_lit(&b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='");
+    ngx_xmpp_wbuf_str(&b, condition ? "error" : "result");
+    ngx_xmpp_wbuf_lit(&b, "' from='");
+    ngx_xmpp_wbuf_escs(&b, &ctx->reply_from);
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(&b, "' id='");
+    ngx_xmpp_wbuf_escs(&b, &ctx->id);
+
+    if (condition) {
+        ngx_xmpp_wbuf_lit(&b, "'><error type='");
+        ngx_xmpp_wbuf_str(&b, ngx_strcmp(condition, "internal-server-error")
+                              == 0 ? "wait" : "cancel");
+        ngx_xmpp_wbuf_lit(&b, "'><");
+        ngx_xmpp_wbuf_str(&b, condition);
+        ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_STANZAS
+                          "'/></error></iq>");
+
+    } else if (payload) {
+        ngx_xmpp_wbuf_lit(&b, "'>");
+        ngx_xmpp_wbuf_nstr(&b, payload);
+        ngx_xmpp_wbuf_lit(&b, "</iq>");
+
+    } else {
+        ngx_xmpp_wbuf_lit(&b, "'/>");
+    }
+
+    (void) ngx_xmpp_session_send_wbuf(s, &b);
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+static void
+ngx_xmpp_roster_get_done(ngx_xmpp_session_t *s, ngx_xmpp_roster_ctx_t *ctx)
+{
+    u_char           ver[NGX_INT64_LEN];
+    ngx_str_t        payload;
+    ngx_xmpp_wbuf_t  b;
+
+    if (ctx->same_ver) {
+        /* RFC 6121 2.6.3: unchanged, the client keeps its copy */
+        ngx_xmpp_roster_iq_reply(s, ctx, NULL, NULL);
+        return;
+    }
+
+    /*
+     * Issue 6 item 3, shared contacts from the directory: the call site
+     * for ngx_xmpp_dir_shared_contacts() is here, once it exists; its
+     * items go into b as subscription "both" with the group name as
+     * the roster group, skipping JIDs already among ctx->out (personal
+     * items win).
+     */
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = NGX_XMPP_ROSTER_OUT_MAX;
+
+    ngx_xmpp_wbuf_lit(&b, "<query xmlns='" NGX_XMPP_NS_ROSTER "' ver='");
+    ngx_xmpp_wbuf_add(&b, ver, ngx_sprintf(ver, "%uL", ctx->cur_ver) - ver);
+    ngx_xmpp_wbuf_lit(&b, "'>");
+    ngx_xmpp_wbuf_add(&b, ctx->out.start, ctx->out.last - ctx->out.start);
+    ngx_xmpp_wbuf_lit(&b, "</query>");
+
+    if (b.failed) {
+        ngx_xmpp_roster_iq_reply(s, ctx, "internal-server-error", NULL);
+
+    } else {
+        payload.data = b.start;
+        payload.len = b.last - b.start;
+        ngx_xmpp_roster_iq_reply(s, ctx, NULL, &payload);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+/*
+ * A presence stanza of the given type from one bare JID to another: to
+ * the session s if given, else to the available resources of "to".
+ */
+static void
+ngx_xmpp_roster_send_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_str_t *from, ngx_str_t *to, const char *type)
+{
+    ngx_str_t        t;
+    ngx_xmpp_wbuf_t  b;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 4096;
+
+    ngx_xmpp_wbuf_lit(&b, "<presence xmlns='" NGX_XMPP_NS_CLIENT "' type='");
+    ngx_xmpp_wbuf_str(&b, type);
+    ngx_xmpp_wbuf_lit(&b, "' from='");
+    ngx_xmpp_wbuf_escs(&b, from);
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, to);
+    ngx_xmpp_wbuf_lit(&b, "'/>");
+
+    if (s && !b.failed) {
+        (void) ngx_xmpp_session_send(s, b.start, b.last - b.start);
+
+    } else if (!b.failed) {
+        t.data = (u_char *) type;
+        t.len = ngx_strlen(type);
+        (void) ngx_xmpp_router_to_bare(xcf, to, NGX_XMPP_STANZA_PRESENCE, &t,
+                                       b.start, b.last - b.start);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+static void
+ngx_xmpp_roster_done(ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_conf_t        *xcf;
+    ngx_xmpp_session_t     *s;
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+
+    s = ngx_xmpp_session_find(ctx->sid);
+    if (s && !s->bound) {
+        s = NULL;
+    }
+
+    if (r->rc != NGX_XMPP_DB_OK) {
+        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
+                      0, "xmpp: roster request failed (%ui): %s", r->rc,
+                      r->err);
+
+        if (s && ctx->id.data) {
+            ngx_xmpp_roster_iq_reply(s, ctx, "internal-server-error", NULL);
+        }
+
+        return;
+    }
+
+    if (ctx->op == NGX_XMPP_ROSTER_OP_GET) {
+        if (s) {
+            ngx_xmpp_roster_get_done(s, ctx);
+        }
+
+        return;
+    }
+
+    if (ctx->refused) {
+        if (s && ctx->id.data) {
+            ngx_xmpp_roster_iq_reply(s, ctx, ctx->refused, NULL);
+        }
+
+        return;
+    }
+
+    if (ctx->opush) {
+        ngx_xmpp_roster_push(xcf, &ctx->owner, &ctx->contact, &ctx->oi,
+                             ctx->oremoved);
+    }
+
+    if (ctx->cpush) {
+        ngx_xmpp_roster_push(xcf, &ctx->contact, &ctx->owner, &ctx->ci, 0);
+    }
+
+    if (s && ctx->id.data) {
+        ngx_xmpp_roster_iq_reply(s, ctx, NULL, NULL);
+    }
+
+    if (ctx->deliver && ctx->stanza.len) {
+        (void) ngx_xmpp_router_to_bare(xcf, &ctx->contact,
+                                       NGX_XMPP_STANZA_PRESENCE, NULL,
+                                       ctx->stanza.data, ctx->stanza.len);
+    }
+
+    if (ctx->deliver_unsub) {
+        ngx_xmpp_roster_send_presence(xcf, NULL, &ctx->owner, &ctx->contact,
+                                      "unsubscribe");
+    }
+
+    if (ctx->deliver_unsubd) {
+        ngx_xmpp_roster_send_presence(xcf, NULL, &ctx->owner, &ctx->contact,
+                                      "unsubscribed");
+    }
+
+    if (ctx->reply_subscribed) {
+        ngx_xmpp_roster_send_presence(xcf, NULL, &ctx->contact, &ctx->owner,
+                                      "subscribed");
+    }
+
+    /* RFC 6121 3.1.5: the new subscriber hears the current presence */
+    if (ctx->probe_c2o) {
+        ngx_xmpp_presence_probe(xcf, &ctx->contact, &ctx->owner);
+    }
+
+    if (ctx->probe_o2c) {
+        ngx_xmpp_presence_probe(xcf, &ctx->owner, &ctx->contact);
+    }
+
+    /* RFC 6121 3.2.2 and 3.3.3: a former subscriber hears "unavailable" */
+    if (ctx->unavail_c2o) {
+        ngx_xmpp_presence_unavailable_to(xcf, &ctx->contact, &ctx->owner);
+    }
+
+    if (ctx->unavail_o2c) {
+        ngx_xmpp_presence_unavailable_to(xcf, &ctx->owner, &ctx->contact);
+    }
+}
+
+
+static ngx_int_t
+ngx_xmpp_roster_post(ngx_xmpp_session_t *s, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ctx->sid = s ? s->id : 0;
+
+    if (ngx_xmpp_db_post(r) != NGX_OK) {
+        ngx_xmpp_db_destroy(r);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* RFC 6121 2.3.3: what a roster set must look like */
+static const char *
+ngx_xmpp_roster_parse_item(ngx_xmpp_session_t *s, ngx_xmpp_node_t *q,
+    ngx_xmpp_jid_t *jid, ngx_str_t **name, ngx_xmpp_wbuf_t *groups,
+    ngx_uint_t *remove)
+{
+    ngx_str_t        *v, text, seen[NGX_XMPP_ROSTER_GROUPS_MAX];
+    ngx_uint_t        i, n, nitems;
+    ngx_xmpp_node_t  *c, *item;
+
+    item = NULL;
+    nitems = 0;
+
+    for (c = q->child; c; c = c->next) {
+        if (c->name.len) {
+            item = c;
+            nitems++;
+        }
+    }
+
+    if (nitems != 1
+        || !ngx_xmpp_roster_str_is(&item->name, "item")
+        || !ngx_xmpp_roster_str_is(&item->ns, NGX_XMPP_NS_ROSTER))
+    {
+        return "bad-request";
+    }
+
+    v = ngx_xmpp_node_attr(item, "jid");
+    if (v == NULL) {
+        return "bad-request";
+    }
+
+    if (ngx_xmpp_jid_parse(s->stanza_pool, v, jid) != NGX_OK) {
+        return "jid-malformed";
+    }
+
+    if (jid->bare.len > NGX_XMPP_ROSTER_JID_MAX) {
+        return "not-acceptable";
+    }
+
+    v = ngx_xmpp_node_attr(item, "subscription");
+    *remove = (v && ngx_xmpp_roster_str_is(v, "remove"));
+
+    *name = ngx_xmpp_node_attr(item, "name");
+
+    if (*name && (*name)->len > NGX_XMPP_ROSTER_NAME_MAX) {
+        return "not-acceptable";
+    }
+
+    if (*name && (*name)->len == 0) {
+        *name = NULL;
+    }
+
+    n = 0;
+
+    for (c = item->child; c; c = c->next) {
+        if (!ngx_xmpp_roster_str_is(&c->name, "group")) {
+            continue;
+        }
+
+        if (ngx_xmpp_node_text(s->stanza_pool, c, &text) != NGX_OK) {
+            return "internal-server-error";
+        }
+
+        if (text.len == 0 || text.len > NGX_XMPP_ROSTER_GROUP_MAX
+            || n == NGX_XMPP_ROSTER_GROUPS_MAX)
+        {
+            return "not-acceptable";
+        }
+
+        for (i = 0; i < n; i++) {
+            if (seen[i].len == text.len
+                && ngx_strncmp(seen[i].data, text.data, text.len) == 0)
+            {
+                return "bad-request";
+            }
+        }
+
+        seen[n++] = text;
+
+        ngx_xmpp_wbuf_lit(groups, "<group>");
+        ngx_xmpp_wbuf_escs(groups, &text);
+        ngx_xmpp_wbuf_lit(groups, "</group>");
+    }
+
+    return groups->failed ? "not-acceptable" : NULL;
+}
+
+
+static void
+ngx_xmpp_roster_iq_error(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *condition)
+{
+    ngx_xmpp_router_error(s, st,
+                          ngx_strcmp(condition, "internal-server-error") == 0
+                          ? "wait" : "modify", condition);
+}
+
+
+static void
+ngx_xmpp_roster_set(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q, ngx_str_t *reply_from)
+{
+    ngx_str_t           *in[8], *name, groups;
+    ngx_uint_t           remove;
+    const char          *err;
+    ngx_xmpp_jid_t       jid;
+    ngx_xmpp_wbuf_t      gb;
+    ngx_xmpp_db_req_t   *r;
+
+    ngx_memzero(&gb, sizeof(ngx_xmpp_wbuf_t));
+    gb.max = 60000;      /* TEXT column */
+
+    err = ngx_xmpp_roster_parse_item(s, q, &jid, &name, &gb, &remove);
+
+    if (err) {
+        ngx_xmpp_wbuf_free(&gb);
+        ngx_xmpp_roster_iq_error(s, st, err);
+        return;
+    }
+
+    groups.data = gb.start;
+    groups.len = gb.last - gb.start;
+
+    in[0] = &s->jid.bare;
+    in[1] = &jid.bare;
+    in[2] = name;
+    in[3] = &groups;
+    in[4] = &st->id;
+    in[5] = reply_from;
+
+    r = ngx_xmpp_roster_req(s->conf, s->connection->log,
+                            remove ? NGX_XMPP_ROSTER_OP_REMOVE
+                                   : NGX_XMPP_ROSTER_OP_SET, in, 6);
+
+    ngx_xmpp_wbuf_free(&gb);
+
+    if (r == NULL || ngx_xmpp_roster_post(s, r) != NGX_OK) {
+        ngx_xmpp_roster_iq_error(s, st, "internal-server-error");
+    }
+}
+
+
+/*
+ * jabber:iq:roster get and set from the user (RFC 6121 2.2-2.5).  A
+ * get makes the resource "interested" (2.1.6): it receives pushes.
+ */
+void
+ngx_xmpp_roster_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q)
+{
+    ngx_str_t          *in[7], *ver, *to;
+    ngx_xmpp_db_req_t  *r;
+
+    to = ngx_xmpp_node_attr(st->node, "to");
+    if (!st->has_to || to == NULL) {
+        to = &s->conf->domain;
+    }
+
+    if (!(st->type.len == 3 && ngx_strncmp(st->type.data, "get", 3) == 0)) {
+        ngx_xmpp_roster_set(s, st, q, to);
+        return;
+    }
+
+    if (!s->roster_interested) {
+        s->roster_interested = 1;
+        ngx_xmpp_registry_update(s);
+    }
+
+    ver = ngx_xmpp_node_attr(q, "ver");
+
+    in[0] = &s->jid.bare;
+    in[1] = NULL;
+    in[2] = NULL;
+    in[3] = NULL;
+    in[4] = &st->id;
+    in[5] = to;
+    in[6] = ver;
+
+    r = ngx_xmpp_roster_req(s->conf, s->connection->log,
+                            NGX_XMPP_ROSTER_OP_GET, in, 7);
+
+    if (r == NULL || ngx_xmpp_roster_post(s, r) != NGX_OK) {
+        ngx_xmpp_roster_iq_error(s, st, "internal-server-error");
+    }
+}
+
+
+/*
+ * An outbound subscription stanza (RFC 6121 3.1-3.3): the user's server
+ * stamps it with the bare JIDs (3.1.2), updates both sides and routes
+ * it to the contact if Appendix A says so.
+ */
+void
+ngx_xmpp_roster_subscription(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    ngx_str_t          *in[8], stanza;
+    ngx_uint_t          op;
+    ngx_xmpp_wbuf_t    *b;
+    ngx_xmpp_db_req_t  *r;
+
+    if (!st->has_to || st->to.local.len == 0
+        || st->to.bare.len > NGX_XMPP_ROSTER_JID_MAX
+        || (st->to.bare.len == s->jid.bare.len
+            && ngx_strncmp(st->to.bare.data, s->jid.bare.data,
+                           s->jid.bare.len) == 0))
+    {
+        /* no contact, or oneself: nothing to subscribe to */
+        return;
+    }
+
+    if (st->to.domain.len != s->conf->domain.len
+        || ngx_strncmp(st->to.domain.data, s->conf->domain.data,
+                       s->conf->domain.len) != 0)
+    {
+        ngx_xmpp_router_error(s, st, "cancel", "remote-server-not-found");
+        return;
+    }
+
+    if (ngx_xmpp_roster_str_is(&st->type, "subscribe")) {
+        op = NGX_XMPP_ROSTER_OP_SUBSCRIBE;
+
+    } else if (ngx_xmpp_roster_str_is(&st->type, "subscribed")) {
+        op = NGX_XMPP_ROSTER_OP_SUBSCRIBED;
+
+    } else if (ngx_xmpp_roster_str_is(&st->type, "unsubscribe")) {
+        op = NGX_XMPP_ROSTER_OP_UNSUBSCRIBE;
+
+    } else {
+        op = NGX_XMPP_ROSTER_OP_UNSUBSCRIBED;
+    }
+
+    if (ngx_xmpp_node_set_attr(st->pool, st->node, "from", &s->jid.bare)
+           != NGX_OK
+        || ngx_xmpp_node_set_attr(st->pool, st->node, "to", &st->to.bare)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    b = ngx_xmpp_wbuf_scratch(s->conf->max_stanza_size + 4096);
+    ngx_xmpp_serialize(b, st->node, NULL);
+
+    if (b->failed) {
+        ngx_xmpp_router_error(s, st, "wait", "resource-constraint");
+        return;
+    }
+
+    stanza.data = b->start;
+    stanza.len = b->last - b->start;
+
+    in[0] = &s->jid.bare;
+    in[1] = &st->to.bare;
+    in[2] = NULL;
+    in[3] = NULL;
+    in[4] = NULL;
+    in[5] = NULL;
+    in[6] = NULL;
+    in[7] = &stanza;
+
+    r = ngx_xmpp_roster_req(s->conf, s->connection->log, op, in, 8);
+
+    if (r == NULL || ngx_xmpp_roster_post(s, r) != NGX_OK) {
+        ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
+    }
+}
+
+
+/*
+ * Presence and the roster (RFC 6121 4.2-4.5): data is a presence
+ * stanza without "to" ("<presence" first).  It goes to every contact
+ * with a "from" subscription; with NGX_XMPP_ROSTER_INITIAL the
+ * session s also probes its "to" contacts (4.2.2) and hears the
+ * subscription requests that waited for it (3.1.3).  s is NULL for a
+ * session that has ended.
+ */
+void
+ngx_xmpp_roster_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_str_t *bare, u_char *data, size_t len, ngx_uint_t flags)
+{
+    ngx_str_t               stanza, *in[8];
+    ngx_xmpp_db_req_t      *r;
+    ngx_xmpp_roster_ctx_t  *ctx;
+
+    stanza.data = data;
+    stanza.len = len;
+
+    in[0] = bare;
+    in[1] = NULL;
+    in[2] = NULL;
+    in[3] = NULL;
+    in[4] = NULL;
+    in[5] = NULL;
+    in[6] = NULL;
+    in[7] = &stanza;
+
+    r = ngx_xmpp_roster_req(xcf, s ? s->connection->log : ngx_cycle->log,
+                            NGX_XMPP_ROSTER_OP_PRESENCE, in, 8);
+    if (r == NULL) {
+        return;
+    }
+
+    r->done = ngx_xmpp_roster_presence_done;
+
+    ctx = r->ctx;
+    ctx->flags = flags;
+    ctx->seq = s ? s->presence_seq : 0;
+
+    (void) ngx_xmpp_roster_post(s, r);
+}
+
+
+static void
+ngx_xmpp_roster_presence_done(ngx_xmpp_db_req_t *r)
+{
+    u_char                 *p, *end, f;
+    uint16_t                len;
+    ngx_str_t               contact;
+    ngx_uint_t              broadcast;
+    ngx_xmpp_conf_t        *xcf;
+    ngx_xmpp_session_t     *s;
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+    s = NULL;
+
+    if (ctx->sid) {
+        s = ngx_xmpp_session_find(ctx->sid);
+
+        if (s == NULL || !s->bound) {
+            /* gone: its final presence has its own request */
+            return;
+        }
+    }
+
+    if (r->rc != NGX_XMPP_DB_OK) {
+        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
+                      0, "xmpp: presence not sent to subscribers, roster "
+                      "unavailable (%ui): %s", r->rc, r->err);
+        return;
+    }
+
+    /* a later presence of the session has its own request: it wins */
+    broadcast = (s == NULL || s->presence_seq == ctx->seq);
+
+    p = ctx->out.start;
+    end = ctx->out.last;
+
+    while (p && end - p >= 3) {
+        f = *p++;
+        ngx_memcpy(&len, p, sizeof(uint16_t));
+        p += sizeof(uint16_t);
+
+        if ((size_t) (end - p) < len) {
+            break;
+        }
+
+        contact.data = p;
+        contact.len = len;
+        p += len;
+
+        if ((f & 2) && broadcast) {
+            ngx_xmpp_presence_send_to(xcf, &contact, ctx->stanza.data,
+                                      ctx->stanza.len);
+        }
+
+        if (s == NULL || !(ctx->flags & NGX_XMPP_ROSTER_INITIAL)) {
+            continue;
+        }
+
+        if (f & 1) {
+            ngx_xmpp_presence_probe(xcf, &contact, &s->jid.full);
+        }
+
+        if (f & 4) {
+            ngx_xmpp_roster_send_presence(xcf, s, &contact, &s->jid.bare,
+                                          "subscribe");
+        }
+    }
+}
