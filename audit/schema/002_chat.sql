@@ -41,16 +41,20 @@ CREATE TABLE IF NOT EXISTS roster_version (
 -- only record of it: a row is deleted once delivered.  A session claims
 -- rows (claim, claimed_at) before it sends them, so that two sessions on
 -- different workers never both deliver one; a claim older than a minute
--- belongs to a session or worker that died and may be taken again.
+-- belongs to a session or worker that died and may be taken again.  ord
+-- is the order of arrival (milliseconds since the epoch times 1000, and
+-- a counter), taken on the event loop: the inserts themselves run in
+-- several threads and may commit in another order.
 CREATE TABLE IF NOT EXISTS offline_message (
     id           BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
     owner_jid    VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin
                  NOT NULL,
+    ord          BIGINT UNSIGNED NOT NULL,
     stored_at    DATETIME(6) NOT NULL,
     stanza       MEDIUMBLOB NOT NULL,
     claim        VARCHAR(64) NULL,
     claimed_at   DATETIME(6) NULL,
-    KEY offline_owner (owner_jid, id),
+    KEY offline_owner (owner_jid, ord),
     KEY offline_claim (claim)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 

@@ -39,6 +39,7 @@ typedef struct {
 
     /* store */
     ngx_str_t              stanza;
+    uint64_t               ord;
     ngx_str_t              to;
     ngx_str_t              type;
     ngx_str_t              id;
@@ -49,7 +50,8 @@ typedef struct {
     /* delivery */
     u_char                 claim[64];
     size_t                 claim_len;
-    uint64_t               del_upto;      /* 0: nothing to delete */
+    uint64_t               del_upto;      /* id; 0: nothing to delete */
+    uint64_t               del_ord;       /* and its ord */
     ngx_uint_t             rows;
     ngx_xmpp_wbuf_t        out;           /* rows: id, length, bytes */
     unsigned               remember:1;
@@ -61,8 +63,8 @@ typedef struct {
 
 
 static void ngx_xmpp_offline_next(ngx_xmpp_conf_t *xcf,
-    ngx_xmpp_offline_ctx_t *prev, uint64_t del_upto, ngx_uint_t fetch,
-    ngx_uint_t release);
+    ngx_xmpp_offline_ctx_t *prev, uint64_t del_upto, uint64_t del_ord,
+    ngx_uint_t fetch, ngx_uint_t release);
 
 
 static void
@@ -96,7 +98,7 @@ ngx_xmpp_offline_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 }
 
 
-/* columns: is the owner known, stored messages of the owner */
+/* columns: is the owner known (0 or 1), stored messages of the owner */
 static int
 ngx_xmpp_offline_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
     ngx_uint_t n)
@@ -112,24 +114,26 @@ ngx_xmpp_offline_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 
 
 /*
- * Pool thread.  The count and the insert are two statements: senders
- * on two workers at the same instant can overshoot the quota by one
- * message each, which is harmless, and no lock is held for it.
+ * Pool thread.  The user's chat_user row, locked for the transaction,
+ * serializes the senders of one recipient, so that the quota is exact
+ * whatever the number of workers and threads.
  */
 static int
-ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+ngx_xmpp_offline_store_txn(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
     int                      rc;
-    ngx_str_t                p[2];
+    u_char                   ord[NGX_INT64_LEN];
+    ngx_str_t                p[3], *q;
     MYSQL_STMT              *stmt;
     ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
 
     p[0] = ctx->owner;
     p[1] = ctx->owner;
+    q = &p[2];
 
     stmt = ngx_xmpp_db_exec(conn, r,
-        "SELECT (SELECT COUNT(*) FROM chat_user WHERE jid = ?),"
-        " (SELECT COUNT(*) FROM offline_message WHERE owner_jid = ?)",
+        "SELECT COUNT(*), (SELECT COUNT(*) FROM offline_message"
+        " WHERE owner_jid = ?) FROM chat_user WHERE jid = ? FOR UPDATE",
         p, 2);
     if (stmt == NULL) {
         return -1;
@@ -147,10 +151,12 @@ ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     p[1] = ctx->stanza;
+    q->data = ord;
+    q->len = ngx_sprintf(ord, "%uL", ctx->ord) - ord;
 
     if (ngx_xmpp_offline_sql(conn, r,
-            "INSERT INTO offline_message (owner_jid, stored_at, stanza)"
-            " VALUES (?, UTC_TIMESTAMP(6), ?)", p, 2, NULL) != 0)
+            "INSERT INTO offline_message (owner_jid, stanza, ord, stored_at)"
+            " VALUES (?, ?, ?, UTC_TIMESTAMP(6))", p, 3, NULL) != 0)
     {
         return -1;
     }
@@ -158,6 +164,29 @@ ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     ctx->stored = 1;
 
     return 0;
+}
+
+
+static int
+ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    if (mysql_query(conn, "START TRANSACTION") != 0) {
+        return -1;
+    }
+
+    if (ngx_xmpp_offline_store_txn(conn, r) == 0
+        && mysql_query(conn, "COMMIT") == 0)
+    {
+        return 0;
+    }
+
+    if (r->db_errno == 0) {
+        r->db_errno = mysql_errno(conn);
+    }
+
+    (void) mysql_query(conn, "ROLLBACK");
+
+    return -1;
 }
 
 
@@ -260,6 +289,31 @@ ngx_xmpp_offline_stamp(ngx_xmpp_conf_t *xcf, ngx_xmpp_delivery_t *d,
 
 
 /*
+ * The order of arrival, strictly increasing in this worker: several
+ * pool threads insert, so the row ids need not follow it.
+ */
+static uint64_t
+ngx_xmpp_offline_ord(void)
+{
+    uint64_t     ord;
+    ngx_time_t  *tp;
+
+    static uint64_t  last;
+
+    tp = ngx_timeofday();
+    ord = ((uint64_t) tp->sec * 1000 + tp->msec) * 1000;
+
+    if (ord <= last) {
+        ord = last + 1;
+    }
+
+    last = ord;
+
+    return ord;
+}
+
+
+/*
  * Stores a message the router could not deliver.  NGX_OK: the request
  * is posted and its done() answers the sender if need be; NGX_ERROR:
  * nothing was done, the caller bounces the message.
@@ -300,6 +354,7 @@ ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ctx = r->ctx;
     ctx->sid = s ? s->id : 0;
     ctx->quota = xcf->offline_quota;
+    ctx->ord = ngx_xmpp_offline_ord();
 
     /* the stanza's buffer becomes the block of every string */
     size = d->to.bare.len + d->to.full.len + d->type.len + d->id.len;
@@ -341,20 +396,21 @@ ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
 }
 
 
-/* columns: id, stanza */
+/* columns: id, ord, stanza */
 static int
 ngx_xmpp_offline_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
 {
     uint32_t                 len;
-    uint64_t                 id;
+    uint64_t                 id, ord;
     ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
 
-    if (cols[0].data == NULL || cols[1].data == NULL) {
+    if (cols[0].data == NULL || cols[1].data == NULL || cols[2].data == NULL)
+    {
         return 0;
     }
 
     if (ctx->rows
-        && (size_t) (ctx->out.last - ctx->out.start) + cols[1].len
+        && (size_t) (ctx->out.last - ctx->out.start) + cols[2].len
            > NGX_XMPP_OFFLINE_BATCH_BYTES)
     {
         /* claimed, kept for the next round */
@@ -364,11 +420,13 @@ ngx_xmpp_offline_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
     }
 
     id = strtoull((char *) cols[0].data, NULL, 10);
-    len = (uint32_t) cols[1].len;
+    ord = strtoull((char *) cols[1].data, NULL, 10);
+    len = (uint32_t) cols[2].len;
 
     ngx_xmpp_wbuf_add(&ctx->out, &id, sizeof(uint64_t));
+    ngx_xmpp_wbuf_add(&ctx->out, &ord, sizeof(uint64_t));
     ngx_xmpp_wbuf_add(&ctx->out, &len, sizeof(uint32_t));
-    ngx_xmpp_wbuf_add(&ctx->out, cols[1].data, cols[1].len);
+    ngx_xmpp_wbuf_add(&ctx->out, cols[2].data, cols[2].len);
     ctx->rows++;
 
     return ctx->out.failed ? -1 : 0;
@@ -380,9 +438,9 @@ static int
 ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
     int                      rc;
-    u_char                   upto[NGX_INT64_LEN];
+    u_char                   upto[NGX_INT64_LEN], ord[NGX_INT64_LEN];
     uint64_t                 claimed;
-    ngx_str_t                p[2];
+    ngx_str_t                p[4];
     MYSQL_STMT              *stmt;
     ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
 
@@ -398,12 +456,16 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->del_upto) {
-        p[1].data = upto;
-        p[1].len = ngx_sprintf(upto, "%uL", ctx->del_upto) - upto;
+        /* what was sent: the claimed rows up to (ord, id) */
+        p[1].data = ord;
+        p[1].len = ngx_sprintf(ord, "%uL", ctx->del_ord) - ord;
+        p[2] = p[1];
+        p[3].data = upto;
+        p[3].len = ngx_sprintf(upto, "%uL", ctx->del_upto) - upto;
 
         if (ngx_xmpp_offline_sql(conn, r,
-                "DELETE FROM offline_message WHERE claim = ? AND id <= ?",
-                p, 2, NULL) != 0)
+                "DELETE FROM offline_message WHERE claim = ?"
+                " AND (ord < ? OR (ord = ? AND id <= ?))", p, 4, NULL) != 0)
         {
             return -1;
         }
@@ -427,7 +489,7 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
                 " claimed_at = UTC_TIMESTAMP(6) WHERE owner_jid = ?"
                 " AND (claim IS NULL"
                 " OR claimed_at < UTC_TIMESTAMP(6) - INTERVAL 60 SECOND)"
-                " ORDER BY id LIMIT 100", p, 2, &claimed) != 0)
+                " ORDER BY ord, id LIMIT 100", p, 2, &claimed) != 0)
         {
             return -1;
         }
@@ -438,8 +500,8 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     ctx->leftover = 0;
 
     stmt = ngx_xmpp_db_exec(conn, r,
-        "SELECT id, stanza FROM offline_message WHERE claim = ?"
-        " ORDER BY id LIMIT 100", p, 1);
+        "SELECT id, ord, stanza FROM offline_message WHERE claim = ?"
+        " ORDER BY ord, id LIMIT 100", p, 1);
     if (stmt == NULL) {
         return -1;
     }
@@ -456,7 +518,7 @@ ngx_xmpp_offline_deliver_done(ngx_xmpp_db_req_t *r)
 {
     u_char                  *p, *end;
     uint32_t                 len;
-    uint64_t                 id, sent;
+    uint64_t                 id, ord, sent, sent_ord;
     ngx_xmpp_conf_t         *xcf;
     ngx_xmpp_session_t      *s;
     ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
@@ -478,19 +540,22 @@ ngx_xmpp_offline_deliver_done(ngx_xmpp_db_req_t *r)
     s = ngx_xmpp_session_find(ctx->sid);
 
     if (s == NULL || !s->bound || s->state == NGX_XMPP_ST_CLOSING) {
-        ngx_xmpp_offline_next(xcf, ctx, 0, 0, 1);
+        ngx_xmpp_offline_next(xcf, ctx, 0, 0, 0, 1);
         return;
     }
 
     sent = 0;
+    sent_ord = 0;
     p = ctx->out.start;
     end = ctx->out.last;
 
-    while (p && end - p >= (ssize_t) (sizeof(uint64_t) + sizeof(uint32_t)))
+    while (p
+           && end - p >= (ssize_t) (2 * sizeof(uint64_t) + sizeof(uint32_t)))
     {
         ngx_memcpy(&id, p, sizeof(uint64_t));
-        ngx_memcpy(&len, p + sizeof(uint64_t), sizeof(uint32_t));
-        p += sizeof(uint64_t) + sizeof(uint32_t);
+        ngx_memcpy(&ord, p + sizeof(uint64_t), sizeof(uint64_t));
+        ngx_memcpy(&len, p + 2 * sizeof(uint64_t), sizeof(uint32_t));
+        p += 2 * sizeof(uint64_t) + sizeof(uint32_t);
 
         if ((size_t) (end - p) < len) {
             break;
@@ -498,16 +563,17 @@ ngx_xmpp_offline_deliver_done(ngx_xmpp_db_req_t *r)
 
         if (ngx_xmpp_session_send(s, p, len) != NGX_OK) {
             /* what was written is deleted, the rest waits */
-            ngx_xmpp_offline_next(xcf, ctx, sent, 0, 1);
+            ngx_xmpp_offline_next(xcf, ctx, sent, sent_ord, 0, 1);
             return;
         }
 
         sent = id;
+        sent_ord = ord;
         p += len;
     }
 
     if (sent || ctx->more) {
-        ngx_xmpp_offline_next(xcf, ctx, sent, ctx->more, 0);
+        ngx_xmpp_offline_next(xcf, ctx, sent, sent_ord, ctx->more, 0);
     }
 }
 
@@ -550,7 +616,8 @@ ngx_xmpp_offline_deliver_req(ngx_xmpp_conf_t *xcf, ngx_log_t *log,
 /* the request after prev: delete rows up to del_upto, then the rest */
 static void
 ngx_xmpp_offline_next(ngx_xmpp_conf_t *xcf, ngx_xmpp_offline_ctx_t *prev,
-    uint64_t del_upto, ngx_uint_t fetch, ngx_uint_t release)
+    uint64_t del_upto, uint64_t del_ord, ngx_uint_t fetch,
+    ngx_uint_t release)
 {
     ngx_xmpp_db_req_t       *r;
     ngx_xmpp_offline_ctx_t  *ctx;
@@ -565,6 +632,7 @@ ngx_xmpp_offline_next(ngx_xmpp_conf_t *xcf, ngx_xmpp_offline_ctx_t *prev,
     ngx_memcpy(ctx->claim, prev->claim, prev->claim_len);
     ctx->claim_len = prev->claim_len;
     ctx->del_upto = del_upto;
+    ctx->del_ord = del_ord;
     ctx->fetch = fetch;
     ctx->release = release;
     ctx->leftover = prev->leftover;

@@ -35,15 +35,19 @@ def worker_of(app, full_jid):
 def slix(pool, app, user, resource, presence=True, not_pid=None,
          on_pid=None, tries=40):
     """A signed-in slixmpp client of user; with not_pid (on_pid) its
-    session is in another worker than (the same worker as) that pid."""
+    session is in another worker than (the same worker as) that pid.
+    The initial presence (presence=True) is sent once it is placed, so
+    that sessions given up on never became available."""
     for i in range(tries):
         c = pool.client("%s@example.com/%s" % (user, resource),
                         PASSWORD % user, app.nginx.xmpp_port,
-                        presence=presence)
+                        presence=False)
         pid = worker_of(app, c.jid)
         if (not_pid is None or pid != not_pid) and \
                 (on_pid is None or pid == on_pid):
             c.worker = pid
+            if presence:
+                c.send(lambda x: x.send_presence())
             return c
         c.disconnect()
         time.sleep(0.05)

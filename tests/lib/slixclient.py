@@ -43,6 +43,7 @@ class _Client(slixmpp.ClientXMPP):
         self.ended = threading.Event()
         self.add_event_handler("session_start", self._start)
         self.add_event_handler("message", self._message)
+        self.add_event_handler("message_error", self._message)
         self.add_event_handler("failed_auth", lambda e: self.failed.set())
         self.add_event_handler("disconnected", lambda e: self.ended.set())
         self.add_event_handler("presence", self._presence)

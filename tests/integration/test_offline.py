@@ -1,0 +1,212 @@
+"""XEP-0160 offline messages in MariaDB (RFC 6121 8.5.2.2.1).
+
+Real clients: Debian's python3-slixmpp.  A message to a user with no
+available resource is audited, stored, and delivered with an XEP-0203
+<delay/> at the next initial presence, exactly once even when two
+sessions of the recipient on different workers become available at the
+same moment.  The per-user quota answers <resource-constraint/>; a
+stopped or frozen MariaDB gives the sender a clear error while the chat
+of others goes on.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from chathelp import slix, worker_of
+from slixclient import SlixPool
+
+QUOTA = 400
+APPLIANCE_EXTRA_HTTP = ("conclave_offline_quota %d;\n"
+                        "    conclave_db_timeout 3s;" % QUOTA)
+APPLIANCE_LOG_LEVEL = "info"
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def db(app, sql):
+    return app.mariadb.query(sql, database=app.mariadb.database)
+
+
+def stored(app, owner):
+    return int(db(app, "SELECT COUNT(*) FROM offline_message WHERE "
+                       "owner_jid = '%s'" % owner)[0][0])
+
+
+def wait_stored(app, owner, n, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stored(app, owner) == n:
+            return
+        time.sleep(0.1)
+    assert stored(app, owner) == n
+
+
+def known(pool, app, user):
+    """An account gets offline storage once it has been available."""
+    c = slix(pool, app, user, "first")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if db(app, "SELECT COUNT(*) FROM chat_user WHERE jid = "
+                   "'%s@example.com'" % user)[0][0] == "1":
+            break
+        time.sleep(0.1)
+    c.disconnect()
+    # its unavailable presence is out: the registry has no route left
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and worker_of(app, c.jid):
+        time.sleep(0.05)
+
+
+def test_offline_delivery_with_delay_across_workers(appliance, pool):
+    known(pool, appliance, "bob")
+    a = slix(pool, appliance, "alice", "off")
+    for i in range(5):
+        a.message("bob@example.com", "while away %d <&>" % i, id="off%d" % i)
+    wait_stored(appliance, "bob@example.com", 5)
+    # the audit record was written before the row (one record each)
+    assert not a.drain(settle=0.3)        # no error to the sender
+
+    b = slix(pool, appliance, "bob", "back", not_pid=a.worker)
+    # in the order they were sent
+    got = [b.wait_message(lambda m: m["body"]) for _ in range(5)]
+    assert [m["id"] for m in got] == ["off%d" % i for i in range(5)]
+    for i, m in enumerate(got):
+        assert m["body"] == "while away %d <&>" % i
+        assert m["from"] == a.jid
+        assert m["delay"]["from"] == "example.com"
+        assert m["delay"]["stamp"].endswith("Z")
+    wait_stored(appliance, "bob@example.com", 0)
+    assert not [m for m in b.drain(settle=0.5) if m["body"]]
+
+    # exactly once: the next sign-in gets nothing
+    b.disconnect()
+    b = slix(pool, appliance, "bob", "again")
+    assert not [m for m in b.drain(settle=1.0) if m["body"]]
+
+
+def test_offline_exactly_once_two_workers(appliance, pool):
+    n = 300
+    known(pool, appliance, "carol")
+    a = slix(pool, appliance, "alice", "burst")
+    for i in range(n):
+        a.message("carol@example.com", "m%d" % i, id="x%d" % i)
+    wait_stored(appliance, "carol@example.com", n)
+
+    # two sessions, on different workers, without presence yet; then
+    # both become available at the same moment
+    c1 = slix(pool, appliance, "carol", "c1", presence=False)
+    c2 = slix(pool, appliance, "carol", "c2", presence=False,
+              not_pid=c1.worker)
+    go = threading.Barrier(2)
+
+    def avail(c):
+        go.wait()
+        c.send(lambda x: x.send_presence())
+    ts = [threading.Thread(target=avail, args=(c,)) for c in (c1, c2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+    deadline = time.monotonic() + 30
+    got = []
+    while time.monotonic() < deadline and len(got) < n:
+        for c in (c1, c2):
+            got += [m["id"] for m in c.drain(settle=0.2) if m["body"]]
+    assert sorted(got) == sorted("x%d" % i for i in range(n))
+    assert len(got) == len(set(got))
+    wait_stored(appliance, "carol@example.com", 0)
+
+
+def test_quota_exceeded(appliance, pool):
+    known(pool, appliance, "erin")
+    a = slix(pool, appliance, "frank", "quota")
+    for i in range(QUOTA + 5):
+        a.message("erin@example.com", "q%d" % i, id="q%d" % i)
+    errs = [a.wait_message(lambda m: m["type"] == "error")
+            for _ in range(5)]
+    assert all(e["error"] == "resource-constraint" for e in errs)
+    assert sorted(e["id"] for e in errs) == \
+        sorted("q%d" % i for i in range(QUOTA, QUOTA + 5))
+    assert stored(appliance, "erin@example.com") == QUOTA
+    # delivery makes room again
+    e = slix(pool, appliance, "erin", "drain")
+    e.wait_message(lambda m: m["id"] == "q%d" % (QUOTA - 1), 30)
+    wait_stored(appliance, "erin@example.com", 0)
+
+
+def test_never_signed_in_user_bounces(appliance, pool):
+    a = slix(pool, appliance, "alice", "ghost")
+    a.message("nobody@example.com", "hello?", id="g1")
+    m = a.wait_message(lambda m: m["id"] == "g1")
+    assert m["type"] == "error" and m["error"] == "service-unavailable"
+
+
+def test_headline_and_negative_priority(appliance, pool):
+    known(pool, appliance, "bob")
+    neg = slix(pool, appliance, "bob", "neg", presence=False)
+    neg.send(lambda x: x.send_presence(ppriority=-5))
+    time.sleep(0.3)
+    a = slix(pool, appliance, "alice", "hl")
+    # RFC 6121 8.5.2.1.1: only a negative priority: stored, not delivered
+    a.message("bob@example.com", "kept", id="neg1")
+    # 8.5.2.2.1: a headline to nobody is dropped without an error
+    a.message("bob@example.com", "news", id="hl1", mtype="headline")
+    wait_stored(appliance, "bob@example.com", 1)
+    assert not neg.drain(settle=0.5)
+    assert not a.drain(settle=0.1)
+    b = slix(pool, appliance, "bob", "pos")
+    m = b.wait_message(lambda m: m["id"] == "neg1")
+    assert m["delay"]
+
+
+def test_mariadb_down_gives_clear_error(make_appliance, pool):
+    app = make_appliance(extra_http="conclave_db_timeout 2s;")
+    known(pool, app, "bob")
+    a = slix(pool, app, "alice", "down")
+    c = slix(pool, app, "carol", "down")
+    e = slix(pool, app, "erin", "down", not_pid=c.worker)
+
+    # frozen: connections are accepted and never answered
+    os.kill(app.mariadb.pid, signal.SIGSTOP)
+    try:
+        a.message("bob@example.com", "lost?", id="d1")
+        # the others chat on meanwhile, between workers
+        for i in range(10):
+            c.message(e.jid, "on %d" % i)
+            e.wait_message(lambda m: m["body"] == "on %d" % i, 5)
+        m = a.wait_message(lambda m: m["id"] == "d1", 15)
+        assert m["type"] == "error" and m["error"] == \
+            "internal-server-error"
+        assert m["text"] == "offline storage is unavailable"
+    finally:
+        os.kill(app.mariadb.pid, signal.SIGCONT)
+
+    # stopped: refused at once
+    app.mariadb.stop()
+    a.message("bob@example.com", "lost again?", id="d2")
+    m = a.wait_message(lambda m: m["id"] == "d2", 15)
+    assert m["error"] == "internal-server-error"
+    c.message(e.jid, "still on")
+    e.wait_message(lambda m: m["body"] == "still on")
+
+    # back: stored again
+    app.mariadb.start()
+    deadline = time.monotonic() + 20
+    while True:
+        a.message("bob@example.com", "kept", id="d3")
+        time.sleep(0.5)
+        errs = [m for m in a.drain(settle=0.5) if m["id"] == "d3"]
+        if not errs:
+            break
+        assert time.monotonic() < deadline, errs
+    b = slix(pool, app, "bob", "back")
+    b.wait_message(lambda m: m["id"] == "d3")
