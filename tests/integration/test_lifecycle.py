@@ -73,14 +73,22 @@ def test_killed_worker_is_forgotten(appliance):
         time.sleep(0.2)
     assert not any(s["worker_pid"] == pid for s in sessions(appliance))
 
-    # a message to carol now bounces instead of vanishing
+    # a message to carol now goes to offline storage instead of to the
+    # dead session, and reaches her at the next sign-in (XEP-0160)
     b = RawWS(port)
     b.login("bob", resource="crash")
     b.send("<message to='carol@example.com' type='chat' id='k1'>"
            "<body>x</body></message>")
-    assert "<service-unavailable" in b.expect(r"id='k1'")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and appliance.mariadb.scalar(
+            "SELECT COUNT(*) FROM offline_message WHERE owner_jid = "
+            "'carol@example.com'", database=appliance.mariadb.database) \
+            != "1":
+        time.sleep(0.1)
     c = RawWS(port)
     assert c.login("carol", resource="crash") == "carol@example.com/crash"
+    m = c.expect(r"id='k1'")
+    assert "<body>x</body>" in m and "urn:xmpp:delay" in m
     c.close()
     b.close()
     victim.close()
