@@ -177,7 +177,12 @@ ngx_xmpp_roster_req(ngx_xmpp_conf_t *xcf, ngx_log_t *log, ngx_uint_t op,
 
         dst[i]->data = p;
         dst[i]->len = in[i]->len;
-        p = ngx_cpymem(p, in[i]->data, in[i]->len);
+
+        /* an empty attribute value may have NULL data */
+        if (in[i]->len) {
+            p = ngx_cpymem(p, in[i]->data, in[i]->len);
+        }
+
         *p++ = '\0';
     }
 
