@@ -32,11 +32,13 @@
 
 #define NGX_XMPP_DB_POOL_MAX     16
 #define NGX_XMPP_DB_RETRY_MS     1000
+#define NGX_XMPP_DB_PING_MS      1000
 
 
 struct ngx_xmpp_db_pool_s {
     pthread_mutex_t        lock;
     MYSQL                 *idle[NGX_XMPP_DB_POOL_MAX];
+    ngx_msec_t             idle_since[NGX_XMPP_DB_POOL_MAX];
     ngx_uint_t             nidle;
     ngx_msec_t             down_until;     /* ngx_current_msec scale */
     caud_db_opts_t         opts;
@@ -263,27 +265,45 @@ static MYSQL *
 ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 {
     MYSQL       *conn;
-    ngx_msec_t   now, down;
-
-    conn = NULL;
-
-    (void) pthread_mutex_lock(&p->lock);
-
-    if (p->nidle) {
-        conn = p->idle[--p->nidle];
-    }
-
-    down = p->down_until;
-
-    (void) pthread_mutex_unlock(&p->lock);
-
-    if (conn) {
-        return conn;
-    }
+    ngx_msec_t   now, down, since;
 
     /* ngx_current_msec is read without the event loop's update: good
-     * enough for a one-second circuit */
+     * enough for a one-second circuit and the idle check */
     now = ngx_current_msec;
+
+    for ( ;; ) {
+        conn = NULL;
+        since = now;
+
+        (void) pthread_mutex_lock(&p->lock);
+
+        if (p->nidle) {
+            p->nidle--;
+            conn = p->idle[p->nidle];
+            since = p->idle_since[p->nidle];
+        }
+
+        down = p->down_until;
+
+        (void) pthread_mutex_unlock(&p->lock);
+
+        if (conn == NULL) {
+            break;
+        }
+
+        /*
+         * A connection that waited in the pool may have been closed by
+         * a restarted or timed-out server; its first statement would
+         * fail, whatever the request.  A ping finds out first.
+         */
+        if ((ngx_msec_int_t) (now - since) < NGX_XMPP_DB_PING_MS
+            || mysql_ping(conn) == 0)
+        {
+            return conn;
+        }
+
+        mysql_close(conn);
+    }
 
     if (down && (ngx_msec_int_t) (down - now) > 0) {
         ngx_cpystrn((u_char *) r->err, (u_char *) "database unavailable",
@@ -315,6 +335,7 @@ ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn, ngx_uint_t keep)
         (void) pthread_mutex_lock(&p->lock);
 
         if (p->nidle < NGX_XMPP_DB_POOL_MAX) {
+            p->idle_since[p->nidle] = ngx_current_msec;
             p->idle[p->nidle++] = conn;
             conn = NULL;
         }
