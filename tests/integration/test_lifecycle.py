@@ -52,6 +52,12 @@ def test_killed_worker_is_forgotten(appliance):
     victim.login("carol", resource="crash")
     pid = [s["worker_pid"] for s in sessions(appliance)
            if s["jid"] == "carol@example.com" and s["resource"] == "crash"][0]
+    # carol has been available: she has offline storage (docs/chat.md)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and appliance.mariadb.scalar(
+            "SELECT COUNT(*) FROM chat_user WHERE jid = 'carol@example.com'",
+            database=appliance.mariadb.database) != "1":
+        time.sleep(0.1)
 
     appliance.nginx.expect_alert(r"worker process %d exited on signal 9$"
                                  % pid)
