@@ -327,6 +327,7 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
     { ngx_string("conclave_muc_queue"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(muc_queue), NULL },
+
     { ngx_string("conclave_roster_max_items"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(roster_max_items), NULL },
