@@ -572,6 +572,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_MUC       5
 #define NGX_XMPP_IPC_ADMIN_KICK 6
 #define NGX_XMPP_IPC_PROBE     10    /* data: the JID to answer */
+#define NGX_XMPP_IPC_OFFLINE   11    /* stored messages wait for sid */
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -627,6 +628,7 @@ void ngx_xmpp_roster_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
 ngx_int_t ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf,
     ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d);
 void ngx_xmpp_offline_deliver(ngx_xmpp_session_t *s);
+void ngx_xmpp_offline_deliver_sid(uint64_t sid);
 
 /* ngx_xmpp_tcp.c: XMPP over TCP in a stream server */
 struct ngx_stream_session_s;

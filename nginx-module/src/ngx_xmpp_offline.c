@@ -190,6 +190,46 @@ ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
+/*
+ * The recipient may have become available while the row was written,
+ * after its session had looked for stored messages: the session with
+ * the highest priority looks again, on whatever worker it is.
+ */
+static void
+ngx_xmpp_offline_recheck(ngx_str_t *owner)
+{
+    ngx_int_t           best;
+    ngx_uint_t          i, n;
+    ngx_xmpp_conf_t    *xcf;
+    ngx_xmpp_route_t   *routes, *rt;
+
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(xcf, owner, routes, NGX_XMPP_ROUTE_MAX);
+
+    rt = NULL;
+    best = -1;
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].available && routes[i].priority > best) {
+            best = routes[i].priority;
+            rt = &routes[i];
+        }
+    }
+
+    if (rt == NULL) {
+        return;
+    }
+
+    if (rt->pid == ngx_pid) {
+        ngx_xmpp_offline_deliver_sid(rt->sid);
+        return;
+    }
+
+    (void) ngx_xmpp_ipc_send(rt->pid, NGX_XMPP_IPC_OFFLINE, rt->sid, NULL, 0);
+}
+
+
 static void
 ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
 {
@@ -198,6 +238,7 @@ ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
     ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
 
     if (r->rc == NGX_XMPP_DB_OK && ctx->stored) {
+        ngx_xmpp_offline_recheck(&ctx->owner);
         return;
     }
 
@@ -649,6 +690,20 @@ failed:
                   "xmpp: offline delivery of %V interrupted; its claimed "
                   "messages are delivered again at a later sign-in",
                   &prev->owner);
+}
+
+
+/* another worker stored a message for the available session sid */
+void
+ngx_xmpp_offline_deliver_sid(uint64_t sid)
+{
+    ngx_xmpp_session_t  *s;
+
+    s = ngx_xmpp_session_find(sid);
+
+    if (s && s->bound && s->available && s->priority >= 0) {
+        ngx_xmpp_offline_deliver(s);
+    }
 }
 
 
