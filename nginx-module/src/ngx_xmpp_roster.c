@@ -84,7 +84,7 @@ typedef struct {
     uint64_t               count;
     uint64_t               cur_ver;
     ngx_xmpp_wbuf_t        out;           /* GET: items; PRESENCE: list */
-    unsigned               same_ver:1;
+    ngx_xmpp_wbuf_t        jids;          /* GET: their JIDs, sorted */
     unsigned               opush:1;
     unsigned               oremoved:1;
     unsigned               cpush:1;
@@ -140,6 +140,7 @@ ngx_xmpp_roster_req(ngx_xmpp_conf_t *xcf, ngx_log_t *log, ngx_uint_t op,
     ctx->op = op;
     ctx->max_items = xcf->roster_max_items;
     ctx->out.max = NGX_XMPP_ROSTER_OUT_MAX;
+    ctx->jids.max = NGX_XMPP_ROSTER_OUT_MAX;
 
     dst[0] = &ctx->owner;
     dst[1] = &ctx->contact;
@@ -201,6 +202,7 @@ ngx_xmpp_roster_cleanup(ngx_xmpp_db_req_t *r)
     ngx_free(ctx->ci.name.data);
     ngx_free(ctx->ci.groups.data);
     ngx_xmpp_wbuf_free(&ctx->out);
+    ngx_xmpp_wbuf_free(&ctx->jids);
 }
 
 
@@ -485,6 +487,19 @@ ngx_xmpp_roster_commit_item(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 }
 
 
+/* a JID, length first, into a list read by ngx_xmpp_roster_jids() */
+static void
+ngx_xmpp_roster_jid_add(ngx_xmpp_wbuf_t *b, ngx_str_t *jid)
+{
+    uint16_t  len;
+
+    len = (uint16_t) jid->len;
+
+    ngx_xmpp_wbuf_add(b, &len, sizeof(uint16_t));
+    ngx_xmpp_wbuf_add(b, jid->data, jid->len);
+}
+
+
 /* columns: contact_jid, name, groups_xml, sub_to, sub_from, ask_out */
 static int
 ngx_xmpp_roster_get_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
@@ -502,16 +517,20 @@ ngx_xmpp_roster_get_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
     it.ask_out = ngx_xmpp_roster_flag(&cols[5]);
 
     ngx_xmpp_roster_item_xml(&ctx->out, &cols[0], &it, 0);
+    ngx_xmpp_roster_jid_add(&ctx->jids, &cols[0]);
 
-    return ctx->out.failed ? -1 : 0;
+    return (ctx->out.failed || ctx->jids.failed) ? -1 : 0;
 }
 
 
-/* RFC 6121 2.2 and 2.6.3: the whole roster, or nothing if unchanged */
+/*
+ * RFC 6121 2.2: the personal items and their version; whether the
+ * client's copy is current is decided with the shared contacts, on the
+ * event loop.
+ */
 static int
 ngx_xmpp_roster_run_get(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
-    u_char                  buf[NGX_INT64_LEN];
     ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
 
     if (ngx_xmpp_roster_query(conn, r,
@@ -519,15 +538,6 @@ ngx_xmpp_roster_run_get(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
             &ctx->owner, 1, ngx_xmpp_roster_ver_row) != 0)
     {
         return -1;
-    }
-
-    if (ctx->ver.data
-        && ctx->ver.len == (size_t) (ngx_sprintf(buf, "%uL", ctx->cur_ver)
-                                     - buf)
-        && ngx_strncmp(ctx->ver.data, buf, ctx->ver.len) == 0)
-    {
-        ctx->same_ver = 1;
-        return 0;
     }
 
     if (ngx_xmpp_roster_query(conn, r,
@@ -997,7 +1007,8 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return ngx_xmpp_roster_query(conn, r,
             "SELECT contact_jid, sub_to, sub_from, pending_in FROM roster_item"
             " WHERE owner_jid = ?"
-            " AND (sub_to = 1 OR sub_from = 1 OR pending_in = 1)",
+            " AND (sub_to = 1 OR sub_from = 1 OR pending_in = 1)"
+            " ORDER BY contact_jid",
             &ctx->owner, 1, ngx_xmpp_roster_presence_row);
     }
 
@@ -1147,34 +1158,199 @@ ngx_xmpp_roster_iq_reply(ngx_xmpp_session_t *s, ngx_xmpp_roster_ctx_t *ctx,
 }
 
 
+/* the JIDs of a list made by ngx_xmpp_roster_jid_add(), into an array */
+static ngx_str_t *
+ngx_xmpp_roster_jids(ngx_pool_t *pool, ngx_xmpp_wbuf_t *b, ngx_uint_t *n)
+{
+    u_char     *p;
+    uint16_t    len;
+    ngx_uint_t  i;
+    ngx_str_t  *jids;
+
+    *n = 0;
+
+    for (p = b->start; p && b->last - p >= (ssize_t) sizeof(uint16_t);
+         p += len)
+    {
+        ngx_memcpy(&len, p, sizeof(uint16_t));
+        p += sizeof(uint16_t);
+        (*n)++;
+    }
+
+    jids = ngx_palloc(pool, (*n + 1) * sizeof(ngx_str_t));
+    if (jids == NULL) {
+        return NULL;
+    }
+
+    for (i = 0, p = b->start; i < *n; i++, p += len) {
+        ngx_memcpy(&len, p, sizeof(uint16_t));
+        p += sizeof(uint16_t);
+        jids[i].data = p;
+        jids[i].len = len;
+    }
+
+    return jids;
+}
+
+
+/* bytewise order, as utf8mb4_bin sorts */
+static ngx_int_t
+ngx_xmpp_roster_jid_cmp(ngx_str_t *a, ngx_str_t *b)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_memn2cmp(a->data, b->data, a->len, b->len);
+
+    return rc;
+}
+
+
+static ngx_uint_t
+ngx_xmpp_roster_jid_in(ngx_str_t *jids, ngx_uint_t n, ngx_str_t *jid)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = ngx_xmpp_roster_jid_cmp(&jids[mid], jid);
+
+        if (rc == 0) {
+            return 1;
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Issue 6 item 3: the directory's shared contacts as roster items,
+ * subscription "both", the department groups as roster groups (one
+ * item per contact); a contact that is also a personal item is left
+ * out: the personal item wins.
+ */
+static ngx_int_t
+ngx_xmpp_roster_shared_xml(ngx_pool_t *pool, ngx_str_t *owner,
+    ngx_str_t *personal, ngx_uint_t npersonal, ngx_xmpp_wbuf_t *b)
+{
+    ngx_uint_t           i, j;
+    ngx_array_t          contacts;
+    ngx_xmpp_contact_t  *c;
+
+    if (ngx_array_init(&contacts, pool, 16, sizeof(ngx_xmpp_contact_t))
+        != NGX_OK
+        || ngx_xmpp_dir_shared_contacts(owner, pool, &contacts) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    c = contacts.elts;
+
+    for (i = 0; i < contacts.nelts; i++) {
+        if (c[i].jid.len == 0
+            || ngx_xmpp_roster_jid_in(personal, npersonal, &c[i].jid))
+        {
+            continue;
+        }
+
+        ngx_xmpp_wbuf_lit(b, "<item jid='");
+        ngx_xmpp_wbuf_escs(b, &c[i].jid);
+
+        if (c[i].name.len) {
+            ngx_xmpp_wbuf_lit(b, "' name='");
+            ngx_xmpp_wbuf_escs(b, &c[i].name);
+        }
+
+        ngx_xmpp_wbuf_lit(b, "' subscription='both'><group>");
+        ngx_xmpp_wbuf_escs(b, &c[i].group);
+        ngx_xmpp_wbuf_lit(b, "</group>");
+
+        for (j = i + 1; j < contacts.nelts; j++) {
+            if (c[j].jid.len == c[i].jid.len
+                && ngx_strncmp(c[j].jid.data, c[i].jid.data, c[i].jid.len)
+                   == 0)
+            {
+                ngx_xmpp_wbuf_lit(b, "<group>");
+                ngx_xmpp_wbuf_escs(b, &c[j].group);
+                ngx_xmpp_wbuf_lit(b, "</group>");
+                c[j].jid.len = 0;
+            }
+        }
+
+        ngx_xmpp_wbuf_lit(b, "</item>");
+    }
+
+    return b->failed ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * RFC 6121 2.2 and 2.6: the personal items from MariaDB and the shared
+ * ones from the directory.  The version is the personal one, followed
+ * by a CRC of the shared items when there are any, so that a change of
+ * either makes a client's copy stale; an unchanged copy gets an empty
+ * result (2.6.3).
+ */
 static void
 ngx_xmpp_roster_get_done(ngx_xmpp_session_t *s, ngx_xmpp_roster_ctx_t *ctx)
 {
-    u_char           ver[NGX_INT64_LEN];
-    ngx_str_t        payload;
-    ngx_xmpp_wbuf_t  b;
+    u_char           ver[2 * NGX_INT64_LEN], *v;
+    ngx_str_t        payload, *personal;
+    ngx_uint_t       npersonal;
+    ngx_pool_t      *pool;
+    ngx_xmpp_wbuf_t  b, sb;
 
-    if (ctx->same_ver) {
-        /* RFC 6121 2.6.3: unchanged, the client keeps its copy */
-        ngx_xmpp_roster_iq_reply(s, ctx, NULL, NULL);
+    pool = ngx_create_pool(4096, s->connection->log);
+    if (pool == NULL) {
+        ngx_xmpp_roster_iq_reply(s, ctx, "internal-server-error", NULL);
         return;
     }
 
-    /*
-     * Issue 6 item 3, shared contacts from the directory: the call site
-     * for ngx_xmpp_dir_shared_contacts() is here, once it exists; its
-     * items go into b as subscription "both" with the group name as
-     * the roster group, skipping JIDs already among ctx->out (personal
-     * items win).
-     */
-
     ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
     b.max = NGX_XMPP_ROSTER_OUT_MAX;
+    ngx_memzero(&sb, sizeof(ngx_xmpp_wbuf_t));
+    sb.max = NGX_XMPP_ROSTER_OUT_MAX;
+
+    personal = ngx_xmpp_roster_jids(pool, &ctx->jids, &npersonal);
+
+    if (personal == NULL
+        || ngx_xmpp_roster_shared_xml(pool, &s->jid.bare, personal,
+                                      npersonal, &sb) != NGX_OK)
+    {
+        ngx_xmpp_roster_iq_reply(s, ctx, "internal-server-error", NULL);
+        goto done;
+    }
+
+    v = ngx_sprintf(ver, "%uL", ctx->cur_ver);
+
+    if (sb.last != sb.start) {
+        v = ngx_sprintf(v, "-%08xD",
+                        ngx_crc32_long(sb.start, sb.last - sb.start));
+    }
+
+    if (ctx->ver.data && ctx->ver.len == (size_t) (v - ver)
+        && ngx_strncmp(ctx->ver.data, ver, ctx->ver.len) == 0)
+    {
+        ngx_xmpp_roster_iq_reply(s, ctx, NULL, NULL);
+        goto done;
+    }
 
     ngx_xmpp_wbuf_lit(&b, "<query xmlns='" NGX_XMPP_NS_ROSTER "' ver='");
-    ngx_xmpp_wbuf_add(&b, ver, ngx_sprintf(ver, "%uL", ctx->cur_ver) - ver);
+    ngx_xmpp_wbuf_add(&b, ver, v - ver);
     ngx_xmpp_wbuf_lit(&b, "'>");
     ngx_xmpp_wbuf_add(&b, ctx->out.start, ctx->out.last - ctx->out.start);
+    ngx_xmpp_wbuf_add(&b, sb.start, sb.last - sb.start);
     ngx_xmpp_wbuf_lit(&b, "</query>");
 
     if (b.failed) {
@@ -1186,7 +1362,11 @@ ngx_xmpp_roster_get_done(ngx_xmpp_session_t *s, ngx_xmpp_roster_ctx_t *ctx)
         ngx_xmpp_roster_iq_reply(s, ctx, NULL, &payload);
     }
 
+done:
+
     ngx_xmpp_wbuf_free(&b);
+    ngx_xmpp_wbuf_free(&sb);
+    ngx_destroy_pool(pool);
 }
 
 
@@ -1650,13 +1830,96 @@ ngx_xmpp_roster_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
 }
 
 
+/* one contact of the presence list: flags as in ..._presence_row() */
+static void
+ngx_xmpp_roster_presence_one(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
+    ngx_xmpp_roster_ctx_t *ctx, ngx_str_t *contact, ngx_uint_t f,
+    ngx_uint_t broadcast)
+{
+    if ((f & 2) && broadcast) {
+        ngx_xmpp_presence_send_to(xcf, contact, ctx->stanza.data,
+                                  ctx->stanza.len);
+    }
+
+    if (s == NULL || !(ctx->flags & NGX_XMPP_ROSTER_INITIAL)) {
+        return;
+    }
+
+    if (f & 1) {
+        ngx_xmpp_presence_probe(xcf, contact, &s->jid.full);
+    }
+
+    if (f & 4) {
+        ngx_xmpp_roster_send_presence(xcf, s, contact, &s->jid.bare,
+                                      "subscribe");
+    }
+}
+
+
+static int ngx_libc_cdecl
+ngx_xmpp_roster_sort_cmp(const void *a, const void *b)
+{
+    return (int) ngx_xmpp_roster_jid_cmp((ngx_str_t *) a, (ngx_str_t *) b);
+}
+
+
+/*
+ * The shared contacts of owner (issue 6 item 3), sorted, each once.
+ * Their subscription is "both": they hear the user's presence and are
+ * probed like personal contacts with that subscription.
+ */
+static ngx_str_t *
+ngx_xmpp_roster_shared_jids(ngx_pool_t *pool, ngx_str_t *owner,
+    ngx_uint_t *n)
+{
+    ngx_uint_t           i, m;
+    ngx_str_t           *jids;
+    ngx_array_t          contacts;
+    ngx_xmpp_contact_t  *c;
+
+    *n = 0;
+
+    if (ngx_array_init(&contacts, pool, 16, sizeof(ngx_xmpp_contact_t))
+        != NGX_OK
+        || ngx_xmpp_dir_shared_contacts(owner, pool, &contacts) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    jids = ngx_palloc(pool, (contacts.nelts + 1) * sizeof(ngx_str_t));
+    if (jids == NULL) {
+        return NULL;
+    }
+
+    c = contacts.elts;
+
+    for (i = 0; i < contacts.nelts; i++) {
+        jids[i] = c[i].jid;
+    }
+
+    ngx_qsort(jids, contacts.nelts, sizeof(ngx_str_t),
+              ngx_xmpp_roster_sort_cmp);
+
+    for (i = 0, m = 0; i < contacts.nelts; i++) {
+        if (m == 0 || ngx_xmpp_roster_jid_cmp(&jids[m - 1], &jids[i]) != 0) {
+            jids[m++] = jids[i];
+        }
+    }
+
+    *n = m;
+
+    return jids;
+}
+
+
 static void
 ngx_xmpp_roster_presence_done(ngx_xmpp_db_req_t *r)
 {
     u_char                 *p, *end, f;
     uint16_t                len;
-    ngx_str_t               contact;
-    ngx_uint_t              broadcast;
+    ngx_str_t               contact, *shared;
+    ngx_uint_t              broadcast, nshared, i;
+    ngx_pool_t             *pool;
     ngx_xmpp_conf_t        *xcf;
     ngx_xmpp_session_t     *s;
     ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
@@ -1683,8 +1946,21 @@ ngx_xmpp_roster_presence_done(ngx_xmpp_db_req_t *r)
     /* a later presence of the session has its own request: it wins */
     broadcast = (s == NULL || s->presence_seq == ctx->seq);
 
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    shared = ngx_xmpp_roster_shared_jids(pool, &ctx->owner, &nshared);
+    if (shared == NULL) {
+        nshared = 0;
+    }
+
     p = ctx->out.start;
     end = ctx->out.last;
+
+    /* both lists are sorted: a shared contact in MariaDB too is one */
+    i = 0;
 
     while (p && end - p >= 3) {
         f = *p++;
@@ -1699,22 +1975,26 @@ ngx_xmpp_roster_presence_done(ngx_xmpp_db_req_t *r)
         contact.len = len;
         p += len;
 
-        if ((f & 2) && broadcast) {
-            ngx_xmpp_presence_send_to(xcf, &contact, ctx->stanza.data,
-                                      ctx->stanza.len);
+        while (i < nshared
+               && ngx_xmpp_roster_jid_cmp(&shared[i], &contact) < 0)
+        {
+            ngx_xmpp_roster_presence_one(xcf, s, ctx, &shared[i++], 3,
+                                         broadcast);
         }
 
-        if (s == NULL || !(ctx->flags & NGX_XMPP_ROSTER_INITIAL)) {
-            continue;
+        if (i < nshared && ngx_xmpp_roster_jid_cmp(&shared[i], &contact) == 0)
+        {
+            f |= 3;
+            i++;
         }
 
-        if (f & 1) {
-            ngx_xmpp_presence_probe(xcf, &contact, &s->jid.full);
-        }
-
-        if (f & 4) {
-            ngx_xmpp_roster_send_presence(xcf, s, &contact, &s->jid.bare,
-                                          "subscribe");
-        }
+        ngx_xmpp_roster_presence_one(xcf, s, ctx, &contact, f, broadcast);
     }
+
+    while (i < nshared) {
+        ngx_xmpp_roster_presence_one(xcf, s, ctx, &shared[i++], 3,
+                                     broadcast);
+    }
+
+    ngx_destroy_pool(pool);
 }

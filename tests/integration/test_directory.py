@@ -164,6 +164,10 @@ def roster(app, user, password):
         reply = ws.expect(r"id='r1'.*?</iq>|id='r1'[^>]*/>")
     finally:
         ws.close()
+    return roster_items(reply)
+
+
+def roster_items(reply):
     items = {}
     for jid, attrs, body in re.findall(
             r"<item jid='([^']+)'([^>]*)>(.*?)</item>", reply):
@@ -202,6 +206,45 @@ def test_shared_roster_empty_outside_groups(appliance):
     # erin's team (Platform) is not a shared group itself
     _, items = roster(appliance, "erin", "erin-pw")
     assert items == {}, items
+
+
+def test_shared_and_personal_roster_merged(appliance):
+    # the personal roster (MariaDB, docs/chat.md) and the shared contacts
+    # in one result; a contact in both shows the personal item
+    ws = RawWS(appliance.nginx.http_port)
+    try:
+        ws.login("alice", "alice-pw", presence=False)
+        ws.send("<iq type='set' id='p1'><query xmlns='jabber:iq:roster'>"
+                "<item jid='bob@example.com' name='Bobby'><group>Mine"
+                "</group></item></query></iq>")
+        assert "type='result'" in ws.expect(r"id='p1'")
+        ws.send("<iq type='set' id='p2'><query xmlns='jabber:iq:roster'>"
+                "<item jid='zed@example.com'/></query></iq>")
+        assert "type='result'" in ws.expect(r"id='p2'")
+    finally:
+        ws.close()
+    reply, items = roster(appliance, "alice", "alice-pw")
+    # (roster() reads <item>...</item> only; zed's item is empty)
+    assert "<item jid='zed@example.com' subscription='none'/>" in reply
+    reply = reply.replace(
+        "<item jid='zed@example.com' subscription='none'/>", "")
+    _, items = roster_items(reply)
+    assert items == {
+        "bob@example.com": ("Bobby", {"Mine"}, "none"),
+        "hhill@example.com": ("Henry Hill", {"Engineering"}, "both"),
+    }, reply
+    # the version covers the shared part: offered back, nothing comes
+    ver = re.search(r"ver='([^']+)'", reply).group(1)
+    assert "-" in ver
+    ws = RawWS(appliance.nginx.http_port)
+    try:
+        ws.login("alice", "alice-pw", presence=False)
+        ws.send("<iq type='get' id='v1'><query xmlns='jabber:iq:roster' "
+                "ver='%s'/></iq>" % ver)
+        r = ws.expect(r"id='v1'")
+        assert "type='result'" in r and "<item" not in r, r
+    finally:
+        ws.close()
 
 
 # -- user search (XEP-0055) ------------------------------------------------------
