@@ -59,6 +59,7 @@
 typedef struct ngx_xmpp_session_s    ngx_xmpp_session_t;
 typedef struct ngx_xmpp_node_s       ngx_xmpp_node_t;
 typedef struct ngx_xmpp_transport_s  ngx_xmpp_transport_t;
+typedef struct ngx_xmpp_sm_s         ngx_xmpp_sm_t;
 
 
 /* configuration shared by every transport (http main conf) */
@@ -327,6 +328,8 @@ struct ngx_xmpp_session_s {
     const char            *end_reason;    /* static strings only */
     const char            *auth_reason;
 
+    ngx_xmpp_sm_t         *sm;            /* XEP-0198, NULL: not used */
+
     ngx_int_t              priority;
     ngx_str_t              last_presence; /* heap, without "to" */
     ngx_uint_t             presence_seq;
@@ -547,6 +550,8 @@ ngx_int_t ngx_xmpp_registry_add(ngx_xmpp_session_t *s, ngx_pid_t *old_pid,
     uint64_t *old_sid);
 void ngx_xmpp_registry_remove(ngx_xmpp_session_t *s);
 void ngx_xmpp_registry_update(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_registry_move(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
+    ngx_pid_t old_pid, uint64_t old_sid, ngx_pid_t pid, uint64_t sid);
 ngx_uint_t ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_xmpp_route_t *routes, ngx_uint_t max);
 void ngx_xmpp_registry_purge_pid(ngx_xmpp_conf_t *xcf, ngx_pid_t pid);
@@ -573,6 +578,10 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_ADMIN_KICK 6
 #define NGX_XMPP_IPC_PROBE     10    /* data: the JID to answer */
 #define NGX_XMPP_IPC_OFFLINE   11    /* stored messages wait for sid */
+#define NGX_XMPP_IPC_SM_TAKE   12
+#define NGX_XMPP_IPC_SM_STANZA 13
+#define NGX_XMPP_IPC_SM_TAKEN  14
+#define NGX_XMPP_IPC_SM_FAILED 15
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -728,6 +737,22 @@ void ngx_xmpp_search_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 /* NGX_XMPP_ROLE_* of a signed-in session; 0 before sign-in */
 ngx_uint_t ngx_xmpp_session_roles(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf);
+
+/* ngx_xmpp_sm.c: XEP-0198 stream management */
+ngx_uint_t ngx_xmpp_sm_offered(ngx_xmpp_session_t *s);
+void ngx_xmpp_sm_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+ngx_uint_t ngx_xmpp_sm_resuming(ngx_xmpp_session_t *s);
+void ngx_xmpp_sm_handled(ngx_xmpp_session_t *s);
+void ngx_xmpp_sm_sent(ngx_xmpp_session_t *s, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_sm_detach(ngx_xmpp_session_t *s);
+void ngx_xmpp_sm_release(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_sm_hold(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+void ngx_xmpp_sm_kick(uint64_t sid);
+void ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid,
+    u_char *data, size_t len);
+void ngx_xmpp_sm_exit_worker(void);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

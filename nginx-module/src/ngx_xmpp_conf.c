@@ -197,6 +197,14 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
         return NGX_CONF_ERROR;
     }
 
+    if (xcf->sm_resume_timeout < 1000 || xcf->sm_max_unacked < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_sm_resume_timeout\" must be at "
+                           "least 1s and \"conclave_sm_max_unacked\" "
+                           "at least 1");
+        return NGX_CONF_ERROR;
+    }
+
     if (xcf->thread_pool_name.len == 0) {
         ngx_str_set(&xcf->thread_pool_name, "default");
     }
@@ -509,6 +517,9 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     ngx_xmpp_muc_exit_worker(cycle);
 
     ngx_xmpp_dir_exit_worker(cycle);
+
+    /* parked XEP-0198 sessions end now; their stanzas go elsewhere */
+    ngx_xmpp_sm_exit_worker();
 
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);

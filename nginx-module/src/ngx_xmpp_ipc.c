@@ -608,6 +608,13 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
         ngx_xmpp_muc_ipc(from, sid, data, len);
         break;
 
+    case NGX_XMPP_IPC_SM_TAKE:
+    case NGX_XMPP_IPC_SM_STANZA:
+    case NGX_XMPP_IPC_SM_TAKEN:
+    case NGX_XMPP_IPC_SM_FAILED:
+        ngx_xmpp_sm_ipc(cmd, from, sid, data, len);
+        break;
+
     default:
         ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                       "xmpp: unknown inter-worker command %ui", cmd);

@@ -363,6 +363,47 @@ ngx_xmpp_registry_update(ngx_xmpp_session_t *s)
 }
 
 
+/*
+ * XEP-0198 resumption: the entry of a detached session (old_pid,
+ * old_sid) passes to the session that resumes it, in one step, so a
+ * stanza routed meanwhile reaches one of the two, which hand it on.
+ * NGX_DECLINED: there is no such entry any more.
+ */
+ngx_int_t
+ngx_xmpp_registry_move(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
+    ngx_pid_t old_pid, uint64_t old_sid, ngx_pid_t pid, uint64_t sid)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 i, n;
+    ngx_rbtree_key_t           key;
+    ngx_xmpp_registry_t       *reg;
+    ngx_xmpp_registry_node_t  *found[NGX_XMPP_ROUTE_MAX];
+
+    reg = ngx_xmpp_registry_get(xcf);
+    key = ngx_crc32_short(bare->data, bare->len);
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&reg->shpool->mutex);
+
+    n = ngx_xmpp_registry_find_locked(reg->sh->rbtree.root,
+                                      reg->sh->rbtree.sentinel, key, bare,
+                                      found, 0, NGX_XMPP_ROUTE_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (found[i]->pid == old_pid && found[i]->sid == old_sid) {
+            found[i]->pid = pid;
+            found[i]->sid = sid;
+            rc = NGX_OK;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&reg->shpool->mutex);
+
+    return rc;
+}
+
+
 ngx_uint_t
 ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_xmpp_route_t *routes, ngx_uint_t max)

@@ -122,8 +122,14 @@ ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf, ngx_xmpp_route_t *rt,
     if (rt->pid == ngx_pid) {
         s = ngx_xmpp_session_find(rt->sid);
 
-        if (s == NULL || !s->bound) {
-            return NGX_DECLINED;
+        if (s == NULL) {
+            /* XEP-0198: parked for resumption, or resumed elsewhere */
+            return ngx_xmpp_sm_deliver(rt->sid, data, len);
+        }
+
+        if (!s->bound) {
+            return ngx_xmpp_sm_hold(s, data, len) == NGX_OK ? NGX_OK
+                                                             : NGX_DECLINED;
         }
 
         return ngx_xmpp_session_send(s, data, len) == NGX_OK ? NGX_OK
@@ -447,6 +453,14 @@ ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
 
     s = ngx_xmpp_session_find(sid);
 
+    if (s == NULL && ngx_xmpp_sm_deliver(sid, data, len) == NGX_OK) {
+        return;
+    }
+
+    if (s && !s->bound && ngx_xmpp_sm_hold(s, data, len) == NGX_OK) {
+        return;
+    }
+
     if (s == NULL || !s->bound) {
         /*
          * The session ended after the sender looked it up; until offline
@@ -484,5 +498,8 @@ ngx_xmpp_router_kick_local(uint64_t sid)
 
     if (s) {
         ngx_xmpp_session_error(s, "conflict", "replaced by a new session");
+        return;
     }
+
+    ngx_xmpp_sm_kick(sid);
 }

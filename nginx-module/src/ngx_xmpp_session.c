@@ -406,7 +406,16 @@ ngx_xmpp_session_send(ngx_xmpp_session_t *s, u_char *data, size_t len)
         return NGX_ERROR;
     }
 
-    return s->transport->send(s, data, len);
+    if (s->transport->send(s, data, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (s->sm) {
+        /* XEP-0198: counted, and kept until the client acks it */
+        ngx_xmpp_sm_sent(s, data, len);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -539,11 +548,17 @@ ngx_xmpp_session_detach(ngx_xmpp_session_t *s)
     ngx_xmpp_audit_session_end(s);
 
     if (s->bound) {
-        ngx_xmpp_presence_gone(s);
-        ngx_xmpp_registry_remove(s);
+        /* XEP-0198: a resumable session keeps its presence and entry */
+        if (ngx_xmpp_sm_detach(s) != NGX_OK) {
+            ngx_xmpp_presence_gone(s);
+            ngx_xmpp_registry_remove(s);
+        }
+
         ngx_xmpp_metrics_session(s, -1);
         s->bound = 0;
     }
+
+    ngx_xmpp_sm_release(s);
 
     ngx_rbtree_delete(&ngx_xmpp_sessions, &s->node);
     s->node.key = 0;

@@ -50,6 +50,14 @@ ngx_xmpp_stream_is_stanza(ngx_xmpp_node_t *n)
 }
 
 
+static ngx_uint_t
+ngx_xmpp_stream_is_sm(ngx_xmpp_node_t *n)
+{
+    return n->ns.len == sizeof("urn:xmpp:sm:3") - 1
+           && ngx_strncmp(n->ns.data, "urn:xmpp:sm:3", n->ns.len) == 0;
+}
+
+
 void
 ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
@@ -102,6 +110,16 @@ ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
         break;
 
     case NGX_XMPP_ST_WAIT_BIND:
+        if (ngx_xmpp_stream_is_sm(n)) {
+            ngx_xmpp_sm_element(s, n);
+            return;
+        }
+
+        if (ngx_xmpp_sm_resuming(s)) {
+            /* XEP-0198: nothing else until <resumed/> or <failed/> */
+            return;
+        }
+
         if (ngx_xmpp_stream_is(n, "iq", NGX_XMPP_NS_CLIENT)) {
             ngx_xmpp_stream_bind(s, n);
             return;
@@ -112,6 +130,12 @@ ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     default: /* NGX_XMPP_ST_SESSION */
         if (ngx_xmpp_stream_is_stanza(n)) {
             ngx_xmpp_stream_stanza(s, n);
+            ngx_xmpp_sm_handled(s);
+            return;
+        }
+
+        if (ngx_xmpp_stream_is_sm(n)) {
+            ngx_xmpp_sm_element(s, n);
             return;
         }
 
@@ -274,6 +298,11 @@ ngx_xmpp_stream_features(ngx_xmpp_session_t *s)
                           "<optional/></session>"
                           /* RFC 6121 2.6.1: roster versioning */
                           "<ver xmlns='urn:xmpp:features:rosterver'/>");
+
+        if (ngx_xmpp_sm_offered(s)) {
+            /* XEP-0198 section 2 */
+            ngx_xmpp_wbuf_lit(b, "<sm xmlns='urn:xmpp:sm:3'/>");
+        }
     }
 
     ngx_xmpp_wbuf_lit(b, "</stream:features>");

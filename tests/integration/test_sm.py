@@ -1,0 +1,280 @@
+"""XEP-0198 stream management: acks, resumption on the same or another
+worker after a connection is dropped without a stream end, what
+happens to unacknowledged stanzas when nobody resumes, and bad input.
+
+The resuming client is slixmpp with its own xep_0198 plugin; the
+negative tests drive the wire with tests/lib/rawtcp.py.
+"""
+
+import json
+import re
+import time
+import urllib.request
+
+import pytest
+
+from rawtcp import RawTCP
+from slixclient import SlixPool
+
+DOMAIN = "example.com"
+APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 4s;"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def sm_client(pool, appliance, user, res):
+    """slixmpp with xep_0198 (resume on), connected, SM enabled."""
+    c = pool.client("%s@%s/%s" % (user, DOMAIN, res), user + "-pw",
+                    appliance.nginx.xmpp_port, connect=False)
+    pool.call(lambda: c.xmpp.register_plugin("xep_0198"))
+    c.sm = c.xmpp["xep_0198"]
+    c.resumed = []
+    pool.call(lambda: c.xmpp.add_event_handler(
+        "session_resumed", lambda e: c.resumed.append(e)))
+    assert c.connect()
+    wait(lambda: c.sm.enabled_in and c.sm.sm_id, "SM enabled")
+    return c
+
+
+def wait(cond, what, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    pytest.fail("timed out waiting for " + what)
+
+
+def status(appliance):
+    with urllib.request.urlopen(appliance.status_url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def worker_of(appliance, full_jid):
+    bare, _, res = full_jid.partition("/")
+    for s in status(appliance)["sessions"]:
+        if s["jid"] == bare and s["resource"] == res:
+            return s["worker_pid"]
+    return None
+
+
+def drop(pool, c):
+    """Cuts the TCP connection without a stream end (as a phone that
+    changes network would), and waits until slixmpp has seen it."""
+    c.xmpp.ended.clear()
+    pool.call(lambda: c.xmpp.transport.abort())
+    c.xmpp.ended.wait(10)
+
+
+def bodies(c):
+    out = []
+    while True:
+        try:
+            out.append(c.xmpp.inbox.get_nowait())
+        except Exception:
+            return out
+
+
+def test_enable_and_acks(appliance, pool):
+    b = sm_client(pool, appliance, "bob", "ack")
+    a = pool.client("alice@%s/ack" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+
+    # the server asks for acks as stanzas go out, and the client's acks
+    # must match what it counted
+    for i in range(12):
+        a.message(b.jid, "ack %d" % i)
+    for i in range(12):
+        b.wait_message(lambda m, i=i: m["body"] == "ack %d" % i)
+
+    # the client asks: the server's h is what the client sent
+    pool.call(lambda: b.sm.request_ack())
+    wait(lambda: b.sm.last_ack == b.sm.seq, "the server's ack")
+    assert b.sm.seq >= 1
+    a.disconnect()
+    b.disconnect()
+
+
+def received(c, body, timeout=10):
+    """Everything c got so far, in c.all (nothing is dropped, so a
+    duplicate shows), until body is among it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c.all += bodies(c)
+        if body is None or any(m["body"] == body for m in c.all):
+            return c.all
+        if time.monotonic() > deadline:
+            pytest.fail("%r not received; got %r" % (
+                body, [m["body"] for m in c.all]))
+        time.sleep(0.05)
+
+
+def test_resume_on_another_worker_exactly_once(appliance, pool):
+    """Drops bob's connection, sends to him while he is away, resumes;
+    repeats until one resumption lands on the other worker.  Every
+    message arrives exactly once, those sent before the drop too."""
+    a = pool.client("alice@%s/rs" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+    pool.call(lambda: a.xmpp.add_event_handler("message_error",
+                                               a.xmpp._message))
+    b = sm_client(pool, appliance, "bob", "rs")
+    b.all = []
+    full = b.jid
+    sent, crossed, same = [], 0, 0
+
+    for rnd in range(16):
+        before = worker_of(appliance, full)
+        # one the client gets before the drop, not acked yet
+        sent.append("r%d before" % rnd)
+        a.message(full, sent[-1])
+        received(b, sent[-1])
+
+        drop(pool, b)
+        time.sleep(0.3)          # the server notices the lost connection
+
+        # sent while bob is away: kept for him, no error to alice
+        for i in range(3):
+            sent.append("r%d away %d" % (rnd, i))
+            a.message(full, sent[-1])
+
+        n = len(b.resumed)
+        assert b.connect()
+        wait(lambda: len(b.resumed) > n, "session_resumed")
+        assert b.jid == full
+        received(b, sent[-1])
+
+        after = worker_of(appliance, full)
+        assert after is not None
+        if after != before:
+            crossed += 1
+        else:
+            same += 1
+        if crossed >= 2 and same >= 1:
+            break
+
+    assert crossed >= 1, "no resumption landed on another worker"
+    time.sleep(0.5)
+    got = sorted(m["body"] for m in received(b, None))
+    # nothing twice, nothing missing, no error to the sender
+    assert got == sorted(sent)
+    assert [m for m in bodies(a) if m["type"] == "error"] == []
+
+    # the resumed session routes both ways
+    b.message("alice@example.com", "after resume")
+    a.wait_message(lambda m: m["body"] == "after resume")
+    a.disconnect()
+    b.disconnect()
+
+
+def test_unacked_go_to_other_resource_on_timeout(appliance, pool):
+    """Nobody resumes within conclave_sm_resume_timeout (4 s here): the
+    unacked message goes to the account's other resource."""
+    b = sm_client(pool, appliance, "carol", "phone")
+    other = RawTCP(appliance.nginx.xmpps_port, tls=True)
+    other.login("carol", resource="laptop")
+    other.send("<presence/>")
+    a = pool.client("alice@%s/to" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+    time.sleep(0.3)
+    drop(pool, b)
+    time.sleep(0.3)
+    a.message(b.jid, "for the phone")
+    # not before the timeout: the phone's session waits for its client
+    with pytest.raises(Exception):
+        other.expect(r"for the phone", timeout=2)
+    other.expect(r"<message [^>]*from='alice@example.com/to'[^>]*>"
+                 r"<body>for the phone</body>", timeout=10)
+    a.disconnect()
+    other.close()
+
+
+def test_unacked_bounce_on_timeout(appliance, pool):
+    b = sm_client(pool, appliance, "erin", "gone")
+    a = pool.client("alice@%s/bn" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+    # slixmpp reports errors as "message_error", not "message"
+    pool.call(lambda: a.xmpp.add_event_handler("message_error",
+                                               a.xmpp._message))
+    drop(pool, b)
+    time.sleep(0.3)
+    a.message(b.jid, "into the void", id="void1")
+    m = a.wait_message(lambda m: m["type"] == "error", timeout=15)
+    assert m["error"] == "service-unavailable"
+    assert m["id"] == "void1"
+    a.disconnect()
+
+
+def login_sm(appliance, user, res):
+    c = RawTCP(appliance.nginx.xmpps_port, tls=True)
+    c.login(user, resource=res)
+    return c
+
+
+def test_bad_input(appliance):
+    port = appliance.nginx.xmpps_port
+
+    # <enable/> before a resource is bound
+    c = RawTCP(port, tls=True)
+    c.open()
+    assert "<success" in c.auth("alice", "alice-pw")
+    feats = c.open()
+    assert "urn:xmpp:sm:3" in feats
+    c.send("<enable xmlns='urn:xmpp:sm:3'/>")
+    c.expect(r"<failed xmlns='urn:xmpp:sm:3'><unexpected-request")
+    # an unknown token
+    c.send("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>"
+           % ("0" * 32 + "nope"))
+    c.expect(r"<failed xmlns='urn:xmpp:sm:3'><item-not-found")
+    c.send("<resume xmlns='urn:xmpp:sm:3' previd='short' h='x'/>")
+    c.expect(r"<failed xmlns='urn:xmpp:sm:3'><bad-request")
+    c.close()
+
+    # <r/> before <enable/>
+    c = login_sm(appliance, "alice", "neg1")
+    c.send("<r xmlns='urn:xmpp:sm:3'/>")
+    c.expect(r"unsupported-stanza-type")
+    assert c.closed_by_server()
+
+    # an ack for more than was sent
+    c = login_sm(appliance, "alice", "neg2")
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    r = c.expect(r"<enabled [^>]*/>")
+    assert "resume='true'" in r and "max='4'" in r
+    c.send("<r xmlns='urn:xmpp:sm:3'/>")
+    c.expect(r"<a xmlns='urn:xmpp:sm:3' h='0'/>")
+    c.send("<a xmlns='urn:xmpp:sm:3' h='7'/>")
+    c.expect(r"undefined-condition")
+    assert c.closed_by_server()
+
+    # a token is only good for its own account
+    c = login_sm(appliance, "bob", "neg3")
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    r = c.expect(r"<enabled [^>]*/>")
+    token = re.search(r"id='([^']+)'", r).group(1)
+    c.close()
+    time.sleep(0.3)
+    d = RawTCP(port, tls=True)
+    d.open()
+    assert "<success" in d.auth("alice", "alice-pw")
+    d.open()
+    d.send("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token)
+    d.expect(r"<failed xmlns='urn:xmpp:sm:3'><item-not-found")
+    # and with a wrong secret for the right account
+    e = RawTCP(port, tls=True)
+    e.open()
+    assert "<success" in e.auth("bob", "bob-pw")
+    e.open()
+    e.send("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>"
+           % ("f" * 32 + token[32:]))
+    e.expect(r"<failed xmlns='urn:xmpp:sm:3'><item-not-found")
+    # the right one still works after those attempts
+    e.send("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token)
+    e.expect(r"<resumed xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>"
+             % re.escape(token))
+    d.close()
+    e.close()
