@@ -1245,7 +1245,7 @@ ngx_xmpp_sm_resume(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
         return;
     }
 
-    p = ngx_pnalloc(s->pool, sizeof(ngx_xmpp_sm_take_t) + jid.bare.len);
+    p = ngx_palloc(s->pool, sizeof(ngx_xmpp_sm_take_t) + jid.bare.len);
     if (p == NULL) {
         ngx_xmpp_session_finalize(s);
         return;

@@ -13,6 +13,10 @@ import pytest
 
 from rawws import RawWS
 
+# stanza.js resumes streams (XEP-0198): a dropped connection ends the
+# session only when its resumption time is over (docs/routing.md)
+APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 2s;"
+
 
 @pytest.fixture(scope="module")
 def port(appliance):
@@ -119,8 +123,9 @@ def test_presence_on_disconnect(appliance, clients, how):
     p = b.wait_for(lambda e: e["ev"] == "presence" and e["from"] == a_jid, 10)
     assert p.get("type") in (None, "", "available")
     getattr(a, how)()
+    # after a kill, once the 2 s for resuming the stream have passed
     p = b.wait_for(lambda e: e["ev"] == "presence" and e["from"] == a_jid
-                   and e.get("type") == "unavailable", 10)
+                   and e.get("type") == "unavailable", 15)
     assert p
 
 
