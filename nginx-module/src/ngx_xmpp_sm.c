@@ -79,6 +79,7 @@ struct ngx_xmpp_sm_s {
 typedef struct {
     ngx_rbtree_node_t      node;         /* key: the session id */
     ngx_xmpp_session_t     ghost;        /* id, conf, pool, jid, presence */
+    ngx_connection_t       conn;         /* only its log, for callees */
     uint32_t               h_in;
     uint32_t               h_out;
     ngx_xmpp_sm_queue_t    q;
@@ -560,6 +561,7 @@ ngx_xmpp_sm_ghost_free(ngx_xmpp_sm_ghost_t *g)
 ngx_int_t
 ngx_xmpp_sm_detach(ngx_xmpp_session_t *s)
 {
+    ngx_str_t             ip;
     ngx_uint_t            i, resumable;
     const char           *r;
     ngx_xmpp_sm_t        *sm;
@@ -591,8 +593,24 @@ ngx_xmpp_sm_detach(ngx_xmpp_session_t *s)
         return NGX_DECLINED;
     }
 
+    /*
+     * What presence_gone() and its callees (rooms) read of a session;
+     * the ghost has no connection, only a log.
+     */
+    g->conn.log = ngx_cycle->log;
+    g->conn.fd = (ngx_socket_t) -1;
+    g->ghost.connection = &g->conn;
+    g->ghost.transport = s->transport;
     g->ghost.id = s->id;
     g->ghost.conf = s->conf;
+    ngx_memcpy(g->ghost.audit_sid, s->audit_sid, sizeof(s->audit_sid));
+
+    if (s->audit_ip) {
+        ip.data = s->audit_ip;
+        ip.len = ngx_strlen(s->audit_ip);
+        g->ghost.audit_ip = (u_char *) ngx_xmpp_cstr(g->ghost.pool, &ip);
+    }
+
     g->ghost.available = s->available;
     g->ghost.priority = s->priority;
     g->ghost.bound = 1;
