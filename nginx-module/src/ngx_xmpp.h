@@ -662,6 +662,18 @@ void ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_delivery_t *d);
 size_t ngx_xmpp_audit_next_id(ngx_xmpp_conf_t *xcf, u_char *buf,
     size_t size);
+
+/* where every live journal is, to wait until MariaDB has it all */
+#define NGX_XMPP_AUDIT_MARKS  128
+typedef struct {
+    ngx_pid_t              pid;
+    uint32_t               writer;
+    uint64_t               seq;
+} ngx_xmpp_audit_mark_t;
+
+void ngx_xmpp_audit_marks(ngx_xmpp_conf_t *xcf, ngx_xmpp_audit_mark_t *m);
+ngx_uint_t ngx_xmpp_audit_shipped(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_audit_mark_t *m);
 ngx_int_t ngx_xmpp_audit_signin(ngx_xmpp_session_t *s, ngx_uint_t ok,
     const char *code, const char *reason);
 void ngx_xmpp_audit_session_end(ngx_xmpp_session_t *s);

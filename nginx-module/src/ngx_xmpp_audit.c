@@ -1689,6 +1689,70 @@ ngx_xmpp_audit_defer(ngx_xmpp_conf_t *xcf, json_t *rec,
 
 
 /*
+ * Read-your-writes for the history (docs/history.md "Right after a
+ * send"): the last record of every live journal now, and later whether
+ * MariaDB has them all.  A journal whose worker is gone, or whose
+ * shipper cannot reach MariaDB, is not waited for.
+ */
+void
+ngx_xmpp_audit_marks(ngx_xmpp_conf_t *xcf, ngx_xmpp_audit_mark_t *m)
+{
+    ngx_uint_t              i;
+    ngx_xmpp_audit_shm_t   *sh;
+    ngx_xmpp_audit_slot_t  *sl;
+
+    ngx_memzero(m, NGX_XMPP_AUDIT_MARKS * sizeof(ngx_xmpp_audit_mark_t));
+
+    if (xcf->audit_zone == NULL) {
+        return;
+    }
+
+    sh = xcf->audit_zone->data;
+
+    for (i = 0; i < NGX_XMPP_AUDIT_SLOTS && i < NGX_XMPP_AUDIT_MARKS; i++) {
+        sl = &sh->slot[i];
+        m[i].pid = __atomic_load_n(&sl->pid, __ATOMIC_RELAXED);
+        m[i].writer = __atomic_load_n(&sl->writer_id, __ATOMIC_RELAXED);
+        m[i].seq = __atomic_load_n(&sl->last_seq, __ATOMIC_RELAXED);
+    }
+}
+
+
+ngx_uint_t
+ngx_xmpp_audit_shipped(ngx_xmpp_conf_t *xcf, ngx_xmpp_audit_mark_t *m)
+{
+    ngx_uint_t              i;
+    ngx_xmpp_audit_shm_t   *sh;
+    ngx_xmpp_audit_slot_t  *sl;
+
+    if (xcf->audit_zone == NULL) {
+        return 1;
+    }
+
+    sh = xcf->audit_zone->data;
+
+    for (i = 0; i < NGX_XMPP_AUDIT_SLOTS && i < NGX_XMPP_AUDIT_MARKS; i++) {
+        sl = &sh->slot[i];
+
+        if (m[i].pid == 0 || m[i].seq == 0
+            || __atomic_load_n(&sl->pid, __ATOMIC_RELAXED) != m[i].pid
+            || __atomic_load_n(&sl->writer_id, __ATOMIC_RELAXED)
+               != m[i].writer
+            || !__atomic_load_n(&sl->db_ok, __ATOMIC_RELAXED))
+        {
+            continue;
+        }
+
+        if (__atomic_load_n(&sl->shipped_seq, __ATOMIC_RELAXED) < m[i].seq) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
  * RFC 6120 6.4.5 outcomes and our own refusals: every attempt is a
  * record.  A success that cannot be recorded is refused (the caller
  * turns NGX_ERROR into <temporary-auth-failure/>).

@@ -46,6 +46,7 @@
 #define NGX_XMPP_MAM_DEFAULT_PAGE  50
 #define NGX_XMPP_MAM_ID_MAX        96
 #define NGX_XMPP_MAM_QID_MAX       256
+#define NGX_XMPP_MAM_SHIP_WAIT     1000       /* ms */
 
 
 /* a position in an archive: (ts, node, writer, seq) orders records */
@@ -84,6 +85,11 @@ typedef struct {
     ngx_uint_t             max;
     unsigned               backward:1;
 
+    /* until MariaDB has what was journaled before the query came */
+    ngx_xmpp_audit_mark_t  marks[NGX_XMPP_AUDIT_MARKS];
+    ngx_event_t            wait;
+    ngx_msec_t             since;
+
     /* results, written by the thread */
     ngx_xmpp_mam_row_t    *rows;
     ngx_uint_t             nrows;
@@ -99,6 +105,7 @@ static int ngx_xmpp_mam_merge(ngx_xmpp_db_req_t *r,
 static int ngx_xmpp_mam_cmp(ngx_xmpp_mam_row_t *a, ngx_xmpp_mam_row_t *b);
 static void ngx_xmpp_mam_done(ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_mam_free(ngx_xmpp_db_req_t *r);
+static void ngx_xmpp_mam_wait(ngx_event_t *ev);
 
 
 static ngx_inline ngx_uint_t
@@ -760,9 +767,51 @@ ngx_xmpp_mam_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     r->cleanup = ngx_xmpp_mam_free;
     r->data = NULL;
 
-    if (ngx_xmpp_db_post(r) != NGX_OK) {
+    /* what was recorded before the query is in its answer */
+    ngx_xmpp_audit_marks(s->conf, mq->marks);
+    mq->since = ngx_current_msec;
+    mq->wait.handler = ngx_xmpp_mam_wait;
+    mq->wait.data = r;
+    mq->wait.log = ngx_cycle->log;
+    mq->wait.cancelable = 1;
+
+    ngx_xmpp_mam_wait(&mq->wait);
+}
+
+
+/*
+ * The shipper copies the journals into MariaDB every
+ * conclave_audit_ship_interval; the query waits (polling the shared
+ * figures every 5 ms, at most NGX_XMPP_MAM_SHIP_WAIT) until MariaDB has
+ * every record journaled before the query arrived.  After that, or
+ * while MariaDB is unreachable, it runs with what is there.
+ */
+static void
+ngx_xmpp_mam_wait(ngx_event_t *ev)
+{
+    ngx_xmpp_db_req_t     *r;
+    ngx_xmpp_session_t    *s;
+    ngx_xmpp_mam_query_t  *mq;
+
+    r = ev->data;
+    mq = r->ctx;
+
+    s = ngx_xmpp_session_find(mq->sid);
+    if (s == NULL || !s->bound) {
         ngx_xmpp_db_destroy(r);
-        ngx_xmpp_router_error(s, st, "wait", "resource-constraint");
+        return;
+    }
+
+    if (!ngx_xmpp_audit_shipped(s->conf, mq->marks)
+        && ngx_current_msec - mq->since < NGX_XMPP_MAM_SHIP_WAIT)
+    {
+        ngx_add_timer(ev, 5);
+        return;
+    }
+
+    if (ngx_xmpp_db_post(r) != NGX_OK) {
+        ngx_xmpp_mam_error(s, &mq->iq_id, "wait", "resource-constraint");
+        ngx_xmpp_db_destroy(r);
     }
 }
 

@@ -76,7 +76,8 @@ def mam(pool, c, timeout=20, **kw):
     return list(iq["mam"]["results"]), iq
 
 
-def mam_pages(pool, c, with_jid, max_, reverse=False, timeout=60):
+def mam_pages(pool, c, with_jid, max_, reverse=False, timeout=60,
+              npages=100):
     """slixmpp's own RSM iterator (XEP-0059): each page's results, in
     the order the client asked for them; a backward walk starts with an
     empty <before/> and goes on with each page's <first/>."""
@@ -87,7 +88,7 @@ def mam_pages(pool, c, with_jid, max_, reverse=False, timeout=60):
                                          rsm={"max": max_})
         async for page in it:
             pages.append((list(page["mam"]["results"]), page))
-            if len(pages) > 100:
+            if len(pages) >= npages:
                 break
         return pages
     return asyncio.run_coroutine_threadsafe(go(), pool.loop).result(timeout)
@@ -269,6 +270,22 @@ def test_with_start_end_filters(appliance, pool):
     assert all(r["mam_result"]["forwarded"]["delay"]["stamp"] for r in res)
     a.disconnect()
     d.disconnect()
+
+
+def test_query_right_after_send_sees_it(appliance, pool):
+    """No waiting for the shipper on the client's side: the server holds
+    the query until MariaDB has what was journaled before it came."""
+    a = client(pool, appliance, "erin", "now")
+    b = client(pool, appliance, "frank", "now")
+    for i in range(10):
+        a.message("frank@example.com", "now %d" % i)
+        b.wait_message(lambda m, i=i: m["body"] == "now %d" % i)
+        # the receiver asks at once, from its own archive
+        res, fin = mam_pages(pool, b, "erin@example.com", 1,
+                             reverse=True, npages=1)[0]
+        assert [body_of(r) for r in res] == ["now %d" % i]
+    a.disconnect()
+    b.disconnect()
 
 
 def test_someone_elses_archive_is_forbidden(appliance, pool):
