@@ -8,9 +8,7 @@ messages waits until the shipper has copied them into MariaDB
 """
 
 import asyncio
-import os
 import re
-import signal
 import time
 
 import pytest
@@ -394,8 +392,7 @@ def test_frozen_database_stalls_only_the_query(appliance, pool):
     query is answered when it comes back."""
     a = client(pool, appliance, "alice", "frz")
     b = client(pool, appliance, "bob", "frz")
-    pid = appliance.mariadb.pid or appliance.mariadb._read_pidfile()
-    os.kill(pid, signal.SIGSTOP)
+    appliance.mariadb.pause()
     try:
         async def go():
             return await a.xmpp["xep_0313"].retrieve(timeout=30,
@@ -407,7 +404,7 @@ def test_frozen_database_stalls_only_the_query(appliance, pool):
             b.wait_message(lambda m: m["body"] == "while frozen %d" % i)
         assert not fut.done()
     finally:
-        os.kill(pid, signal.SIGCONT)
+        appliance.mariadb.resume()
     iq = fut.result(35)
     assert iq["type"] == "result"
     a.disconnect()
