@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""MAM query latency (issue 7): a page of 50 from a 1,000,000-message
+archive, as a client sees it (the iq out, the 50 results and <fin/>
+back), through the whole module: the MariaDB adapter's thread pool,
+the two index range scans, the merge, the corrections/retractions
+lookups and the result XML.
+
+    mam_bench.py [--messages 1000000] [--queries 1000] [--peers 100]
+                 [--server test,tuned] [--keep DIR]
+
+Starts slapd, mariadbd and nginx (tests/lib/appliance.py, the release
+build), fills audit_record with --messages message records in which
+alice is the sender or the recipient of every one (alternating, with
+--peers peers, one every 100 us), as the shipper would have written
+them, then runs, one at a time over one TLS connection:
+
+    last      the newest page (RSM <before/>): what a client asks first
+    random    a page after a random id of the archive (RSM <after/>)
+    with      a page of one conversation after a random id of it
+
+and prints p50/p90/p99/max per kind in ms.  --server tuned gives
+MariaDB a 1 GB buffer pool first (the test harness has 64 MB).
+Asserts nothing.
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+
+from appliance import Appliance  # noqa: E402
+from rawtcp import RawTCP  # noqa: E402
+
+DB = "conclave"
+NODE = "bench"
+
+
+def fill(app, n, peers):
+    """n message records, built in SQL from a sequence (MariaDB's
+    SEQUENCE engine): the payload is the JSON the module writes, with
+    the stanza and its stanza-id."""
+    t0 = time.monotonic()
+    app.mariadb.query("""
+        SET SESSION sql_log_bin = 0;
+        INSERT INTO audit_record (node, writer_id, seq, ts_utc_us, event,
+            status, actor_user, peer, actor_ip, session_id, transport,
+            msg_type, stanza_id, body, payload, prev_hash, entry_hash)
+        SELECT '%(node)s', 0, s.seq, 1700000000000000 + s.seq * 100,
+            'message', 'success',
+            IF(s.seq %% 2, 'alice@example.com',
+               CONCAT('peer', s.seq %% %(peers)d, '@example.com')),
+            IF(s.seq %% 2, CONCAT('peer', s.seq %% %(peers)d,
+                                  '@example.com'), 'alice@example.com'),
+            '127.0.0.1', 'bench', 'tcp', 'chat', CONCAT('m', s.seq),
+            CONCAT('message number ', s.seq),
+            CONCAT('{"v":1,"event":"message","seq":', s.seq,
+                ',"params":{"stanza":"<message xmlns=''jabber:client''',
+                ' type=''chat'' id=''m', s.seq, ''' to=''',
+                IF(s.seq %% 2, CONCAT('peer', s.seq %% %(peers)d,
+                                      '@example.com'), 'alice@example.com'),
+                ''' from=''',
+                IF(s.seq %% 2, 'alice@example.com/bench',
+                   CONCAT('peer', s.seq %% %(peers)d, '@example.com/x')),
+                '''><body>message number ', s.seq,
+                '</body><stanza-id xmlns=''urn:xmpp:sid:0'' id=''%(node)s:0:',
+                s.seq, ''' by=''alice@example.com''/></message>"}}'),
+            REPEAT(0x00, 32), REPEAT(0x00, 32)
+        FROM seq_1_to_%(n)d s;
+    """ % {"node": NODE, "n": n, "peers": peers}, database=DB,
+        timeout=3600)
+    return time.monotonic() - t0
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    k = max(0, min(len(xs) - 1, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def query(c, i, rsm, form=""):
+    c.send("<iq type='set' id='q%d'><query xmlns='urn:xmpp:mam:2'"
+           " queryid='q%d'>%s<set xmlns='http://jabber.org/protocol/rsm'>"
+           "<max>50</max>%s</set></query></iq>" % (i, i, form, rsm))
+    t0 = time.perf_counter()
+    r = c.expect(r"<iq [^>]*id='q%d'[^>]*>.*?</iq>" % i, timeout=30)
+    dt = (time.perf_counter() - t0) * 1000.0
+    if "<fin" not in r:
+        raise RuntimeError("no <fin/>: %s" % r[:300])
+    return dt
+
+
+def run(app, args):
+    c = RawTCP(app.nginx.xmpps_port, tls=True, timeout=30)
+    c.login("alice", resource="bench")
+    rnd = random.Random(7)
+    with_form = ("<x xmlns='jabber:x:data' type='submit'><field"
+                 " var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>"
+                 "<field var='with'><value>peer%d@example.com</value>"
+                 "</field></x>")
+    kinds = {
+        "last": lambda i: query(c, i, "<before/>"),
+        "random": lambda i: query(
+            c, i, "<after>%s:0:%d</after>" % (
+                NODE, rnd.randrange(1, args.messages - 100))),
+        "with": lambda i: query(
+            c, i, "<after>%s:0:%d</after>" % (
+                NODE, rnd.randrange(1, args.messages // 2)),
+            with_form % rnd.randrange(args.peers)),
+    }
+    out = {}
+    i = 0
+    for name, fn in kinds.items():
+        for _ in range(20):            # warm-up, not counted
+            i += 1
+            fn(i)
+        xs = []
+        for _ in range(args.queries):
+            i += 1
+            xs.append(fn(i))
+        out[name] = xs
+    c.close()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=1000000)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--peers", type=int, default=100)
+    ap.add_argument("--server", default="test")
+    ap.add_argument("--keep", help="work directory to keep")
+    args = ap.parse_args()
+
+    work = args.keep or tempfile.mkdtemp(prefix="mam-bench-")
+    app = Appliance(work, sanitize=False, log_level="warn")
+    app.start()
+    try:
+        if args.server == "tuned":
+            app.mariadb.query("SET GLOBAL innodb_buffer_pool_size ="
+                              " 1024 * 1024 * 1024")
+        secs = fill(app, args.messages, args.peers)
+        print("archive: %d messages of alice with %d peers, inserted in"
+              " %.1f s" % (args.messages, args.peers, secs))
+        res = run(app, args)
+        print("page of 50, %d queries each, one at a time, server %s:"
+              % (args.queries, args.server))
+        print("%-8s %8s %8s %8s %8s %8s" % ("kind", "p50 ms", "p90 ms",
+                                            "p99 ms", "max ms", "mean"))
+        for name, xs in res.items():
+            print("%-8s %8.2f %8.2f %8.2f %8.2f %8.2f" % (
+                name, percentile(xs, 50), percentile(xs, 90),
+                percentile(xs, 99), max(xs), statistics.mean(xs)))
+    finally:
+        app.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
