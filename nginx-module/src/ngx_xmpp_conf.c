@@ -513,6 +513,14 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         ngx_xmpp_registry_purge_pid(xcf, ngx_pid);
     }
 
+    /*
+     * nginx has already joined the thread pools (their module exits
+     * first): from here on a database request must not be posted, so
+     * the adapter goes first and ngx_xmpp_db_create() answers NULL to
+     * what the sessions ending below would store.
+     */
+    ngx_xmpp_db_exit_worker(cycle);
+
     /* the rooms' occupants leave on the record, before the journal ends */
     ngx_xmpp_muc_exit_worker(cycle);
 
@@ -524,7 +532,6 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);
     ngx_xmpp_ipc_exit_worker(cycle);
-    ngx_xmpp_db_exit_worker(cycle);
     ngx_xmpp_metrics_exit_worker();
 
     if (xcf->dir) {
