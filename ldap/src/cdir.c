@@ -52,7 +52,7 @@ static void cdir_call_init(cdir_call_t *call, cdir_t *d,
     cdir_auth_result_t *res);
 static int cdir_check_input(const char *login, size_t login_len,
     const char *pw, size_t pw_len, cdir_auth_result_t *res);
-static char *cdir_make_filter(cdir_t *d, const char *login, size_t len);
+
 static void cdir_user_attrs(cdir_t *d, char **attrs);
 static void cdir_user_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e,
     void *ctx);
@@ -167,6 +167,7 @@ cdir_create(const cdir_config_t *cfg, char *err, size_t errlen)
     }
 
     if (cdir_create_options(d, cfg, err, errlen) != 0
+        || cdir_vcard_options(d, cfg, err, errlen) != 0
         || cdir_tls_init(d, cfg->ca_file, err, errlen) != 0)
     {
         goto fail;
@@ -312,6 +313,7 @@ cdir_destroy(cdir_t *d)
     free(d->reval_filter);
     free(d->name_attr);
     free(d->group_base);
+    cdir_vcard_options_free(d);
     free(d);
 }
 
@@ -621,7 +623,7 @@ cdir_check_input(const char *login, size_t login_len, const char *pw,
 }
 
 
-/* the attributes a user search asks for: NULL-terminated, up to 4 */
+/* the attributes a user search asks for: NULL-terminated, up to 3 */
 
 static void
 cdir_user_attrs(cdir_t *d, char **attrs)
@@ -646,8 +648,8 @@ cdir_user_attrs(cdir_t *d, char **attrs)
 static int
 cdir_find_user(cdir_call_t *call, const char *login, size_t len)
 {
-    int                  rc, flags;
-    char                *attrs[4];
+    int                  rc, flags, n;
+    char                *attrs[5];
     cdir_search_t        s;
     cdir_auth_result_t  *res;
 
@@ -656,6 +658,17 @@ cdir_find_user(cdir_call_t *call, const char *login, size_t len)
     memset(&s, 0, sizeof(cdir_search_t));
     cdir_user_attrs(call->dir, attrs);
     flags = 0;
+
+    /*
+     * XEP-0153: the photo comes with the sign-in search, no extra round
+     * trip, so that the avatar hash is known before the first presence.
+     */
+    if (call->dir->vcard_attr[CDIR_VC_PHOTO] != NULL) {
+        for (n = 0; attrs[n] != NULL; n++) { /* void */ }
+
+        attrs[n++] = call->dir->vcard_attr[CDIR_VC_PHOTO];
+        attrs[n] = NULL;
+    }
 
     s.base = call->dir->base;
     s.scope = LDAP_SCOPE_SUBTREE;
@@ -771,6 +784,8 @@ cdir_user_entry(cdir_call_t *call, LDAP *ld, LDAPMessage *e, void *ctx)
     if (call->dir->name_attr != NULL && cdir_user_name(call, ld, e) != 0) {
         *flags |= CDIR_USER_NO_NAME;
     }
+
+    cdir_photo_hash(call->dir, ld, e, call->res->photo_hash);
 
     vals = ldap_get_values_len(ld, e, "userAccountControl");
     if (vals != NULL) {
@@ -921,7 +936,9 @@ cdir_bind_user(cdir_call_t *call, const char *pw, size_t len)
 }
 
 
-static char *
+/* the user filter with %u as the RFC 4515-escaped login; malloc'd */
+
+char *
 cdir_make_filter(cdir_t *d, const char *login, size_t len)
 {
     char        *filter, *q;

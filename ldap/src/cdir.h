@@ -73,6 +73,13 @@ typedef struct {
     int          outage;
     int          cache_ttl;    /* seconds; 0: no cache */
     int          cache_size;   /* entries; 0: 10000 */
+
+    /* vCards (XEP-0054): the attribute behind each CDIR_VC_* field;
+       NULL: the OpenLDAP inetOrgPerson default (cdir_vcard_default),
+       "": not from the directory.  A photo over photo_max bytes
+       (0: CDIR_PHOTO_MAX) or of no known image type is left out. */
+    const char  *vcard_attr[10];
+    size_t       photo_max;
 } cdir_config_t;
 
 
@@ -96,6 +103,8 @@ typedef struct {
     unsigned        ngroups;      /* groups seen, nested ones included */
     unsigned        groups_truncated:1;  /* max_groups or depth reached */
     unsigned        from_cache:1;
+    char            photo_hash[41];  /* XEP-0153: SHA-1 hex of the photo
+                                        that the vCard serves; "": none */
     const char     *stage;        /* static: "input", "connect",
                                      "service bind", "search", "groups",
                                      "bind", "done" */
@@ -183,6 +192,54 @@ int cdir_search_users(cdir_t *d, const cdir_query_t *q, int max,
     cdir_user_pt cb, void *ctx, char *err, size_t errlen);
 size_t cdir_escape_filter(char *dst, size_t dst_size, const char *src,
     size_t len);
+
+
+/*
+ * vCards from the directory (XEP-0054).  The fields, in vcard-temp
+ * order; the attribute behind each is configurable.
+ */
+#define CDIR_VC_FN       0        /* FN */
+#define CDIR_VC_GIVEN    1        /* N/GIVEN */
+#define CDIR_VC_FAMILY   2        /* N/FAMILY */
+#define CDIR_VC_NICK     3        /* NICKNAME */
+#define CDIR_VC_TITLE    4        /* TITLE */
+#define CDIR_VC_ORG      5        /* ORG/ORGNAME */
+#define CDIR_VC_UNIT     6        /* ORG/ORGUNIT: the department */
+#define CDIR_VC_EMAIL    7        /* EMAIL/USERID */
+#define CDIR_VC_TEL      8        /* TEL/NUMBER */
+#define CDIR_VC_PHOTO    9        /* PHOTO/TYPE + BINVAL */
+#define CDIR_VC_N        10
+
+#define CDIR_PHOTO_MAX   (256 * 1024)
+#define CDIR_VC_VALUE_MAX  1024   /* longer text values are left out */
+
+extern const char  *cdir_vcard_names[CDIR_VC_N];     /* "FN", ... */
+extern const char  *cdir_vcard_default[CDIR_VC_N];   /* inetOrgPerson */
+
+typedef struct {
+    char            *value[CDIR_VC_PHOTO];   /* malloc'd; NULL: absent */
+    unsigned char   *photo;                  /* malloc'd; NULL: none */
+    size_t           photo_len;
+    const char      *photo_type;             /* static MIME type */
+    size_t           photo_dropped;          /* size of one left out */
+    const char      *photo_why;              /* static: why left out */
+    char             photo_hash[41];
+} cdir_vcard_t;
+
+/*
+ * The vCard of a user, by DN (a base search) or by JID localpart (the
+ * login name attribute, or the user filter if none is configured),
+ * among the entries that match the user filter and are not disabled.
+ * 1: found, 0: no such user, -1: the directory did not answer (reason
+ * in err).  Blocking, bounded by twice the timeout; free with
+ * cdir_vcard_free().
+ */
+int cdir_vcard(cdir_t *d, const char *dn, const char *local,
+    cdir_vcard_t *vc, char *err, size_t errlen);
+void cdir_vcard_free(cdir_vcard_t *vc);
+
+/* the MIME type of an image by its magic number; NULL: none known */
+const char *cdir_photo_type(const unsigned char *p, size_t len);
 
 
 #endif /* _CDIR_H_INCLUDED_ */

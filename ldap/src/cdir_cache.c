@@ -44,6 +44,7 @@ struct cdir_centry_s {
     unsigned char         hash[SHA256_DIGEST_LENGTH];
     char                  dn[CDIR_MAX_DN + 1];
     char                  name[CDIR_MAX_LOGIN + 1];
+    char                  photo_hash[41];
 };
 
 
@@ -170,6 +171,7 @@ cdir_cache_put(cdir_cache_t *c, const char *login, size_t login_len,
     e->roles = res->roles;
     strcpy(e->dn, res->dn);
     strcpy(e->name, res->name);
+    strcpy(e->photo_hash, res->photo_hash);
 
     (void) pthread_mutex_unlock(&c->lock);
 }
@@ -203,6 +205,7 @@ cdir_cache_get(cdir_cache_t *c, const char *login, size_t login_len,
             res->stage = "cache";
             strcpy(res->dn, e->dn);
             strcpy(res->name, e->name);
+            strcpy(res->photo_hash, e->photo_hash);
             rc = 0;
         }
 

@@ -71,6 +71,9 @@ struct cdir_s {
     cdir_pool_t           service;
     cdir_pool_t           bind;
 
+    char                 *vcard_attr[CDIR_VC_N];  /* NULL: unmapped */
+    size_t                photo_max;
+
     cdir_stats_t          stats;         /* updated with __atomic */
 };
 
@@ -153,12 +156,19 @@ void cdir_set(cdir_auth_result_t *res, cdir_status_e status,
     const char *fmt, ...);
 void cdir_unavailable(cdir_call_t *call, int rc);
 char *cdir_normalize_dn(const char *dn);
+char *cdir_make_filter(cdir_t *d, const char *login, size_t len);
 
 /* cdir_group.c */
 char *cdir_groups_container(cdir_t *d, const char *base);
 int cdir_groups_add(cdir_call_t *call, const char *dn);
 int cdir_groups_resolve(cdir_call_t *call);
 void cdir_groups_free(cdir_gset_t *set);
+
+/* cdir_vcard.c */
+int cdir_vcard_options(cdir_t *d, const cdir_config_t *cfg, char *err,
+    size_t errlen);
+void cdir_vcard_options_free(cdir_t *d);
+void cdir_photo_hash(cdir_t *d, LDAP *ld, LDAPMessage *e, char *hash);
 
 /* cdir_cache.c */
 cdir_cache_t *cdir_cache_create(int ttl, int size);

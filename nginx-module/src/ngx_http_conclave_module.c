@@ -168,6 +168,22 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_sec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ldap_cache_ttl), NULL },
 
+    { ngx_string("conclave_ldap_vcard_attribute"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_xmpp_vcard_attr, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL },
+
+    { ngx_string("conclave_ldap_photo_max"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_photo_max), NULL },
+
+    { ngx_string("conclave_ldap_vcard_cache_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_vcard_cache_size), NULL },
+
+    { ngx_string("conclave_ldap_vcard_cache_ttl"), NGX_XMPP_MAIN,
+      ngx_conf_set_sec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_vcard_cache_ttl), NULL },
+
     { ngx_string("conclave_thread_pool"), NGX_XMPP_MAIN,
       ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(thread_pool_name), NULL },

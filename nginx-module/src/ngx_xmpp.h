@@ -92,6 +92,12 @@ typedef struct {
     time_t                 ldap_cache_ttl;
     cdir_t                *dir;            /* per worker, init_process */
 
+    /* vCards and avatars from the directory (ngx_xmpp_vcard.c) */
+    ngx_str_t              ldap_vcard_attr[CDIR_VC_N];  /* NULL: default */
+    size_t                 ldap_photo_max;
+    size_t                 ldap_vcard_cache_size;
+    time_t                 ldap_vcard_cache_ttl;
+
     ngx_str_t              thread_pool_name;
     ngx_thread_pool_t     *thread_pool;
 
@@ -302,6 +308,7 @@ struct ngx_xmpp_session_s {
     ngx_str_t              user;          /* localpart, set at SASL */
     ngx_str_t              ldap_dn;       /* the user's entry, at SASL */
     ngx_uint_t             roles;         /* NGX_XMPP_ROLE_* bits */
+    u_char                 photo_hash[41];  /* XEP-0153, from sign-in */
 
     /* parser state (ngx_xmpp_parser.c) */
     xmlParserCtxtPtr       parser;        /* NULL while idle */
@@ -768,6 +775,14 @@ void ngx_xmpp_sm_exit_worker(void);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
+/* ngx_xmpp_vcard.c: XEP-0054 vCards and XEP-0153 avatar hashes */
+ngx_uint_t ngx_xmpp_vcard_is(ngx_xmpp_stanza_t *st);
+void ngx_xmpp_vcard_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+void ngx_xmpp_vcard_presence(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+char *ngx_xmpp_vcard_attr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_xmpp_vcard_conf(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_vcard_exit_worker(void);
 
 /* ngx_xmpp_admin*.c: the admin console (its handler: http glue) */
 void ngx_xmpp_admin_conf_create(ngx_xmpp_conf_t *xcf);

@@ -47,6 +47,9 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->ldap_search_max = NGX_CONF_UNSET_UINT;
     xcf->ldap_outage = NGX_CONF_UNSET_UINT;
     xcf->ldap_cache_ttl = NGX_CONF_UNSET;
+    xcf->ldap_photo_max = NGX_CONF_UNSET_SIZE;
+    xcf->ldap_vcard_cache_size = NGX_CONF_UNSET_SIZE;
+    xcf->ldap_vcard_cache_ttl = NGX_CONF_UNSET;
     xcf->max_stanza_size = NGX_CONF_UNSET_SIZE;
     xcf->max_stanza_size_preauth = NGX_CONF_UNSET_SIZE;
     xcf->max_depth = NGX_CONF_UNSET_UINT;
@@ -269,6 +272,10 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_xmpp_vcard_conf(cf, xcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     xcf->thread_pool = ngx_thread_pool_add(cf, &xcf->thread_pool_name);
     if (xcf->thread_pool == NULL) {
         return NGX_CONF_ERROR;
@@ -457,6 +464,16 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     dc.outage = (int) xcf->ldap_outage;
     dc.cache_ttl = (xcf->ldap_outage == CDIR_OUTAGE_CACHE)
                    ? (int) xcf->ldap_cache_ttl : 0;
+
+    for (i = 0; i < CDIR_VC_N; i++) {
+        /* unset: the library's default; "none": "" */
+        dc.vcard_attr[i] = xcf->ldap_vcard_attr[i].data == NULL ? NULL
+                           : xcf->ldap_vcard_attr[i].len == 0 ? ""
+                           : ngx_xmpp_cstr(cycle->pool,
+                                           &xcf->ldap_vcard_attr[i]);
+    }
+
+    dc.photo_max = xcf->ldap_photo_max;
 
     err[0] = '\0';
 

@@ -163,6 +163,8 @@ ngx_xmpp_dir_exit_worker(ngx_cycle_t *cycle)
         ngx_xmpp_dir_snap = NULL;
     }
 
+    ngx_xmpp_vcard_exit_worker();
+
     ngx_xmpp_dir_conf = NULL;
 }
 

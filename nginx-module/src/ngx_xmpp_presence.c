@@ -159,6 +159,11 @@ ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
         return;
     }
 
+    if (st->type.len == 0) {
+        /* XEP-0153 section 4.3: the server's avatar hash, not the client's */
+        ngx_xmpp_vcard_presence(s, st);
+    }
+
     if (st->has_to
         && !(st->to.local.len == 0 && st->to.resource.len == 0
              && st->to.domain.len == s->conf->domain.len

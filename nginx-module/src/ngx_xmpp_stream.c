@@ -669,6 +669,10 @@ ngx_xmpp_stream_directory_user(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
     s->ldap_dn.len = len;
     s->roles = res->roles;
 
+    /* XEP-0153: read with the sign-in search, for every presence */
+    ngx_cpystrn(s->photo_hash, (u_char *) res->photo_hash,
+                sizeof(s->photo_hash));
+
     return NGX_OK;
 }
 
@@ -980,6 +984,17 @@ ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     if (st.has_to && ngx_xmpp_muc_ours(s->conf, &st.to.domain)) {
         /* XEP-0045: the conference component is served in-process */
         ngx_xmpp_muc_stanza(s, &st);
+        return;
+    }
+
+    if (st.kind == NGX_XMPP_STANZA_IQ
+        && (!st.has_to
+            || (st.to.resource.len == 0 && st.to.local.len
+                && ngx_xmpp_stream_domain_is_ours(s, &st.to.domain)))
+        && ngx_xmpp_vcard_is(&st))
+    {
+        /* XEP-0054: any user's vCard, answered from the directory */
+        ngx_xmpp_vcard_iq(s, &st);
         return;
     }
 

@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 from slapd import (BASE, SERVICE_DN, SERVICE_PW, SIGNIN_GROUP_DN,  # noqa
                    USER_FILTER, Slapd)
 
-SRCS = ["cdir.c", "cdir_conn.c", "cdir_group.c", "cdir_cache.c"]
+SRCS = ["cdir.c", "cdir_conn.c", "cdir_group.c", "cdir_cache.c",
+        "cdir_vcard.c"]
 
 
 def build(out):

@@ -36,7 +36,8 @@ from slapd import (AD_ADMIN_GROUP_DN, AD_AUDITOR_GROUP_DN,  # noqa: E402
                    SIGNIN_GROUP_DN, USER_FILTER, Slapd, ad_dn, user_dn)
 
 TIMEOUT_MS = 1000
-SRCS = ["cdir.c", "cdir_conn.c", "cdir_group.c", "cdir_cache.c"]
+SRCS = ["cdir.c", "cdir_conn.c", "cdir_group.c", "cdir_cache.c",
+        "cdir_vcard.c"]
 
 AD_ROLES = ["--set", "admin=" + AD_ADMIN_GROUP_DN,
             "--set", "compliance=" + AD_COMPLIANCE_GROUP_DN,

@@ -39,6 +39,7 @@ def cli(tmp_path_factory):
          os.path.join(TOP, "ldap", "src", "cdir_group.c"),
          os.path.join(TOP, "ldap", "src", "cdir_cache.c"),
          os.path.join(TOP, "ldap", "src", "cdir_conn.c"),
+         os.path.join(TOP, "ldap", "src", "cdir_vcard.c"),
          "-lldap", "-llber", "-lcrypto", "-lpthread"],
         check=True)
     return out
