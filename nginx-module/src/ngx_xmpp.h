@@ -461,6 +461,16 @@ ngx_int_t ngx_xmpp_stream_features(ngx_xmpp_session_t *s);
  *
  * An owner that goes away calls ngx_xmpp_db_cancel(r): done() is then
  * skipped, cleanup() still runs.  The block is freed after cleanup().
+ *
+ * Each request is one transaction (the connections run with autocommit
+ * off): the adapter commits after run() returns 0 and rolls back after
+ * -1, so run() never commits itself.  The answer is the truth: _OK
+ * means committed; _TIMEOUT means nothing was committed and nothing
+ * will be, because a request that its timer answers is rolled back by
+ * its thread; a timer that finds the thread already committing waits
+ * for the commit's outcome (bounded by the connection's own timeouts).
+ * Only a connection lost during COMMIT itself leaves the outcome
+ * unknown: _UNAVAILABLE, logged as such.
  */
 #define NGX_XMPP_DB_OK           0
 #define NGX_XMPP_DB_ERROR        1    /* the statement failed */
@@ -499,8 +509,10 @@ struct ngx_xmpp_db_req_s {
     ngx_event_t            timer;
     ngx_msec_t             posted_at;
     ngx_uint_t             thread_rc;     /* r->rc once the thread is done */
+    ngx_uint_t             state;         /* __atomic: thread vs timer */
     unsigned               in_thread:1;
-    unsigned               expired:1;
+    unsigned               answered:1;    /* done() ran before the thread
+                                             finished */
     unsigned               cancelled:1;
 };
 

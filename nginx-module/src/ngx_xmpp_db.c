@@ -16,6 +16,21 @@
  * then (conclave_db_timeout).  The block is freed only once the thread
  * is done with it, so a late thread never writes into freed memory.
  *
+ * A timeout must not be a lie: a store answered "failed" that lands
+ * when a frozen server thaws is delivered after its sender was told
+ * otherwise, and a retry duplicates it.  So every request is one
+ * transaction that the adapter commits, and the thread and the timer
+ * race for it with one compare-and-swap on r->state:
+ *
+ *   QUEUED --thread--> RUNNING --thread--> COMMITTING --> done
+ *     |                   |
+ *     +------timer--------+----> ABANDONED (answered _TIMEOUT; the
+ *                                thread skips the request or rolls
+ *                                it back instead of committing)
+ *
+ * A timer that finds COMMITTING waits for the thread: the outcome is
+ * then known, except when the connection is lost during COMMIT itself.
+ *
  * While the server is unreachable, a failed connect closes the circuit
  * for a second: requests fail at once with NGX_XMPP_DB_UNAVAILABLE
  * instead of each holding a thread for a connect timeout.
@@ -33,6 +48,12 @@
 #define NGX_XMPP_DB_POOL_MAX     16
 #define NGX_XMPP_DB_RETRY_MS     1000
 #define NGX_XMPP_DB_PING_MS      1000
+
+/* r->state */
+#define NGX_XMPP_DB_QUEUED       0
+#define NGX_XMPP_DB_RUNNING      1
+#define NGX_XMPP_DB_COMMITTING   2
+#define NGX_XMPP_DB_ABANDONED    3
 
 
 struct ngx_xmpp_db_pool_s {
@@ -53,6 +74,9 @@ static void ngx_xmpp_db_thread(void *data, ngx_log_t *log);
 static void ngx_xmpp_db_complete(ngx_event_t *ev);
 static void ngx_xmpp_db_expire(ngx_event_t *ev);
 static void ngx_xmpp_db_release(ngx_xmpp_db_req_t *r);
+static ngx_uint_t ngx_xmpp_db_move(ngx_xmpp_db_req_t *r, ngx_uint_t from,
+    ngx_uint_t to);
+static ngx_uint_t ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r);
 static MYSQL *ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn,
     ngx_uint_t keep);
@@ -221,8 +245,8 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
 
     p = ngx_xmpp_db_pool;
 
-    /* skipped when the owner gave up while the task was queued */
-    if (r->cancelled || r->expired) {
+    /* skipped when the timer answered while the task was queued */
+    if (!ngx_xmpp_db_move(r, NGX_XMPP_DB_QUEUED, NGX_XMPP_DB_RUNNING)) {
         r->thread_rc = NGX_XMPP_DB_TIMEOUT;
         return;
     }
@@ -235,29 +259,85 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
 
     rc = r->run(conn, r);
 
-    keep = 1;
-
-    if (rc != 0) {
-        err = r->db_errno ? r->db_errno : mysql_errno(conn);
-
-        /* a client-side error (CR_*): the connection is not reusable */
-        if (err >= CR_MIN_ERROR && err <= CR_MAX_ERROR) {
-            keep = 0;
-        }
-
-        if (r->err[0] == '\0') {
-            ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
-                        sizeof(r->err));
-        }
-
-        r->thread_rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
-        __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
-
-    } else {
-        r->thread_rc = NGX_XMPP_DB_OK;
+    if (rc == 0) {
+        keep = ngx_xmpp_db_commit(conn, r);
+        ngx_xmpp_db_put(p, conn, keep);
+        return;
     }
 
+    keep = 1;
+    err = r->db_errno ? r->db_errno : mysql_errno(conn);
+
+    /* a client-side error (CR_*): the connection is not reusable */
+    if (err >= CR_MIN_ERROR && err <= CR_MAX_ERROR) {
+        keep = 0;
+    }
+
+    if (r->err[0] == '\0') {
+        ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
+                    sizeof(r->err));
+    }
+
+    /* nothing of a failed request stays, and no snapshot lingers */
+    if (keep && mysql_rollback(conn) != 0) {
+        keep = 0;
+    }
+
+    r->thread_rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
+    __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
+
     ngx_xmpp_db_put(p, conn, keep);
+}
+
+
+static ngx_uint_t
+ngx_xmpp_db_move(ngx_xmpp_db_req_t *r, ngx_uint_t from, ngx_uint_t to)
+{
+    return __atomic_compare_exchange_n(&r->state, &from, to, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+
+/*
+ * Pool thread, after run() succeeded: commits unless the timer has
+ * answered already, in which case the work is rolled back so that the
+ * answer (_TIMEOUT) stays true.  Returns whether conn is reusable.
+ */
+static ngx_uint_t
+ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r)
+{
+    unsigned int  err;
+
+    if (!ngx_xmpp_db_move(r, NGX_XMPP_DB_RUNNING, NGX_XMPP_DB_COMMITTING)) {
+        ngx_cpystrn((u_char *) r->err,
+                    (u_char *) "answered as timed out: rolled back",
+                    sizeof(r->err));
+        r->thread_rc = NGX_XMPP_DB_TIMEOUT;
+        return mysql_rollback(conn) == 0;
+    }
+
+    if (mysql_commit(conn) == 0) {
+        r->thread_rc = NGX_XMPP_DB_OK;
+        return 1;
+    }
+
+    err = mysql_errno(conn);
+    __atomic_add_fetch(&ngx_xmpp_db_pool->stats.errors, 1, __ATOMIC_RELAXED);
+
+    if (err >= CR_MIN_ERROR && err <= CR_MAX_ERROR) {
+        /* the server may have committed before the connection went */
+        (void) ngx_snprintf((u_char *) r->err, sizeof(r->err) - 1,
+                            "commit outcome unknown: %s%Z",
+                            mysql_error(conn));
+        r->thread_rc = NGX_XMPP_DB_UNAVAILABLE;
+        return 0;
+    }
+
+    ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
+                sizeof(r->err));
+    r->thread_rc = NGX_XMPP_DB_ERROR;
+
+    return mysql_rollback(conn) == 0;
 }
 
 
@@ -322,6 +402,15 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
         return NULL;
     }
 
+    /* one transaction per request, committed by ngx_xmpp_db_commit() */
+    if (mysql_autocommit(conn, 0) != 0) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
+                    sizeof(r->err));
+        mysql_close(conn);
+        __atomic_add_fetch(&p->stats.connect_errors, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+
     __atomic_add_fetch(&p->stats.connects, 1, __ATOMIC_RELAXED);
 
     return conn;
@@ -377,15 +466,24 @@ ngx_xmpp_db_complete(ngx_event_t *ev)
         }
     }
 
-    if (!r->expired && !r->cancelled && r->done) {
+    if (!r->answered && !r->cancelled && r->done) {
         r->done(r);
+
+    } else if (r->answered) {
+        ngx_log_error(NGX_LOG_INFO, r->log, 0,
+                      "xmpp: database request ended after its timeout: %s",
+                      r->err[0] ? r->err : "not started");
     }
 
     ngx_xmpp_db_release(r);
 }
 
 
-/* the thread is late: answer the owner now, free r when it is done */
+/*
+ * The thread is late: answer the owner now unless the thread is
+ * committing (its outcome is then worth the wait); free r when the
+ * thread is done.
+ */
 static void
 ngx_xmpp_db_expire(ngx_event_t *ev)
 {
@@ -395,10 +493,19 @@ ngx_xmpp_db_expire(ngx_event_t *ev)
         ngx_xmpp_db_pool->stats.timeouts++;
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->log, 0,
-                  "xmpp: database request timed out");
+    if (!ngx_xmpp_db_move(r, NGX_XMPP_DB_QUEUED, NGX_XMPP_DB_ABANDONED)
+        && !ngx_xmpp_db_move(r, NGX_XMPP_DB_RUNNING, NGX_XMPP_DB_ABANDONED))
+    {
+        ngx_log_error(NGX_LOG_WARN, r->log, 0,
+                      "xmpp: database request timed out while committing, "
+                      "waiting for the outcome");
+        return;
+    }
 
-    r->expired = 1;
+    ngx_log_error(NGX_LOG_WARN, r->log, 0,
+                  "xmpp: database request timed out, not committed");
+
+    r->answered = 1;
 
     if (!r->cancelled && r->done) {
         r->rc = NGX_XMPP_DB_TIMEOUT;

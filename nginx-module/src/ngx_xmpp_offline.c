@@ -167,24 +167,17 @@ ngx_xmpp_offline_store_txn(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
+/* one transaction: the adapter commits it, or rolls it back */
 static int
 ngx_xmpp_offline_store_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
-    if (mysql_query(conn, "START TRANSACTION") != 0) {
-        return -1;
-    }
-
-    if (ngx_xmpp_offline_store_txn(conn, r) == 0
-        && mysql_query(conn, "COMMIT") == 0)
-    {
+    if (ngx_xmpp_offline_store_txn(conn, r) == 0) {
         return 0;
     }
 
     if (r->db_errno == 0) {
         r->db_errno = mysql_errno(conn);
     }
-
-    (void) mysql_query(conn, "ROLLBACK");
 
     return -1;
 }

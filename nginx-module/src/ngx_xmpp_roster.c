@@ -988,9 +988,10 @@ ngx_xmpp_roster_reset(ngx_xmpp_roster_ctx_t *ctx)
 
 
 /*
- * Pool thread.  Changes run as one transaction; two users changing each
- * other's rows at once can deadlock, and InnoDB then rolls one back: it
- * is run again from the start.
+ * Pool thread.  Changes run as one transaction (the adapter commits it
+ * after we return 0); two users changing each other's rows at once can
+ * deadlock, and InnoDB then rolls one back: it is run again from the
+ * start.
  */
 static int
 ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
@@ -1014,30 +1015,22 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     for (try = 0; try < NGX_XMPP_ROSTER_TRIES; try++) {
 
-        if (mysql_query(conn, "START TRANSACTION") != 0) {
-            return -1;
-        }
-
         if (ngx_xmpp_roster_txn(conn, r) == 0) {
             if (ctx->refused) {
-                (void) mysql_query(conn, "ROLLBACK");
-                return 0;
+                /* nothing of a refused change is committed */
+                (void) mysql_rollback(conn);
             }
 
-            if (mysql_query(conn, "COMMIT") == 0) {
-                return 0;
-            }
-
-            r->db_errno = mysql_errno(conn);
+            return 0;
         }
 
         err = r->db_errno;
 
-        (void) mysql_query(conn, "ROLLBACK");
-
         if (err != ER_LOCK_DEADLOCK && err != ER_LOCK_WAIT_TIMEOUT) {
             return -1;
         }
+
+        (void) mysql_rollback(conn);
 
         ngx_xmpp_roster_reset(ctx);
         r->db_errno = 0;
