@@ -11,7 +11,6 @@ names, and each refusal must also be in the audit chain.
 import json
 import os
 import re
-import signal
 import threading
 import time
 import urllib.parse
@@ -704,8 +703,7 @@ def test_status_for_admins(appliance, frank):
 def test_a_frozen_database_stalls_no_worker(appliance, chat, erin):
     """SIGSTOP mariadbd: a search waits for conclave_db_timeout and gets
     504, while the page, /me and XMPP chat are served meanwhile."""
-    pid = appliance.mariadb.pid
-    os.kill(pid, signal.SIGSTOP)
+    appliance.mariadb.pause()
     try:
         results = {}
 
@@ -729,7 +727,7 @@ def test_a_frozen_database_stalls_no_worker(appliance, chat, erin):
         t.join(60)
         assert results["search"][0] == 504
     finally:
-        os.kill(pid, signal.SIGCONT)
+        appliance.mariadb.resume()
     shipped(appliance, ["f1"], timeout=60)
 
 
