@@ -69,6 +69,11 @@ def test_chat_between_workers(appliance, clients, alib, blib):
 
     a.presence()
     b.presence()
+    # bob is available once the server echoes his presence (RFC 6121
+    # 4.2.2): a message to his bare JID sent before that would race his
+    # presence on the other worker and go to offline storage instead
+    b.wait_for(lambda e: e["ev"] == "presence" and e.get("from") == b_jid,
+               10)
 
     for i in range(5):
         a.message("bob@example.com", "a->b %d & <ok>" % i, id="ab%d" % i)
