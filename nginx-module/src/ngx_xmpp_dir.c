@@ -21,7 +21,9 @@
  * built by the task, and swaps it in on the event loop.  A refresh that
  * cannot read every group keeps the previous snapshot.  Members of a
  * group see each other, with the group's name (the value of its first
- * RDN) as the roster group.
+ * RDN) as the roster group.  When the new snapshot differs from the old
+ * one, the worker pushes the difference to its own interested resources
+ * (RFC 6121 2.1.6): added or changed contacts, and removals.
  */
 
 
@@ -103,6 +105,18 @@ static int ngx_xmpp_dir_member_cmp(const void *a, const void *b);
 static void ngx_xmpp_dir_local(ngx_str_t *bare, ngx_str_t *local);
 static ngx_xmpp_dir_member_t *ngx_xmpp_dir_find(ngx_xmpp_dir_group_t *g,
     ngx_str_t *local);
+static ngx_int_t ngx_xmpp_dir_contacts(ngx_xmpp_dir_snapshot_t *snap,
+    ngx_str_t *local, ngx_pool_t *pool, ngx_array_t *out);
+static ngx_uint_t ngx_xmpp_dir_changed(ngx_xmpp_dir_snapshot_t *old,
+    ngx_xmpp_dir_snapshot_t *snap);
+static void ngx_xmpp_dir_push_changes(ngx_xmpp_dir_snapshot_t *old,
+    ngx_xmpp_dir_snapshot_t *snap, ngx_log_t *log);
+static ngx_int_t ngx_xmpp_dir_push_session(ngx_xmpp_session_t *s,
+    ngx_xmpp_dir_snapshot_t *old, ngx_xmpp_dir_snapshot_t *snap,
+    ngx_pool_t *pool);
+static void ngx_xmpp_dir_push(ngx_xmpp_session_t *s, ngx_xmpp_contact_t *c,
+    ngx_uint_t n, ngx_uint_t removed);
+static int ngx_xmpp_dir_contact_cmp(const void *a, const void *b);
 
 
 static ngx_event_t               ngx_xmpp_dir_refresh_ev;
@@ -613,7 +627,8 @@ ngx_xmpp_dir_refresh_done(ngx_event_t *ev)
 {
     ngx_xmpp_dir_snapshot_t  *snap = ev->data;
 
-    ngx_uint_t  i, n;
+    ngx_uint_t                i, n;
+    ngx_xmpp_dir_snapshot_t  *old;
 
     ngx_xmpp_dir_snap_next = NULL;
 
@@ -625,11 +640,17 @@ ngx_xmpp_dir_refresh_done(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_xmpp_dir_snap) {
-        ngx_destroy_pool(ngx_xmpp_dir_snap->pool);
-    }
-
+    old = ngx_xmpp_dir_snap;
     ngx_xmpp_dir_snap = snap;
+
+    if (old) {
+        /* issue 6 item 3: membership changes reach the online members */
+        if (ngx_xmpp_dir_changed(old, snap)) {
+            ngx_xmpp_dir_push_changes(old, snap, ev->log);
+        }
+
+        ngx_destroy_pool(old->pool);
+    }
 
     for (i = 0, n = 0; i < snap->ngroups; i++) {
         n += snap->groups[i].members.nelts;
@@ -638,6 +659,234 @@ ngx_xmpp_dir_refresh_done(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_INFO, ev->log, 0,
                   "xmpp: shared roster groups refreshed: %ui groups, "
                   "%ui members", snap->ngroups, n);
+}
+
+
+/* any group whose members (or their names) differ */
+static ngx_uint_t
+ngx_xmpp_dir_changed(ngx_xmpp_dir_snapshot_t *old,
+    ngx_xmpp_dir_snapshot_t *snap)
+{
+    ngx_uint_t              i, j;
+    ngx_xmpp_dir_member_t  *a, *b;
+
+    if (old->ngroups != snap->ngroups) {
+        return 1;
+    }
+
+    for (i = 0; i < snap->ngroups; i++) {
+        if (old->groups[i].members.nelts != snap->groups[i].members.nelts) {
+            return 1;
+        }
+
+        a = old->groups[i].members.elts;
+        b = snap->groups[i].members.elts;
+
+        for (j = 0; j < snap->groups[i].members.nelts; j++) {
+            if (ngx_memn2cmp(a[j].local.data, b[j].local.data,
+                             a[j].local.len, b[j].local.len) != 0
+                || ngx_memn2cmp(a[j].name.data, b[j].name.data,
+                                a[j].name.len, b[j].name.len) != 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * RFC 6121 2.1.6: each interested resource of this worker gets a push
+ * per shared contact that appeared or changed (its name or groups) and
+ * a subscription='remove' per one that went away.  Every worker does
+ * this for its own sessions after its own refresh.
+ */
+static void
+ngx_xmpp_dir_push_changes(ngx_xmpp_dir_snapshot_t *old,
+    ngx_xmpp_dir_snapshot_t *snap, ngx_log_t *log)
+{
+    ngx_pool_t          *pool;
+    ngx_uint_t           n;
+    ngx_xmpp_session_t  *s;
+
+    pool = ngx_create_pool(16384, log);
+    if (pool == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    for (s = ngx_xmpp_session_next(NULL); s; s = ngx_xmpp_session_next(s)) {
+        if (s->finalized || !s->bound || !s->roster_interested
+            || s->state != NGX_XMPP_ST_SESSION)
+        {
+            continue;
+        }
+
+        if (ngx_xmpp_dir_push_session(s, old, snap, pool) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                          "xmpp: shared roster changes not pushed to \"%V\"",
+                          &s->jid.full);
+        }
+
+        ngx_reset_pool(pool);
+        n++;
+    }
+
+    ngx_destroy_pool(pool);
+
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "xmpp: shared roster groups changed: %ui interested "
+                  "session(s) checked for roster pushes", n);
+}
+
+
+static ngx_int_t
+ngx_xmpp_dir_push_session(ngx_xmpp_session_t *s,
+    ngx_xmpp_dir_snapshot_t *old, ngx_xmpp_dir_snapshot_t *snap,
+    ngx_pool_t *pool)
+{
+    ngx_int_t            rc;
+    ngx_str_t            local;
+    ngx_uint_t           i, j, ni, nj, k, same;
+    ngx_array_t          a, b;
+    ngx_xmpp_contact_t  *x, *y;
+
+    ngx_xmpp_dir_local(&s->jid.bare, &local);
+
+    if (local.len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_array_init(&a, pool, 16, sizeof(ngx_xmpp_contact_t)) != NGX_OK
+        || ngx_array_init(&b, pool, 16, sizeof(ngx_xmpp_contact_t))
+           != NGX_OK
+        || ngx_xmpp_dir_contacts(old, &local, pool, &a) != NGX_OK
+        || ngx_xmpp_dir_contacts(snap, &local, pool, &b) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    x = a.elts;
+    y = b.elts;
+
+    ngx_qsort(x, a.nelts, sizeof(ngx_xmpp_contact_t),
+              ngx_xmpp_dir_contact_cmp);
+    ngx_qsort(y, b.nelts, sizeof(ngx_xmpp_contact_t),
+              ngx_xmpp_dir_contact_cmp);
+
+    /* a merge over the contacts, each a run of (jid, group) entries */
+    for (i = 0, j = 0; i < a.nelts || j < b.nelts; i = ni, j = nj) {
+        for (ni = i + 1; ni < a.nelts
+             && ngx_memn2cmp(x[ni].jid.data, x[i].jid.data, x[ni].jid.len,
+                             x[i].jid.len) == 0; ni++) { /* void */ }
+
+        for (nj = j + 1; nj < b.nelts
+             && ngx_memn2cmp(y[nj].jid.data, y[j].jid.data, y[nj].jid.len,
+                             y[j].jid.len) == 0; nj++) { /* void */ }
+
+        rc = (i == a.nelts) ? 1 : (j == b.nelts) ? -1
+             : ngx_memn2cmp(x[i].jid.data, y[j].jid.data, x[i].jid.len,
+                            y[j].jid.len);
+
+        if (rc < 0) {
+            ngx_xmpp_dir_push(s, &x[i], 1, 1);       /* gone */
+            nj = j;
+            continue;
+        }
+
+        if (rc > 0) {
+            ngx_xmpp_dir_push(s, &y[j], nj - j, 0);   /* new */
+            ni = i;
+            continue;
+        }
+
+        same = (ni - i == nj - j);
+
+        for (k = 0; same && k < ni - i; k++) {
+            same = ngx_memn2cmp(x[i + k].group.data, y[j + k].group.data,
+                                x[i + k].group.len, y[j + k].group.len) == 0
+                   && ngx_memn2cmp(x[i + k].name.data, y[j + k].name.data,
+                                   x[i + k].name.len, y[j + k].name.len)
+                      == 0;
+        }
+
+        if (!same) {
+            ngx_xmpp_dir_push(s, &y[j], nj - j, 0);   /* changed */
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* one push: exactly one item (RFC 6121 2.1.6), a <group/> per group */
+static void
+ngx_xmpp_dir_push(ngx_xmpp_session_t *s, ngx_xmpp_contact_t *c,
+    ngx_uint_t n, ngx_uint_t removed)
+{
+    ngx_uint_t        i;
+    ngx_xmpp_wbuf_t  *b;
+
+    static ngx_uint_t  seq;
+
+    b = ngx_xmpp_wbuf_scratch(s->conf->max_output);
+
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='set'"
+                      " id='dirpush");
+
+    if (ngx_xmpp_wbuf_reserve(b, NGX_INT_T_LEN) == NGX_OK) {
+        b->last = ngx_sprintf(b->last, "%ui", ++seq);
+    }
+
+    ngx_xmpp_wbuf_lit(b, "' to='");
+    ngx_xmpp_wbuf_escs(b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(b, "'><query xmlns='" NGX_XMPP_NS_ROSTER "'>"
+                      "<item jid='");
+    ngx_xmpp_wbuf_escs(b, &c->jid);
+
+    if (removed) {
+        ngx_xmpp_wbuf_lit(b, "' subscription='remove'/></query></iq>");
+        (void) ngx_xmpp_session_send_wbuf(s, b);
+        return;
+    }
+
+    if (c->name.len) {
+        ngx_xmpp_wbuf_lit(b, "' name='");
+        ngx_xmpp_wbuf_escs(b, &c->name);
+    }
+
+    ngx_xmpp_wbuf_lit(b, "' subscription='both'>");
+
+    for (i = 0; i < n; i++) {
+        ngx_xmpp_wbuf_lit(b, "<group>");
+        ngx_xmpp_wbuf_escs(b, &c[i].group);
+        ngx_xmpp_wbuf_lit(b, "</group>");
+    }
+
+    ngx_xmpp_wbuf_lit(b, "</item></query></iq>");
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+}
+
+
+static int
+ngx_xmpp_dir_contact_cmp(const void *a, const void *b)
+{
+    const ngx_xmpp_contact_t  *x = a, *y = b;
+
+    ngx_int_t  rc;
+
+    rc = ngx_memn2cmp(x->jid.data, y->jid.data, x->jid.len, y->jid.len);
+
+    if (rc == 0) {
+        rc = ngx_memn2cmp(x->group.data, y->group.data, x->group.len,
+                          y->group.len);
+    }
+
+    return rc < 0 ? -1 : (rc > 0);
 }
 
 
@@ -715,12 +964,7 @@ ngx_int_t
 ngx_xmpp_dir_shared_contacts(ngx_str_t *bare, ngx_pool_t *pool,
     ngx_array_t *out)
 {
-    u_char                 *p;
-    ngx_str_t               local, *domain;
-    ngx_uint_t              i, j;
-    ngx_xmpp_contact_t     *c;
-    ngx_xmpp_dir_group_t   *g;
-    ngx_xmpp_dir_member_t  *m;
+    ngx_str_t  local;
 
     ngx_xmpp_dir_local(bare, &local);
 
@@ -728,20 +972,37 @@ ngx_xmpp_dir_shared_contacts(ngx_str_t *bare, ngx_pool_t *pool,
         return NGX_OK;
     }
 
+    return ngx_xmpp_dir_contacts(ngx_xmpp_dir_snap, &local, pool, out);
+}
+
+
+/* one ngx_xmpp_contact_t per (contact, group) of local in snap */
+static ngx_int_t
+ngx_xmpp_dir_contacts(ngx_xmpp_dir_snapshot_t *snap, ngx_str_t *local,
+    ngx_pool_t *pool, ngx_array_t *out)
+{
+    u_char                 *p;
+    ngx_str_t              *domain;
+    ngx_uint_t              i, j;
+    ngx_xmpp_contact_t     *c;
+    ngx_xmpp_dir_group_t   *g;
+    ngx_xmpp_dir_member_t  *m;
+
     domain = &ngx_xmpp_dir_conf->domain;
 
-    for (i = 0; i < ngx_xmpp_dir_snap->ngroups; i++) {
-        g = &ngx_xmpp_dir_snap->groups[i];
+    for (i = 0; i < snap->ngroups; i++) {
+        g = &snap->groups[i];
 
-        if (ngx_xmpp_dir_find(g, &local) == NULL) {
+        if (ngx_xmpp_dir_find(g, local) == NULL) {
             continue;
         }
 
         m = g->members.elts;
 
         for (j = 0; j < g->members.nelts; j++) {
-            if (m[j].local.len == local.len
-                && ngx_strncmp(m[j].local.data, local.data, local.len) == 0)
+            if (m[j].local.len == local->len
+                && ngx_strncmp(m[j].local.data, local->data, local->len)
+                   == 0)
             {
                 continue;
             }
