@@ -721,6 +721,29 @@ ngx_int_t ngx_xmpp_mam_stamp(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 ngx_int_t ngx_xmpp_mam_refs(ngx_xmpp_stanza_t *st, ngx_str_t *replace_id,
     ngx_str_t *retract_id, ngx_str_t *retract_ns);
 void ngx_xmpp_mam_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+
+/* what the room archive (ngx_xmpp_mamroom.c) shares with the user's */
+#define NGX_XMPP_MAM_ID_MAX    96
+
+/* a position in an archive: (ts, node, writer, seq) orders records */
+typedef struct {
+    int64_t                ts;
+    u_char                 node[NGX_XMPP_MAM_ID_MAX];
+    size_t                 node_len;
+    uint64_t               writer;
+    uint64_t               seq;
+    unsigned               set:1;
+    unsigned               resolved:1;
+} ngx_xmpp_mam_pos_t;
+
+ngx_int_t ngx_xmpp_mam_parse_id(ngx_str_t *id, ngx_xmpp_mam_pos_t *pos);
+ngx_int_t ngx_xmpp_mam_parse_time(ngx_str_t *s, int64_t *us);
+u_char *ngx_xmpp_mam_stamp_time(u_char *p, int64_t us);
+u_char *ngx_xmpp_mam_pos_sql(u_char *p, u_char *last,
+    ngx_xmpp_mam_pos_t *pos, const char *op, ngx_str_t *params,
+    ngx_uint_t *np);
+char *ngx_xmpp_mam_apply(ngx_xmpp_db_req_t *r, const char *stanza,
+    size_t len, ngx_str_t *fix, ngx_str_t *retraction, size_t *out_len);
 ngx_int_t ngx_xmpp_audit_defer(ngx_xmpp_conf_t *xcf, struct json_t *rec,
     ngx_xmpp_audit_done_pt done, u_char *data, size_t len, ngx_log_t *log);
 

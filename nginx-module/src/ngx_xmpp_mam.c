@@ -44,21 +44,8 @@
 #define NGX_XMPP_NS_FASTEN     "urn:xmpp:fasten:0"
 
 #define NGX_XMPP_MAM_DEFAULT_PAGE  50
-#define NGX_XMPP_MAM_ID_MAX        96
 #define NGX_XMPP_MAM_QID_MAX       256
 #define NGX_XMPP_MAM_SHIP_WAIT     1000       /* ms */
-
-
-/* a position in an archive: (ts, node, writer, seq) orders records */
-typedef struct {
-    int64_t                ts;
-    u_char                 node[NGX_XMPP_MAM_ID_MAX];
-    size_t                 node_len;
-    uint64_t               writer;
-    uint64_t               seq;
-    unsigned               set:1;
-    unsigned               resolved:1;
-} ngx_xmpp_mam_pos_t;
 
 
 typedef struct {
@@ -285,7 +272,7 @@ ngx_xmpp_mam_stamp(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 
 
 /* "<node>:<writer>:<seq>", node may hold anything but is not empty */
-static ngx_int_t
+ngx_int_t
 ngx_xmpp_mam_parse_id(ngx_str_t *id, ngx_xmpp_mam_pos_t *pos)
 {
     u_char      *p, *last, *c1, *c2;
@@ -369,7 +356,7 @@ ngx_xmpp_mam_digits(u_char **p, u_char *last, ngx_uint_t n, int64_t *v)
 
 
 /* XEP-0082 DateTime: CCYY-MM-DDThh:mm:ss[.sss]TZD -> microseconds */
-static ngx_int_t
+ngx_int_t
 ngx_xmpp_mam_parse_time(ngx_str_t *s, int64_t *us)
 {
     u_char   *p, *last;
@@ -447,7 +434,7 @@ ngx_xmpp_mam_parse_time(ngx_str_t *s, int64_t *us)
 }
 
 
-static u_char *
+u_char *
 ngx_xmpp_mam_stamp_time(u_char *p, int64_t us)
 {
     ngx_tm_t  tm;
@@ -873,7 +860,7 @@ ngx_xmpp_mam_resolve(MYSQL *conn, ngx_xmpp_db_req_t *r,
 
 
 /* "AND <position condition>" for the page query */
-static u_char *
+u_char *
 ngx_xmpp_mam_pos_sql(u_char *p, u_char *last, ngx_xmpp_mam_pos_t *pos,
     const char *op, ngx_str_t *params, ngx_uint_t *np)
 {
@@ -978,7 +965,7 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
  * it into a tombstone (XEP-0424 section "Tombstones").  stanza is our
  * own serialization, so <body> is written exactly so.
  */
-static char *
+char *
 ngx_xmpp_mam_apply(ngx_xmpp_db_req_t *r, const char *stanza, size_t len,
     ngx_str_t *fix, ngx_str_t *retraction, size_t *out_len)
 {

@@ -274,5 +274,11 @@ void ngx_xmpp_muc_unsave(ngx_str_t *jid);
 void ngx_xmpp_muc_history_add(ngx_xmpp_muc_room_t *room, int64_t ts,
     u_char *data, size_t len);
 
+/* ngx_xmpp_mamroom.c: XEP-0313 section 5, the room's archive */
+void ngx_xmpp_mam_room_iq(ngx_xmpp_muc_req_t *rq, xmlNodePtr q);
+ngx_uint_t ngx_xmpp_mam_room_forged(ngx_xmpp_muc_req_t *rq, xmlNodePtr c);
+void ngx_xmpp_mam_room_stamp(ngx_xmpp_muc_req_t *rq, ngx_xmpp_wbuf_t *b);
+ngx_int_t ngx_xmpp_mam_room_refs(ngx_xmpp_muc_req_t *rq, json_t *rec);
+
 
 #endif /* _NGX_XMPP_MUC_H_INCLUDED_ */

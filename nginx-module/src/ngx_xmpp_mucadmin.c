@@ -1155,6 +1155,12 @@ ngx_xmpp_muc_room_disco(ngx_xmpp_muc_req_t *rq, xmlNodePtr q)
                       "<feature var='" NGX_XMPP_NS_DISCO_INFO "'/>"
                       "<feature var='" NGX_XMPP_NS_PING "'/>");
 
+    if (ngx_xmpp_muc_conf->audit_zone && ngx_xmpp_muc_conf->db_thread_pool) {
+        /* XEP-0313 section 5, XEP-0359: the room's archive and its ids */
+        ngx_xmpp_wbuf_lit(b, "<feature var='" NGX_XMPP_NS_MAM "'/>"
+                          "<feature var='urn:xmpp:sid:0'/>");
+    }
+
 #define ngx_xmpp_muc_feature(on, yes, no)                                  \
     ngx_xmpp_wbuf_lit(b, "<feature var='");                                \
     ngx_xmpp_wbuf_str(b, (on) ? yes : no);                                 \

@@ -495,7 +495,8 @@ ngx_xmpp_muc_inner(ngx_xmpp_muc_req_t *rq, ngx_xmpp_wbuf_t *b)
 
     for (c = rq->root->children; c; c = c->next) {
         if (c->type != XML_ELEMENT_NODE
-            || ngx_xmpp_muc_is(c, "x", NGX_XMPP_NS_MUC_USER))
+            || ngx_xmpp_muc_is(c, "x", NGX_XMPP_NS_MUC_USER)
+            || ngx_xmpp_mam_room_forged(rq, c))
         {
             continue;
         }
@@ -562,6 +563,12 @@ ngx_xmpp_muc_groupchat(ngx_xmpp_muc_req_t *rq, ngx_xmpp_muc_occ_t *o)
 
     ngx_xmpp_wbuf_lit(b, " xmlns='" NGX_XMPP_NS_CLIENT "'>");
     ngx_xmpp_muc_inner(rq, b);
+
+    if (bn || sn == NULL) {
+        /* what the room's archive holds: not a bare subject change */
+        ngx_xmpp_mam_room_stamp(rq, b);
+    }
+
     ngx_xmpp_wbuf_lit(b, "</message>");
 
     if (b->failed) {
@@ -585,7 +592,8 @@ ngx_xmpp_muc_groupchat(ngx_xmpp_muc_req_t *rq, ngx_xmpp_muc_occ_t *o)
         || (bn && ngx_xmpp_muc_content(rq->pool, bn, &body) == NGX_OK
             && ngx_xmpp_muc_record_str(rec, "body", &body) != NGX_OK)
         || (sn && ngx_xmpp_muc_content(rq->pool, sn, &subject) == NGX_OK
-            && ngx_xmpp_muc_record_str(rec, "subject", &subject) != NGX_OK))
+            && ngx_xmpp_muc_record_str(rec, "subject", &subject) != NGX_OK)
+        || ngx_xmpp_mam_room_refs(rq, rec) != NGX_OK)
     {
         goto failed;
     }
@@ -867,6 +875,11 @@ ngx_xmpp_muc_iq(ngx_xmpp_muc_req_t *rq)
 
     if (ngx_xmpp_muc_is(q, "ping", NGX_XMPP_NS_PING)) {
         ngx_xmpp_muc_result(rq, NULL);
+        return;
+    }
+
+    if (ngx_xmpp_muc_is(q, "query", NGX_XMPP_NS_MAM)) {
+        ngx_xmpp_mam_room_iq(rq, q);
         return;
     }
 

@@ -6,7 +6,8 @@ the two index range scans, the merge, the corrections/retractions
 lookups and the result XML.
 
     mam_bench.py [--messages 1000000] [--queries 1000] [--peers 100]
-                 [--server test,tuned] [--keep DIR]
+                 [--room-messages 1000000] [--server test,tuned]
+                 [--keep DIR]
 
 Starts slapd, mariadbd and nginx (tests/lib/appliance.py, the release
 build), fills audit_record with --messages message records in which
@@ -17,8 +18,13 @@ them, then runs, one at a time over one TLS connection:
     last      the newest page (RSM <before/>): what a client asks first
     random    a page after a random id of the archive (RSM <after/>)
     with      a page of one conversation after a random id of it
+    room      the newest page of a room's history (XEP-0313 section 5,
+              a query to the room's JID) of --room-messages records
+              from 50 senders, in the same table as the 1:1 archive
+    room-rnd  a page of that room after a random id
 
-and prints p50/p90/p99/max per kind in ms.  --server tuned gives
+and prints the EXPLAIN of the room page query, then p50/p90/p99/max
+per kind in ms.  --server tuned gives
 MariaDB a 1 GB buffer pool first (the test harness has 64 MB).
 Asserts nothing.
 """
@@ -42,6 +48,8 @@ from rawtcp import RawTCP  # noqa: E402
 
 DB = "conclave"
 NODE = "bench"
+MUC = "conference.example.com"
+ROOM = "bench@" + MUC
 
 
 def fill(app, n, peers):
@@ -80,16 +88,66 @@ def fill(app, n, peers):
     return time.monotonic() - t0
 
 
+def fill_room(app, n):
+    """n muc_message records of ROOM as ngx_xmpp_mucroom.c writes them
+    (payload params: stanza as occupants got it, nick, from), writer 1
+    so that their ids do not collide with the 1:1 records."""
+    t0 = time.monotonic()
+    app.mariadb.query("""
+        INSERT INTO audit_record (node, writer_id, seq, ts_utc_us, event,
+            status, actor_user, peer, actor_ip, session_id, transport,
+            msg_type, stanza_id, body, payload, prev_hash, entry_hash)
+        SELECT '%(node)s', 1, s.seq, 1700000000000050 + s.seq * 100,
+            'muc_message', 'success',
+            CONCAT('user', s.seq %% 50, '@example.com'), '%(room)s',
+            '127.0.0.1', 'bench', 'tcp', 'groupchat', CONCAT('r', s.seq),
+            CONCAT('room message ', s.seq),
+            CONCAT('{"v":1,"event":"muc_message","seq":', s.seq,
+                ',"params":{"nick":"user', s.seq %% 50, '","from":"user',
+                s.seq %% 50, '@example.com/x","type":"groupchat",',
+                '"stanza":"<message from=''%(room)s/user', s.seq %% 50,
+                ''' type=''groupchat'' id=''r', s.seq,
+                ''' xmlns=''jabber:client''><body>room message ', s.seq,
+                '</body><stanza-id xmlns=''urn:xmpp:sid:0'' id=''%(node)s:1:',
+                s.seq, ''' by=''%(room)s''/></message>"}}'),
+            REPEAT(0x00, 32), REPEAT(0x00, 32)
+        FROM seq_1_to_%(n)d s;
+    """ % {"node": NODE, "n": n, "room": ROOM}, database=DB, timeout=3600)
+    return time.monotonic() - t0
+
+
+# the newest page as ngx_xmpp_mamroom.c asks for it
+ROOM_SUB = """(SELECT CONCAT_WS(' ', c.node, c.writer_id, c.seq,
+    c.ts_utc_us) FROM audit_record c FORCE INDEX (audit_record_mam_ref)
+    WHERE c.mam_ref = CONCAT('r:', %s) AND c.actor_user = x.actor_user
+    AND c.peer = x.peer AND c.ts_utc_us >= x.ts_utc_us
+    ORDER BY c.ts_utc_us, c.seq LIMIT 1)"""
+ROOM_PLAN = """EXPLAIN SELECT x.node, x.writer_id, x.seq, x.payload,
+    (SELECT c.body FROM audit_record c FORCE INDEX (audit_record_mam_ref)
+     WHERE c.mam_ref = CONCAT('c:', x.stanza_id)
+     AND c.actor_user = x.actor_user AND c.peer = x.peer
+     AND c.ts_utc_us >= x.ts_utc_us
+     ORDER BY c.ts_utc_us DESC, c.seq DESC LIMIT 1),
+    COALESCE(%s, %s)
+    FROM audit_record x FORCE INDEX (audit_record_room)
+    WHERE x.peer = '%s' AND x.event = 'muc_message'
+    AND (x.body IS NOT NULL OR x.mam_ref IS NOT NULL)
+    ORDER BY x.ts_utc_us DESC, x.node DESC, x.writer_id DESC, x.seq DESC
+    LIMIT 51""" % (ROOM_SUB % "x.node, ':', x.writer_id, ':', x.seq",
+                   ROOM_SUB % "x.stanza_id", ROOM)
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     k = max(0, min(len(xs) - 1, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
     return xs[k]
 
 
-def query(c, i, rsm, form=""):
-    c.send("<iq type='set' id='q%d'><query xmlns='urn:xmpp:mam:2'"
+def query(c, i, rsm, form="", to=""):
+    c.send("<iq type='set' id='q%d'%s><query xmlns='urn:xmpp:mam:2'"
            " queryid='q%d'>%s<set xmlns='http://jabber.org/protocol/rsm'>"
-           "<max>50</max>%s</set></query></iq>" % (i, i, form, rsm))
+           "<max>50</max>%s</set></query></iq>" % (
+               i, " to='%s'" % to if to else "", i, form, rsm))
     t0 = time.perf_counter()
     r = c.expect(r"<iq [^>]*id='q%d'[^>]*>.*?</iq>" % i, timeout=30)
     dt = (time.perf_counter() - t0) * 1000.0
@@ -101,6 +159,11 @@ def query(c, i, rsm, form=""):
 def run(app, args):
     c = RawTCP(app.nginx.xmpps_port, tls=True, timeout=30)
     c.login("alice", resource="bench")
+    # the room exists once someone is in it (a temporary room)
+    c.send("<presence to='%s/alice'><x xmlns='http://jabber.org/"
+           "protocol/muc'><history maxstanzas='0'/></x></presence>" % ROOM)
+    c.expect(r"<presence [^>]*from='%s/alice'" % re.escape(ROOM),
+             timeout=30)
     rnd = random.Random(7)
     with_form = ("<x xmlns='jabber:x:data' type='submit'><field"
                  " var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>"
@@ -115,6 +178,11 @@ def run(app, args):
             c, i, "<after>%s:0:%d</after>" % (
                 NODE, rnd.randrange(1, args.messages // 2)),
             with_form % rnd.randrange(args.peers)),
+        "room": lambda i: query(c, i, "<before/>", to=ROOM),
+        "room-rnd": lambda i: query(
+            c, i, "<after>%s:1:%d</after>" % (
+                NODE, rnd.randrange(1, args.room_messages - 100)),
+            to=ROOM),
     }
     out = {}
     i = 0
@@ -136,12 +204,14 @@ def main():
     ap.add_argument("--messages", type=int, default=1000000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--peers", type=int, default=100)
+    ap.add_argument("--room-messages", type=int, default=1000000)
     ap.add_argument("--server", default="test")
     ap.add_argument("--keep", help="work directory to keep")
     args = ap.parse_args()
 
     work = args.keep or tempfile.mkdtemp(prefix="mam-bench-")
-    app = Appliance(work, sanitize=False, log_level="warn")
+    app = Appliance(work, sanitize=False, log_level="warn",
+                    extra_http="conclave_muc_domain %s;" % MUC)
     app.start()
     try:
         if args.server == "tuned":
@@ -150,6 +220,13 @@ def main():
         secs = fill(app, args.messages, args.peers)
         print("archive: %d messages of alice with %d peers, inserted in"
               " %.1f s" % (args.messages, args.peers, secs))
+        secs = fill_room(app, args.room_messages)
+        app.mariadb.query("ANALYZE TABLE audit_record", database=DB)
+        print("room %s: %d messages, inserted in %.1f s"
+              % (ROOM, args.room_messages, secs))
+        print("room page plan:")
+        for row in app.mariadb.query(ROOM_PLAN, database=DB):
+            print("   ", " | ".join(str(v) for v in row))
         res = run(app, args)
         print("page of 50, %d queries each, one at a time, server %s:"
               % (args.queries, args.server))

@@ -1,0 +1,445 @@
+"""History of a room: XEP-0313 section 5, a MAM query to the room's bare
+JID, answered by the room's owner from the room's audit records
+(docs/history.md "Rooms"), with Debian's slixmpp (xep_0045, xep_0313,
+xep_0059) on two nginx workers: paging across 1,000 messages, who may
+read, real JIDs by the XEP-0045 rules, corrections and retractions,
+bad input, and a frozen MariaDB that stalls only the query.
+"""
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from mucclient import MucClient, MucError
+from slixclient import SlixPool
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+MUC = "conference.example.com"
+DB = "conclave"
+APPLIANCE_WORKERS = 2
+# 1,000 messages in a few seconds: above the default room rate
+APPLIANCE_EXTRA_HTTP = ("conclave_muc_domain %s;\n"
+                        "    conclave_muc_rate 100000;" % MUC)
+NS_MAM = "urn:xmpp:mam:2"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def new_room():
+    return "m%s@%s" % (uuid.uuid4().hex[:10], MUC)
+
+
+def user(app, pool, uid, res=None):
+    c = MucClient(pool, "%s@example.com/%s" % (uid, res or uid),
+                  uid + "-pw", app.nginx.xmpp_port, connect=False)
+    for plugin in ("xep_0059", "xep_0313", "xep_0359", "xep_0308",
+                   "xep_0424"):
+        pool.call(lambda p=plugin: c.xmpp.register_plugin(p))
+    c.results = []
+    pool.call(lambda: c.xmpp.register_handler(Callback(
+        "mam results", MatchXPath("{jabber:client}message/"
+                                  "{urn:xmpp:mam:2}result"),
+        lambda m: c.results.append(m))))
+    c.connect()
+    return c
+
+
+def worker_of(app, c):
+    import json
+    import urllib.request
+    with urllib.request.urlopen(app.status_url, timeout=5) as r:
+        st = json.loads(r.read())
+    bare, _, res = c.jid.partition("/")
+    for s in st["sessions"]:
+        if s["jid"] == bare and s["resource"] == res:
+            return s["worker_pid"]
+    return None
+
+
+def user_off(app, pool, uid, pid):
+    """A session of uid on another worker than pid."""
+    for i in range(30):
+        c = user(app, pool, uid, "%s%d" % (uid, i))
+        if worker_of(app, c) != pid:
+            return c
+        c.disconnect()
+    pytest.fail("no %s session off worker %s" % (uid, pid))
+
+
+def shipped(app, room, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = int(app.mariadb.scalar(
+            "SELECT COUNT(*) FROM audit_record WHERE event = 'muc_message'"
+            " AND peer = '%s'" % room, DB))
+        if got >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def mam(c, room, timeout=20, **kw):
+    """One query to the room; (results, fin) or (None, error iq)."""
+    async def go():
+        return await c.xmpp["xep_0313"].retrieve(jid=room, timeout=timeout,
+                                                 **kw)
+    fut = asyncio.run_coroutine_threadsafe(go(), c.pool.loop)
+    try:
+        iq = fut.result(timeout + 5)
+    except Exception as e:
+        iq = getattr(e, "iq", None)
+        if iq is None:
+            raise
+        return None, iq
+    return list(iq["mam"]["results"]), iq
+
+
+def raw_query(c, room, xml, timeout=15):
+    async def go():
+        iq = c.xmpp.make_iq_set(ito=room)
+        iq.append(ET.fromstring(xml))
+        return await iq.send(timeout=timeout)
+    fut = asyncio.run_coroutine_threadsafe(go(), c.pool.loop)
+    try:
+        return fut.result(timeout + 5)
+    except Exception as e:
+        if getattr(e, "iq", None) is not None:
+            return e.iq
+        raise
+
+
+def form_query(fields, rsm=""):
+    """A query with the form's fields (name, value) and an RSM set."""
+    return ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+            " type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2"
+            "</value></field>%s</x>%s</query>" % (
+                "".join("<field var='%s'><value>%s</value></field>" % f
+                        for f in fields),
+                "<set xmlns='http://jabber.org/protocol/rsm'>%s</set>" % rsm
+                if rsm else ""))
+
+
+def raw_page(c, room, fields=(), rsm=""):
+    """(results, fin) of a query sent as raw XML: an empty <before/>
+    (XEP-0059 2.5) is not something slixmpp's rsm dict can send."""
+    del c.results[:]
+    fin = raw_query(c, room, form_query(fields, rsm))
+    return list(c.results), fin
+
+
+def stamp(result):
+    d = result["mam_result"]["forwarded"].xml.find("{urn:xmpp:delay}delay")
+    return d.get("stamp")
+
+
+def condition(iq):
+    err = iq.xml.find("{jabber:client}error")
+    for child in err:
+        if child.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}"):
+            return child.tag.split("}")[1]
+    return None
+
+
+def complete(fin):
+    return fin.xml.find("{%s}fin" % NS_MAM).get("complete") == "true"
+
+
+def fwd(result):
+    return result["mam_result"]["forwarded"]["stanza"]
+
+
+def real_jid(result):
+    x = fwd(result).xml.find("{%s}x" % NS_MUC_USER)
+    if x is None:
+        return None
+    item = x.find("{%s}item" % NS_MUC_USER)
+    return item.get("jid") if item is not None else None
+
+
+# ---------------------------------------------------------------------
+
+
+def test_paging_across_1000_room_messages(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice", "pg")
+    b = user_off(appliance, pool, "bob", worker_of(appliance, a))
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    before = shipped(appliance, room, 0)
+
+    a.drain(a.xmpp.groupchat)
+    for i in range(1000):
+        (a if i % 2 == 0 else b).say(room, "room %04d" % i)
+    # the last one seen live carries the room's stanza-id (XEP-0359)
+    live = []
+    b.pool.call(lambda: b.xmpp.add_event_handler(
+        "groupchat_message", lambda m: live.append(m)))
+    a.say(room, "room tail")
+    b.wait_groupchat(lambda m: m["body"] == "room tail", timeout=60)
+    assert shipped(appliance, room, before + 1001) == before + 1001
+
+    # forward, 100 a page, from the start of the room, by bob (another
+    # worker than the room's owner may be)
+    seen, after, pages, archive_id = [], None, 0, {}
+    while True:
+        rsm = {"max": 100}
+        if after:
+            rsm["after"] = after
+        res, fin = mam(b, room, rsm=rsm)
+        assert fin["type"] == "result", fin
+        assert str(fin["from"]) == room
+        pages += 1
+        for r in res:
+            m = fwd(r)
+            seen.append(m["body"])
+            archive_id[m["body"]] = r["mam_result"]["id"]
+            # the occupant's room JID as from (XEP-0313 section 5)
+            assert str(m["from"]) in (room + "/Alice", room + "/Bob")
+            assert str(r["from"]) == room
+        if complete(fin):
+            break
+        assert len(res) == 100
+        after = fin["mam_fin"]["rsm"]["last"]
+        assert pages < 20
+    # every message once, in the room's one order: the order in which
+    # its occupants got them live (two senders interleave)
+    order = [m["body"] for m in a.drain(a.xmpp.groupchat)
+             if m["body"].startswith("room ")]
+    assert len(order) == 1001
+    assert sorted(seen) == sorted(["room %04d" % i for i in range(1000)]
+                                  + ["room tail"])
+    assert seen == order
+    assert pages == 11
+
+    # the id seen live is the archive's id of that message
+    tail = [m for m in live if m["body"] == "room tail"][0]
+    sid = tail.xml.find("{urn:xmpp:sid:0}stanza-id")
+    assert sid is not None and sid.get("by") == room
+    assert archive_id["room tail"] == sid.get("id")
+    res, fin = raw_page(b, room, rsm="<max>1</max><before/>")
+    assert fwd(res[0])["body"] == order[-1]
+
+    # backward: the last page first, then before its <first/>
+    res, fin = raw_page(a, room, rsm="<max>10</max><before/>")
+    assert [fwd(r)["body"] for r in res] == order[-10:]
+    assert not complete(fin)
+    first = fin.xml.find("{%s}fin/{http://jabber.org/protocol/rsm}set/"
+                         "{http://jabber.org/protocol/rsm}first" % NS_MAM)
+    res, fin = raw_page(a, room, rsm="<max>10</max><before>%s</before>"
+                        % first.text)
+    assert [fwd(r)["body"] for r in res] == order[-20:-10]
+
+    # after-id / before-id bound a range; start/end by timestamp
+    res, fin = mam(a, room, rsm={"max": 5})
+    ids = [r["mam_result"]["id"] for r in res]
+    got, fin = raw_page(a, room, [("after-id", ids[0]),
+                                  ("before-id", ids[4])])
+    assert fin["type"] == "result"
+    assert [r["mam_result"]["id"] for r in got] == ids[1:4]
+    got, fin = raw_page(a, room, [("start", stamp(res[1])),
+                                  ("end", stamp(res[3]))])
+    # messages of the same microsecond may join the range's ends
+    got_ids = [r["mam_result"]["id"] for r in got]
+    assert set(ids[1:4]) <= set(got_ids) and ids[4] not in got_ids \
+        or stamp(res[4]) == stamp(res[3])
+    a.disconnect()
+    b.disconnect()
+
+
+def test_members_only_room_forbids_non_members(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice", "mo")
+    c = user(appliance, pool, "carol", "mo")
+    b = user(appliance, pool, "bob", "mo")
+    a.join(room, "Alice")
+    a.configure(room, membersonly="1")
+    a.call(lambda: a.muc.set_affiliation(room, "member",
+                                         jid="bob@example.com"))
+    a.say(room, "members only")
+    shipped(appliance, room, 1)
+
+    res, iq = mam(c, room)
+    assert res is None and iq["type"] == "error"
+    assert condition(iq) == "forbidden"
+    assert iq["error"]["type"] == "auth"
+
+    # a member who is not joined may read
+    res, fin = mam(b, room)
+    assert fin["type"] == "result"
+    assert [fwd(r)["body"] for r in res] == ["members only"]
+
+    # an outcast of an open room may not either
+    room2 = new_room()
+    a.join(room2, "Alice")
+    a.call(lambda: a.muc.set_affiliation(room2, "outcast",
+                                         jid="carol@example.com"))
+    res, iq = mam(c, room2)
+    assert condition(iq) == "forbidden"
+    a.disconnect()
+    b.disconnect()
+    c.disconnect()
+
+
+def test_real_jids_semi_anonymous_and_non_anonymous(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice", "sa")
+    b = user(appliance, pool, "bob", "sa")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    # the default room is semi-anonymous (whois: moderators)
+    b.say(room, "who am I")
+    shipped(appliance, room, 1)
+
+    res, fin = mam(b, room)
+    assert [fwd(r)["body"] for r in res] == ["who am I"]
+    # a participant sees the nick only
+    assert str(fwd(res[0])["from"]) == room + "/Bob"
+    assert real_jid(res[0]) is None
+    # the owner, a moderator, sees the real JID (XEP-0313 5.1.3)
+    res, fin = mam(a, room)
+    assert real_jid(res[0]) == b.jid
+
+    # non-anonymous: everyone sees it
+    a.configure(room, whois="anyone")
+    res, fin = mam(b, room)
+    assert real_jid(res[0]) == b.jid
+
+    # and disco#info of the room advertises the archive
+    info = a.call(lambda: a.xmpp["xep_0030"].get_info(jid=room))
+    assert NS_MAM in info["disco_info"]["features"]
+    a.disconnect()
+    b.disconnect()
+
+
+def test_corrections_and_retractions_in_a_room(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice", "fx")
+    b = user(appliance, pool, "bob", "fx")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    a.say(room, "teh original", id="rf-1")
+    a.send_raw("<message xmlns='jabber:client' type='groupchat' to='%s'"
+               " id='rf-2'><body>the fixed</body><replace"
+               " xmlns='urn:xmpp:message-correct:0' id='rf-1'/></message>"
+               % room)
+    # bob may not correct alice's message
+    b.send_raw("<message xmlns='jabber:client' type='groupchat' to='%s'"
+               " id='rf-3'><body>hijack</body><replace"
+               " xmlns='urn:xmpp:message-correct:0' id='rf-1'/></message>"
+               % room)
+    a.say(room, "regrettable", id="rf-4")
+    b.wait_groupchat(lambda m: m["body"] == "regrettable")
+    live = shipped(appliance, room, 4)
+    assert live == 4
+    sid = appliance.mariadb.scalar(
+        "SELECT CONCAT(node, ':', writer_id, ':', seq) FROM audit_record"
+        " WHERE peer = '%s' AND stanza_id = 'rf-4'" % room, DB)
+    # XEP-0424: in a room the retraction names the room's stanza-id
+    a.send_raw("<message xmlns='jabber:client' type='groupchat' to='%s'"
+               " id='rf-5'><retract xmlns='urn:xmpp:message-retract:1'"
+               " id='%s'/><body>retracted</body></message>" % (room, sid))
+    assert shipped(appliance, room, 5) == 5
+
+    res, fin = mam(b, room)
+    by_id = {fwd(r)["id"]: fwd(r) for r in res}
+    assert by_id["rf-1"]["body"] == "the fixed"
+    gone = by_id["rf-4"]
+    assert gone["body"] == ""
+    assert gone.xml.find("{urn:xmpp:message-retract:1}retracted") \
+        is not None
+    assert len(res) == 5
+    # compliance still has every word
+    bodies = [r[0] for r in appliance.mariadb.query(
+        "SELECT body FROM audit_record WHERE peer = '%s'"
+        " AND event = 'muc_message'" % room, DB)]
+    assert "teh original" in bodies and "regrettable" in bodies
+    a.disconnect()
+    b.disconnect()
+
+
+def test_bad_room_queries(appliance, pool):
+    room = new_room()
+    a = user(appliance, pool, "alice", "bad")
+    a.join(room, "Alice")
+    a.say(room, "one")
+    shipped(appliance, room, 1)
+
+    # a page over conclave_mam_max_page
+    res, iq = mam(a, room, rsm={"max": 100000})
+    assert condition(iq) == "policy-violation"
+    # an id that is not in this room's archive
+    res, iq = mam(a, room, rsm={"after": "node:1:999999999"})
+    assert condition(iq) == "item-not-found"
+    res, iq = mam(a, room, rsm={"after": "garbage"})
+    assert condition(iq) == "item-not-found"
+    # a field a room does not offer, a malformed date
+    for field, value, cond in (("with", "bob@example.com",
+                                "feature-not-implemented"),
+                               ("start", "yesterday", "bad-request")):
+        xml = ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+               " type='submit'><field var='FORM_TYPE'><value>"
+               "urn:xmpp:mam:2</value></field><field var='%s'><value>%s"
+               "</value></field></x></query>" % (field, value))
+        iq = raw_query(a, room, xml)
+        assert iq["type"] == "error" and condition(iq) == cond
+    # the form itself (XEP-0313 section 4.1.1)
+    async def go():
+        iq = a.xmpp.make_iq_get(ito=room)
+        iq.append(ET.fromstring("<query xmlns='urn:xmpp:mam:2'/>"))
+        return await iq.send(timeout=10)
+    form = asyncio.run_coroutine_threadsafe(go(), pool.loop).result(15)
+    fields = [f.get("var") for f in form.xml.iter(
+        "{jabber:x:data}field")]
+    assert "FORM_TYPE" in fields and "after-id" in fields
+    # an id another room's record has is not found here
+    other = new_room()
+    a.join(other, "Alice")
+    a.say(other, "elsewhere")
+    shipped(appliance, other, 1)
+    res, fin = mam(a, other)
+    oid = res[0]["mam_result"]["id"]
+    res, iq = mam(a, room, rsm={"after": oid})
+    assert condition(iq) == "item-not-found"
+    a.disconnect()
+
+
+def test_frozen_mariadb_stalls_only_the_room_query(appliance, pool):
+    """The query runs in the database pool: while mariadbd is stopped
+    the room goes on (its owner's event loop is free) and 1:1 chat too;
+    the answer comes when MariaDB is back."""
+    room = new_room()
+    a = user(appliance, pool, "alice", "frz")
+    b = user_off(appliance, pool, "bob", worker_of(appliance, a))
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    a.say(room, "before the freeze")
+    shipped(appliance, room, 1)
+
+    appliance.mariadb.pause()
+    try:
+        async def go():
+            return await b.xmpp["xep_0313"].retrieve(jid=room, timeout=40,
+                                                     rsm={"max": 5})
+        fut = asyncio.run_coroutine_threadsafe(go(), pool.loop)
+        time.sleep(1.5)
+        for i in range(3):
+            a.say(room, "while frozen %d" % i)
+            b.wait_groupchat(lambda m: m["body"] == "while frozen %d" % i)
+        a.run(lambda: a.xmpp["xep_0199"].send_ping(room, timeout=5))
+        assert not fut.done()
+    finally:
+        appliance.mariadb.resume()
+    iq = fut.result(45)
+    assert iq["type"] == "result"
+    assert "before the freeze" in [fwd(r)["body"]
+                                   for r in iq["mam"]["results"]]
+    a.disconnect()
+    b.disconnect()
