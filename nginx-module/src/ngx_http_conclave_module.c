@@ -351,6 +351,26 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
     { ngx_string("conclave_offline_quota"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(offline_quota), NULL },
+
+    { ngx_string("conclave_pep_max_item_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(pep_max_item_size), NULL },
+
+    { ngx_string("conclave_pep_max_items"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(pep_max_items), NULL },
+
+    { ngx_string("conclave_pep_max_node_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(pep_max_node_size), NULL },
+
+    { ngx_string("conclave_pep_max_nodes"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(pep_max_nodes), NULL },
+
+    { ngx_string("conclave_private_max_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(private_max_size), NULL },
     { ngx_string("conclave_sm_resume_timeout"), NGX_XMPP_MAIN,
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(sm_resume_timeout), NULL },

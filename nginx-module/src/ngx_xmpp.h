@@ -162,6 +162,13 @@ typedef struct {
     ngx_uint_t             roster_max_items;
     ngx_uint_t             offline_quota;
 
+    /* XEP-0163 PEP, XEP-0049 (ngx_xmpp_pep.c, ngx_xmpp_private.c) */
+    size_t                 pep_max_item_size;
+    ngx_uint_t             pep_max_items;
+    size_t                 pep_max_node_size;
+    ngx_uint_t             pep_max_nodes;
+    size_t                 private_max_size;
+
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
     ngx_str_t              bosh_url;
@@ -336,6 +343,7 @@ struct ngx_xmpp_session_s {
     const char            *auth_reason;
 
     ngx_xmpp_sm_t         *sm;            /* XEP-0198, NULL: not used */
+    void                  *caps;          /* XEP-0115, ngx_xmpp_caps.c */
 
     ngx_int_t              priority;
     ngx_str_t              last_presence; /* heap, without "to" */
@@ -601,6 +609,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_SM_STANZA 13
 #define NGX_XMPP_IPC_SM_TAKEN  14
 #define NGX_XMPP_IPC_SM_FAILED 15
+#define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -810,6 +819,73 @@ void ngx_xmpp_sm_exit_worker(void);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+/* the server's disco#info features (XEP-0030), hashed by XEP-0115 */
+extern const char  *ngx_xmpp_disco_features[];
+#define NGX_XMPP_DISCO_CATEGORY  "server"
+#define NGX_XMPP_DISCO_TYPE      "im"
+#define NGX_XMPP_DISCO_NAME      "Conclave"
+#define NGX_XMPP_CAPS_NODE       "https://conclave.example.com/caps"
+
+/* ngx_xmpp_pep.c: XEP-0163 personal eventing on the account */
+#define NGX_XMPP_NS_PUBSUB         "http://jabber.org/protocol/pubsub"
+#define NGX_XMPP_NS_PUBSUB_OWNER   NGX_XMPP_NS_PUBSUB "#owner"
+#define NGX_XMPP_NS_PUBSUB_EVENT   NGX_XMPP_NS_PUBSUB "#event"
+#define NGX_XMPP_NS_PUBSUB_ERRORS  NGX_XMPP_NS_PUBSUB "#errors"
+#define NGX_XMPP_NS_PRIVATE        "jabber:iq:private"
+#define NGX_XMPP_NS_BOOKMARKS      "urn:xmpp:bookmarks:1"
+
+#define NGX_XMPP_PEP_ACCESS_OPEN       0
+#define NGX_XMPP_PEP_ACCESS_PRESENCE   1
+#define NGX_XMPP_PEP_ACCESS_WHITELIST  2
+#define NGX_XMPP_PEP_LAST_NEVER                0
+#define NGX_XMPP_PEP_LAST_ON_SUB               1
+#define NGX_XMPP_PEP_LAST_ON_SUB_AND_PRESENCE  2
+#define NGX_XMPP_PEP_SET_ACCESS   0x01
+#define NGX_XMPP_PEP_SET_PERSIST  0x02
+#define NGX_XMPP_PEP_SET_MAX      0x04
+#define NGX_XMPP_PEP_SET_LAST     0x08
+
+/* a node's options (XEP-0060 16.4.4); max_items 0 is "max" */
+typedef struct {
+    ngx_uint_t             access;
+    ngx_uint_t             persist;
+    ngx_uint_t             max_items;
+    ngx_uint_t             send_last;
+    ngx_uint_t             set;           /* NGX_XMPP_PEP_SET_* given */
+} ngx_xmpp_pep_config_t;
+
+void ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q);
+void ngx_xmpp_pep_ipc(uint64_t sid, u_char *data, size_t len);
+void ngx_xmpp_pep_last_items(ngx_xmpp_session_t *s);
+void ngx_xmpp_pep_notify(ngx_xmpp_conf_t *xcf, ngx_str_t *owner,
+    ngx_str_t *node, ngx_xmpp_wbuf_t *subs, ngx_uint_t whitelist,
+    u_char *body, size_t len);
+void ngx_xmpp_pep_config_default(ngx_xmpp_pep_config_t *c);
+ngx_int_t ngx_xmpp_pep_form(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
+    ngx_xmpp_node_t *x, ngx_xmpp_pep_config_t *c);
+ngx_int_t ngx_xmpp_pep_get(u_char **pp, u_char *end, ngx_str_t *s,
+    ngx_uint_t wide);
+void ngx_xmpp_pep_error(ngx_xmpp_session_t *s, ngx_str_t *id,
+    ngx_str_t *from, const char *type, const char *cond, const char *app,
+    const char *text);
+ngx_xmpp_wbuf_t *ngx_xmpp_pep_result(ngx_xmpp_session_t *s, ngx_str_t *id,
+    ngx_str_t *from, size_t max);
+
+/* ngx_xmpp_private.c: XEP-0049, XEP-0402 5.3 bookmarks compatibility */
+void ngx_xmpp_private_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q);
+
+/* ngx_xmpp_caps.c: XEP-0115 entity capabilities of clients */
+void ngx_xmpp_caps_presence(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_uint_t initial);
+ngx_int_t ngx_xmpp_caps_response(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st);
+ngx_uint_t ngx_xmpp_caps_notify(ngx_xmpp_session_t *s, ngx_str_t *node);
+ngx_int_t ngx_xmpp_caps_ver(ngx_pool_t *pool, ngx_xmpp_node_t *query,
+    ngx_str_t *ver);
+/* the ver of the server's own disco#info, computed once */
+ngx_str_t *ngx_xmpp_caps_server_ver(void);
 
 /* ngx_xmpp_vcard.c: XEP-0054 vCards and XEP-0153 avatar hashes */
 ngx_uint_t ngx_xmpp_vcard_is(ngx_xmpp_stanza_t *st);

@@ -84,6 +84,11 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->muc_queue = NGX_CONF_UNSET_UINT;
     xcf->roster_max_items = NGX_CONF_UNSET_UINT;
     xcf->offline_quota = NGX_CONF_UNSET_UINT;
+    xcf->pep_max_item_size = NGX_CONF_UNSET_SIZE;
+    xcf->pep_max_items = NGX_CONF_UNSET_UINT;
+    xcf->pep_max_node_size = NGX_CONF_UNSET_SIZE;
+    xcf->pep_max_nodes = NGX_CONF_UNSET_UINT;
+    xcf->private_max_size = NGX_CONF_UNSET_SIZE;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
@@ -172,6 +177,20 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 
     ngx_conf_init_uint_value(xcf->roster_max_items, 1000);
     ngx_conf_init_uint_value(xcf->offline_quota, 1000);
+    ngx_conf_init_size_value(xcf->pep_max_item_size, 65536);
+    ngx_conf_init_uint_value(xcf->pep_max_items, 256);
+    ngx_conf_init_size_value(xcf->pep_max_node_size, 1024 * 1024);
+    ngx_conf_init_uint_value(xcf->pep_max_nodes, 64);
+    ngx_conf_init_size_value(xcf->private_max_size, 65536);
+
+    if (xcf->pep_max_items == 0 || xcf->pep_max_nodes == 0
+        || xcf->pep_max_items > 10000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_pep_max_items\" must be 1..10000 "
+                           "and \"conclave_pep_max_nodes\" at least 1");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);
     ngx_conf_init_msec_value(xcf->bosh_max_inactivity, 60000);
     ngx_conf_init_uint_value(xcf->bosh_max_requests, 2);

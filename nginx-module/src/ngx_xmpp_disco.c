@@ -11,6 +11,43 @@
 #include "ngx_xmpp.h"
 
 
+/*
+ * The server's features, in one table: the disco#info answer and its
+ * XEP-0115 ver (ngx_xmpp_caps_server_ver) both come from it.
+ */
+const char  *ngx_xmpp_disco_features[] = {
+    NGX_XMPP_NS_DISCO_INFO,
+    NGX_XMPP_NS_DISCO_ITEMS,
+    NGX_XMPP_NS_PING,
+    "jabber:iq:search",
+    NGX_XMPP_NS_PRIVATE,
+    "http://jabber.org/protocol/caps",
+    NULL
+};
+
+
+/* XEP-0163 section 6: the account is a PEP service (ngx_xmpp_pep.c) */
+#define NGX_XMPP_DISCO_PEP                                                  \
+    "<identity category='pubsub' type='pep'/>"                              \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#access-open'/>"                   \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#access-presence'/>"               \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#access-whitelist'/>"              \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#auto-create'/>"                   \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#config-node'/>"                   \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#create-nodes'/>"                  \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#delete-items'/>"                  \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#delete-nodes'/>"                  \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#filtered-notifications'/>"        \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#item-ids'/>"                      \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#last-published'/>"                \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#persistent-items'/>"              \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#publish'/>"                       \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#publish-options'/>"               \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#retract-items'/>"                 \
+    "<feature var='" NGX_XMPP_NS_PUBSUB "#retrieve-items'/>"                \
+    "<feature var='" NGX_XMPP_NS_BOOKMARKS "#compat'/>"
+
+
 static void
 ngx_xmpp_disco_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     const char *payload)
@@ -59,6 +96,71 @@ ngx_xmpp_disco_is(ngx_xmpp_node_t *q, const char *name, const char *ns)
 }
 
 
+/* no node, or the node#ver of our XEP-0115 caps (section 6.2) */
+static ngx_uint_t
+ngx_xmpp_disco_caps_node(ngx_xmpp_node_t *q)
+{
+    size_t      len;
+    ngx_str_t  *node, *ver;
+
+    node = ngx_xmpp_node_attr(q, "node");
+
+    if (node == NULL) {
+        return 1;
+    }
+
+    ver = ngx_xmpp_caps_server_ver();
+    len = sizeof(NGX_XMPP_CAPS_NODE "#") - 1;
+
+    return node->len == len + ver->len
+           && ngx_strncmp(node->data, NGX_XMPP_CAPS_NODE "#", len) == 0
+           && ngx_strncmp(node->data + len, ver->data, ver->len) == 0;
+}
+
+
+/* XEP-0030 section 3.1 for the server, from ngx_xmpp_disco_features */
+static void
+ngx_xmpp_disco_server(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_str_t *node)
+{
+    ngx_uint_t        i;
+    ngx_xmpp_wbuf_t   b;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 8192;
+
+    ngx_xmpp_wbuf_lit(&b, "<query xmlns='" NGX_XMPP_NS_DISCO_INFO "'");
+
+    if (node) {
+        ngx_xmpp_wbuf_lit(&b, " node='");
+        ngx_xmpp_wbuf_escs(&b, node);
+        ngx_xmpp_wbuf_lit(&b, "'");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "><identity category='" NGX_XMPP_DISCO_CATEGORY
+                      "' type='" NGX_XMPP_DISCO_TYPE "' name='"
+                      NGX_XMPP_DISCO_NAME "'/>");
+
+    for (i = 0; ngx_xmpp_disco_features[i]; i++) {
+        ngx_xmpp_wbuf_lit(&b, "<feature var='");
+        ngx_xmpp_wbuf_str(&b, ngx_xmpp_disco_features[i]);
+        ngx_xmpp_wbuf_lit(&b, "'/>");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "</query>");
+    ngx_xmpp_wbuf_add(&b, "", 1);
+
+    if (b.failed) {
+        ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
+
+    } else {
+        ngx_xmpp_disco_reply(s, st, (const char *) b.start);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
 void
 ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 {
@@ -71,6 +173,7 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
                   && ngx_strncmp(st->type.data, "set", 3) == 0))
     {
         /* results and errors addressed to the server end here */
+        (void) ngx_xmpp_caps_response(s, st);
         return;
     }
 
@@ -89,16 +192,9 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 
     if (get && !account
         && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_DISCO_INFO)
-        && ngx_xmpp_node_attr(q, "node") == NULL)
+        && ngx_xmpp_disco_caps_node(q))
     {
-        ngx_xmpp_disco_reply(s, st,
-            "<query xmlns='" NGX_XMPP_NS_DISCO_INFO "'>"
-            "<identity category='server' type='im' name='Conclave'/>"
-            "<feature var='" NGX_XMPP_NS_DISCO_INFO "'/>"
-            "<feature var='" NGX_XMPP_NS_DISCO_ITEMS "'/>"
-            "<feature var='" NGX_XMPP_NS_PING "'/>"
-            "<feature var='jabber:iq:search'/>"
-            "</query>");
+        ngx_xmpp_disco_server(s, st, ngx_xmpp_node_attr(q, "node"));
         return;
     }
 
@@ -114,6 +210,7 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
             "<feature var='" NGX_XMPP_NS_MAM "'/>"
             "<feature var='" NGX_XMPP_NS_MAM "#extended'/>"
             "<feature var='urn:xmpp:sid:0'/>"
+            NGX_XMPP_DISCO_PEP
             "</query>");
         return;
     }

@@ -599,6 +599,10 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
         ngx_xmpp_offline_deliver_sid(sid);
         break;
 
+    case NGX_XMPP_IPC_PEP_NOTIFY:
+        ngx_xmpp_pep_ipc(sid, data, len);
+        break;
+
     case NGX_XMPP_IPC_BOSH_REQ:
     case NGX_XMPP_IPC_BOSH_RESP:
         ngx_xmpp_bosh_ipc(cmd, from, sid, data, len);

@@ -197,6 +197,11 @@ ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 
     ngx_xmpp_registry_update(s);
 
+    if (!unavailable) {
+        /* XEP-0115: what it wants of PEP (XEP-0163 4.3) */
+        ngx_xmpp_caps_presence(s, st, initial);
+    }
+
     if (ngx_xmpp_presence_subscribers(s, st, unavailable, initial)
         != NGX_OK)
     {

@@ -299,6 +299,13 @@ ngx_xmpp_stream_features(ngx_xmpp_session_t *s)
                           /* RFC 6121 2.6.1: roster versioning */
                           "<ver xmlns='urn:xmpp:features:rosterver'/>");
 
+        /* XEP-0115 6.3: the server's own caps */
+        ngx_xmpp_wbuf_lit(b, "<c xmlns='http://jabber.org/protocol/caps'"
+                          " hash='sha-1' node='" NGX_XMPP_CAPS_NODE
+                          "' ver='");
+        ngx_xmpp_wbuf_nstr(b, ngx_xmpp_caps_server_ver());
+        ngx_xmpp_wbuf_lit(b, "'/>");
+
         if (ngx_xmpp_sm_offered(s)) {
             /* XEP-0198 section 2 */
             ngx_xmpp_wbuf_lit(b, "<sm xmlns='urn:xmpp:sm:3'/>");
@@ -873,6 +880,41 @@ ngx_xmpp_stream_is_mam(ngx_xmpp_stanza_t *st)
 }
 
 
+/*
+ * XEP-0163 PEP (<pubsub/>) and XEP-0049 private storage on a bare JID
+ * of ours: the server answers for the account, whoever it is; the
+ * handlers refuse what is not the requester's own.
+ */
+static ngx_xmpp_node_t *
+ngx_xmpp_stream_is_pep(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    ngx_xmpp_node_t  *q;
+
+    if (st->kind != NGX_XMPP_STANZA_IQ
+        || (st->has_to
+            && (st->to.resource.len || st->to.local.len == 0
+                || !ngx_xmpp_stream_domain_is_ours(s, &st->to.domain))))
+    {
+        return NULL;
+    }
+
+    q = ngx_xmpp_node_first_element(st->node);
+
+    if (q == NULL) {
+        return NULL;
+    }
+
+    if (ngx_xmpp_stream_is(q, "pubsub", NGX_XMPP_NS_PUBSUB)
+        || ngx_xmpp_stream_is(q, "pubsub", NGX_XMPP_NS_PUBSUB_OWNER)
+        || ngx_xmpp_stream_is(q, "query", NGX_XMPP_NS_PRIVATE))
+    {
+        return q;
+    }
+
+    return NULL;
+}
+
+
 /* RFC 6121 2.3.3: a roster request to another account is refused */
 static ngx_int_t
 ngx_xmpp_stream_is_roster(ngx_xmpp_stanza_t *st)
@@ -897,6 +939,7 @@ static void
 ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
     ngx_str_t          *v;
+    ngx_xmpp_node_t    *q;
     ngx_xmpp_stanza_t   st;
 
     ngx_memzero(&st, sizeof(ngx_xmpp_stanza_t));
@@ -1004,6 +1047,18 @@ ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     {
         /* XEP-0313: the user's archive, or someone else's (refused) */
         ngx_xmpp_mam_iq(s, &st);
+        return;
+    }
+
+    q = ngx_xmpp_stream_is_pep(s, &st);
+
+    if (q && q->name.data[0] == 'p') {
+        ngx_xmpp_pep_iq(s, &st, q);
+        return;
+    }
+
+    if (q) {
+        ngx_xmpp_private_iq(s, &st, q);
         return;
     }
 

@@ -1,0 +1,111 @@
+
+/*
+ * What ngx_xmpp_pep.c (event loop) and ngx_xmpp_pepdb.c (pool threads)
+ * share: one request's context.
+ */
+
+
+#ifndef _NGX_XMPP_PEP_H_INCLUDED_
+#define _NGX_XMPP_PEP_H_INCLUDED_
+
+
+#include "ngx_xmpp.h"
+
+
+#define NGX_XMPP_PEP_PUBLISH      1
+#define NGX_XMPP_PEP_RETRACT      2
+#define NGX_XMPP_PEP_ITEMS        3
+#define NGX_XMPP_PEP_DELETE       4
+#define NGX_XMPP_PEP_CONF_GET     5
+#define NGX_XMPP_PEP_CONF_SET     6
+#define NGX_XMPP_PEP_CREATE       7
+#define NGX_XMPP_PEP_LAST         8
+/* XEP-0049 (ngx_xmpp_private.c) */
+#define NGX_XMPP_PEP_PRIV_GET     9
+#define NGX_XMPP_PEP_PRIV_SET     10
+#define NGX_XMPP_PEP_BM_GET       11
+#define NGX_XMPP_PEP_BM_SET       12
+
+/* what the transaction found wrong (ctx->error) */
+#define NGX_XMPP_PEP_E_NOT_FOUND     1
+#define NGX_XMPP_PEP_E_PRECONDITION  2
+#define NGX_XMPP_PEP_E_NODE_FULL     3
+#define NGX_XMPP_PEP_E_MAX_NODES     4
+#define NGX_XMPP_PEP_E_PRESENCE      5
+#define NGX_XMPP_PEP_E_WHITELIST     6
+#define NGX_XMPP_PEP_E_EXISTS        7
+
+#define NGX_XMPP_PEP_IDS_MAX      32
+#define NGX_XMPP_PEP_LAST_MAX     256
+#define NGX_XMPP_PEP_NAME_MAX     255
+
+
+typedef struct {
+    uint64_t                sid;
+    ngx_uint_t              op;
+    u_char                 *mem;
+    ngx_str_t               owner;
+    ngx_str_t               requester;
+    ngx_str_t               node;
+    ngx_str_t               item_id;
+    ngx_str_t               payload;
+    ngx_str_t               iq_id;
+    ngx_str_t               iq_to;        /* empty: the request had none */
+    ngx_str_t               ids;          /* items by id: u16 len, bytes */
+    ngx_xmpp_pep_config_t   want;
+    ngx_uint_t              max_req;      /* items: max_items, 0: all */
+    ngx_uint_t              notify;       /* retract notify='true' */
+    ngx_uint_t              limit_items;
+    ngx_uint_t              limit_nodes;
+    size_t                  limit_size;
+    unsigned                contact:1;    /* shared directory contact */
+
+    ngx_uint_t              error;
+    uint64_t                count;        /* of the last count query */
+    unsigned                counted:1;
+    ngx_xmpp_pep_config_t   conf;         /* the node's */
+    ngx_xmpp_wbuf_t         out;          /* rows, see the row callbacks */
+    ngx_xmpp_wbuf_t         subs;         /* u16 len, bare JID */
+} ngx_xmpp_pep_ctx_t;
+
+
+extern const char  *ngx_xmpp_pep_access[];
+extern const char  *ngx_xmpp_pep_send_last_names[];
+
+
+static ngx_inline ngx_uint_t
+ngx_xmpp_pep_str_is(ngx_str_t *s, const char *lit)
+{
+    size_t  len;
+
+    len = ngx_strlen(lit);
+
+    return s->len == len && ngx_strncmp(s->data, lit, len) == 0;
+}
+
+
+static ngx_inline ngx_int_t
+ngx_xmpp_pep_lookup(const char **names, ngx_str_t *v)
+{
+    ngx_int_t  i;
+
+    for (i = 0; names[i]; i++) {
+        if (ngx_xmpp_pep_str_is(v, names[i])) {
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+int ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r);
+/* in: owner, node, item id, payload, ids; each may be NULL */
+ngx_xmpp_db_req_t *ngx_xmpp_pep_req(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st, ngx_uint_t op, ngx_str_t **in);
+void ngx_xmpp_pep_post(ngx_xmpp_session_t *s, ngx_xmpp_db_req_t *r);
+void ngx_xmpp_pep_put16(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
+void ngx_xmpp_pep_put32(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
+
+
+#endif /* _NGX_XMPP_PEP_H_INCLUDED_ */
