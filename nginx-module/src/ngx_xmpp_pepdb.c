@@ -832,6 +832,11 @@ ngx_xmpp_pep_run_bm_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
+/*
+ * Pool thread.  One request is one transaction, which the adapter
+ * commits after we return 0 (ngx_xmpp_db.c); a change refused half-way
+ * (a limit, a precondition) is rolled back here and answered.
+ */
 int
 ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
@@ -840,6 +845,7 @@ ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     switch (ctx->op) {
     case NGX_XMPP_PEP_ITEMS:
+    case NGX_XMPP_PEP_BM_GET:
         return ngx_xmpp_pep_run_items(conn, r);
     case NGX_XMPP_PEP_CONF_GET:
         return ngx_xmpp_pep_run_conf(conn, r);
@@ -847,18 +853,8 @@ ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return ngx_xmpp_pep_run_last(conn, r);
     case NGX_XMPP_PEP_PRIV_GET:
     case NGX_XMPP_PEP_PRIV_SET:
-        return ngx_xmpp_pep_run_private(conn, r);
-    case NGX_XMPP_PEP_BM_GET:
-        return ngx_xmpp_pep_run_items(conn, r);
-    default:
+        rc = ngx_xmpp_pep_run_private(conn, r);
         break;
-    }
-
-    if (mysql_query(conn, "START TRANSACTION") != 0) {
-        return -1;
-    }
-
-    switch (ctx->op) {
     case NGX_XMPP_PEP_PUBLISH:
     case NGX_XMPP_PEP_CREATE:
         rc = ngx_xmpp_pep_run_publish(conn, r);
@@ -877,15 +873,18 @@ ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         break;
     }
 
-    if (rc == 0 && ctx->error == 0 && mysql_query(conn, "COMMIT") == 0) {
-        return 0;
+    if (rc != 0) {
+        if (r->db_errno == 0) {
+            r->db_errno = mysql_errno(conn);
+        }
+
+        return -1;
     }
 
-    if (rc != 0 && r->db_errno == 0) {
-        r->db_errno = mysql_errno(conn);
+    if (ctx->error) {
+        /* nothing of a refused change is committed */
+        (void) mysql_rollback(conn);
     }
 
-    (void) mysql_query(conn, "ROLLBACK");
-
-    return rc;
+    return 0;
 }
