@@ -558,8 +558,29 @@ ngx_http_conclave_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_conclave_loc_conf_t *prev = parent;
     ngx_http_conclave_loc_conf_t *conf = child;
 
+    ngx_xmpp_conf_t           *xcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
     ngx_conf_merge_uint_value(conf->handler, prev->handler,
                               NGX_HTTP_CONCLAVE_NONE);
+
+    if (conf->handler != NGX_HTTP_CONCLAVE_BOSH) {
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * A BOSH body larger than client_body_buffer_size goes to a temp
+     * file, written and read back on the event loop.  Every body we
+     * take fits conclave_bosh_max_body, so the buffer is made that large
+     * (nginx allocates only what Content-Length asks for): no body ever
+     * touches the disk.  The core module's location merge has run.
+     */
+    xcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_conclave_module);
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->client_body_buffer_size < xcf->bosh_max_body) {
+        clcf->client_body_buffer_size = xcf->bosh_max_body;
+    }
 
     return NGX_CONF_OK;
 }

@@ -415,7 +415,6 @@ ngx_xmpp_bosh_read_body(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
 {
     off_t         size;
     u_char       *p;
-    ssize_t       n;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
@@ -449,22 +448,20 @@ ngx_xmpp_bosh_read_body(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
             continue;
         }
 
-        if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        /*
-         * Over client_body_buffer_size nginx kept the body in a temp
-         * file it has just written: a page-cache read, and bounded.
-         */
-        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
-                          b->file_pos);
-        if (n != b->file_last - b->file_pos) {
+        if (b->in_file) {
+            /*
+             * The location's client_body_buffer_size is at least
+             * conclave_bosh_max_body, so only client_body_in_file_only
+             * puts a body here; reading it back would be disk I/O on
+             * the event loop.
+             */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "xmpp: BOSH body in a temp file refused "
+                          "(client_body_in_file_only is set?)");
             return NGX_ERROR;
         }
 
-        p += n;
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
     }
 
     body->len = p - body->data;

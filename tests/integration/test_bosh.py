@@ -482,3 +482,33 @@ def test_pause(make_appliance):
     assert b.get("type") == "terminate"
     assert b.get("condition") == "policy-violation"
     assert time.monotonic() - t0 < 2
+
+
+def test_large_body_never_touches_the_disk(make_appliance):
+    """A body over nginx's default client_body_buffer_size (16k) but
+    within conclave_bosh_max_body (256k by default) is read in memory:
+    nginx writes a body to a temp file (and we would read it back) on
+    the event loop, and says so with a warning that must not appear."""
+    app = make_appliance(workers=1)
+    a = Raw(app, rid=100, wait=1)
+    a.login("alice", "alice-pw", "big")
+    b = Raw(app, rid=500, wait=1)
+    b.login("bob", "bob-pw", "big")
+    parts = ["<message to='bob@example.com/big' type='chat' id='big%d' "
+             "xmlns='jabber:client'><body>%d %s</body></message>"
+             % (i, i, "y" * 5000) for i in range(20)]
+    body = a.body("".join(parts))
+    assert 100000 < len(body) < 256 * 1024
+    st, hd, data = post(app, body)
+    assert st == 200, data
+    got = b""
+    deadline = time.monotonic() + 20
+    while b"id='big19'" not in got and time.monotonic() < deadline:
+        st, data = b.send()
+        assert st == 200
+        got += data
+    assert all(b"id='big%d'" % i in got for i in range(20))
+    log = app.nginx.error_log()
+    assert "buffered to a temporary file" not in log
+    a.send(attrs="type='terminate'")
+    b.send(attrs="type='terminate'")
