@@ -144,14 +144,26 @@ ngx_xmpp_vcard_attr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 char *
 ngx_xmpp_vcard_conf(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 {
-    ngx_conf_init_size_value(xcf->ldap_photo_max, CDIR_PHOTO_MAX);
+    size_t  fits;
+
     ngx_conf_init_size_value(xcf->ldap_vcard_cache_size, 4 * 1024 * 1024);
     ngx_conf_init_value(xcf->ldap_vcard_cache_ttl, 60);
 
     /* the answer, base64 and all, must fit the client's output queue */
-    if (xcf->ldap_photo_max == 0
-        || xcf->ldap_photo_max / 3 * 4 + 16384 > xcf->max_output)
-    {
+    fits = xcf->max_output > 16384 ? (xcf->max_output - 16384) / 4 * 3 : 0;
+
+    if (xcf->ldap_photo_max == NGX_CONF_UNSET_SIZE) {
+        /*
+         * Unset, the default shrinks to what a small conclave_max_output
+         * can carry; below 16k there is no room for a photo at all, and
+         * a limit of one byte leaves every photo out.
+         */
+        xcf->ldap_photo_max = ngx_max(ngx_min(CDIR_PHOTO_MAX, fits), 1);
+
+        return NGX_CONF_OK;
+    }
+
+    if (xcf->ldap_photo_max == 0 || xcf->ldap_photo_max > fits) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_ldap_photo_max\" must be at least 1 "
                            "and its base64 must fit "
