@@ -345,6 +345,24 @@ ngx_xmpp_caps_form(ngx_pool_t *pool, ngx_xmpp_node_t *x,
 }
 
 
+/* the identity's xml:lang (ngx_xmpp_node_attr() sees no prefixed ones) */
+static ngx_str_t *
+ngx_xmpp_caps_lang(ngx_xmpp_node_t *n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n->nattrs; i++) {
+        if (ngx_xmpp_caps_is(&n->attrs[i].name, "lang")
+            && ngx_xmpp_caps_is(&n->attrs[i].ns, NGX_XMPP_NS_XML))
+        {
+            return &n->attrs[i].value;
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
  * The ver of a disco#info <query/> (XEP-0115 5.1), into ver (at least
  * 29 bytes).  NGX_DECLINED: a query 5.4 says not to trust.
@@ -391,7 +409,7 @@ ngx_xmpp_caps_ver(ngx_pool_t *pool, ngx_xmpp_node_t *q, ngx_str_t *ver)
             }
 
             ids[nids].type = *v;
-            v = ngx_xmpp_node_attr(c, "lang");   /* xml:lang */
+            v = ngx_xmpp_caps_lang(c);
             if (v) {
                 ids[nids].lang = *v;
             }

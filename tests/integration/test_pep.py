@@ -281,6 +281,52 @@ def test_caps_cached_only_when_hash_matches(appliance):
             c.close()
 
 
+def test_caps_hash_with_forms_and_languages(appliance):
+    """XEP-0115 section 5.3, the complex example: identities in two
+    languages and an extended form hash to the spec's ver, so the answer
+    is cached and the next session with that ver is not asked."""
+    ver = "q07IKJEyjvHSyhy//CH0CxmKi8w="
+    info = (
+        "<identity xml:lang='en' category='client' name='Psi 0.11' "
+        "type='pc'/><identity xml:lang='el' category='client' "
+        "name='\u03a8 0.11' type='pc'/>"
+        "<feature var='http://jabber.org/protocol/caps'/>"
+        "<feature var='http://jabber.org/protocol/disco#info'/>"
+        "<feature var='http://jabber.org/protocol/disco#items'/>"
+        "<feature var='http://jabber.org/protocol/muc'/>"
+        "<x xmlns='jabber:x:data' type='result'>"
+        "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:"
+        "softwareinfo</value></field>"
+        "<field var='ip_version'><value>ipv4</value><value>ipv6</value>"
+        "</field><field var='os'><value>Mac</value></field>"
+        "<field var='os_version'><value>10.5.1</value></field>"
+        "<field var='software'><value>Psi</value></field>"
+        "<field var='software_version'><value>0.11</value></field></x>")
+    sessions = []
+    asked = 0
+    try:
+        for i in range(6):
+            c = raw_session(appliance, "erin", "psi%d" % i)
+            sessions.append(c)
+            c.send("<presence><c xmlns='http://jabber.org/protocol/caps' "
+                   "hash='sha-1' node='http://psi-im.org' ver='%s'/>"
+                   "</presence>" % ver)
+            try:
+                q = c.expect(r"<iq[^>]*type='get'[^>]*>.*?</iq>", 2)
+            except TimeoutError:
+                continue
+            asked += 1
+            qid = re.search(r"id='([^']+)'", q).group(1)
+            c.send("<iq type='result' to='example.com' id='%s'><query "
+                   "xmlns='http://jabber.org/protocol/disco#info' "
+                   "node='http://psi-im.org#%s'>%s</query></iq>"
+                   % (qid, ver, info))
+        assert 1 <= asked <= 2, asked
+    finally:
+        for c in sessions:
+            c.close()
+
+
 # ---- XEP-0163 ----
 
 def test_publish_notifies_subscribed_contacts_across_workers(appliance,
