@@ -48,7 +48,7 @@ LD_OPT := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(SAN_FLAGS)
 
 .PHONY: all build ctl man deps deb-deps npm-deps test unit fuzz integration \
 	bench bench-audit bench-transports bench-deps bench-compare demo stop \
-	pkg-deps deb rpm package-test install-test clean
+	pkg-deps deb rpm package-test install-test packages-test clean
 
 all: build
 
@@ -290,7 +290,8 @@ integration:
 	exit $$rc
 
 # ---------------------------------------------------------------------
-# test: deps, build, unit, integration (release, then ASan+UBSan); the
+# test: deps, build, unit, integration (release, then ASan+UBSan), then
+# the packages (packages-test); the
 # last line of output is the combined "N passed, N failed".  Unit tests run even if the module
 # does not build; integration tests then count as one failure.
 
@@ -318,8 +319,11 @@ test:
 	else \
 	    echo "build failed: integration tests not run"; \
 	fi; \
-	fails=$$((uf + if_ + af)); [ $$fails -eq 0 ] || rc=1; \
-	echo "$$((up + ip + ap)) passed, $$fails failed"; \
+	echo "== packages: deb N and N+1, rpm, inspection, install and upgrade"; \
+	$(MAKE) --no-print-directory packages-test || rc=1; \
+	pp=0; pf=1; [ -f build/package.counts ] && read pp pf < build/package.counts; \
+	fails=$$((uf + if_ + af + pf)); [ $$fails -eq 0 ] || rc=1; \
+	echo "$$((up + ip + ap + pp)) passed, $$fails failed"; \
 	exit $$rc
 
 # ---------------------------------------------------------------------
@@ -482,11 +486,42 @@ package-test: deb rpm
 # tarball is cached in build/install-test/), the .debs installed with
 # apt-get, conclavectl setup, sign-in and chat, then the upgrade to
 # PKG_VERSION+1, remove and purge (tests/package/test_install.py).
-# Slow and needs the network: not part of make test.
+# Needs root and the host's Debian mirror; make test runs it through
+# packages-test.
 install-test: deb
 	@$(MAKE) --no-print-directory deb PKG_VERSION=$(PKG_VERSION).1
 	CONCLAVE_INSTALL_TEST=1 /usr/bin/python3 -m pytest \
 	    tests/package/test_install.py -q
+
+# packages-test: make test's packaging stage.  Builds the .debs N and
+# N+1 and the .rpms, then runs all of tests/package/ (inspection, then
+# install + upgrade + remove + purge) in one pytest, counted like the
+# integration suite into build/package.counts.  A package that does not
+# build is one more failure; the tests still run (and fail on the
+# missing file), so the count says what is broken.
+packages-test:
+	@mkdir -p build; rm -f build/package.counts build/package.log; \
+	bf=0; t0=$$(date +%s); \
+	$(MAKE) --no-print-directory pkg-deps || bf=1; \
+	[ $$bf = 1 ] || $(MAKE) --no-print-directory deb || bf=1; \
+	[ $$bf = 1 ] || \
+	    $(MAKE) --no-print-directory deb PKG_VERSION=$(PKG_VERSION).1 || bf=1; \
+	[ $$bf = 1 ] || $(MAKE) --no-print-directory rpm || bf=1; \
+	t1=$$(date +%s); echo "packages: built in $$((t1 - t0)) s"; \
+	set -o pipefail; CONCLAVE_INSTALL_TEST=1 /usr/bin/python3 -m pytest \
+	    tests/package -q -p no:cacheprovider 2>&1 | tee build/package.log; \
+	rc=$$?; echo "packages: tested in $$(( $$(date +%s) - t1 )) s"; \
+	last=$$(grep -E ' in [0-9.]+s' build/package.log | tail -1); \
+	p=$$(echo "$$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); \
+	f=0; for n in $$(echo "$$last" | grep -oE '[0-9]+ (failed|errors?)' \
+	    | grep -oE '[0-9]+'); do f=$$((f + n)); done; \
+	p=$${p:-0}; f=$$((f + bf)); \
+	if [ $$rc -ne 0 ] && [ $$f -eq 0 ]; then \
+	    echo "packages: pytest exit $$rc counts as a failure"; f=1; \
+	fi; \
+	echo "$$p $$f" > build/package.counts; \
+	echo "packages total:"; echo "$$p passed, $$f failed"; \
+	[ $$f -eq 0 ]
 
 clean:
 	rm -rf build

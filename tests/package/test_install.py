@@ -13,7 +13,11 @@ land in MariaDB.  Then: the upgrade to N+1 keeps configuration and
 data, backs the schema up, migrates and RESTARTS nginx (the new .so is
 mapped, not the deleted old one), skip-auto-migrate is honoured, and
 the audit chain verifies across both versions; remove keeps data,
-purge keeps the audit data and the signing key.
+purge keeps the audit data and the signing key; only purge with
+CONCLAVE_PURGE_AUDIT_DATA=yes deletes them.  The root is made from the
+mirror the host's apt uses; teardown (also after a failure) stops what
+runs in the root by PID, unmounts, and errors on a leftover process or
+mount.
 """
 
 import glob
@@ -43,8 +47,54 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("CONCLAVE_INSTALL_TEST") != "1",
     reason="slow, needs Debian's mirror: make install-test")
 
-MIRROR = "http://deb.debian.org/debian"
 CACHE = os.path.join(REPO, "build", "install-test")
+SUITE = "bookworm"
+
+
+def apt_sources():
+    """(URI, suites, components) of every "deb" source the host's apt
+    uses: one-line sources.list(5) files and deb822 .sources files."""
+    found = []
+    lists = ["/etc/apt/sources.list"] + sorted(
+        glob.glob("/etc/apt/sources.list.d/*.list"))
+    for path in lists:
+        if not os.path.exists(path):
+            continue
+        for line in open(path):
+            line = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+            if len(line) >= 3 and line[0] == "deb":
+                found.append((line[1], [line[2]], line[3:]))
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for para in re.split(r"\n\s*\n", open(path).read()):
+            fields = {}
+            for line in para.split("\n"):
+                m = re.match(r"^([A-Za-z-]+):\s*(.*)$", line)
+                if m and not line.startswith("#"):
+                    fields[m.group(1).lower()] = m.group(2).split()
+            if "deb" in fields.get("types", []) and \
+                    fields.get("enabled", ["yes"]) != ["no"]:
+                for uri in fields.get("uris", []):
+                    found.append((uri, fields.get("suites", []),
+                                  fields.get("components", [])))
+    return found
+
+
+def host_mirror():
+    """The Debian mirror the host's apt installs bookworm from.  A CI
+    machine may reach only the mirror it is configured with, so the
+    clean root uses the same one (CONCLAVE_DEBIAN_MIRROR overrides)."""
+    if os.environ.get("CONCLAVE_DEBIAN_MIRROR"):
+        return os.environ["CONCLAVE_DEBIAN_MIRROR"]
+    for uri, suites, comps in apt_sources():
+        if SUITE in suites and "main" in comps and \
+                re.match(r"^(https?|file)://", uri):
+            return uri.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+MIRROR = host_mirror()
+# one cache per mirror: the unpacked root's apt lists name its mirror
+MIRROR_TAG = hashlib.sha256(MIRROR.encode()).hexdigest()[:8]
 V1 = open(os.path.join(REPO, "VERSION")).read().strip()
 V2 = V1 + ".1"
 SO = "/usr/lib/nginx/modules/ngx_http_conclave_module.so"
@@ -69,7 +119,7 @@ class Root:
         self.mounts = []
 
     def make(self):
-        tarball = os.path.join(CACHE, "bookworm-minbase.tgz")
+        tarball = os.path.join(CACHE, "bookworm-minbase-%s.tgz" % MIRROR_TAG)
         os.makedirs(CACHE, exist_ok=True)
         if not os.path.exists(tarball):
             subprocess.run(["debootstrap", "--variant=minbase",
@@ -79,8 +129,9 @@ class Root:
             shutil.rmtree(self.path + ".dl", ignore_errors=True)
         # the unpacked root is cached too: debootstrap's second stage
         # takes minutes on a busy machine
-        cached = os.path.join(CACHE, "bookworm-root.tar")
-        if os.path.exists(cached):
+        cached = os.path.join(CACHE, "bookworm-root-%s.tar" % MIRROR_TAG)
+        fresh = not os.path.exists(cached)
+        if not fresh:
             os.makedirs(self.path)
             subprocess.run(["tar", "--numeric-owner", "-xf", cached, "-C",
                             self.path], check=True)
@@ -107,6 +158,10 @@ class Root:
         with open(prc, "w") as f:
             f.write("#!/bin/sh\nexit 101\n")
         os.chmod(prc, 0o755)
+        if not fresh:
+            # a cached root's package lists may be older than the
+            # mirror's current point release
+            self.run("apt-get update -q")
 
     def run(self, cmd, check=True, env=None, timeout=900):
         e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -147,12 +202,56 @@ class Root:
             while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
                 time.sleep(0.1)
 
+    def processes(self):
+        """PIDs of processes whose root directory is inside this root."""
+        pids = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                where = os.readlink("/proc/%s/root" % pid)
+            except OSError:
+                continue
+            if where == self.path or where.startswith(self.path + "/"):
+                pids.append(int(pid))
+        return pids
+
+    def mounted(self):
+        """Mount points at or under this root (/proc/self/mountinfo)."""
+        points = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if point == self.path or point.startswith(self.path + "/"):
+                    points.append(point)
+        return points
+
     def close(self):
+        """Stop nginx by its PID, kill (by PID) anything else still
+        running in the root, unmount, then remove the root.  Runs on
+        failure too; a leftover process or mount is reported as an
+        error, and the tree is never removed while something is still
+        mounted in it (rm -rf through a bind mount of /dev would reach
+        the host's /dev)."""
         self.stop()
+        strays = self.processes()
+        for pid in strays:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while self.processes() and time.time() < deadline:
+            time.sleep(0.1)
         for m in reversed(self.mounts):
-            subprocess.run(["umount", "-l", m])
+            if subprocess.run(["umount", m]).returncode != 0:
+                subprocess.run(["umount", "-l", m])
         self.mounts = []
-        shutil.rmtree(self.path, ignore_errors=True)
+        left = self.mounted()
+        if not left:
+            shutil.rmtree(self.path, ignore_errors=True)
+        assert not left, "still mounted: %s" % left
+        assert not strays, "processes left in the root: %s" % strays
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +411,17 @@ def test_install_setup_chat_upgrade_remove_purge(root, servers):
     assert glob.glob(root.file("/var/backups/conclave/*.sql"))
     # MariaDB is never touched
     assert wait_record(db, "hello from v2")
+
+    # -- only the explicit flag deletes the audit data: install again
+    # (a first install: the configuration is gone), then purge with it
+    r = root.install(debs(V2))
+    assert "run \"conclavectl setup\"" in r.stdout, r.stdout[-2000:]
+    assert all(os.path.exists(j) for j in journals)
+    r = root.run("apt-get purge -y -q conclave libnginx-mod-conclave",
+                 env={"CONCLAVE_PURGE_AUDIT_DATA": "yes"})
+    assert "audit journals and the signing key deleted" in r.stdout, \
+        r.stdout[-2000:]
+    for gone in ("/var/lib/conclave", "/var/backups/conclave",
+                 "/etc/conclave/audit.key", "/etc/conclave"):
+        assert not os.path.exists(root.file(gone)), gone
+    assert wait_record(db, "hello from v1")         # MariaDB still untouched
