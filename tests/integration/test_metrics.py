@@ -220,6 +220,22 @@ def test_health_reports_directory_and_database_outages(make_appliance,
                 break
             time.sleep(0.3)
         assert status == 200 and "mariadb unreachable" in text, text
+        # the audit figures show the outage: records wait in the
+        # journal, and the oldest one's age grows (the shipper looks
+        # for that record every 2 s, so poll for the first figure)
+        deadline = time.time() + 30
+        while True:
+            series, _ = scrape(app)
+            lag1 = value(series, "conclave_audit_lag_seconds")
+            if lag1 > 0 or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        assert lag1 > 0, lag1
+        assert value(series, "conclave_audit_mariadb_up") == 0
+        assert value(series, "conclave_audit_backlog_records") >= 1
+        time.sleep(1.1)
+        series, _ = scrape(app)
+        assert value(series, "conclave_audit_lag_seconds") > lag1
     finally:
         app.mariadb.start()
 
@@ -244,3 +260,15 @@ def test_health_reports_directory_and_database_outages(make_appliance,
     assert c.connect(app.ws_url, "alice", "alice-pw")["ev"] == "online"
     status, _, text = get(app, "/health")
     assert status == 200 and text.startswith("ok"), text
+
+    # MariaDB is back: the backlog drains and the lag returns to 0
+    deadline = time.time() + 60
+    while True:
+        series, _ = scrape(app)
+        if value(series, "conclave_audit_backlog_records") == 0 or \
+                time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert value(series, "conclave_audit_backlog_records") == 0
+    assert value(series, "conclave_audit_lag_seconds") == 0
+    assert value(series, "conclave_audit_mariadb_up") == 1

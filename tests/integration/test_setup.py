@@ -13,10 +13,12 @@ import os
 import re
 import secrets
 import shlex
+import socket
 import ssl
 import subprocess
 import time
 import urllib.request
+import warnings
 
 import pytest
 
@@ -154,6 +156,21 @@ class Started:
         assert "[alert]" not in log and "[emerg]" not in log, log[-3000:]
 
 
+def tls_version(port, version):
+    """Handshake with exactly one TLS version; the version agreed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    # the client itself must be able to offer TLS 1.1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ctx.maximum_version = version
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s) as t:
+            return t.version()
+
+
 def test_non_interactive_setup_gives_a_working_appliance(
         appliance, tmp_path, ctl, conclave_module):
     a = answers(appliance, tmp_path, conclave_module, **{"self-signed":
@@ -203,6 +220,15 @@ def test_non_interactive_setup_gives_a_working_appliance(
             assert resp.headers["Strict-Transport-Security"].startswith(
                 "max-age=")
             assert resp.headers["Server"] == "nginx"      # server_tokens off
+        # TLS 1.2+ (RFC 7590 section 3.1): a TLS 1.1 client is refused
+        # by the server (its protocol_version alert), on HTTPS and on
+        # direct TLS; TLS 1.2 is accepted
+        xmpps = int(a["xmpps-listen"].rsplit(":", 1)[1])
+        for port in (https, xmpps):
+            assert tls_version(port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+            with pytest.raises(ssl.SSLError) as e:
+                tls_version(port, ssl.TLSVersion.TLSv1_1)
+            assert "PROTOCOL_VERSION" in str(e.value).upper(), e.value
 
         with SlixPool() as pool:
             alice = pool.client("alice@example.com/setup", "alice-pw", xmpp)
@@ -331,23 +357,33 @@ def test_a_failed_rerun_keeps_the_old_configuration(
     assert tree(conf_dir(a)) == before
 
 
+@pytest.mark.parametrize("line,directive", [
+    ("    conclave_max_depth banana;", "conclave_max_depth"),  # bad value
+    ("    conclave_max_depth 10 20;", "conclave_max_depth"),   # arity
+    ("    conclave_no_such_thing on;", "conclave_no_such_thing"),
+    ("    conclave_audit_dir;", "conclave_audit_dir"),        # no value
+    ("    conclave_max_depth 10", "conclave_max_depth"),      # no ";"
+])
 def test_corrupt_config_names_directive_and_line(appliance, tmp_path, ctl,
-                                                 conclave_module):
+                                                 conclave_module, line,
+                                                 directive):
     a = answers(appliance, tmp_path, conclave_module,
                 **{"self-signed": "yes"})
     assert run_setup(ctl, a).returncode == 0
     path = os.path.join(conf_dir(a), "nginx.conf")
     lines = open(path).read().split("\n")
     at = next(i for i, l in enumerate(lines) if "conclave_domain" in l)
-    lines.insert(at + 1, "    conclave_max_depth banana;")
+    lines.insert(at + 1, line)
     with open(path, "w") as f:
         f.write("\n".join(lines))
     r = subprocess.run([NGINX, "-t", "-c", path], capture_output=True,
                        text=True, env=nginx_env())
     assert r.returncode != 0
-    assert re.search(r'"conclave_max_depth".*in %s:%d' % (re.escape(path),
-                                                          at + 2),
-                     r.stderr), r.stderr
+    # a missing ";" runs the directive into the next line, which nginx
+    # names (the directive still is ours)
+    where = at + 2 if line.endswith(";") else at + 3
+    assert re.search(r'"%s".*in %s:%d$' % (directive, re.escape(path),
+                                           where), r.stderr, re.M), r.stderr
 
 
 class Tmux:

@@ -10,6 +10,7 @@ import glob
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -114,14 +115,29 @@ def test_deb_lintian_clean():
     assert lines == [], lines
 
 
-def test_man_page_from_help():
+def test_man_page_from_help(tmp_path):
+    """conclavectl(8) is generated from the packaged conclavectl's own
+    --help (packaging/man/mkman.py): every line of the help text is in
+    the man page, and every command it lists has a line there."""
     path = deb("conclave")
     man = subprocess.run(
         "dpkg-deb --fsys-tarfile %s | tar -xOf - "
         "./usr/share/man/man8/conclavectl.8.gz | gzip -dc" % path,
         shell=True, capture_output=True, text=True).stdout
     assert man.startswith(".TH CONCLAVECTL 8")
-    for cmd in ("setup", "backup\\-schema", "migrate", "verify"):
+    subprocess.run(["dpkg-deb", "-x", path, str(tmp_path)], check=True)
+    help_text = run(str(tmp_path / "usr/sbin/conclavectl"), "--help")
+    sys.path.insert(0, os.path.join(REPO, "packaging", "man"))
+    from mkman import esc
+    man_lines = set(man.split("\n"))
+    lines = help_text.split("\n")[1:]
+    for line in lines:
+        if line and not line[0].isspace() and line.endswith(":"):
+            assert ".SH " + esc(line[:-1].upper()) in man_lines, line
+        elif line:
+            assert esc(line) in man_lines, line
+    assert len([l for l in lines if l.strip()]) > 20, help_text
+    for cmd in ("setup", "backup\\-schema", "migrate", "verify", "prune"):
         assert cmd in man, cmd
 
 
