@@ -348,7 +348,7 @@ bench-transports: build
 	@mkdir -p build/bench
 	$(CC) -O2 -o build/bench/openssl_conn_mem \
 	    tests/bench/openssl_conn_mem.c -lssl -lcrypto
-	build/bench/openssl_conn_mem 1000
+	build/bench/openssl_conn_mem 1000 sites
 
 # ---------------------------------------------------------------------
 # bench-compare (issue 4): Conclave, ejabberd, Prosody and the trivial

@@ -7,14 +7,19 @@
  * malloc()ed bytes still held (mallinfo2), divided by N.  Measures,
  * asserts nothing.
  *
+ * With "sites", OpenSSL's allocations go through counting functions
+ * (CRYPTO_set_mem_functions) and the bytes each allocation site still
+ * holds per connection are listed: where the floor comes from.
+ *
  *   cc -O2 -o openssl_conn_mem openssl_conn_mem.c -lssl -lcrypto
- *   ./openssl_conn_mem [N]
+ *   ./openssl_conn_mem [N] [sites]
  */
 
 #include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +34,149 @@ heap_used(void)
     struct mallinfo2  m = mallinfo2();
 
     return m.uordblks + m.hblkhd;
+}
+
+
+/* "sites": live OpenSSL allocations counted by file and line */
+
+#define SITES  1024
+
+typedef struct {
+    size_t       size;
+    const char  *file;     /* NULL: not counted */
+    int          line;
+    int          pad;
+} alloc_hdr_t;
+
+typedef struct {
+    const char  *file;
+    int          line;
+    long long    bytes;
+    long         n;
+} site_t;
+
+static site_t   sites[SITES];
+static int      nsites, counting;
+
+
+static site_t *
+site(const char *file, int line)
+{
+    int  i;
+
+    for (i = 0; i < nsites; i++) {
+        if (sites[i].line == line && sites[i].file == file) {
+            return &sites[i];
+        }
+    }
+
+    if (nsites == SITES) {
+        return &sites[0];
+    }
+
+    sites[nsites].file = file;
+    sites[nsites].line = line;
+
+    return &sites[nsites++];
+}
+
+
+static void *
+count_malloc(size_t n, const char *file, int line)
+{
+    site_t       *st;
+    alloc_hdr_t  *h;
+
+    h = malloc(sizeof(alloc_hdr_t) + n);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->size = n;
+    h->file = counting ? file : NULL;
+    h->line = line;
+
+    if (counting) {
+        st = site(file, line);
+        st->bytes += n;
+        st->n++;
+    }
+
+    return h + 1;
+}
+
+
+static void
+count_free(void *p, const char *file, int line)
+{
+    site_t       *st;
+    alloc_hdr_t  *h;
+
+    (void) file;
+    (void) line;
+
+    if (p == NULL) {
+        return;
+    }
+
+    h = (alloc_hdr_t *) p - 1;
+
+    if (h->file) {
+        st = site(h->file, h->line);
+        st->bytes -= h->size;
+        st->n--;
+    }
+
+    free(h);
+}
+
+
+static void *
+count_realloc(void *p, size_t n, const char *file, int line)
+{
+    void         *q;
+    alloc_hdr_t  *h;
+
+    if (p == NULL) {
+        return count_malloc(n, file, line);
+    }
+
+    h = (alloc_hdr_t *) p - 1;
+
+    q = count_malloc(n, file, line);
+    if (q) {
+        memcpy(q, p, h->size < n ? h->size : n);
+        count_free(p, file, line);
+    }
+
+    return q;
+}
+
+
+static int
+by_bytes(const void *a, const void *b)
+{
+    long long  x = ((const site_t *) a)->bytes, y = ((const site_t *) b)->bytes;
+
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+
+/* the sites still holding >= 16 bytes per connection */
+static void
+report_sites(int n)
+{
+    int  i;
+
+    qsort(sites, nsites, sizeof(site_t), by_bytes);
+
+    for (i = 0; i < nsites; i++) {
+        if (sites[i].bytes >= 16LL * n) {
+            printf("    %6.0f B in %4.1f blocks  %s:%d\n",
+                   (double) sites[i].bytes / n, (double) sites[i].n / n,
+                   sites[i].file, sites[i].line);
+        }
+    }
 }
 
 
@@ -92,6 +240,7 @@ run(SSL_CTX *sctx, SSL_CTX *cctx, int n)
         fcntl(sv[1], F_SETFL, O_NONBLOCK);
 
         u0 = heap_used();
+        counting = 1;
 
         c = SSL_new(cctx);
         s = SSL_new(sctx);
@@ -116,13 +265,20 @@ run(SSL_CTX *sctx, SSL_CTX *cctx, int n)
         SSL_free(c);
         close(sv[1]);
 
+        counting = 0;
         total += heap_used() - u0;
         keep[i] = s;
+    }
+
+    if (nsites) {
+        report_sites(n);
     }
 
     for (i = 0; i < n; i++) {
         SSL_free(keep[i]);
     }
+
+    nsites = 0;             /* every counted block is freed: start over */
 
     free(keep);
 
@@ -137,6 +293,15 @@ main(int argc, char **argv)
     SSL_CTX  *sctx, *cctx;
 
     n = argc > 1 ? atoi(argv[1]) : 1000;
+
+    /* before OpenSSL's first allocation */
+    if (argc > 2 && strcmp(argv[2], "sites") == 0
+        && CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free)
+           != 1)
+    {
+        fprintf(stderr, "CRYPTO_set_mem_functions failed\n");
+        return 1;
+    }
 
     sctx = SSL_CTX_new(TLS_server_method());
     cctx = SSL_CTX_new(TLS_client_method());
