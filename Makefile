@@ -34,12 +34,12 @@ CTL_CFLAGS := -std=gnu11 $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) \
 	$(shell dpkg-buildflags --get CPPFLAGS 2>/dev/null) \
 	-Wall -Wextra -Werror $(SAN_FLAGS) -Iadmin -Iaudit/src \
 	$(shell mariadb_config --cflags 2>/dev/null) \
-	$(shell pkg-config --cflags libxml-2.0 libzip gmime-3.0 2>/dev/null) \
+	$(shell pkg-config --cflags libxml-2.0 libzip gmime-3.0 zlib 2>/dev/null) \
 	-DCCTL_BUILD_SCHEMA='"$(TOP)/audit/schema"' \
 	-DCCTL_BUILD_TOP='"$(TOP)"'
 CTL_LIBS := $(shell dpkg-buildflags --get LDFLAGS 2>/dev/null) $(SAN_FLAGS) \
 	-lmariadb -lldap -llber -lcrypto -ljansson -lpthread \
-	$(shell pkg-config --libs libxml-2.0 libzip gmime-3.0 2>/dev/null)
+	$(shell pkg-config --libs libxml-2.0 libzip gmime-3.0 zlib 2>/dev/null)
 
 CC_OPT := $(shell dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC \
 	$(shell dpkg-buildflags --get CPPFLAGS 2>/dev/null) \

@@ -505,28 +505,41 @@ static int
 caud_xjsonl(caud_export_t *x, caud_xrec_t *r, MYSQL_ROW row,
     unsigned long *len)
 {
-    char     prev[2 * CAUD_HASH_LEN + 1], entry[2 * CAUD_HASH_LEN + 1];
-    char    *node, *b64;
-    json_t  *j;
-    size_t   i;
+    char           prev[2 * CAUD_HASH_LEN + 1], entry[2 * CAUD_HASH_LEN + 1];
+    char          *b64;
+    json_t        *j;
+    size_t         i;
+    const uint8_t  *p, *e;
+    static const char  hex[] = "0123456789abcdef";
+
+    /* a million records: no printf per byte (callgrind) */
+    p = (const uint8_t *) row[XC_PREV];
+    e = (const uint8_t *) row[XC_ENTRY];
 
     for (i = 0; i < CAUD_HASH_LEN; i++) {
-        snprintf(prev + 2 * i, 3, "%02x", (uint8_t) row[XC_PREV][i]);
-        snprintf(entry + 2 * i, 3, "%02x", (uint8_t) row[XC_ENTRY][i]);
+        prev[2 * i] = hex[p[i] >> 4];
+        prev[2 * i + 1] = hex[p[i] & 0x0f];
+        entry[2 * i] = hex[e[i] >> 4];
+        entry[2 * i + 1] = hex[e[i] & 0x0f];
     }
 
-    j = json_string(x->o->node);
-    node = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    json_decref(j);
-    if (node == NULL) {
-        caud_xerr(x, "out of memory");
-        return -1;
+    prev[2 * CAUD_HASH_LEN] = '\0';
+    entry[2 * CAUD_HASH_LEN] = '\0';
+
+    /* the node as a JSON string, once per export */
+    if (x->jnode == NULL) {
+        j = json_string(x->o->node);
+        x->jnode = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+        json_decref(j);
+        if (x->jnode == NULL) {
+            caud_xerr(x, "out of memory");
+            return -1;
+        }
     }
 
     fprintf(x->jsonl, "{\"node\":%s,\"writer_id\":%" PRIu32 ",\"seq\":%"
-            PRIu64 ",\"prev_hash\":\"%s\",\"entry_hash\":\"%s\",", node,
-            r->writer, r->seq, prev, entry);
-    free(node);
+            PRIu64 ",\"prev_hash\":\"%s\",\"entry_hash\":\"%s\",",
+            x->jnode, r->writer, r->seq, prev, entry);
 
     /* canonical records are JSON objects in valid UTF-8 on one line;
      * anything else (the shipper stores it all the same) in base64 */
@@ -966,6 +979,7 @@ caud_xmanifest(caud_export_t *x, GPtrArray *files, char *sighex)
     time_t           t;
     struct tm        tm;
     uint64_t         size;
+    caud_xout_t     *xo;
     caud_signer_t   *s;
     const caud_export_opts_t  *o;
 
@@ -1004,8 +1018,13 @@ caud_xmanifest(caud_export_t *x, GPtrArray *files, char *sighex)
     for (i = 0; i < files->len; i++) {
         snprintf(path, sizeof(path), "%s/%s", x->stage,
                  (char *) files->pdata[i]);
-        if (caud_xsha256_file(path, hex, &size) != 0) {
-            caud_xerr(x, "%s: %s", path, strerror(errno));
+        xo = caud_xout_find(x, files->pdata[i]);
+
+        if (xo ? caud_xout_digest(xo, hex, &size) != 0
+               : caud_xsha256_file(path, hex, &size) != 0)
+        {
+            caud_xerr(x, "%s: %s", path, xo ? "write failed"
+                                            : strerror(errno));
             rc = -1;
             break;
         }
@@ -1076,6 +1095,7 @@ caud_xzip(caud_export_t *x, GPtrArray *files, const char *zpath)
     zip_int64_t    idx;
     zip_source_t  *src;
     zip_error_t    ze;
+    caud_xout_t   *xo;
 
     za = zip_open(zpath, ZIP_CREATE | ZIP_EXCL, &zerr);
     if (za == NULL) {
@@ -1098,7 +1118,15 @@ caud_xzip(caud_export_t *x, GPtrArray *files, const char *zpath)
         snprintf(path, sizeof(path), "%s/%s", x->stage,
                  (char *) files->pdata[i]);
 
-        src = zip_source_file(za, path, 0, -1);
+        /* deflated while written: copied as it is */
+        xo = caud_xout_find(x, files->pdata[i]);
+        src = xo ? caud_xout_source(za, xo) : NULL;
+
+        if (src == NULL) {
+            xo = NULL;
+            src = zip_source_file(za, path, 0, -1);
+        }
+
         if (src == NULL) {
             goto fail;
         }
@@ -1109,7 +1137,8 @@ caud_xzip(caud_export_t *x, GPtrArray *files, const char *zpath)
             goto fail;
         }
 
-        if (zip_set_file_compression(za, idx, x->o->level < 0
+        if (xo == NULL
+            && zip_set_file_compression(za, idx, x->o->level < 0
                                      ? ZIP_CM_STORE : ZIP_CM_DEFLATE,
                                      x->o->level > 0 ? x->o->level : 1)
             != 0)
@@ -1314,9 +1343,12 @@ caud_export(const caud_db_opts_t *db, const caud_export_opts_t *o,
 
 done:
 
-    if (x.xml || x.csv || x.jsonl || x.meta) {
+    if (x.xml || x.xmlfp || x.csv || x.jsonl || x.meta) {
         caud_xfmt_close(&x);
     }
+
+    caud_xz_free(&x);
+    free(x.jnode);
 
     if (x.m) {
         mysql_close(x.m);

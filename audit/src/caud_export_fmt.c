@@ -814,23 +814,21 @@ caud_xfmt_open(caud_export_t *x)
 {
     char  path[4200];
 
-    if (caud_xpath(x, path, sizeof(path), "records.jsonl") != 0) {
-        return -1;
-    }
-
-    x->jsonl = fopen(path, "w");
+    x->jsonl = caud_xout_open(x, "records.jsonl");
     if (x->jsonl == NULL) {
-        caud_xerr(x, "%s: %s", path, strerror(errno));
         return -1;
     }
 
     switch (x->o->format) {
 
     case CAUD_FMT_ACTIANCE:
-        if (caud_xpath(x, path, sizeof(path), "actiance_export.xml") != 0) {
+        x->xmlfp = caud_xout_open(x, "actiance_export.xml");
+        if (x->xmlfp == NULL) {
             return -1;
         }
-        x->xml = xmlNewTextWriterFilename(path, 0);
+        /* the output buffer flushes into xmlfp, never closes it */
+        x->xml = xmlNewTextWriter(xmlOutputBufferCreateFile(x->xmlfp,
+                                                            NULL));
         if (x->xml == NULL
             || xmlTextWriterSetIndent(x->xml, 1) < 0
             || xmlTextWriterStartDocument(x->xml, NULL, "UTF-8", NULL) < 0
@@ -844,12 +842,8 @@ caud_xfmt_open(caud_export_t *x)
         break;
 
     case CAUD_FMT_CSV:
-        if (caud_xpath(x, path, sizeof(path), "posts.csv") != 0) {
-            return -1;
-        }
-        x->csv = fopen(path, "w");
+        x->csv = caud_xout_open(x, "posts.csv");
         if (x->csv == NULL) {
-            caud_xerr(x, "%s: %s", path, strerror(errno));
             return -1;
         }
         for (int i = 0; i < CAUD_CSV_NCOLS; i++) {
@@ -946,6 +940,14 @@ caud_xfmt_close(caud_export_t *x)
         }
         xmlFreeTextWriter(x->xml);
         x->xml = NULL;
+    }
+
+    if (x->xmlfp) {
+        if (fclose(x->xmlfp) != 0 && rc == 0) {
+            caud_xerr(x, "actiance_export.xml: %s", strerror(errno));
+            rc = -1;
+        }
+        x->xmlfp = NULL;
     }
 
     if (x->csv) {

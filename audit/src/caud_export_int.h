@@ -9,8 +9,11 @@
 #define _CAUD_EXPORT_INT_H_INCLUDED_
 
 
+#include <stdio.h>
+
 #include <glib.h>
 #include <libxml/xmlwriter.h>
+#include <zip.h>
 
 #include "caud_comply.h"
 
@@ -79,6 +82,11 @@ typedef struct {
 } caud_xjournal_t;
 
 
+/* caud_export_zip.c: members deflated while written */
+typedef struct caud_xout_s  caud_xout_t;
+typedef struct caud_xz_s    caud_xz_t;
+
+
 typedef struct {
     const caud_export_opts_t  *o;
     caud_export_result_t      *res;
@@ -96,9 +104,12 @@ typedef struct {
     GHashTable                *eml_n;      /* conversation id -> files */
 
     xmlTextWriterPtr           xml;
+    FILE                      *xmlfp;      /* what xml writes into */
     FILE                      *csv;
     FILE                      *jsonl;
     json_t                    *meta;       /* metadata.json */
+    caud_xz_t                 *z;          /* the deflating thread */
+    char                      *jnode;      /* the node, JSON-quoted */
 
     caud_xjournal_t           *js;
     size_t                     nj;
@@ -118,6 +129,14 @@ int caud_xfmt_close(caud_export_t *x);
 int caud_xroom_load(caud_export_t *x, const char *room, int64_t before,
     GHashTable *members);
 int64_t caud_xtime(const caud_export_t *x, int64_t us);
+
+/* a member of the zip, deflated and digested while it is written;
+ * fclose() it when done, before the manifest */
+FILE *caud_xout_open(caud_export_t *x, const char *name);
+caud_xout_t *caud_xout_find(caud_export_t *x, const char *name);
+int caud_xout_digest(caud_xout_t *o, char hex[65], uint64_t *size);
+zip_source_t *caud_xout_source(zip_t *za, caud_xout_t *o);
+void caud_xz_free(caud_export_t *x);
 
 
 #endif /* _CAUD_EXPORT_INT_H_INCLUDED_ */

@@ -17,9 +17,12 @@
  * 006_console.sql) to find candidate rows by their ASCII words of three
  * or more characters (innodb_ft_min_token_size) as word prefixes, and a
  * LIKE on the whole keyword to keep exactly the rows that contain it.
- * MariaDB has no n-gram parser, so a keyword with non-ASCII text (CJK,
- * accents) or without a usable word is matched by LIKE alone, a scan of
- * the rows the other filters leave (docs/console.md).
+ * A keyword frequent enough to fill a page among the newest
+ * NGX_XMPP_ADMIN_SCAN rows is answered without FULLTEXT, by the time
+ * index (ngx_xmpp_admin_search_run()).  MariaDB has no n-gram parser,
+ * so a keyword with non-ASCII text (CJK, accents) or without a usable
+ * word is matched by LIKE alone, a scan of the rows the other filters
+ * leave (docs/console.md).
  */
 
 
@@ -29,7 +32,13 @@
 
 
 #define NGX_XMPP_ADMIN_SQL_MAX     2048
-#define NGX_XMPP_ADMIN_STR_MAX     4096
+#define NGX_XMPP_ADMIN_STR_MAX     8192
+/* the rows a keyword search reads newest first before it asks FULLTEXT
+ * (ngx_xmpp_admin_search_run()): a first look, then, if the keyword is
+ * frequent enough there, up to the second bound */
+#define NGX_XMPP_ADMIN_SCAN        5000
+#define NGX_XMPP_ADMIN_SCAN_MAX    60000
+#define NGX_XMPP_ADMIN_SCAN_HITS   10
 #define NGX_XMPP_ADMIN_CONTEXT     50
 #define NGX_XMPP_ADMIN_BODY_CUT    "20000"
 
@@ -49,6 +58,11 @@ typedef struct {
     char                   sql[NGX_XMPP_ADMIN_SQL_MAX];
     ngx_str_t              params[NGX_XMPP_DB_PARAMS_MAX];
     ngx_uint_t             nparams;
+    /* a keyword search's first try, newest first by time (see
+     * ngx_xmpp_admin_search_run()); empty if none; the bit of a param
+     * in match is set when only the FULLTEXT statement binds it */
+    char                   fast[NGX_XMPP_ADMIN_SQL_MAX];
+    ngx_uint_t             match;
     u_char                 str[NGX_XMPP_ADMIN_STR_MAX];
     size_t                 str_used;
     json_t                *rows;
@@ -78,20 +92,32 @@ static const char  *ngx_xmpp_admin_stopwords[] = {
 /* building the statement (event loop) */
 
 static ngx_int_t
-ngx_xmpp_admin_q_sql(ngx_xmpp_admin_q_t *q, const char *fragment)
+ngx_xmpp_admin_q_cat(char *sql, const char *fragment)
 {
     size_t  len, have;
 
     len = ngx_strlen(fragment);
-    have = ngx_strlen(q->sql);
+    have = ngx_strlen(sql);
 
-    if (have + len + 1 > sizeof(q->sql)) {
+    if (have + len + 1 > NGX_XMPP_ADMIN_SQL_MAX) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(q->sql + have, fragment, len + 1);
+    ngx_memcpy(sql + have, fragment, len + 1);
 
     return NGX_OK;
+}
+
+
+/* a fragment of the statement, and of the fast one if there is one */
+static ngx_int_t
+ngx_xmpp_admin_q_sql(ngx_xmpp_admin_q_t *q, const char *fragment)
+{
+    if (q->fast[0] && ngx_xmpp_admin_q_cat(q->fast, fragment) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_xmpp_admin_q_cat(q->sql, fragment);
 }
 
 
@@ -304,15 +330,26 @@ ngx_xmpp_admin_q_order(ngx_xmpp_admin_q_t *q)
 
 /*
  * The keyword: FULLTEXT candidates by its usable words, then LIKE on the
- * whole of it (see the comment at the top of the file).
+ * whole of it, and a REGEXP that each usable word begins a word (what
+ * the FULLTEXT terms mean, so that the fast statement, which has no
+ * MATCH, finds the same rows; see the comment at the top of the file).
  */
 static ngx_int_t
 ngx_xmpp_admin_q_keyword(ngx_http_request_t *r, ngx_xmpp_admin_q_t *q,
     ngx_str_t *kw)
 {
-    u_char      *p, *end, *w, *b, *like;
+    u_char      *p, *end, *w, *b, *like, *re, *e;
     ngx_uint_t   i, ascii, words;
     u_char       boolean[NGX_XMPP_ADMIN_ARG_MAX * 3 + 8];
+
+    /* per word "(?=.*(?<![[:alnum:]_])" word ")": 23 + len bytes, and a
+     * word has 3 or more bytes and a separator */
+    re = ngx_pnalloc(r->pool, 8 * kw->len + 32);
+    if (re == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = ngx_cpymem(re, "(?is)^", 6);
 
     p = kw->data;
     end = kw->data + kw->len;
@@ -349,22 +386,38 @@ ngx_xmpp_admin_q_keyword(ngx_http_request_t *r, ngx_xmpp_admin_q_t *q,
             }
         }
 
-        /* "+word*": the keyword's words begin words of the body */
+        /* "+word*": the keyword's words begin words of the body; the
+         * same as a look-ahead for a word not preceded by a word
+         * character (the parser's, innodb/fts0fts: alphanumerics, _) */
         if (ngx_xmpp_admin_stopwords[i] == NULL) {
             *b++ = '+';
             b = ngx_cpymem(b, w, p - w);
             *b++ = '*';
             *b++ = ' ';
+            e = ngx_cpymem(e, "(?=.*(?<![[:alnum:]_])", 22);
+            e = ngx_cpymem(e, w, p - w);
+            *e++ = ')';
             words++;
         }
     }
 
-    if (words
-        && (ngx_xmpp_admin_q_sql(q, " AND MATCH(body) AGAINST"
-                                    " (? IN BOOLEAN MODE)") != NGX_OK
-            || ngx_xmpp_admin_q_param(q, boolean, b - boolean) != NGX_OK))
-    {
-        return NGX_ERROR;
+    /* MATCH in the FULLTEXT statement only: the fast one must not name
+     * the index, or the optimizer takes it */
+    if (words) {
+        q->match |= (ngx_uint_t) 1 << q->nparams;
+
+        if (ngx_xmpp_admin_q_cat(q->sql, " AND MATCH(body) AGAINST"
+                                         " (? IN BOOLEAN MODE)") != NGX_OK
+            || ngx_xmpp_admin_q_param(q, boolean, b - boolean) != NGX_OK
+            || ngx_xmpp_admin_q_sql(q, " AND body REGEXP ?") != NGX_OK
+            || ngx_xmpp_admin_q_param(q, re, e - re) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        /* nothing FULLTEXT can find: one statement, LIKE alone */
+        q->fast[0] = '\0';
     }
 
     /* %keyword% with LIKE's own characters escaped */
@@ -431,6 +484,12 @@ ngx_xmpp_admin_q_filters(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_q_t *q,
     ngx_xmpp_admin_q_note(5, "q", kw);
 
 #undef ngx_xmpp_admin_q_note
+
+    /* a participant or a room: their (user, ts) indexes, not the fast
+     * statement's walk of the whole store by time */
+    if (rc[0] == NGX_OK || rc[2] == NGX_OK || rc[5] != NGX_OK) {
+        q->fast[0] = '\0';
+    }
 
     if (rc[1] == NGX_OK) {
         if (ngx_xmpp_admin_q_sql(q, " AND ((actor_user = ? AND peer = ?)"
@@ -536,6 +595,7 @@ ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx)
     json_t              *query;
     ngx_int_t            rc;
     ngx_xmpp_db_req_t   *dr;
+    ngx_xmpp_admin_q_t  *q;
 
     dr = ngx_xmpp_admin_q_create(ctx, NGX_XMPP_ADMIN_Q_SEARCH,
                                  NGX_XMPP_ADMIN_MSG_COLS
@@ -543,6 +603,17 @@ ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx)
                                  " WHERE event IN ('message',"
                                  " 'muc_message')");
     query = json_object();
+
+    if (dr) {
+        /* the (ts_utc_us) index, whose entries end in the primary key,
+         * is the page's order: read newest first, stop at the page */
+        q = dr->ctx;
+        (void) ngx_xmpp_admin_q_cat(q->fast, NGX_XMPP_ADMIN_MSG_COLS
+                                    ", NULL FROM audit_record"
+                                    " FORCE INDEX (audit_record_ts)"
+                                    " WHERE event IN ('message',"
+                                    " 'muc_message')");
+    }
 
     if (dr == NULL || query == NULL) {
         if (dr) {
@@ -1084,6 +1155,79 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 }
 
 
+/*
+ * A keyword search whose words FULLTEXT can find, without a participant
+ * or room: MariaDB answers "MATCH ... ORDER BY time LIMIT 51" by reading
+ * every match and sorting them, seconds for a keyword in a few percent
+ * of a million messages (docs/console.md "Search latency").  So first
+ * the same filters without MATCH, walking the time index newest first,
+ * for at most NGX_XMPP_ADMIN_SCAN rows (LIMIT ... ROWS EXAMINED): a
+ * frequent keyword fills its page there, a fairly frequent one in a
+ * second, longer walk sized by what the first found.  If the page is
+ * still not full, the FULLTEXT statement answers from scratch, and is
+ * fast because then the keyword is rare.  Both statements keep the same
+ * rows (the REGEXP says what MATCH does), so the pages are the same
+ * whichever answered.
+ */
+static int
+ngx_xmpp_admin_search_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
+{
+    char                 sql[NGX_XMPP_ADMIN_SQL_MAX + 32];
+    ngx_str_t            fp[NGX_XMPP_DB_PARAMS_MAX];
+    ngx_uint_t           i, n, scan;
+    ngx_xmpp_admin_q_t  *q;
+
+    q = dr->ctx;
+    scan = NGX_XMPP_ADMIN_SCAN;
+
+    for (i = 0, n = 0; i < q->nparams; i++) {
+        if (!(q->match & ((ngx_uint_t) 1 << i))) {
+            fp[n++] = q->params[i];
+        }
+    }
+
+    while (q->fast[0] && q->match) {
+        ngx_snprintf((u_char *) sql, sizeof(sql), "%s ROWS EXAMINED %ui%Z",
+                     q->fast, scan);
+
+        if (ngx_xmpp_admin_exec(conn, dr, sql, fp, n,
+                                ngx_xmpp_admin_message_row) != 0)
+        {
+            return -1;
+        }
+
+        if (q->nrows > NGX_XMPP_ADMIN_PAGE) {
+            return 0;
+        }
+
+        /*
+         * Not a page.  Reading on by time costs a few microseconds a
+         * row, FULLTEXT tens per match (a row fetched at random): for
+         * a keyword in more than about one row in 500 (HITS in SCAN)
+         * reading on is cheaper, up to the rows its page should need.
+         */
+        if (scan != NGX_XMPP_ADMIN_SCAN
+            || q->nrows < NGX_XMPP_ADMIN_SCAN_HITS)
+        {
+            break;
+        }
+
+        scan = ngx_min(NGX_XMPP_ADMIN_SCAN_MAX,
+                       2 * (NGX_XMPP_ADMIN_PAGE + 1) * NGX_XMPP_ADMIN_SCAN
+                       / q->nrows);
+
+        json_array_clear(q->rows);
+        q->nrows = 0;
+    }
+
+    json_array_clear(q->rows);
+    q->nrows = 0;
+
+    return ngx_xmpp_admin_exec(conn, dr, q->sql, q->params, q->nparams,
+                               ngx_xmpp_admin_message_row);
+}
+
+
 static int
 ngx_xmpp_admin_q_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 {
@@ -1102,8 +1246,7 @@ ngx_xmpp_admin_q_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
         return ngx_xmpp_admin_conv_run(conn, dr);
 
     case NGX_XMPP_ADMIN_Q_SEARCH:
-        return ngx_xmpp_admin_exec(conn, dr, q->sql, q->params, q->nparams,
-                                   ngx_xmpp_admin_message_row);
+        return ngx_xmpp_admin_search_run(conn, dr);
 
     default:
         return ngx_xmpp_admin_exec(conn, dr, q->sql, q->params, q->nparams,
