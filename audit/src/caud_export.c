@@ -763,147 +763,6 @@ caud_xrecords(caud_export_t *x)
 }
 
 
-/*
- * Per journal with exported records: the entry hashes from the seq
- * before the first exported record up to the checkpoint, from
- * audit_record and, where retention pruned a row, its tombstone.  The
- * links are checked here (each prev_hash is the entry_hash before it)
- * and the last one must be the checkpoint's root, so the manifest's
- * signature vouches for a chain this run saw whole.
- */
-static int
-caud_xleaves(caud_export_t *x, caud_xjournal_t *j)
-{
-    int              rc;
-    char             path[4200], sql[1024];
-    FILE            *fp;
-    size_t           n;
-    uint8_t          head[CAUD_HASH_LEN];
-    uint64_t         want, seq;
-    MYSQL_RES       *res;
-    MYSQL_ROW        row;
-    unsigned long   *len;
-    char             node[200];
-
-    want = j->lo > 1 ? j->lo - 1 : 1;
-    mysql_real_escape_string(x->m, node, x->o->node, strlen(x->o->node));
-
-    /* the rows in primary key order, streamed; the UNION with the
-     * tombstones needs a sort, so only where retention pruned */
-    snprintf(sql, sizeof(sql), "SELECT 1 FROM audit_tombstone WHERE node "
-             "= '%s' AND writer_id = %" PRIu32 " AND seq >= %" PRIu64
-             " AND seq <= %" PRIu64 " LIMIT 1", node, j->writer, want,
-             j->upto);
-
-    if (caud_xquery(x, sql) != 0 || (res = mysql_store_result(x->m)) == NULL)
-    {
-        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
-        return -1;
-    }
-
-    rc = mysql_num_rows(res) ? 1 : 0;
-    mysql_free_result(res);
-
-    snprintf(sql, sizeof(sql), "SELECT seq, prev_hash, entry_hash FROM "
-             "audit_record WHERE node = '%s' AND writer_id = %" PRIu32
-             " AND seq >= %" PRIu64 " AND seq <= %" PRIu64 "%s", node,
-             j->writer, want, j->upto, rc ? "" : " ORDER BY seq");
-
-    if (rc) {
-        n = strlen(sql);
-        snprintf(sql + n, sizeof(sql) - n, " UNION ALL SELECT seq, "
-                 "prev_hash, entry_hash FROM audit_tombstone WHERE node = "
-                 "'%s' AND writer_id = %" PRIu32 " AND seq >= %" PRIu64
-                 " AND seq <= %" PRIu64 " ORDER BY seq", node, j->writer,
-                 want, j->upto);
-    }
-
-    if (caud_xquery(x, sql) != 0) {
-        return -1;
-    }
-
-    res = mysql_use_result(x->m);
-    if (res == NULL) {
-        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
-        return -1;
-    }
-
-    snprintf(path, sizeof(path), "%s/chain", x->stage);
-    mkdir(path, 0700);
-    snprintf(path, sizeof(path), "%s/chain/%" PRIu32 ".leaves", x->stage,
-             j->writer);
-
-    fp = fopen(path, "w");
-    rc = fp ? 0 : -1;
-    if (fp == NULL) {
-        caud_xerr(x, "%s: %s", path, strerror(errno));
-    }
-
-    while ((row = mysql_fetch_row(res)) != NULL) {
-        if (rc != 0) {
-            continue;
-        }
-
-        len = mysql_fetch_lengths(res);
-        seq = strtoull(row[0], NULL, 10);
-
-        if (seq != want || len[1] != CAUD_HASH_LEN
-            || len[2] != CAUD_HASH_LEN
-            || (seq > (j->lo > 1 ? j->lo - 1 : 1)
-                && memcmp(row[1], head, CAUD_HASH_LEN) != 0))
-        {
-            caud_xerr(x, "journal %s/%" PRIu32 " seq %" PRIu64 ": missing, "
-                      "unlinked or tombstoned twice (run conclavectl "
-                      "verify)", x->o->node, j->writer, want);
-            rc = -1;
-            continue;
-        }
-
-        memcpy(head, row[2], CAUD_HASH_LEN);
-
-        if (fwrite(head, CAUD_HASH_LEN, 1, fp) != 1) {
-            caud_xerr(x, "%s: %s", path, strerror(errno));
-            rc = -1;
-        }
-
-        want++;
-    }
-
-    if (rc == 0 && mysql_errno(x->m)) {
-        caud_xerr(x, "mariadb: %s", mysql_error(x->m));
-        rc = -1;
-    }
-
-    mysql_free_result(res);
-
-    if (rc == 0 && (want != j->upto + 1
-                    || memcmp(head, j->root, CAUD_HASH_LEN) != 0))
-    {
-        caud_xerr(x, "journal %s/%" PRIu32 ": the chain does not end at "
-                  "checkpoint %" PRIu64 "'s root (run conclavectl verify)",
-                  x->o->node, j->writer, j->upto);
-        rc = -1;
-    }
-
-    if (fp && fclose(fp) != 0 && rc == 0) {
-        caud_xerr(x, "%s: %s", path, strerror(errno));
-        rc = -1;
-    }
-
-    if (rc == 0) {
-        snprintf(path, sizeof(path), "%s/chain/%" PRIu32 ".checkpoint",
-                 x->stage, j->writer);
-        fp = fopen(path, "w");
-        if (fp == NULL || fputs(j->note, fp) == EOF || fclose(fp) != 0) {
-            caud_xerr(x, "%s: %s", path, strerror(errno));
-            rc = -1;
-        }
-    }
-
-    return rc;
-}
-
-
 /* ------------------------------------------------------------------ */
 /* manifest and zip */
 
@@ -1263,11 +1122,13 @@ caud_xfinish(caud_export_t *x)
     for (i = 0; i < x->nj; i++) {
         if (x->js[i].lo) {
             x->res->journals++;
-            if (caud_xleaves(x, &x->js[i]) != 0) {
+            if (caud_xleaves(x, i) != 0) {
                 return -1;
             }
         }
     }
+
+    caud_xchain_clean(x);
 
     files = caud_xfiles(x->stage);
     if (files == NULL) {
@@ -1371,6 +1232,8 @@ caud_export(const caud_db_opts_t *db, const caud_export_opts_t *o,
         goto done;
     }
 
+    caud_xchain_start(&x);
+
     if (caud_xrecords(&x) != 0 || caud_xfmt_close(&x) != 0) {
         goto done;
     }
@@ -1384,6 +1247,7 @@ done:
     }
 
     caud_xz_free(&x);
+    caud_xchain_free(&x);
     free(x.jnode);
 
     if (x.m) {

@@ -85,6 +85,8 @@ typedef struct {
 /* caud_export_zip.c: members deflated while written */
 typedef struct caud_xout_s  caud_xout_t;
 typedef struct caud_xz_s    caud_xz_t;
+/* caud_export_chain.c: the chain's leaves, read alongside */
+typedef struct caud_xchain_s  caud_xchain_t;
 
 
 typedef struct {
@@ -110,6 +112,8 @@ typedef struct {
     json_t                    *meta;       /* metadata.json */
     caud_xz_t                 *z;          /* the deflating thread */
     char                      *jnode;      /* the node, JSON-quoted */
+    caud_xchain_t             *chain;      /* the leaves' thread */
+    int                        chain_joined;
 
     caud_xjournal_t           *js;
     size_t                     nj;
@@ -137,6 +141,13 @@ caud_xout_t *caud_xout_find(caud_export_t *x, const char *name);
 int caud_xout_digest(caud_xout_t *o, char hex[65], uint64_t *size);
 zip_source_t *caud_xout_source(zip_t *za, caud_xout_t *o);
 void caud_xz_free(caud_export_t *x);
+
+/* chain/<writer>.leaves and .checkpoint of journal js[i] */
+void caud_xchain_start(caud_export_t *x);
+void caud_xchain_join(caud_export_t *x);
+int caud_xleaves(caud_export_t *x, size_t i);
+void caud_xchain_clean(caud_export_t *x);
+void caud_xchain_free(caud_export_t *x);
 
 
 #endif /* _CAUD_EXPORT_INT_H_INCLUDED_ */
