@@ -216,6 +216,9 @@ ngx_xmpp_db_cancel(ngx_xmpp_db_req_t *r)
 {
     r->cancelled = 1;
     r->data = NULL;
+
+    /* the owner's log (an HTTP connection's) may go with it */
+    r->log = ngx_cycle->log;
 }
 
 
@@ -511,6 +514,11 @@ ngx_xmpp_db_expire(ngx_event_t *ev)
         r->rc = NGX_XMPP_DB_TIMEOUT;
         r->done(r);
     }
+
+    /* answered: the owner's log (an HTTP connection's, freed with it)
+     * is not for the completion's line (ASan: test_console's frozen
+     * database) */
+    r->log = ngx_cycle->log;
 
     /* the completion event frees r when the thread returns */
 }
