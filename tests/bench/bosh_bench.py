@@ -13,6 +13,12 @@ whichever of the two requests carries it, so it includes answering the
 held request and re-polling, which is what a user of a BOSH client
 waits for.
 
+Control: the same client, the same number of connections and rate,
+each POSTing to a location that nginx answers by itself (`return 200`,
+no module code), run right after the BOSH pass.  Its p99 is what the
+machine and this Python client cost at that moment; the BOSH p99 above
+it is what BOSH in the module adds.
+
 Idle memory: --idle sessions signed in, bound, with initial presence and
 one held request each; the figure is the growth of the workers' PSS
 divided by the count.
@@ -170,6 +176,51 @@ class Session:
         self.b.close()
 
 
+CONTROL = "/bench-echo"
+
+
+async def control(port, n, rate, seconds):
+    """n keep-alive connections, each POSTing a BOSH-sized empty body to
+    CONTROL every 1/rate s; the round trips."""
+    lat = []
+
+    async def one():
+        c = Conn(port)
+        await c.open()
+        body = "<body rid='1' sid='x' xmlns='%s'/>" % NS
+        for _ in range(int(rate * seconds)):
+            t0 = time.perf_counter()
+            data = body.encode()
+            c.w.write(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: text/xml; charset=utf-8\r\n"
+                      b"Content-Length: %d\r\n\r\n%s"
+                      % (CONTROL.encode(), len(data), data))
+            await c.response()
+            lat.append(time.perf_counter() - t0)
+            await asyncio.sleep(max(0.0, 1.0 / rate
+                                    - (time.perf_counter() - t0)))
+        c.close()
+
+    await asyncio.gather(*[one() for _ in range(n)])
+    return lat
+
+
+def cpu_s(pids):
+    """utime + stime of pids, in seconds (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def summary(lat):
+    return ("p50 %.2f ms, p99 %.2f ms, max %.2f ms, mean %.2f ms"
+            % (pct(lat, 50) * 1e3, pct(lat, 99) * 1e3, max(lat) * 1e3,
+               statistics.mean(lat) * 1e3))
+
+
 def pct(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(len(s) * p / 100))]
@@ -224,27 +275,38 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     work = tempfile.mkdtemp(prefix="bosh-bench-")
-    app = Appliance(work, workers=args.workers, log_level="warn")
+    app = Appliance(work, workers=args.workers, log_level="warn",
+                    extra_server="location = %s { return 200 "
+                                 "\"<body xmlns='%s'/>\"; }" % (CONTROL, NS))
     app.start()
     try:
         app.ldap.add_users("bosh", max(args.sessions, args.idle))
         port = app.nginx.http_port
         errors = []
+        workers = app.nginx.worker_pids()
         lat, elapsed = asyncio.run(round_trip(port, args.sessions, args.rate,
                                               args.seconds, errors))
+        # the workers' CPU over the whole pass (sign-ins included) per
+        # pong: what a round trip costs the server, whatever the load
+        cpu = cpu_s(workers)
         print("round trip: %d sessions x %.0f pings/s for %.0f s "
               "(%.0f requests/s offered), %d workers, load %s"
               % (args.sessions, args.rate, args.seconds,
                  args.sessions * args.rate, args.workers,
                  os.getloadavg()[0]))
         if lat:
-            print("  %d pongs: p50 %.2f ms, p99 %.2f ms, max %.2f ms, "
-                  "mean %.2f ms" % (len(lat), pct(lat, 50) * 1e3,
-                                    pct(lat, 99) * 1e3, max(lat) * 1e3,
-                                    statistics.mean(lat) * 1e3))
+            print("  %d pongs: %s; workers' CPU %.0f us per pong (sign-ins "
+                  "included)" % (len(lat), summary(lat), cpu * 1e6 / len(lat)))
         if errors:
             print("  FAILED: %d sessions, first: %s" % (len(errors),
                                                        errors[0]))
+        cpu = cpu_s(workers)
+        lat = asyncio.run(control(port, args.sessions, args.rate,
+                                  args.seconds))
+        cpu = cpu_s(workers) - cpu
+        print("  control, nginx's own `return 200` at the same rate "
+              "(load %.1f): %s; workers' CPU %.0f us per request"
+              % (os.getloadavg()[0], summary(lat), cpu * 1e6 / len(lat)))
 
         if args.idle:
             workers = app.nginx.worker_pids()
