@@ -578,35 +578,36 @@ ngx_xmpp_muc_run_join(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_job_t *job)
 }
 
 
-/* an invitation or a decline: to a user, not an occupant */
+/*
+ * An invitation or a decline: to a user, not an occupant.  It is
+ * routed like a message of type normal from the room (RFC 6121 8.5),
+ * so that an invitee with no available resource finds it in offline
+ * storage at the next sign-in (XEP-0045 7.8.2, XEP-0160).
+ */
 static void
 ngx_xmpp_muc_run_route(ngx_xmpp_muc_job_t *job)
 {
-    ngx_str_t        jid, type;
-    ngx_pool_t      *pool;
-    ngx_xmpp_jid_t   to;
+    ngx_str_t             jid;
+    ngx_pool_t           *pool;
+    ngx_xmpp_delivery_t   d;
 
     jid.data = job->data;
     jid.len = job->code;
-    ngx_str_set(&type, "normal");
 
     pool = ngx_create_pool(1024, ngx_cycle->log);
     if (pool == NULL) {
         return;
     }
 
-    if (ngx_xmpp_jid_parse(pool, &jid, &to) == NGX_OK) {
-        if (to.resource.len) {
-            (void) ngx_xmpp_router_to_full_jid(ngx_xmpp_muc_conf, &to,
-                                               job->data + job->code + 1,
-                                               job->len - job->code - 1);
+    ngx_memzero(&d, sizeof(ngx_xmpp_delivery_t));
+    d.kind = NGX_XMPP_STANZA_MESSAGE;
+    ngx_str_set(&d.type, "normal");
+    d.data = job->data + job->code + 1;
+    d.len = job->len - job->code - 1;
 
-        } else {
-            (void) ngx_xmpp_router_to_bare(ngx_xmpp_muc_conf, &to.bare,
-                                           NGX_XMPP_STANZA_MESSAGE, &type,
-                                           job->data + job->code + 1,
-                                           job->len - job->code - 1);
-        }
+    if (ngx_xmpp_jid_parse(pool, &jid, &d.to) == NGX_OK) {
+        /* no sender's session: a failure has nobody to be told */
+        ngx_xmpp_router_deliver(ngx_xmpp_muc_conf, NULL, &d);
     }
 
     ngx_destroy_pool(pool);

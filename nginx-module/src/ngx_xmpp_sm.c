@@ -27,10 +27,12 @@
  * is lost and the order of each sender's stanzas is kept.
  *
  * The end.  A ghost whose time is up, and the queue of a session that
- * ends in any other way, are handled as undeliverable (XEP-0198 section
- * 5): messages go to the user's other resources or back to the sender
- * as <service-unavailable/> (RFC 6121 8.5.2), requests get an error.
- * This runs from an event of its own, never inside a routing loop.
+ * ends in any other way (a clean </stream> included: XEP-0198 section
+ * 5 and the issue's "nothing is lost"), are handled as undeliverable:
+ * messages go to the user's other resources, else to offline storage
+ * when they have a body (RFC 6121 8.5.2.2.1, XEP-0160); requests get
+ * an error, presence is dropped.  This runs from an event of its own,
+ * never inside a routing loop.
  */
 
 
@@ -795,11 +797,62 @@ ngx_xmpp_sm_bounce(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, u_char *data,
 }
 
 
+/* a <body/> child in our own serialization of a message */
+static ngx_uint_t
+ngx_xmpp_sm_has_body(u_char *data, size_t len)
+{
+    u_char  *p, *last;
+
+    last = data + len;
+    p = data;
+
+    while ((p = ngx_strlcasestrn(p, last, (u_char *) "<body", 4)) != NULL) {
+        if (p + 5 < last && (p[5] == '>' || p[5] == ' ')) {
+            return 1;
+        }
+
+        p += 5;
+    }
+
+    return 0;
+}
+
+
+/*
+ * RFC 6121 8.5.2.2.1 and XEP-0160: a message with a body that no
+ * resource can take is kept for the account, with the <delay/> of when
+ * it was stored.  NGX_OK: handed to offline storage, which logs what it
+ * cannot keep (there is no sender's session to answer any more).
+ */
+static ngx_int_t
+ngx_xmpp_sm_offline(ngx_xmpp_sm_ghost_t *g, u_char *data, size_t len,
+    ngx_str_t *type, ngx_xmpp_jid_t *to)
+{
+    ngx_xmpp_delivery_t  d;
+
+    ngx_memzero(&d, sizeof(ngx_xmpp_delivery_t));
+    d.kind = NGX_XMPP_STANZA_MESSAGE;
+    d.type = *type;
+    d.to = *to;
+    d.data = data;
+    d.len = len;
+
+    if (ngx_xmpp_sm_attr(g->ghost.pool, data, len, "id", &d.id)
+        == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_xmpp_offline_store(g->ghost.conf, NULL, &d);
+}
+
+
 /*
  * XEP-0198 section 5: stanzas the client never acknowledged are
  * undeliverable to it.  A message goes to the account's other
- * resources (RFC 6121 8.5.2.1), else back to its sender; a request gets
- * an error; presence, results and errors are dropped.
+ * resources (RFC 6121 8.5.2.1), else to offline storage if it has a
+ * body, else back to its sender; a request gets an error; presence,
+ * results and errors are dropped (RFC 6121 8.5.2.2.2).
  */
 static void
 ngx_xmpp_sm_reroute(ngx_xmpp_sm_ghost_t *g)
@@ -807,11 +860,12 @@ ngx_xmpp_sm_reroute(ngx_xmpp_sm_ghost_t *g)
     u_char          *data;
     size_t           len;
     ngx_str_t        type, to, from;
-    ngx_uint_t       n, bounced;
+    ngx_uint_t       n, bounced, stored;
     ngx_xmpp_jid_t   tj, fj;
 
     n = 0;
     bounced = 0;
+    stored = 0;
 
     while (ngx_xmpp_sm_queue_peek(&g->q, &data, &len) == NGX_OK) {
         type.len = 0;
@@ -858,22 +912,34 @@ ngx_xmpp_sm_reroute(ngx_xmpp_sm_ghost_t *g)
             goto next;
         }
 
-        if (!ngx_xmpp_sm_str_is(&type, "headline")) {
-            ngx_xmpp_sm_bounce(g->ghost.conf, g->ghost.pool, data, len,
-                               &to, &from);
-            bounced++;
+        if (ngx_xmpp_sm_str_is(&type, "headline")) {
+            goto next;
         }
+
+        if (!ngx_xmpp_sm_has_body(data, len)) {
+            /* chat states, receipts: nothing to keep (XEP-0160 3) */
+            goto next;
+        }
+
+        if (ngx_xmpp_sm_offline(g, data, len, &type, &tj) == NGX_OK) {
+            stored++;
+            goto next;
+        }
+
+        ngx_xmpp_sm_bounce(g->ghost.conf, g->ghost.pool, data, len,
+                           &to, &from);
+        bounced++;
 
     next:
 
         ngx_xmpp_sm_queue_drop(&g->q);
     }
 
-    if (n || bounced) {
+    if (n || bounced || stored) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "xmpp: unacked stanzas of \"%V\": %ui to other "
-                      "resources, %ui bounced", &g->ghost.jid.full, n,
-                      bounced);
+                      "resources, %ui to offline storage, %ui bounced",
+                      &g->ghost.jid.full, n, stored, bounced);
     }
 }
 

@@ -16,6 +16,8 @@ import pytest
 
 from mucclient import MucClient, MucError
 from slixclient import SlixPool
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 MUC = "conference.example.com"
 APPLIANCE_WORKERS = 2
@@ -400,6 +402,51 @@ def test_invitations_mediated_and_direct(appliance, pool):
     m = c.wait_message(lambda m: m["direct_invite"] is not None)
     assert m["direct_invite"] == room
     assert m["from"] == a.jid
+
+
+def test_invitation_to_an_offline_user_is_kept(appliance, pool):
+    """XEP-0045 7.8.2: a mediated invitation to a user with no available
+    resource goes to offline storage (XEP-0160) like a message, and
+    reaches the invitee once, with a <delay/>, at the next sign-in."""
+    room = new_room()
+    e = user(appliance, pool, "erin", "first")
+    # an account has offline storage once it has been available
+    deadline = time.monotonic() + 10
+    while appliance.mariadb.scalar(
+            "SELECT COUNT(*) FROM chat_user WHERE jid = 'erin@example.com'",
+            appliance.mariadb.database) != "1":
+        assert time.monotonic() < deadline, "erin never became known"
+        time.sleep(0.1)
+    e.disconnect()
+
+    a = user(appliance, pool, "alice", "inviter")
+    a.join(room, "Alice")
+    a.pool.call(lambda: a.muc.invite(room, "erin@example.com", "later"))
+    deadline = time.monotonic() + 15
+    while int(appliance.mariadb.scalar(
+            "SELECT COUNT(*) FROM offline_message"
+            " WHERE owner_jid = 'erin@example.com'",
+            appliance.mariadb.database)) < 1:
+        assert time.monotonic() < deadline, "the invitation was not kept"
+        time.sleep(0.1)
+
+    got = []
+    e = MucClient(pool, "erin@example.com/back", "erin-pw",
+                  appliance.nginx.xmpp_port, connect=False)
+    pool.call(lambda: e.xmpp.register_handler(Callback(
+        "delayed invites", MatchXPath("{jabber:client}message/"
+                                      "{urn:xmpp:delay}delay"),
+        lambda m: got.append(m))))
+    e.connect()
+    m = e.wait_message(lambda m: m["invite_from"] is not None, timeout=15)
+    assert m["from"] == room
+    assert m["invite_from"] == "alice@example.com"
+    time.sleep(1.0)
+    assert e.drain(e.xmpp.messages) == []          # once
+    assert len(got) == 1
+    assert got[0].xml.find("{urn:xmpp:delay}delay") is not None
+    e.disconnect()
+    a.disconnect()
 
 
 def test_self_ping(appliance, pool):

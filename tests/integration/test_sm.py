@@ -96,6 +96,9 @@ def test_enable_and_acks(appliance, pool):
     pool.call(lambda: b.sm.request_ack())
     wait(lambda: b.sm.last_ack == b.sm.seq, "the server's ack")
     assert b.sm.seq >= 1
+    # a client that acks before </stream> gets nothing again at its next
+    # sign-in (what it had not acked would go to offline storage)
+    pool.call(lambda: b.sm.send_ack())
     a.disconnect()
     b.disconnect()
 
@@ -193,19 +196,91 @@ def test_unacked_go_to_other_resource_on_timeout(appliance, pool):
     other.close()
 
 
-def test_unacked_bounce_on_timeout(appliance, pool):
+def stored(appliance, owner):
+    return int(appliance.mariadb.scalar(
+        "SELECT COUNT(*) FROM offline_message WHERE owner_jid = '%s'"
+        % owner, appliance.mariadb.database))
+
+
+def next_sign_in(pool, appliance, user, res, body, settle=1.5):
+    """Signs user in again; everything it gets until body has come and
+    settle seconds more (so that a duplicate would show)."""
+    c = pool.client("%s@%s/%s" % (user, DOMAIN, res), user + "-pw",
+                    appliance.nginx.xmpp_port)
+    c.all = []
+    received(c, body, timeout=15)
+    time.sleep(settle)
+    received(c, None)
+    c.disconnect()
+    return c.all
+
+
+def test_unacked_go_to_offline_storage_on_timeout(appliance, pool):
+    """XEP-0198 section 5 and the issue: a session that times out
+    without resumption and without another resource loses nothing: its
+    unacked messages are kept offline (XEP-0160) and delivered, once,
+    with a <delay/>, at the next sign-in."""
     b = sm_client(pool, appliance, "erin", "gone")
     a = pool.client("alice@%s/bn" % DOMAIN, "alice-pw",
                     appliance.nginx.xmpp_port)
-    # slixmpp reports errors as "message_error", not "message"
     pool.call(lambda: a.xmpp.add_event_handler("message_error",
                                                a.xmpp._message))
+    before = stored(appliance, "erin@example.com")
     drop(pool, b)
     time.sleep(0.3)
-    a.message(b.jid, "into the void", id="void1")
-    m = a.wait_message(lambda m: m["type"] == "error", timeout=15)
-    assert m["error"] == "service-unavailable"
-    assert m["id"] == "void1"
+    a.message(b.jid, "into storage", id="void1")
+    # parked for conclave_sm_resume_timeout (4 s), then stored
+    wait(lambda: stored(appliance, "erin@example.com") == before + 1,
+         "the unacked message in offline storage", timeout=20)
+    # the sender hears nothing: the message is not lost
+    time.sleep(0.5)
+    assert [m for m in bodies(a) if m["type"] == "error"] == []
+
+    got = next_sign_in(pool, appliance, "erin", "back", "into storage")
+    mine = [m for m in got if m["body"] == "into storage"]
+    assert len(mine) == 1
+    assert mine[0]["id"] == "void1"
+    assert mine[0]["from"] == a.jid
+    assert mine[0]["delay"] is not None
+    assert stored(appliance, "erin@example.com") == 0
+    a.disconnect()
+
+
+def test_clean_close_keeps_what_was_not_acked(appliance, pool):
+    """A stream closed with </stream:stream> is not resumable (XEP-0198
+    section 5): what the client acknowledged before closing is done
+    with, what it did not is handled as undeliverable, so it goes to
+    offline storage and comes back at the next sign-in, once."""
+    # an account has offline storage once it has been available
+    f = pool.client("frank@%s/first" % DOMAIN, "frank-pw",
+                    appliance.nginx.xmpp_port)
+    wait(lambda: appliance.mariadb.scalar(
+        "SELECT COUNT(*) FROM chat_user WHERE jid = 'frank@example.com'",
+        appliance.mariadb.database) == "1", "frank known")
+    f.disconnect()
+    c = login_sm(appliance, "frank", "cc")
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    c.expect(r"<enabled [^>]*/>")
+    # no initial presence: the messages below are all c gets, so its
+    # h is exact
+    a = pool.client("alice@%s/cc" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+    a.message(c.jid, "acked before the close", id="cc1")
+    c.expect(r"acked before the close")
+    c.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+    a.message(c.jid, "not acked at the close", id="cc2")
+    c.expect(r"not acked at the close")
+    before = stored(appliance, "frank@example.com")
+    c.send("</stream:stream>")
+    c.expect(r"</stream:stream>")
+    c.close()
+    wait(lambda: stored(appliance, "frank@example.com") == before + 1,
+         "the unacked message in offline storage", timeout=15)
+
+    got = next_sign_in(pool, appliance, "frank", "back",
+                       "not acked at the close")
+    assert [m["body"] for m in got].count("not acked at the close") == 1
+    assert "acked before the close" not in [m["body"] for m in got]
     a.disconnect()
 
 
