@@ -449,6 +449,72 @@ def test_invitation_to_an_offline_user_is_kept(appliance, pool):
     a.disconnect()
 
 
+def test_aioxmpp_and_slixmpp_occupants_on_two_workers(appliance, pool):
+    """Two client libraries nobody here wrote in one room: Debian's
+    python3-aioxmpp (aioxmpp.muc) and slixmpp (xep_0045), their
+    sessions on different workers; each gets the other's messages, in
+    order, from the occupant's room JID."""
+    import asyncio
+    import aioxmpp
+    import aioxmpp.muc
+
+    room = new_room()
+    b = user(appliance, pool, "bob", "slix")
+    b.join(room, "Bob")
+    b_pid = worker_of(appliance, b.jid)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        for i in range(30):
+            client = aioxmpp.PresenceManagedClient(
+                aioxmpp.JID.fromstr("alice@example.com/aio%d" % i),
+                aioxmpp.make_security_layer("alice-pw", no_verify=True),
+                override_peer=[("127.0.0.1", appliance.nginx.xmpp_port,
+                                aioxmpp.connector.STARTTLSConnector())])
+            async with client.connected(
+                    presence=aioxmpp.PresenceState(False)):
+                jid = str(client.local_jid)
+                a_pid = worker_of(appliance, jid)
+                if a_pid == b_pid:
+                    continue
+                got = []
+                muc = client.summon(aioxmpp.MUCClient)
+                hist = aioxmpp.muc.xso.History(maxstanzas=0)
+                mroom, joined = muc.join(aioxmpp.JID.fromstr(room),
+                                         "Alice", history=hist)
+                mroom.on_message.connect(
+                    lambda msg, member, source, **kw: got.append(
+                        (str(msg.from_), msg.body.any())))
+                await asyncio.wait_for(joined, 15)
+                await loop.run_in_executor(None, lambda: b.wait_presence(
+                    lambda p: p["from"] == room + "/Alice"))
+
+                for n in range(5):
+                    msg = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT)
+                    msg.body[None] = "from aioxmpp %d" % n
+                    await mroom.send_message(msg)
+                for n in range(5):
+                    await loop.run_in_executor(
+                        None, lambda n=n: b.wait_groupchat(
+                            lambda m: m["body"] == "from aioxmpp %d" % n
+                            and m["from"] == room + "/Alice"))
+                for n in range(5):
+                    b.say(room, "from slixmpp %d" % n)
+                deadline = loop.time() + 15
+                while len([g for g in got if g[0] == room + "/Bob"]) < 5:
+                    assert loop.time() < deadline, got
+                    await asyncio.sleep(0.05)
+                await mroom.leave()
+                return a_pid, got
+        pytest.fail("no aioxmpp session landed off worker %s" % b_pid)
+
+    a_pid, got = asyncio.run(asyncio.wait_for(go(), 120))
+    assert a_pid is not None and b_pid is not None and a_pid != b_pid
+    from_bob = [body for frm, body in got if frm == room + "/Bob"]
+    assert from_bob == ["from slixmpp %d" % n for n in range(5)]
+    b.disconnect()
+
+
 def test_self_ping(appliance, pool):
     room = new_room()
     a = user(appliance, pool, "alice")
