@@ -196,6 +196,66 @@ def test_unacked_go_to_other_resource_on_timeout(appliance, pool):
     other.close()
 
 
+def test_websocket_resume_on_another_worker_exactly_once(appliance, pool,
+                                                         clients):
+    """RFC 7395 + XEP-0198 with npm stanza (its own stream management):
+    the WebSocket's TCP connection is cut without a WebSocket close or
+    </close>, the library resumes on a new WebSocket, which nginx may
+    hand to either worker; repeated until one resumption lands on the
+    other worker.  Every message, sent before the drop (and maybe not
+    acked) or while away, arrives exactly once."""
+    a = pool.client("alice@%s/wsr" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+    pool.call(lambda: a.xmpp.add_event_handler("message_error",
+                                               a.xmpp._message))
+    b = clients("stanza")
+    ev = b.connect(appliance.ws_url, "carol", "carol-pw", resource="wsr")
+    assert ev["ev"] == "online", ev
+    full = ev["jid"]
+    got, sent, crossed, same = [], [], 0, 0
+
+    def until(body):
+        m = b.wait_for(lambda e: e["ev"] == "message"
+                       and e.get("body") == body, 15)
+        got.append(m["body"])
+
+    for rnd in range(16):
+        before = worker_of(appliance, full)
+        assert before is not None
+        sent.append("ws%d before" % rnd)
+        a.message(full, sent[-1])
+        until(sent[-1])
+
+        # the next ones are routed while the connection is gone or
+        # being resumed; none may be lost or doubled
+        sent.append("ws%d away" % rnd)
+        a.message(full, sent[-1])
+        r = b.drop()
+        assert r["resumed"] is True, r
+        assert r["jid"] == full
+        sent.append("ws%d after" % rnd)
+        a.message(full, sent[-1])
+        for body in sent[-2:]:
+            until(body)
+
+        after = worker_of(appliance, full)
+        assert after is not None
+        if after != before:
+            crossed += 1
+        else:
+            same += 1
+        if crossed >= 2:
+            break
+
+    assert crossed >= 1, "no resumption landed on another worker"
+    time.sleep(0.5)
+    got += [e["body"] for e in b.drain() if e["ev"] == "message"]
+    assert sorted(got) == sorted(sent)
+    assert [m for m in bodies(a) if m["type"] == "error"] == []
+    b.disconnect()
+    a.disconnect()
+
+
 def stored(appliance, owner):
     return int(appliance.mariadb.scalar(
         "SELECT COUNT(*) FROM offline_message WHERE owner_jid = '%s'"

@@ -291,6 +291,19 @@ class NodeClient:
         self.send({"cmd": "disconnect", "timeout": min(timeout, 5)})
         return self.wait_for("offline", timeout=timeout)
 
+    def drop(self, timeout=15):
+        """Drop the connection without any goodbye and let the library
+        resume its XEP-0198 stream on a new WebSocket (stanza only);
+        returns the "resumed" event."""
+        self.send({"cmd": "drop", "timeout": timeout})
+        ev = self.wait_for(lambda e: e["ev"] == "resumed"
+                           or (e["ev"] == "error"
+                               and e.get("phase") in ("resume", "cmd")),
+                           timeout=timeout + 5)
+        if ev["ev"] == "error":
+            raise DriverError("drop: %s" % ev.get("text"))
+        return ev
+
     def kill(self, rst=False, timeout=10):
         """Drop the TCP connection without any goodbye; the driver exits."""
         if self.proc.poll() is None:

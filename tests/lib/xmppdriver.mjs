@@ -37,6 +37,12 @@
 //   {"cmd":"kill","rst":opt bool}  drop the TCP connection (FIN, or RST with
 //                         "rst":true) without <close/> or a WebSocket close
 //                         frame, then exit the process
+//   {"cmd":"drop","timeout":opt}  (stanza only) drop the connection like
+//                         "kill" but stay: the library reconnects and
+//                         resumes its XEP-0198 stream (a new WebSocket)
+//                         -> {"ev":"resumed","jid","resumed":true|false}
+//                            (false: the server refused, a new session)
+//                          | {"ev":"error","phase":"resume",...}
 //   {"cmd":"exit"}        exit the process (no protocol goodbye)
 // Every command may carry "tag"; sends are acknowledged with
 // {"ev":"sent","cmd":...,"id":...,"tag":...}.
@@ -535,6 +541,23 @@ class StanzaAdapter {
     }
   }
 
+  // XEP-0198 6 (resumption): cut() drops the connection without a
+  // goodbye; stanza keeps its stream state (sm.hibernate) and, asked to
+  // connect again, sends <resume/> with its h.
+  async resumeAfterDrop(cut, timeoutMs) {
+    const c = this.c;
+    const gone = new Promise((resolve) => c.once("disconnected", resolve));
+    cut();
+    await withTimeout(gone, timeoutMs, "disconnect");
+    const back = new Promise((resolve) => {
+      c.once("stream:management:resumed", () => resolve(true));
+      c.once("session:started", () => resolve(false));
+    });
+    c.connect();
+    const resumed = await withTimeout(back, timeoutMs, "resume");
+    return { resumed, jid: String(c.jid) };
+  }
+
   normalize(kind, s) {
     const out = {
       kind,
@@ -704,6 +727,8 @@ const events = {
     emit({ ev: "error", ...e });
   },
   offline() {
+    // a "drop": the library is about to resume the stream
+    if (state.dropping) return;
     if (state.offlineSent) return;
     if (state.phase === "idle") return;
     // After a <stream:error/> the server ends the stream, whatever the
@@ -865,6 +890,31 @@ const handlers = {
       else ws.terminate();
     }
     process.exit(0);
+  },
+
+  async drop(c) {
+    if (!requireOnline(c)) return;
+    const a = state.adapter;
+    if (typeof a.resumeAfterDrop !== "function") {
+      emit({ ev: "error", phase: "cmd", cmd: "drop", text: `not supported with ${ARGS.lib}` });
+      return;
+    }
+    state.dropping = true;
+    state.phase = "resuming";
+    try {
+      const r = await a.resumeAfterDrop(() => {
+        const sock = wsState.current?._socket;
+        if (sock) sock.destroy();
+        else wsState.current?.terminate();
+      }, timeoutOf(c));
+      state.phase = "online";
+      emit({ ev: "resumed", jid: r.jid, resumed: r.resumed, tag: c.tag ?? null });
+    } catch (err) {
+      state.phase = "online";
+      emit({ ev: "error", phase: "resume", text: String(err?.message || err), tag: c.tag ?? null });
+    } finally {
+      state.dropping = false;
+    }
   },
 
   async exit() {
