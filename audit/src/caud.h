@@ -181,8 +181,9 @@ void caud_hasher_free(caud_hasher_t *h);
  * THREADING CONTRACT
  *
  *   Owner thread (the worker's event loop): caud_journal_open(),
- *   _append(), _append_raw(), _next_seq(), _last_seq(), _head(),
- *   _error(), _close().  Append never syncs and never waits for the
+ *   _append(), _append_flat(), _append_flat_batch(), _flush(),
+ *   _append_raw(), _next_seq(), _last_seq(), _head(), _error(),
+ *   _close().  Append never syncs and never waits for the
  *   sync thread: it is one pwrite(2) into the page cache (plus creating
  *   a file when it rotates), and it takes a mutex only while rotating,
  *   for a few instructions.  Only open and close wait for the disk.
@@ -246,6 +247,21 @@ int caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq);
 /* the same for a flat record (caud_flat_encode()), without jansson */
 int caud_journal_append_flat(caud_journal_t *j, const caud_flat_t *r,
     uint64_t *seq);
+
+/*
+ * The same, batched: the frame is built (seq, chain) but written with
+ * the next caud_journal_flush() or immediate append, in one pwrite(2)
+ * with the frames batched before it (at most 256 KiB are held; more is
+ * written at once).  Until then written_seq does not cover it, so no
+ * sync makes it durable: a caller that waits for durable_seq before
+ * acting on the record keeps the durable-before-delivery rule.  If
+ * that write fails, every batched frame is lost together: written_seq
+ * stays below them, last_seq goes back to it, and their seqs are
+ * reused; the caller learns it from the failed flush or append.
+ */
+int caud_journal_append_flat_batch(caud_journal_t *j, const caud_flat_t *r,
+    uint64_t *seq);
+int caud_journal_flush(caud_journal_t *j);
 
 /* canonical bytes as they are; they should carry "seq":next_seq() */
 int caud_journal_append_raw(caud_journal_t *j, const void *canon,

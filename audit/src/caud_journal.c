@@ -65,6 +65,7 @@
 #define CAUD_FRAME_MIN_HDR  24          /* up to and with the header CRC */
 #define CAUD_READ_BUF       (1024 * 1024)
 #define CAUD_NAME_LEN       64
+#define CAUD_JOURNAL_BATCH_MAX  (256 * 1024)    /* batched frame bytes */
 
 
 struct caud_journal_s {
@@ -77,11 +78,16 @@ struct caud_journal_s {
     int                   fd;           /* current segment; see mu */
 
     uint64_t              seg_first;
-    uint64_t              seg_off;      /* bytes in the current segment */
-    uint64_t              last_seq;
+    uint64_t              seg_off;      /* bytes written to the segment */
+    uint64_t              last_seq;     /* appended, maybe not written */
     uint8_t               head[CAUD_HASH_LEN];
+    uint8_t               whead[CAUD_HASH_LEN];  /* head at written_seq */
 
-    caud_buf_t            buf;          /* the frame being built */
+    /* buf holds the frames appended with _append_flat_batch() and not
+     * yet written (pend bytes, written at seg_off by the next flush or
+     * immediate append), then the frame being built */
+    caud_buf_t            buf;
+    size_t                pend;
     caud_hasher_t        *hasher;
 
     atomic_int            failed;
@@ -1149,26 +1155,83 @@ caud_journal_rotate(caud_journal_t *j)
 }
 
 
-/* frames the len payload bytes at buf + 88 and writes them */
+/*
+ * Writes the pend bytes of batched frames and the n bytes after them
+ * with one pwrite(2).  On failure nothing of them stays: the file is
+ * cut back, and last_seq and the head go back to the last written
+ * frame, so the seqs of the lost frames are reused and the chain stays
+ * unbroken.
+ */
 static int
-caud_journal_write(caud_journal_t *j, size_t len, uint64_t *seq)
+caud_journal_pwrite(caud_journal_t *j, size_t n, uint64_t s)
 {
-    int       e;
-    size_t    flen;
+    int  e;
+
+    if (caud_pwrite_all(j->fd, j->buf.data, j->pend + n, j->seg_off) != 0)
+    {
+        e = errno;
+
+        /* cut the partial frames off, so the next append does not land
+         * behind garbage; if even that fails the file is unusable */
+        if (ftruncate(j->fd, (off_t) j->seg_off) != 0) {
+            atomic_store(&j->failed, 1);
+        }
+
+        j->pend = 0;
+        j->last_seq = atomic_load(&j->written_seq);
+        memcpy(j->head, j->whead, CAUD_HASH_LEN);
+
+        errno = e;
+        return caud_journal_fail(j, "append to segment", NULL);
+    }
+
+    j->seg_off += j->pend + n;
+    j->pend = 0;
+    memcpy(j->whead, j->head, CAUD_HASH_LEN);
+
+    /* release: a sync that sees s also sees the write that made it */
+    atomic_store_explicit(&j->written_seq, s, memory_order_release);
+
+    return 0;
+}
+
+
+/*
+ * Frames the len payload bytes at buf + pend + 88 and writes them, with
+ * the batched frames before them; with batch set the frame joins the
+ * batch instead (CAUD_JOURNAL_BATCH_MAX bounds it).
+ */
+static int
+caud_journal_write(caud_journal_t *j, size_t len, uint64_t *seq, int batch)
+{
+    size_t    flen, pend;
     uint8_t  *p;
     uint64_t  s;
 
     flen = CAUD_FRAME_OVERHEAD + len;
 
-    if (j->seg_off + flen > j->opts.segment_size
-        && j->seg_off > CAUD_SEGMENT_HDR_LEN
-        && caud_journal_rotate(j) != 0)
+    if (j->seg_off + j->pend + flen > j->opts.segment_size
+        && j->seg_off + j->pend > CAUD_SEGMENT_HDR_LEN)
     {
-        return -1;
+        if (j->pend) {
+            /* the batch ends this segment; the payload moves down */
+            pend = j->pend;
+
+            if (caud_journal_pwrite(j, 0, j->last_seq) != 0) {
+                return -1;
+            }
+
+            memmove(j->buf.data + CAUD_FRAME_HDR_LEN,
+                    j->buf.data + pend + CAUD_FRAME_HDR_LEN, len);
+        }
+
+        if (caud_journal_rotate(j) != 0) {
+            return -1;
+        }
     }
 
     s = j->last_seq + 1;
-    p = j->buf.data;
+    p = j->buf.data + j->pend;
 
     memcpy(p, CAUD_FRAME_MAGIC, 4);
     caud_put32(p + 4, (uint32_t) len);
@@ -1190,25 +1253,15 @@ caud_journal_write(caud_journal_t *j, size_t len, uint64_t *seq)
 
     caud_put32(p + flen - 4, caud_crc32c(p, flen - 4));
 
-    if (caud_pwrite_all(j->fd, p, flen, j->seg_off) != 0) {
-        e = errno;
-
-        /* cut the partial frame off, so the next append does not land
-         * behind garbage; if even that fails the file is unusable */
-        if (ftruncate(j->fd, (off_t) j->seg_off) != 0) {
-            atomic_store(&j->failed, 1);
-        }
-
-        errno = e;
-        return caud_journal_fail(j, "append to segment", NULL);
-    }
-
-    j->seg_off += flen;
     j->last_seq = s;
     memcpy(j->head, p + 56, CAUD_HASH_LEN);
 
-    /* release: a sync that sees s also sees the write that made it */
-    atomic_store_explicit(&j->written_seq, s, memory_order_release);
+    if (batch && j->pend + flen < CAUD_JOURNAL_BATCH_MAX) {
+        j->pend += flen;
+
+    } else if (caud_journal_pwrite(j, flen, s) != 0) {
+        return -1;
+    }
 
     if (seq) {
         *seq = s;
@@ -1260,7 +1313,7 @@ caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq)
     }
 
     /* the payload is encoded right behind the frame header space */
-    j->buf.len = CAUD_FRAME_HDR_LEN;
+    j->buf.len = j->pend + CAUD_FRAME_HDR_LEN;
 
     if (caud_record_encode(rec, &j->buf) != 0) {
         return caud_journal_fail(j, "encode record", NULL);
@@ -1271,20 +1324,21 @@ caud_journal_append(caud_journal_t *j, json_t *rec, uint64_t *seq)
         return caud_journal_fail(j, "frame buffer", NULL);
     }
 
-    return caud_journal_write(j, j->buf.len - CAUD_FRAME_HDR_LEN, seq);
+    return caud_journal_write(j, j->buf.len - j->pend - CAUD_FRAME_HDR_LEN,
+                              seq, 0);
 }
 
 
-int
-caud_journal_append_flat(caud_journal_t *j, const caud_flat_t *r,
-    uint64_t *seq)
+static int
+caud_journal_flat(caud_journal_t *j, const caud_flat_t *r, uint64_t *seq,
+    int batch)
 {
     if (atomic_load(&j->failed)) {
         errno = EIO;
         return caud_journal_fail(j, "journal failed", NULL);
     }
 
-    j->buf.len = CAUD_FRAME_HDR_LEN;
+    j->buf.len = j->pend + CAUD_FRAME_HDR_LEN;
 
     if (caud_flat_encode(r, j->last_seq + 1, &j->buf) != 0) {
         return caud_journal_fail(j, "encode record", NULL);
@@ -1295,7 +1349,43 @@ caud_journal_append_flat(caud_journal_t *j, const caud_flat_t *r,
         return caud_journal_fail(j, "frame buffer", NULL);
     }
 
-    return caud_journal_write(j, j->buf.len - CAUD_FRAME_HDR_LEN, seq);
+    return caud_journal_write(j, j->buf.len - j->pend - CAUD_FRAME_HDR_LEN,
+                              seq, batch);
+}
+
+
+int
+caud_journal_append_flat(caud_journal_t *j, const caud_flat_t *r,
+    uint64_t *seq)
+{
+    return caud_journal_flat(j, r, seq, 0);
+}
+
+
+int
+caud_journal_append_flat_batch(caud_journal_t *j, const caud_flat_t *r,
+    uint64_t *seq)
+{
+    return caud_journal_flat(j, r, seq, 1);
+}
+
+
+int
+caud_journal_flush(caud_journal_t *j)
+{
+    if (j->pend == 0) {
+        return 0;
+    }
+
+    if (atomic_load(&j->failed)) {
+        j->pend = 0;
+        j->last_seq = atomic_load(&j->written_seq);
+        memcpy(j->head, j->whead, CAUD_HASH_LEN);
+        errno = EIO;
+        return caud_journal_fail(j, "journal failed", NULL);
+    }
+
+    return caud_journal_pwrite(j, 0, j->last_seq);
 }
 
 
@@ -1313,14 +1403,14 @@ caud_journal_append_raw(caud_journal_t *j, const void *canon, size_t len,
         return caud_journal_fail(j, "record", NULL);
     }
 
-    if (caud_journal_reserve(j, CAUD_FRAME_OVERHEAD + len) != 0) {
+    if (caud_journal_reserve(j, j->pend + CAUD_FRAME_OVERHEAD + len) != 0) {
         errno = ENOMEM;
         return caud_journal_fail(j, "frame buffer", NULL);
     }
 
-    memcpy(j->buf.data + CAUD_FRAME_HDR_LEN, canon, len);
+    memcpy(j->buf.data + j->pend + CAUD_FRAME_HDR_LEN, canon, len);
 
-    return caud_journal_write(j, len, seq);
+    return caud_journal_write(j, len, seq, 0);
 }
 
 
@@ -1680,6 +1770,7 @@ caud_journal_open(const char *dir, uint32_t writer_id,
 
     atomic_store(&j->written_seq, j->last_seq);
     atomic_store(&j->durable_seq, j->last_seq);
+    memcpy(j->whead, j->head, CAUD_HASH_LEN);
 
     *jp = j;
 
@@ -1706,6 +1797,13 @@ caud_journal_close(caud_journal_t *j, char *err, size_t errlen)
     }
 
     rc = 0;
+
+    if (j->fd >= 0 && j->pend && caud_journal_flush(j) != 0) {
+        if (err) {
+            caud_strf(err, errlen, "%s", j->err);
+        }
+        rc = -1;
+    }
 
     if (!j->opts.no_sync && j->fd >= 0
         && caud_journal_sync(j, e, sizeof(e)) != 0)

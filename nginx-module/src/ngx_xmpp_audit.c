@@ -5,7 +5,7 @@
  * this worker's journal before anything else happens (DESIGN.md "The
  * audit record is the product's spine").
  *
- * Threads.  The event loop only appends (one pwrite(2) into the page
+ * Threads.  The event loop only appends (pwrite(2) into the page
  * cache).  Two threads of our own do the rest, so that neither waits in
  * a queue behind LDAP calls in the shared thread pool:
  *
@@ -19,8 +19,12 @@
  * With "conclave_audit_fsync always" a message waits in a FIFO ring
  * until its record is durable and is routed from the eventfd handler;
  * records are durable in seq order, so the ring drains from its head.
- * With "interval" and "off" it is routed at once.  If the record cannot
- * be written the sender gets an error and the message goes nowhere.
+ * Its record is batched: the records of one event-loop turn are written
+ * with one pwrite(2) from a posted event at the end of the turn, which
+ * also wakes the sync thread once (caud_journal_append_flat_batch()).
+ * With "interval" and "off" it is written and routed at once.  If the
+ * record cannot be written the sender gets an error and the message goes
+ * nowhere.
  */
 
 
@@ -86,7 +90,12 @@ typedef struct {
     uint16_t               type_len;
     uint16_t               id_len;
     uint16_t               kind;
+    ngx_uint_t             lost;         /* its batch was not written */
 } ngx_xmpp_audit_pending_t;
+
+
+#define NGX_XMPP_AUDIT_LOST_FULL    1
+#define NGX_XMPP_AUDIT_LOST_ERROR   2
 
 
 typedef struct {
@@ -122,6 +131,7 @@ typedef struct {
 
     int                    efd;
     ngx_connection_t      *efd_conn;
+    ngx_event_t            flush_ev;     /* posted: a batch to write */
     pthread_t              sync_tid;
     pthread_t              ship_tid;
     unsigned               sync_running:1;
@@ -138,6 +148,9 @@ static void ngx_xmpp_audit_ready(ngx_event_t *ev);
 static void ngx_xmpp_audit_wake(ngx_xmpp_audit_t *a);
 static void ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed);
 static void ngx_xmpp_audit_appended(ngx_xmpp_audit_t *a, uint64_t seq);
+static void ngx_xmpp_audit_flush_handler(ngx_event_t *ev);
+static void ngx_xmpp_audit_flush(ngx_xmpp_audit_t *a);
+static void ngx_xmpp_audit_lost(ngx_xmpp_audit_t *a, int err);
 static ngx_int_t ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec,
     uint64_t *seq);
 static void ngx_xmpp_audit_actor(ngx_xmpp_session_t *s, caud_actor_t *act,
@@ -336,6 +349,10 @@ ngx_xmpp_audit_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     c->data = a;
     a->efd_conn = c;
 
+    a->flush_ev.handler = ngx_xmpp_audit_flush_handler;
+    a->flush_ev.data = a;
+    a->flush_ev.log = cycle->log;
+
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -520,6 +537,9 @@ ngx_xmpp_audit_exit_worker(ngx_cycle_t *cycle)
         return;
     }
 
+    /* this turn's batch first: the last sync round covers it */
+    ngx_xmpp_audit_flush(a);
+
     /* a last checkpoint covers the tail of this journal */
     pthread_mutex_lock(&a->mu);
 
@@ -594,6 +614,9 @@ ngx_xmpp_audit_tick(ngx_log_t *log)
         /* the sync thread retries the open */
         return;
     }
+
+    /* a checkpoint names written records only */
+    ngx_xmpp_audit_flush(a);
 
     last = caud_journal_last_seq(a->journal);
 
@@ -1162,6 +1185,7 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
 {
     u_char                    *p;
     uint64_t                   durable;
+    ngx_uint_t                 ok;
     ngx_xmpp_session_t        *s;
     ngx_xmpp_delivery_t        d;
     ngx_xmpp_audit_pending_t  *e;
@@ -1184,15 +1208,16 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
             continue;
         }
 
-        if (e->seq > durable && !failed) {
+        if (!e->lost && e->seq > durable && !failed) {
             break;
         }
 
         p = (u_char *) e + sizeof(ngx_xmpp_audit_pending_t);
+        ok = (!e->lost && e->seq <= durable);
 
         if (e->kind == NGX_XMPP_AUDIT_DEFERRED) {
             /* done() may append records: the entry stays counted */
-            e->done(p, e->data_len, e->seq <= durable);
+            e->done(p, e->data_len, ok);
             goto next;
         }
 
@@ -1225,11 +1250,19 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
             s = NULL;
         }
 
-        if (e->seq > durable) {
-            ngx_xmpp_router_bounce(s, &d, "wait", "internal-server-error");
+        if (ok) {
+            ngx_xmpp_router_deliver(a->xcf, s, &d);
+
+        } else if (e->lost == NGX_XMPP_AUDIT_LOST_FULL) {
+            if (s) {
+                ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                              "xmpp: audit journal full, message refused");
+            }
+
+            ngx_xmpp_router_bounce(s, &d, "wait", "resource-constraint");
 
         } else {
-            ngx_xmpp_router_deliver(a->xcf, s, &d);
+            ngx_xmpp_router_bounce(s, &d, "wait", "internal-server-error");
         }
 
     next:
@@ -1304,6 +1337,7 @@ ngx_xmpp_audit_append(ngx_xmpp_audit_t *a, json_t *rec, uint64_t *seq)
     }
 
     if (caud_journal_append(a->journal, rec, seq) != 0) {
+        ngx_xmpp_audit_lost(a, errno);
         return NGX_ERROR;
     }
 
@@ -1328,12 +1362,140 @@ ngx_xmpp_audit_append_flat(ngx_xmpp_audit_t *a, caud_flat_t *rec,
     }
 
     if (caud_journal_append_flat(a->journal, rec, seq) != 0) {
+        ngx_xmpp_audit_lost(a, errno);
         return NGX_ERROR;
     }
 
     ngx_xmpp_audit_appended(a, *seq);
 
     return NGX_OK;
+}
+
+
+/*
+ * A message record under "always": built now, written with the rest of
+ * this event-loop turn's records by ngx_xmpp_audit_flush() (its message
+ * waits in the ring for durability anyway, so nothing is routed before
+ * the write and the sync that follows it).
+ */
+static ngx_int_t
+ngx_xmpp_audit_append_batch(ngx_xmpp_audit_t *a, caud_flat_t *rec,
+    uint64_t *seq)
+{
+    if (a == NULL || a->journal == NULL) {
+        errno = EIO;
+        return NGX_ERROR;
+    }
+
+    if (caud_journal_append_flat_batch(a->journal, rec, seq) != 0) {
+        ngx_xmpp_audit_lost(a, errno);
+        return NGX_ERROR;
+    }
+
+    /* read-your-writes for the history waits for it (audit_marks) */
+    if (a->slot) {
+        a->slot->last_seq = *seq;
+    }
+
+    if (!a->flush_ev.posted) {
+        ngx_post_event(&a->flush_ev, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+/* posted: runs after every other handler of the event-loop turn */
+static void
+ngx_xmpp_audit_flush_handler(ngx_event_t *ev)
+{
+    ngx_xmpp_audit_flush(ev->data);
+}
+
+
+static void
+ngx_xmpp_audit_flush(ngx_xmpp_audit_t *a)
+{
+    int  err;
+
+    if (a->flush_ev.posted) {
+        ngx_delete_posted_event(&a->flush_ev);
+    }
+
+    if (a->journal == NULL
+        || caud_journal_written_seq(a->journal)
+           == caud_journal_last_seq(a->journal))
+    {
+        return;
+    }
+
+    if (caud_journal_flush(a->journal) != 0) {
+        err = errno;
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                      "xmpp: audit journal write failed, the messages "
+                      "of this turn are refused: %s",
+                      caud_journal_error(a->journal));
+        ngx_xmpp_audit_lost(a, err);
+        return;
+    }
+
+    ngx_xmpp_audit_appended(a, caud_journal_last_seq(a->journal));
+}
+
+
+/*
+ * A write failed and took the batched records with it (the journal
+ * rolled back to its last written record): their messages, the ring's
+ * entries past written_seq, bounce when the drain reaches them, which
+ * the eventfd handler does soon (not here: the caller may be in the
+ * middle of a stanza).
+ */
+static void
+ngx_xmpp_audit_lost(ngx_xmpp_audit_t *a, int err)
+{
+    size_t                     pos, left;
+    uint64_t                   written;
+    ngx_uint_t                 why;
+    ngx_xmpp_audit_pending_t  *e;
+
+    written = caud_journal_written_seq(a->journal);
+    why = (err == ENOSPC || err == EDQUOT || err == EFBIG)
+          ? NGX_XMPP_AUDIT_LOST_FULL : NGX_XMPP_AUDIT_LOST_ERROR;
+
+    if (a->slot) {
+        a->slot->last_seq = written;
+    }
+
+    pos = a->head;
+    left = a->used;
+
+    while (left) {
+        e = (ngx_xmpp_audit_pending_t *) (a->ring + pos);
+
+        if (a->ring_size - pos < sizeof(ngx_xmpp_audit_pending_t)
+            || e->seq == 0)
+        {
+            left -= a->ring_size - pos;
+            pos = 0;
+            continue;
+        }
+
+        if (e->seq > written && !e->lost) {
+            e->lost = why;
+        }
+
+        pos += e->size;
+        left -= e->size;
+
+        if (pos == a->ring_size) {
+            pos = 0;
+        }
+    }
+
+    ngx_xmpp_audit_wake(a);
+
+    /* the caller reports err */
+    errno = err;
 }
 
 
@@ -1519,7 +1681,10 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     stanza.len = d->len;
     ngx_xmpp_audit_param(&rec, "stanza", &stanza);
 
-    if (ngx_xmpp_audit_append_flat(a, &rec, &seq) != NGX_OK) {
+    if ((always ? ngx_xmpp_audit_append_batch(a, &rec, &seq)
+                : ngx_xmpp_audit_append_flat(a, &rec, &seq))
+        != NGX_OK)
+    {
         goto failed;
     }
 
@@ -1530,6 +1695,7 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 
     e = (ngx_xmpp_audit_pending_t *) p;
     e->seq = seq;
+    e->lost = 0;
     e->sid = s->id;
     e->size = (uint32_t) size;
     e->kind = (uint16_t) d->kind;

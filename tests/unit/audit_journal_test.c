@@ -1421,6 +1421,160 @@ test_write_error(const char *base)
 }
 
 
+/* a flat message record, body of body_len bytes */
+static int
+append_flat(caud_journal_t *j, int i, size_t body_len, int batch,
+    uint64_t *seq)
+{
+    char         body[2048];
+    caud_flat_t  r;
+
+    if (body_len >= sizeof(body)) {
+        body_len = sizeof(body) - 1;
+    }
+
+    memset(body, 'a' + i % 26, body_len);
+    memset(&r, 0, sizeof(caud_flat_t));
+
+    r.event = "message";
+    r.status = CAUD_SUCCESS;
+    r.ts_utc_us = 1700000000000000 + i;
+    r.actor.user = "alice@example.com";
+    r.object_type = "jid";
+    r.object_id = "bob@example.com";
+    r.object_id_len = 15;
+    r.params[0].key = "body";
+    r.params[0].s = body;
+    r.params[0].len = body_len;
+    r.nparams = 1;
+
+    return batch ? caud_journal_append_flat_batch(j, &r, seq)
+                 : caud_journal_append_flat(j, &r, seq);
+}
+
+
+/*
+ * Batched appends: nothing reaches the file, written_seq or a sync
+ * before the flush; one flush writes them all; an immediate append
+ * writes the batch before itself; a batch that does not fit in the
+ * segment ends it; a failed flush loses the whole batch and the seqs
+ * are reused with the chain intact.
+ */
+static void
+test_batch(const char *base)
+{
+    int                   i, rc, e;
+    char                  dir[512], err[512], file[1024];
+    uint64_t              seq, off;
+    size_t                flen;
+    struct stat           st, st2;
+    struct rlimit         old, lim;
+    caud_journal_t       *j;
+    caud_journal_opts_t   o = { 4096, 0, 0 };
+    scan_t                s;
+
+    snprintf(dir, sizeof(dir), "%s/batch", base);
+    mkdir(dir, 0700);
+
+    if (caud_journal_open(dir, 5, &o, &j, err, sizeof(err)) != 0) {
+        check(0, "batch", "open", err);
+        return;
+    }
+
+    seg_path(file, sizeof(file), dir, 5, 1);
+    stat(file, &st);
+
+    rc = 0;
+    for (i = 1; i <= 3; i++) {
+        rc |= append_flat(j, i, 50, 1, &seq);
+    }
+
+    check(rc == 0 && seq == 3 && caud_journal_last_seq(j) == 3
+          && caud_journal_written_seq(j) == 0, "batch",
+          "batched frames take seqs, not written_seq", caud_journal_error(j));
+
+    check(caud_journal_sync(j, err, sizeof(err)) == 0
+          && caud_journal_durable_seq(j) == 0 && stat(file, &st2) == 0
+          && st2.st_size == st.st_size, "batch",
+          "a sync before the flush covers nothing", err);
+
+    check(caud_journal_flush(j) == 0 && caud_journal_written_seq(j) == 3
+          && caud_journal_sync(j, err, sizeof(err)) == 0
+          && caud_journal_durable_seq(j) == 3, "batch",
+          "the flush writes them, the next sync covers them", err);
+
+    rc = append_flat(j, 4, 50, 1, &seq)
+         | append_flat(j, 5, 50, 0, &seq);
+    check(rc == 0 && caud_journal_written_seq(j) == 5, "batch",
+          "an immediate append writes the batch before it", NULL);
+
+    /* 4096-byte segments: about 20 frames cross several of them */
+    rc = 0;
+    for (i = 6; i <= 40; i++) {
+        rc |= append_flat(j, i, 300, 1, &seq);
+    }
+
+    rc |= caud_journal_flush(j);
+    check(rc == 0 && caud_journal_written_seq(j) == 40, "batch",
+          "a batch across segment ends", caud_journal_error(j));
+
+    caud_journal_close(j, NULL, 0);
+
+    scan(dir, 5, 1, &s);
+    check(s.rc == 0 && s.count == 40 && s.last == 40, "batch",
+          "chain intact across batches and segments", s.err);
+
+    /* a flush that fails part-way loses the whole batch */
+    o.segment_size = 1024 * 1024;
+    snprintf(dir, sizeof(dir), "%s/batch-err", base);
+    mkdir(dir, 0700);
+
+    if (caud_journal_open(dir, 5, &o, &j, err, sizeof(err)) != 0
+        || append_flat(j, 1, 100, 0, &seq) != 0)
+    {
+        check(0, "batch", "setup", err);
+        return;
+    }
+
+    frame_at(dir, 5, 1, &off, &flen, file, sizeof(file));
+
+    rc = 0;
+    for (i = 2; i <= 6; i++) {
+        rc |= append_flat(j, i, 100, 1, &seq);
+    }
+
+    signal(SIGXFSZ, SIG_IGN);
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = off + flen + 300;
+    setrlimit(RLIMIT_FSIZE, &lim);
+
+    check(rc == 0, "batch", "a batch of five", caud_journal_error(j));
+
+    rc = caud_journal_flush(j);
+    e = errno;
+    setrlimit(RLIMIT_FSIZE, &old);
+
+    check(rc != 0 && e == EFBIG && stat(file, &st) == 0
+          && (uint64_t) st.st_size == off + flen
+          && caud_journal_written_seq(j) == 1
+          && caud_journal_last_seq(j) == 1, "batch",
+          "a failed flush is cut off, its seqs taken back",
+          caud_journal_error(j));
+
+    check(append_flat(j, 2, 100, 1, &seq) == 0 && seq == 2
+          && caud_journal_flush(j) == 0
+          && caud_journal_written_seq(j) == 2, "batch",
+          "the next batch reuses the seqs", caud_journal_error(j));
+
+    caud_journal_close(j, NULL, 0);
+
+    scan(dir, 5, 1, &s);
+    check(s.rc == 0 && s.count == 2, "batch", "chain intact after a failed "
+          "flush", s.err);
+}
+
+
 typedef struct {
     caud_journal_t   *j;
     atomic_int        done;
@@ -1549,6 +1703,7 @@ main(void)
     test_tamper(base);
     test_segments(base);
     test_write_error(base);
+    test_batch(base);
     test_group_commit(base);
 
     rmtree(base);
