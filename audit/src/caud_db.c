@@ -592,23 +592,26 @@ typedef struct {
 typedef struct {
     int          in;          /* CAUD_JS_* */
     const char  *key;
+    size_t       len;
     int          col;
 } caud_js_map_t;
 
 
+#define caud_js_key_str(k)  k, sizeof(k) - 1
+
 /* where each column comes from (caud.h); CAUD_NCOLS: ts_utc_us */
 static const caud_js_map_t  caud_js_map[] = {
-    { CAUD_JS_TOP,    "event",       CAUD_COL_EVENT },
-    { CAUD_JS_TOP,    "status",      CAUD_COL_STATUS },
-    { CAUD_JS_TOP,    "ts_utc_us",   CAUD_NCOLS },
-    { CAUD_JS_ACTOR,  "user",        CAUD_COL_ACTOR_USER },
-    { CAUD_JS_ACTOR,  "ip",          CAUD_COL_ACTOR_IP },
-    { CAUD_JS_ACTOR,  "session_id",  CAUD_COL_SESSION_ID },
-    { CAUD_JS_ACTOR,  "transport",   CAUD_COL_TRANSPORT },
-    { CAUD_JS_OBJECT, "id",          CAUD_COL_PEER },
-    { CAUD_JS_PARAMS, "type",        CAUD_COL_MSG_TYPE },
-    { CAUD_JS_PARAMS, "id",          CAUD_COL_STANZA_ID },
-    { CAUD_JS_PARAMS, "body",        CAUD_COL_BODY },
+    { CAUD_JS_TOP,    caud_js_key_str("event"),       CAUD_COL_EVENT },
+    { CAUD_JS_TOP,    caud_js_key_str("status"),      CAUD_COL_STATUS },
+    { CAUD_JS_TOP,    caud_js_key_str("ts_utc_us"),   CAUD_NCOLS },
+    { CAUD_JS_ACTOR,  caud_js_key_str("user"),        CAUD_COL_ACTOR_USER },
+    { CAUD_JS_ACTOR,  caud_js_key_str("ip"),          CAUD_COL_ACTOR_IP },
+    { CAUD_JS_ACTOR,  caud_js_key_str("session_id"),  CAUD_COL_SESSION_ID },
+    { CAUD_JS_ACTOR,  caud_js_key_str("transport"),   CAUD_COL_TRANSPORT },
+    { CAUD_JS_OBJECT, caud_js_key_str("id"),          CAUD_COL_PEER },
+    { CAUD_JS_PARAMS, caud_js_key_str("type"),        CAUD_COL_MSG_TYPE },
+    { CAUD_JS_PARAMS, caud_js_key_str("id"),          CAUD_COL_STANZA_ID },
+    { CAUD_JS_PARAMS, caud_js_key_str("body"),        CAUD_COL_BODY },
 };
 
 
@@ -659,24 +662,27 @@ caud_js_ws(caud_js_t *js)
 static int
 caud_js_string(caud_js_t *js, const uint8_t **s, size_t *n, int *esc)
 {
-    const uint8_t  *p;
+    const uint8_t  *p, *q, *b;
 
     *esc = 0;
 
-    for (p = js->p + 1; p < js->end; p++) {
-        if (*p == '"') {
+    /* memchr() over the long plain runs (the stanza, the body) */
+    for (p = js->p + 1; p < js->end; p = b + 2) {
+        q = memchr(p, '"', js->end - p);
+        if (q == NULL) {
+            break;
+        }
+
+        b = memchr(p, '\\', q - p);
+        if (b == NULL) {
             *s = js->p + 1;
-            *n = p - *s;
-            js->p = p + 1;
+            *n = q - *s;
+            js->p = q + 1;
             return 0;
         }
 
-        if (*p == '\\') {
-            *esc = 1;
-            if (++p == js->end) {
-                break;
-            }
-        }
+        /* an escape before the quote: skip it and the byte it escapes */
+        *esc = 1;
     }
 
     return -1;
@@ -1015,7 +1021,7 @@ caud_js_key(int in, const uint8_t *k, size_t n)
     size_t  i;
 
     for (i = 0; i < sizeof(caud_js_map) / sizeof(caud_js_map[0]); i++) {
-        if (caud_js_map[i].in == in && strlen(caud_js_map[i].key) == n
+        if (caud_js_map[i].in == in && caud_js_map[i].len == n
             && memcmp(caud_js_map[i].key, k, n) == 0)
         {
             return caud_js_map[i].col;

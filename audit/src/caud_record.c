@@ -296,6 +296,41 @@ caud_reserve(caud_buf_t *b, size_t n)
 
 
 /*
+ * What follows the backslash for each byte that RFC 8259 section 7 makes
+ * us escape ('u' for \u00XX), 0 for the bytes copied as they are.
+ */
+static const unsigned char  caud_esc[256] = {
+    [0x00 ... 0x07] = 'u', ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n',
+    [0x0b] = 'u', ['\f'] = 'f', ['\r'] = 'r', [0x0e ... 0x1f] = 'u',
+    ['"'] = '"', ['\\'] = '\\'
+};
+
+
+#define CAUD_ONES   0x0101010101010101ULL
+#define CAUD_HIGHS  0x8080808080808080ULL
+
+/*
+ * Whether any of the 8 bytes in v must be escaped: a byte below 0x20, a
+ * '"' or a '\' (the "has less than" and "has zero byte" word tests of
+ * Bit Twiddling Hacks; both are exact for "any").  Long strings (the
+ * stanza, the body) are mostly plain, so they are copied a word at a
+ * time, and the table above handles the rest.
+ */
+static inline uint64_t
+caud_esc8(uint64_t v)
+{
+    uint64_t  q, b;
+
+    q = v ^ (CAUD_ONES * '"');
+    b = v ^ (CAUD_ONES * '\\');
+
+    return ((v - CAUD_ONES * 0x20) & ~v)
+           | ((q - CAUD_ONES) & ~q)
+           | ((b - CAUD_ONES) & ~b);
+}
+
+
+/*
  * A JSON string as jansson writes it without JSON_ENSURE_ASCII: '"' and
  * '\\' escaped, \b \f \n \r \t, other bytes below 0x20 as \u00XX in
  * upper case, everything else (DEL, '/', U+2028) as is.
@@ -305,6 +340,7 @@ caud_enc_string(caud_buf_t *b, const char *s, size_t len)
 {
     size_t          i, run;
     uint8_t        *p;
+    uint64_t        v;
     unsigned char   c;
     static const char  hex[] = "0123456789ABCDEF";
 
@@ -315,11 +351,18 @@ caud_enc_string(caud_buf_t *b, const char *s, size_t len)
     b->data[b->len++] = '"';
 
     for (i = 0; i < len; i += run) {
-        for (run = 0; i + run < len; run++) {
-            c = s[i + run];
-            if (c < 0x20 || c == '"' || c == '\\') {
+        run = 0;
+
+        while (len - i - run >= 8) {
+            memcpy(&v, s + i + run, 8);
+            if (caud_esc8(v) & CAUD_HIGHS) {
                 break;
             }
+            run += 8;
+        }
+
+        while (i + run < len && caud_esc[(unsigned char) s[i + run]] == 0) {
+            run++;
         }
 
         if (run) {
@@ -337,36 +380,9 @@ caud_enc_string(caud_buf_t *b, const char *s, size_t len)
         c = s[i];
         run = 1;
         *p++ = '\\';
+        *p++ = caud_esc[c];
 
-        switch (c) {
-
-        case '"':
-        case '\\':
-            *p++ = c;
-            break;
-
-        case '\b':
-            *p++ = 'b';
-            break;
-
-        case '\f':
-            *p++ = 'f';
-            break;
-
-        case '\n':
-            *p++ = 'n';
-            break;
-
-        case '\r':
-            *p++ = 'r';
-            break;
-
-        case '\t':
-            *p++ = 't';
-            break;
-
-        default:
-            *p++ = 'u';
+        if (caud_esc[c] == 'u') {
             *p++ = '0';
             *p++ = '0';
             *p++ = hex[c >> 4];
@@ -601,13 +617,20 @@ caud_utf8_valid(const char *str, size_t len)
 {
     size_t          i, n, k;
     uint32_t        cp;
+    uint64_t        v;
     const uint8_t  *s;
 
     s = (const uint8_t *) str;
 
     for (i = 0; i < len; i += n) {
         if (s[i] < 0x80) {
-            n = 1;
+            /* ASCII runs a word at a time */
+            for (n = 1; len - i - n >= 8; n += 8) {
+                memcpy(&v, s + i + n, 8);
+                if (v & CAUD_HIGHS) {
+                    break;
+                }
+            }
             continue;
         }
 

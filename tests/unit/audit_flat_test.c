@@ -190,6 +190,58 @@ test_bytes(void)
 }
 
 
+/*
+ * The string encoder copies plain bytes a word at a time: strings of
+ * every length up to 70 with the bytes that need escaping at every
+ * offset, against jansson's own dump (JSON_COMPACT | JSON_SORT_KEYS is
+ * the canonical form, caud.h).
+ */
+static void
+test_strings(void)
+{
+    int          i, k, t, bad, ntok;
+    char        *dump, str[512];
+    size_t       len;
+    json_t      *o;
+    caud_buf_t   x = { 0 };
+    static const char  *tok[] = {
+        "a", "Z", " ", "\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f",
+        "/", "\xc3\xa9", "\xe2\x80\xa8", "\xf0\x9f\x98\x80", "'", "<",
+        "\b", "\f", "\r", "\x0b",
+    };
+
+    srand(4);
+    bad = 0;
+    ntok = (int) (sizeof(tok) / sizeof(tok[0]));
+
+    for (i = 0; i < 5000 && !bad; i++) {
+        len = 0;
+        k = rand() % 71;
+
+        while (k-- > 0) {
+            /* mostly plain bytes, as in a stanza */
+            t = (rand() % 3) ? rand() % 2 : rand() % ntok;
+            memcpy(str + len, tok[t], strlen(tok[t]));
+            len += strlen(tok[t]);
+        }
+
+        o = json_object();
+        json_object_set_new(o, "s", json_stringn(str, len));
+        dump = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+
+        x.len = 0;
+        bad = caud_record_encode(o, &x) != 0 || dump == NULL
+              || x.len != strlen(dump) || memcmp(x.data, dump, x.len) != 0;
+
+        free(dump);
+        json_decref(o);
+    }
+
+    check(!bad, "5,000 strings encoded as jansson dumps them", NULL);
+    caud_buf_free(&x);
+}
+
+
 static void
 test_refused(void)
 {
@@ -307,6 +359,7 @@ int
 main(void)
 {
     test_bytes();
+    test_strings();
     test_refused();
     test_journal();
 
