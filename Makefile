@@ -362,8 +362,9 @@ bench-transports: build
 
 BENCH_DEB_PKGS := ejabberd prosody lua-unbound gnuplot-nox valgrind linux-perf
 BENCH_COMPARE_ARGS ?= --target conclave,ejabberd,prosody,relay \
-	--idle-sessions 1000,10000 --rates 1000,5000 \
-	--login-concurrency 20 --repeat 2 --plots docs/benchmarks
+	--idle-sessions 1000,10000 --rates 1000,5000,20000 \
+	--login-concurrency 20 --muc-occupants 100,1000 --repeat 2 \
+	--plots docs/benchmarks
 
 bench-deps:
 	@missing=""; \

@@ -774,7 +774,8 @@ lg_report(void)
     case LG_SC_MUC:
         /* size: occupants; ok: deliveries (every occupant's copy) */
         size = lg.sessions;
-        snprintf(param, sizeof(param), "S=%d,W=%d", lg.senders, lg.window);
+        /* no comma: the CSV line is not quoted */
+        snprintf(param, sizeof(param), "S=%d;W=%d", lg.senders, lg.window);
         ok = lg.delivered_win;
         per_s = ok / secs;
         printf("# muc-fanout: %d occupants, %.0f room messages/s, %.0f"

@@ -121,6 +121,7 @@ class Peer:
 
     name = "?"
     proto = "xmpp"
+    muc = False
     stop_signal = signal.SIGTERM
     stop_timeout = 30.0
 

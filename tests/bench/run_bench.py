@@ -59,7 +59,9 @@ LOADGEN = os.path.join(BUILD, "loadgen")
 RELAY_SRC = os.path.join(HERE, "relay.c")
 RELAY = os.path.join(BUILD, "relay")
 
-SCENARIOS = ("idle", "chat-saturation", "chat-fixed-rate", "login")
+SCENARIOS = ("idle", "chat-saturation", "chat-fixed-rate", "login",
+             "muc-fanout")
+MUC_ROOM = "bench@conference.example.com"
 
 
 def build(out, srcs, deps, libs):
@@ -112,6 +114,7 @@ class Target:
 
     name = "?"
     proto = "xmpp"          # loadgen --proto
+    muc = False             # has a MUC service on conference.example.com
 
     def start(self):
         raise NotImplementedError
@@ -153,6 +156,7 @@ class Conclave(Target):
     """nginx + the Conclave module, slapd and mariadbd from tests/lib."""
 
     name = "conclave"
+    muc = True
 
     def __init__(self, args, workdir):
         from appliance import Appliance  # noqa: E402
@@ -171,6 +175,12 @@ class Conclave(Target):
                      for i in range(args.workers)]
             main.append("worker_cpu_affinity %s;" % " ".join(masks))
         http = list(args.extra_http)
+        if "muc-fanout" in args.scenarios:
+            # the point is the fan-out, not the room's flood limit
+            http.append("conclave_muc_rate 1000000; "
+                        "conclave_muc_queue 100000; "
+                        "conclave_muc_max_occupants %d;"
+                        % max(args.muc_occupants + [1000]))
         # over TCP the TLS port is the stream module's direct TLS
         # listener (XEP-0368), there in every appliance
         self.app = Appliance(workdir, module_so=args.module,
@@ -307,6 +317,15 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
         cmd += ["--sessions", str(args.chat_sessions), "--rate", str(size),
                 "--duration", str(args.rate_duration)]
         limit = 260 + args.rate_duration  # drain: up to 120 s
+    elif scenario == "muc-fanout":
+        # every join sends the joiner's presence to every occupant
+        # (O(N^2) stanzas): a slow ramp keeps the join storm in bounds
+        cmd += ["--room", MUC_ROOM, "--sessions", str(size),
+                "--senders", str(min(args.muc_senders, size)),
+                "--window", str(args.muc_window),
+                "--duration", str(args.muc_duration),
+                "--ramp", str(args.muc_ramp)]
+        limit = 300 + size / 5 + args.muc_duration
     else:
         cmd += ["--concurrency", str(size),
                 "--duration", str(args.login_duration)]
@@ -439,6 +458,11 @@ TABLE = {
                     ("p50 ms", "p50_ms", ".3f"),
                     ("p99 ms", "p99_ms", ".3f"),
                     ("us CPU/login", "srv_cpu_us_per_op", ".0f")]),
+    "muc-fanout": ("N", [("deliveries/s", "per_s", ".0f"),
+                         ("us CPU/deliv", "srv_cpu_us_per_op", ".2f"),
+                         ("p50 ms", "p50_ms", ".3f"),
+                         ("p99 ms", "p99_ms", ".3f"),
+                         ("srv CPU %", "srv_cpu_pct", ".0f")]),
 }
 
 
@@ -498,6 +522,9 @@ FIGURES = [
      ".1f", False),
     ("login", "per_s", "logins/s, C=%s", ".0f", True),
     ("login", "srv_cpu_us_per_op", "us CPU/login, C=%s", ".0f", False),
+    ("muc-fanout", "per_s", "MUC deliveries/s, N=%s", ".0f", True),
+    ("muc-fanout", "srv_cpu_us_per_op", "us CPU/MUC delivery, N=%s", ".2f",
+     False),
 ]
 
 TARGET_ORDER = ["conclave", "ejabberd", "prosody", "relay"]
@@ -652,10 +679,20 @@ def parse_args(argv):
     p.add_argument("--windows", type=ints, default=[4],
                    help="chat-saturation: messages in flight per sender")
     p.add_argument("--chat-duration", type=float, default=20)
-    p.add_argument("--rates", type=ints, default=[1000, 5000])
+    p.add_argument("--rates", type=ints, default=[1000, 5000, 20000])
     p.add_argument("--rate-duration", type=float, default=20)
     p.add_argument("--login-concurrency", type=ints, default=[20])
     p.add_argument("--login-duration", type=float, default=20)
+    p.add_argument("--muc-occupants", type=ints, default=[100, 1000],
+                   help="muc-fanout: room sizes N (issue 7)")
+    p.add_argument("--muc-senders", type=int, default=10,
+                   help="muc-fanout: occupants that send")
+    p.add_argument("--muc-window", type=int, default=16,
+                   help="muc-fanout: groupchat messages in flight per "
+                   "sender")
+    p.add_argument("--muc-duration", type=float, default=10)
+    p.add_argument("--muc-ramp", type=int, default=20,
+                   help="muc-fanout: joins in flight")
     p.add_argument("--payload", type=int, default=32,
                    help="padding bytes in each message body")
     p.add_argument("--repeat", type=int, default=1)
@@ -711,7 +748,8 @@ def parse_args(argv):
     a.module = os.path.abspath(a.module)
     a.max_sessions = max(
         [a.chat_sessions, 20] + a.login_concurrency
-        + (a.idle_sessions if "idle" in a.scenarios else []))
+        + (a.idle_sessions if "idle" in a.scenarios else [])
+        + (a.muc_occupants if "muc-fanout" in a.scenarios else []))
     return a
 
 
@@ -797,11 +835,14 @@ def main(argv=None):
             sizes = {"idle": args.idle_sessions,
                      "chat-saturation": args.windows,
                      "chat-fixed-rate": args.rates,
-                     "login": args.login_concurrency}[s]
+                     "login": args.login_concurrency,
+                     "muc-fanout": args.muc_occupants}[s]
             plan += [(s, n) for n in sizes]
         for s, n in plan:
             for rep in range(1, args.repeat + 1):
                 for target in targets:
+                    if s == "muc-fanout" and not target.muc:
+                        continue
                     run_one(args, target, s, n, rep, results)
     except KeyboardInterrupt:
         problems.append("interrupted")
