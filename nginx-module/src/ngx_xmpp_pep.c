@@ -637,8 +637,9 @@ ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
 
     if (r->rc != NGX_XMPP_DB_OK) {
         ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
-                      0, "xmpp: pep request on %V failed (%ui): %s",
-                      &ctx->node, r->rc, r->err);
+                      0, "xmpp: pep request on %V failed (%ui, "
+                      "MariaDB error %ud): %s", &ctx->node, r->rc,
+                      r->db_errno, r->err);
 
         if (s) {
             ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",

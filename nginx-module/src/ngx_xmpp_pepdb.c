@@ -10,6 +10,10 @@
 #include "ngx_xmpp_pep.h"
 
 #include <mysql.h>
+#include <mysqld_error.h>
+
+
+#define NGX_XMPP_PEP_TRIES  3
 
 
 const char  *ngx_xmpp_pep_access[] = {
@@ -203,7 +207,14 @@ ngx_xmpp_pep_item_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
 }
 
 
-/* the node's options, locked for the rest of the transaction */
+/*
+ * The node's options; with lock, an existing node's row is locked for
+ * the rest of the transaction.  A missing node is not looked up with a
+ * locking read: that would take a gap lock, and the first publishes of
+ * several new nodes of one account (one gap) would deadlock on their
+ * inserts.  Two creators of one node meet on its key instead: the
+ * second gets a duplicate key, and runs again (ngx_xmpp_pep_run).
+ */
 int
 ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     ngx_str_t *owner, ngx_str_t *node, ngx_uint_t lock)
@@ -215,11 +226,23 @@ ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[1] = *node;
     ctx->conf.set = 0;
 
-    return ngx_xmpp_pep_query(conn, r, lock
-        ? "SELECT access_model, persist_items, max_items, send_last"
-          " FROM pep_node WHERE owner_jid = ? AND node = ? FOR UPDATE"
-        : "SELECT access_model, persist_items, max_items, send_last"
-          " FROM pep_node WHERE owner_jid = ? AND node = ?",
+    if (ngx_xmpp_pep_query(conn, r,
+            "SELECT access_model, persist_items, max_items, send_last"
+            " FROM pep_node WHERE owner_jid = ? AND node = ?",
+            p, 2, ngx_xmpp_pep_node_row) != 0)
+    {
+        return -1;
+    }
+
+    if (!lock || !ctx->conf.set) {
+        return 0;
+    }
+
+    ctx->conf.set = 0;
+
+    return ngx_xmpp_pep_query(conn, r,
+        "SELECT access_model, persist_items, max_items, send_last"
+        " FROM pep_node WHERE owner_jid = ? AND node = ? FOR UPDATE",
         p, 2, ngx_xmpp_pep_node_row);
 }
 
@@ -832,59 +855,81 @@ ngx_xmpp_pep_run_bm_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
-/*
- * Pool thread.  One request is one transaction, which the adapter
- * commits after we return 0 (ngx_xmpp_db.c); a change refused half-way
- * (a limit, a precondition) is rolled back here and answered.
- */
-int
-ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+static int
+ngx_xmpp_pep_run_once(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
-    int                  rc;
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
     switch (ctx->op) {
     case NGX_XMPP_PEP_ITEMS:
     case NGX_XMPP_PEP_BM_GET:
         return ngx_xmpp_pep_run_items(conn, r);
-    case NGX_XMPP_PEP_CONF_GET:
-        return ngx_xmpp_pep_run_conf(conn, r);
     case NGX_XMPP_PEP_LAST:
         return ngx_xmpp_pep_run_last(conn, r);
     case NGX_XMPP_PEP_PRIV_GET:
     case NGX_XMPP_PEP_PRIV_SET:
-        rc = ngx_xmpp_pep_run_private(conn, r);
-        break;
+        return ngx_xmpp_pep_run_private(conn, r);
     case NGX_XMPP_PEP_PUBLISH:
     case NGX_XMPP_PEP_CREATE:
-        rc = ngx_xmpp_pep_run_publish(conn, r);
-        break;
+        return ngx_xmpp_pep_run_publish(conn, r);
     case NGX_XMPP_PEP_RETRACT:
-        rc = ngx_xmpp_pep_run_retract(conn, r);
-        break;
+        return ngx_xmpp_pep_run_retract(conn, r);
     case NGX_XMPP_PEP_DELETE:
-        rc = ngx_xmpp_pep_run_delete(conn, r);
-        break;
+        return ngx_xmpp_pep_run_delete(conn, r);
     case NGX_XMPP_PEP_BM_SET:
-        rc = ngx_xmpp_pep_run_bm_set(conn, r);
-        break;
+        return ngx_xmpp_pep_run_bm_set(conn, r);
     default:
-        rc = ngx_xmpp_pep_run_conf(conn, r);
-        break;
+        return ngx_xmpp_pep_run_conf(conn, r);
     }
+}
 
-    if (rc != 0) {
+
+/*
+ * Pool thread.  One request is one transaction, which the adapter
+ * commits after we return 0 (ngx_xmpp_db.c); a change refused half-way
+ * (a limit, a precondition) is rolled back here and answered.  Two
+ * first publishes to one new node race for its row (a duplicate key or
+ * a deadlock on the gap lock): the loser runs again and finds the node.
+ */
+int
+ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_uint_t           try;
+    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
+
+    for (try = 0; try < NGX_XMPP_PEP_TRIES; try++) {
+
+        if (ngx_xmpp_pep_run_once(conn, r) == 0) {
+            if (ctx->error) {
+                /* nothing of a refused change is committed */
+                (void) mysql_rollback(conn);
+            }
+
+            return 0;
+        }
+
         if (r->db_errno == 0) {
             r->db_errno = mysql_errno(conn);
         }
 
-        return -1;
-    }
+        if ((r->db_errno != ER_LOCK_DEADLOCK
+             && r->db_errno != ER_LOCK_WAIT_TIMEOUT
+             && r->db_errno != ER_DUP_ENTRY)
+            || try + 1 == NGX_XMPP_PEP_TRIES)
+        {
+            return -1;
+        }
 
-    if (ctx->error) {
-        /* nothing of a refused change is committed */
         (void) mysql_rollback(conn);
+
+        ctx->out.last = ctx->out.start;
+        ctx->out.failed = 0;
+        ctx->subs.last = ctx->subs.start;
+        ctx->subs.failed = 0;
+        ctx->error = 0;
+        r->db_errno = 0;
+        r->err[0] = '\0';
     }
 
-    return 0;
+    return -1;
 }

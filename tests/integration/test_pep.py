@@ -520,6 +520,32 @@ def test_limits_and_malformed_publish(appliance):
         c.close()
 
 
+def test_concurrent_first_publishes(appliance):
+    """Two resources (on both workers, most likely) publish the first
+    item of the same new nodes at once: each publish succeeds, once the
+    race for the node's row is run again."""
+    a = raw_session(appliance, "alice", "race1")
+    b = raw_session(appliance, "alice", "race2")
+    try:
+        for i in range(4):
+            for c, who in ((a, "a"), (b, "b")):
+                c.send("<iq type='set' id='r%d%s'><pubsub xmlns='%s'>"
+                       "<publish node='urn:x:race%d'><item id='%s'><v "
+                       "xmlns='urn:x'/></item></publish></pubsub></iq>"
+                       % (i, who, PUBSUB, i, who))
+        for c, who in ((a, "a"), (b, "b")):
+            got = {}
+            while len(got) < 4:
+                r = c.expect(r"<iq[^>]*id='r\d%s'[^>]*(/>|>.*?</iq>)" % who)
+                iq = r[r.rindex("<iq"):]
+                got[re.search(r"id='(r\d)", iq).group(1)] = iq
+            for iq in got.values():
+                assert "type='result'" in iq, iq
+    finally:
+        a.close()
+        b.close()
+
+
 # ---- XEP-0049, XEP-0223, XEP-0402 ----
 
 def test_private_storage_and_xep0223_survive_restart(appliance, pool):
