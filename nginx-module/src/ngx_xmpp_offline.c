@@ -223,6 +223,100 @@ ngx_xmpp_offline_recheck(ngx_str_t *owner)
 }
 
 
+/*
+ * A message stored for no session (the unacked stanzas of an ended
+ * XEP-0198 session, a room's invitation: sid 0) that could not be
+ * kept: its sender, when an account of ours, is told (RFC 6120 8.3)
+ * through routing, as the router tells a sender's session.  The sender
+ * is the "from" of our own serialization of the stanza.
+ */
+static void
+ngx_xmpp_offline_bounce_sender(ngx_xmpp_offline_ctx_t *ctx,
+    const char *type, const char *condition, const char *text)
+{
+    u_char           *p, *q, *end;
+    ngx_str_t         from;
+    ngx_pool_t       *pool;
+    ngx_xmpp_jid_t    jid;
+    ngx_xmpp_conf_t  *xcf;
+    ngx_xmpp_wbuf_t   b;
+
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+    end = ngx_strlchr(ctx->stanza.data, ctx->stanza.data + ctx->stanza.len,
+                      '>');
+    p = end ? ngx_strlcasestrn(ctx->stanza.data, end, (u_char *) " from='",
+                               6)
+            : NULL;
+    q = p ? ngx_strlchr(p + 7, end, '\'') : NULL;
+
+    if (xcf == NULL || q == NULL) {
+        return;
+    }
+
+    from.data = p + 7;
+    from.len = q - from.data;
+
+    if (ngx_strlchr(from.data, q, '&') != NULL) {
+        /* an escaped resource: not worth undoing for an error */
+        return;
+    }
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    if (ngx_xmpp_jid_parse(pool, &from, &jid) != NGX_OK
+        || jid.domain.len != xcf->domain.len
+        || ngx_strncmp(jid.domain.data, xcf->domain.data, jid.domain.len)
+           != 0)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 16384;
+
+    ngx_xmpp_wbuf_lit(&b, "<message xmlns='" NGX_XMPP_NS_CLIENT "'"
+                      " type='error' from='");
+    ngx_xmpp_wbuf_escs(&b, &ctx->to);
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, &jid.full);
+    ngx_xmpp_wbuf_lit(&b, "'");
+
+    if (ctx->id.len) {
+        ngx_xmpp_wbuf_lit(&b, " id='");
+        ngx_xmpp_wbuf_escs(&b, &ctx->id);
+        ngx_xmpp_wbuf_lit(&b, "'");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "><error type='");
+    ngx_xmpp_wbuf_str(&b, type);
+    ngx_xmpp_wbuf_lit(&b, "'><");
+    ngx_xmpp_wbuf_str(&b, condition);
+    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_STANZAS "'/><text xmlns='"
+                      NGX_XMPP_NS_STANZAS "'>");
+    ngx_xmpp_wbuf_str(&b, text);
+    ngx_xmpp_wbuf_lit(&b, "</text></error></message>");
+
+    if (!b.failed) {
+        if (jid.resource.len == 0
+            || ngx_xmpp_router_to_full_jid(xcf, &jid, b.start,
+                                           b.last - b.start)
+               != NGX_OK)
+        {
+            (void) ngx_xmpp_router_to_bare(xcf, &jid.bare,
+                                           NGX_XMPP_STANZA_MESSAGE, NULL,
+                                           b.start, b.last - b.start);
+        }
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+    ngx_destroy_pool(pool);
+}
+
+
 static void
 ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
 {
@@ -250,6 +344,13 @@ ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
         ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
                       0, "xmpp: offline message for %V not stored (%ui): "
                       "%s", &ctx->owner, r->rc, r->err);
+        if (ctx->sid == 0) {
+            ngx_xmpp_offline_bounce_sender(ctx, "wait",
+                                           "internal-server-error",
+                                           "offline storage is unavailable");
+            return;
+        }
+
         ngx_xmpp_router_bounce_text(s, &d, "wait", "internal-server-error",
                                     "offline storage is unavailable");
         return;
@@ -257,12 +358,27 @@ ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
 
     if (ctx->known == 0) {
         /* RFC 6121 8.5.2.2.1: nobody to keep it for */
+        if (ctx->sid == 0) {
+            ngx_xmpp_offline_bounce_sender(ctx, "cancel",
+                                           "service-unavailable",
+                                           "no offline storage for the "
+                                           "recipient");
+            return;
+        }
+
         ngx_xmpp_router_bounce(s, &d, "cancel", "service-unavailable");
         return;
     }
 
     ngx_log_error(NGX_LOG_INFO, s ? s->connection->log : ngx_cycle->log, 0,
                   "xmpp: offline storage of %V is full", &ctx->owner);
+
+    if (ctx->sid == 0) {
+        ngx_xmpp_offline_bounce_sender(ctx, "wait", "resource-constraint",
+                                       "the recipient's offline storage "
+                                       "is full");
+        return;
+    }
 
     ngx_xmpp_router_bounce_text(s, &d, "wait", "resource-constraint",
                                 "the recipient's offline storage is full");

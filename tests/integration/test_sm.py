@@ -306,6 +306,35 @@ def test_unacked_go_to_offline_storage_on_timeout(appliance, pool):
     a.disconnect()
 
 
+def test_unacked_over_the_offline_quota_go_back_to_the_sender(
+        make_appliance, pool):
+    """What offline storage cannot keep for a timed-out session (here
+    the quota, conclave_offline_quota 1) is not dropped in silence: the
+    sender gets <resource-constraint/> for it (RFC 6120 8.3), and the
+    recipient gets the rest at the next sign-in."""
+    app = make_appliance(workers=2, extra_http="conclave_sm_resume_timeout"
+                         " 2s; conclave_offline_quota 1;")
+    b = sm_client(pool, app, "erin", "q")
+    a = pool.client("alice@%s/q" % DOMAIN, "alice-pw", app.nginx.xmpp_port)
+    pool.call(lambda: a.xmpp.add_event_handler("message_error",
+                                               a.xmpp._message))
+    drop(pool, b)
+    time.sleep(0.3)
+    a.message(b.jid, "first of two", id="q1")
+    a.message(b.jid, "second of two", id="q2")
+    err = a.wait_message(lambda m: m["type"] == "error", timeout=20)
+    assert err["error"] == "resource-constraint"
+    assert err["id"] in ("q1", "q2")
+    assert stored(app, "erin@example.com") == 1
+
+    kept = "first of two" if err["id"] == "q2" else "second of two"
+    got = next_sign_in(pool, app, "erin", "back", kept)
+    assert [m["body"] for m in got].count(kept) == 1
+    assert len([m for m in got if m["body"] in ("first of two",
+                                                "second of two")]) == 1
+    a.disconnect()
+
+
 def test_clean_close_keeps_what_was_not_acked(appliance, pool):
     """A stream closed with </stream:stream> is not resumable (XEP-0198
     section 5): what the client acknowledged before closing is done
