@@ -19,12 +19,9 @@
  * With "conclave_audit_fsync always" a message waits in a FIFO ring
  * until its record is durable and is routed from the eventfd handler;
  * records are durable in seq order, so the ring drains from its head.
- * Its record is batched while a sync round is wanted or runs: those
- * records are written with one pwrite(2) from a posted event at the end
- * of the event-loop turn, which also wakes the sync thread once
- * (caud_journal_append_flat_batch()); with the sync thread idle it is
- * written at once, so the next round starts without waiting for the
- * turn to end.
+ * Its record is batched: the records of one event-loop turn are written
+ * with one pwrite(2) from a posted event at the end of the turn, which
+ * also wakes the sync thread once (caud_journal_append_flat_batch()).
  * With "interval" and "off" it is written and routed at once.  If the
  * record cannot be written the sender gets an error and the message goes
  * nowhere.
@@ -120,7 +117,6 @@ typedef struct {
     pthread_cond_t         ship_cond;
     ngx_uint_t             stop;
     ngx_uint_t             sync_wanted;
-    ngx_uint_t             sync_busy;    /* a round is wanted or runs */
     uint64_t               cp_seq;       /* checkpoint wanted at this seq */
     uint8_t                cp_head[CAUD_HASH_LEN];
     char                   thread_err[512];
@@ -807,10 +803,6 @@ ngx_xmpp_audit_sync_thread(void *data)
 
         pthread_mutex_lock(&a->mu);
 
-        if (!a->sync_wanted) {
-            __atomic_store_n(&a->sync_busy, 0, __ATOMIC_RELAXED);
-        }
-
         if (stop) {
             break;
         }
@@ -1385,13 +1377,6 @@ ngx_xmpp_audit_append_flat(ngx_xmpp_audit_t *a, caud_flat_t *rec,
  * this event-loop turn's records by ngx_xmpp_audit_flush() (its message
  * waits in the ring for durability anyway, so nothing is routed before
  * the write and the sync that follows it).
- *
- * Adaptive: batching only pays while a sync round runs, since records
- * written meanwhile wait for the next round anyway.  With the sync
- * thread idle the batch is written at once, so that its fdatasync()
- * starts now rather than at the end of a long turn.  (The flag is read
- * without the lock: a stale value costs one pwrite or part of a turn,
- * never durability.)
  */
 static ngx_int_t
 ngx_xmpp_audit_append_batch(ngx_xmpp_audit_t *a, caud_flat_t *rec,
@@ -1410,17 +1395,6 @@ ngx_xmpp_audit_append_batch(ngx_xmpp_audit_t *a, caud_flat_t *rec,
     /* read-your-writes for the history waits for it (audit_marks) */
     if (a->slot) {
         a->slot->last_seq = *seq;
-    }
-
-    if (!__atomic_load_n(&a->sync_busy, __ATOMIC_RELAXED)) {
-        /* the sync thread waits: no round to share, start one now */
-        if (caud_journal_flush(a->journal) != 0) {
-            ngx_xmpp_audit_lost(a, errno);
-            return NGX_ERROR;
-        }
-
-        ngx_xmpp_audit_appended(a, *seq);
-        return NGX_OK;
     }
 
     if (!a->flush_ev.posted) {
@@ -1543,9 +1517,7 @@ ngx_xmpp_audit_appended(ngx_xmpp_audit_t *a, uint64_t seq)
     }
 
     if (a->xcf->audit_fsync == NGX_XMPP_FSYNC_ALWAYS || a->cp_seq) {
-        /* busy from now until the thread finds nothing more to do */
         a->sync_wanted = 1;
-        __atomic_store_n(&a->sync_busy, 1, __ATOMIC_RELAXED);
         pthread_cond_signal(&a->cond);
     }
 
