@@ -63,6 +63,9 @@ typedef struct {
      * in match is set when only the FULLTEXT statement binds it */
     char                   fast[NGX_XMPP_ADMIN_SQL_MAX];
     ngx_uint_t             match;
+    /* the key of the last row kept: ts, node, writer, seq */
+    ngx_str_t              last[4];
+    u_char                 last_buf[400];
     u_char                 str[NGX_XMPP_ADMIN_STR_MAX];
     size_t                 str_used;
     json_t                *rows;
@@ -915,6 +918,32 @@ ngx_xmpp_admin_flags(json_t *row, ngx_str_t *payload)
 }
 
 
+/* where a walk by time that kept this row goes on from */
+static void
+ngx_xmpp_admin_last(ngx_xmpp_admin_q_t *q, ngx_str_t *c)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    p = q->last_buf;
+
+    for (i = 0; i < 4; i++) {
+        if (c[i].data == NULL
+            || c[i].len + 1 > (size_t) (q->last_buf + sizeof(q->last_buf)
+                                        - p))
+        {
+            q->last[0].data = NULL;
+            return;
+        }
+
+        q->last[i].data = p;
+        q->last[i].len = c[i].len;
+        p = ngx_cpymem(p, c[i].data, c[i].len);
+        *p++ = '\0';
+    }
+}
+
+
 /* a message row: ts, node, writer, seq, from, to, type, id, body, payload */
 static int
 ngx_xmpp_admin_message_row(ngx_xmpp_db_req_t *dr, ngx_str_t *c, ngx_uint_t n)
@@ -931,6 +960,10 @@ ngx_xmpp_admin_message_row(ngx_xmpp_db_req_t *dr, ngx_str_t *c, ngx_uint_t n)
     if (++q->nrows > NGX_XMPP_ADMIN_PAGE && q->kind == NGX_XMPP_ADMIN_Q_SEARCH)
     {
         return 0;
+    }
+
+    if (q->kind == NGX_XMPP_ADMIN_Q_SEARCH) {
+        ngx_xmpp_admin_last(q, c);
     }
 
     row = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
@@ -1163,22 +1196,64 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
  * the same filters without MATCH, walking the time index newest first,
  * for at most NGX_XMPP_ADMIN_SCAN rows (LIMIT ... ROWS EXAMINED): a
  * frequent keyword fills its page there, a fairly frequent one in a
- * second, longer walk sized by what the first found.  If the page is
+ * second, longer walk, sized by what the first found, that goes on
+ * after the last row the first kept.  If the page is
  * still not full, the FULLTEXT statement answers from scratch, and is
  * fast because then the keyword is rare.  Both statements keep the same
  * rows (the REGEXP says what MATCH does), so the pages are the same
  * whichever answered.
  */
+/*
+ * The second walk goes on after the last row the first one kept (the
+ * first walk kept every match among the rows it read): the statement
+ * with the cursor's condition of ngx_xmpp_admin_q_cursor() before its
+ * ORDER BY, and five more parameters.
+ */
+static ngx_int_t
+ngx_xmpp_admin_resume(ngx_xmpp_admin_q_t *q, char *sql, size_t size,
+    ngx_uint_t scan, ngx_str_t *fp, ngx_uint_t *n)
+{
+    char  *order, *p;
+
+    order = NULL;
+
+    for (p = q->fast; (p = ngx_strstr(p, " ORDER BY ")) != NULL; p++) {
+        order = p;
+    }
+
+    if (order == NULL || q->last[0].data == NULL
+        || *n + 5 > NGX_XMPP_DB_PARAMS_MAX)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_snprintf((u_char *) sql, size,
+                 "%*s AND (ts_utc_us < CAST(? AS SIGNED)"
+                 " OR (ts_utc_us = CAST(? AS SIGNED)"
+                 " AND (node, writer_id, seq)"
+                 " < (?, CAST(? AS UNSIGNED), CAST(? AS UNSIGNED))))"
+                 "%s ROWS EXAMINED %ui%Z",
+                 (size_t) (order - q->fast), q->fast, order, scan);
+
+    fp[(*n)++] = q->last[0];
+    fp[(*n)++] = q->last[0];
+    fp[(*n)++] = q->last[1];
+    fp[(*n)++] = q->last[2];
+    fp[(*n)++] = q->last[3];
+
+    return NGX_OK;
+}
+
+
 static int
 ngx_xmpp_admin_search_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 {
-    char                 sql[NGX_XMPP_ADMIN_SQL_MAX + 32];
+    char                 sql[NGX_XMPP_ADMIN_SQL_MAX + 256];
     ngx_str_t            fp[NGX_XMPP_DB_PARAMS_MAX];
-    ngx_uint_t           i, n, scan;
+    ngx_uint_t           i, n, scan, walk;
     ngx_xmpp_admin_q_t  *q;
 
     q = dr->ctx;
-    scan = NGX_XMPP_ADMIN_SCAN;
 
     for (i = 0, n = 0; i < q->nparams; i++) {
         if (!(q->match & ((ngx_uint_t) 1 << i))) {
@@ -1186,9 +1261,35 @@ ngx_xmpp_admin_search_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
         }
     }
 
-    while (q->fast[0] && q->match) {
-        ngx_snprintf((u_char *) sql, sizeof(sql), "%s ROWS EXAMINED %ui%Z",
-                     q->fast, scan);
+    for (walk = 0; q->fast[0] && q->match && walk < 2; walk++) {
+        scan = NGX_XMPP_ADMIN_SCAN;
+
+        if (walk == 1) {
+            /*
+             * Not a page.  Reading on by time costs a few microseconds
+             * a row, FULLTEXT tens per match (a row fetched at random):
+             * for a keyword in more than about one row in 500 (HITS in
+             * SCAN) reading on is cheaper, up to the rows its page
+             * should need.
+             */
+            if (q->nrows < NGX_XMPP_ADMIN_SCAN_HITS) {
+                break;
+            }
+
+            scan = ngx_min(NGX_XMPP_ADMIN_SCAN_MAX,
+                           2 * (NGX_XMPP_ADMIN_PAGE + 1)
+                           * NGX_XMPP_ADMIN_SCAN / q->nrows);
+        }
+
+        if (walk == 0
+            || ngx_xmpp_admin_resume(q, sql, sizeof(sql), scan, fp, &n)
+               != NGX_OK)
+        {
+            json_array_clear(q->rows);
+            q->nrows = 0;
+            ngx_snprintf((u_char *) sql, sizeof(sql),
+                         "%s ROWS EXAMINED %ui%Z", q->fast, scan);
+        }
 
         if (ngx_xmpp_admin_exec(conn, dr, sql, fp, n,
                                 ngx_xmpp_admin_message_row) != 0)
@@ -1199,25 +1300,6 @@ ngx_xmpp_admin_search_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
         if (q->nrows > NGX_XMPP_ADMIN_PAGE) {
             return 0;
         }
-
-        /*
-         * Not a page.  Reading on by time costs a few microseconds a
-         * row, FULLTEXT tens per match (a row fetched at random): for
-         * a keyword in more than about one row in 500 (HITS in SCAN)
-         * reading on is cheaper, up to the rows its page should need.
-         */
-        if (scan != NGX_XMPP_ADMIN_SCAN
-            || q->nrows < NGX_XMPP_ADMIN_SCAN_HITS)
-        {
-            break;
-        }
-
-        scan = ngx_min(NGX_XMPP_ADMIN_SCAN_MAX,
-                       2 * (NGX_XMPP_ADMIN_PAGE + 1) * NGX_XMPP_ADMIN_SCAN
-                       / q->nrows);
-
-        json_array_clear(q->rows);
-        q->nrows = 0;
     }
 
     json_array_clear(q->rows);

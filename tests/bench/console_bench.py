@@ -14,8 +14,10 @@ times --queries searches of each kind through nginx, end to end:
 
     keyword        q=<a vocabulary word no other word begins with>
                    (about 2 x rows/5,000 matching rows)
-    keyword-broad  q=w10..w99, each the prefix of 111 words: a keyword's
-                   words match word beginnings, so about 2.2% of rows
+    keyword-broad  q=w10..w99: a keyword's words match word beginnings;
+                   w10..w49 begin 111 vocabulary words (w10, w100..w109,
+                   w1000..w1099: 4.4% of rows, two words a row), w50..w99
+                   only 11 (the vocabulary ends at w4999: 0.44%)
     user+range     user=<u>, since/until one day apart
     user+keyword   user=<u> and q=<word>
     pair           user=<u>, peer=<v> (a conversation, newest page)
@@ -133,7 +135,8 @@ def main():
             return "w%d" % rnd.randrange(1000, WORDS)
 
         def broad():
-            # w10..w99: the prefix of 111 vocabulary words (2.2% of rows)
+            # w10..w99: the prefix of 111 or 11 vocabulary words (4.4% or
+            # 0.44% of rows)
             return "w%d" % rnd.randrange(10, 100)
 
         def since():
