@@ -371,6 +371,18 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
     { ngx_string("conclave_private_max_size"), NGX_XMPP_MAIN,
       ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(private_max_size), NULL },
+    { ngx_string("conclave_csi_max_held"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(csi_max_held), NULL },
+
+    { ngx_string("conclave_csi_max_held_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(csi_max_held_size), NULL },
+
+    { ngx_string("conclave_blocklist_max"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(blocklist_max), NULL },
+
     { ngx_string("conclave_sm_resume_timeout"), NGX_XMPP_MAIN,
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(sm_resume_timeout), NULL },

@@ -60,6 +60,8 @@ typedef struct ngx_xmpp_session_s    ngx_xmpp_session_t;
 typedef struct ngx_xmpp_node_s       ngx_xmpp_node_t;
 typedef struct ngx_xmpp_transport_s  ngx_xmpp_transport_t;
 typedef struct ngx_xmpp_sm_s         ngx_xmpp_sm_t;
+typedef struct ngx_xmpp_held_s       ngx_xmpp_held_t;
+typedef struct ngx_xmpp_blocklist_s  ngx_xmpp_blocklist_t;
 
 
 /* configuration shared by every transport (http main conf) */
@@ -168,6 +170,10 @@ typedef struct {
     size_t                 pep_max_node_size;
     ngx_uint_t             pep_max_nodes;
     size_t                 private_max_size;
+    /* XEP-0352 (ngx_xmpp_csi.c), XEP-0191 (ngx_xmpp_blocking.c) */
+    ngx_uint_t             csi_max_held;
+    size_t                 csi_max_held_size;
+    ngx_uint_t             blocklist_max;
 
     /* XEP-0156 host-meta (ngx_xmpp_hostmeta.c); empty: derived, none */
     ngx_str_t              websocket_url;
@@ -344,6 +350,8 @@ struct ngx_xmpp_session_s {
 
     ngx_xmpp_sm_t         *sm;            /* XEP-0198, NULL: not used */
     void                  *caps;          /* XEP-0115, ngx_xmpp_caps.c */
+    ngx_xmpp_held_t       *held;          /* XEP-0352, NULL: none */
+    ngx_xmpp_blocklist_t  *blocklist;     /* XEP-0191, NULL: not bound */
 
     ngx_int_t              priority;
     ngx_str_t              last_presence; /* heap, without "to" */
@@ -363,6 +371,8 @@ struct ngx_xmpp_session_s {
     unsigned               tls_available:1;   /* STARTTLS can be offered */
     unsigned               restart_pending:1;
     unsigned               own_root:1;        /* TCP: the client's root */
+    unsigned               carbons:1;         /* XEP-0280 enabled */
+    unsigned               csi_inactive:1;    /* XEP-0352 <inactive/> */
 };
 
 
@@ -568,6 +578,7 @@ typedef struct {
     ngx_int_t              priority;
     unsigned               available:1;
     unsigned               interested:1;  /* receives roster pushes */
+    unsigned               carbons:1;     /* XEP-0280 enabled */
     u_char                 resource[NGX_XMPP_JID_PART_MAX + 1];
     size_t                 resource_len;
 } ngx_xmpp_route_t;
@@ -610,6 +621,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_SM_TAKEN  14
 #define NGX_XMPP_IPC_SM_FAILED 15
 #define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
+#define NGX_XMPP_IPC_BLOCKING  16    /* XEP-0191 change for session sid */
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -637,6 +649,41 @@ void ngx_xmpp_router_bounce_text(ngx_xmpp_session_t *s,
 void ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len);
 void ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid);
 void ngx_xmpp_router_kick_local(uint64_t sid);
+ngx_int_t ngx_xmpp_router_inbound(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+ngx_int_t ngx_xmpp_router_peek(u_char *data, size_t len, const char *name,
+    u_char *buf, size_t size, ngx_str_t *value);
+void ngx_xmpp_iq_result(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *payload);
+
+/* ngx_xmpp_carbons.c: XEP-0280 message carbons */
+#define NGX_XMPP_NS_CARBONS    "urn:xmpp:carbons:2"
+#define NGX_XMPP_NS_FORWARD    "urn:xmpp:forward:0"
+#define NGX_XMPP_CARBONS_FULL  1
+#define NGX_XMPP_CARBONS_BARE  2
+void ngx_xmpp_carbons_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q);
+void ngx_xmpp_carbons_copy(ngx_xmpp_conf_t *xcf, ngx_xmpp_delivery_t *d,
+    ngx_int_t delivered);
+
+/* ngx_xmpp_csi.c: XEP-0352 client state indication */
+#define NGX_XMPP_NS_CSI        "urn:xmpp:csi:0"
+void ngx_xmpp_csi_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+ngx_int_t ngx_xmpp_csi_filter(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+void ngx_xmpp_csi_free(ngx_xmpp_session_t *s);
+
+/* ngx_xmpp_blocking.c: XEP-0191 blocking command, MariaDB blocklist */
+#define NGX_XMPP_NS_BLOCKING   "urn:xmpp:blocking"
+void ngx_xmpp_blocking_start(ngx_xmpp_session_t *s);
+void ngx_xmpp_blocking_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *q);
+ngx_int_t ngx_xmpp_blocking_outbound(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st);
+ngx_int_t ngx_xmpp_blocking_inbound(ngx_xmpp_session_t *s, u_char *data,
+    size_t len);
+ngx_int_t ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid);
+void ngx_xmpp_blocking_ipc(uint64_t sid, u_char *data, size_t len);
 
 /* ngx_xmpp_presence.c */
 void ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

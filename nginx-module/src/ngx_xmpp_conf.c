@@ -89,6 +89,9 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->pep_max_node_size = NGX_CONF_UNSET_SIZE;
     xcf->pep_max_nodes = NGX_CONF_UNSET_UINT;
     xcf->private_max_size = NGX_CONF_UNSET_SIZE;
+    xcf->csi_max_held = NGX_CONF_UNSET_UINT;
+    xcf->csi_max_held_size = NGX_CONF_UNSET_SIZE;
+    xcf->blocklist_max = NGX_CONF_UNSET_UINT;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_inactivity = NGX_CONF_UNSET_MSEC;
     xcf->bosh_max_requests = NGX_CONF_UNSET_UINT;
@@ -189,6 +192,20 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_pep_max_items\" must be 1..10000 "
                            "and \"conclave_pep_max_nodes\" at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_uint_value(xcf->csi_max_held, 256);
+    ngx_conf_init_size_value(xcf->csi_max_held_size, 262144);
+    ngx_conf_init_uint_value(xcf->blocklist_max, 1000);
+
+    if (xcf->csi_max_held < 1 || xcf->blocklist_max < 1
+        || xcf->blocklist_max > 100000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_csi_max_held\" must be at least 1 "
+                           "and \"conclave_blocklist_max\" between 1 and "
+                           "100000");
         return NGX_CONF_ERROR;
     }
     ngx_conf_init_msec_value(xcf->bosh_max_wait, 60000);

@@ -22,6 +22,8 @@ const char  *ngx_xmpp_disco_features[] = {
     "jabber:iq:search",
     NGX_XMPP_NS_PRIVATE,
     "http://jabber.org/protocol/caps",
+    NGX_XMPP_NS_CARBONS,
+    NGX_XMPP_NS_BLOCKING,
     NULL
 };
 
@@ -161,6 +163,41 @@ ngx_xmpp_disco_server(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 }
 
 
+/*
+ * XEP-0030 section 4: the server's items are its components, the
+ * conference service when conclave_muc_domain is set.
+ */
+static void
+ngx_xmpp_disco_items(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    ngx_xmpp_wbuf_t  b;
+
+    if (s->conf->muc_domain.len == 0) {
+        ngx_xmpp_disco_reply(s, st,
+            "<query xmlns='" NGX_XMPP_NS_DISCO_ITEMS "'/>");
+        return;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 4096;
+
+    ngx_xmpp_wbuf_lit(&b, "<query xmlns='" NGX_XMPP_NS_DISCO_ITEMS "'>"
+                      "<item jid='");
+    ngx_xmpp_wbuf_escs(&b, &s->conf->muc_domain);
+    ngx_xmpp_wbuf_lit(&b, "' name='Chatrooms'/></query>");
+    ngx_xmpp_wbuf_add(&b, "", 1);
+
+    if (!b.failed) {
+        ngx_xmpp_disco_reply(s, st, (const char *) b.start);
+
+    } else {
+        ngx_xmpp_router_error(s, st, "wait", "resource-constraint");
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
 void
 ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 {
@@ -218,8 +255,37 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     if (get && ngx_xmpp_disco_is(q, "query", NGX_XMPP_NS_DISCO_ITEMS)
         && ngx_xmpp_node_attr(q, "node") == NULL)
     {
+        if (!account) {
+            ngx_xmpp_disco_items(s, st);
+            return;
+        }
+
         ngx_xmpp_disco_reply(s, st,
             "<query xmlns='" NGX_XMPP_NS_DISCO_ITEMS "'/>");
+        return;
+    }
+
+    if (!account
+        && (ngx_xmpp_disco_is(q, "enable", NGX_XMPP_NS_CARBONS)
+            || ngx_xmpp_disco_is(q, "disable", NGX_XMPP_NS_CARBONS)))
+    {
+        ngx_xmpp_carbons_iq(s, st, q);
+        return;
+    }
+
+    if (q->ns.len == sizeof(NGX_XMPP_NS_BLOCKING) - 1
+        && ngx_strncmp(q->ns.data, NGX_XMPP_NS_BLOCKING, q->ns.len) == 0)
+    {
+        /* XEP-0191: the account's own blocklist, or none */
+        if (account && (st->to.bare.len != s->jid.bare.len
+                        || ngx_strncmp(st->to.bare.data, s->jid.bare.data,
+                                       s->jid.bare.len) != 0))
+        {
+            ngx_xmpp_router_error(s, st, "auth", "forbidden");
+            return;
+        }
+
+        ngx_xmpp_blocking_iq(s, st, q);
         return;
     }
 

@@ -612,6 +612,10 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
         ngx_xmpp_muc_ipc(from, sid, data, len);
         break;
 
+    case NGX_XMPP_IPC_BLOCKING:
+        ngx_xmpp_blocking_ipc(sid, data, len);
+        break;
+
     case NGX_XMPP_IPC_SM_TAKE:
     case NGX_XMPP_IPC_SM_STANZA:
     case NGX_XMPP_IPC_SM_TAKEN:

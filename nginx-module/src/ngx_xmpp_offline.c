@@ -711,7 +711,8 @@ ngx_xmpp_offline_deliver_done(ngx_xmpp_db_req_t *r)
             break;
         }
 
-        if (ngx_xmpp_session_send(s, p, len) != NGX_OK) {
+        /* XEP-0191: what a blocked JID left is dropped now */
+        if (ngx_xmpp_router_inbound(s, p, len) != NGX_OK) {
             /* what was written is deleted, the rest waits */
             ngx_xmpp_offline_next(xcf, ctx, sent, sent_ord, 0, 1);
             return;

@@ -24,8 +24,11 @@ typedef struct {
 } ngx_xmpp_registry_sh_t;
 
 
-/* a room's entry (ngx_xmpp_muc.c): its owner, in place of a session */
-#define NGX_XMPP_REGISTRY_ROOM    2
+/*
+ * A room's entry (ngx_xmpp_muc.c): its owner, in place of a session.
+ * A value no combination of the session bits below can take.
+ */
+#define NGX_XMPP_REGISTRY_ROOM    0x80
 
 typedef struct {
     ngx_rbtree_node_t         node;      /* key: crc32 of the bare JID */
@@ -352,9 +355,13 @@ ngx_xmpp_registry_update(ngx_xmpp_session_t *s)
     rn = ngx_xmpp_registry_own_locked(reg, s);
 
     if (rn) {
-        /* bit 0: available; bit 1: interested in roster pushes */
+        /*
+         * bit 0: available; bit 1: interested in roster pushes; bit 2:
+         * XEP-0280 carbons enabled
+         */
         rn->available = (u_char) (s->available
-                                  | (s->roster_interested << 1));
+                                  | (s->roster_interested << 1)
+                                  | (s->carbons << 2));
         rn->priority = s->priority;
         rn->roles = (u_char) s->roles;
     }
@@ -432,6 +439,7 @@ ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
         routes[i].priority = found[i]->priority;
         routes[i].available = found[i]->available & 1;
         routes[i].interested = (found[i]->available >> 1) & 1;
+        routes[i].carbons = (found[i]->available >> 2) & 1;
         routes[i].resource_len = found[i]->res_len;
         ngx_memcpy(routes[i].resource, found[i]->data + found[i]->bare_len,
                    found[i]->res_len);
@@ -778,7 +786,7 @@ ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf)
                          "resource", (char *) rn->data + rn->bare_len,
                          (size_t) rn->res_len,
                          "worker_pid", (json_int_t) rn->pid,
-                         "available", (int) rn->available,
+                         "available", (int) (rn->available & 1),
                          "priority", (json_int_t) rn->priority,
                          "since", (json_int_t) rn->since,
                          "transport",

@@ -132,8 +132,8 @@ ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf, ngx_xmpp_route_t *rt,
                                                              : NGX_DECLINED;
         }
 
-        return ngx_xmpp_session_send(s, data, len) == NGX_OK ? NGX_OK
-                                                             : NGX_DECLINED;
+        return ngx_xmpp_router_inbound(s, data, len) == NGX_OK
+               ? NGX_OK : NGX_DECLINED;
     }
 
     rc = ngx_xmpp_ipc_send(rt->pid, NGX_XMPP_IPC_DELIVER, rt->sid, data, len);
@@ -303,6 +303,7 @@ ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
         if (ngx_xmpp_router_to_full_jid(xcf, &d->to, d->data, d->len)
             == NGX_OK)
         {
+            ngx_xmpp_carbons_copy(xcf, d, NGX_XMPP_CARBONS_FULL);
             return;
         }
 
@@ -327,8 +328,12 @@ ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
                                 d->data, d->len)
         > 0)
     {
+        ngx_xmpp_carbons_copy(xcf, d, NGX_XMPP_CARBONS_BARE);
         return;
     }
+
+    /* XEP-0280 section 6: the sender's devices see it all the same */
+    ngx_xmpp_carbons_copy(xcf, d, 0);
 
     /*
      * RFC 6121 8.5.2.2.1: no available resource.  A normal or chat
@@ -472,7 +477,7 @@ ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
         return;
     }
 
-    (void) ngx_xmpp_session_send(s, data, len);
+    (void) ngx_xmpp_router_inbound(s, data, len);
 }
 
 
@@ -502,4 +507,200 @@ ngx_xmpp_router_kick_local(uint64_t sid)
     }
 
     ngx_xmpp_sm_kick(sid);
+}
+
+
+/*
+ * The last step before a stanza from elsewhere reaches a bound session
+ * of this worker: XEP-0191 drops what a blocked JID sent (and answers
+ * it), XEP-0352 holds what can wait while the client is inactive.
+ */
+ngx_int_t
+ngx_xmpp_router_inbound(ngx_xmpp_session_t *s, u_char *data, size_t len)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_xmpp_blocking_inbound(s, data, len);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_xmpp_csi_filter(s, data, len);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_xmpp_session_send(s, data, len);
+}
+
+
+static ngx_int_t
+ngx_xmpp_router_unescape(u_char *p, size_t n, u_char *buf, size_t size,
+    ngx_str_t *value)
+{
+    size_t       i, k, m;
+    u_char      *d;
+    ngx_uint_t   j;
+
+    static const struct {
+        const char  *ent;
+        u_char       ch;
+    } ents[] = {
+        { "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' },
+        { "&apos;", '\'' }, { "&quot;", '"' }
+    };
+
+    d = buf;
+
+    for (i = 0; i < n; i++) {
+        if ((size_t) (d - buf) >= size) {
+            return NGX_DECLINED;
+        }
+
+        if (p[i] != '&') {
+            *d++ = p[i];
+            continue;
+        }
+
+        for (j = 0; j < sizeof(ents) / sizeof(ents[0]); j++) {
+            m = ngx_strlen(ents[j].ent);
+            if (n - i >= m && ngx_strncmp(p + i, ents[j].ent, m) == 0) {
+                break;
+            }
+        }
+
+        if (j == sizeof(ents) / sizeof(ents[0])) {
+            /* character references: not in what we serialize */
+            return NGX_DECLINED;
+        }
+
+        *d++ = ents[j].ch;
+        k = ngx_strlen(ents[j].ent);
+        i += k - 1;
+    }
+
+    value->data = buf;
+    value->len = d - buf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An attribute of the first element of a serialized stanza, unescaped
+ * into buf: delivery has bytes, not a tree.  NGX_DECLINED: absent, or
+ * longer than size.
+ */
+ngx_int_t
+ngx_xmpp_router_peek(u_char *data, size_t len, const char *name,
+    u_char *buf, size_t size, ngx_str_t *value)
+{
+    u_char  *p, *last, *n, *v, q;
+    size_t   nlen, an;
+
+    p = data;
+    last = data + len;
+    nlen = ngx_strlen(name);
+
+    if (p == last || *p != '<') {
+        return NGX_DECLINED;
+    }
+
+    for (p++; p < last && *p != ' ' && *p != '>' && *p != '/'; p++) {
+        /* the element name */
+    }
+
+    for ( ;; ) {
+        while (p < last && (*p == ' ' || *p == '\t' || *p == '\r'
+                            || *p == '\n'))
+        {
+            p++;
+        }
+
+        if (p >= last || *p == '>' || *p == '/') {
+            return NGX_DECLINED;
+        }
+
+        n = p;
+
+        while (p < last && *p != '=' && *p != ' ') {
+            p++;
+        }
+
+        an = p - n;
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        if (p >= last || *p++ != '=') {
+            return NGX_DECLINED;
+        }
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        if (p >= last || (*p != '\'' && *p != '"')) {
+            return NGX_DECLINED;
+        }
+
+        q = *p++;
+        v = p;
+
+        while (p < last && *p != q) {
+            p++;
+        }
+
+        if (p >= last) {
+            return NGX_DECLINED;
+        }
+
+        if (an == nlen && ngx_strncmp(n, name, nlen) == 0) {
+            return ngx_xmpp_router_unescape(v, p - v, buf, size, value);
+        }
+
+        p++;
+    }
+}
+
+
+/* an empty or one-child result for an iq the server answers itself */
+void
+ngx_xmpp_iq_result(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    const char *payload)
+{
+    ngx_str_t        *to;
+    ngx_xmpp_wbuf_t   b;
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 65536;
+
+    ngx_xmpp_wbuf_lit(&b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='result'"
+                      " from='");
+
+    to = ngx_xmpp_node_attr(st->node, "to");
+
+    if (st->has_to && to) {
+        ngx_xmpp_wbuf_escs(&b, to);
+    } else {
+        ngx_xmpp_wbuf_escs(&b, &s->jid.bare);
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, &s->jid.full);
+    ngx_xmpp_wbuf_lit(&b, "' id='");
+    ngx_xmpp_wbuf_escs(&b, &st->id);
+
+    if (payload) {
+        ngx_xmpp_wbuf_lit(&b, "'>");
+        ngx_xmpp_wbuf_str(&b, payload);
+        ngx_xmpp_wbuf_lit(&b, "</iq>");
+
+    } else {
+        ngx_xmpp_wbuf_lit(&b, "'/>");
+    }
+
+    (void) ngx_xmpp_session_send_wbuf(s, &b);
+    ngx_xmpp_wbuf_free(&b);
 }

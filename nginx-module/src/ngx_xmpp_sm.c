@@ -1173,6 +1173,8 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     s->bound = 1;
     s->state = NGX_XMPP_ST_SESSION;
     ngx_xmpp_metrics_session(s, 1);
+    /* XEP-0191: the resumed session reads the blocklist again */
+    ngx_xmpp_blocking_start(s);
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);

@@ -58,6 +58,14 @@ ngx_xmpp_stream_is_sm(ngx_xmpp_node_t *n)
 }
 
 
+static ngx_uint_t
+ngx_xmpp_stream_is_csi(ngx_xmpp_node_t *n)
+{
+    return n->ns.len == sizeof(NGX_XMPP_NS_CSI) - 1
+           && ngx_strncmp(n->ns.data, NGX_XMPP_NS_CSI, n->ns.len) == 0;
+}
+
+
 void
 ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
@@ -120,6 +128,11 @@ ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
             return;
         }
 
+        if (ngx_xmpp_stream_is_csi(n)) {
+            ngx_xmpp_csi_element(s, n);
+            return;
+        }
+
         if (ngx_xmpp_stream_is(n, "iq", NGX_XMPP_NS_CLIENT)) {
             ngx_xmpp_stream_bind(s, n);
             return;
@@ -139,11 +152,17 @@ ngx_xmpp_stream_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
             return;
         }
 
+        if (ngx_xmpp_stream_is_csi(n)) {
+            ngx_xmpp_csi_element(s, n);
+            return;
+        }
+
         ngx_xmpp_session_error(s, "unsupported-stanza-type", NULL);
         return;
     }
 
-    if (ngx_xmpp_stream_is_stanza(n)) {
+    /* XEP-0352 section 3: a client state exists once authenticated */
+    if (ngx_xmpp_stream_is_stanza(n) || ngx_xmpp_stream_is_csi(n)) {
         ngx_xmpp_session_error(s, "not-authorized", NULL);
         return;
     }
@@ -310,6 +329,9 @@ ngx_xmpp_stream_features(ngx_xmpp_session_t *s)
             /* XEP-0198 section 2 */
             ngx_xmpp_wbuf_lit(b, "<sm xmlns='urn:xmpp:sm:3'/>");
         }
+
+        /* XEP-0352 section 2 */
+        ngx_xmpp_wbuf_lit(b, "<csi xmlns='" NGX_XMPP_NS_CSI "'/>");
     }
 
     ngx_xmpp_wbuf_lit(b, "</stream:features>");
@@ -806,6 +828,7 @@ ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     s->bound = 1;
     s->state = NGX_XMPP_ST_SESSION;
     ngx_xmpp_metrics_session(s, 1);
+    ngx_xmpp_blocking_start(s);
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);
@@ -1017,6 +1040,11 @@ ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
             ngx_xmpp_router_error(s, &st, "modify", "bad-request");
             return;
         }
+    }
+
+    if (ngx_xmpp_blocking_outbound(s, &st) == NGX_OK) {
+        /* XEP-0191 section 3.5: the user blocked the addressee */
+        return;
     }
 
     if (st.kind == NGX_XMPP_STANZA_PRESENCE) {

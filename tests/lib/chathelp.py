@@ -33,15 +33,21 @@ def worker_of(app, full_jid):
 
 
 def slix(pool, app, user, resource, presence=True, not_pid=None,
-         on_pid=None, tries=40):
+         on_pid=None, tries=40, plugins=()):
     """A signed-in slixmpp client of user; with not_pid (on_pid) its
     session is in another worker than (the same worker as) that pid.
     The initial presence (presence=True) is sent once it is placed, so
-    that sessions given up on never became available."""
+    that sessions given up on never became available.  plugins: slixmpp
+    plugin names registered before it connects."""
     for i in range(tries):
         c = pool.client("%s@example.com/%s" % (user, resource),
                         PASSWORD % user, app.nginx.xmpp_port,
-                        presence=False)
+                        presence=False, connect=not plugins)
+        if plugins:
+            for name in plugins:
+                pool.call(lambda: c.xmpp.register_plugin(name))
+            if not c.connect():
+                raise AssertionError("%s: authentication failed" % user)
         pid = worker_of(app, c.jid)
         if (not_pid is None or pid != not_pid) and \
                 (on_pid is None or pid == on_pid):

@@ -1,0 +1,261 @@
+"""XEP-0191 Blocking Command, with Debian's python3-slixmpp (xep_0191).
+
+The blocklist is stored in MariaDB (table blocklist) and cached in each
+session: alice blocks bob from her phone, her laptop on the other nginx
+worker gets the push, and from then on bob's message to either gets
+<service-unavailable/>, his presence and his iq are not delivered,
+alice's message to bob is refused with <not-acceptable/> + <blocked/>;
+a session that signs in later reads the list once and enforces it too;
+unblock lifts it everywhere.  The blocked message is still audited (the
+trail records what users sent).  Bad requests get their XEP errors, the
+list has a limit (conclave_blocklist_max, here 5), and a frozen MariaDB
+delays only the new session's list, never other users' chat.
+"""
+
+import queue
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from chathelp import slix
+from rawtcp import RawTCP
+from slixclient import SlixPool
+
+DB = "conclave"
+LIMIT = 5
+APPLIANCE_EXTRA_HTTP = ("conclave_blocklist_max %d;\n"
+                        "    conclave_db_timeout 3s;" % LIMIT)
+NS = "urn:xmpp:blocking"
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def db(app, sql):
+    return app.mariadb.query(sql, database=DB)
+
+
+def blocker(pool, app, user, resource, **kw):
+    """A slixmpp client with xep_0191; pushes land in c.pushes as
+    (kind, set of JIDs)."""
+    c = slix(pool, app, user, resource, plugins=["xep_0191", "xep_0199"],
+             **kw)
+    c.pushes = queue.Queue()
+
+    def setup():
+        c.xmpp.add_event_handler("blocked", lambda iq: c.pushes.put(
+            ("block", {str(j) for j in iq["block"]["items"]})))
+        c.xmpp.add_event_handler("unblocked", lambda iq: c.pushes.put(
+            ("unblock", {str(j) for j in iq["unblock"]["items"]})))
+    pool.call(setup)
+    return c
+
+
+def blocklist(c):
+    iq = c.run(lambda: c.xmpp["xep_0191"].get_blocked(timeout=10))
+    return {str(j) for j in iq["blocklist"]["items"]}
+
+
+def call(c, make):
+    """("result", iq) or (error condition, iq)."""
+    async def go():
+        try:
+            return "result", await make()
+        except IqError as e:
+            return e.iq["error"]["condition"], e.iq
+    return c.run(go, 20)
+
+
+def block(c, *jids):
+    return call(c, lambda: c.xmpp["xep_0191"].block(list(jids), timeout=10))
+
+
+def unblock(c, *jids):
+    return call(c, lambda: c.xmpp["xep_0191"].unblock(list(jids),
+                                                      timeout=10))
+
+
+def raw_iq(c, itype, payload, to=None):
+    async def make():
+        iq = c.xmpp.Iq()
+        iq["type"] = itype
+        if to:
+            iq["to"] = to
+        iq.append(ET.fromstring(payload))
+        return await iq.send(timeout=10)
+    return call(c, make)
+
+
+def wait_push(c, timeout=10):
+    return c.pushes.get(timeout=timeout)
+
+
+def ping(c, to):
+    return call(c, lambda: c.xmpp["xep_0199"].send_ping(to, timeout=10))
+
+
+def test_block_enforce_push_unblock(pool, appliance):
+    phone = blocker(pool, appliance, "alice", "phone")
+    laptop = blocker(pool, appliance, "alice", "laptop",
+                     not_pid=phone.worker)
+    bob = blocker(pool, appliance, "bob", "desk")
+    assert blocklist(phone) == set()
+    assert blocklist(laptop) == set()
+
+    assert block(phone, "bob@example.com")[0] == "result"
+    # section 3.3: every resource that asked for the list hears of it
+    assert wait_push(phone) == ("block", {"bob@example.com"})
+    assert wait_push(laptop) == ("block", {"bob@example.com"})
+    assert db(appliance, "SELECT owner_jid, jid FROM blocklist") == \
+        [("alice@example.com", "bob@example.com")]
+
+    # section 3.5: nothing from bob reaches alice, on either worker
+    for to, mid in ((phone.jid, "bk1"), (laptop.jid, "bk2"),
+                    ("alice@example.com", "bk3")):
+        bob.message(to, "blocked %s" % mid, id=mid)
+        e = bob.wait_message(lambda m: m["id"] == mid)
+        assert e["type"] == "error" and e["error"] == "service-unavailable"
+    # one error each, even for the bare JID both resources were sent
+    assert [m["id"] for m in bob.drain(settle=1.0)] == []
+    cond, _ = ping(bob, phone.jid)
+    assert cond == "service-unavailable"
+    bob.send(lambda x: x.send_presence(pto=laptop.jid, pstatus="hello?"))
+    time.sleep(1)
+    for c in (phone, laptop):
+        assert [m for m in c.drain(settle=0.3)
+                if m["from"].startswith("bob@")] == []
+        assert [p for p in c.drain("presences", 0.3)
+                if p["from"].startswith("bob@")] == []
+
+    # and alice cannot write to bob either
+    phone.message(bob.jid, "to a blocked contact", id="bk4")
+    e = phone.wait_message(lambda m: m["id"] == "bk4")
+    assert e["type"] == "error" and e["error"] == "not-acceptable"
+    # (its <blocked/> payload is checked on the wire below)
+
+    # the blocked message was sent, so it stays on the record
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if db(appliance, "SELECT COUNT(*) FROM audit_record WHERE "
+                         "stanza_id = 'bk1'")[0][0] == "1":
+            break
+        time.sleep(0.2)
+    assert db(appliance, "SELECT COUNT(*) FROM audit_record WHERE "
+                         "stanza_id = 'bk1'")[0][0] == "1"
+    assert db(appliance, "SELECT COUNT(*) FROM audit_record WHERE "
+                         "stanza_id = 'bk4'")[0][0] == "0"
+
+    # a session that signs in now reads the list from MariaDB
+    tablet = blocker(pool, appliance, "alice", "tablet")
+    assert blocklist(tablet) == {"bob@example.com"}
+    bob.message(tablet.jid, "to the tablet", id="bk5")
+    e = bob.wait_message(lambda m: m["id"] == "bk5")
+    assert e["error"] == "service-unavailable"
+
+    # section 3.4: unblock, pushed everywhere, and bob gets through
+    assert unblock(laptop, "bob@example.com")[0] == "result"
+    for c in (phone, laptop, tablet):
+        assert wait_push(c) == ("unblock", {"bob@example.com"})
+    bob.message(phone.jid, "welcome back", id="bk6")
+    phone.wait_message(lambda m: m["body"] == "welcome back")
+    assert db(appliance, "SELECT COUNT(*) FROM blocklist")[0][0] == "0"
+
+
+def test_blocked_error_payload_and_domains(appliance):
+    c = RawTCP(appliance.nginx.xmpps_port, tls=True)
+    c.login("carol", resource="raw")
+    c.send("<iq type='set' id='b1'><block xmlns='%s'><item "
+           "jid='Example.ORG'/><item jid='erin@example.com/work'/></block>"
+           "</iq>" % NS)
+    r = c.expect(r"id='b1'.*?(/>|</iq>)")
+    assert "type='result'" in r, r
+
+    # a domain covers everyone there; a full JID only that resource
+    c.send("<message to='someone@example.org' id='m1' type='chat'>"
+           "<body>x</body></message>")
+    r = c.expect(r"id='m1'.*?</message>")
+    assert "<not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>" \
+        "<blocked xmlns='urn:xmpp:blocking:errors'/>" in r, r
+    c.send("<message to='erin@example.com/work' id='m2' type='chat'>"
+           "<body>x</body></message>")
+    r = c.expect(r"id='m2'.*?</message>")
+    assert "<blocked xmlns='urn:xmpp:blocking:errors'/>" in r, r
+
+    # the stored JIDs are normalized (RFC 7622: the domain in lower case)
+    c.send("<iq type='get' id='g1'><blocklist xmlns='%s'/></iq>" % NS)
+    r = c.expect(r"id='g1'.*?</iq>")
+    assert "<item jid='erin@example.com/work'/>" in r
+    assert "<item jid='example.org'/>" in r
+
+    # an empty <unblock/> empties the list
+    c.send("<iq type='set' id='u1'><unblock xmlns='%s'/></iq>" % NS)
+    c.expect(r"id='u1'")
+    c.send("<iq type='get' id='g2'><blocklist xmlns='%s'/></iq>" % NS)
+    r = c.expect(r"id='g2'.*?(</iq>|/>\s*</iq>)")
+    assert "<item" not in r, r
+    c.close()
+
+
+def test_bad_requests_and_limit(pool, appliance):
+    c = blocker(pool, appliance, "erin", "neg")
+    assert raw_iq(c, "set", "<block xmlns='%s'><item jid='a@b@c'/></block>"
+                  % NS)[0] == "jid-malformed"
+    assert raw_iq(c, "set", "<block xmlns='%s'><item jid=''/></block>"
+                  % NS)[0] == "jid-malformed"
+    assert raw_iq(c, "set", "<block xmlns='%s'/>" % NS)[0] == \
+        "bad-request"
+    assert raw_iq(c, "set", "<block xmlns='%s'><item/></block>" % NS)[0] \
+        == "bad-request"
+    assert raw_iq(c, "set", "<block xmlns='%s'><thing jid='x@y'/></block>"
+                  % NS)[0] == "bad-request"
+    assert raw_iq(c, "get", "<block xmlns='%s'><item jid='x@y'/></block>"
+                  % NS)[0] == "bad-request"
+    assert raw_iq(c, "set", "<blocklist xmlns='%s'/>" % NS)[0] == \
+        "bad-request"
+    # someone else's blocklist is not ours to read
+    assert raw_iq(c, "get", "<blocklist xmlns='%s'/>" % NS,
+                  to="bob@example.com")[0] in ("forbidden",
+                                                "service-unavailable")
+    assert blocklist(c) == set()
+
+    # the limit: one request too many, then one in two steps
+    many = ["u%d@example.net" % i for i in range(LIMIT + 1)]
+    assert block(c, *many)[0] == "not-acceptable"
+    assert block(c, *many[:3])[0] == "result"
+    assert block(c, *many[3:])[0] == "not-acceptable"
+    assert blocklist(c) == set(many[:3])
+    assert db(appliance, "SELECT COUNT(*) FROM blocklist WHERE owner_jid ="
+                         " 'erin@example.com'")[0][0] == "3"
+    assert unblock(c)[0] == "result"
+    assert blocklist(c) == set()
+
+
+def test_frozen_mariadb_stalls_no_one(pool, appliance):
+    a = slix(pool, appliance, "frank", "a")
+    b = slix(pool, appliance, "carol", "b")
+    appliance.mariadb.pause()
+    try:
+        # a session signing in now cannot read its list: others chat on
+        late = RawTCP(appliance.nginx.xmpps_port, tls=True)
+        jid = late.login("alice", resource="late")
+        for i in range(5):
+            a.message(b.jid, "frozen %d" % i, id="fz%d" % i)
+            b.wait_message(lambda m: m["body"] == "frozen %d" % i, 10)
+        # the message for the late session waits for its list, which
+        # never comes: after conclave_db_timeout it is delivered
+        a.message(jid, "for the late one", id="fz-late")
+        r = late.expect(r"for the late one", timeout=20)
+        assert "fz-late" in r
+        # a change cannot be stored: the client is told so
+        late.send("<iq type='set' id='b1'><block xmlns='%s'><item "
+                  "jid='x@example.com'/></block></iq>" % NS)
+        r = late.expect(r"id='b1'.*?</iq>", timeout=20)
+        assert "internal-server-error" in r, r
+        late.close()
+    finally:
+        appliance.mariadb.resume()
