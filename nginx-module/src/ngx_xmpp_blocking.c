@@ -588,8 +588,12 @@ ngx_xmpp_blocking_req(ngx_xmpp_session_t *s, ngx_uint_t op, ngx_str_t *id)
     ngx_xmpp_db_req_t        *r;
     ngx_xmpp_blocking_ctx_t  *ctx;
 
+    /*
+     * The cycle's log: a request that timed out may finish after the
+     * session (and its connection's log) is gone, and is logged then.
+     */
     r = ngx_xmpp_db_create(s->conf, sizeof(ngx_xmpp_blocking_ctx_t),
-                           s->connection->log);
+                           ngx_cycle->log);
     if (r == NULL) {
         return NULL;
     }

@@ -45,8 +45,11 @@ def active(c):
 
 
 def status_from(c, settle):
+    """The presences this file sends (with a status) that arrive within
+    settle seconds; initial presences and the like are left out."""
     return [(p["from"], p["status"]) for p in c.drain("presences", settle)
-            if p["type"] in ("available", "unavailable", "")]
+            if p["type"] in ("available", "unavailable", "")
+            and p["status"]]
 
 
 def directed(c, to, status, ptype=None):
