@@ -19,6 +19,7 @@
 
 #define _GNU_SOURCE
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -808,23 +809,65 @@ caud_xsha256_file(const char *path, char hex[65], uint64_t *size)
 }
 
 
-/* every regular file under the stage, relative names, sorted */
-static GPtrArray  *caud_xfiles_list;
-static size_t      caud_xfiles_root;
-
+/*
+ * Every regular file under the stage, relative names, sorted.  A walk
+ * of our own rather than nftw(): nftw's callback has no user pointer,
+ * so its list had to be static and two exports of one process (the
+ * console runs several in pool threads) would have shared it.
+ */
 static int
-caud_xfiles_walk(const char *path, const struct stat *st, int type,
-    struct FTW *ftw)
+caud_xfiles_walk(GPtrArray *files, const char *root, const char *rel,
+    int depth)
 {
-    (void) st;
-    (void) ftw;
+    DIR            *d;
+    char            path[4200], sub[1024];
+    struct stat     st;
+    struct dirent  *e;
+    int             rc;
 
-    if (type == FTW_F) {
-        g_ptr_array_add(caud_xfiles_list,
-                        g_strdup(path + caud_xfiles_root + 1));
+    snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
+
+    d = opendir(path);
+    if (d == NULL || depth > 16) {
+        if (d) {
+            closedir(d);
+            errno = ELOOP;
+        }
+        return -1;
     }
 
-    return 0;
+    rc = 0;
+
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+
+        if ((size_t) snprintf(sub, sizeof(sub), "%s%s%s", rel,
+                              rel[0] ? "/" : "", e->d_name)
+            >= sizeof(sub))
+        {
+            errno = ENAMETOOLONG;
+            rc = -1;
+            break;
+        }
+
+        snprintf(path, sizeof(path), "%s/%s", root, sub);
+
+        if (lstat(path, &st) != 0) {
+            rc = -1;
+
+        } else if (S_ISDIR(st.st_mode)) {
+            rc = caud_xfiles_walk(files, root, sub, depth + 1);
+
+        } else if (S_ISREG(st.st_mode)) {
+            g_ptr_array_add(files, g_strdup(sub));
+        }
+    }
+
+    closedir(d);
+
+    return rc;
 }
 
 
@@ -841,12 +884,8 @@ caud_xfiles(const char *stage)
     GPtrArray  *files;
 
     files = g_ptr_array_new_with_free_func(g_free);
-    caud_xfiles_list = files;
-    caud_xfiles_root = strlen(stage);
 
-    /* conclavectl and the console's export thread: one export at a time
-     * per process (the walk's list is static) */
-    if (nftw(stage, caud_xfiles_walk, 16, FTW_PHYS) != 0) {
+    if (caud_xfiles_walk(files, stage, "", 0) != 0) {
         g_ptr_array_free(files, TRUE);
         return NULL;
     }

@@ -809,6 +809,26 @@ caud_eml_conv(caud_export_t *x, caud_xconv_t *c, GArray *in)
 
 /* ------------------------------------------------------------------ */
 
+/* GMime's set-up counts calls without a lock: once per process, from
+ * whichever export thread gets there first */
+static gpointer
+caud_xmime_once(gpointer data)
+{
+    (void) data;
+    g_mime_init();
+    return NULL;
+}
+
+
+static void
+caud_xmime_init(void)
+{
+    static GOnce  once = G_ONCE_INIT;
+
+    g_once(&once, caud_xmime_once, NULL);
+}
+
+
 int
 caud_xfmt_open(caud_export_t *x)
 {
@@ -860,7 +880,7 @@ caud_xfmt_open(caud_export_t *x)
             caud_xerr(x, "%s: %s", path, strerror(errno));
             return -1;
         }
-        g_mime_init();
+        caud_xmime_init();
         break;
 
     case CAUD_FMT_JSONL:

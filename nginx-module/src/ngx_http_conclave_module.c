@@ -455,6 +455,18 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(admin_lockout), NULL },
 
+    { ngx_string("conclave_admin_export_dir"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_export_dir), NULL },
+
+    { ngx_string("conclave_admin_export_max"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_export_max), NULL },
+
+    { ngx_string("conclave_admin_export_thread_pool"), NGX_XMPP_MAIN,
+      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_export_pool_name), NULL },
+
     { ngx_string("conclave_admin"), NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_conclave_location, NGX_HTTP_LOC_CONF_OFFSET, 0,
       (void *) NGX_HTTP_CONCLAVE_ADMIN },

@@ -199,6 +199,10 @@ typedef struct {
     u_char                 admin_key[32];        /* cookie HMAC key */
     ngx_shm_zone_t        *admin_zone;
     cdir_t                *admin_dir[3];         /* per worker */
+    ngx_str_t              admin_export_dir;
+    ngx_uint_t             admin_export_max;     /* jobs per worker */
+    ngx_str_t              admin_export_pool_name;
+    ngx_thread_pool_t     *admin_export_pool;
 
     ngx_str_t              conf_file;
     ngx_uint_t             conf_line;

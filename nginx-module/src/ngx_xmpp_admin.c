@@ -55,7 +55,6 @@ static ngx_int_t ngx_xmpp_admin_api(ngx_http_request_t *r,
     ngx_xmpp_conf_t *xcf, ngx_str_t *name);
 static ngx_int_t ngx_xmpp_admin_session(ngx_xmpp_admin_ctx_t *ctx);
 static ngx_int_t ngx_xmpp_admin_csrf_ok(ngx_xmpp_admin_ctx_t *ctx);
-static ngx_int_t ngx_xmpp_admin_later(ngx_xmpp_admin_ctx_t *ctx);
 
 
 static ngx_xmpp_admin_api_t  ngx_xmpp_admin_apis[] = {
@@ -78,16 +77,21 @@ static ngx_xmpp_admin_api_t  ngx_xmpp_admin_apis[] = {
       ngx_xmpp_admin_kick },
     { ngx_string("status"), NGX_HTTP_GET, NGX_XMPP_ADMIN_ROLE_ADMIN,
       ngx_xmpp_admin_status },
-    /* the export / retention / hold engine is not there yet: the role
-     * checks are, so an auditor is refused before it ever is */
+    /* exports, holds and retention: compliance officers only */
     { ngx_string("exports"), NGX_HTTP_POST, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
-      ngx_xmpp_admin_later },
+      ngx_xmpp_admin_export },
+    { ngx_string("exports"), NGX_HTTP_GET, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
+      ngx_xmpp_admin_exports },
     { ngx_string("download"), NGX_HTTP_GET, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
-      ngx_xmpp_admin_later },
+      ngx_xmpp_admin_download },
     { ngx_string("holds"), NGX_HTTP_POST, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
-      ngx_xmpp_admin_later },
+      ngx_xmpp_admin_hold },
+    { ngx_string("holds"), NGX_HTTP_GET, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
+      ngx_xmpp_admin_holds },
     { ngx_string("retention"), NGX_HTTP_POST, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
-      ngx_xmpp_admin_later },
+      ngx_xmpp_admin_policy },
+    { ngx_string("retention"), NGX_HTTP_GET, NGX_XMPP_ADMIN_ROLE_COMPLIANCE,
+      ngx_xmpp_admin_holds },
     { ngx_null_string, 0, 0, NULL }
 };
 
@@ -109,6 +113,7 @@ ngx_xmpp_admin_conf_create(ngx_xmpp_conf_t *xcf)
     xcf->admin_session_timeout = NGX_CONF_UNSET_MSEC;
     xcf->admin_max_failures = NGX_CONF_UNSET_UINT;
     xcf->admin_lockout = NGX_CONF_UNSET_MSEC;
+    xcf->admin_export_max = NGX_CONF_UNSET_UINT;
 }
 
 
@@ -209,6 +214,7 @@ ngx_xmpp_admin_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_msec_value(xcf->admin_session_timeout, 8 * 3600 * 1000);
     ngx_conf_init_uint_value(xcf->admin_max_failures, 5);
     ngx_conf_init_msec_value(xcf->admin_lockout, 15 * 60 * 1000);
+    ngx_conf_init_uint_value(xcf->admin_export_max, 2);
 
     any = 0;
 
@@ -237,7 +243,9 @@ ngx_xmpp_admin_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_xmpp_admin_key(cf, xcf) != NGX_OK) {
+    if (ngx_xmpp_admin_key(cf, xcf) != NGX_OK
+        || ngx_xmpp_admin_export_conf(cf, xcf) != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -496,22 +504,30 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     ngx_str_t *name)
 {
     ngx_int_t              rc;
+    ngx_uint_t             known;
     ngx_xmpp_admin_api_t  *api;
     ngx_xmpp_admin_ctx_t  *ctx;
 
+    known = 0;
+
+    /* a name may have a GET and a POST entry */
     for (api = ngx_xmpp_admin_apis; api->name.len; api++) {
         if (api->name.len == name->len
             && ngx_strncmp(api->name.data, name->data, name->len) == 0)
         {
-            break;
+            known = 1;
+
+            if (api->method == r->method) {
+                break;
+            }
         }
     }
 
-    if (api->name.len == 0) {
+    if (!known) {
         return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_FOUND, "no-such-call");
     }
 
-    if (r->method != api->method) {
+    if (api->name.len == 0) {
         return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_ALLOWED,
                                     "method-not-allowed");
     }
@@ -953,14 +969,6 @@ ngx_xmpp_admin_me(ngx_xmpp_admin_ctx_t *ctx)
                         json_integer(ctx->xcf->admin_idle_timeout / 1000));
 
     return ngx_xmpp_admin_send_json(ctx->request, NGX_HTTP_OK, doc);
-}
-
-
-static ngx_int_t
-ngx_xmpp_admin_later(ngx_xmpp_admin_ctx_t *ctx)
-{
-    return ngx_xmpp_admin_error(ctx->request, NGX_HTTP_NOT_IMPLEMENTED,
-                                "export-engine-not-installed");
 }
 
 

@@ -32,6 +32,9 @@
 #define NGX_XMPP_ADMIN_ARG_MAX          256
 #define NGX_XMPP_ADMIN_BODY_MAX         4096
 
+/* the package's state directory (packaging/); conclave_admin_export_dir */
+#define NGX_XMPP_ADMIN_EXPORT_DIR       "/var/lib/conclave/exports"
+
 
 /* one signed-in console user, as the cookie says */
 typedef struct {
@@ -92,6 +95,17 @@ ngx_int_t ngx_xmpp_admin_revoked(ngx_xmpp_conf_t *xcf, u_char *nonce);
 ngx_int_t ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_kick(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx);
+
+/* ngx_xmpp_admin_export.c: export jobs and their downloads */
+char *ngx_xmpp_admin_export_conf(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_admin_export(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_exports(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_download(ngx_xmpp_admin_ctx_t *ctx);
+
+/* ngx_xmpp_admin_comply.c: legal holds and retention policies */
+ngx_int_t ngx_xmpp_admin_holds(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_hold(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_policy(ngx_xmpp_admin_ctx_t *ctx);
 
 /* ngx_xmpp_admin_db.c: GET handlers over audit_record */
 ngx_int_t ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx);
