@@ -86,6 +86,8 @@ function showView(name) {
     if (name === "audit") { loadAudit(); }
     if (name === "sessions") { loadSessions(); }
     if (name === "status") { loadStatus(); }
+    if (name === "exports") { loadExports(); }
+    if (name === "holds") { loadHolds(); }
 }
 
 function failed(where, res) {
@@ -289,6 +291,167 @@ async function loadStatus() {
     }
 }
 
+/* exports: background jobs with a progress bar and a download link */
+
+let exportsTimer = null;
+
+function size(n) {
+    if (n >= 1048576) { return (n / 1048576).toFixed(1) + " MB"; }
+    if (n >= 1024) { return (n / 1024).toFixed(1) + " kB"; }
+    return n + " B";
+}
+
+async function startExport(ev) {
+    ev.preventDefault();
+    $("exports-error").textContent = "";
+    const body = { format: $("export-format").value };
+    const user = $("export-user").value.trim();
+    const room = $("export-room").value.trim();
+    const since = localToMs($("export-since").value);
+    const until = localToMs($("export-until").value);
+    if (user) { body.user = user; }
+    if (room) { body.room = room; }
+    if (since) { body.since = Number(since); }
+    if (until) { body.until = Number(until); }
+    const res = await api("exports", { method: "POST", body: body });
+    if (res.status !== 202) { failed("exports-error", res); return; }
+    loadExports();
+}
+
+async function loadExports() {
+    clearTimeout(exportsTimer);
+    if ($("exports-view").hidden) { return; }
+    const res = await api("exports");
+    if (res.status !== 200) { failed("exports-error", res); return; }
+    const body = $("exports-results").tBodies[0];
+    body.replaceChildren();
+    let running = false;
+    for (const j of res.doc.exports) {
+        const tr = el("tr");
+        tr.dataset.id = j.id;
+        tr.dataset.state = j.state;
+        const filters = Object.entries(j.params || {})
+            .filter(([k]) => k !== "id" && k !== "format")
+            .map(([k, v]) => k + "=" + (k === "since" || k === "until" ? utc(v) : v))
+            .join(", ");
+        const bar = el("progress");
+        bar.max = Math.max(j.total, 1);
+        bar.value = j.state === "done" ? bar.max : j.done;
+        const pct = j.total ? Math.floor(100 * j.done / j.total) : (j.state === "done" ? 100 : 0);
+        const prog = el("td");
+        prog.append(bar, el("span", " " + j.done + " / " + j.total + " (" + pct + "%)"));
+        const act = el("td");
+        if (j.state === "done") {
+            const a = el("a", "Download");
+            a.href = "api/download?id=" + encodeURIComponent(j.id);
+            a.className = "download";
+            a.setAttribute("download", j.file || "export.zip");
+            act.append(a);
+        } else if (j.state === "failed") {
+            act.append(el("span", j.error || "failed", "error"));
+        }
+        tr.append(el("td", utc(j.created)), el("td", j.user), el("td", j.format),
+                  el("td", filters), el("td", j.state, "state"), prog,
+                  el("td", j.state === "done" ? size(j.size) : ""), act);
+        body.append(tr);
+        if (j.state === "running") { running = true; }
+    }
+    if (running) { exportsTimer = setTimeout(loadExports, 1000); }
+}
+
+/* legal holds and retention policies */
+
+function jidList(v) {
+    return v.split(",").map((s) => s.trim()).filter((s) => s);
+}
+
+async function createHold(ev) {
+    ev.preventDefault();
+    $("holds-error").textContent = "";
+    const body = { action: "create", matter: $("hold-matter").value.trim(),
+                   custodians: jidList($("hold-custodians").value),
+                   rooms: jidList($("hold-rooms").value) };
+    const d = $("hold-description").value.trim();
+    const since = localToMs($("hold-since").value);
+    const until = localToMs($("hold-until").value);
+    if (d) { body.description = d; }
+    if (since) { body.since = Number(since); }
+    if (until) { body.until = Number(until); }
+    const res = await api("holds", { method: "POST", body: body });
+    if (res.status !== 200) { refusedWhy("holds-error", res); return; }
+    loadHolds();
+}
+
+function refusedWhy(where, res) {
+    $(where).textContent = "Refused: " + (res.doc.reason || res.doc.error || res.status);
+}
+
+async function changePolicy(body) {
+    $("holds-error").textContent = "";
+    const res = await api("retention", { method: "POST", body: body });
+    if (res.status !== 200) { refusedWhy("holds-error", res); return; }
+    loadHolds();
+}
+
+async function loadHolds() {
+    const res = await api("holds");
+    if (res.status !== 200) { failed("holds-error", res); return; }
+    const d = res.doc;
+    $("retention-profile").textContent = "Compliance profile: " + d.profile +
+        " (floors: messages " + d.messages_floor_days + " days, sign-ins " +
+        d.signins_floor_days + " days; -1 or 0: none)";
+    const hb = $("holds-results").tBodies[0];
+    hb.replaceChildren();
+    const usTime = (v) => (v ? utc(Number(v) / 1000) : "");
+    for (const h of d.holds) {
+        const tr = el("tr");
+        tr.dataset.matter = h.matter;
+        const act = el("td");
+        if (!h.released_at) {
+            const b = el("button", "Release");
+            b.type = "button";
+            b.className = "release";
+            b.addEventListener("click", async () => {
+                const r = await api("holds", { method: "POST",
+                    body: { action: "release", matter: h.matter } });
+                if (r.status !== 200) { refusedWhy("holds-error", r); }
+                loadHolds();
+            });
+            act.append(b);
+        }
+        tr.append(el("td", h.matter), el("td", h.custodians || ""), el("td", h.rooms || ""),
+                  el("td", usTime(h.since_us)), el("td", usTime(h.until_us)),
+                  el("td", h.created_at + " by " + h.created_by),
+                  el("td", h.released_at ? "released " + h.released_at + " by " +
+                     h.released_by : "active"), act);
+        hb.append(tr);
+    }
+    const pb = $("policies-results").tBodies[0];
+    pb.replaceChildren();
+    for (const p of d.policies) {
+        const tr = el("tr");
+        const b = el("button", "Remove");
+        b.type = "button";
+        b.addEventListener("click", () => changePolicy({ action: "remove",
+            scope: p.scope, target: p.target }));
+        const td = el("td");
+        td.append(b);
+        tr.append(el("td", p.scope), el("td", p.target), el("td", p.messages_days),
+                  el("td", p.signins_days), td);
+        pb.append(tr);
+    }
+}
+
+function setPolicy(ev) {
+    ev.preventDefault();
+    const body = { action: "set", scope: $("policy-scope").value,
+                   messages_days: Number($("policy-messages").value),
+                   signins_days: Number($("policy-signins").value) };
+    const t = $("policy-target").value.trim();
+    if (body.scope !== "global") { body.target = t; }
+    changePolicy(body);
+}
+
 /* start */
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -303,6 +466,9 @@ document.addEventListener("DOMContentLoaded", async () => {
     $("audit-more").addEventListener("click", () => loadAudit(true));
     $("sessions-refresh").addEventListener("click", loadSessions);
     $("status-refresh").addEventListener("click", loadStatus);
+    $("export-form").addEventListener("submit", startExport);
+    $("hold-form").addEventListener("submit", createHold);
+    $("policy-form").addEventListener("submit", setPolicy);
     for (const b of document.querySelectorAll("#tabs button")) {
         b.addEventListener("click", () => showView(b.dataset.view));
     }

