@@ -55,6 +55,8 @@ static ngx_int_t ngx_xmpp_admin_api(ngx_http_request_t *r,
     ngx_xmpp_conf_t *xcf, ngx_str_t *name);
 static ngx_int_t ngx_xmpp_admin_session(ngx_xmpp_admin_ctx_t *ctx);
 static ngx_int_t ngx_xmpp_admin_csrf_ok(ngx_xmpp_admin_ctx_t *ctx);
+static ngx_int_t ngx_xmpp_admin_refuse(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code);
 
 
 static ngx_xmpp_admin_api_t  ngx_xmpp_admin_apis[] = {
@@ -499,6 +501,26 @@ ngx_xmpp_admin_static(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
 /* ------------------------------------------------------------------ */
 /* the API: session, role, CSRF, then the call */
 
+/*
+ * A POST refused before its handler reads the body: the body is
+ * discarded, or on a keep-alive connection its bytes would be taken for
+ * the next request.
+ */
+static ngx_int_t
+ngx_xmpp_admin_refuse(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_xmpp_admin_error(r, status, code);
+}
+
+
 static ngx_int_t
 ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     ngx_str_t *name)
@@ -524,12 +546,12 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     }
 
     if (!known) {
-        return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_FOUND, "no-such-call");
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_NOT_FOUND, "no-such-call");
     }
 
     if (api->name.len == 0) {
-        return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_ALLOWED,
-                                    "method-not-allowed");
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_NOT_ALLOWED,
+                                     "method-not-allowed");
     }
 
     if (r->method == NGX_HTTP_GET) {
@@ -550,8 +572,8 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
 
     if (xcf->audit_zone == NULL) {
         /* the console's actions must be recorded, or not happen */
-        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    "audit-not-configured");
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "audit-not-configured");
     }
 
     if (api->roles == 0) {
@@ -561,7 +583,7 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     rc = ngx_xmpp_admin_session(ctx);
 
     if (rc == NGX_DECLINED) {
-        return ngx_xmpp_admin_error(r, NGX_HTTP_UNAUTHORIZED, ctx->refused);
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_UNAUTHORIZED, ctx->refused);
     }
 
     if (rc != NGX_OK) {
@@ -574,7 +596,7 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
                       ctx->sess.user, name);
         (void) ngx_xmpp_admin_audit(ctx, (char *) api->name.data, 0,
                                     "forbidden", NULL);
-        return ngx_xmpp_admin_error(r, NGX_HTTP_FORBIDDEN, "forbidden");
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_FORBIDDEN, "forbidden");
     }
 
     if (api->method == NGX_HTTP_POST && ngx_xmpp_admin_csrf_ok(ctx) != NGX_OK)
@@ -584,7 +606,7 @@ ngx_xmpp_admin_api(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
                       "from \"%s\"", name, ctx->sess.user);
         (void) ngx_xmpp_admin_audit(ctx, (char *) api->name.data, 0, "csrf",
                                     NULL);
-        return ngx_xmpp_admin_error(r, NGX_HTTP_FORBIDDEN, "csrf");
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_FORBIDDEN, "csrf");
     }
 
     return api->handler(ctx);
@@ -1076,8 +1098,8 @@ ngx_xmpp_admin_read_json(ngx_xmpp_admin_ctx_t *ctx,
     r = ctx->request;
 
     if (r->headers_in.content_length_n > NGX_XMPP_ADMIN_BODY_MAX) {
-        return ngx_xmpp_admin_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                    "body-too-large");
+        return ngx_xmpp_admin_refuse(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "body-too-large");
     }
 
     ctx->body_handler = handler;

@@ -14,6 +14,7 @@ table stalls neither chat nor the console.
 """
 
 import csv
+import http.client
 import io
 import json
 import os
@@ -314,6 +315,27 @@ def test_other_roles_cannot_export_list_or_download(appliance, chat, who):
     wait_record(appliance, "download", lambda r: r[0] == "fail"
                 and r[1] == "%s@example.com" % who
                 and r[2]["error"]["code"] == "forbidden")
+
+
+def test_a_refused_post_leaves_the_connection_usable(appliance):
+    # the refused body is discarded: on a keep-alive connection it would
+    # otherwise be read as the next request
+    grace = signed_in(appliance, "grace")
+    conn = http.client.HTTPConnection("127.0.0.1", appliance.nginx.http_port,
+                                      timeout=10)
+    cookie = {"Cookie": "conclave_admin=" + grace.cookie,
+              "Content-Type": "application/json"}
+    body = json.dumps({"format": "csv", "pad": "x" * 2000})
+    for name in ("exports", "holds", "retention"):
+        conn.request("POST", "/admin/api/" + name, body=body,
+                     headers=dict(cookie, **{"X-CSRF-Token": grace.csrf}))
+        r = conn.getresponse()
+        assert (r.status, json.loads(r.read())) == \
+            (403, {"error": "forbidden"}), name
+        conn.request("GET", "/admin/api/me", headers=cookie)
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["user"] == "grace"
+    conn.close()
 
 
 @pytest.mark.parametrize("raw", [
