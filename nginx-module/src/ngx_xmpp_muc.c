@@ -141,6 +141,10 @@ ngx_xmpp_muc_room_free(ngx_xmpp_muc_room_t *room)
         ngx_xmpp_db_cancel(room->save);
     }
 
+    if (room->save_retry.timer_set) {
+        ngx_del_timer(&room->save_retry);
+    }
+
     ngx_free(room->conf.name.data);
     ngx_free(room->conf.desc.data);
     ngx_free(room->conf.password.data);
@@ -424,6 +428,7 @@ ngx_xmpp_muc_check(ngx_xmpp_muc_room_t *room)
         || !ngx_queue_empty(&room->waiting)
         || room->state == NGX_XMPP_MUC_ROOM_LOADING
         || room->save
+        || room->save_retry.timer_set
         || room->held
         || (room->state == NGX_XMPP_MUC_ROOM_READY
             && room->conf.persistent && !room->destroyed))

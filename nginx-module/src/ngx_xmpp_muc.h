@@ -185,6 +185,7 @@ struct ngx_xmpp_muc_room_s {
     unsigned               ghosts:1;
 
     ngx_xmpp_db_req_t     *save;          /* a save in flight */
+    ngx_event_t            save_retry;    /* after a failed save */
     unsigned               dirty:1;       /* saved again when it ends */
     unsigned               held:1;        /* kept while waiters run */
     unsigned               destroyed:1;

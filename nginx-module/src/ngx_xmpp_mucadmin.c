@@ -16,6 +16,7 @@
 
 
 #define NGX_XMPP_MUC_ITEMS_MAX   200
+#define NGX_XMPP_MUC_SAVE_RETRY  1000
 
 
 typedef struct {
@@ -43,6 +44,7 @@ typedef struct {
 
 
 static void ngx_xmpp_muc_save_done(ngx_xmpp_db_req_t *r);
+static void ngx_xmpp_muc_save_again(ngx_event_t *ev);
 
 
 void
@@ -1480,6 +1482,11 @@ ngx_xmpp_muc_save(ngx_xmpp_muc_room_t *room)
     }
 
     room->save = r;
+
+    if (room->save_retry.timer_set) {
+        ngx_del_timer(&room->save_retry);
+    }
+
     return;
 
 failed:
@@ -1494,6 +1501,12 @@ failed:
 }
 
 
+/*
+ * A save that failed or timed out (and was rolled back, see
+ * ngx_xmpp_db.c) is tried again a second later, with the room as it
+ * is then: the room's state in MariaDB must catch up, or a restart
+ * would bring back an older room.
+ */
 static void
 ngx_xmpp_muc_save_done(ngx_xmpp_db_req_t *r)
 {
@@ -1504,14 +1517,36 @@ ngx_xmpp_muc_save_done(ngx_xmpp_db_req_t *r)
 
     if (r->rc != NGX_XMPP_DB_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "xmpp: room \"%V\" not saved (%ui): %s", &room->jid,
-                      r->rc, r->err);
+                      "xmpp: room \"%V\" not saved (%ui): %s; "
+                      "trying again", &room->jid, r->rc, r->err);
+
+        room->dirty = 0;
+
+        if (!room->save_retry.timer_set) {
+            room->save_retry.handler = ngx_xmpp_muc_save_again;
+            room->save_retry.data = room;
+            room->save_retry.log = ngx_cycle->log;
+            room->save_retry.cancelable = 1;
+            ngx_add_timer(&room->save_retry, NGX_XMPP_MUC_SAVE_RETRY);
+        }
+
+        return;
     }
 
     if (room->dirty) {
         ngx_xmpp_muc_save(room);
     }
 
+    ngx_xmpp_muc_check(room);
+}
+
+
+static void
+ngx_xmpp_muc_save_again(ngx_event_t *ev)
+{
+    ngx_xmpp_muc_room_t  *room = ev->data;
+
+    ngx_xmpp_muc_save(room);
     ngx_xmpp_muc_check(room);
 }
 

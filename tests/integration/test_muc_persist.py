@@ -77,8 +77,17 @@ def test_persistent_room_survives_restart(make_appliance):
         b.wait_groupchat(lambda m, i=i: m["body"] == "before-%d" % i)
     a.join(temp, "Alice")
 
-    rows = app.mariadb.query("SELECT jid, config, affiliations FROM "
-                             "muc_room", database="conclave")
+    # the room is saved in the db thread pool after each change: the
+    # last save may still be on its way
+    want = {"alice@example.com": "owner", "bob@example.com": "member"}
+    deadline = time.monotonic() + 20
+    while True:
+        rows = app.mariadb.query("SELECT jid, config, affiliations FROM "
+                                 "muc_room", database="conclave")
+        if (len(rows) == 1 and json.loads(rows[0][2]) == want
+                or time.monotonic() > deadline):
+            break
+        time.sleep(0.2)
     assert [r[0] for r in rows] == [room]
     conf = json.loads(rows[0][1])
     assert conf["persistent"] and conf["members_only"]
@@ -182,3 +191,44 @@ def test_frozen_mariadb_stalls_only_the_room_being_loaded(make_appliance,
                 raise
             time.sleep(0.5)
     assert 201 in codes(pres)
+
+
+def affiliations(app, room):
+    rows = app.mariadb.query("SELECT affiliations FROM muc_room WHERE "
+                             "jid = '%s'" % room, database="conclave")
+    return json.loads(rows[0][0]) if rows else None
+
+
+def test_a_room_save_that_times_out_is_tried_again(make_appliance, pool):
+    """A change saved while MariaDB is frozen times out and is rolled
+    back (its request's answer was "not saved"); the room tries again and
+    MariaDB catches up once it answers, with no further change needed."""
+    app = make_appliance(workers=1, extra_http=EXTRA.replace(
+        "conclave_db_timeout 2s", "conclave_db_timeout 2s;\n"
+        "    conclave_audit_db_timeout 30s"))
+    room = new_room()
+    a = user(app, pool, "alice")
+    a.join(room, "Alice")
+    a.configure(room, persistentroom="1")
+    deadline = time.monotonic() + 20
+    while affiliations(app, room) != {"alice@example.com": "owner"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    app.mariadb.pause()
+    try:
+        a.call(lambda: a.muc.set_affiliation(room, "member",
+                                             jid="bob@example.com"))
+        deadline = time.monotonic() + 30
+        while "not saved (3)" not in app.nginx.error_log():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        app.mariadb.resume()
+
+    deadline = time.monotonic() + 30
+    while affiliations(app, room) != {"alice@example.com": "owner",
+                                      "bob@example.com": "member"}:
+        assert time.monotonic() < deadline, affiliations(app, room)
+        time.sleep(0.2)
+    assert "trying again" in app.nginx.error_log()
