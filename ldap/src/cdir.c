@@ -125,6 +125,7 @@ cdir_create(const cdir_config_t *cfg, char *err, size_t errlen)
     }
 
     d->timeout_ms = cfg->timeout_ms;
+    d->page_size = cfg->page_size ? cfg->page_size : CDIR_PAGE_SIZE;
 
     if (cdir_split_uris(d, cfg->uri, err, errlen) != 0) {
         goto fail;

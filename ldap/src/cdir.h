@@ -31,6 +31,8 @@
 #define CDIR_GROUPS_MEMBER    0       /* (member=<dn>) search, no overlay */
 #define CDIR_GROUPS_MEMBEROF  1       /* the user's memberOf attribute */
 
+#define CDIR_PAGE_SIZE        500
+
 #define CDIR_OUTAGE_REFUSE    0
 #define CDIR_OUTAGE_CACHE     1
 
@@ -73,6 +75,12 @@ typedef struct {
     int          outage;
     int          cache_ttl;    /* seconds; 0: no cache */
     int          cache_size;   /* entries; 0: 10000 */
+
+    /* RFC 2696 simple paged results for searches that may return many
+       entries (groups of a user, members of a group, user search), so
+       that a server size limit (AD's MaxPageSize) does not cut them
+       short; 0: CDIR_PAGE_SIZE, -1: no paging */
+    int          page_size;
 
     /* vCards (XEP-0054): the attribute behind each CDIR_VC_* field;
        NULL: the OpenLDAP inetOrgPerson default (cdir_vcard_default),

@@ -51,6 +51,8 @@ static int cdir_open_uri(cdir_call_t *call, cdir_pool_t *pool,
 static int cdir_wait(cdir_call_t *call, LDAP *ld, int msgid,
     LDAPMessage **msg);
 static int cdir_search_op(cdir_call_t *call, LDAP *ld, void *data);
+static int cdir_search_page(cdir_call_t *call, LDAP *ld, cdir_search_t *s,
+    struct berval *cookie, int *more);
 static void cdir_pool_put(cdir_pool_t *p, LDAP *ld);
 
 
@@ -454,21 +456,78 @@ cdir_tls_failed(cdir_call_t *call, LDAP *ld, int rc, const char *uri,
 static int
 cdir_search_op(cdir_call_t *call, LDAP *ld, void *data)
 {
-    int             rc, msgid;
-    LDAPMessage    *msg, *e;
-    struct timeval  limit;
+    int             rc, more;
     cdir_search_t  *s;
+    struct berval   cookie;
 
     s = data;
 
     s->entries = 0;
+    cookie.bv_val = NULL;
+    cookie.bv_len = 0;
+
+    do {
+        rc = cdir_search_page(call, ld, s, &cookie, &more);
+    } while (rc == LDAP_SUCCESS && more);
+
+    ldap_memfree(cookie.bv_val);
+
+    if (rc == LDAP_SERVER_DOWN && s->entries > 0) {
+        /* not retried on a new connection: entries were handed out */
+        rc = LDAP_UNAVAILABLE;
+    }
+
+    return rc;
+}
+
+
+/*
+ * One request.  Paged (RFC 2696): the control asks for page_size
+ * entries and carries the server's cookie; an empty cookie in the answer
+ * ends the search.  The control is not critical: a server without
+ * paging answers as to a plain search.  Paged searches count entries
+ * against sizelimit here, as the server's own limit may be smaller.
+ */
+
+static int
+cdir_search_page(cdir_call_t *call, LDAP *ld, cdir_search_t *s,
+    struct berval *cookie, int *more)
+{
+    int             rc, msgid;
+    ber_int_t       count;
+    LDAPMessage    *msg, *e;
+    LDAPControl    *page, *ctrls[2], **rctrls, *pr;
+    struct timeval  limit;
+    struct berval   next;
+
+    *more = 0;
+    page = NULL;
+    ctrls[0] = NULL;
+    ctrls[1] = NULL;
 
     /* the server's own time limit, in whole seconds */
     limit.tv_sec = (call->dir->timeout_ms + 999) / 1000;
     limit.tv_usec = 0;
 
+    if (s->paged && call->dir->page_size > 0) {
+        rc = ldap_create_page_control(ld, call->dir->page_size,
+                                      cookie->bv_len ? cookie : NULL, 0,
+                                      &page);
+        if (rc != LDAP_SUCCESS) {
+            return rc;
+        }
+
+        ctrls[0] = page;
+    }
+
     rc = ldap_search_ext(ld, s->base, s->scope, s->filter, s->attrs, 0,
-                         NULL, NULL, &limit, s->sizelimit, &msgid);
+                         page ? ctrls : NULL, NULL, &limit,
+                         page ? 0 : s->sizelimit, &msgid);
+
+    if (page != NULL) {
+        ldap_control_free(page);
+    }
+
     if (rc != LDAP_SUCCESS) {
         return rc;
     }
@@ -478,7 +537,10 @@ cdir_search_op(cdir_call_t *call, LDAP *ld, void *data)
         return rc;
     }
 
-    rc = ldap_parse_result(ld, msg, &s->code, NULL, NULL, NULL, NULL, 0);
+    rctrls = NULL;
+
+    rc = ldap_parse_result(ld, msg, &s->code, NULL, NULL, NULL,
+                           ctrls[0] ? &rctrls : NULL, 0);
     if (rc != LDAP_SUCCESS) {
         goto done;
     }
@@ -486,9 +548,34 @@ cdir_search_op(cdir_call_t *call, LDAP *ld, void *data)
     for (e = ldap_first_entry(ld, msg); e != NULL;
          e = ldap_next_entry(ld, e))
     {
+        if (ctrls[0] && s->sizelimit > 0 && s->entries >= s->sizelimit) {
+            s->code = LDAP_SIZELIMIT_EXCEEDED;
+            break;
+        }
+
         if (s->entries++ == 0 || !s->first_only) {
             s->entry(call, ld, e, s->ctx);
         }
+    }
+
+    pr = rctrls ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, rctrls, NULL)
+                : NULL;
+
+    if (s->code == LDAP_SUCCESS && pr != NULL) {
+        next.bv_val = NULL;
+        next.bv_len = 0;
+
+        if (ldap_parse_pageresponse_control(ld, pr, &count, &next)
+            == LDAP_SUCCESS)
+        {
+            ldap_memfree(cookie->bv_val);
+            *cookie = next;
+            *more = (next.bv_len > 0);
+        }
+    }
+
+    if (rctrls != NULL) {
+        ldap_controls_free(rctrls);
     }
 
 done:

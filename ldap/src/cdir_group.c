@@ -310,6 +310,7 @@ cdir_groups_direct(cdir_call_t *call)
     s.attrs = attrs;
     s.sizelimit = call->dir->max_groups + 1;
     s.entry = cdir_groups_entry;
+    s.paged = 1;
 
     rc = cdir_search(call, &s);
 
@@ -356,6 +357,7 @@ cdir_groups_level(cdir_call_t *call, size_t lo, size_t hi)
         s.attrs = attrs;
         s.sizelimit = call->dir->max_groups + 1;
         s.entry = cdir_groups_entry;
+        s.paged = 1;
 
         s.filter = cdir_groups_filter(&call->groups, lo, end);
         if (s.filter == NULL) {
@@ -682,6 +684,7 @@ cdir_members_search(cdir_call_t *call, cdir_members_t *m, const char *base,
         s.filter = filter;
         s.sizelimit = m->left + 1;
         s.entry = cdir_members_entry;
+        s.paged = (scope == LDAP_SCOPE_SUBTREE);  /* memberOf mode */
     }
 
     rc = cdir_search(call, &s);
@@ -1031,6 +1034,7 @@ cdir_search_users(cdir_t *d, const cdir_query_t *q, int max,
     s.sizelimit = max + 1;
     s.entry = cdir_found_entry;
     s.ctx = &f;
+    s.paged = 1;
 
     cdir_sigpipe_block(&sp);
     rc = cdir_search(&call, &s);

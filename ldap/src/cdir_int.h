@@ -52,6 +52,7 @@ struct cdir_s {
     char                 *reval_filter;  /* user_filter, %u -> "*" */
     size_t                nsubst;        /* occurrences of %u */
     int                   timeout_ms;
+    int                   page_size;     /* RFC 2696 */
 
     int                   starttls;
     int                   tls_insecure;
@@ -107,6 +108,8 @@ typedef struct {
     char                **attrs;
     int                   sizelimit;
     int                   first_only;    /* entry() for the first only */
+    int                   paged;         /* RFC 2696 pages; sizelimit is
+                                            then enforced here */
     cdir_entry_pt         entry;
     void                 *ctx;
     int                   code;

@@ -156,6 +156,10 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ldap_shared_max), NULL },
 
+    { ngx_string("conclave_ldap_page_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(ldap_page_size), NULL },
+
     { ngx_string("conclave_ldap_search_max"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(ldap_search_max), NULL },

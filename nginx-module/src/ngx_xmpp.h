@@ -75,6 +75,7 @@ typedef struct {
     ngx_str_t              ldap_user_filter;
     ngx_str_t              ldap_group;
     ngx_msec_t             ldap_timeout;
+    ngx_int_t              ldap_page_size;  /* RFC 2696; 0: no paging */
     ngx_uint_t             ldap_pool_size;
     ngx_flag_t             ldap_starttls;
     ngx_str_t              ldap_ca_file;

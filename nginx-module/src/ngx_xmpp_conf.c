@@ -34,6 +34,7 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     }
 
     xcf->ldap_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->ldap_page_size = NGX_CONF_UNSET;
     xcf->ldap_pool_size = NGX_CONF_UNSET_UINT;
     xcf->ldap_starttls = NGX_CONF_UNSET;
     xcf->ldap_tls_verify = NGX_CONF_UNSET;
@@ -108,6 +109,7 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_shm_zone_t  *zone;
 
     ngx_conf_init_msec_value(xcf->ldap_timeout, 5000);
+    ngx_conf_init_value(xcf->ldap_page_size, CDIR_PAGE_SIZE);
     ngx_conf_init_uint_value(xcf->ldap_pool_size, 4);
     ngx_conf_init_value(xcf->ldap_starttls, 0);
     ngx_conf_init_value(xcf->ldap_tls_verify, 1);
@@ -283,6 +285,12 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_ldap_user_filter\" must contain %%u");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->ldap_page_size < 0 || xcf->ldap_page_size > 100000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_ldap_page_size\" must be 0..100000");
         return NGX_CONF_ERROR;
     }
 
@@ -482,6 +490,7 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     dc.user_filter = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_user_filter);
     dc.group_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_group);
     dc.timeout_ms = (int) xcf->ldap_timeout;
+    dc.page_size = xcf->ldap_page_size ? (int) xcf->ldap_page_size : -1;
     dc.pool_size = (int) xcf->ldap_pool_size;
     dc.starttls = (int) xcf->ldap_starttls;
     dc.ca_file = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_ca_file);

@@ -321,6 +321,63 @@ def test_user_in_thousands_of_groups(cli, many_groups, mode):
     print("alice in %s groups (%s): %.2fs" % (kv["groups"], mode, elapsed))
 
 
+# -- RFC 2696 paged results past a server size limit ---------------------------
+
+SVC_LIMIT = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\n"
+             "replace: olcLimits\nolcLimits: dn.exact=\"%s\" %%s "
+             "time=unlimited\n" % SERVICE_DN)
+
+
+@pytest.fixture
+def ad_size_limit(many_groups):
+    """AD's behaviour: a plain search stops at 300 entries (MaxPageSize
+    is 1,000 there), a paged one may go on to the end."""
+    many_groups.config_modify(
+        SVC_LIMIT % "size.soft=300 size.hard=300 size.prtotal=unlimited")
+    yield many_groups
+    many_groups.config_modify(SVC_LIMIT % "size=unlimited")
+
+
+def test_paged_group_search_past_the_size_limit(cli, ad_size_limit):
+    opts = ["--set", "mode=member", "--set", "depth=0",
+            "--set", "max=5000"]
+    # unpaged, the server's limit truncates the (member=<dn>) search
+    _, _, kv = fields(one(cli, ad_size_limit.uri, "alice", "alice-pw",
+                          opts + ["--set", "page=-1"], filt=USER_FILTER,
+                          group=SIGNIN_GROUP_DN))
+    assert int(kv["groups"]) <= 300 and "truncated" in kv["flags"], kv
+    # paged (200 a page), every one of alice's 2,000+ groups
+    line = one(cli, ad_size_limit.uri, "alice", "alice-pw",
+               opts + ["--set", "page=200"], filt=USER_FILTER,
+               group=SIGNIN_GROUP_DN)
+    status, _, kv = fields(line)
+    assert status == "OK" and int(kv["groups"]) >= 2000, line
+    assert "truncated" not in kv["flags"], line
+    # the default page size (500) too
+    _, _, kv = fields(one(cli, ad_size_limit.uri, "alice", "alice-pw", opts,
+                          filt=USER_FILTER, group=SIGNIN_GROUP_DN))
+    assert int(kv["groups"]) >= 2000 and "truncated" not in kv["flags"]
+
+
+def test_paged_shared_group_read_past_the_size_limit(cli, ad_size_limit):
+    dept = "cn=paged-dept," + GROUPS
+    ad_size_limit.modify("dn: %s\nchangetype: add\nobjectClass: "
+                         "groupOfNames\ncn: paged-dept\nmember: %s\n"
+                         % (dept, user_dn("alice")))
+    ad_size_limit.add_users("pd", 600, group=dept)
+    args = ["--members", dept, "--set", "mode=memberof",
+            "--set", "name=uid"]
+    lines = run(cli, ad_size_limit.uri, None, None,
+                args + ["--set", "page=-1"], filt=USER_FILTER,
+                group=SIGNIN_GROUP_DN, stdin="")
+    # unpaged, the server stops at 300: half the department is missing
+    assert lines[-1] == "MEMBERS 300", lines[-1]
+    lines = run(cli, ad_size_limit.uri, None, None,
+                args + ["--set", "page=200"], filt=USER_FILTER,
+                group=SIGNIN_GROUP_DN, stdin="")
+    assert lines[-1] == "MEMBERS 601", lines[-1]
+
+
 def test_group_limit_is_enforced(cli, many_groups):
     line = one(cli, many_groups.uri, "bob", "bob-pw",
                ["--set", "mode=memberof", "--set", "max=1"],

@@ -18,7 +18,8 @@
  * and " truncated" / " cached" to OK lines; --set KEY=VALUE sets the
  * other cdir_config_t fields: starttls=1, ca=FILE, insecure=1,
  * name=ATTR, mode=member|memberof, depth=N, max=N, group_base=DN,
- * admin=DN, compliance=DN, auditor=DN, outage=refuse|cache, ttl=S.
+ * admin=DN, compliance=DN, auditor=DN, outage=refuse|cache, ttl=S, page=N
+ * (RFC 2696 page size; -1: no paging).
  * --stats prints the counters at the end.
  *
  * Benchmark mode (tests/bench/ldap_bench.py): --quiet prints one
@@ -130,6 +131,8 @@ cli_set(cdir_config_t *cfg, char *kv)
                                                : CDIR_OUTAGE_REFUSE;
     } else if (strcmp(kv, "ttl") == 0) {
         cfg->cache_ttl = atoi(v);
+    } else if (strcmp(kv, "page") == 0) {
+        cfg->page_size = atoi(v);
     } else {
         return -1;
     }

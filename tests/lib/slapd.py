@@ -175,6 +175,15 @@ class Slapd:
         return self._ldap("ldapmodify", "-a", "-D", ROOT_DN,
                           "-w", self.root_pw, "-f", path)
 
+    def config_modify(self, ldif):
+        """Apply an LDIF change to cn=config (limits, for example) as its
+        root DN, while slapd runs."""
+        path = os.path.join(self.workdir, "config-change.ldif")
+        with open(path, "w") as f:
+            f.write(ldif)
+        return self._ldap("ldapmodify", "-D", "cn=admin,cn=config",
+                          "-w", self.root_pw, "-f", path)
+
     def _make_certs(self):
         """A CA, a server certificate for IP 127.0.0.1 only (so that
         "localhost" is a name mismatch), and an unrelated second CA."""
