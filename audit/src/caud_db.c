@@ -32,12 +32,17 @@
 #define CAUD_SCHEMA_MAX      1000
 #define CAUD_SCHEMA_SIZE     (1024 * 1024)
 #define CAUD_MIGRATE_LOCK    "conclave.audit.migrate"
+#define CAUD_MIGRATE_IO_TIMEOUT  (6 * 3600)   /* one statement, seconds */
 
 
 typedef struct {
     unsigned  version;
     char      name[256];
 } caud_schema_file_t;
+
+
+static MYSQL *caud_db_connect_io(const caud_db_opts_t *db, unsigned io_s,
+    char *err, size_t errlen);
 
 
 static const char  caud_schema_version_sql[] =
@@ -92,9 +97,22 @@ caud_db_where(const caud_db_opts_t *db, char *buf, size_t size)
 struct st_mysql *
 caud_db_connect(const caud_db_opts_t *db, char *err, size_t errlen)
 {
+    return caud_db_connect_io(db, 0, err, errlen);
+}
+
+
+/*
+ * io_s, when not 0, bounds reads and writes instead of timeout_s: a
+ * migration's ALTER TABLE on a large table answers after minutes, while
+ * an unreachable server must still fail within timeout_s.
+ */
+static MYSQL *
+caud_db_connect_io(const caud_db_opts_t *db, unsigned io_s, char *err,
+    size_t errlen)
+{
     char          where[300];
     MYSQL        *m;
-    unsigned      t, proto;
+    unsigned      t, io, proto;
     const char   *host;
     unsigned char addr[16];
 
@@ -118,12 +136,13 @@ caud_db_connect(const caud_db_opts_t *db, char *err, size_t errlen)
     }
 
     t = db->timeout_s ? db->timeout_s : CAUD_DB_TIMEOUT;
+    io = io_s ? io_s : t;
     proto = (db->socket && db->socket[0]) ? MYSQL_PROTOCOL_SOCKET
                                           : MYSQL_PROTOCOL_TCP;
 
     if (mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &t)
-        || mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &t)
-        || mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &t)
+        || mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &io)
+        || mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &io)
         || mysql_options(m, MYSQL_OPT_PROTOCOL, &proto)
         || mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4")
         || mysql_options(m, MYSQL_INIT_COMMAND, caud_db_init_sql))
@@ -496,7 +515,7 @@ caud_db_migrate(const caud_db_opts_t *db, const char *schema_dir, FILE *log,
         return -1;
     }
 
-    m = caud_db_connect(db, err, errlen);
+    m = caud_db_connect_io(db, CAUD_MIGRATE_IO_TIMEOUT, err, errlen);
     if (m == NULL) {
         free(files);
         return -1;
