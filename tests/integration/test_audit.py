@@ -101,7 +101,7 @@ def test_conversation_is_recorded(appliance, clients):
     ev = b.connect(app.ws_url, "bob", "bob-pw")
     assert ev["ev"] == "online", ev
     a.presence()
-    b.presence()
+    b.available()
 
     bodies = ["hello bob", "emoji \U0001F600\U0001F44D and CJK \u4f60\u597d"
               "\u4e16\u754c \u65e5\u672c\u8a9e", "markup <b>&amp;</b>"]

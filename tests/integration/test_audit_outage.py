@@ -20,7 +20,7 @@ def test_chat_through_a_mariadb_outage(make_appliance, clients):
     b = clients("xmpp")
     assert b.connect(app.ws_url, "bob", "bob-pw")["ev"] == "online"
     a.presence()
-    b.presence()
+    b.available()
 
     def talk(tag, n):
         for i in range(n):
@@ -78,7 +78,7 @@ def test_chat_while_mariadb_is_frozen(make_appliance, clients):
     b = clients("stanza")
     assert b.connect(app.ws_url, "bob", "bob-pw")["ev"] == "online"
     a.presence()
-    b.presence()
+    b.available()
     wait_drained(app)
 
     # frozen until the finally below: if delivery waited for the

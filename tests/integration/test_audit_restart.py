@@ -12,7 +12,7 @@ def talk(app, clients, tag, n):
     b = clients("xmpp")
     assert b.connect(app.ws_url, "bob", "bob-pw")["ev"] == "online"
     a.presence()
-    b.presence()
+    b.available()
     for i in range(n):
         body = "%s-%d" % (tag, i)
         a.message("bob@example.com", body, id=body)

@@ -68,12 +68,7 @@ def test_chat_between_workers(appliance, clients, alib, blib):
     assert worker_of(appliance, b_jid) != a_pid
 
     a.presence()
-    b.presence()
-    # bob is available once the server echoes his presence (RFC 6121
-    # 4.2.2): a message to his bare JID sent before that would race his
-    # presence on the other worker and go to offline storage instead
-    b.wait_for(lambda e: e["ev"] == "presence" and e.get("from") == b_jid,
-               10)
+    b.available()
 
     # the ids name this run: a session of an earlier run of this test
     # that is parked for resumption (XEP-0198) hands its unacked stanzas,

@@ -34,7 +34,7 @@ def test_chat_continues_while_ldap_is_stalled(appliance, clients):
     ev = b.connect(appliance.ws_url, "bob", "bob-pw")
     assert ev["ev"] == "online"
     a.presence()
-    b.presence()
+    b.available()
 
     appliance.ldap.pause()
     try:

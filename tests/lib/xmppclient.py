@@ -245,6 +245,17 @@ class NodeClient:
                 cmd[k] = v
         return self._sent(cmd, timeout)
 
+    def available(self, timeout=10):
+        """Initial presence, and the wait for the server's echo of it
+        (RFC 6121 4.2.2): from then on the session is available, and a
+        message to the bare JID reaches it instead of racing its presence
+        on another worker into offline storage."""
+        self.presence(timeout=timeout)
+        return self.wait_for(lambda e: e["ev"] == "presence"
+                             and e.get("from") == self.jid
+                             and e.get("type") in (None, "available"),
+                             timeout)
+
     def raw(self, xml, timeout=10):
         return self._sent({"cmd": "raw", "xml": xml}, timeout)
 
