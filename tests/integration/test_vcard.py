@@ -166,6 +166,9 @@ def photo_hash_of(c, frm, timeout=10):
 def test_avatar_hash_in_presence(photos, pool):
     """XEP-0153: the server's hash, even over a client's own claim."""
     watcher = client(pool, photos, "alice", "watch")
+    # the watcher is available once its own presence comes back: only
+    # then does the liar's presence reach it (RFC 6121 4.2.2)
+    photo_hash_of(watcher, watcher.jid)
     ws = RawWS(photos.nginx.http_port)
     ws.login("alice", resource="liar", presence=False)
     ws.send("<presence xmlns='jabber:client'><x xmlns='vcard-temp:x:update'>"
