@@ -835,21 +835,98 @@ ngx_xmpp_pep_post(ngx_xmpp_session_t *s, ngx_xmpp_db_req_t *r)
 }
 
 
+/*
+ * The session's shared directory contacts (issue 6.3) as a JSON array
+ * for the replay's query: they are subscribed both ways without a
+ * roster row.  Localparts and domains hold no quote or backslash
+ * (RFC 7622 3.3.1), but they are escaped anyway.
+ */
+static ngx_int_t
+ngx_xmpp_pep_shared_json(ngx_xmpp_session_t *s, ngx_pool_t *pool,
+    ngx_str_t *json)
+{
+    u_char              *p;
+    size_t               size;
+    ngx_uint_t           i, k;
+    ngx_array_t          shared;
+    ngx_xmpp_contact_t  *c;
+
+    ngx_str_set(json, "[]");
+
+    if (ngx_array_init(&shared, pool, 8, sizeof(ngx_xmpp_contact_t))
+        != NGX_OK
+        || ngx_xmpp_dir_shared_contacts(&s->jid.bare, pool, &shared)
+           != NGX_OK
+        || shared.nelts == 0)
+    {
+        return NGX_OK;
+    }
+
+    c = shared.elts;
+    size = 2;
+
+    for (i = 0; i < shared.nelts; i++) {
+        size += 2 * c[i].jid.len + 3;
+    }
+
+    p = ngx_pnalloc(pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    json->data = p;
+    *p++ = '[';
+
+    for (i = 0; i < shared.nelts; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        *p++ = '"';
+
+        for (k = 0; k < c[i].jid.len; k++) {
+            if (c[i].jid.data[k] == '"' || c[i].jid.data[k] == '\\') {
+                *p++ = '\\';
+            }
+
+            *p++ = c[i].jid.data[k];
+        }
+
+        *p++ = '"';
+    }
+
+    *p++ = ']';
+    json->len = p - json->data;
+
+    return NGX_OK;
+}
+
+
 /* called by ngx_xmpp_caps.c once the session's interests are known */
 void
 ngx_xmpp_pep_last_items(ngx_xmpp_session_t *s)
 {
-    ngx_str_t          *in[8];
+    ngx_str_t          *in[8], json;
+    ngx_pool_t         *pool;
     ngx_xmpp_db_req_t  *r;
 
-    ngx_memzero(in, sizeof(in));
-
-    r = ngx_xmpp_pep_req(s, NULL, NGX_XMPP_PEP_LAST, in);
-    if (r == NULL) {
+    pool = ngx_create_pool(4096, s->connection->log);
+    if (pool == NULL) {
         return;
     }
 
-    ngx_xmpp_pep_post(s, r);
+    ngx_memzero(in, sizeof(in));
+
+    if (ngx_xmpp_pep_shared_json(s, pool, &json) == NGX_OK) {
+        in[3] = &json;
+        r = ngx_xmpp_pep_req(s, NULL, NGX_XMPP_PEP_LAST, in);
+
+        if (r) {
+            ngx_xmpp_pep_post(s, r);
+        }
+    }
+
+    ngx_destroy_pool(pool);
 }
 
 

@@ -711,24 +711,32 @@ static int
 ngx_xmpp_pep_run_last(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
     u_char               sql[1024];
-    ngx_str_t            p[2];
+    ngx_str_t            p[3];
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
     p[0] = ctx->requester;
     p[1] = ctx->requester;
+    p[2] = ctx->payload;                 /* shared contacts, JSON */
+
+    if (p[2].len == 0) {
+        ngx_str_set(&p[2], "[]");
+    }
 
     (void) ngx_snprintf(sql, sizeof(sql),
         "SELECT i.owner_jid, i.node, i.item_id, i.payload FROM pep_item i"
         " JOIN pep_node n ON n.owner_jid = i.owner_jid AND n.node = i.node"
         " WHERE n.send_last = 'on_sub_and_presence'"
         " AND (i.owner_jid = ? OR (n.access_model <> 'whitelist'"
-        " AND i.owner_jid IN (SELECT contact_jid FROM roster_item"
-        " WHERE owner_jid = ? AND sub_to = 1)))"
+        " AND (i.owner_jid IN (SELECT contact_jid FROM roster_item"
+        " WHERE owner_jid = ? AND sub_to = 1)"
+        " OR i.owner_jid IN (SELECT t.j COLLATE utf8mb4_bin FROM"
+        " JSON_TABLE(?, '$[*]' COLUMNS (j VARCHAR(255) CHARACTER SET"
+        " utf8mb4 PATH '$')) AS t))))"
         " AND i.seq = (SELECT MAX(j.seq) FROM pep_item j"
         " WHERE j.owner_jid = i.owner_jid AND j.node = i.node)"
         " LIMIT %ui%Z", (ngx_uint_t) NGX_XMPP_PEP_LAST_MAX);
 
-    return ngx_xmpp_pep_query(conn, r, (char *) sql, p, 2,
+    return ngx_xmpp_pep_query(conn, r, (char *) sql, p, 3,
                               ngx_xmpp_pep_last_row);
 }
 

@@ -546,6 +546,27 @@ def test_concurrent_first_publishes(appliance):
         b.close()
 
 
+def test_shared_directory_contacts(make_appliance, pool):
+    """Shared directory contacts (issue 6.3, subscribed both ways with no
+    roster row) get live notifications, may read presence nodes, and get
+    the last item when they become available."""
+    app = make_appliance(extra_http='conclave_ldap_shared_group '
+                         '"cn=engineering,ou=groups,dc=example,dc=com";')
+    node = "urn:example:team"
+    a = pep_client(pool, app, "alice", "pub", [node])
+    b = pep_client(pool, app, "bob", "sub", [node], not_pid=a.worker)
+    publish(a, node, item_xml(node, "hello team"), id="h")
+    m = events(b, "item", node)[0]
+    assert m["pubsub_event"]["items"]["item"]["payload"].text == \
+        "hello team"
+    r = b.run(lambda: b.xmpp["xep_0060"].get_items("alice@example.com",
+                                                   node))
+    assert [it["id"] for it in r["pubsub"]["items"]] == ["h"]
+    late = pep_client(pool, app, "bob", "late", [node], not_pid=a.worker)
+    assert events(late, "item", node)[0]["pubsub_event"]["items"][
+        "item"]["id"] == "h"
+
+
 # ---- XEP-0049, XEP-0223, XEP-0402 ----
 
 def test_private_storage_and_xep0223_survive_restart(appliance, pool):
