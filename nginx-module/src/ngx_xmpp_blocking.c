@@ -316,22 +316,19 @@ ngx_xmpp_blocking_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return rc;
     }
 
-    if (mysql_query(conn, "START TRANSACTION") != 0) {
-        return -1;
-    }
+    /* one transaction, committed by the adapter (ngx_xmpp_db.c) only if
+     * its answer is still to be given; a refused change rolls back */
+    if (ngx_xmpp_blocking_change(conn, r) == 0) {
+        if (ctx->full) {
+            (void) mysql_rollback(conn);
+        }
 
-    if (ngx_xmpp_blocking_change(conn, r) == 0
-        && (ctx->full ? mysql_query(conn, "ROLLBACK")
-                      : mysql_query(conn, "COMMIT")) == 0)
-    {
         return 0;
     }
 
     if (r->db_errno == 0) {
         r->db_errno = mysql_errno(conn);
     }
-
-    (void) mysql_query(conn, "ROLLBACK");
 
     return -1;
 }
