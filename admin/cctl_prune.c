@@ -11,6 +11,14 @@
  * MariaDB keeps the whole chain; the journal witness of "verify" then
  * starts later, which it reports until signed retention tombstones
  * exist (COMPLIANCE.md 7.4).  Hence an explicit command, not a timer.
+ *
+ * Legal holds: a segment holding a record an active hold covers (the
+ * same rule as a retention run, caud_retention.c: a custodian as sender
+ * or peer, or one of the hold's rooms, inside its time range) stays,
+ * and so do the later segments of its journal: the journal witness is
+ * kept whole from the held record on, and removals stay a prefix, the
+ * only gap "verify" accepts.  Releasing the hold lets a later prune go
+ * on.
  */
 
 
@@ -133,14 +141,49 @@ cctl_shipped(MYSQL *m, const char *node, uint32_t id, uint64_t *seq)
 }
 
 
+/* 1 when a record of journal id, seqs first..last, is under a hold */
+static int
+cctl_held(MYSQL *m, const char *node, uint32_t id, uint64_t first,
+    uint64_t last, int *held)
+{
+    char        q[1536], esc[160];
+    MYSQL_RES  *res;
+
+    if (strlen(node) > 64) {
+        return -1;
+    }
+
+    mysql_real_escape_string(m, esc, node, strlen(node));
+    snprintf(q, sizeof(q), "SELECT 1 FROM audit_record r JOIN legal_hold h "
+             "ON h.released_at IS NULL JOIN legal_hold_scope s ON "
+             "s.hold_id = h.id WHERE r.node = '%s' AND r.writer_id = %"
+             PRIu32 " AND r.seq BETWEEN %" PRIu64 " AND %" PRIu64 " AND "
+             "(h.since_us IS NULL OR h.since_us = 0 OR r.ts_utc_us >= "
+             "h.since_us) AND (h.until_us IS NULL OR h.until_us = 0 OR "
+             "r.ts_utc_us < h.until_us) AND ((s.kind = 'user' AND "
+             "(r.actor_user = s.jid OR r.peer = s.jid)) OR (s.kind = "
+             "'room' AND r.peer = s.jid)) LIMIT 1", esc, id, first, last);
+
+    if (mysql_query(m, q) != 0 || (res = mysql_store_result(m)) == NULL) {
+        return -1;
+    }
+
+    *held = mysql_num_rows(res) > 0;
+    mysql_free_result(res);
+
+    return 0;
+}
+
+
 int
 cctl_prune(cctl_conf_t *cf, unsigned keep_days)
 {
-    int              dfd, rc;
+    int              dfd, rc, held;
     char             err[512], path[4096];
     MYSQL           *m;
     size_t           i, n, pruned;
     time_t           cutoff;
+    uint32_t         stop;
     uint64_t         shipped, bytes;
     struct stat      st;
     cctl_segment_t  *segs;
@@ -165,8 +208,14 @@ cctl_prune(cctl_conf_t *cf, unsigned keep_days)
     bytes = 0;
     rc = CCTL_OK;
     shipped = 0;
+    stop = UINT32_MAX;
 
     for (i = 0; i < n; i++) {
+        if (segs[i].id == stop) {
+            /* a held segment before: this journal keeps the rest */
+            continue;
+        }
+
         if (i == 0 || segs[i].id != segs[i - 1].id) {
             if (cctl_shipped(m, cf->audit_node, segs[i].id, &shipped) != 0) {
                 fprintf(stderr, "conclavectl: prune: %s\n", mysql_error(m));
@@ -186,6 +235,23 @@ cctl_prune(cctl_conf_t *cf, unsigned keep_days)
         snprintf(path, sizeof(path), "%s/%s", cf->audit_dir, segs[i].name);
 
         if (stat(path, &st) != 0 || st.st_mtime > cutoff) {
+            continue;
+        }
+
+        if (cctl_held(m, cf->audit_node, segs[i].id, segs[i].first,
+                      segs[i + 1].first - 1, &held) != 0)
+        {
+            fprintf(stderr, "conclavectl: prune: %s\n", mysql_error(m));
+            rc = CCTL_ERROR;
+            break;
+        }
+
+        if (held) {
+            printf("kept %s and later segments of journal %" PRIu32
+                   " (records %" PRIu64 "-%" PRIu64 ": a legal hold)\n",
+                   segs[i].name, segs[i].id, segs[i].first,
+                   segs[i + 1].first - 1);
+            stop = segs[i].id;
             continue;
         }
 

@@ -811,6 +811,7 @@ typedef struct {
 } caud_rpol_t;
 
 typedef struct {
+    uint64_t  id;
     int64_t   since;
     int64_t   until;
     json_t   *users;            /* object: jid -> true */
@@ -903,6 +904,7 @@ caud_rload(caud_run_t *r)
         if (strcmp(last, row[0]) != 0) {
             snprintf(last, sizeof(last), "%s", row[0]);
             i = r->nholds++;
+            r->holds[i].id = strtoull(row[0], NULL, 10);
             r->holds[i].since = row[1] ? strtoll(row[1], NULL, 10) : 0;
             r->holds[i].until = row[2] ? strtoll(row[2], NULL, 10) : 0;
             r->holds[i].users = json_object();
@@ -1060,6 +1062,51 @@ caud_rnote(caud_run_t *r, uint64_t id, uint8_t digest[32], char *note,
 }
 
 
+/*
+ * Inside a batch's transaction: every active hold must be one the run
+ * judged with.  The shared locks make a hold created meanwhile wait for
+ * this batch's commit (the deletion came first); one created since the
+ * run loaded its holds stops the run before anything it covers goes,
+ * and the next run judges with it.  A hold released meanwhile is still
+ * honoured: that only keeps more.
+ */
+static int
+caud_rholds_unchanged(caud_run_t *r)
+{
+    size_t      i;
+    uint64_t    id;
+    MYSQL_ROW   row;
+    MYSQL_RES  *res;
+
+    if (caud_rq(r->wr, "SELECT id FROM legal_hold WHERE released_at IS "
+                "NULL LOCK IN SHARE MODE", r->err, r->errlen) != 0
+        || (res = mysql_store_result(r->wr)) == NULL)
+    {
+        return -1;
+    }
+
+    while ((row = mysql_fetch_row(res)) != NULL) {
+        id = strtoull(row[0], NULL, 10);
+
+        for (i = 0; i < r->nholds && r->holds[i].id != id; i++) {
+            /* void */
+        }
+
+        if (i == r->nholds) {
+            caud_rerr(r->err, r->errlen, "legal hold %" PRIu64 " was "
+                      "created during the run: stopped, nothing it covers "
+                      "was deleted; run again", id);
+            mysql_free_result(res);
+            return -1;
+        }
+    }
+
+    mysql_free_result(res);
+
+    return 0;
+}
+
+
 /* one transaction: the batch row, its tombstones, the deletes */
 static int
 caud_rflush(caud_run_t *r)
@@ -1092,6 +1139,7 @@ caud_rflush(caud_run_t *r)
              r->writer, r->n);
 
     if (caud_rq(r->wr, "START TRANSACTION", r->err, r->errlen) != 0
+        || caud_rholds_unchanged(r) != 0
         || caud_rq(r->wr, sql, r->err, r->errlen) != 0)
     {
         goto done;

@@ -467,6 +467,14 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(admin_export_max), NULL },
 
+    { ngx_string("conclave_admin_export_keep"), NGX_XMPP_MAIN,
+      ngx_conf_set_sec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_export_keep), NULL },
+
+    { ngx_string("conclave_admin_forged_summary"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(admin_forged_summary), NULL },
+
     { ngx_string("conclave_admin_export_thread_pool"), NGX_XMPP_MAIN,
       ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(admin_export_pool_name), NULL },

@@ -190,7 +190,7 @@ typedef struct {
     ngx_str_t              bosh_cors_origin;
 
     /* the admin console (ngx_xmpp_admin*.c) */
-    ngx_str_t              admin_role_group[3];  /* admin, compl., auditor */
+    ngx_str_t              admin_role_group[CDIR_NROLES]; /* by role bit */
     ngx_str_t              admin_root;
     ngx_str_t              admin_key_file;
     ngx_msec_t             admin_idle_timeout;
@@ -199,9 +199,11 @@ typedef struct {
     ngx_msec_t             admin_lockout;
     u_char                 admin_key[32];        /* cookie HMAC key */
     ngx_shm_zone_t        *admin_zone;
-    cdir_t                *admin_dir[3];         /* per worker */
+    cdir_t                *admin_dir[CDIR_NROLES];  /* per worker */
     ngx_str_t              admin_export_dir;
     ngx_uint_t             admin_export_max;     /* jobs per worker */
+    time_t                 admin_export_keep;    /* seconds; 0: forever */
+    ngx_msec_t             admin_forged_summary;
     ngx_str_t              admin_export_pool_name;
     ngx_thread_pool_t     *admin_export_pool;
 
@@ -388,6 +390,8 @@ char *ngx_xmpp_conf_password_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_xmpp_conf_conflict(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 const char *ngx_xmpp_cstr(ngx_pool_t *pool, ngx_str_t *s);
+void ngx_xmpp_dir_config(ngx_pool_t *pool, ngx_xmpp_conf_t *xcf,
+    cdir_config_t *dc);
 
 /* ngx_http_conclave_module.c */
 ngx_xmpp_conf_t *ngx_xmpp_cycle_conf(ngx_cycle_t *cycle);
@@ -770,6 +774,10 @@ void ngx_xmpp_metrics_exit_worker(void);
 void ngx_xmpp_metrics_session(ngx_xmpp_session_t *s, ngx_int_t delta);
 void ngx_xmpp_metrics_message(void);
 void ngx_xmpp_metrics_signin(ngx_uint_t ok);
+void ngx_xmpp_metrics_console_forged(void);
+uint64_t ngx_xmpp_metrics_console_forged_total(void);
+void ngx_xmpp_metrics_sample(void);
+struct json_t *ngx_xmpp_metrics_status_json(void);
 void ngx_xmpp_metrics_ldap(cdir_status_e status, ngx_msec_t ms);
 ngx_int_t ngx_xmpp_metrics_handler(struct ngx_http_request_s *r,
     ngx_xmpp_conf_t *xcf);

@@ -98,7 +98,9 @@ static ngx_xmpp_admin_api_t  ngx_xmpp_admin_apis[] = {
 };
 
 
-static ngx_str_t  ngx_xmpp_admin_role_names[] = {
+/* by role bit number: NGX_XMPP_ROLE_ADMIN is bit 1 */
+ngx_str_t  ngx_xmpp_admin_role_names[NGX_XMPP_ADMIN_ROLES] = {
+    ngx_null_string,
     ngx_string("admin"),
     ngx_string("compliance"),
     ngx_string("auditor")
@@ -116,6 +118,8 @@ ngx_xmpp_admin_conf_create(ngx_xmpp_conf_t *xcf)
     xcf->admin_max_failures = NGX_CONF_UNSET_UINT;
     xcf->admin_lockout = NGX_CONF_UNSET_MSEC;
     xcf->admin_export_max = NGX_CONF_UNSET_UINT;
+    xcf->admin_export_keep = NGX_CONF_UNSET;
+    xcf->admin_forged_summary = NGX_CONF_UNSET_MSEC;
 }
 
 
@@ -130,7 +134,7 @@ ngx_xmpp_admin_conf_role(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
         if (value[1].len == ngx_xmpp_admin_role_names[i].len
             && ngx_strncmp(value[1].data, ngx_xmpp_admin_role_names[i].data,
                            value[1].len) == 0)
@@ -217,10 +221,12 @@ ngx_xmpp_admin_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->admin_max_failures, 5);
     ngx_conf_init_msec_value(xcf->admin_lockout, 15 * 60 * 1000);
     ngx_conf_init_uint_value(xcf->admin_export_max, 2);
+    ngx_conf_init_value(xcf->admin_export_keep, 7 * 86400);
+    ngx_conf_init_msec_value(xcf->admin_forged_summary, 60 * 1000);
 
     any = 0;
 
-    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
         any |= xcf->admin_role_group[i].len;
     }
 
@@ -230,12 +236,14 @@ ngx_xmpp_admin_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
 
     if (xcf->admin_idle_timeout < 1000
         || xcf->admin_session_timeout < xcf->admin_idle_timeout
-        || xcf->admin_max_failures == 0)
+        || xcf->admin_max_failures == 0
+        || xcf->admin_forged_summary < 1000)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_admin_session_timeout\" must be at "
                            "least \"conclave_admin_idle_timeout\" (1s or "
-                           "more), \"conclave_admin_max_failures\" positive");
+                           "more), \"conclave_admin_max_failures\" positive, "
+                           "\"conclave_admin_forged_summary\" 1s or more");
         return NGX_CONF_ERROR;
     }
 
@@ -660,7 +668,7 @@ ngx_xmpp_admin_cookie(ngx_xmpp_admin_ctx_t *ctx, ngx_uint_t clear)
     }
 
     p = ngx_snprintf(payload, NGX_XMPP_ADMIN_COOKIE_MAX / 2,
-                     "1|%*s|%ui|%T|%T|", s->user_len, s->user, s->roles,
+                     "2|%*s|%ui|%T|%T|", s->user_len, s->user, s->roles,
                      s->issued, s->last);
     p = ngx_hex_dump(p, s->nonce, NGX_XMPP_ADMIN_NONCE_LEN);
     len = p - payload;
@@ -792,7 +800,10 @@ ngx_xmpp_admin_csrf_ok(ngx_xmpp_admin_ctx_t *ctx)
 }
 
 
-/* "1|user|roles|issued|last|nonce(hex)" into s; NGX_ERROR: malformed */
+/*
+ * "2|user|roles|issued|last|nonce(hex)" into s; NGX_ERROR: malformed.
+ * Version 1 numbered the roles differently: such a cookie is refused.
+ */
 static ngx_int_t
 ngx_xmpp_admin_parse(u_char *p, size_t len, ngx_xmpp_admin_sess_t *s)
 {
@@ -811,7 +822,7 @@ ngx_xmpp_admin_parse(u_char *p, size_t len, ngx_xmpp_admin_sess_t *s)
         f[i] = ++p;
     }
 
-    if (f[1] - f[0] != 2 || f[0][0] != '1'
+    if (f[1] - f[0] != 2 || f[0][0] != '2'
         || f[2] - f[1] - 1 > NGX_XMPP_ADMIN_USER_MAX
         || end - f[5] != 2 * NGX_XMPP_ADMIN_NONCE_LEN)
     {
@@ -936,14 +947,18 @@ ngx_xmpp_admin_session(ngx_xmpp_admin_ctx_t *ctx)
 
 refused:
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "xmpp: console: %s session cookie refused", why);
-
     if (why[0] == 'f') {
+        /* anyone can forge: logged, counted, summarised in the chain */
         ngx_memzero(&ctx->sess, sizeof(ngx_xmpp_admin_sess_t));
-    }
+        ngx_xmpp_admin_forged(ctx);
 
-    (void) ngx_xmpp_admin_audit(ctx, "session", 0, why, NULL);
+    } else {
+        /* signed by us: only a holder of a real cookie can replay it */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "xmpp: console: %s session cookie of \"%s\" refused",
+                      why, ctx->sess.user);
+        (void) ngx_xmpp_admin_audit(ctx, "session", 0, why, NULL);
+    }
 
     /* the browser forgets it */
     (void) ngx_xmpp_admin_cookie(ctx, 1);
@@ -973,8 +988,8 @@ ngx_xmpp_admin_me(ngx_xmpp_admin_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
-        if (ctx->sess.roles & (1 << i)) {
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
+        if (ctx->sess.roles & ((ngx_uint_t) 1 << i)) {
             json_array_append_new(roles, json_string((char *)
                                   ngx_xmpp_admin_role_names[i].data));
         }

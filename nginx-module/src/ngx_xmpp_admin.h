@@ -19,12 +19,18 @@
 #include "ngx_xmpp.h"
 
 
-/* role bits; the groups come from conclave_admin_role_group */
-#define NGX_XMPP_ADMIN_ROLE_ADMIN       0x01
-#define NGX_XMPP_ADMIN_ROLE_COMPLIANCE  0x02
-#define NGX_XMPP_ADMIN_ROLE_AUDITOR     0x04
+/*
+ * Console roles are the directory's role bits (NGX_XMPP_ROLE_*, the
+ * bit number indexes admin_role_group[] and admin_dir[]); only the
+ * groups that grant them come from conclave_admin_role_group.
+ */
+#define NGX_XMPP_ADMIN_ROLE_ADMIN       NGX_XMPP_ROLE_ADMIN
+#define NGX_XMPP_ADMIN_ROLE_COMPLIANCE  NGX_XMPP_ROLE_COMPLIANCE
+#define NGX_XMPP_ADMIN_ROLE_AUDITOR     NGX_XMPP_ROLE_AUDITOR
 
-#define NGX_XMPP_ADMIN_ROLES            3
+/* the first and the end of the console's role bit numbers */
+#define NGX_XMPP_ADMIN_ROLE_FIRST       1
+#define NGX_XMPP_ADMIN_ROLES            CDIR_NROLES
 
 #define NGX_XMPP_ADMIN_USER_MAX         64
 #define NGX_XMPP_ADMIN_NONCE_LEN        16
@@ -34,6 +40,7 @@
 
 /* the package's state directory (packaging/); conclave_admin_export_dir */
 #define NGX_XMPP_ADMIN_EXPORT_DIR       "/var/lib/conclave/exports"
+#define NGX_XMPP_ADMIN_PATH_MAX         3000  /* conclave_admin_export_dir */
 
 
 /* one signed-in console user, as the cookie says */
@@ -90,6 +97,8 @@ char *ngx_xmpp_admin_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_admin_signin(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_signout(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_revoked(ngx_xmpp_conf_t *xcf, u_char *nonce);
+void ngx_xmpp_admin_forged(ngx_xmpp_admin_ctx_t *ctx);
+extern ngx_str_t  ngx_xmpp_admin_role_names[];
 
 /* ngx_xmpp_admin_ops.c: operations views for admins */
 ngx_int_t ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx);
@@ -101,6 +110,12 @@ char *ngx_xmpp_admin_export_conf(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_admin_export(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_exports(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_download(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_safe_name(const char *name);
+
+/* ngx_xmpp_admin_expire.c: conclave_admin_export_keep */
+void ngx_xmpp_admin_expire_init_worker(ngx_cycle_t *cycle,
+    ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_admin_expire_exit_worker(void);
 
 /* ngx_xmpp_admin_comply.c: legal holds and retention policies */
 ngx_int_t ngx_xmpp_admin_holds(ngx_xmpp_admin_ctx_t *ctx);

@@ -53,10 +53,11 @@ typedef struct {
     ngx_event_t            timer;
     ngx_uint_t             roles;
     cdir_status_e          status;
-    char                   reason[128];
+    char                   reason[320];   /* cdir_auth_result_t's */
     size_t                 login_len;
     size_t                 pw_len;
     u_char                 login[NGX_XMPP_ADMIN_USER_MAX + 1];
+    u_char                 name[CDIR_MAX_LOGIN + 1];  /* the directory's */
     u_char                 pw[CDIR_MAX_PASSWORD];
 } ngx_xmpp_admin_signin_t;
 
@@ -73,11 +74,6 @@ static void ngx_xmpp_admin_signin_done(ngx_event_t *ev);
 static void ngx_xmpp_admin_signin_expire(ngx_event_t *ev);
 static ngx_int_t ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
     ngx_xmpp_admin_signin_t *st);
-
-
-static const char  *ngx_xmpp_admin_roles[] = {
-    "admin", "compliance", "auditor"
-};
 
 
 /* ------------------------------------------------------------------ */
@@ -312,34 +308,144 @@ ngx_xmpp_admin_revoke(ngx_xmpp_conf_t *xcf, ngx_xmpp_admin_sess_t *s)
 
 
 /* ------------------------------------------------------------------ */
-/* worker: one directory handle per configured role */
+/*
+ * Forged or malformed session cookies.  Anyone can send them at any
+ * rate, so a record per request would let an anonymous client grow the
+ * audit chain at will.  Each one is logged (the client's address, never
+ * the cookie) and counted (conclave_console_forged_cookies_total, the
+ * console's status); the chain gets the first of a quiet period at once
+ * and then, per worker, at most one summary per
+ * conclave_admin_forged_summary with the count, the period and the last
+ * client's address.  A worker that exits writes what is pending.
+ */
+
+typedef struct {
+    ngx_event_t            ev;
+    ngx_connection_t       dumb;      /* timer events log as connections */
+    ngx_xmpp_conf_t       *xcf;
+    ngx_uint_t             pending;
+    time_t                 since;
+    u_char                 ip[NGX_SOCKADDR_STRLEN + 1];
+} ngx_xmpp_admin_forged_t;
+
+
+static ngx_xmpp_admin_forged_t  ngx_xmpp_admin_forged_st;
+
+
+static void
+ngx_xmpp_admin_forged_flush(ngx_log_t *log)
+{
+    json_t                   *params;
+    ngx_xmpp_admin_forged_t  *f = &ngx_xmpp_admin_forged_st;
+
+    if (f->pending == 0) {
+        return;
+    }
+
+    params = json_pack("{sIsIsI}", "count", (json_int_t) f->pending,
+                       "since", (json_int_t) f->since,
+                       "until", (json_int_t) ngx_time());
+
+    if (ngx_xmpp_audit_admin(f->xcf, log, NULL, (char *) f->ip, NULL,
+                             "session", 0, "forged", params)
+        == NGX_OK)
+    {
+        f->pending = 0;
+    }
+}
+
+
+static void
+ngx_xmpp_admin_forged_timer(ngx_event_t *ev)
+{
+    ngx_xmpp_admin_forged_t  *f = &ngx_xmpp_admin_forged_st;
+
+    if (f->pending == 0) {
+        /* a quiet period: the next one is recorded at once */
+        return;
+    }
+
+    ngx_xmpp_admin_forged_flush(ev->log);
+
+    f->since = ngx_time();
+    ngx_add_timer(ev, f->xcf->admin_forged_summary);
+}
+
+
+void
+ngx_xmpp_admin_forged(ngx_xmpp_admin_ctx_t *ctx)
+{
+    ngx_str_t                *ip;
+    ngx_xmpp_admin_forged_t  *f = &ngx_xmpp_admin_forged_st;
+
+    ip = &ctx->request->connection->addr_text;
+
+    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                  "xmpp: console: forged session cookie from %V refused",
+                  ip);
+
+    ngx_xmpp_metrics_console_forged();
+
+    f->xcf = ctx->xcf;
+    ngx_cpystrn(f->ip, ip->data, ngx_min(ip->len + 1, sizeof(f->ip)));
+
+    if (f->ev.timer_set) {
+        f->pending++;
+        return;
+    }
+
+    (void) ngx_xmpp_admin_audit(ctx, "session", 0, "forged",
+                                json_pack("{sisIsI}", "count", 1,
+                                          "since", (json_int_t) ngx_time(),
+                                          "until", (json_int_t) ngx_time()));
+
+    f->dumb.fd = (ngx_socket_t) -1;
+    f->ev.data = &f->dumb;
+    f->ev.handler = ngx_xmpp_admin_forged_timer;
+    f->ev.log = ngx_cycle->log;
+    f->ev.cancelable = 1;
+    f->since = ngx_time();
+    ngx_add_timer(&f->ev, ctx->xcf->admin_forged_summary);
+}
+
+
+/* ------------------------------------------------------------------ */
+/*
+ * worker: one directory handle per configured role, built from the
+ * XMPP sign-in's settings (ngx_xmpp_dir_config: servers and failover,
+ * TLS and its CA file, the login attribute, nested groups, timeouts)
+ * with only the group differing: the role's group is the handle's
+ * sign-in group, so its membership, nested ones included, is checked
+ * before the user's bind.  The credentials cache serves the XMPP
+ * outage policy only: a console sign-in always asks the directory.
+ */
 
 ngx_int_t
 ngx_xmpp_admin_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 {
     char           err[256];
-    ngx_uint_t     i;
+    ngx_uint_t     i, k;
     cdir_config_t  dc;
 
     if (xcf->admin_zone == NULL) {
         return NGX_OK;
     }
 
-    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
         if (xcf->admin_role_group[i].len == 0) {
             continue;
         }
 
-        ngx_memzero(&dc, sizeof(cdir_config_t));
+        ngx_xmpp_dir_config(cycle->pool, xcf, &dc);
 
-        dc.uri = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_uri);
-        dc.bind_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_dn);
-        dc.bind_pw = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_password);
-        dc.base = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_base);
-        dc.user_filter = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_user_filter);
         dc.group_dn = ngx_xmpp_cstr(cycle->pool, &xcf->admin_role_group[i]);
-        dc.timeout_ms = (int) xcf->ldap_timeout;
+        dc.outage = CDIR_OUTAGE_REFUSE;
+        dc.cache_ttl = 0;
         dc.pool_size = 2;
+
+        for (k = 0; k < CDIR_NROLES; k++) {
+            dc.role_dn[k] = NULL;
+        }
 
         err[0] = '\0';
 
@@ -351,6 +457,8 @@ ngx_xmpp_admin_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
         }
     }
 
+    ngx_xmpp_admin_expire_init_worker(cycle, xcf);
+
     return NGX_OK;
 }
 
@@ -360,7 +468,16 @@ ngx_xmpp_admin_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 {
     ngx_uint_t  i;
 
-    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+    ngx_xmpp_admin_expire_exit_worker();
+
+    /* the journal is still open: the count of forged cookies is kept */
+    ngx_xmpp_admin_forged_flush(cycle->log);
+
+    if (ngx_xmpp_admin_forged_st.ev.timer_set) {
+        ngx_del_timer(&ngx_xmpp_admin_forged_st.ev);
+    }
+
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
         if (xcf->admin_dir[i]) {
             cdir_destroy(xcf->admin_dir[i]);
             xcf->admin_dir[i] = NULL;
@@ -548,7 +665,7 @@ ngx_xmpp_admin_signin_post(ngx_xmpp_admin_ctx_t *ctx, const char *pw,
     }
 
     /* each role's handle may take about 2 x conclave_ldap_timeout */
-    timeout = 2 * ctx->xcf->ldap_timeout * NGX_XMPP_ADMIN_ROLES + 1000;
+    timeout = 2 * ctx->xcf->ldap_timeout * (NGX_XMPP_ADMIN_ROLES - 1) + 1000;
 
     st->timer.handler = ngx_xmpp_admin_signin_expire;
     st->timer.data = task;
@@ -576,7 +693,7 @@ ngx_xmpp_admin_signin_thread(void *data, ngx_log_t *log)
     ngx_cpystrn((u_char *) st->reason, (u_char *) "no console role",
                 sizeof(st->reason));
 
-    for (i = 0; i < NGX_XMPP_ADMIN_ROLES; i++) {
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
         if (st->xcf->admin_dir[i] == NULL) {
             continue;
         }
@@ -585,8 +702,9 @@ ngx_xmpp_admin_signin_thread(void *data, ngx_log_t *log)
                           st->login_len, (char *) st->pw, st->pw_len, &res);
 
         if (res.status == CDIR_OK) {
-            st->roles |= 1 << i;
+            st->roles |= (ngx_uint_t) 1 << i;
             st->status = CDIR_OK;
+            ngx_cpystrn(st->name, (u_char *) res.name, sizeof(st->name));
             continue;
         }
 
@@ -663,6 +781,36 @@ ngx_xmpp_admin_signin_expire(ngx_event_t *ev)
 }
 
 
+/*
+ * The session's user is the directory's login name attribute
+ * (conclave_ldap_name_attribute), as for an XMPP sign-in: an AD
+ * account typed as "Frank" or "frank@<domain>" is the user the audit
+ * records and the chat archive know.  A name outside the console's
+ * alphabet keeps the login as typed.
+ */
+static void
+ngx_xmpp_admin_canonical(ngx_xmpp_admin_ctx_t *ctx,
+    ngx_xmpp_admin_signin_t *st)
+{
+    u_char  name[NGX_XMPP_ADMIN_USER_MAX + 1];
+    size_t  len;
+
+    if (st->name[0] == '\0') {
+        return;
+    }
+
+    if (ngx_xmpp_admin_login(ctx->xcf, (char *) st->name,
+                             ngx_strlen(st->name), name, &len)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_memcpy(ctx->sess.user, name, len + 1);
+    ctx->sess.user_len = len;
+}
+
+
 static ngx_int_t
 ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
     ngx_xmpp_admin_signin_t *st)
@@ -705,6 +853,8 @@ ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
     ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("u:", st->login,
                          st->login_len), 0);
 
+    ngx_xmpp_admin_canonical(ctx, st);
+
     ctx->sess.roles = st->roles;
     ctx->sess.issued = ngx_time();
     ctx->sess.last = ctx->sess.issued;
@@ -715,10 +865,13 @@ ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
 
     roles = json_array();
 
-    for (i = 0; roles && i < NGX_XMPP_ADMIN_ROLES; i++) {
-        if (st->roles & (1 << i)) {
-            json_array_append_new(roles,
-                                  json_string(ngx_xmpp_admin_roles[i]));
+    for (i = NGX_XMPP_ADMIN_ROLE_FIRST;
+         roles && i < NGX_XMPP_ADMIN_ROLES;
+         i++)
+    {
+        if (st->roles & ((ngx_uint_t) 1 << i)) {
+            json_array_append_new(roles, json_string((char *)
+                                  ngx_xmpp_admin_role_names[i].data));
         }
     }
 
@@ -730,7 +883,8 @@ ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "xmpp: console: \"%s\" signed in", st->login);
+                  "xmpp: console: \"%s\" signed in as \"%s\"", st->login,
+                  ctx->sess.user);
 
     ctx->signed_in = 1;
 

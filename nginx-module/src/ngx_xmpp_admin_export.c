@@ -36,7 +36,6 @@
 #define NGX_XMPP_ADMIN_JOB_ID        16
 #define NGX_XMPP_ADMIN_PROGRESS_MS   500
 #define NGX_XMPP_ADMIN_JID_MAX       255
-#define NGX_XMPP_ADMIN_PATH_MAX      3000
 
 #define NGX_XMPP_ADMIN_X_INSERT      0
 #define NGX_XMPP_ADMIN_X_LIST        1
@@ -947,7 +946,7 @@ ngx_xmpp_admin_x_cleanup(ngx_xmpp_db_req_t *dr)
  * read back from our own table: still checked, so that even a row
  * written by someone else cannot lead out of the job's directory.
  */
-static ngx_int_t
+ngx_int_t
 ngx_xmpp_admin_safe_name(const char *name)
 {
     size_t  i, len;
@@ -994,6 +993,13 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
         (void) ngx_xmpp_admin_audit(ctx, "download", 0, "no-such-export",
                                     json_pack("{ss}", "id", x->id));
         return ngx_xmpp_admin_error(r, NGX_HTTP_NOT_FOUND, "no-such-export");
+    }
+
+    if (ngx_strcmp(x->state, "expired") == 0) {
+        /* conclave_admin_export_keep: the zip was removed on purpose */
+        (void) ngx_xmpp_admin_audit(ctx, "download", 0, "expired",
+                                    json_pack("{ss}", "id", x->id));
+        return ngx_xmpp_admin_error(r, 410, "expired");
     }
 
     if (ngx_strcmp(x->state, "done") != 0) {

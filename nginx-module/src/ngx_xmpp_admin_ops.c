@@ -174,6 +174,9 @@ ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx)
     json_decref(list);
 
     json_object_set_new(doc, "audit", ngx_xmpp_audit_json(ctx->xcf));
+    json_object_set_new(doc, "console", json_pack("{sI}", "forged_cookies",
+                        (json_int_t) ngx_xmpp_metrics_console_forged_total()));
+    json_object_set_new(doc, "metrics", ngx_xmpp_metrics_status_json());
     json_object_set_new(doc, "time", json_integer(ngx_time()));
 
     st = ngx_xmpp_db_stats();

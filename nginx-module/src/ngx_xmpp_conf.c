@@ -474,51 +474,65 @@ ngx_xmpp_cstr(ngx_pool_t *pool, ngx_str_t *s)
 }
 
 
+/*
+ * The directory settings every sign-in path uses: the XMPP sign-in's
+ * handle and each console role's (ngx_xmpp_admin_auth.c), so that TLS,
+ * failover, the login attribute, nested groups and timeouts cannot
+ * differ between them.  Strings are copied into pool.
+ */
+void
+ngx_xmpp_dir_config(ngx_pool_t *pool, ngx_xmpp_conf_t *xcf,
+    cdir_config_t *dc)
+{
+    ngx_uint_t  i;
+
+    ngx_memzero(dc, sizeof(cdir_config_t));
+
+    dc->uri = ngx_xmpp_cstr(pool, &xcf->ldap_uri);
+    dc->bind_dn = ngx_xmpp_cstr(pool, &xcf->ldap_bind_dn);
+    dc->bind_pw = ngx_xmpp_cstr(pool, &xcf->ldap_bind_password);
+    dc->base = ngx_xmpp_cstr(pool, &xcf->ldap_base);
+    dc->user_filter = ngx_xmpp_cstr(pool, &xcf->ldap_user_filter);
+    dc->group_dn = ngx_xmpp_cstr(pool, &xcf->ldap_group);
+    dc->timeout_ms = (int) xcf->ldap_timeout;
+    dc->page_size = xcf->ldap_page_size ? (int) xcf->ldap_page_size : -1;
+    dc->pool_size = (int) xcf->ldap_pool_size;
+    dc->starttls = (int) xcf->ldap_starttls;
+    dc->ca_file = ngx_xmpp_cstr(pool, &xcf->ldap_ca_file);
+    dc->tls_insecure = !xcf->ldap_tls_verify;
+    dc->name_attr = ngx_xmpp_cstr(pool, &xcf->ldap_name_attr);
+    dc->group_mode = (int) xcf->ldap_group_mode;
+    dc->group_depth = (int) xcf->ldap_group_depth;
+    dc->max_groups = (int) xcf->ldap_max_groups;
+    dc->group_base = ngx_xmpp_cstr(pool, &xcf->ldap_group_base);
+
+    for (i = 1; i < CDIR_NROLES; i++) {
+        dc->role_dn[i] = ngx_xmpp_cstr(pool, &xcf->ldap_role_group[i]);
+    }
+
+    /* the cache exists only to serve the outage policy */
+    dc->outage = (int) xcf->ldap_outage;
+    dc->cache_ttl = (xcf->ldap_outage == CDIR_OUTAGE_CACHE)
+                    ? (int) xcf->ldap_cache_ttl : 0;
+
+    for (i = 0; i < CDIR_VC_N; i++) {
+        /* unset: the library's default; "none": "" */
+        dc->vcard_attr[i] = xcf->ldap_vcard_attr[i].data == NULL ? NULL
+                            : xcf->ldap_vcard_attr[i].len == 0 ? ""
+                            : ngx_xmpp_cstr(pool, &xcf->ldap_vcard_attr[i]);
+    }
+
+    dc->photo_max = xcf->ldap_photo_max;
+}
+
+
 ngx_int_t
 ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 {
     char            err[256];
-    ngx_uint_t      i;
     cdir_config_t   dc;
 
-    ngx_memzero(&dc, sizeof(cdir_config_t));
-
-    dc.uri = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_uri);
-    dc.bind_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_dn);
-    dc.bind_pw = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_bind_password);
-    dc.base = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_base);
-    dc.user_filter = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_user_filter);
-    dc.group_dn = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_group);
-    dc.timeout_ms = (int) xcf->ldap_timeout;
-    dc.page_size = xcf->ldap_page_size ? (int) xcf->ldap_page_size : -1;
-    dc.pool_size = (int) xcf->ldap_pool_size;
-    dc.starttls = (int) xcf->ldap_starttls;
-    dc.ca_file = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_ca_file);
-    dc.tls_insecure = !xcf->ldap_tls_verify;
-    dc.name_attr = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_name_attr);
-    dc.group_mode = (int) xcf->ldap_group_mode;
-    dc.group_depth = (int) xcf->ldap_group_depth;
-    dc.max_groups = (int) xcf->ldap_max_groups;
-    dc.group_base = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_group_base);
-
-    for (i = 1; i < CDIR_NROLES; i++) {
-        dc.role_dn[i] = ngx_xmpp_cstr(cycle->pool, &xcf->ldap_role_group[i]);
-    }
-
-    /* the cache exists only to serve the outage policy */
-    dc.outage = (int) xcf->ldap_outage;
-    dc.cache_ttl = (xcf->ldap_outage == CDIR_OUTAGE_CACHE)
-                   ? (int) xcf->ldap_cache_ttl : 0;
-
-    for (i = 0; i < CDIR_VC_N; i++) {
-        /* unset: the library's default; "none": "" */
-        dc.vcard_attr[i] = xcf->ldap_vcard_attr[i].data == NULL ? NULL
-                           : xcf->ldap_vcard_attr[i].len == 0 ? ""
-                           : ngx_xmpp_cstr(cycle->pool,
-                                           &xcf->ldap_vcard_attr[i]);
-    }
-
-    dc.photo_max = xcf->ldap_photo_max;
+    ngx_xmpp_dir_config(cycle->pool, xcf, &dc);
 
     err[0] = '\0';
 
@@ -620,6 +634,7 @@ ngx_xmpp_housekeeping(ngx_event_t *ev)
     }
 
     ngx_xmpp_audit_tick(ev->log);
+    ngx_xmpp_metrics_sample();
 
     if (++ngx_xmpp_housekeeping_ticks % NGX_XMPP_PURGE_EVERY == 0) {
         ngx_xmpp_registry_purge_dead(ngx_xmpp_worker_conf);

@@ -49,7 +49,14 @@ typedef struct {
     uint64_t               ldap_sum_ms;
     uint64_t               ldap_down;      /* last answer: unavailable */
     ngx_xmpp_metrics_slot_t  slot[NGX_XMPP_METRICS_SLOTS];
+    uint64_t               console_forged; /* forged console cookies */
+    uint64_t               rate_ms;        /* the messages/s sample */
+    uint64_t               rate_count;
+    uint64_t               rate_x1000;     /* messages per 1000 s */
 } ngx_xmpp_metrics_shm_t;
+
+
+#define NGX_XMPP_METRICS_RATE_MS   10000
 
 
 static ngx_int_t ngx_xmpp_metrics_init_zone(ngx_shm_zone_t *zone,
@@ -214,6 +221,66 @@ ngx_xmpp_metrics_signin(ngx_uint_t ok)
 }
 
 
+/* a forged or malformed console session cookie (ngx_xmpp_admin_auth.c) */
+void
+ngx_xmpp_metrics_console_forged(void)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(&ngx_xmpp_metrics->console_forged, 1,
+                           __ATOMIC_RELAXED);
+    }
+}
+
+
+uint64_t
+ngx_xmpp_metrics_console_forged_total(void)
+{
+    return ngx_xmpp_metrics
+           ? __atomic_load_n(&ngx_xmpp_metrics->console_forged,
+                             __ATOMIC_RELAXED)
+           : 0;
+}
+
+
+/*
+ * Every worker's housekeeping tick: whoever first finds the sample at
+ * least NGX_XMPP_METRICS_RATE_MS old turns it into the message rate.
+ * CLOCK_MONOTONIC (ngx_current_msec) is the same in every process.  A
+ * lost race between workers costs one sample, never a wrong rate.
+ */
+void
+ngx_xmpp_metrics_sample(void)
+{
+    uint64_t                 now, t0, n, n0;
+    ngx_xmpp_metrics_shm_t  *m = ngx_xmpp_metrics;
+
+    if (m == NULL) {
+        return;
+    }
+
+    now = (uint64_t) ngx_current_msec;
+    t0 = __atomic_load_n(&m->rate_ms, __ATOMIC_ACQUIRE);
+
+    if (t0 && now - t0 < NGX_XMPP_METRICS_RATE_MS) {
+        return;
+    }
+
+    if (!__atomic_compare_exchange_n(&m->rate_ms, &t0, now, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        return;
+    }
+
+    n = __atomic_load_n(&m->messages, __ATOMIC_RELAXED);
+    n0 = __atomic_exchange_n(&m->rate_count, n, __ATOMIC_RELAXED);
+
+    if (t0 && now > t0 && n >= n0) {
+        __atomic_store_n(&m->rate_x1000, (n - n0) * 1000 * 1000 / (now - t0),
+                         __ATOMIC_RELAXED);
+    }
+}
+
+
 /* a directory answer and how long the worker waited for it */
 void
 ngx_xmpp_metrics_ldap(cdir_status_e status, ngx_msec_t ms)
@@ -252,6 +319,34 @@ static ngx_inline uint64_t
 ngx_xmpp_metrics_get(uint64_t *v)
 {
     return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+
+/* the console's status: messages, their rate, the directory's health */
+json_t *
+ngx_xmpp_metrics_status_json(void)
+{
+    uint64_t                 x;
+    ngx_xmpp_metrics_shm_t  *m = ngx_xmpp_metrics;
+
+    if (m == NULL) {
+        return json_null();
+    }
+
+    x = ngx_xmpp_metrics_get(&m->rate_x1000);
+
+    return json_pack("{sIsfs{sbsIsIsI}sI}",
+                     "messages_total",
+                     (json_int_t) ngx_xmpp_metrics_get(&m->messages),
+                     "messages_per_second", (double) x / 1000.0,
+                     "ldap",
+                     "up", !ngx_xmpp_metrics_get(&m->ldap_down),
+                     "ok", (json_int_t) ngx_xmpp_metrics_get(&m->ldap[0]),
+                     "denied", (json_int_t) ngx_xmpp_metrics_get(&m->ldap[1]),
+                     "unavailable",
+                     (json_int_t) ngx_xmpp_metrics_get(&m->ldap[2]),
+                     "console_forged_cookies",
+                     (json_int_t) ngx_xmpp_metrics_get(&m->console_forged));
 }
 
 
@@ -354,6 +449,12 @@ ngx_xmpp_metrics_counters(u_char *p, u_char *end)
                      "%uL\nconclave_signins_total{result=\"failure\"} %uL\n",
                      ngx_xmpp_metrics_get(&m->signins_ok),
                      ngx_xmpp_metrics_get(&m->signins_failed));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_console_forged_cookies_total",
+                                "counter", "Forged or malformed console "
+                                "session cookies refused.");
+    p = ngx_slprintf(p, end, "conclave_console_forged_cookies_total %uL\n",
+                     ngx_xmpp_metrics_get(&m->console_forged));
 
     p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_requests_total",
                                 "counter", "Directory sign-in checks, by "

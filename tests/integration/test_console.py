@@ -17,7 +17,8 @@ import urllib.parse
 
 import pytest
 
-from console import Console, forge_cookie, now
+from console import (ROLE_ADMIN, ROLE_AUDITOR, ROLE_COMPLIANCE, Console,
+                     forge_cookie, now)
 from rawws import RawWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +30,7 @@ APPLIANCE_EXTRA_HTTP = """
 conclave_admin_key_file %s;
 conclave_db_timeout 8s;
 conclave_audit_db_timeout 20s;
+conclave_admin_forged_summary 2s;
 """ % KEYFILE
 
 XSS = ('<script>window.__xss=1</script>'
@@ -578,7 +580,32 @@ def test_compliance_reaches_the_export_calls(erin):
         assert erin.post(name, {}) == (400, {"error": "bad-request"}), name
 
 
-def test_forged_cookies_are_refused_and_recorded(appliance, erin):
+def forged_records(app):
+    return [r for r in admin_records(app, "session")
+            if r[0] == "fail" and r[2]["error"]["code"] == "forged"]
+
+
+def forged_count(app):
+    return sum(r[2]["params"]["count"] for r in forged_records(app))
+
+
+def console_status(app):
+    c = Console(app.base_url)
+    c.signin("frank", "frank-pw")
+    status, doc = c.get("status")
+    assert status == 200, doc
+    return doc["console"]["forged_cookies"]
+
+
+def wait_forged_count(app, want, timeout=30):
+    deadline = time.monotonic() + timeout
+    while forged_count(app) < want:
+        assert time.monotonic() < deadline, (forged_count(app), want)
+        time.sleep(0.3)
+    return forged_count(app)
+
+
+def test_forged_cookies_are_refused_logged_and_counted(appliance, erin):
     good = erin.cookie
     payload, mac = good.split(".")
     # erin's payload with the roles raised to all three: the MAC no
@@ -586,21 +613,57 @@ def test_forged_cookies_are_refused_and_recorded(appliance, erin):
     import base64
     raw = base64.urlsafe_b64decode(payload + "==").decode()
     parts = raw.split("|")
-    parts[2] = "7"
+    parts[2] = str(ROLE_ADMIN | ROLE_COMPLIANCE | ROLE_AUDITOR)
     forged = base64.urlsafe_b64encode("|".join(parts).encode()) \
         .rstrip(b"=").decode() + "." + mac
-    key_wrong = forge_cookie(b"not the key" * 4, "erin", 7, now(), now())
-    for cookie in (forged, key_wrong, "garbage", good + "x", "." + mac,
-                   payload + ".", "a" * 600):
+    key_wrong = forge_cookie(b"not the key" * 4, "erin",
+                             ROLE_ADMIN | ROLE_COMPLIANCE | ROLE_AUDITOR,
+                             now(), now())
+    before_status = console_status(appliance)
+    before = forged_count(appliance)
+    cookies = (forged, key_wrong, "garbage", good + "x", "." + mac,
+               payload + ".", "a" * 600)
+    for cookie in cookies:
         c = Console(appliance.base_url)
         c.cookie = cookie
         status, doc = c.get("sessions")
         assert (status, doc) == (401, {"error": "forged"}), cookie
         # and the browser is told to drop it
         assert c.cookie is None
-    wait_admin_record(appliance, lambda r: r[0] == "fail"
-                      and r[2]["object"]["id"] == "session"
-                      and r[2]["error"]["code"] == "forged")
+    # counted on the status page (all workers) ...
+    assert console_status(appliance) == before_status + len(cookies)
+    # ... logged with the client's address, never the cookie ...
+    log = open(os.path.join(appliance.nginx.workdir, "logs",
+                            "error.log")).read()
+    lines = [ln for ln in log.splitlines()
+             if "forged session cookie from 127.0.0.1 refused" in ln]
+    assert len(lines) >= len(cookies), lines[-3:]
+    assert forged not in log and key_wrong not in log and mac not in log
+    # ... and in the chain, by count, with the client's address
+    assert wait_forged_count(appliance, before + len(cookies)) \
+        == before + len(cookies)
+    rec = forged_records(appliance)[-1]
+    assert rec[2]["actor"]["ip"] == "127.0.0.1", rec
+    assert rec[2]["params"]["until"] >= rec[2]["params"]["since"]
+
+
+def test_a_thousand_forged_cookies_are_not_a_thousand_records(appliance):
+    before_recs = len(forged_records(appliance))
+    before = forged_count(appliance)
+    t0 = time.monotonic()
+    c = Console(appliance.base_url)
+    for i in range(1000):
+        c.cookie = "forged%d.%s" % (i, "A" * 43)
+        assert c.get("me") == (401, {"error": "forged"})
+    took = time.monotonic() - t0
+    # every one is accounted for (conclave_admin_forged_summary 2s) ...
+    assert wait_forged_count(appliance, before + 1000) == before + 1000
+    added = len(forged_records(appliance)) - before_recs
+    # ... in at most one record per worker per period, plus the first
+    # of each worker's quiet period
+    workers = 2
+    assert added <= workers * (int(took / 2) + 3), (added, took)
+    assert added < 100, added
 
 
 def test_expired_cookies_are_refused_and_recorded(appliance):
@@ -608,12 +671,12 @@ def test_expired_cookies_are_refused_and_recorded(appliance):
     t = now()
     # a properly signed cookie is accepted: the test signs like the module
     c = Console(appliance.base_url)
-    c.cookie = forge_cookie(key, "erin", 2, t - 60, t - 10)
+    c.cookie = forge_cookie(key, "erin", ROLE_COMPLIANCE, t - 60, t - 10)
     assert c.get("me")[0] == 200
     for issued, last in ((t - 3600, t - 16 * 60),      # idle 15 min
                          (t - 9 * 3600, t - 5)):       # absolute 8 h
         c = Console(appliance.base_url)
-        c.cookie = forge_cookie(key, "erin", 2, issued, last)
+        c.cookie = forge_cookie(key, "erin", ROLE_COMPLIANCE, issued, last)
         assert c.get("search") == (401, {"error": "expired"})
     wait_admin_record(appliance, lambda r: r[0] == "fail"
                       and r[1] == "erin@example.com"
@@ -624,7 +687,8 @@ def test_the_idle_timeout_slides(appliance):
     key = open(KEYFILE, "rb").read()
     t = now()
     c = Console(appliance.base_url)
-    c.cookie = old = forge_cookie(key, "erin", 2, t - 3600, t - 14 * 60)
+    c.cookie = old = forge_cookie(key, "erin", ROLE_COMPLIANCE, t - 3600,
+                                  t - 14 * 60)
     assert c.get("me")[0] == 200
     assert c.cookie != old                       # renewed: last = now
     payload = c.cookie.split(".")[0]
@@ -691,12 +755,31 @@ def test_kick_of_an_unknown_session(appliance, frank):
         assert frank.post("kick", body)[0] == 400
 
 
-def test_status_for_admins(appliance, frank):
+def test_status_for_admins(appliance, chat, frank):
     status, doc = frank.get("status")
     assert status == 200
     assert doc["audit"] and all("backlog_records" in j and "lag_seconds" in j
                                 for j in doc["audit"])
     assert isinstance(doc["sessions"], int)
+    # LDAP health and messages: the chat's sign-ins and messages
+    m = doc["metrics"]
+    assert m["ldap"]["up"] is True and m["ldap"]["ok"] >= 2, m
+    assert m["messages_total"] >= 5, m
+    assert isinstance(m["messages_per_second"], float), m
+    assert m["messages_per_second"] >= 0
+    # the rate is sampled every 10 s: more messages, a positive rate
+    before = m["messages_total"]
+    deadline = time.monotonic() + 40
+    i = 0
+    while True:
+        chat["alice"].send(msg("bob@example.com", "rate %d" % i,
+                               "rate%d" % i))
+        i += 1
+        time.sleep(0.2)
+        m = frank.get("status")[1]["metrics"]
+        if m["messages_per_second"] > 0 and m["messages_total"] > before:
+            break
+        assert time.monotonic() < deadline, m
 
 
 # -- backends that stall -----------------------------------------------

@@ -410,3 +410,53 @@ def test_a_killed_worker_leaves_no_job_running_and_stalls_nothing(
     assert "interrupted" in job["error"]
     status, doc = erin.get("download", id=job_id)
     assert (status, doc) == (409, {"error": "not-ready"})
+
+
+# -- expiry (conclave_admin_export_keep) -------------------------------------
+
+def test_old_exports_expire_files_go_and_a_download_is_410(make_appliance,
+                                                           tmp_path):
+    app = make_appliance(workers=2, extra_http="""
+        conclave_audit_checkpoint_records 1;
+        conclave_admin_export_keep 3s;
+    """)
+    a = RawWS(app.nginx.http_port)
+    a.login("alice", resource="desk")
+    a.send(msg("bob@example.com", "expiring walrus", "x1"))
+    deadline = time.monotonic() + 30
+    while int(app.mariadb.scalar(
+            "SELECT COUNT(*) FROM audit_record WHERE event = 'message'",
+            database=app.mariadb.database)) < 1:
+        assert time.monotonic() < deadline, "message not shipped"
+        time.sleep(0.2)
+    a.close()
+
+    c = signed_in(app, "erin")
+    status, doc = c.post("exports", {"format": "jsonl"})
+    assert status == 202, doc
+    job = wait_job(c, doc["id"])
+    assert job["state"] == "done", job
+    jobdir = os.path.join(app.nginx.workdir, "exports", job["id"])
+    assert os.listdir(jobdir) == [job["file"]]
+    # fresh: it downloads
+    download(c, job["id"], str(tmp_path / "fresh.zip"))
+
+    # after the keep period one worker's timer removes the zip and its
+    # directory and marks the row; the listing says so
+    deadline = time.monotonic() + 30
+    while True:
+        jobs = {j["id"]: j for j in c.get("exports")[1]["exports"]}
+        if jobs[job["id"]]["state"] == "expired":
+            break
+        assert time.monotonic() < deadline, jobs[job["id"]]
+        time.sleep(0.5)
+    assert jobs[job["id"]]["file"] is None
+    assert not os.path.exists(jobdir)
+
+    status, doc = c.get("download", id=job["id"])
+    assert (status, doc) == (410, {"error": "expired"})
+    wait_record(app, "download", lambda r: r[0] == "fail"
+                and r[2]["error"]["code"] == "expired"
+                and params(r).get("id") == job["id"])
+    log = open(os.path.join(app.nginx.workdir, "logs", "error.log")).read()
+    assert "1 export expired, 1 file removed" in log

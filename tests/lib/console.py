@@ -89,13 +89,17 @@ class Console:
         return status, doc
 
 
+# role bits, the directory's (NGX_XMPP_ROLE_*)
+ROLE_ADMIN, ROLE_COMPLIANCE, ROLE_AUDITOR = 2, 4, 8
+
+
 def forge_cookie(key_material, user, roles, issued, last, nonce=None):
     """A cookie signed like the module does, from the contents of
     conclave_admin_key_file (the key is HMAC-SHA256("conclave-admin",
-    file)); for expiry tests."""
+    file)); for expiry tests.  roles: ROLE_* bits."""
     key = hmac.new(b"conclave-admin", key_material, hashlib.sha256).digest()
     nonce = nonce or os.urandom(16)
-    payload = ("1|%s|%d|%d|%d|%s" % (user, roles, issued, last,
+    payload = ("2|%s|%d|%d|%d|%s" % (user, roles, issued, last,
                                      nonce.hex())).encode()
     mac = hmac.new(key, b"session|" + payload, hashlib.sha256).digest()
 
