@@ -48,6 +48,7 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 
 lg_t  lg;
@@ -524,6 +525,174 @@ lg_fixed_rate(uint64_t now)
 }
 
 
+/*
+ * idle with --procs N: a process cannot hold more descriptors than its
+ * hard RLIMIT_NOFILE (20,000 on the benchmark machine, and raising it
+ * needs CAP_SYS_RESOURCE), so K = 50,000 needs several processes.  The
+ * parent samples the server's memory, then forks N - 1 shards; each
+ * opens its share of the sessions for distinct users on its own epoll
+ * loop and reports them online through the ready pipe.  The parent
+ * samples again once every shard has reported, holds, and closes the
+ * release pipe: on its EOF (also when the parent dies) the shards close
+ * their sessions and exit, with status 1 if any failed.
+ */
+
+typedef struct {
+    int32_t            online;
+    int32_t            failed;
+} lg_ready_t;
+
+
+static int
+lg_share(int i)
+{
+    return lg.sessions / lg.procs + (i < lg.sessions % lg.procs);
+}
+
+
+static void
+lg_fork_shards(void)
+{
+    int       i, rp[2], lp[2];
+    pid_t     pid;
+    uint64_t  user;
+
+    if (pipe2(rp, O_CLOEXEC) == -1 || pipe2(lp, O_CLOEXEC) == -1) {
+        lg_die("pipe: %s", strerror(errno));
+    }
+
+    fflush(stdout);
+    user = lg.next_user + lg_share(0);
+
+    for (i = 1; i < lg.procs; i++) {
+        pid = fork();
+        if (pid == -1) {
+            lg_die("fork: %s", strerror(errno));
+        }
+
+        if (pid == 0) {
+            close(rp[0]);
+            close(lp[1]);
+            lg.shard = i;
+            lg.ready_fd = rp[1];
+            lg.release_fd = lp[0];
+            (void) fcntl(lg.release_fd, F_SETFL, O_NONBLOCK);
+
+            /* the epoll instance is shared across fork: a new one */
+            close(lg.ep);
+            lg.ep = epoll_create1(EPOLL_CLOEXEC);
+            if (lg.ep == -1) {
+                lg_die("epoll_create1: %s", strerror(errno));
+            }
+
+            lg.next_user = user;
+            lg.share = lg_share(i);
+            lg.failed = 0;
+            lg.nreasons = 0;
+            lg.other_reasons = 0;
+            return;
+        }
+
+        lg.kids[i] = pid;
+        user += lg_share(i);
+    }
+
+    close(rp[1]);
+    close(lp[0]);
+    lg.ready_fd = rp[0];
+    lg.release_fd = lp[1];
+    (void) fcntl(lg.ready_fd, F_SETFL, O_NONBLOCK);
+}
+
+
+/* the parent: collect the shards' reports; 1 when all are in */
+static int
+lg_shards_ready(void)
+{
+    int         i, status;
+    ssize_t     n;
+    lg_ready_t  r;
+
+    for (i = 1; i < lg.procs; i++) {
+        if (lg.kids[i] > 0 && waitpid(lg.kids[i], &status, WNOHANG) > 0) {
+            lg_die("generator shard %d exited before its sessions were up",
+                   i);
+        }
+    }
+
+    while (lg.kids_ready < lg.procs - 1) {
+        n = read(lg.ready_fd, &r, sizeof(r));
+        if (n == (ssize_t) sizeof(r)) {
+            lg.kids_ready++;
+            lg.kids_online += r.online;
+            lg.kids_failed += r.failed;
+            continue;
+        }
+        break;
+    }
+
+    return lg.kids_ready == lg.procs - 1;
+}
+
+
+/* a shard: its sessions are up (or failed) */
+static void
+lg_shard_ready(void)
+{
+    lg_ready_t  r;
+
+    r.online = lg.online_now;
+    r.failed = (int32_t) lg.failed;
+    lg.kids_failed = lg.failed;         /* reported: not in the status */
+    if (write(lg.ready_fd, &r, sizeof(r)) != (ssize_t) sizeof(r)) {
+        lg_die("ready pipe: %s", strerror(errno));
+    }
+    lg_phase(LG_PH_HOLD, 1e9);
+}
+
+
+/* a shard: the parent closed the release pipe (or died) */
+static int
+lg_shard_released(void)
+{
+    char  c;
+
+    return read(lg.release_fd, &c, 1) == 0
+           || (errno != EAGAIN && errno != EINTR);
+}
+
+
+/* the parent, at the end: reap the shards */
+static void
+lg_reap_shards(void)
+{
+    int  i, status;
+
+    if (lg.procs < 2 || lg.shard) {
+        return;
+    }
+
+    if (lg.release_fd >= 0) {
+        close(lg.release_fd);
+        lg.release_fd = -1;
+    }
+
+    for (i = 1; i < lg.procs; i++) {
+        if (lg.kids[i] <= 0) {
+            continue;
+        }
+        if (waitpid(lg.kids[i], &status, 0) == -1
+            || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        {
+            lg_reason("generator shard %d ended with failures (its lines"
+                      " above)", i);
+            lg.failed++;
+        }
+        lg.kids[i] = 0;
+    }
+}
+
+
 static void
 lg_tick(uint64_t now)
 {
@@ -548,8 +717,11 @@ lg_tick(uint64_t now)
     case LG_PH_SETTLE0:
         if (now >= lg.phase_end) {
             lg_sample(&lg.s0, 1);
+            if (lg.procs > 1) {
+                lg_fork_shards();
+            }
             lg.started = 0;
-            lg.target_online = lg.sessions;
+            lg.target_online = lg.share;
             lg.phase = LG_PH_RAMP;
             lg.ramp_t0 = lg_now();
             lg.logins = 0;
@@ -578,10 +750,17 @@ lg_tick(uint64_t now)
             && (lg.scenario != LG_SC_MUC
                 || lg.joined + (int) lg.failed >= lg.online_now))
         {
+            if (lg.shard) {
+                lg_shard_ready();
+                break;
+            }
+            if (lg.procs > 1 && !lg_shards_ready()) {
+                break;
+            }
             lg.ramp_t1 = now;
             printf("# %s: %d sessions online, %llu failed, %.1f s\n",
-                   lg.scenario_name, lg.online_now,
-                   (unsigned long long) lg.failed,
+                   lg.scenario_name, lg.online_now + lg.kids_online,
+                   (unsigned long long) (lg.failed + lg.kids_failed),
                    (now - lg.ramp_t0) / 1e9);
             fflush(stdout);
             lg_phase(LG_PH_SETTLE, lg.scenario == LG_SC_IDLE ? 2.0 : 0.5);
@@ -595,7 +774,7 @@ lg_tick(uint64_t now)
         if (lg.scenario == LG_SC_IDLE) {
             lg_sample(&lg.s1, 1);
             lg.sampled = 1;
-            lg.sampled_online = lg.online_now;
+            lg.sampled_online = lg.online_now + lg.kids_online;
             lg_phase(LG_PH_HOLD, lg.hold);
             break;
         }
@@ -657,6 +836,11 @@ lg_tick(uint64_t now)
 
     case LG_PH_HOLD:
     case LG_PH_DRAIN:
+        if (lg.shard && lg_shard_released()) {
+            lg_close_all();
+            lg_phase(LG_PH_CLOSE, lg.timeout + 5);
+            break;
+        }
         if (now >= lg.phase_end
             || (lg.phase == LG_PH_DRAIN
                 && (lg.inflight == 0 || now - lg.t_progress > 5 * LG_NS)))
@@ -667,7 +851,11 @@ lg_tick(uint64_t now)
                 lg.conns[i].inflight = 0;
             }
             lg_close_all();
-            lg_phase(LG_PH_CLOSE, 15.0);
+            if (lg.procs > 1 && lg.release_fd >= 0) {
+                close(lg.release_fd);
+                lg.release_fd = -1;
+            }
+            lg_phase(LG_PH_CLOSE, lg.timeout + 5);
         }
         break;
 
@@ -677,7 +865,8 @@ lg_tick(uint64_t now)
         } else if (now >= lg.phase_end) {
             for (i = 0; i < lg.nslots; i++) {
                 if (lg.conns[i].state != LG_FREE) {
-                    lg_fail(&lg.conns[i], "no end of stream after 15 s");
+                    lg_fail(&lg.conns[i], "no end of stream after %g s",
+                            lg.timeout + 5);
                 }
             }
             lg.phase = LG_PH_END;
@@ -797,6 +986,7 @@ lg_report(void)
         us_op = ok ? cpu * 1e6 / ok : -1;
     }
 
+    lg.failed += lg.kids_failed;
     errors = lg.failed + lg.msg_errors + lg.lost;
 
     if (lg.scenario == LG_SC_FIXED && per_s < 0.95 * lg.rate) {
@@ -868,6 +1058,29 @@ lg_report(void)
     }
 
     return 1;
+}
+
+
+/* a shard's end: its failures are printed here, the parent counts them */
+static int
+lg_shard_exit(void)
+{
+    int  i;
+
+    if (lg.failed == 0) {
+        return 0;
+    }
+
+    printf("*** generator shard %d: %llu failed sessions ***\n", lg.shard,
+           (unsigned long long) lg.failed);
+    for (i = 0; i < lg.nreasons; i++) {
+        printf("***   %8llu  %s\n", (unsigned long long) lg.reasons[i].count,
+               lg.reasons[i].text);
+    }
+    fflush(stdout);
+
+    /* the failures of the ramp went to the parent in lg_ready_t */
+    return lg.failed > lg.kids_failed;
 }
 
 
@@ -1035,7 +1248,7 @@ lg_usage(void)
 "  --ramp N          sign-ins in flight while opening sessions [200]\n"
 "  --payload N       padding bytes in each message body        [32]\n"
 "  --sources N       spread sources over 127.0.0.1..N          [16]\n"
-"  --timeout S       limit on each sign-in step                [30]\n"
+"  --timeout S       limit on each sign-in step and close      [30]\n"
 "  --server-pids L   comma list: server processes to measure\n"
 "  --aux-pids L      comma list: more processes (the directory)\n"
 "  --cpu N           pin the generator to CPU N\n"
@@ -1046,6 +1259,8 @@ lg_usage(void)
 "  --proto P         xmpp, or relay: the trivial relay (relay.c) [xmpp]\n"
 "  --room JID        muc-fanout: the room every session joins\n"
 "  --senders S       muc-fanout: sessions that send            [1]\n"
+"  --procs N         idle: split K over N processes (each is\n"
+"                    bound by the hard RLIMIT_NOFILE)          [1]\n"
 "users FILE: one \"uid [password]\" a line; the password defaults to\n"
 "\"<uid>-pw\".  Exit status: 0 clean, 1 failures, 2 usage or setup.\n",
           stderr);
@@ -1071,7 +1286,7 @@ lg_options(int argc, char **argv)
         { "csv", 1, NULL, 'o' },         { "target", 1, NULL, 'T' },
         { "label", 1, NULL, 'l' },       { "proto", 1, NULL, 'X' },
         { "room", 1, NULL, 'M' },        { "senders", 1, NULL, 'N' },
-        { "help", 0, NULL, 'h' },
+        { "procs", 1, NULL, 'k' },       { "help", 0, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -1093,6 +1308,9 @@ lg_options(int argc, char **argv)
     lg.label = "";
     lg.scenario_name = NULL;
     lg.senders = 1;
+    lg.procs = 1;
+    lg.ready_fd = -1;
+    lg.release_fd = -1;
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -1119,6 +1337,7 @@ lg_options(int argc, char **argv)
         case 'l': lg.label = optarg; break;
         case 'M': lg.room = optarg; break;
         case 'N': lg.senders = atoi(optarg); break;
+        case 'k': lg.procs = atoi(optarg); break;
         case 'X':
             if (strcmp(optarg, "relay") == 0) {
                 lg.relay = 1;
@@ -1157,9 +1376,15 @@ lg_options(int argc, char **argv)
     if (lg.sessions < 2 || lg.window < 1 || lg.rate <= 0
         || lg.concurrency < 1 || lg.duration <= 0 || lg.ramp < 1
         || lg.nsrc < 1 || lg.nsrc > 254 || lg.payload < 0
-        || lg.payload > 2000 || strchr(lg.label, ','))
+        || lg.payload > 2000 || strchr(lg.label, ',')
+        || lg.procs < 1 || lg.procs > LG_MAX_PROCS
+        || lg.sessions / lg.procs < 2)
     {
         lg_die("option out of range (see --help)");
+    }
+
+    if (lg.procs > 1 && lg.scenario != LG_SC_IDLE) {
+        lg_die("--procs applies to the idle scenario only");
     }
 
     lg_url(url);
@@ -1186,7 +1411,9 @@ lg_setup(void)
         }
     }
 
-    lg.nslots = lg.scenario == LG_SC_LOGIN ? lg.concurrency : lg.sessions;
+    /* idle over N processes: the parent's share is the largest */
+    lg.share = lg.procs > 1 ? lg_share(0) : lg.sessions;
+    lg.nslots = lg.scenario == LG_SC_LOGIN ? lg.concurrency : lg.share;
     lg_limits(lg.nslots);
 
     lg.conns = calloc(lg.nslots, sizeof(lg_conn_t));
@@ -1226,7 +1453,7 @@ lg_setup(void)
 
     switch (lg.scenario) {
     case LG_SC_IDLE:
-        lg.target_online = lg.sessions < 20 ? lg.sessions : 20;
+        lg.target_online = lg.share < 20 ? lg.share : 20;
         lg.phase = LG_PH_WARM;
         break;
     case LG_SC_LOGIN:
@@ -1296,6 +1523,12 @@ main(int argc, char **argv)
             lg_timeouts(now);
         }
     }
+
+    if (lg.shard) {
+        return lg_shard_exit();
+    }
+
+    lg_reap_shards();
 
     if (!lg.sampled) {
         lg_sample(&lg.s1, 0);

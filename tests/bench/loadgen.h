@@ -32,6 +32,7 @@
 #define LG_MAX_WBUF        (4 * 1024 * 1024)
 #define LG_MAX_PIDS        64
 #define LG_MAX_REASONS     32
+#define LG_MAX_PROCS       16
 #define LG_EVENTS          512
 
 /* log-linear histogram: 128 sub-buckets per power of two, < 1% error */
@@ -183,6 +184,17 @@ typedef struct {
     int                nspids;
     pid_t              apids[LG_MAX_PIDS];
     int                napids;
+    int                procs;           /* idle: generator processes */
+
+    /* idle with --procs N > 1: the parent and its shards */
+    int                shard;           /* 0: the parent */
+    int                share;           /* this process's sessions */
+    int                ready_fd;        /* shards -> parent: lg_ready_t */
+    int                release_fd;      /* parent -> shards: EOF = close */
+    pid_t              kids[LG_MAX_PROCS];
+    int                kids_ready;
+    int                kids_online;
+    uint64_t           kids_failed;
 
     /* state */
     int                ep;

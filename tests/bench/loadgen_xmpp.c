@@ -547,7 +547,7 @@ lg_close_stream(lg_conn_t *c)
     }
 
     c->state = LG_CLOSING;
-    c->deadline = lg_now() + 10 * LG_NS;
+    c->deadline = lg_now() + (uint64_t) (lg.timeout * LG_NS);
 
     if (lg.tcp && !lg.relay) {
         /* RFC 6120 section 4.4: then wait for the server's end tag */

@@ -109,6 +109,20 @@ def nginx_error_summary(path, since=0):
     return counts, examples
 
 
+def fd_hard_limit():
+    """The hard RLIMIT_NOFILE: without CAP_SYS_RESOURCE (containers)
+    no process here can go beyond it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 20 if hard == resource.RLIM_INFINITY else hard
+
+
+def idle_capacity(target):
+    """Sessions the target can hold: a one-process server (ejabberd's
+    BEAM, Prosody, the relay) is bound by one process's descriptors."""
+    f = getattr(target, "idle_capacity", None)
+    return f() if f else fd_hard_limit() - 1024
+
+
 class Target:
     """What the runner needs of a server under test."""
 
@@ -164,10 +178,9 @@ class Conclave(Target):
         self.args = args
         self.max_sessions = args.max_sessions
         # without CAP_SYS_RESOURCE (containers) the hard limit is final
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        if hard == resource.RLIM_INFINITY:
-            hard = 1 << 20
+        hard = fd_hard_limit()
         wc = min(max(4096, self.max_sessions + 1024), hard - 1024)
+        self.wc = wc
         main = ["worker_rlimit_nofile %d;" % min(2 * wc + 1024, hard)]
         if args.server_cpus:
             cpus = [int(c) for c in args.server_cpus.split(",")]
@@ -214,6 +227,11 @@ class Conclave(Target):
 
         nginx.render_conf = render_more
 
+    def idle_capacity(self):
+        # reuseport spreads connections over the workers by hash, not
+        # evenly: keep 10% for the imbalance and the workers' own sockets
+        return int(self.args.workers * (self.wc - 1024) * 0.9)
+
     def start(self):
         self.app.start()
 
@@ -227,11 +245,12 @@ class Conclave(Target):
     def add_users(self, n):
         # ldapmodify runs under a 30 s limit, which 10,000 users missed
         # on a busy machine: add in batches with distinct prefixes
-        # (bench1.., bencha1.., benchb1..)
+        # (bench1.., bencha1.., ..., benchz1.., benchaa1..)
         uids = []
         batch = 1000
-        prefixes = ["bench"] + ["bench" + chr(ord("a") + i)
-                                for i in range(26)]
+        letters = [chr(ord("a") + i) for i in range(26)]
+        prefixes = ["bench"] + ["bench" + a for a in letters] + [
+            "bench" + a + b for a in letters for b in letters]
         i = 0
         while len(uids) < n:
             uids += self.app.ldap.add_users(prefixes[i],
@@ -307,6 +326,10 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
     if scenario == "idle":
         cmd += ["--sessions", str(size), "--hold", str(args.hold),
                 "--ramp", str(args.ramp)]
+        # one generator process holds at most the hard RLIMIT_NOFILE
+        procs = -(-size // (fd_hard_limit() - 2048))
+        if procs > 1:
+            cmd += ["--procs", str(procs)]
         limit = 120 + size / 50 + args.hold
     elif scenario == "chat-saturation":
         cmd += ["--sessions", str(args.chat_sessions),
@@ -842,6 +865,16 @@ def main(argv=None):
             for rep in range(1, args.repeat + 1):
                 for target in targets:
                     if s == "muc-fanout" and not target.muc:
+                        continue
+                    if s == "idle" and n > idle_capacity(target):
+                        print("\n== %s: idle %d skipped: it holds at most "
+                              "%d sessions here (hard RLIMIT_NOFILE %d per "
+                              "process%s)" % (
+                                  target.name, n, idle_capacity(target),
+                                  fd_hard_limit(),
+                                  "; raise --workers"
+                                  if target.name == "conclave" else
+                                  ", one server process"), flush=True)
                         continue
                     run_one(args, target, s, n, rep, results)
     except KeyboardInterrupt:
