@@ -416,7 +416,7 @@ stop:
 # them when a package target runs.  PKG_VERSION overrides VERSION (the
 # upgrade test builds N and N+1 from one tree).
 
-PKG_DEB_PKGS := debhelper fakeroot lintian rpm debootstrap python3
+PKG_DEB_PKGS := debhelper fakeroot lintian rpm debootstrap python3 logrotate
 PKG_VERSION ?= $(VERSION)
 DEB_OUT := $(TOP)/build/deb
 RPM_OUT := $(TOP)/build/rpm

@@ -307,6 +307,49 @@ def so_mapping(pid):
         return [l for l in f if "ngx_http_conclave_module.so" in l]
 
 
+def grows(path, before, timeout=15):
+    """path exists and has more than before bytes, within timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and os.path.getsize(path) > before:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def rotate_logs(root, https, xmpp):
+    """logrotate -f twice (docs/operations.md "Logs")."""
+    logs = root.file("/var/log/conclave")
+    owner = root.run("stat -c %U /var/log/conclave").stdout.strip()
+    pid = root.master_pid()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for n in (1, 2):
+        r = root.run("logrotate -v -f /etc/logrotate.d/conclave",
+                     check=False)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "error:" not in r.stderr, r.stderr[-3000:]
+        assert "switching euid from 0 to" in r.stderr, r.stderr[-3000:]
+        for log in ("error.log", "access.log"):
+            assert os.path.exists(os.path.join(logs, log + ".1")), log
+            assert root.run("stat -c %U /var/log/conclave/" + log
+                            ).stdout.strip() == owner
+        # the same master, writing into the new files
+        assert root.master_pid() == pid
+        sizes = {f: os.path.getsize(os.path.join(logs, f))
+                 for f in ("error.log", "access.log")}
+        urllib.request.urlopen("https://127.0.0.1:%d/health" % https,
+                               context=ctx, timeout=10).read()
+        chat(xmpp, "rotated%d" % n)
+        assert grows(os.path.join(logs, "access.log"), sizes["access.log"])
+        assert grows(os.path.join(logs, "error.log"), sizes["error.log"])
+        assert "GET /health" in open(os.path.join(logs,
+                                                  "access.log")).read()
+    assert os.path.exists(os.path.join(logs, "error.log.2.gz"))
+    assert os.path.exists(os.path.join(logs, "access.log.2.gz"))
+
+
 def test_install_setup_chat_upgrade_remove_purge(root, servers):
     ldap, db = servers
     https, xmpp, xmpps = free_port(), free_port(), free_port()
@@ -351,6 +394,12 @@ def test_install_setup_chat_upgrade_remove_purge(root, servers):
     chat(xmpp, "v1")
     wait_record(db, "hello from v1")
     assert not [l for l in so_mapping(pid1) if "(deleted)" in l]
+
+    # -- logrotate: /etc/logrotate.d/conclave forced twice, as the
+    # workers' user; nginx reopens on USR1 and logs into the new files;
+    # the second run compresses the first run's (delaycompress)
+    root.run("apt-get install -y -q --no-install-recommends logrotate")
+    rotate_logs(root, https, xmpp)
 
     # -- upgrade to N+1: backup, migrate, restart (not reload)
     r = root.install(debs(V2))

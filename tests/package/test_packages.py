@@ -108,6 +108,35 @@ def test_deb_appliance_package():
     assert "/var/lib/conclave/audit" not in keep.split("rm -rf")[-1]
 
 
+def test_deb_logrotate(tmp_path):
+    """/etc/logrotate.d/conclave is a conffile of the appliance package,
+    rotates as the workers' user and makes nginx reopen its logs; the
+    host's logrotate accepts it (-d: parse and plan, touch nothing)."""
+    path = deb("conclave")
+    files = run("dpkg-deb", "-c", path)
+    assert "./etc/logrotate.d/conclave" in files
+    ctl = subprocess.run(["dpkg-deb", "--ctrl-tarfile", path],
+                         capture_output=True).stdout
+    conffiles = subprocess.run(["tar", "-xOf", "-", "./conffiles"],
+                               input=ctl, capture_output=True).stdout
+    assert b"/etc/logrotate.d/conclave" in conffiles
+    subprocess.run(["dpkg-deb", "-x", path, str(tmp_path)], check=True)
+    conf = tmp_path / "etc/logrotate.d/conclave"
+    text = conf.read_text()
+    assert "/var/log/conclave/*.log {" in text
+    assert re.search(r"^\s*su www-data www-data$", text, re.M), text
+    assert re.search(r"^\s*create 0640 www-data www-data$", text, re.M)
+    # the pid file of the packaged configuration (nginx.conf.in's
+    # @RUN_DIR@, conclavectl setup's /run/conclave)
+    assert 'pid=/run/conclave/nginx.pid' in text
+    assert 'kill -USR1 "$(cat "$pid")"' in text
+    r = subprocess.run(["logrotate", "-d", "-s", str(tmp_path / "state"),
+                        str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "error" not in r.stderr.lower(), r.stderr
+    assert "rotating pattern: /var/log/conclave/*.log" in r.stderr, r.stderr
+
+
 def test_deb_lintian_clean():
     log = os.path.join(DEB, "lintian.log")
     assert os.path.exists(log), "make deb writes lintian.log"
@@ -147,6 +176,26 @@ def qp(path, *what):
     return run("rpm", "-qp", *what, path)
 
 
+def rpm_file(path, name):
+    """One file's content from an RPM's payload: rpm2cpio (Debian's rpm)
+    gives the "newc" cpio archive, read here (no cpio on the host)."""
+    data = subprocess.run(["rpm2cpio", path], capture_output=True,
+                          check=True).stdout
+    pos = 0
+    while data[pos:pos + 6] == b"070701":
+        size = int(data[pos + 54:pos + 62], 16)
+        nlen = int(data[pos + 94:pos + 102], 16)
+        start = pos + 110
+        fname = data[start:start + nlen - 1].decode()
+        body = (start + nlen + 3) & ~3
+        if fname == name:
+            return data[body:body + size]
+        if fname == "TRAILER!!!":
+            break
+        pos = (body + size + 3) & ~3
+    pytest.fail("%s: no %s" % (path, name), pytrace=False)
+
+
 def test_rpm_module_package():
     path = rpm("nginx-mod-conclave")
     req = qp(path, "--requires").split("\n")
@@ -177,7 +226,8 @@ def test_rpm_appliance_package():
               "/usr/lib/conclave/conclave-nginx", "/var/lib/conclave/audit"):
         assert f in files, f
     assert set(qp(path, "--configfiles").split()) == {
-        "/etc/conclave/hardening.conf", "/etc/conclave/stream-hardening.conf"}
+        "/etc/conclave/hardening.conf", "/etc/conclave/stream-hardening.conf",
+        "/etc/logrotate.d/conclave"}
     scripts = qp(path, "--scripts")
     post = scripts.split("preuninstall scriptlet")[0]
     assert "skip-auto-migrate" in post
@@ -189,6 +239,12 @@ def test_rpm_appliance_package():
     assert "$1 -eq 0" in preun and "stop" in preun
     postun = scripts.split("postuninstall scriptlet")[1]
     assert "rm " not in postun                      # never deletes data
+    # Debian's logrotate file, rotating as Fedora's nginx user, the
+    # owner of /var/log/conclave
+    lr = rpm_file(path, "./etc/logrotate.d/conclave").decode()
+    assert re.search(r"^\s*su nginx nginx$", lr, re.M), lr
+    assert re.search(r"^\s*create 0640 nginx nginx$", lr, re.M), lr
+    assert "www-data" not in lr and "kill -USR1" in lr, lr
     dump = qp(path, "--dump")
     audit = [l for l in dump.split("\n")
              if l.startswith("/var/lib/conclave/audit ")]
