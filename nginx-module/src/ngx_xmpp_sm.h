@@ -1,0 +1,107 @@
+
+/*
+ * What ngx_xmpp_sm.c (counting, the resumption handshake) and
+ * ngx_xmpp_smpark.c (parked sessions, the hand-over between workers,
+ * unacked stanzas nobody resumed) share.
+ */
+
+
+#ifndef _NGX_XMPP_SM_H_INCLUDED_
+#define _NGX_XMPP_SM_H_INCLUDED_
+
+
+#include "ngx_xmpp.h"
+
+
+#define NGX_XMPP_NS_SM           "urn:xmpp:sm:3"
+#define NGX_XMPP_SM_SECRET_HEX   32
+#define NGX_XMPP_SM_ASK_EVERY    5          /* unacked stanzas per <r/> */
+#define NGX_XMPP_SM_WAIT         5000       /* ms for the old worker */
+#define NGX_XMPP_SM_FORWARD      30000      /* ms a moved ghost forwards */
+
+
+/* stanzas as [uint32 length][bytes], oldest first */
+typedef struct {
+    u_char                *buf;
+    size_t                 head;
+    size_t                 tail;
+    size_t                 size;
+    ngx_uint_t             n;
+} ngx_xmpp_sm_queue_t;
+
+
+struct ngx_xmpp_sm_s {
+    uint32_t               h_in;
+    uint32_t               h_out;
+    uint32_t               acked;
+    ngx_xmpp_sm_queue_t    q;
+    u_char                 secret[NGX_XMPP_SM_SECRET_HEX];
+
+    /* a resumption in progress (before <resumed/>) */
+    uint32_t               client_h;
+    ngx_xmpp_sm_queue_t    held_old;     /* SM_STANZA from the owner */
+    ngx_xmpp_sm_queue_t    held_new;     /* routed here meanwhile */
+    ngx_event_t            wait;
+    ngx_xmpp_session_t    *session;
+
+    unsigned               enabled:1;
+    unsigned               resume:1;
+    unsigned               asked:1;
+    unsigned               resuming:1;
+};
+
+
+/* a detached session: parked for resumption, or ending */
+typedef struct {
+    ngx_rbtree_node_t      node;         /* key: the session id */
+    ngx_xmpp_session_t     ghost;        /* id, conf, pool, jid, presence */
+    ngx_connection_t       conn;         /* only its log, for callees */
+    uint32_t               h_in;
+    uint32_t               h_out;
+    ngx_xmpp_sm_queue_t    q;
+    u_char                 secret[NGX_XMPP_SM_SECRET_HEX];
+    ngx_event_t            ev;
+    ngx_pid_t              moved_pid;
+    uint64_t               moved_sid;
+    unsigned               parked:1;     /* in the tree, registry kept */
+    unsigned               moved:1;      /* taken by another session */
+} ngx_xmpp_sm_ghost_t;
+
+
+/* SM_TAKE payload; the bare JID follows */
+typedef struct {
+    uint64_t               new_sid;
+    uint32_t               h;
+    u_char                 secret[NGX_XMPP_SM_SECRET_HEX];
+} ngx_xmpp_sm_take_t;
+
+
+/* SM_TAKEN payload; the resource, then [u16 len][JID] directed */
+typedef struct {
+    uint32_t               h_in;
+    uint32_t               h_out;
+    int32_t                priority;
+    uint16_t               available;
+    uint16_t               ndirected;
+    uint16_t               res_len;
+    uint16_t               moved;
+} ngx_xmpp_sm_taken_t;
+
+
+ngx_int_t ngx_xmpp_sm_queue_add(ngx_xmpp_sm_queue_t *q, u_char *data,
+    size_t len);
+ngx_int_t ngx_xmpp_sm_queue_peek(ngx_xmpp_sm_queue_t *q, u_char **data,
+    size_t *len);
+void ngx_xmpp_sm_queue_drop(ngx_xmpp_sm_queue_t *q);
+void ngx_xmpp_sm_queue_free(ngx_xmpp_sm_queue_t *q);
+ngx_uint_t ngx_xmpp_sm_stanza(u_char *data, size_t len);
+
+/* ngx_xmpp_smpark.c */
+ngx_xmpp_sm_ghost_t *ngx_xmpp_sm_take(uint64_t sid, u_char *secret,
+    ngx_str_t *bare);
+void ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid);
+void ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data,
+    size_t len);
+
+
+#endif /* _NGX_XMPP_SM_H_INCLUDED_ */

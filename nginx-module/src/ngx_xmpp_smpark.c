@@ -1,0 +1,759 @@
+
+/*
+ * XEP-0198 parked sessions (ngx_xmpp_sm.c has the counting and the
+ * resumption handshake; docs/routing.md "Stream management").
+ *
+ * Parking.  When a resumable session loses its connection without a
+ * stream end, it is parked: a "ghost" session (its JID, presence and
+ * directed presence, counters and queue) stays in this worker under
+ * the same session id, its registry entry stays, and stanzas routed to
+ * it are queued.  Nothing is broadcast: to everyone else the resource
+ * is still online for conclave_sm_resume_timeout.
+ *
+ * Hand-over.  The ghost is taken by a session of this worker, or given
+ * to one of another worker (SM_TAKE answered by SM_STANZA, SM_TAKEN);
+ * a moved ghost then forwards what is still routed to it for a while.
+ *
+ * The end.  A ghost whose time is up, and the queue of a session that
+ * ends in any other way (a clean </stream> included: XEP-0198 section
+ * 5 and the issue's "nothing is lost"), are handled as undeliverable:
+ * messages go to the user's other resources, else to offline storage
+ * when they have a body (RFC 6121 8.5.2.2.1, XEP-0160); requests get
+ * an error, presence is dropped.  This runs from an event of its own,
+ * never inside a routing loop.
+ */
+
+
+#include "ngx_xmpp.h"
+#include "ngx_xmpp_sm.h"
+
+
+static void ngx_xmpp_sm_ghost_handler(ngx_event_t *ev);
+
+
+static ngx_rbtree_t       ngx_xmpp_sm_ghosts;
+static ngx_rbtree_node_t  ngx_xmpp_sm_sentinel;
+
+
+static ngx_xmpp_sm_ghost_t *
+ngx_xmpp_sm_ghost_find(uint64_t sid)
+{
+    ngx_rbtree_key_t    key;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    if (ngx_xmpp_sm_ghosts.root == NULL) {
+        return NULL;
+    }
+
+    key = (ngx_rbtree_key_t) sid;
+    node = ngx_xmpp_sm_ghosts.root;
+    sentinel = ngx_xmpp_sm_ghosts.sentinel;
+
+    while (node != sentinel) {
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        return (ngx_xmpp_sm_ghost_t *) node;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_xmpp_sm_ghost_free(ngx_xmpp_sm_ghost_t *g)
+{
+    ngx_uint_t  i;
+
+    if (g->parked) {
+        ngx_rbtree_delete(&ngx_xmpp_sm_ghosts, &g->node);
+        g->parked = 0;
+    }
+
+    if (g->ev.timer_set) {
+        ngx_del_timer(&g->ev);
+    }
+
+    if (g->ev.posted) {
+        ngx_delete_posted_event(&g->ev);
+    }
+
+    for (i = 0; i < g->ghost.ndirected; i++) {
+        ngx_free(g->ghost.directed[i].data);
+    }
+
+    ngx_xmpp_sm_queue_free(&g->q);
+    ngx_destroy_pool(g->ghost.pool);
+    ngx_free(g);
+}
+
+
+/*
+ * Called when a bound session with stream management goes away.
+ * NGX_OK: it is parked for resumption (its presence and registry entry
+ * stay); otherwise its unacked stanzas are handled as undeliverable
+ * from a posted event, after the caller has ended its presence.
+ */
+ngx_int_t
+ngx_xmpp_sm_detach(ngx_xmpp_session_t *s)
+{
+    ngx_str_t             ip;
+    ngx_uint_t            i, resumable;
+    const char           *r;
+    ngx_xmpp_sm_t        *sm;
+    ngx_xmpp_sm_ghost_t  *g;
+
+    sm = s->sm;
+
+    if (sm == NULL || !sm->enabled) {
+        return NGX_DECLINED;
+    }
+
+    r = s->end_reason;
+    resumable = sm->resume && !ngx_exiting && !ngx_terminate
+                && (r == NULL || ngx_strcmp(r, "connection-lost") == 0
+                    || ngx_strcmp(r, "connection-timeout") == 0);
+
+    if (!resumable && sm->q.n == 0) {
+        return NGX_DECLINED;
+    }
+
+    g = ngx_calloc(sizeof(ngx_xmpp_sm_ghost_t), s->connection->log);
+    if (g == NULL) {
+        return NGX_DECLINED;
+    }
+
+    g->ghost.pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (g->ghost.pool == NULL) {
+        ngx_free(g);
+        return NGX_DECLINED;
+    }
+
+    /*
+     * What presence_gone() and its callees (rooms) read of a session;
+     * the ghost has no connection, only a log.
+     */
+    g->conn.log = ngx_cycle->log;
+    g->conn.fd = (ngx_socket_t) -1;
+    g->ghost.connection = &g->conn;
+    g->ghost.transport = s->transport;
+    g->ghost.id = s->id;
+    g->ghost.conf = s->conf;
+    ngx_memcpy(g->ghost.audit_sid, s->audit_sid, sizeof(s->audit_sid));
+
+    if (s->audit_ip) {
+        ip.data = s->audit_ip;
+        ip.len = ngx_strlen(s->audit_ip);
+        g->ghost.audit_ip = (u_char *) ngx_xmpp_cstr(g->ghost.pool, &ip);
+    }
+
+    g->ghost.available = s->available;
+    g->ghost.priority = s->priority;
+    g->ghost.bound = 1;
+    g->h_in = sm->h_in;
+    g->h_out = sm->h_out;
+    g->q = sm->q;
+    ngx_memzero(&sm->q, sizeof(ngx_xmpp_sm_queue_t));
+    ngx_memcpy(g->secret, sm->secret, NGX_XMPP_SM_SECRET_HEX);
+
+    g->ev.handler = ngx_xmpp_sm_ghost_handler;
+    g->ev.data = g;
+    g->ev.log = ngx_cycle->log;
+    g->ev.cancelable = 1;
+
+    if (ngx_xmpp_jid_make(g->ghost.pool, &s->jid.local, &s->jid.domain,
+                          &s->jid.resource, &g->ghost.jid)
+        != NGX_OK)
+    {
+        resumable = 0;
+    }
+
+    if (!resumable) {
+        /* the caller ends the presence; the queue is rerouted later */
+        ngx_post_event(&g->ev, &ngx_posted_events);
+        return NGX_DECLINED;
+    }
+
+    g->ghost.directed = ngx_palloc(g->ghost.pool,
+                                   NGX_XMPP_DIRECTED_MAX * sizeof(ngx_str_t));
+    if (g->ghost.directed == NULL) {
+        ngx_post_event(&g->ev, &ngx_posted_events);
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < s->ndirected; i++) {
+        g->ghost.directed[i] = s->directed[i];
+    }
+
+    g->ghost.ndirected = s->ndirected;
+    s->ndirected = 0;
+
+    if (ngx_xmpp_sm_ghosts.root == NULL) {
+        ngx_rbtree_init(&ngx_xmpp_sm_ghosts, &ngx_xmpp_sm_sentinel,
+                        ngx_rbtree_insert_value);
+    }
+
+    g->node.key = (ngx_rbtree_key_t) s->id;
+    ngx_rbtree_insert(&ngx_xmpp_sm_ghosts, &g->node);
+    g->parked = 1;
+
+    ngx_add_timer(&g->ev, s->conf->sm_resume_timeout);
+
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "xmpp: session of \"%V\" kept for resumption, "
+                  "%ui unacked", &s->jid.full, g->q.n);
+
+    return NGX_OK;
+}
+
+
+/* the value of attribute name in the start tag of our serialization */
+static ngx_int_t
+ngx_xmpp_sm_attr(ngx_pool_t *pool, u_char *data, size_t len,
+    const char *name, ngx_str_t *v)
+{
+    u_char  *p, *end, *q, *o;
+    size_t   n;
+
+    end = ngx_strlchr(data, data + len, '>');
+    if (end == NULL) {
+        return NGX_DECLINED;
+    }
+
+    n = ngx_strlen(name);
+
+    for (p = data; p + n + 3 < end; p++) {
+        if (p[0] != ' ' || ngx_strncmp(p + 1, name, n) != 0
+            || p[n + 1] != '=' || p[n + 2] != '\'')
+        {
+            continue;
+        }
+
+        p += n + 3;
+        q = ngx_strlchr(p, end, '\'');
+        if (q == NULL) {
+            return NGX_DECLINED;
+        }
+
+        v->data = ngx_pnalloc(pool, q - p + 1);
+        if (v->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* undo ngx_xmpp_wbuf_esc() */
+        for (o = v->data; p < q; p++) {
+            if (*p != '&') {
+                *o++ = *p;
+
+            } else if (ngx_strncmp(p, "&amp;", 5) == 0) {
+                *o++ = '&'; p += 4;
+            } else if (ngx_strncmp(p, "&lt;", 4) == 0) {
+                *o++ = '<'; p += 3;
+            } else if (ngx_strncmp(p, "&gt;", 4) == 0) {
+                *o++ = '>'; p += 3;
+            } else if (ngx_strncmp(p, "&apos;", 6) == 0) {
+                *o++ = '\''; p += 5;
+            } else if (ngx_strncmp(p, "&quot;", 6) == 0) {
+                *o++ = '"'; p += 5;
+            } else {
+                *o++ = *p;
+            }
+        }
+
+        v->len = o - v->data;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_uint_t
+ngx_xmpp_sm_str_is(ngx_str_t *s, const char *lit)
+{
+    return s->len == ngx_strlen(lit)
+           && ngx_strncmp(s->data, lit, s->len) == 0;
+}
+
+
+/* RFC 6120 8.3: <service-unavailable/> back to the sender */
+static void
+ngx_xmpp_sm_bounce(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, u_char *data,
+    size_t len, ngx_str_t *to, ngx_str_t *from)
+{
+    ngx_str_t         id;
+    ngx_xmpp_jid_t    jid;
+    ngx_xmpp_wbuf_t   b;
+    const char       *kind;
+
+    kind = (data[1] == 'm') ? "message" : "iq";
+
+    if (ngx_xmpp_jid_parse(pool, from, &jid) != NGX_OK) {
+        return;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 16384;
+
+    ngx_xmpp_wbuf_lit(&b, "<");
+    ngx_xmpp_wbuf_str(&b, kind);
+    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_CLIENT "' type='error'"
+                      " from='");
+    ngx_xmpp_wbuf_escs(&b, to);
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, from);
+    ngx_xmpp_wbuf_lit(&b, "'");
+
+    if (ngx_xmpp_sm_attr(pool, data, len, "id", &id) == NGX_OK)
+    {
+        ngx_xmpp_wbuf_lit(&b, " id='");
+        ngx_xmpp_wbuf_escs(&b, &id);
+        ngx_xmpp_wbuf_lit(&b, "'");
+    }
+
+    ngx_xmpp_wbuf_lit(&b, "><error type='cancel'><service-unavailable xmlns='"
+                      NGX_XMPP_NS_STANZAS "'/></error></");
+    ngx_xmpp_wbuf_str(&b, kind);
+    ngx_xmpp_wbuf_lit(&b, ">");
+
+    if (!b.failed) {
+        if (jid.resource.len) {
+            (void) ngx_xmpp_router_to_full_jid(xcf, &jid, b.start,
+                                               b.last - b.start);
+        } else {
+            (void) ngx_xmpp_router_to_bare(xcf, &jid.bare,
+                                           NGX_XMPP_STANZA_MESSAGE, NULL,
+                                           b.start, b.last - b.start);
+        }
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+}
+
+
+/* a <body/> child in our own serialization of a message */
+static ngx_uint_t
+ngx_xmpp_sm_has_body(u_char *data, size_t len)
+{
+    u_char  *p, *last;
+
+    last = data + len;
+    p = data;
+
+    while ((p = ngx_strlcasestrn(p, last, (u_char *) "<body", 4)) != NULL) {
+        if (p + 5 < last && (p[5] == '>' || p[5] == ' ')) {
+            return 1;
+        }
+
+        p += 5;
+    }
+
+    return 0;
+}
+
+
+/*
+ * RFC 6121 8.5.2.2.1 and XEP-0160: a message with a body that no
+ * resource can take is kept for the account, with the <delay/> of when
+ * it was stored.  NGX_OK: handed to offline storage, which logs what it
+ * cannot keep (there is no sender's session to answer any more).
+ */
+static ngx_int_t
+ngx_xmpp_sm_offline(ngx_xmpp_sm_ghost_t *g, u_char *data, size_t len,
+    ngx_str_t *type, ngx_xmpp_jid_t *to)
+{
+    ngx_xmpp_delivery_t  d;
+
+    ngx_memzero(&d, sizeof(ngx_xmpp_delivery_t));
+    d.kind = NGX_XMPP_STANZA_MESSAGE;
+    d.type = *type;
+    d.to = *to;
+    d.data = data;
+    d.len = len;
+
+    if (ngx_xmpp_sm_attr(g->ghost.pool, data, len, "id", &d.id)
+        == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_xmpp_offline_store(g->ghost.conf, NULL, &d);
+}
+
+
+/*
+ * XEP-0198 section 5: stanzas the client never acknowledged are
+ * undeliverable to it.  A message goes to the account's other
+ * resources (RFC 6121 8.5.2.1), else to offline storage if it has a
+ * body, else back to its sender; a request gets an error; presence,
+ * results and errors are dropped (RFC 6121 8.5.2.2.2).
+ */
+static void
+ngx_xmpp_sm_reroute(ngx_xmpp_sm_ghost_t *g)
+{
+    u_char          *data;
+    size_t           len;
+    ngx_str_t        type, to, from;
+    ngx_uint_t       n, bounced, stored;
+    ngx_xmpp_jid_t   tj, fj;
+
+    n = 0;
+    bounced = 0;
+    stored = 0;
+
+    while (ngx_xmpp_sm_queue_peek(&g->q, &data, &len) == NGX_OK) {
+        type.len = 0;
+
+        if (ngx_xmpp_sm_attr(g->ghost.pool, data, len, "type", &type)
+            == NGX_ERROR
+            || ngx_xmpp_sm_attr(g->ghost.pool, data, len, "to", &to)
+               != NGX_OK
+            || ngx_xmpp_sm_attr(g->ghost.pool, data, len, "from", &from)
+               != NGX_OK
+            || ngx_xmpp_jid_parse(g->ghost.pool, &to, &tj) != NGX_OK
+            || ngx_xmpp_jid_parse(g->ghost.pool, &from, &fj) != NGX_OK)
+        {
+            goto next;
+        }
+
+        if (data[1] == 'i') {
+            if (ngx_xmpp_sm_str_is(&type, "get")
+                || ngx_xmpp_sm_str_is(&type, "set"))
+            {
+                ngx_xmpp_sm_bounce(g->ghost.conf, g->ghost.pool, data, len,
+                                   &to, &from);
+                bounced++;
+            }
+
+            goto next;
+        }
+
+        if (data[1] != 'm' || ngx_xmpp_sm_str_is(&type, "error")
+            || ngx_xmpp_sm_str_is(&type, "groupchat")
+            || (fj.resource.len == 0 && fj.bare.len == tj.bare.len
+                && ngx_strncmp(fj.bare.data, tj.bare.data, tj.bare.len) == 0))
+        {
+            /* errors, rooms, and the account's own (MAM results) */
+            goto next;
+        }
+
+        if (ngx_xmpp_router_to_bare(g->ghost.conf, &tj.bare,
+                                    NGX_XMPP_STANZA_MESSAGE,
+                                    type.len ? &type : NULL, data, len)
+            > 0)
+        {
+            n++;
+            goto next;
+        }
+
+        if (ngx_xmpp_sm_str_is(&type, "headline")) {
+            goto next;
+        }
+
+        if (!ngx_xmpp_sm_has_body(data, len)) {
+            /* chat states, receipts: nothing to keep (XEP-0160 3) */
+            goto next;
+        }
+
+        if (ngx_xmpp_sm_offline(g, data, len, &type, &tj) == NGX_OK) {
+            stored++;
+            goto next;
+        }
+
+        ngx_xmpp_sm_bounce(g->ghost.conf, g->ghost.pool, data, len,
+                           &to, &from);
+        bounced++;
+
+    next:
+
+        ngx_xmpp_sm_queue_drop(&g->q);
+    }
+
+    if (n || bounced || stored) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "xmpp: unacked stanzas of \"%V\": %ui to other "
+                      "resources, %ui to offline storage, %ui bounced",
+                      &g->ghost.jid.full, n, stored, bounced);
+    }
+}
+
+
+/* the resumption timeout, the end of forwarding, or an ended session */
+static void
+ngx_xmpp_sm_ghost_handler(ngx_event_t *ev)
+{
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ev->data;
+
+    if (g->parked && !g->moved) {
+        ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                      "xmpp: session of \"%V\" was not resumed in time",
+                      &g->ghost.jid.full);
+
+        ngx_rbtree_delete(&ngx_xmpp_sm_ghosts, &g->node);
+        g->parked = 0;
+
+        /* the entry first: what presence_gone routes must not come back */
+        ngx_xmpp_registry_remove(&g->ghost);
+        ngx_xmpp_presence_gone(&g->ghost);
+    }
+
+    if (!g->moved) {
+        ngx_xmpp_sm_reroute(g);
+    }
+
+    ngx_xmpp_sm_ghost_free(g);
+}
+
+
+/*
+ * A stanza for a session id that is not a live session here: a parked
+ * session queues it, a moved one hands it to its successor.
+ */
+ngx_int_t
+ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len)
+{
+    ngx_xmpp_session_t   *s;
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ngx_xmpp_sm_ghost_find(sid);
+    if (g == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (g->moved) {
+        if (g->moved_pid != ngx_pid) {
+            return ngx_xmpp_ipc_send(g->moved_pid, NGX_XMPP_IPC_DELIVER,
+                                     g->moved_sid, data, len);
+        }
+
+        s = ngx_xmpp_session_find(g->moved_sid);
+        if (s == NULL) {
+            return NGX_DECLINED;
+        }
+
+        return ngx_xmpp_session_send(s, data, len) == NGX_OK ? NGX_OK
+                                                             : NGX_DECLINED;
+    }
+
+    if (!ngx_xmpp_sm_stanza(data, len)) {
+        return NGX_OK;
+    }
+
+    if (g->q.n >= g->ghost.conf->sm_max_unacked
+        || ngx_xmpp_sm_queue_add(&g->q, data, len) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    g->h_out++;
+
+    return NGX_OK;
+}
+
+
+/* a session waiting for the old worker's state holds what comes */
+ngx_int_t
+ngx_xmpp_sm_hold(ngx_xmpp_session_t *s, u_char *data, size_t len)
+{
+    if (s->sm == NULL || !s->sm->resuming) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_xmpp_sm_queue_add(&s->sm->held_new, data, len);
+}
+
+
+/* RFC 6120 7.7.2.2: a new session took the parked one's resource */
+void
+ngx_xmpp_sm_kick(uint64_t sid)
+{
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ngx_xmpp_sm_ghost_find(sid);
+
+    if (g == NULL || g->moved) {
+        return;
+    }
+
+    ngx_rbtree_delete(&ngx_xmpp_sm_ghosts, &g->node);
+    g->parked = 0;
+
+    if (g->ev.timer_set) {
+        ngx_del_timer(&g->ev);
+    }
+
+    /* its presence now belongs to the new session: only the queue */
+    ngx_post_event(&g->ev, &ngx_posted_events);
+}
+
+
+/*
+ * The ghost of session sid if secret is its token's; a session that is
+ * still attached (its client reconnected before we saw the old
+ * connection fail) is cut off and parked first (XEP-0198 section 5).
+ */
+ngx_xmpp_sm_ghost_t *
+ngx_xmpp_sm_take(uint64_t sid, u_char *secret, ngx_str_t *bare)
+{
+    ngx_xmpp_session_t   *s;
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ngx_xmpp_sm_ghost_find(sid);
+
+    if (g == NULL) {
+        s = ngx_xmpp_session_find(sid);
+
+        if (s == NULL || !s->bound || s->sm == NULL || !s->sm->resume
+            || ngx_memcmp(s->sm->secret, secret, NGX_XMPP_SM_SECRET_HEX)
+               != 0)
+        {
+            return NULL;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "xmpp: stream resumed elsewhere, closing this one");
+
+        s->end_reason = "connection-lost";
+        ngx_xmpp_session_finalize(s);
+
+        g = ngx_xmpp_sm_ghost_find(sid);
+    }
+
+    if (g == NULL || g->moved
+        || ngx_memcmp(g->secret, secret, NGX_XMPP_SM_SECRET_HEX) != 0
+        || g->ghost.jid.bare.len != bare->len
+        || ngx_strncmp(g->ghost.jid.bare.data, bare->data, bare->len) != 0)
+    {
+        return NULL;
+    }
+
+    return g;
+}
+
+
+/* the ghost now only forwards to its successor, for a while */
+void
+ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid)
+{
+    g->moved = 1;
+    g->moved_pid = pid;
+    g->moved_sid = sid;
+
+    ngx_xmpp_sm_queue_free(&g->q);
+
+    if (g->ev.timer_set) {
+        ngx_del_timer(&g->ev);
+    }
+
+    ngx_add_timer(&g->ev, NGX_XMPP_SM_FORWARD);
+}
+
+
+/* the owner's side of SM_TAKE: hand everything to (from, new_sid) */
+void
+ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
+{
+    u_char               *p, *payload;
+    size_t                size;
+    uint16_t              l;
+    ngx_str_t             bare;
+    ngx_uint_t            i;
+    ngx_xmpp_sm_take_t    take;
+    ngx_xmpp_sm_taken_t  *t;
+    ngx_xmpp_sm_ghost_t  *g;
+
+    if (len <= sizeof(ngx_xmpp_sm_take_t)) {
+        return;
+    }
+
+    ngx_memcpy(&take, data, sizeof(ngx_xmpp_sm_take_t));
+    bare.data = data + sizeof(ngx_xmpp_sm_take_t);
+    bare.len = len - sizeof(ngx_xmpp_sm_take_t);
+
+    g = ngx_xmpp_sm_take(sid, take.secret, &bare);
+
+    if (g == NULL) {
+        (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_FAILED, take.new_sid,
+                                 NULL, 0);
+        return;
+    }
+
+    size = sizeof(ngx_xmpp_sm_taken_t) + g->ghost.jid.resource.len;
+
+    for (i = 0; i < g->ghost.ndirected; i++) {
+        size += sizeof(uint16_t) + g->ghost.directed[i].len;
+    }
+
+    payload = ngx_alloc(size, ngx_cycle->log);
+    if (payload == NULL) {
+        (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_FAILED, take.new_sid,
+                                 NULL, 0);
+        return;
+    }
+
+    t = (ngx_xmpp_sm_taken_t *) payload;
+    t->h_in = g->h_in;
+    t->h_out = g->h_out;
+    t->priority = (int32_t) g->ghost.priority;
+    t->available = g->ghost.available;
+    t->ndirected = (uint16_t) g->ghost.ndirected;
+    t->res_len = (uint16_t) g->ghost.jid.resource.len;
+
+    /* from now on the registry names the new session */
+    t->moved = (ngx_xmpp_registry_move(g->ghost.conf, &g->ghost.jid.bare,
+                                       ngx_pid, sid, from, take.new_sid)
+                == NGX_OK);
+
+    p = ngx_cpymem(payload + sizeof(ngx_xmpp_sm_taken_t),
+                   g->ghost.jid.resource.data, g->ghost.jid.resource.len);
+
+    for (i = 0; i < g->ghost.ndirected; i++) {
+        l = (uint16_t) g->ghost.directed[i].len;
+        ngx_memcpy(p, &l, sizeof(uint16_t));
+        p = ngx_cpymem(p + sizeof(uint16_t), g->ghost.directed[i].data, l);
+        ngx_free(g->ghost.directed[i].data);
+    }
+
+    g->ghost.ndirected = 0;
+
+    /* in order: the unacked stanzas, then the state */
+    while (ngx_xmpp_sm_queue_peek(&g->q, &data, &len) == NGX_OK) {
+        (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_STANZA, take.new_sid,
+                                 data, len);
+        ngx_xmpp_sm_queue_drop(&g->q);
+    }
+
+    (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_TAKEN, take.new_sid,
+                             payload, size);
+    ngx_free(payload);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "xmpp: session of \"%V\" handed to worker %P",
+                  &g->ghost.jid.full, from);
+
+    ngx_xmpp_sm_moved(g, from, take.new_sid);
+}
+
+
+/* a worker that exits cannot keep sessions for resumption */
+void
+ngx_xmpp_sm_exit_worker(void)
+{
+    ngx_rbtree_node_t    *node;
+    ngx_xmpp_sm_ghost_t  *g;
+
+    if (ngx_xmpp_sm_ghosts.root == NULL) {
+        return;
+    }
+
+    while (ngx_xmpp_sm_ghosts.root != ngx_xmpp_sm_ghosts.sentinel) {
+        node = ngx_rbtree_min(ngx_xmpp_sm_ghosts.root,
+                              ngx_xmpp_sm_ghosts.sentinel);
+        g = (ngx_xmpp_sm_ghost_t *) node;
+        ngx_xmpp_sm_ghost_handler(&g->ev);
+    }
+}
