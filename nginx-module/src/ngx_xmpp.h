@@ -681,10 +681,14 @@ void ngx_xmpp_csi_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 ngx_int_t ngx_xmpp_csi_filter(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 void ngx_xmpp_csi_free(ngx_xmpp_session_t *s);
+ngx_int_t ngx_xmpp_csi_held(ngx_xmpp_session_t *s, ngx_uint_t *i,
+    u_char **data, size_t *len);
 
 /* ngx_xmpp_blocking.c: XEP-0191 blocking command, MariaDB blocklist */
 #define NGX_XMPP_NS_BLOCKING   "urn:xmpp:blocking"
 void ngx_xmpp_blocking_start(ngx_xmpp_session_t *s);
+ngx_uint_t ngx_xmpp_blocking_requested(ngx_xmpp_session_t *s);
+void ngx_xmpp_blocking_set_requested(ngx_xmpp_session_t *s);
 void ngx_xmpp_blocking_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *q);
 ngx_int_t ngx_xmpp_blocking_outbound(ngx_xmpp_session_t *s,
@@ -876,6 +880,10 @@ void ngx_xmpp_sm_kick(uint64_t sid);
 void ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid,
     u_char *data, size_t len);
 void ngx_xmpp_sm_exit_worker(void);
+/* ngx_xmpp_smpark.c: a parked session answers probes, queues PEP */
+ngx_xmpp_session_t *ngx_xmpp_sm_parked(uint64_t sid);
+void ngx_xmpp_sm_pep(uint64_t sid, ngx_str_t *node, u_char *data,
+    size_t len);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
@@ -942,6 +950,10 @@ void ngx_xmpp_caps_presence(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 ngx_int_t ngx_xmpp_caps_response(ngx_xmpp_session_t *s,
     ngx_xmpp_stanza_t *st);
 ngx_uint_t ngx_xmpp_caps_notify(ngx_xmpp_session_t *s, ngx_str_t *node);
+void ngx_xmpp_caps_get(ngx_xmpp_session_t *s, ngx_str_t *ver,
+    ngx_str_t *notify);
+ngx_int_t ngx_xmpp_caps_put(ngx_xmpp_session_t *s, ngx_str_t *ver,
+    ngx_str_t *notify);
 ngx_int_t ngx_xmpp_caps_ver(ngx_pool_t *pool, ngx_xmpp_node_t *query,
     ngx_str_t *ver);
 /* the ver of the server's own disco#info, computed once */

@@ -682,6 +682,27 @@ ngx_xmpp_blocking_start(ngx_xmpp_session_t *s)
 
 
 /*
+ * Section 3.2: a client that asked for the list gets the pushes; a
+ * resumed session (XEP-0198) still does, and reads the list afresh,
+ * since changes made while it was parked reached no session of it.
+ */
+ngx_uint_t
+ngx_xmpp_blocking_requested(ngx_xmpp_session_t *s)
+{
+    return s->blocklist != NULL && s->blocklist->requested;
+}
+
+
+void
+ngx_xmpp_blocking_set_requested(ngx_xmpp_session_t *s)
+{
+    if (s->blocklist) {
+        s->blocklist->requested = 1;
+    }
+}
+
+
+/*
  * Section 3.3/3.4 in one session: the copy changes (op 'b' block, 'u'
  * unblock, 'a' unblock all; jids NUL-ended), the client hears of it if
  * it asked for the list, and a newly blocked contact sees the user's

@@ -775,6 +775,72 @@ ngx_xmpp_caps_response(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 }
 
 
+/*
+ * XEP-0198 resumption: the interests a session has, to carry over to
+ * the one that resumes it (empty when it has none).
+ */
+void
+ngx_xmpp_caps_get(ngx_xmpp_session_t *s, ngx_str_t *ver, ngx_str_t *notify)
+{
+    ngx_xmpp_caps_sess_t  *cs;
+
+    cs = s->caps;
+
+    if (cs == NULL || cs->notify == NULL) {
+        ngx_str_null(ver);
+        ngx_str_null(notify);
+        return;
+    }
+
+    ver->data = cs->ver;
+    ver->len = cs->ver_len;
+    notify->data = cs->notify;
+    notify->len = cs->notify_len;
+}
+
+
+/*
+ * ... and the resumed session has them again (copied; bounded as when
+ * they were read).  No last items follow: the client had them, and the
+ * stream goes on (XEP-0198 section 5).
+ */
+ngx_int_t
+ngx_xmpp_caps_put(ngx_xmpp_session_t *s, ngx_str_t *ver, ngx_str_t *notify)
+{
+    u_char                *p;
+    ngx_xmpp_caps_sess_t  *cs;
+
+    if (ver->len == 0 || ver->len >= NGX_XMPP_CAPS_VER_MAX
+        || notify->len > NGX_XMPP_CAPS_NOTIFY_MAX)
+    {
+        return NGX_DECLINED;
+    }
+
+    cs = ngx_xmpp_caps_sess(s);
+    if (cs == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_alloc(notify->len + 1, ngx_cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, notify->data, notify->len);
+
+    if (cs->notify) {
+        ngx_free(cs->notify);
+    }
+
+    cs->notify = p;
+    cs->notify_len = notify->len;
+    ngx_memcpy(cs->ver, ver->data, ver->len);
+    cs->ver_len = ver->len;
+
+    return NGX_OK;
+}
+
+
 /* does the session want notifications of node (XEP-0163 4.3.1)? */
 ngx_uint_t
 ngx_xmpp_caps_notify(ngx_xmpp_session_t *s, ngx_str_t *node)

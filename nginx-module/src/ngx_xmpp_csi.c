@@ -331,6 +331,33 @@ ngx_xmpp_csi_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 }
 
 
+/*
+ * XEP-0198: a session parked while inactive hands on what it held, in
+ * order (*i from 0); NGX_DONE after the last.
+ */
+ngx_int_t
+ngx_xmpp_csi_held(ngx_xmpp_session_t *s, ngx_uint_t *i, u_char **data,
+    size_t *len)
+{
+    ngx_xmpp_held_t        *h;
+    ngx_xmpp_held_entry_t  *e;
+
+    h = s->held;
+
+    while (h && *i < h->n) {
+        e = &h->entries[(*i)++];
+
+        if (e->live) {
+            *data = h->buf.start + e->off + e->from_len;
+            *len = e->len;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DONE;
+}
+
+
 /* gives the queue's memory back (its cleanup runs with the pool) */
 void
 ngx_xmpp_csi_free(ngx_xmpp_session_t *s)

@@ -383,9 +383,13 @@ ngx_xmpp_pep_ipc(uint64_t sid, u_char *data, size_t len)
 
     s = ngx_xmpp_session_find(sid);
 
-    if (s == NULL || !s->bound || !s->available
-        || !ngx_xmpp_caps_notify(s, &node))
-    {
+    if (s == NULL) {
+        /* XEP-0198: parked, or resumed elsewhere */
+        ngx_xmpp_sm_pep(sid, &node, p, end - p);
+        return;
+    }
+
+    if (!s->bound || !s->available || !ngx_xmpp_caps_notify(s, &node)) {
         return;
     }
 

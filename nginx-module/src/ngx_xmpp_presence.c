@@ -473,6 +473,11 @@ ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
 
     s = ngx_xmpp_session_find(sid);
 
+    if (s == NULL) {
+        /* XEP-0198: a parked session still looks available */
+        s = ngx_xmpp_sm_parked(sid);
+    }
+
     if (s == NULL || !s->bound || !s->available || !s->last_presence.len
         || len == 0 || len > NGX_XMPP_JID_PART_MAX * 3)
     {

@@ -408,13 +408,46 @@ ngx_xmpp_sm_failed(ngx_xmpp_session_t *s, const char *cond)
 
 
 /*
+ * What the old session negotiated (ngx_xmpp_sm_keep()): kept[0] the
+ * last available presence, kept[1] the caps ver, kept[2] its +notify
+ * list.  The registry entry learns the flags in ngx_xmpp_sm_finish().
+ */
+static void
+ngx_xmpp_sm_restore(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
+    ngx_str_t *kept)
+{
+    s->available = t->available ? 1 : 0;
+    s->priority = t->priority;
+    s->carbons = (t->flags & NGX_XMPP_SM_CARBONS) ? 1 : 0;
+    s->csi_inactive = (t->flags & NGX_XMPP_SM_INACTIVE) ? 1 : 0;
+    s->roster_interested = (t->flags & NGX_XMPP_SM_ROSTER) ? 1 : 0;
+
+    if (kept[0].len && s->available) {
+        s->last_presence.data = ngx_alloc(kept[0].len, s->connection->log);
+
+        if (s->last_presence.data) {
+            ngx_memcpy(s->last_presence.data, kept[0].data, kept[0].len);
+            s->last_presence.len = kept[0].len;
+        }
+    }
+
+    if (kept[1].len
+        && ngx_xmpp_caps_put(s, &kept[1], &kept[2]) == NGX_ERROR)
+    {
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "xmpp: caps of the resumed session not restored");
+    }
+}
+
+
+/*
  * <resumed/> (XEP-0198 section 5): the session takes the ghost's JID,
  * presence and counters; the stanzas the client did not get (those
  * after its h) are sent again, then what was routed here meanwhile.
  */
 static void
 ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
-    ngx_str_t *resource, ngx_xmpp_sm_queue_t *old)
+    ngx_str_t *resource, ngx_str_t *kept, ngx_xmpp_sm_queue_t *old)
 {
     u_char            *data;
     size_t             len;
@@ -440,8 +473,7 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     }
 
     s->jid = jid;
-    s->available = t->available ? 1 : 0;
-    s->priority = t->priority;
+    ngx_xmpp_sm_restore(s, t, kept);
 
     if (ngx_xmpp_audit_session_bound(s) != NGX_OK) {
         ngx_xmpp_session_finalize(s);
@@ -465,6 +497,10 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     ngx_xmpp_metrics_session(s, 1);
     /* XEP-0191: the resumed session reads the blocklist again */
     ngx_xmpp_blocking_start(s);
+
+    if (t->flags & NGX_XMPP_SM_BLOCKLIST) {
+        ngx_xmpp_blocking_set_requested(s);
+    }
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);
@@ -514,33 +550,25 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
 }
 
 
-/* a ghost of this worker taken over by session s of this worker */
+/*
+ * A ghost of this worker taken over by session s of this worker: the
+ * same state as SM_TAKEN carries, so both paths restore alike.
+ */
 static void
 ngx_xmpp_sm_resume_local(ngx_xmpp_session_t *s, ngx_xmpp_sm_ghost_t *g)
 {
-    ngx_uint_t           i;
-    ngx_xmpp_sm_taken_t  t;
+    u_char  *payload;
+    size_t   size;
 
-    t.h_in = g->h_in;
-    t.h_out = g->h_out;
-    t.priority = (int32_t) g->ghost.priority;
-    t.available = g->ghost.available;
-    t.moved = (ngx_xmpp_registry_move(s->conf, &g->ghost.jid.bare, ngx_pid,
-                                      g->ghost.id, ngx_pid, s->id)
-               == NGX_OK);
-
-    s->directed = ngx_palloc(s->pool,
-                             NGX_XMPP_DIRECTED_MAX * sizeof(ngx_str_t));
-    if (s->directed) {
-        for (i = 0; i < g->ghost.ndirected; i++) {
-            s->directed[i] = g->ghost.directed[i];
-        }
-
-        s->ndirected = g->ghost.ndirected;
-        g->ghost.ndirected = 0;
+    payload = ngx_xmpp_sm_pack(g, ngx_pid, s->id, &size);
+    if (payload == NULL) {
+        s->sm->resuming = 0;
+        ngx_xmpp_sm_failed(s, "internal-server-error");
+        return;
     }
 
-    ngx_xmpp_sm_finish(s, &t, &g->ghost.jid.resource, &g->q);
+    ngx_xmpp_sm_taken(s, payload, size, &g->q);
+    ngx_free(payload);
     ngx_xmpp_sm_moved(g, ngx_pid, s->id);
 }
 
@@ -669,13 +697,17 @@ ngx_xmpp_sm_wait_handler(ngx_event_t *ev)
 }
 
 
-/* the new worker's side of SM_TAKEN */
-static void
-ngx_xmpp_sm_taken(ngx_xmpp_session_t *s, u_char *data, size_t len)
+/*
+ * The new session's side of SM_TAKEN (or of a takeover in this worker):
+ * the payload is checked against its length, part by part.
+ */
+void
+ngx_xmpp_sm_taken(ngx_xmpp_session_t *s, u_char *data, size_t len,
+    ngx_xmpp_sm_queue_t *old)
 {
     u_char               *p, *end;
     uint16_t              l;
-    ngx_str_t             res;
+    ngx_str_t             res, kept[3];
     ngx_uint_t            i;
     ngx_xmpp_sm_taken_t   t;
 
@@ -721,7 +753,25 @@ ngx_xmpp_sm_taken(ngx_xmpp_session_t *s, u_char *data, size_t len)
         p += l;
     }
 
-    ngx_xmpp_sm_finish(s, &t, &res, &s->sm->held_old);
+    ngx_memzero(kept, sizeof(kept));
+
+    if (i == t.ndirected
+        && (size_t) (end - p) == (size_t) t.presence_len + t.ver_len
+                                 + t.notify_len)
+    {
+        kept[0].data = p;
+        kept[0].len = t.presence_len;
+        kept[1].data = p + t.presence_len;
+        kept[1].len = t.ver_len;
+        kept[2].data = kept[1].data + t.ver_len;
+        kept[2].len = t.notify_len;
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "xmpp: the resumed session's state is incomplete");
+    }
+
+    ngx_xmpp_sm_finish(s, &t, &res, kept, old);
 }
 
 
@@ -755,7 +805,7 @@ ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid, u_char *data,
         break;
 
     case NGX_XMPP_IPC_SM_TAKEN:
-        ngx_xmpp_sm_taken(s, data, len);
+        ngx_xmpp_sm_taken(s, data, len, &s->sm->held_old);
         break;
 
     default: /* NGX_XMPP_IPC_SM_FAILED */

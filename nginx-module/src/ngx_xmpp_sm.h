@@ -19,6 +19,15 @@
 #define NGX_XMPP_SM_WAIT         5000       /* ms for the old worker */
 #define NGX_XMPP_SM_FORWARD      30000      /* ms a moved ghost forwards */
 
+/* SM_TAKEN fits one inter-worker datagram (256 KiB) */
+#define NGX_XMPP_SM_TAKEN_MAX    (224 * 1024)
+
+/* ngx_xmpp_sm_taken_t.flags: what the client negotiated */
+#define NGX_XMPP_SM_CARBONS      0x01       /* XEP-0280 enabled */
+#define NGX_XMPP_SM_INACTIVE     0x02       /* XEP-0352 <inactive/> */
+#define NGX_XMPP_SM_ROSTER       0x04       /* RFC 6121 2.1.6 interested */
+#define NGX_XMPP_SM_BLOCKLIST    0x08       /* XEP-0191 3.2 requested */
+
 
 /* stanzas as [uint32 length][bytes], oldest first */
 typedef struct {
@@ -65,6 +74,7 @@ typedef struct {
     uint64_t               moved_sid;
     unsigned               parked:1;     /* in the tree, registry kept */
     unsigned               moved:1;      /* taken by another session */
+    unsigned               blocklist:1;  /* NGX_XMPP_SM_BLOCKLIST */
 } ngx_xmpp_sm_ghost_t;
 
 
@@ -76,7 +86,12 @@ typedef struct {
 } ngx_xmpp_sm_take_t;
 
 
-/* SM_TAKEN payload; the resource, then [u16 len][JID] directed */
+/*
+ * SM_TAKEN payload, also what a takeover in the same worker restores
+ * from: the resource, [u16 len][JID] per directed presence, the last
+ * available presence, the caps ver and its +notify list (docs/
+ * routing.md "What a resumed session keeps").
+ */
 typedef struct {
     uint32_t               h_in;
     uint32_t               h_out;
@@ -85,6 +100,10 @@ typedef struct {
     uint16_t               ndirected;
     uint16_t               res_len;
     uint16_t               moved;
+    uint32_t               presence_len;
+    uint16_t               ver_len;
+    uint16_t               notify_len;
+    uint32_t               flags;        /* NGX_XMPP_SM_CARBONS, ... */
 } ngx_xmpp_sm_taken_t;
 
 
@@ -102,6 +121,12 @@ ngx_xmpp_sm_ghost_t *ngx_xmpp_sm_take(uint64_t sid, u_char *secret,
 void ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid);
 void ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
+u_char *ngx_xmpp_sm_pack(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid,
+    uint64_t sid, size_t *size);
+
+/* ngx_xmpp_sm.c */
+void ngx_xmpp_sm_taken(ngx_xmpp_session_t *s, u_char *data, size_t len,
+    ngx_xmpp_sm_queue_t *old);
 
 
 #endif /* _NGX_XMPP_SM_H_INCLUDED_ */

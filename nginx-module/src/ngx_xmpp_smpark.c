@@ -84,9 +84,56 @@ ngx_xmpp_sm_ghost_free(ngx_xmpp_sm_ghost_t *g)
         ngx_free(g->ghost.directed[i].data);
     }
 
+    ngx_free(g->ghost.last_presence.data);
     ngx_xmpp_sm_queue_free(&g->q);
     ngx_destroy_pool(g->ghost.pool);
     ngx_free(g);
+}
+
+
+/*
+ * What the client negotiated stays with the parked session, for the one
+ * that resumes it (XEP-0198 section 5 resumes a session, not only its
+ * stanzas): carbons (XEP-0280), client state (XEP-0352), roster pushes
+ * (RFC 6121 2.1.6), the blocklist pushes (XEP-0191 3.2), the last
+ * available presence (it answers probes meanwhile) and the caps
+ * interests (XEP-0163 4.3.1: PEP notifications are queued meanwhile).
+ * What CSI held is queued as if sent: the client gets it on resumption.
+ */
+static void
+ngx_xmpp_sm_keep(ngx_xmpp_sm_ghost_t *g, ngx_xmpp_session_t *s)
+{
+    u_char      *data;
+    size_t       len;
+    ngx_str_t    ver, notify;
+    ngx_uint_t   i;
+
+    g->ghost.carbons = s->carbons;
+    g->ghost.csi_inactive = s->csi_inactive;
+    g->ghost.roster_interested = s->roster_interested;
+    g->blocklist = ngx_xmpp_blocking_requested(s) ? 1 : 0;
+
+    g->ghost.last_presence = s->last_presence;
+    ngx_str_null(&s->last_presence);
+
+    ngx_xmpp_caps_get(s, &ver, &notify);
+
+    if (ver.len && ngx_xmpp_caps_put(&g->ghost, &ver, &notify) == NGX_ERROR)
+    {
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "xmpp: caps of \"%V\" not kept for resumption",
+                      &s->jid.full);
+    }
+
+    i = 0;
+
+    while (ngx_xmpp_csi_held(s, &i, &data, &len) == NGX_OK) {
+        if (ngx_xmpp_sm_queue_add(&g->q, data, len) != NGX_OK) {
+            break;
+        }
+
+        g->h_out++;
+    }
 }
 
 
@@ -189,6 +236,8 @@ ngx_xmpp_sm_detach(ngx_xmpp_session_t *s)
 
     g->ghost.ndirected = s->ndirected;
     s->ndirected = 0;
+
+    ngx_xmpp_sm_keep(g, s);
 
     if (ngx_xmpp_sm_ghosts.root == NULL) {
         ngx_rbtree_init(&ngx_xmpp_sm_ghosts, &ngx_xmpp_sm_sentinel,
@@ -653,17 +702,103 @@ ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid)
 }
 
 
+/*
+ * The ghost's state for the session (pid, sid) that takes it over
+ * (ngx_xmpp_sm_taken_t); the registry entry names that session from
+ * now on.  The directed JIDs pass to it.  NULL: no memory, nothing
+ * changed.
+ */
+u_char *
+ngx_xmpp_sm_pack(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid,
+    size_t *size)
+{
+    u_char               *p, *payload;
+    size_t                n;
+    uint16_t              l;
+    ngx_str_t             ver, notify, presence;
+    ngx_uint_t            i;
+    ngx_xmpp_sm_taken_t   t;
+
+    ngx_xmpp_caps_get(&g->ghost, &ver, &notify);
+    presence = g->ghost.last_presence;
+
+    n = sizeof(ngx_xmpp_sm_taken_t) + g->ghost.jid.resource.len
+        + ver.len + notify.len;
+
+    for (i = 0; i < g->ghost.ndirected; i++) {
+        n += sizeof(uint16_t) + g->ghost.directed[i].len;
+    }
+
+    if (n + presence.len > NGX_XMPP_SM_TAKEN_MAX) {
+        /* the session stays available; probes go unanswered till then */
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "xmpp: presence of \"%V\" too large to hand over",
+                      &g->ghost.jid.full);
+        ngx_str_null(&presence);
+    }
+
+    n += presence.len;
+
+    payload = ngx_alloc(n, ngx_cycle->log);
+    if (payload == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(&t, sizeof(ngx_xmpp_sm_taken_t));
+    t.h_in = g->h_in;
+    t.h_out = g->h_out;
+    t.priority = (int32_t) g->ghost.priority;
+    t.available = g->ghost.available;
+    t.ndirected = (uint16_t) g->ghost.ndirected;
+    t.res_len = (uint16_t) g->ghost.jid.resource.len;
+    t.presence_len = (uint32_t) presence.len;
+    t.ver_len = (uint16_t) ver.len;
+    t.notify_len = (uint16_t) notify.len;
+    t.flags = (g->ghost.carbons ? NGX_XMPP_SM_CARBONS : 0)
+              | (g->ghost.csi_inactive ? NGX_XMPP_SM_INACTIVE : 0)
+              | (g->ghost.roster_interested ? NGX_XMPP_SM_ROSTER : 0)
+              | (g->blocklist ? NGX_XMPP_SM_BLOCKLIST : 0);
+
+    t.moved = (ngx_xmpp_registry_move(g->ghost.conf, &g->ghost.jid.bare,
+                                      ngx_pid, g->ghost.id, pid, sid)
+               == NGX_OK);
+
+    p = ngx_cpymem(payload, &t, sizeof(ngx_xmpp_sm_taken_t));
+    p = ngx_cpymem(p, g->ghost.jid.resource.data, g->ghost.jid.resource.len);
+
+    for (i = 0; i < g->ghost.ndirected; i++) {
+        l = (uint16_t) g->ghost.directed[i].len;
+        ngx_memcpy(p, &l, sizeof(uint16_t));
+        p = ngx_cpymem(p + sizeof(uint16_t), g->ghost.directed[i].data, l);
+        ngx_free(g->ghost.directed[i].data);
+    }
+
+    g->ghost.ndirected = 0;
+
+    /* an empty part may have no data pointer: memcpy() must not see it */
+    if (presence.len) {
+        p = ngx_cpymem(p, presence.data, presence.len);
+    }
+
+    if (ver.len) {
+        p = ngx_cpymem(p, ver.data, ver.len);
+        (void) ngx_cpymem(p, notify.data, notify.len);
+    }
+
+    *size = n;
+
+    return payload;
+}
+
+
 /* the owner's side of SM_TAKE: hand everything to (from, new_sid) */
 void
 ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
 {
-    u_char               *p, *payload;
+    u_char               *payload;
     size_t                size;
-    uint16_t              l;
     ngx_str_t             bare;
-    ngx_uint_t            i;
     ngx_xmpp_sm_take_t    take;
-    ngx_xmpp_sm_taken_t  *t;
     ngx_xmpp_sm_ghost_t  *g;
 
     if (len <= sizeof(ngx_xmpp_sm_take_t)) {
@@ -676,49 +811,13 @@ ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
 
     g = ngx_xmpp_sm_take(sid, take.secret, &bare);
 
-    if (g == NULL) {
-        (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_FAILED, take.new_sid,
-                                 NULL, 0);
-        return;
-    }
+    payload = g ? ngx_xmpp_sm_pack(g, from, take.new_sid, &size) : NULL;
 
-    size = sizeof(ngx_xmpp_sm_taken_t) + g->ghost.jid.resource.len;
-
-    for (i = 0; i < g->ghost.ndirected; i++) {
-        size += sizeof(uint16_t) + g->ghost.directed[i].len;
-    }
-
-    payload = ngx_alloc(size, ngx_cycle->log);
     if (payload == NULL) {
         (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_FAILED, take.new_sid,
                                  NULL, 0);
         return;
     }
-
-    t = (ngx_xmpp_sm_taken_t *) payload;
-    t->h_in = g->h_in;
-    t->h_out = g->h_out;
-    t->priority = (int32_t) g->ghost.priority;
-    t->available = g->ghost.available;
-    t->ndirected = (uint16_t) g->ghost.ndirected;
-    t->res_len = (uint16_t) g->ghost.jid.resource.len;
-
-    /* from now on the registry names the new session */
-    t->moved = (ngx_xmpp_registry_move(g->ghost.conf, &g->ghost.jid.bare,
-                                       ngx_pid, sid, from, take.new_sid)
-                == NGX_OK);
-
-    p = ngx_cpymem(payload + sizeof(ngx_xmpp_sm_taken_t),
-                   g->ghost.jid.resource.data, g->ghost.jid.resource.len);
-
-    for (i = 0; i < g->ghost.ndirected; i++) {
-        l = (uint16_t) g->ghost.directed[i].len;
-        ngx_memcpy(p, &l, sizeof(uint16_t));
-        p = ngx_cpymem(p + sizeof(uint16_t), g->ghost.directed[i].data, l);
-        ngx_free(g->ghost.directed[i].data);
-    }
-
-    g->ghost.ndirected = 0;
 
     /* in order: the unacked stanzas, then the state */
     while (ngx_xmpp_sm_queue_peek(&g->q, &data, &len) == NGX_OK) {
@@ -736,6 +835,40 @@ ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
                   &g->ghost.jid.full, from);
 
     ngx_xmpp_sm_moved(g, from, take.new_sid);
+}
+
+
+/* a parked session of this worker, to answer probes (RFC 6121 4.3.2) */
+ngx_xmpp_session_t *
+ngx_xmpp_sm_parked(uint64_t sid)
+{
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ngx_xmpp_sm_ghost_find(sid);
+
+    return (g && g->parked && !g->moved) ? &g->ghost : NULL;
+}
+
+
+/*
+ * A PEP notification for a session id that is not a live session here
+ * (XEP-0163 4.3.1): a parked session that wants the node queues it, a
+ * moved one hands it to its successor, which has the same interests.
+ */
+void
+ngx_xmpp_sm_pep(uint64_t sid, ngx_str_t *node, u_char *data, size_t len)
+{
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ngx_xmpp_sm_ghost_find(sid);
+
+    if (g == NULL || !g->ghost.available
+        || !ngx_xmpp_caps_notify(&g->ghost, node))
+    {
+        return;
+    }
+
+    (void) ngx_xmpp_sm_deliver(sid, data, len);
 }
 
 
