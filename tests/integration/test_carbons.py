@@ -9,6 +9,8 @@ message out of carbons, a resource that did not enable them gets none,
 and <disable/> stops them.  The original message stays the one audit
 record.  Bad requests get the XEP's errors; the server's disco#info
 lists the feature, its disco#items the conference service (XEP-0030).
+A second client library, python3-aioxmpp (aioxmpp.CarbonsClient), sees
+the same on two workers, and its disable() stops the copies.
 """
 
 import queue
@@ -18,7 +20,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from chathelp import send_presence, slix
+from chathelp import send_presence, slix, worker_of
 from slixclient import SlixPool
 
 DB = "conclave"
@@ -258,3 +260,114 @@ def test_disco(pool, appliance):
     assert ("conference", "text") in ids
     assert "http://jabber.org/protocol/muc" in \
         info["disco_info"]["features"]
+
+
+def test_aioxmpp_sent_received_and_disable(appliance):
+    """python3-aioxmpp's own XEP-0280 service (aioxmpp.CarbonsClient)
+    on two resources of carol in different workers: the phone's sent
+    message reaches the laptop as <sent/>, one erin sends to the phone
+    as <received/>; after the laptop's disable() neither comes."""
+    import asyncio
+    import contextlib
+    import aioxmpp
+    import aioxmpp.carbons
+    import aioxmpp.dispatcher
+
+    def make(user, res):
+        return aioxmpp.PresenceManagedClient(
+            aioxmpp.JID.fromstr("%s@example.com/%s" % (user, res)),
+            aioxmpp.make_security_layer(user + "-pw", no_verify=True),
+            override_peer=[("127.0.0.1", appliance.nginx.xmpp_port,
+                            aioxmpp.connector.STARTTLSConnector())])
+
+    async def place(stack, user, res, not_pid=None):
+        """A connected client (and the copies it gets, in a queue)
+        whose session is not in worker not_pid."""
+        for i in range(40):
+            inner = contextlib.AsyncExitStack()
+            client = make(user, "%s%d" % (res, i))
+            await inner.enter_async_context(client.connected(
+                presence=aioxmpp.PresenceState(False)))
+            pid = worker_of(appliance, str(client.local_jid))
+            if pid is not None and pid != not_pid:
+                stack.push_async_callback(inner.aclose)
+                client.copies = asyncio.Queue()
+                client.inbox = []
+
+                def on_message(msg, c=client):
+                    for d in ("sent", "received"):
+                        w = getattr(msg, "xep0280_" + d, None)
+                        if w is not None and w.stanza is not None:
+                            s = w.stanza
+                            c.copies.put_nowait((d, str(msg.from_),
+                                                 str(s.from_), str(s.to),
+                                                 s.body.any()))
+                            return
+                    if msg.body:
+                        c.inbox.append(msg.body.any())
+                disp = client.summon(aioxmpp.dispatcher
+                                     .SimpleMessageDispatcher)
+                disp.register_callback(None, None, on_message)
+                client.set_presence(aioxmpp.PresenceState(True), "")
+                return client, pid
+            await inner.aclose()
+        pytest.fail("no session of %s off worker %s" % (user, not_pid))
+
+    async def copy_of(client, body, timeout=10):
+        deadline = asyncio.get_running_loop().time() + timeout
+        seen = []
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return seen
+            try:
+                c = await asyncio.wait_for(client.copies.get(), left)
+            except asyncio.TimeoutError:
+                return seen
+            if c[4] == body:
+                return c
+            seen.append(c)
+
+    async def say(client, to, body):
+        msg = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT,
+                              to=aioxmpp.JID.fromstr(to))
+        msg.body[None] = body
+        await client.send(msg)
+
+    async def go():
+        async with contextlib.AsyncExitStack() as stack:
+            phone, ppid = await place(stack, "carol", "aphone")
+            laptop, lpid = await place(stack, "carol", "alaptop",
+                                       not_pid=ppid)
+            erin, _ = await place(stack, "erin", "aerin")
+            P, L, E = (str(c.local_jid) for c in (phone, laptop, erin))
+            for c in (phone, laptop):
+                await c.summon(aioxmpp.CarbonsClient).enable()
+
+            await say(phone, E, "aio sent")
+            sent = await copy_of(laptop, "aio sent")
+            await say(erin, P, "aio received")
+            received = await copy_of(laptop, "aio received")
+
+            await laptop.summon(aioxmpp.CarbonsClient).disable()
+            await say(phone, E, "aio after disable")
+            await say(erin, P, "aio after disable 2")
+            # both were delivered; a copy would have come with them
+            deadline = asyncio.get_running_loop().time() + 10
+            while "aio after disable" not in erin.inbox or \
+                    "aio after disable 2" not in phone.inbox:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            late = []
+            while not laptop.copies.empty():
+                late.append(laptop.copies.get_nowait())
+            return (ppid, lpid, P, L, E, sent, received, late)
+
+    ppid, lpid, P, L, E, sent, received, late = asyncio.run(
+        asyncio.wait_for(go(), 120))
+    assert ppid != lpid
+    assert sent == ("sent", "carol@example.com", P, E, "aio sent")
+    assert received == ("received", "carol@example.com", E, P,
+                        "aio received")
+    assert late == []
