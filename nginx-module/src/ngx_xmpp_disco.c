@@ -47,7 +47,8 @@ const char  *ngx_xmpp_disco_features[] = {
     "<feature var='" NGX_XMPP_NS_PUBSUB "#publish-options'/>"               \
     "<feature var='" NGX_XMPP_NS_PUBSUB "#retract-items'/>"                 \
     "<feature var='" NGX_XMPP_NS_PUBSUB "#retrieve-items'/>"                \
-    "<feature var='" NGX_XMPP_NS_BOOKMARKS "#compat'/>"
+    "<feature var='" NGX_XMPP_NS_BOOKMARKS "#compat'/>"                     \
+    "<feature var='" NGX_XMPP_NS_BOOKMARKS "#compat-pep'/>"
 
 
 static void

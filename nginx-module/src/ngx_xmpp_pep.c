@@ -666,6 +666,12 @@ ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
         ngx_xmpp_pep_reply(s, ctx);
     }
 
+    if (ctx->bm_list) {
+        /* XEP-0402 5.3: storage:bookmarks (XEP-0223) subscribers too */
+        ngx_xmpp_private_bm_pep_notify(xcf, &ctx->owner, ctx->out.start,
+                                       ctx->out.last - ctx->out.start);
+    }
+
     if (ctx->op != NGX_XMPP_PEP_PUBLISH && ctx->op != NGX_XMPP_PEP_DELETE
         && !(ctx->op == NGX_XMPP_PEP_RETRACT && ctx->notify))
     {
@@ -1314,6 +1320,14 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     if (node->len > NGX_XMPP_PEP_NAME_MAX) {
         ngx_xmpp_pep_st_error(s, st, "modify", "not-acceptable", NULL,
                               "the node name is too long");
+        return;
+    }
+
+    if (own && ngx_xmpp_pep_str_is(node, NGX_XMPP_NS_STORAGE_BM)
+        && ngx_xmpp_pep_str_is(&q->ns, NGX_XMPP_NS_PUBSUB))
+    {
+        /* XEP-0402 5.3: XEP-0048's XEP-0223 node shows the bookmarks */
+        ngx_xmpp_private_pep(s, st, a, get);
         return;
     }
 

@@ -39,6 +39,9 @@
 #define NGX_XMPP_PEP_LAST_MAX     256
 #define NGX_XMPP_PEP_NAME_MAX     255
 
+/* XEP-0048: the XEP-0049 namespace and the XEP-0223 node */
+#define NGX_XMPP_NS_STORAGE_BM    "storage:bookmarks"
+
 
 typedef struct {
     uint64_t                sid;
@@ -59,6 +62,8 @@ typedef struct {
     ngx_uint_t              limit_nodes;
     size_t                  limit_size;
     unsigned                contact:1;    /* shared directory contact */
+    unsigned                bm_pep:1;     /* via storage:bookmarks (PEP) */
+    unsigned                bm_list:1;    /* out: the bookmarks after it */
 
     ngx_uint_t              error;
     uint64_t                count;        /* of the last count query */
@@ -106,6 +111,12 @@ ngx_xmpp_db_req_t *ngx_xmpp_pep_req(ngx_xmpp_session_t *s,
 void ngx_xmpp_pep_post(ngx_xmpp_session_t *s, ngx_xmpp_db_req_t *r);
 void ngx_xmpp_pep_put16(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
 void ngx_xmpp_pep_put32(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
+
+/* ngx_xmpp_private.c: XEP-0402 section 5.3 (#compat-pep) */
+void ngx_xmpp_private_pep(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *a, ngx_uint_t get);
+void ngx_xmpp_private_bm_pep_notify(ngx_xmpp_conf_t *xcf, ngx_str_t *owner,
+    u_char *items, size_t len);
 
 
 #endif /* _NGX_XMPP_PEP_H_INCLUDED_ */

@@ -863,6 +863,33 @@ ngx_xmpp_pep_run_bm_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
+/*
+ * XEP-0402 5.3 (#compat-pep): after a change of the bookmarks node, the
+ * whole list (rc: the change's), for the storage:bookmarks view.
+ */
+static int
+ngx_xmpp_pep_sql_bm_list(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    int rc)
+{
+    ngx_str_t            p[2];
+    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
+
+    if (rc != 0 || ctx->error || ctx->op == NGX_XMPP_PEP_CREATE
+        || !ngx_xmpp_pep_str_is(&ctx->node, NGX_XMPP_NS_BOOKMARKS))
+    {
+        return rc;
+    }
+
+    p[0] = ctx->owner;
+    p[1] = ctx->node;
+    ctx->bm_list = 1;
+
+    return ngx_xmpp_pep_query(conn, r,
+        "SELECT item_id, payload FROM pep_item WHERE owner_jid = ?"
+        " AND node = ? ORDER BY seq", p, 2, ngx_xmpp_pep_item_row);
+}
+
+
 static int
 ngx_xmpp_pep_run_once(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
@@ -879,11 +906,14 @@ ngx_xmpp_pep_run_once(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return ngx_xmpp_pep_run_private(conn, r);
     case NGX_XMPP_PEP_PUBLISH:
     case NGX_XMPP_PEP_CREATE:
-        return ngx_xmpp_pep_run_publish(conn, r);
+        return ngx_xmpp_pep_sql_bm_list(conn, r,
+                                        ngx_xmpp_pep_run_publish(conn, r));
     case NGX_XMPP_PEP_RETRACT:
-        return ngx_xmpp_pep_run_retract(conn, r);
+        return ngx_xmpp_pep_sql_bm_list(conn, r,
+                                        ngx_xmpp_pep_run_retract(conn, r));
     case NGX_XMPP_PEP_DELETE:
-        return ngx_xmpp_pep_run_delete(conn, r);
+        return ngx_xmpp_pep_sql_bm_list(conn, r,
+                                        ngx_xmpp_pep_run_delete(conn, r));
     case NGX_XMPP_PEP_BM_SET:
         return ngx_xmpp_pep_run_bm_set(conn, r);
     default:
@@ -934,6 +964,7 @@ ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         ctx->out.failed = 0;
         ctx->subs.last = ctx->subs.start;
         ctx->subs.failed = 0;
+        ctx->bm_list = 0;
         ctx->error = 0;
         r->db_errno = 0;
         r->err[0] = '\0';

@@ -1,7 +1,8 @@
 
 /*
- * XEP-0049 private XML storage, and the XEP-0402 section 5.3 bridge
- * for bookmarks (urn:xmpp:bookmarks:1#compat).
+ * XEP-0049 private XML storage, and the XEP-0402 section 5.3 bridges
+ * for bookmarks: urn:xmpp:bookmarks:1#compat (XEP-0048 over XEP-0049)
+ * and #compat-pep (XEP-0048 over its XEP-0223 PEP node).
  *
  * Any namespace but storage:bookmarks is kept as the element the client
  * stored, in private_storage (audit/schema/008_pep.sql).  Bookmarks
@@ -9,7 +10,11 @@
  * XEP-0049 read of storage:bookmarks is made from its items, and a
  * write replaces them (each <conference/> becomes an item whose id is
  * the room's JID), with PEP notifications to the owner's resources,
- * so that an old client and a new one see the same bookmarks.
+ * so that an old client and a new one see the same bookmarks.  The
+ * XEP-0223 node storage:bookmarks (one item, "current", holding the
+ * <storage/>) is the same view over PEP: an items request reads it, a
+ * publish replaces the bookmarks, and every change of the bookmarks,
+ * whichever way, is notified on both nodes (XEP-0163 +notify).
  */
 
 
@@ -17,16 +22,6 @@
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-
-
-#define NGX_XMPP_NS_STORAGE_BM  "storage:bookmarks"
-
-
-static ngx_uint_t
-ngx_xmpp_private_is_bm(ngx_str_t *ns)
-{
-    return ngx_xmpp_pep_str_is(ns, NGX_XMPP_NS_STORAGE_BM);
-}
 
 
 /* one <conference/> of XEP-0402 as one of XEP-0048 (section 5.3) */
@@ -110,11 +105,101 @@ ngx_xmpp_private_bm_legacy(ngx_xmpp_wbuf_t *b, ngx_str_t *id,
 }
 
 
+/* XEP-0402 items (u16 id, u32 payload) as one XEP-0048 <storage/> */
+static void
+ngx_xmpp_private_bm_storage(ngx_xmpp_wbuf_t *b, u_char *p, u_char *end)
+{
+    ngx_str_t  id, payload;
+
+    ngx_xmpp_wbuf_lit(b, "<storage xmlns='" NGX_XMPP_NS_STORAGE_BM "'>");
+
+    while (ngx_xmpp_pep_get(&p, end, &id, 0) == NGX_OK
+           && ngx_xmpp_pep_get(&p, end, &payload, 1) == NGX_OK)
+    {
+        ngx_xmpp_private_bm_legacy(b, &id, &payload);
+    }
+
+    ngx_xmpp_wbuf_lit(b, "</storage>");
+}
+
+
+/*
+ * #compat-pep: a change of the bookmarks, whichever way it was made,
+ * reaches the owner's resources whose caps ask for storage:bookmarks
+ * (XEP-0163 4.3.1), as the node's one item with the whole list.
+ */
+void
+ngx_xmpp_private_bm_pep_notify(ngx_xmpp_conf_t *xcf, ngx_str_t *owner,
+    u_char *items, size_t len)
+{
+    ngx_str_t        node = ngx_string(NGX_XMPP_NS_STORAGE_BM);
+    ngx_xmpp_wbuf_t  ev;
+
+    ngx_memzero(&ev, sizeof(ngx_xmpp_wbuf_t));
+    ev.max = 2 * (len + xcf->max_stanza_size) + 4096;
+
+    ngx_xmpp_wbuf_lit(&ev, "<event xmlns='" NGX_XMPP_NS_PUBSUB_EVENT
+                      "'><items node='" NGX_XMPP_NS_STORAGE_BM "'>"
+                      "<item id='current'>");
+    ngx_xmpp_private_bm_storage(&ev, items, items + len);
+    ngx_xmpp_wbuf_lit(&ev, "</item></items></event>");
+
+    if (!ev.failed) {
+        /* whitelist: the owner's resources only (XEP-0223 section 3) */
+        ngx_xmpp_pep_notify(xcf, owner, &node, NULL, 1, ev.start,
+                            ev.last - ev.start);
+    }
+
+    ngx_xmpp_wbuf_free(&ev);
+}
+
+
+/* the view's answers: XEP-0060 6.5.8 items, 7.1.2 publish */
+static void
+ngx_xmpp_private_pep_reply(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    if (ctx->error == NGX_XMPP_PEP_E_NOT_FOUND) {
+        ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "cancel",
+                           "item-not-found", NULL, NULL);
+        return;
+    }
+
+    b = ngx_xmpp_pep_result(s, &ctx->iq_id, &ctx->iq_to,
+                            s->conf->max_output);
+
+    if (ctx->op == NGX_XMPP_PEP_BM_GET) {
+        ngx_xmpp_wbuf_lit(b, "><pubsub xmlns='" NGX_XMPP_NS_PUBSUB "'>"
+                          "<items node='" NGX_XMPP_NS_STORAGE_BM "'>"
+                          "<item id='current'>");
+        ngx_xmpp_private_bm_storage(b, ctx->out.start, ctx->out.last);
+        ngx_xmpp_wbuf_lit(b, "</item></items></pubsub></iq>");
+
+    } else {
+        ngx_xmpp_wbuf_lit(b, "><pubsub xmlns='" NGX_XMPP_NS_PUBSUB "'>"
+                          "<publish node='" NGX_XMPP_NS_STORAGE_BM "'>"
+                          "<item id='");
+        ngx_xmpp_wbuf_escs(b, &ctx->item_id);
+        ngx_xmpp_wbuf_lit(b, "'/></publish></pubsub></iq>");
+    }
+
+    if (b->failed) {
+        ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
+                           "resource-constraint", NULL,
+                           "the result is too large");
+        return;
+    }
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+}
+
+
 static void
 ngx_xmpp_private_get_reply(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
 {
     u_char           *p, *end;
-    ngx_str_t         id, payload;
+    ngx_str_t         payload;
     ngx_xmpp_wbuf_t  *b;
 
     b = ngx_xmpp_pep_result(s, &ctx->iq_id, &ctx->iq_to,
@@ -126,15 +211,7 @@ ngx_xmpp_private_get_reply(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
     end = ctx->out.last;
 
     if (ctx->op == NGX_XMPP_PEP_BM_GET) {
-        ngx_xmpp_wbuf_lit(b, "<storage xmlns='" NGX_XMPP_NS_STORAGE_BM "'>");
-
-        while (ngx_xmpp_pep_get(&p, end, &id, 0) == NGX_OK
-               && ngx_xmpp_pep_get(&p, end, &payload, 1) == NGX_OK)
-        {
-            ngx_xmpp_private_bm_legacy(b, &id, &payload);
-        }
-
-        ngx_xmpp_wbuf_lit(b, "</storage>");
+        ngx_xmpp_private_bm_storage(b, p, end);
 
     } else if (ngx_xmpp_pep_get(&p, end, &payload, 1) == NGX_OK) {
         ngx_xmpp_wbuf_nstr(b, &payload);
@@ -247,6 +324,7 @@ static void
 ngx_xmpp_private_done(ngx_xmpp_db_req_t *r)
 {
     ngx_xmpp_wbuf_t     *b;
+    ngx_xmpp_conf_t     *xcf;
     ngx_xmpp_session_t  *s;
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
@@ -279,7 +357,13 @@ ngx_xmpp_private_done(ngx_xmpp_db_req_t *r)
         return;
     }
 
-    if (ctx->op == NGX_XMPP_PEP_PRIV_GET || ctx->op == NGX_XMPP_PEP_BM_GET)
+    if (ctx->bm_pep) {
+        if (s) {
+            ngx_xmpp_private_pep_reply(s, ctx);
+        }
+
+    } else if (ctx->op == NGX_XMPP_PEP_PRIV_GET
+               || ctx->op == NGX_XMPP_PEP_BM_GET)
     {
         /* a bookmarks node that does not exist yet is no bookmarks */
         if (s) {
@@ -287,17 +371,18 @@ ngx_xmpp_private_done(ngx_xmpp_db_req_t *r)
         }
 
         return;
-    }
 
-    if (s) {
+    } else if (s) {
         b = ngx_xmpp_pep_result(s, &ctx->iq_id, &ctx->iq_to, 4096);
         ngx_xmpp_wbuf_lit(b, "/>");
         (void) ngx_xmpp_session_send_wbuf(s, b);
     }
 
-    if (ctx->op == NGX_XMPP_PEP_BM_SET) {
-        ngx_xmpp_private_bm_notify(ngx_xmpp_cycle_conf(
-                                       (ngx_cycle_t *) ngx_cycle), ctx);
+    if (ctx->op == NGX_XMPP_PEP_BM_SET && !ctx->error) {
+        xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+        ngx_xmpp_private_bm_notify(xcf, ctx);
+        ngx_xmpp_private_bm_pep_notify(xcf, &ctx->owner, ctx->payload.data,
+                                       ctx->payload.len);
     }
 }
 
@@ -308,7 +393,7 @@ ngx_xmpp_private_done(ngx_xmpp_db_req_t *r)
  * <url/> bookmarks have no XEP-0402 form and are not kept.
  */
 static ngx_int_t
-ngx_xmpp_private_bm_items(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+ngx_xmpp_private_bm_convert(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *storage, ngx_xmpp_wbuf_t *out)
 {
     ngx_str_t         *jid, *name, *aj, text, payload;
@@ -400,12 +485,52 @@ ngx_xmpp_private_bm_items(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 }
 
 
+/*
+ * A <storage/> to write, through XEP-0049 or the XEP-0223 view: the
+ * items in out (freed by the caller), as payload; NGX_DECLINED when it
+ * cannot be kept, which is answered here.
+ */
+static ngx_int_t
+ngx_xmpp_private_bm_items(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *storage, ngx_xmpp_wbuf_t *out, ngx_str_t *payload)
+{
+    ngx_int_t   rc;
+    ngx_str_t  *to;
+
+    out->max = s->conf->pep_max_node_size;
+    rc = ngx_xmpp_private_bm_convert(s, st, storage, out);
+
+    if (rc == NGX_OK
+        && (size_t) (out->last - out->start) > s->conf->pep_max_node_size)
+    {
+        rc = NGX_ABORT;
+    }
+
+    if (rc == NGX_OK) {
+        payload->data = out->start;
+        payload->len = out->last - out->start;
+        return NGX_OK;
+    }
+
+    to = st->has_to ? ngx_xmpp_node_attr(st->node, "to") : NULL;
+
+    if (rc == NGX_DECLINED) {
+        ngx_xmpp_pep_error(s, &st->id, to, "modify", "bad-request", NULL,
+                           "a conference without a valid jid");
+    } else {
+        ngx_xmpp_pep_error(s, &st->id, to, "cancel", "policy-violation",
+                           NULL, "too many or too large bookmarks");
+    }
+
+    return NGX_DECLINED;
+}
+
+
 /* XEP-0049 section 2 on the user's own account */
 void
 ngx_xmpp_private_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *q)
 {
-    ngx_int_t            rc;
     ngx_str_t           *in[8], node, payload, *to;
     ngx_uint_t           get, op, n;
     ngx_xmpp_node_t     *e, *c;
@@ -462,39 +587,19 @@ ngx_xmpp_private_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 
     ngx_memzero(&items, sizeof(ngx_xmpp_wbuf_t));
 
-    if (ngx_xmpp_private_is_bm(&e->ns)) {
+    if (ngx_xmpp_pep_str_is(&e->ns, NGX_XMPP_NS_STORAGE_BM)) {
         ngx_str_set(&node, NGX_XMPP_NS_BOOKMARKS);
         in[1] = &node;
         op = get ? NGX_XMPP_PEP_BM_GET : NGX_XMPP_PEP_BM_SET;
 
         if (!get) {
-            items.max = s->conf->pep_max_node_size;
-            rc = ngx_xmpp_private_bm_items(s, st, e, &items);
-
-            if (rc == NGX_OK && (size_t) (items.last - items.start)
-                                > s->conf->pep_max_node_size)
+            if (ngx_xmpp_private_bm_items(s, st, e, &items, &payload)
+                != NGX_OK)
             {
-                rc = NGX_ABORT;
-            }
-
-            if (rc != NGX_OK) {
                 ngx_xmpp_wbuf_free(&items);
-
-                if (rc == NGX_DECLINED) {
-                    ngx_xmpp_pep_error(s, &st->id, to, "modify",
-                                       "bad-request", NULL,
-                                       "a conference without a valid jid");
-                } else {
-                    ngx_xmpp_pep_error(s, &st->id, to, "cancel",
-                                       "policy-violation", NULL,
-                                       "too many or too large bookmarks");
-                }
-
                 return;
             }
 
-            payload.data = items.start;
-            payload.len = items.last - items.start;
             in[3] = &payload;
         }
 
@@ -531,6 +636,90 @@ ngx_xmpp_private_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
         return;
     }
 
+    r->done = ngx_xmpp_private_done;
+
+    ngx_xmpp_pep_post(s, r);
+}
+
+
+/*
+ * #compat-pep: a pubsub request of the owner on storage:bookmarks
+ * (XEP-0048 section 3 over XEP-0223).  An items request reads the
+ * bookmarks, a publish of <storage/> replaces them; the view has
+ * nothing else (its node options are XEP-0223's, fixed).
+ */
+void
+ngx_xmpp_private_pep(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *a, ngx_uint_t get)
+{
+    ngx_str_t           *in[8], node, id, payload, *to, *v;
+    ngx_xmpp_node_t     *item, *storage;
+    ngx_xmpp_wbuf_t      items;
+    ngx_xmpp_db_req_t   *r;
+    ngx_xmpp_pep_ctx_t  *ctx;
+
+    to = st->has_to ? ngx_xmpp_node_attr(st->node, "to") : NULL;
+
+    ngx_memzero(in, sizeof(in));
+    ngx_memzero(&items, sizeof(ngx_xmpp_wbuf_t));
+    ngx_str_set(&node, NGX_XMPP_NS_BOOKMARKS);
+    ngx_str_set(&id, "current");
+    in[0] = &s->jid.bare;
+    in[1] = &node;
+    in[2] = &id;
+
+    if (get != ngx_xmpp_pep_str_is(&a->name, "items")
+        || (!get && !ngx_xmpp_pep_str_is(&a->name, "publish")))
+    {
+        ngx_xmpp_pep_error(s, &st->id, to, "cancel",
+                           "feature-not-implemented", NULL,
+                           "storage:bookmarks is a view of "
+                           NGX_XMPP_NS_BOOKMARKS);
+        return;
+    }
+
+    if (!get) {
+        item = ngx_xmpp_node_first_element(a);
+        storage = item ? ngx_xmpp_node_first_element(item) : NULL;
+
+        if (storage == NULL || !ngx_xmpp_pep_str_is(&item->name, "item")
+            || !ngx_xmpp_pep_str_is(&storage->name, "storage")
+            || !ngx_xmpp_pep_str_is(&storage->ns, NGX_XMPP_NS_STORAGE_BM))
+        {
+            /* XEP-0060 7.1.3.6 */
+            ngx_xmpp_pep_error(s, &st->id, to, "modify", "bad-request",
+                               "invalid-payload", NULL);
+            return;
+        }
+
+        v = ngx_xmpp_node_attr(item, "id");
+        if (v && v->len && v->len <= NGX_XMPP_PEP_NAME_MAX) {
+            in[2] = v;
+        }
+
+        if (ngx_xmpp_private_bm_items(s, st, storage, &items, &payload)
+            != NGX_OK)
+        {
+            ngx_xmpp_wbuf_free(&items);
+            return;
+        }
+
+        in[3] = &payload;
+    }
+
+    r = ngx_xmpp_pep_req(s, st, get ? NGX_XMPP_PEP_BM_GET
+                                    : NGX_XMPP_PEP_BM_SET, in);
+
+    ngx_xmpp_wbuf_free(&items);
+
+    if (r == NULL) {
+        ngx_xmpp_pep_error(s, &st->id, to, "wait", "internal-server-error",
+                           NULL, NULL);
+        return;
+    }
+
+    ctx = r->ctx;
+    ctx->bm_pep = 1;
     r->done = ngx_xmpp_private_done;
 
     ngx_xmpp_pep_post(s, r);

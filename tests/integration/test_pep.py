@@ -1,6 +1,6 @@
 """XEP-0163 PEP, XEP-0115 caps, XEP-0223 persistent storage, XEP-0049
-private storage and XEP-0402 bookmarks with the section 5.3 bridge
-(docs/pep.md).
+private storage and XEP-0402 bookmarks with the section 5.3 bridges
+(#compat for XEP-0049, #compat-pep for XEP-0223; docs/pep.md).
 
 Real clients: Debian's python3-slixmpp with its xep_0030, xep_0060,
 xep_0163, xep_0115, xep_0049, xep_0048 and xep_0223 plugins, and
@@ -730,6 +730,86 @@ def test_bookmarks_xep0402_to_xep0049_aioxmpp(appliance, pool):
     assert {it["id"] for it in r["pubsub"]["items"]} == {
         "lunch@conference.example.com", "dev@conference.example.com",
         "ops@conference.example.com"}
+
+
+STORAGE_BM = "storage:bookmarks"
+
+
+def legacy_confs(storage):
+    """{room JID: name} of a XEP-0048 <storage/> element."""
+    return {c.get("jid"): c.get("name")
+            for c in storage.findall("{%s}conference" % STORAGE_BM)}
+
+
+def test_bookmarks_compat_pep_xep0223(appliance, pool):
+    """XEP-0402 section 5.3 #compat-pep: a XEP-0048 client that keeps its
+    bookmarks in the XEP-0223 node storage:bookmarks (slixmpp's xep_0048
+    with method xep_0223) and a XEP-0402 client see the same bookmarks,
+    and each hears of the other's changes, on different workers."""
+    new = pep_client(pool, appliance, "erin", "b402", [BOOKMARKS])
+    old = pep_client(pool, appliance, "erin", "b48", [STORAGE_BM],
+                     not_pid=new.worker)
+
+    info = new.run(lambda: new.xmpp["xep_0030"].get_info(
+        jid="erin@example.com"))
+    feats = set(info["disco_info"]["features"])
+    assert BOOKMARKS + "#compat" in feats
+    assert BOOKMARKS + "#compat-pep" in feats
+
+    # nothing stored yet: the view's node does not exist (XEP-0060 6.5.9.11)
+    assert error_of(old, lambda: old.xmpp["xep_0048"].get_bookmarks(
+        method="xep_0223")) == ("cancel", ["item-not-found"])
+
+    # the old client publishes its list over PEP
+    bm = old.xmpp["xep_0048"].stanza.Bookmarks()
+    bm.add_conference("plan@conference.example.com", "e", name="Plan",
+                      autojoin=True)
+    old.run(lambda: old.xmpp["xep_0048"].set_bookmarks(bm, method=
+                                                       "xep_0223"))
+    m = events(new, "item", BOOKMARKS)[0]
+    assert m["pubsub_event"]["items"]["item"]["id"] == \
+        "plan@conference.example.com"
+    # its own +notify hears the node it wrote, as any PEP publisher does
+    m = events(old, "item", STORAGE_BM)[0]
+    assert legacy_confs(m["pubsub_event"]["items"]["item"]["payload"]) \
+        == {"plan@conference.example.com": "Plan"}
+
+    # the new client adds one: the old one is notified with the list
+    opts = options(new, **{"pubsub#persist_items": "true",
+                           "pubsub#max_items": "max",
+                           "pubsub#send_last_published_item": "never",
+                           "pubsub#access_model": "whitelist"})
+    publish(new, BOOKMARKS, conference("x", "Lunch", False, "e"),
+            id="lunch@conference.example.com", options=opts)
+    m = events(old, "item", STORAGE_BM, count=2)[-1]
+    assert m["pubsub_event"]["items"]["item"]["id"] == "current"
+    assert legacy_confs(m["pubsub_event"]["items"]["item"]["payload"]) \
+        == {"plan@conference.example.com": "Plan",
+            "lunch@conference.example.com": "Lunch"}
+
+    # and reads the same through the XEP-0223 node
+    r = old.run(lambda: old.xmpp["xep_0048"].get_bookmarks(
+        method="xep_0223"))
+    item = r["pubsub"]["items"]["item"]
+    assert item["id"] == "current"
+    assert set(legacy_confs(item["payload"])) == {
+        "plan@conference.example.com", "lunch@conference.example.com"}
+
+    # a retraction through XEP-0402 reaches the old client too
+    new.run(lambda: new.xmpp["xep_0060"].retract(
+        None, BOOKMARKS, "plan@conference.example.com", notify=True))
+    m = events(old, "item", STORAGE_BM, count=3)[-1]
+    assert legacy_confs(m["pubsub_event"]["items"]["item"]["payload"]) \
+        == {"lunch@conference.example.com": "Lunch"}
+
+    # the view takes a publish of <storage/> and an items request only
+    assert error_of(old, lambda: old.xmpp["xep_0060"].retract(
+        None, STORAGE_BM, "current")) == ("cancel", [
+            "feature-not-implemented", "text"])
+    assert error_of(old, lambda: old.xmpp["xep_0060"].publish(
+        None, STORAGE_BM, id="current",
+        payload=ET.Element("{urn:x:other}storage"))) == (
+            "modify", ["bad-request", "invalid-payload"])
 
 
 def test_frozen_mariadb_does_not_stall_chat(appliance, pool):
