@@ -157,20 +157,18 @@ ngx_xmpp_pep_cleanup(ngx_xmpp_db_req_t *r)
 }
 
 
-/*
- * An error of XEP-0060 with its application condition (section 7.1.3
- * and following); app may be NULL.
- */
-void
-ngx_xmpp_pep_error(ngx_xmpp_session_t *s, ngx_str_t *id, ngx_str_t *from,
-    const char *type, const char *cond, const char *app, const char *text)
+/* "<iq type from to id" of an answer from the account (or from) */
+static ngx_xmpp_wbuf_t *
+ngx_xmpp_pep_head(ngx_xmpp_session_t *s, const char *type, ngx_str_t *id,
+    ngx_str_t *from, size_t max)
 {
     ngx_xmpp_wbuf_t  *b;
 
-    b = ngx_xmpp_wbuf_scratch(4096);
+    b = ngx_xmpp_wbuf_scratch(max);
 
-    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='error'"
-                      " from='");
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='");
+    ngx_xmpp_wbuf_str(b, type);
+    ngx_xmpp_wbuf_lit(b, "' from='");
 
     if (from && from->len) {
         ngx_xmpp_wbuf_escs(b, from);
@@ -182,7 +180,25 @@ ngx_xmpp_pep_error(ngx_xmpp_session_t *s, ngx_str_t *id, ngx_str_t *from,
     ngx_xmpp_wbuf_escs(b, &s->jid.full);
     ngx_xmpp_wbuf_lit(b, "' id='");
     ngx_xmpp_wbuf_escs(b, id);
-    ngx_xmpp_wbuf_lit(b, "'><error type='");
+    ngx_xmpp_wbuf_lit(b, "'");
+
+    return b;
+}
+
+
+/*
+ * An error of XEP-0060 with its application condition (section 7.1.3
+ * and following); app may be NULL.
+ */
+void
+ngx_xmpp_pep_error(ngx_xmpp_session_t *s, ngx_str_t *id, ngx_str_t *from,
+    const char *type, const char *cond, const char *app, const char *text)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_pep_head(s, "error", id, from, 4096);
+
+    ngx_xmpp_wbuf_lit(b, "><error type='");
     ngx_xmpp_wbuf_str(b, type);
     ngx_xmpp_wbuf_lit(b, "'><");
     ngx_xmpp_wbuf_str(b, cond);
@@ -211,26 +227,58 @@ ngx_xmpp_wbuf_t *
 ngx_xmpp_pep_result(ngx_xmpp_session_t *s, ngx_str_t *id, ngx_str_t *from,
     size_t max)
 {
-    ngx_xmpp_wbuf_t  *b;
+    return ngx_xmpp_pep_head(s, "result", id, from, max);
+}
 
-    b = ngx_xmpp_wbuf_scratch(max);
 
-    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='result'"
-                      " from='");
-
-    if (from && from->len) {
-        ngx_xmpp_wbuf_escs(b, from);
-    } else {
-        ngx_xmpp_wbuf_escs(b, &s->jid.bare);
+/* sends a whole result; past conclave_max_output, never truncated */
+void
+ngx_xmpp_pep_send(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx,
+    ngx_xmpp_wbuf_t *b)
+{
+    if (b->failed) {
+        ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
+                           "resource-constraint", NULL,
+                           "the result is too large");
+        return;
     }
 
-    ngx_xmpp_wbuf_lit(b, "' to='");
-    ngx_xmpp_wbuf_escs(b, &s->jid.full);
-    ngx_xmpp_wbuf_lit(b, "' id='");
-    ngx_xmpp_wbuf_escs(b, id);
-    ngx_xmpp_wbuf_lit(b, "'");
+    (void) ngx_xmpp_session_send_wbuf(s, b);
+}
 
-    return b;
+
+/*
+ * What every done handler starts with: the requester's session if it
+ * is still bound, else NULL; a request MariaDB failed (*failed) is
+ * logged and answered here (a last-item replay has nobody to answer).
+ */
+ngx_xmpp_session_t *
+ngx_xmpp_pep_finish(ngx_xmpp_db_req_t *r, ngx_uint_t *failed)
+{
+    ngx_xmpp_session_t  *s;
+    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
+
+    s = ngx_xmpp_session_find(ctx->sid);
+    if (s && !s->bound) {
+        s = NULL;
+    }
+
+    *failed = (r->rc != NGX_XMPP_DB_OK);
+
+    if (*failed && ctx->op != NGX_XMPP_PEP_LAST) {
+        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
+                      0, "xmpp: pep request on %V failed (%ui, "
+                      "MariaDB error %ud): %s", &ctx->node, r->rc,
+                      r->db_errno, r->err);
+
+        if (s) {
+            ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
+                               "internal-server-error", NULL,
+                               "storage is unavailable");
+        }
+    }
+
+    return s;
 }
 
 
@@ -604,21 +652,14 @@ ngx_xmpp_pep_reply(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
         break;
     }
 
-    if (b->failed) {
-        /* more than conclave_max_output: never a truncated result */
-        ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
-                           "resource-constraint", NULL,
-                           "the result is too large");
-        return;
-    }
-
-    (void) ngx_xmpp_session_send_wbuf(s, b);
+    ngx_xmpp_pep_send(s, ctx, b);
 }
 
 
 static void
 ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
 {
+    ngx_uint_t           failed;
     ngx_xmpp_wbuf_t      ev;
     ngx_xmpp_conf_t     *xcf;
     ngx_xmpp_session_t  *s;
@@ -626,29 +667,15 @@ ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
 
     xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
 
-    s = ngx_xmpp_session_find(ctx->sid);
-    if (s && !s->bound) {
-        s = NULL;
-    }
+    s = ngx_xmpp_pep_finish(r, &failed);
 
-    if (ctx->op == NGX_XMPP_PEP_LAST) {
-        if (s && r->rc == NGX_XMPP_DB_OK) {
-            ngx_xmpp_pep_send_last(s, ctx);
-        }
-
+    if (failed) {
         return;
     }
 
-    if (r->rc != NGX_XMPP_DB_OK) {
-        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
-                      0, "xmpp: pep request on %V failed (%ui, "
-                      "MariaDB error %ud): %s", &ctx->node, r->rc,
-                      r->db_errno, r->err);
-
+    if (ctx->op == NGX_XMPP_PEP_LAST) {
         if (s) {
-            ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
-                               "internal-server-error", NULL,
-                               "storage is unavailable");
+            ngx_xmpp_pep_send_last(s, ctx);
         }
 
         return;
@@ -760,7 +787,7 @@ ngx_xmpp_pep_req(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     r = ngx_xmpp_db_create(s->conf, sizeof(ngx_xmpp_pep_ctx_t),
                            s->connection->log);
     if (r == NULL) {
-        return NULL;
+        goto failed;
     }
 
     r->run = ngx_xmpp_pep_run;
@@ -808,7 +835,7 @@ ngx_xmpp_pep_req(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ctx->mem = ngx_alloc(size, s->connection->log);
     if (ctx->mem == NULL) {
         ngx_xmpp_db_destroy(r);
-        return NULL;
+        goto failed;
     }
 
     p = ctx->mem;
@@ -823,6 +850,15 @@ ngx_xmpp_pep_req(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     }
 
     return r;
+
+failed:
+
+    if (st) {
+        ngx_xmpp_pep_st_error(s, st, "wait", "internal-server-error", NULL,
+                              NULL);
+    }
+
+    return NULL;
 }
 
 
@@ -1223,47 +1259,31 @@ ngx_xmpp_pep_shared_contact(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     return 0;
 }
 
-/* the pubsub#owner requests: configure (get, set) and delete */
-static void
-ngx_xmpp_pep_owner_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
-    ngx_xmpp_node_t *a, ngx_str_t **in, ngx_uint_t get)
+/*
+ * The pubsub#owner requests: configure (get, set) and delete.  The op,
+ * or 0 when the request was answered (an error).
+ */
+static ngx_uint_t
+ngx_xmpp_pep_owner_op(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *a, ngx_uint_t get, ngx_xmpp_pep_config_t *want)
 {
-    ngx_uint_t            op;
-    ngx_xmpp_pep_config_t want;
-    ngx_xmpp_db_req_t    *r;
-    ngx_xmpp_pep_ctx_t   *ctx;
-
-    ngx_xmpp_pep_config_default(&want);
-
     if (ngx_xmpp_pep_str_is(&a->name, "configure")) {
-        op = get ? NGX_XMPP_PEP_CONF_GET : NGX_XMPP_PEP_CONF_SET;
-
         if (!get
-            && ngx_xmpp_pep_parse_form(s, st, a, &want, 0) != NGX_OK)
+            && ngx_xmpp_pep_parse_form(s, st, a, want, 0) != NGX_OK)
         {
-            return;
+            return 0;
         }
 
-    } else if (!get && ngx_xmpp_pep_str_is(&a->name, "delete")) {
-        op = NGX_XMPP_PEP_DELETE;
-
-    } else {
-        ngx_xmpp_pep_st_error(s, st, "cancel", "feature-not-implemented",
-                              NULL, NULL);
-        return;
+        return get ? NGX_XMPP_PEP_CONF_GET : NGX_XMPP_PEP_CONF_SET;
     }
 
-    r = ngx_xmpp_pep_req(s, st, op, in);
-    if (r == NULL) {
-        ngx_xmpp_pep_st_error(s, st, "wait", "internal-server-error", NULL,
-                              NULL);
-        return;
+    if (!get && ngx_xmpp_pep_str_is(&a->name, "delete")) {
+        return NGX_XMPP_PEP_DELETE;
     }
 
-    ctx = r->ctx;
-    ctx->want = want;
-
-    ngx_xmpp_pep_post(s, r);
+    ngx_xmpp_pep_st_error(s, st, "cancel", "feature-not-implemented", NULL,
+                          NULL);
+    return 0;
 }
 
 
@@ -1335,17 +1355,19 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     in[0] = owner;
     in[1] = node;
 
-    if (ngx_xmpp_pep_str_is(&q->ns, NGX_XMPP_NS_PUBSUB_OWNER)) {
-        ngx_xmpp_pep_owner_iq(s, st, a, in, get);
-        return;
-    }
-
     ngx_xmpp_pep_config_default(&want);
     max = 0;
     notify = 0;
     ngx_str_null(&ids);
 
-    if (get && ngx_xmpp_pep_str_is(&a->name, "items")) {
+    if (ngx_xmpp_pep_str_is(&q->ns, NGX_XMPP_NS_PUBSUB_OWNER)) {
+        op = ngx_xmpp_pep_owner_op(s, st, a, get, &want);
+
+        if (op == 0) {
+            return;
+        }
+
+    } else if (get && ngx_xmpp_pep_str_is(&a->name, "items")) {
         op = NGX_XMPP_PEP_ITEMS;
 
         if (ngx_xmpp_pep_parse_items(s, st, a, &max, &ids) != NGX_OK) {
@@ -1399,8 +1421,6 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 
     r = ngx_xmpp_pep_req(s, st, op, in);
     if (r == NULL) {
-        ngx_xmpp_pep_st_error(s, st, "wait", "internal-server-error", NULL,
-                              NULL);
         return;
     }
 

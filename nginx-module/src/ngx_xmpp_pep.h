@@ -105,10 +105,17 @@ ngx_xmpp_pep_lookup(const char **names, ngx_str_t *v)
 
 
 int ngx_xmpp_pep_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r);
-/* in: owner, node, item id, payload, ids; each may be NULL */
+/*
+ * in: owner, node, item id, payload, ids; each may be NULL.  NULL: no
+ * memory, and the request st (if any) has been answered.
+ */
 ngx_xmpp_db_req_t *ngx_xmpp_pep_req(ngx_xmpp_session_t *s,
     ngx_xmpp_stanza_t *st, ngx_uint_t op, ngx_str_t **in);
 void ngx_xmpp_pep_post(ngx_xmpp_session_t *s, ngx_xmpp_db_req_t *r);
+ngx_xmpp_session_t *ngx_xmpp_pep_finish(ngx_xmpp_db_req_t *r,
+    ngx_uint_t *failed);
+void ngx_xmpp_pep_send(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx,
+    ngx_xmpp_wbuf_t *b);
 void ngx_xmpp_pep_put16(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
 void ngx_xmpp_pep_put32(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
 

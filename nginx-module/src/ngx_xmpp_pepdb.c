@@ -247,6 +247,33 @@ ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 }
 
 
+/*
+ * The set-up of every request on an existing node: its row (locked for
+ * a change), and the owner and node as p[0], p[1].  1: there it is;
+ * 0: it is not (ctx->error says so); -1: MariaDB failed.
+ */
+static int
+ngx_xmpp_pep_sql_existing(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_uint_t lock, ngx_str_t *p)
+{
+    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
+
+    if (ngx_xmpp_pep_sql_node(conn, r, &ctx->owner, &ctx->node, lock) != 0) {
+        return -1;
+    }
+
+    if (!ctx->conf.set) {
+        ctx->error = NGX_XMPP_PEP_E_NOT_FOUND;
+        return 0;
+    }
+
+    p[0] = ctx->owner;
+    p[1] = ctx->node;
+
+    return 1;
+}
+
+
 static int
 ngx_xmpp_pep_sql_create(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     ngx_xmpp_pep_config_t *c)
@@ -460,21 +487,16 @@ ngx_xmpp_pep_run_publish(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 static int
 ngx_xmpp_pep_run_retract(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
+    int                  rc;
     uint64_t             n;
     ngx_str_t            p[3];
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
-    if (ngx_xmpp_pep_sql_node(conn, r, &ctx->owner, &ctx->node, 1) != 0) {
-        return -1;
+    rc = ngx_xmpp_pep_sql_existing(conn, r, 1, p);
+    if (rc <= 0) {
+        return rc;
     }
 
-    if (!ctx->conf.set) {
-        ctx->error = NGX_XMPP_PEP_E_NOT_FOUND;
-        return 0;
-    }
-
-    p[0] = ctx->owner;
-    p[1] = ctx->node;
     p[2] = ctx->item_id;
 
     if (ngx_xmpp_pep_sql(conn, r,
@@ -496,20 +518,14 @@ ngx_xmpp_pep_run_retract(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 static int
 ngx_xmpp_pep_run_delete(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
+    int                  rc;
     ngx_str_t            p[2];
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
-    if (ngx_xmpp_pep_sql_node(conn, r, &ctx->owner, &ctx->node, 1) != 0) {
-        return -1;
+    rc = ngx_xmpp_pep_sql_existing(conn, r, 1, p);
+    if (rc <= 0) {
+        return rc;
     }
-
-    if (!ctx->conf.set) {
-        ctx->error = NGX_XMPP_PEP_E_NOT_FOUND;
-        return 0;
-    }
-
-    p[0] = ctx->owner;
-    p[1] = ctx->node;
 
     if (ngx_xmpp_pep_sql(conn, r,
             "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
@@ -528,20 +544,15 @@ ngx_xmpp_pep_run_delete(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 static int
 ngx_xmpp_pep_run_conf(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
+    int                  rc;
     u_char               persist[2], max[NGX_INT_T_LEN];
     ngx_str_t            p[6];
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
-    if (ngx_xmpp_pep_sql_node(conn, r, &ctx->owner, &ctx->node,
-                              ctx->op == NGX_XMPP_PEP_CONF_SET)
-        != 0)
-    {
-        return -1;
-    }
-
-    if (!ctx->conf.set) {
-        ctx->error = NGX_XMPP_PEP_E_NOT_FOUND;
-        return 0;
+    rc = ngx_xmpp_pep_sql_existing(conn, r, ctx->op == NGX_XMPP_PEP_CONF_SET,
+                                   p);
+    if (rc <= 0) {
+        return rc;
     }
 
     if (ctx->op == NGX_XMPP_PEP_CONF_GET) {
@@ -604,21 +615,17 @@ ngx_xmpp_pep_contact_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 static int
 ngx_xmpp_pep_run_items(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
+    int                  rc;
     u_char               sql[512], *p, *end;
     ngx_str_t            q[3];
     ngx_uint_t           n;
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
-    if (ngx_xmpp_pep_sql_node(conn, r, &ctx->owner, &ctx->node, 0) != 0) {
-        return -1;
+    rc = ngx_xmpp_pep_sql_existing(conn, r, 0, q);
+    if (rc <= 0) {
+        return rc;
     }
 
-    if (!ctx->conf.set) {
-        ctx->error = NGX_XMPP_PEP_E_NOT_FOUND;
-        return 0;
-    }
-
-    q[0] = ctx->owner;
     q[1] = ctx->requester;
 
     if (ctx->owner.len != ctx->requester.len

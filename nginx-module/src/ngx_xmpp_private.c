@@ -184,14 +184,7 @@ ngx_xmpp_private_pep_reply(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
         ngx_xmpp_wbuf_lit(b, "'/></publish></pubsub></iq>");
     }
 
-    if (b->failed) {
-        ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
-                           "resource-constraint", NULL,
-                           "the result is too large");
-        return;
-    }
-
-    (void) ngx_xmpp_session_send_wbuf(s, b);
+    ngx_xmpp_pep_send(s, ctx, b);
 }
 
 
@@ -227,14 +220,7 @@ ngx_xmpp_private_get_reply(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
 
     ngx_xmpp_wbuf_lit(b, "</query></iq>");
 
-    if (b->failed) {
-        ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
-                           "resource-constraint", NULL,
-                           "the result is too large");
-        return;
-    }
-
-    (void) ngx_xmpp_session_send_wbuf(s, b);
+    ngx_xmpp_pep_send(s, ctx, b);
 }
 
 
@@ -323,27 +309,15 @@ ngx_xmpp_private_bm_notify(ngx_xmpp_conf_t *xcf, ngx_xmpp_pep_ctx_t *ctx)
 static void
 ngx_xmpp_private_done(ngx_xmpp_db_req_t *r)
 {
+    ngx_uint_t           failed;
     ngx_xmpp_wbuf_t     *b;
     ngx_xmpp_conf_t     *xcf;
     ngx_xmpp_session_t  *s;
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
-    s = ngx_xmpp_session_find(ctx->sid);
-    if (s && !s->bound) {
-        s = NULL;
-    }
+    s = ngx_xmpp_pep_finish(r, &failed);
 
-    if (r->rc != NGX_XMPP_DB_OK) {
-        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
-                      0, "xmpp: private storage of %V failed (%ui): %s",
-                      &ctx->node, r->rc, r->err);
-
-        if (s) {
-            ngx_xmpp_pep_error(s, &ctx->iq_id, &ctx->iq_to, "wait",
-                               "internal-server-error", NULL,
-                               "storage is unavailable");
-        }
-
+    if (failed) {
         return;
     }
 
@@ -631,8 +605,6 @@ ngx_xmpp_private_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_wbuf_free(&items);
 
     if (r == NULL) {
-        ngx_xmpp_pep_error(s, &st->id, to, "wait", "internal-server-error",
-                           NULL, NULL);
         return;
     }
 
@@ -713,8 +685,6 @@ ngx_xmpp_private_pep(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_wbuf_free(&items);
 
     if (r == NULL) {
-        ngx_xmpp_pep_error(s, &st->id, to, "wait", "internal-server-error",
-                           NULL, NULL);
         return;
     }
 
