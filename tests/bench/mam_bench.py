@@ -7,7 +7,7 @@ lookups and the result XML.
 
     mam_bench.py [--messages 1000000] [--queries 1000] [--peers 100]
                  [--room-messages 1000000] [--server test,tuned]
-                 [--keep DIR]
+                 [--keep DIR [--reuse]] [--slow-log FILE]
 
 Starts slapd, mariadbd and nginx (tests/lib/appliance.py, the release
 build), fills audit_record with --messages message records in which
@@ -26,7 +26,11 @@ them, then runs, one at a time over one TLS connection:
 and prints the EXPLAIN of the room page query, then p50/p90/p99/max
 per kind in ms.  --server tuned gives
 MariaDB a 1 GB buffer pool first (the test harness has 64 MB).
-Asserts nothing.
+--keep DIR keeps the servers' directories; a later run with --keep DIR
+--reuse starts on them and skips the filling when the archives are
+there already (minutes at a million rows).  --slow-log FILE has
+MariaDB log every statement of the timed queries (long_query_time=0,
+with its plan) to FILE, for where the time goes.  Asserts nothing.
 """
 
 import argparse
@@ -137,6 +141,16 @@ ROOM_PLAN = """EXPLAIN SELECT x.node, x.writer_id, x.seq, x.payload,
                    ROOM_SUB % "x.stanza_id", ROOM)
 
 
+def filled(app, args):
+    """whether a kept directory holds both archives already"""
+    rows = app.mariadb.query(
+        "SELECT writer_id, COUNT(*) FROM audit_record WHERE node = '%s'"
+        " GROUP BY writer_id" % NODE, database=DB)
+    have = dict((int(w), int(n)) for w, n in rows)
+    return (have.get(0) == args.messages
+            and have.get(1) == args.room_messages)
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     k = max(0, min(len(xs) - 1, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
@@ -207,6 +221,9 @@ def main():
     ap.add_argument("--room-messages", type=int, default=1000000)
     ap.add_argument("--server", default="test")
     ap.add_argument("--keep", help="work directory to keep")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --keep: reuse the archives found there")
+    ap.add_argument("--slow-log", help="MariaDB's slow log, every query")
     args = ap.parse_args()
 
     work = args.keep or tempfile.mkdtemp(prefix="mam-bench-")
@@ -217,13 +234,24 @@ def main():
         if args.server == "tuned":
             app.mariadb.query("SET GLOBAL innodb_buffer_pool_size ="
                               " 1024 * 1024 * 1024")
-        secs = fill(app, args.messages, args.peers)
-        print("archive: %d messages of alice with %d peers, inserted in"
-              " %.1f s" % (args.messages, args.peers, secs))
-        secs = fill_room(app, args.room_messages)
-        app.mariadb.query("ANALYZE TABLE audit_record", database=DB)
-        print("room %s: %d messages, inserted in %.1f s"
-              % (ROOM, args.room_messages, secs))
+        if args.reuse and filled(app, args):
+            print("archive: reusing %d + %d records in %s"
+                  % (args.messages, args.room_messages, work))
+        else:
+            secs = fill(app, args.messages, args.peers)
+            print("archive: %d messages of alice with %d peers, inserted"
+                  " in %.1f s" % (args.messages, args.peers, secs))
+            secs = fill_room(app, args.room_messages)
+            app.mariadb.query("ANALYZE TABLE audit_record", database=DB)
+            print("room %s: %d messages, inserted in %.1f s"
+                  % (ROOM, args.room_messages, secs))
+        if args.slow_log:
+            app.mariadb.query(
+                "SET GLOBAL slow_query_log_file = '%s';"
+                " SET GLOBAL long_query_time = 0;"
+                " SET GLOBAL log_slow_verbosity = 'query_plan,explain';"
+                " SET GLOBAL slow_query_log = 1"
+                % os.path.abspath(args.slow_log))
         print("room page plan:")
         for row in app.mariadb.query(ROOM_PLAN, database=DB):
             print("   ", " | ".join(str(v) for v in row))
