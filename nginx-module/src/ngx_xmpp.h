@@ -809,14 +809,62 @@ typedef struct {
     unsigned               resolved:1;
 } ngx_xmpp_mam_pos_t;
 
+/* the archive a query reads: a user's 1:1 history, or a room's */
+#define NGX_XMPP_MAM_USER      0
+#define NGX_XMPP_MAM_ROOM      1
+
+typedef struct ngx_xmpp_mam_row_s  ngx_xmpp_mam_row_t;
+
+/*
+ * One archive query, the context of its database request: the room's
+ * archive (ngx_xmpp_mamroom.c) fills it from its own parse of the iq
+ * and hands it to the same code as a user's (ngx_xmpp_mam_query()).
+ */
+typedef struct {
+    ngx_uint_t             kind;          /* NGX_XMPP_MAM_USER / _ROOM */
+    ngx_xmpp_conf_t       *xcf;
+    ngx_pid_t              pid;           /* the requester's session */
+    uint64_t               sid;
+    ngx_str_t              owner;         /* the archive's bare JID; the
+                                             strings follow the block */
+    ngx_str_t              to;            /* the requester's full JID */
+    ngx_str_t              with;
+    ngx_str_t              iq_id;
+    ngx_str_t              qid;
+    int64_t                start;         /* INT64_MIN: none */
+    int64_t                end;           /* INT64_MAX: none */
+    ngx_xmpp_mam_pos_t     after;
+    ngx_xmpp_mam_pos_t     before;
+    ngx_uint_t             max;
+    unsigned               backward:1;
+    unsigned               real_jids:1;   /* room: <item jid/> shown */
+
+    /* until MariaDB has what was journaled before the query came */
+    ngx_xmpp_audit_mark_t  marks[NGX_XMPP_AUDIT_MARKS];
+    ngx_event_t            wait;
+    ngx_msec_t             since;
+
+    /* results, written by the thread */
+    ngx_xmpp_mam_row_t    *rows;
+    ngx_uint_t             nrows;
+    ngx_uint_t             cap;
+    unsigned               complete:1;
+    unsigned               not_found:1;
+} ngx_xmpp_mam_query_t;
+
 ngx_int_t ngx_xmpp_mam_parse_id(ngx_str_t *id, ngx_xmpp_mam_pos_t *pos);
 ngx_int_t ngx_xmpp_mam_parse_time(ngx_str_t *s, int64_t *us);
 u_char *ngx_xmpp_mam_stamp_time(u_char *p, int64_t us);
-u_char *ngx_xmpp_mam_pos_sql(u_char *p, u_char *last,
-    ngx_xmpp_mam_pos_t *pos, const char *op, ngx_str_t *params,
-    ngx_uint_t *np);
-char *ngx_xmpp_mam_apply(ngx_xmpp_db_req_t *r, const char *stanza,
-    size_t len, ngx_str_t *fix, ngx_str_t *retraction, size_t *out_len);
+void ngx_xmpp_mam_defaults(ngx_xmpp_mam_query_t *q, ngx_xmpp_conf_t *xcf);
+const char *ngx_xmpp_mam_field(ngx_xmpp_mam_query_t *q, ngx_pool_t *pool,
+    ngx_str_t *var, ngx_str_t *v);
+const char *ngx_xmpp_mam_rsm_value(ngx_xmpp_mam_query_t *q,
+    const char *name, ngx_str_t *v);
+const char *ngx_xmpp_mam_error_type(const char *condition);
+ngx_xmpp_db_req_t *ngx_xmpp_mam_request(ngx_xmpp_mam_query_t *tmp,
+    ngx_str_t *owner, ngx_str_t *to, ngx_str_t *iq_id, ngx_str_t *qid,
+    ngx_log_t *log);
+void ngx_xmpp_mam_query(ngx_xmpp_db_req_t *r);
 ngx_int_t ngx_xmpp_audit_defer(ngx_xmpp_conf_t *xcf, struct json_t *rec,
     ngx_xmpp_audit_done_pt done, u_char *data, size_t len, ngx_log_t *log);
 
