@@ -565,6 +565,9 @@ const ngx_xmpp_db_stats_t *ngx_xmpp_db_stats(void);
 /* for run(): prepare + bind strings (data NULL = SQL NULL) + execute */
 struct st_mysql_stmt *ngx_xmpp_db_exec(struct st_mysql *conn,
     ngx_xmpp_db_req_t *r, const char *sql, ngx_str_t *params, ngx_uint_t n);
+/* the same in one round trip (prepare and execute sent together) */
+struct st_mysql_stmt *ngx_xmpp_db_exec_direct(struct st_mysql *conn,
+    ngx_xmpp_db_req_t *r, const char *sql, ngx_str_t *params, ngx_uint_t n);
 /* for run(): row() for each row, columns as strings */
 int ngx_xmpp_db_rows(struct st_mysql_stmt *stmt, ngx_xmpp_db_req_t *r,
     ngx_xmpp_db_row_pt row);

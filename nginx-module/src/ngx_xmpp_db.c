@@ -80,6 +80,8 @@ static ngx_uint_t ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r);
 static MYSQL *ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn,
     ngx_uint_t keep);
+static MYSQL_STMT *ngx_xmpp_db_exec_stmt(MYSQL *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_uint_t direct);
 
 
 ngx_int_t
@@ -551,7 +553,31 @@ MYSQL_STMT *
 ngx_xmpp_db_exec(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
     ngx_str_t *params, ngx_uint_t n)
 {
+    return ngx_xmpp_db_exec_stmt(conn, r, sql, params, n, 0);
+}
+
+
+/*
+ * The same in one round trip: Connector/C's
+ * mariadb_stmt_execute_direct() sends the prepare and the execute
+ * together (MariaDB 10.2 and later), where a prepared statement waits
+ * for the prepare's answer first.  For a statement run once, as a page
+ * of history is: under load each round trip is a wait for the CPU.
+ */
+MYSQL_STMT *
+ngx_xmpp_db_exec_direct(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
+    ngx_str_t *params, ngx_uint_t n)
+{
+    return ngx_xmpp_db_exec_stmt(conn, r, sql, params, n, 1);
+}
+
+
+static MYSQL_STMT *
+ngx_xmpp_db_exec_stmt(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
+    ngx_str_t *params, ngx_uint_t n, ngx_uint_t direct)
+{
     ngx_uint_t    i;
+    unsigned int  count;
     MYSQL_BIND    bind[NGX_XMPP_DB_PARAMS_MAX];
     MYSQL_STMT   *stmt;
     unsigned long lens[NGX_XMPP_DB_PARAMS_MAX];
@@ -567,7 +593,12 @@ ngx_xmpp_db_exec(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
         goto failed_conn;
     }
 
-    if (mysql_stmt_prepare(stmt, sql, (unsigned long) ngx_strlen(sql)) != 0)
+    /* direct: the parameters are bound before the server has seen them */
+    count = (unsigned int) n;
+
+    if (direct
+        ? mysql_stmt_attr_set(stmt, STMT_ATTR_PREBIND_PARAMS, &count) != 0
+        : mysql_stmt_prepare(stmt, sql, (unsigned long) ngx_strlen(sql)) != 0)
     {
         goto failed;
     }
@@ -587,7 +618,10 @@ ngx_xmpp_db_exec(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
         goto failed;
     }
 
-    if (mysql_stmt_execute(stmt) != 0) {
+    if ((direct ? mariadb_stmt_execute_direct(stmt, sql, ngx_strlen(sql))
+                : mysql_stmt_execute(stmt))
+        != 0)
+    {
         goto failed;
     }
 

@@ -44,9 +44,7 @@ struct ngx_xmpp_mam_row_s {
 
 
 static int ngx_xmpp_mam_run(MYSQL *conn, ngx_xmpp_db_req_t *r);
-static int ngx_xmpp_mam_merge(ngx_xmpp_db_req_t *r,
-    ngx_xmpp_mam_query_t *mq, ngx_uint_t half);
-static int ngx_xmpp_mam_cmp(ngx_xmpp_mam_row_t *a, ngx_xmpp_mam_row_t *b);
+static void ngx_xmpp_mam_page(ngx_xmpp_mam_query_t *mq);
 static void ngx_xmpp_mam_done(ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_mam_free(ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_mam_wait(ngx_event_t *ev);
@@ -227,58 +225,82 @@ ngx_xmpp_mam_resolve(MYSQL *conn, ngx_xmpp_db_req_t *r,
 }
 
 
-/* "AND <position condition>" for the page query */
+/*
+ * A position (an id) of the page, "after" or "before": the record it
+ * names is joined as table t ("a" or "b") by its whole primary key,
+ * which MariaDB reads once as a constant before it plans the rest, so
+ * (ts, primary key) of the position bound the page's index range like
+ * literals.  The join also checks that the id is in this archive: if
+ * not, the page is empty ("Impossible WHERE noticed after reading const
+ * tables") and ngx_xmpp_mam_run() tells <item-not-found/> apart.
+ */
 static u_char *
-ngx_xmpp_mam_pos_sql(u_char *p, u_char *last, ngx_xmpp_mam_pos_t *pos,
-    const char *op, ngx_str_t *params, ngx_uint_t *np)
+ngx_xmpp_mam_pos_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
+    ngx_xmpp_mam_pos_t *pos, char t, char op, ngx_str_t *params,
+    ngx_uint_t *np)
 {
-    /* ts first so that the (user, ts) indexes bound the range */
-    p = ngx_slprintf(p, last, " AND x.ts_utc_us %c= %L AND (x.ts_utc_us %c %L"
-                     " OR (x.node, x.writer_id, x.seq) %c (?, %uL, %uL))",
-                     op[0], pos->ts, op[0], pos->ts, op[0], pos->writer,
-                     pos->seq);
-
+    p = ngx_slprintf(p, last, " AND %c.node = ? AND %c.writer_id = %uL"
+                     " AND %c.seq = %uL", t, t, pos->writer, t, pos->seq);
     params[*np].data = pos->node;
-    params[*np].len = pos->node_len;
-    (*np)++;
+    params[(*np)++].len = pos->node_len;
 
-    return p;
+    if (mq->kind == NGX_XMPP_MAM_USER) {
+        p = ngx_slprintf(p, last, " AND %c.event = 'message'"
+                         " AND ? IN (%c.actor_user, %c.peer)", t, t, t);
+    } else {
+        p = ngx_slprintf(p, last, " AND %c.event = 'muc_message'"
+                         " AND %c.peer = ?", t, t);
+    }
+
+    params[(*np)++] = mq->owner;
+
+    return ngx_slprintf(p, last, " AND x.ts_utc_us %c= %c.ts_utc_us"
+                        " AND (x.ts_utc_us %c %c.ts_utc_us"
+                        " OR (x.node, x.writer_id, x.seq)"
+                        " %c (%c.node, %c.writer_id, %c.seq))",
+                        op, t, op, t, op, t, t, t);
 }
 
 
 /*
  * The latest correction (XEP-0308) and the first retraction (XEP-0424)
  * of a message x, index lookups on mam_ref; only the sender's own
- * count.  In 1:1 chat both name the original's id attribute; in a room
+ * count.  The index (mam_ref, actor_user, ts) of 016_mam.sql holds them
+ * in the order asked for (ts, then the primary key it ends with), so
+ * neither lookup sorts.  In 1:1 chat both name the original's id attribute; in a room
  * a retraction names the room's stanza-id, or the original's id as
  * some clients do: two subqueries, since an IN of both made MariaDB
- * scan the table for each row.
+ * scan the table for each row.  The namespace gets the table's
+ * collation: CONVERT(.. USING utf8mb4) has the charset's default, and
+ * a column of mixed collations cannot be a UNION's.
  */
 #define NGX_XMPP_MAM_CORRECTION_SQL                                        \
     " (SELECT c.body FROM audit_record c"                                  \
-    "  FORCE INDEX (audit_record_mam_ref)"                                 \
+    "  FORCE INDEX (audit_record_mam_ref_ts)"                              \
     "  WHERE c.mam_ref = CONCAT('c:', x.stanza_id)"                        \
     "  AND c.actor_user = x.actor_user AND c.peer = x.peer"                \
-    "  AND c.ts_utc_us >= x.ts_utc_us"                                     \
-    "  ORDER BY c.ts_utc_us DESC, c.seq DESC LIMIT 1),"
+    "  AND c.ts_utc_us >= x.ts_utc_us ORDER BY c.ts_utc_us DESC,"          \
+    "  c.node DESC, c.writer_id DESC, c.seq DESC LIMIT 1),"
 
 #define NGX_XMPP_MAM_RETRACTION_SQL(ref)                                   \
     "(SELECT CONCAT_WS(' ', c.node, c.writer_id, c.seq, c.ts_utc_us,"      \
-    " JSON_VALUE(CONVERT(c.payload USING utf8mb4), '$.params.retract_ns'))"\
-    " FROM audit_record c FORCE INDEX (audit_record_mam_ref)"              \
+    " JSON_VALUE(CONVERT(c.payload USING utf8mb4), '$.params.retract_ns')" \
+    " COLLATE utf8mb4_unicode_ci)"                                         \
+    " FROM audit_record c FORCE INDEX (audit_record_mam_ref_ts)"           \
     " WHERE c.mam_ref = CONCAT('r:', " ref ")"                             \
     " AND c.actor_user = x.actor_user AND c.peer = x.peer"                 \
-    " AND c.ts_utc_us >= x.ts_utc_us ORDER BY c.ts_utc_us, c.seq LIMIT 1)"
+    " AND c.ts_utc_us >= x.ts_utc_us"                                      \
+    " ORDER BY c.ts_utc_us, c.node, c.writer_id, c.seq LIMIT 1)"
 
 
 /*
- * One branch of the page.  A user's page is two: what the user sent
- * (own = 1, index (actor_user, ts)) and what they received ((peer,
- * ts)), or both halves of one conversation through (actor_user, peer,
- * ts); a room's is one range of (peer, event, ts) of 011_mam.sql.  Each
- * is an index range scan in the order of (ts, primary key), which
- * InnoDB's secondary indexes hold, so none needs a sort or a temporary
- * table.
+ * One branch of the page, in parentheses.  A user's page is two: what
+ * the user sent (own = 1, index (actor_user, ts)) and what they
+ * received ((peer, ts)), or both halves of one conversation through
+ * (actor_user, peer, ts); a room's is one range of (peer, event, ts) of
+ * 011_mam.sql.  Each is an index range scan in the order of (ts,
+ * primary key), which InnoDB's secondary indexes hold, so none needs a
+ * sort or a temporary table, and reads max + 1 rows at most.
  */
 static u_char *
 ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
@@ -288,7 +310,7 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
 
     dir = mq->backward ? "DESC" : "ASC";
 
-    p = ngx_slprintf(p, last, "SELECT x.node, x.writer_id, x.seq,"
+    p = ngx_slprintf(p, last, "(SELECT x.node, x.writer_id, x.seq,"
                      " x.ts_utc_us, x.payload," NGX_XMPP_MAM_CORRECTION_SQL);
 
     /*
@@ -300,15 +322,19 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
         p = ngx_slprintf(p, last, " COALESCE("
             NGX_XMPP_MAM_RETRACTION_SQL("x.node, ':', x.writer_id, ':', x.seq")
             ", " NGX_XMPP_MAM_RETRACTION_SQL("x.stanza_id") ")"
-            " FROM audit_record x FORCE INDEX (audit_record_room)"
-            " WHERE x.peer = ? AND x.event = 'muc_message'");
+            " FROM audit_record x FORCE INDEX (audit_record_room)%s%s"
+            " WHERE x.peer = ? AND x.event = 'muc_message'",
+            mq->after.set ? ", audit_record a" : "",
+            mq->before.set ? ", audit_record b" : "");
         params[(*np)++] = mq->owner;
 
     } else {
         p = ngx_slprintf(p, last, " " NGX_XMPP_MAM_RETRACTION_SQL("x.stanza_id")
-            " FROM audit_record x FORCE INDEX (%s) WHERE x.%s = ?",
+            " FROM audit_record x FORCE INDEX (%s)%s%s WHERE x.%s = ?",
             mq->with.len ? "audit_record_conversation"
                          : (own ? "audit_record_actor" : "audit_record_peer"),
+            mq->after.set ? ", audit_record a" : "",
+            mq->before.set ? ", audit_record b" : "",
             own ? "actor_user" : "peer");
         params[(*np)++] = mq->owner;
 
@@ -341,15 +367,17 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
     }
 
     if (mq->after.set) {
-        p = ngx_xmpp_mam_pos_sql(p, last, &mq->after, ">", params, np);
+        p = ngx_xmpp_mam_pos_sql(p, last, mq, &mq->after, 'a', '>', params,
+                                 np);
     }
 
     if (mq->before.set) {
-        p = ngx_xmpp_mam_pos_sql(p, last, &mq->before, "<", params, np);
+        p = ngx_xmpp_mam_pos_sql(p, last, mq, &mq->before, 'b', '<', params,
+                                 np);
     }
 
     return ngx_slprintf(p, last, " ORDER BY x.ts_utc_us %s, x.node %s,"
-                        " x.writer_id %s, x.seq %s LIMIT %ui",
+                        " x.writer_id %s, x.seq %s LIMIT %ui)",
                         dir, dir, dir, dir, mq->max + 1);
 }
 
@@ -550,30 +578,74 @@ ngx_xmpp_mam_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
 
 
 /*
- * Pool thread.  The page is the union of its branches (two for a
- * user's archive, one for a room's), each limited to max + 1 rows; the
- * extra row tells whether the page is the last one (<fin
- * complete='true'/>).  A position (an id) is first turned into its
- * timestamp, which also checks that it is in this archive.
+ * Pool thread.  The page is one statement, the UNION ALL of its
+ * branches (two for a user's archive, one for a room's), each limited
+ * to max + 1 rows; the extra row tells whether the page is the last one
+ * (<fin complete='true'/>).  No count: RSM's <count/> is optional
+ * (XEP-0059 section 2.6) and would cost a scan of the whole range.
+ * Only an empty page that had a position asks again, to tell an id
+ * that is not in this archive (<item-not-found/>) from an empty range.
  */
 static int
 ngx_xmpp_mam_run(MYSQL *conn, ngx_xmpp_db_req_t *r)
 {
     int                    rc;
-    u_char                *p, sql[4096];
+    u_char                *p, *last, sql[8192];
     ngx_str_t              params[NGX_XMPP_DB_PARAMS_MAX];
-    ngx_uint_t             np, i, half, branches;
+    ngx_uint_t             np, i, branches;
     MYSQL_STMT            *stmt;
     ngx_xmpp_mam_query_t  *mq;
 
     mq = r->ctx;
 
-    if ((mq->after.set
-         && (ngx_xmpp_mam_resolve(conn, r, &mq->after) != 0
-             || !mq->after.resolved))
-        || (mq->before.set
-            && (ngx_xmpp_mam_resolve(conn, r, &mq->before) != 0
-                || !mq->before.resolved)))
+    branches = (mq->kind == NGX_XMPP_MAM_USER) ? 2 : 1;
+    mq->cap = branches * (mq->max + 1);
+    mq->rows = ngx_calloc(mq->cap * sizeof(ngx_xmpp_mam_row_t), r->log);
+    if (mq->rows == NULL) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
+                    sizeof(r->err));
+        return -1;
+    }
+
+    p = sql;
+    last = sql + sizeof(sql) - 1;
+    np = 0;
+
+    for (i = 0; i < branches; i++) {
+        if (i) {
+            p = ngx_slprintf(p, last, " UNION ALL ");
+        }
+
+        p = ngx_xmpp_mam_branch_sql(p, last, mq, i == 0, params, &np);
+    }
+
+    if (p == last) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "query too long",
+                    sizeof(r->err));
+        return -1;
+    }
+
+    *p = '\0';
+
+    stmt = ngx_xmpp_db_exec_direct(conn, r, (char *) sql, params, np);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_mam_row);
+    (void) mysql_stmt_close(stmt);
+
+    if (rc != 0) {
+        return -1;
+    }
+
+    if (mq->nrows == 0
+        && ((mq->after.set
+             && (ngx_xmpp_mam_resolve(conn, r, &mq->after) != 0
+                 || !mq->after.resolved))
+            || (mq->before.set
+                && (ngx_xmpp_mam_resolve(conn, r, &mq->before) != 0
+                    || !mq->before.resolved))))
     {
         if (r->err[0]) {
             return -1;
@@ -583,55 +655,21 @@ ngx_xmpp_mam_run(MYSQL *conn, ngx_xmpp_db_req_t *r)
         return 0;
     }
 
-    branches = (mq->kind == NGX_XMPP_MAM_USER) ? 2 : 1;
-    half = 0;
-    mq->cap = branches * (mq->max + 1);
-    mq->rows = ngx_calloc(mq->cap * sizeof(ngx_xmpp_mam_row_t), r->log);
-    if (mq->rows == NULL) {
-        ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
-                    sizeof(r->err));
-        return -1;
-    }
+    ngx_xmpp_mam_page(mq);
 
-    for (i = 0; i < branches; i++) {
-        np = 0;
-        p = ngx_xmpp_mam_branch_sql(sql, sql + sizeof(sql) - 1, mq, i == 0,
-                                    params, &np);
-
-        if (p == sql + sizeof(sql) - 1) {
-            ngx_cpystrn((u_char *) r->err, (u_char *) "query too long",
-                        sizeof(r->err));
-            return -1;
-        }
-
-        *p = '\0';
-
-        stmt = ngx_xmpp_db_exec(conn, r, (char *) sql, params, np);
-        if (stmt == NULL) {
-            return -1;
-        }
-
-        rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_mam_row);
-        (void) mysql_stmt_close(stmt);
-
-        if (rc != 0) {
-            return -1;
-        }
-
-        if (i == 0) {
-            half = mq->nrows;
-        }
-    }
-
-    return ngx_xmpp_mam_merge(r, mq, half);
+    return 0;
 }
 
 
 /* (ts, node, writer, seq) order of two rows */
 static int
-ngx_xmpp_mam_cmp(ngx_xmpp_mam_row_t *a, ngx_xmpp_mam_row_t *b)
+ngx_xmpp_mam_cmp(const void *one, const void *two)
 {
-    int  rc;
+    int                  rc;
+    ngx_xmpp_mam_row_t  *a, *b;
+
+    a = (ngx_xmpp_mam_row_t *) one;
+    b = (ngx_xmpp_mam_row_t *) two;
 
     if (a->ts != b->ts) {
         return a->ts < b->ts ? -1 : 1;
@@ -650,62 +688,36 @@ ngx_xmpp_mam_cmp(ngx_xmpp_mam_row_t *a, ngx_xmpp_mam_row_t *b)
 }
 
 
-/*
- * The two halves, each in page order, merged; the first max rows are
- * the page, and one more row says it is not the last (<fin
- * complete='true'/> otherwise).  Rows past the page are freed here.
- */
 static int
-ngx_xmpp_mam_merge(ngx_xmpp_db_req_t *r, ngx_xmpp_mam_query_t *mq,
-    ngx_uint_t half)
+ngx_xmpp_mam_cmp_desc(const void *one, const void *two)
 {
-    int                  c;
-    ngx_uint_t           i, j, k, n;
-    ngx_xmpp_mam_row_t  *out;
+    return ngx_xmpp_mam_cmp(two, one);
+}
 
-    n = mq->nrows;
 
-    out = ngx_alloc(mq->cap * sizeof(ngx_xmpp_mam_row_t), r->log);
-    if (out == NULL) {
-        ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
-                    sizeof(r->err));
-        return -1;
-    }
+/*
+ * The branches' rows, each branch in page order, put in page order
+ * together (at most 2 * (max + 1) of them); the first max are the page,
+ * one more says it is not the last.  Rows past the page are freed.
+ */
+static void
+ngx_xmpp_mam_page(ngx_xmpp_mam_query_t *mq)
+{
+    ngx_uint_t  k;
 
-    i = 0;
-    j = half;
+    ngx_qsort(mq->rows, mq->nrows, sizeof(ngx_xmpp_mam_row_t),
+              mq->backward ? ngx_xmpp_mam_cmp_desc : ngx_xmpp_mam_cmp);
 
-    for (k = 0; k < n; k++) {
-        if (i < half && j < n) {
-            c = ngx_xmpp_mam_cmp(&mq->rows[i], &mq->rows[j]);
-            c = mq->backward ? -c : c;
+    mq->complete = (mq->nrows <= mq->max);
 
-        } else {
-            c = (i < half) ? -1 : 1;
-        }
-
-        out[k] = (c <= 0) ? mq->rows[i++] : mq->rows[j++];
-    }
-
-    for (k = n; k < mq->cap; k++) {
-        out[k].xml = NULL;
-    }
-
-    ngx_free(mq->rows);
-    mq->rows = out;
-
-    mq->complete = (n <= mq->max);
-
-    for (k = mq->max; k < n; k++) {
+    for (k = mq->max; k < mq->nrows; k++) {
         ngx_free(mq->rows[k].xml);
         mq->rows[k].xml = NULL;
     }
 
-    if (n > mq->max) {
+    if (mq->nrows > mq->max) {
         mq->nrows = mq->max;
     }
-
-    return 0;
 }
 
 

@@ -240,6 +240,151 @@ def test_paging_across_1000_messages(appliance, pool):
     b.disconnect()
 
 
+def fin_set(fin, name):
+    """<fin><set><name/></set></fin> of the RSM answer, or None."""
+    return fin.xml.find("{urn:xmpp:mam:2}fin/"
+                        "{http://jabber.org/protocol/rsm}set/"
+                        "{http://jabber.org/protocol/rsm}" + name)
+
+
+def form_page(pool, c, fields, rsm):
+    """One page through raw XML: the form's fields (after-id and
+    before-id, which slixmpp has no interface for) and an RSM <set/>;
+    returns (results, fin)."""
+    xml = ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
+           " type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2"
+           "</value></field>%s</x><set xmlns='http://jabber.org/protocol/"
+           "rsm'>%s</set></query>" % (
+               "".join("<field var='%s'><value>%s</value></field>" % f
+                       for f in fields), rsm))
+    del c.results[:]
+    fin = raw_query(pool, c, xml)
+    return list(c.results), fin
+
+
+def walk(pool, c, fields, backward, max_=50):
+    """Every page of a range, forward (RSM <after/> the last id) or
+    backward (an empty <before/>, then <before/> the first id), each
+    page in time order; returns (bodies in time order, pages)."""
+    seen, pos, pages = [], None, 0
+    while True:
+        if backward:
+            rsm = "<max>%d</max><before>%s</before>" % (max_, pos or "")
+        else:
+            rsm = "<max>%d</max>%s" % (
+                max_, "<after>%s</after>" % pos if pos else "")
+        res, fin = form_page(pool, c, fields, rsm)
+        assert fin["type"] == "result", fin
+        pages += 1
+        bodies = [body_of(r) for r in res]
+        seen = bodies + seen if backward else seen + bodies
+        # no <count/> on a page with results: XEP-0059 2.6 allows
+        # leaving it out, and counting a large range costs a scan
+        assert res and fin_set(fin, "count") is None
+        if complete(fin):
+            return seen, pages
+        assert len(res) == max_
+        pos = (fin_set(fin, "first") if backward
+               else fin_set(fin, "last")).text
+        assert pos == res[0 if backward else -1]["mam_result"]["id"]
+        assert pages < 100
+
+
+def test_paging_1000_both_directions_every_filter(appliance, pool):
+    """1,000 messages that go both ways, so that every page merges what
+    the user sent with what they received, paged forward and backward
+    with each filter: with, start, end, after-id, before-id."""
+    from datetime import datetime, timezone
+
+    a = client(pool, appliance, "bob", "all")
+    b = client(pool, appliance, "frank", "all")
+    n_a, n_b = shipped(appliance, "bob", 0), shipped(appliance, "frank", 0)
+    time.sleep(0.01)
+    t0 = datetime.now(timezone.utc)
+    for i in range(1000):
+        (a if i % 2 == 0 else b).message(
+            ("frank" if i % 2 == 0 else "bob") + "@example.com",
+            "mix %04d" % i)
+        if i % 100 == 99:
+            # each side's messages in order of sending, both sides
+            # interleaved: wait for the other side's last one
+            (b if i % 2 == 0 else a).wait_message(
+                lambda m, i=i: m["body"] == "mix %04d" % i, timeout=30)
+    assert shipped(appliance, "bob", n_a + 500, timeout=60) == n_a + 500
+    assert shipped(appliance, "frank", n_b + 500, timeout=60) == n_b + 500
+    want = ["mix %04d" % i for i in range(1000)]
+    start = [("start", t0.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))]
+    with_b = [("with", "frank@example.com")]
+
+    # the two senders' messages interleave in the archive's one order
+    # (time of recording, then id), each sender's own in sending order
+    order = None
+    for fields in (start, with_b):
+        for backward in (False, True):
+            seen, pages = walk(pool, a, fields, backward)
+            assert sorted(seen) == want, (fields, backward, len(seen))
+            assert [x for x in seen if int(x[4:]) % 2] == want[1::2]
+            assert [x for x in seen if not int(x[4:]) % 2] == want[0::2]
+            order = order or seen
+            assert seen == order, (fields, backward)
+            assert pages == 20
+
+    # ids of the range: every 100th message, from bob's archive
+    seen_ids = {}
+    res, fin = form_page(pool, a, start, "<max>250</max>")
+    for r in res:
+        seen_ids[body_of(r)] = r["mam_result"]["id"]
+    res, fin = form_page(pool, a, start, "<max>250</max><after>%s</after>"
+                         % res[-1]["mam_result"]["id"])
+    for r in res:
+        seen_ids[body_of(r)] = r["mam_result"]["id"]
+    lo, hi = seen_ids["mix 0099"], seen_ids["mix 0420"]
+
+    # after-id / before-id bound the range; pages within it both ways
+    for backward in (False, True):
+        seen, pages = walk(pool, a, with_b + [("after-id", lo),
+                                              ("before-id", hi)], backward)
+        inner = order[order.index("mix 0099") + 1:order.index("mix 0420")]
+        assert seen == inner
+        assert pages == (len(inner) + 49) // 50
+
+    # end: a stamp of the archive ends the range there (inclusive)
+    res, fin = form_page(pool, a, with_b, "<max>1</max><after>%s</after>"
+                         % seen_ids["mix 0200"])
+    end = res[0]["mam_result"]["forwarded"]["delay"]["stamp"]
+    end = end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seen, pages = walk(pool, a, start + [("end", end)], True)
+    n = order.index("mix 0200") + 2
+    # a message of the same microsecond may join the range's end
+    assert seen[:n] == order[:n] and len(seen) <= n + 1
+
+    # past the last message: an empty page, complete, <count>0</count>
+    with_a = [("with", "bob@example.com")]
+    res, fin = form_page(pool, b, with_a, "<max>1</max><before/>")
+    res, fin = form_page(pool, b, with_a, "<max>50</max><after>%s</after>"
+                         % res[-1]["mam_result"]["id"])
+    assert res == [] and complete(fin)
+    assert fin_set(fin, "count").text == "0"
+
+    # a well-formed id that is not in frank's archive, and one that is
+    # in bob's but names a message frank never saw: not found
+    carol = client(pool, appliance, "carol", "all")
+    carol.message("erin@example.com", "not frank's")
+    assert shipped(appliance, "carol", 1) >= 1
+    res, fin = mam(pool, carol, with_jid="erin@example.com",
+                   rsm={"max": 1, "before": ""})
+    foreign = res[-1]["mam_result"]["id"]
+    for bad in (foreign, foreign.rsplit(":", 1)[0] + ":999999999"):
+        for rsm in ("<after>%s</after>" % bad, "<before>%s</before>" % bad):
+            res, iq = form_page(pool, b, [], "<max>5</max>" + rsm)
+            assert iq["type"] == "error" and condition(iq) == \
+                "item-not-found", (bad, rsm)
+        res, iq = form_page(pool, b, [("after-id", bad)], "<max>5</max>")
+        assert iq["type"] == "error" and condition(iq) == "item-not-found"
+    for c in (a, b, carol):
+        c.disconnect()
+
+
 def test_with_start_end_filters(appliance, pool):
     a = client(pool, appliance, "alice", "flt")
     d = client(pool, appliance, "frank", "flt")
