@@ -699,6 +699,8 @@ ngx_int_t ngx_xmpp_blocking_outbound(ngx_xmpp_session_t *s,
 ngx_int_t ngx_xmpp_blocking_inbound(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 ngx_int_t ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid);
+ngx_int_t ngx_xmpp_blocking_list_blocks(u_char *list, u_char *last,
+    ngx_uint_t n, ngx_str_t *jid);
 void ngx_xmpp_blocking_ipc(uint64_t sid, u_char *data, size_t len);
 
 /* ngx_xmpp_presence.c */
@@ -977,6 +979,8 @@ void ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *q);
 void ngx_xmpp_pep_ipc(uint64_t sid, u_char *data, size_t len);
 void ngx_xmpp_pep_last_items(ngx_xmpp_session_t *s);
+void ngx_xmpp_pep_approved(ngx_xmpp_conf_t *xcf, ngx_str_t *publisher,
+    ngx_str_t *subscriber);
 void ngx_xmpp_pep_notify(ngx_xmpp_conf_t *xcf, ngx_str_t *owner,
     ngx_str_t *node, ngx_xmpp_wbuf_t *subs, ngx_uint_t whitelist,
     u_char *body, size_t len);

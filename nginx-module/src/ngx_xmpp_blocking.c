@@ -67,6 +67,7 @@ typedef struct {
     ngx_uint_t             nin;
     ngx_xmpp_wbuf_t        out;           /* JIDs read, NUL-ended */
     ngx_uint_t             nout;
+    ngx_xmpp_wbuf_t        contacts;      /* unblock: [flags][JID NUL] */
     uint64_t               count;
     ngx_uint_t             max;
     unsigned               full:1;
@@ -75,6 +76,8 @@ typedef struct {
 
 static void ngx_xmpp_blocking_apply(ngx_xmpp_session_t *s, u_char op,
     u_char *jids, size_t len);
+static void ngx_xmpp_blocking_presence_back(ngx_xmpp_session_t *s,
+    ngx_xmpp_blocking_ctx_t *ctx, u_char *items, size_t len);
 
 
 /* the bounce of a refused stanza looks routes up while others iterate */
@@ -128,28 +131,30 @@ ngx_xmpp_blocking_match(u_char *item, size_t ilen,
 }
 
 
-/* does the session's blocklist cover jid (normalized, full or bare)? */
+/*
+ * Does one of the n items of list (NUL-ended JIDs, as the blocklist
+ * table holds them) cover jid (normalized, full or bare)?  Also used
+ * on lists read with a roster request (ngx_xmpp_roster.c), for the
+ * presence of a session that has ended.
+ */
 ngx_int_t
-ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid)
+ngx_xmpp_blocking_list_blocks(u_char *list, u_char *last, ngx_uint_t n,
+    ngx_str_t *jid)
 {
-    u_char                *p, *last;
+    u_char                *p;
     size_t                 len;
     ngx_uint_t             i;
-    ngx_xmpp_blocklist_t  *bl;
     ngx_xmpp_jid_parts_t   parts;
 
-    bl = s->blocklist;
-
-    if (bl == NULL || bl->n == 0
+    if (list == NULL || n == 0
         || ngx_xmpp_jid_split(jid->data, jid->len, &parts) != 0)
     {
         return 0;
     }
 
-    p = bl->list.start;
-    last = bl->list.last;
+    p = list;
 
-    for (i = 0; i < bl->n && p < last; i++) {
+    for (i = 0; i < n && p < last; i++) {
         len = ngx_strlen(p);
 
         if (ngx_xmpp_blocking_match(p, len, &parts, jid)) {
@@ -160,6 +165,23 @@ ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid)
     }
 
     return 0;
+}
+
+
+/* does the session's blocklist cover jid (normalized, full or bare)? */
+ngx_int_t
+ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid)
+{
+    ngx_xmpp_blocklist_t  *bl;
+
+    bl = s->blocklist;
+
+    if (bl == NULL) {
+        return 0;
+    }
+
+    return ngx_xmpp_blocking_list_blocks(bl->list.start, bl->list.last,
+                                         bl->n, jid);
 }
 
 
@@ -185,6 +207,7 @@ ngx_xmpp_blocking_ctx_free(ngx_xmpp_db_req_t *r)
 
     ngx_xmpp_wbuf_free(&ctx->in);
     ngx_xmpp_wbuf_free(&ctx->out);
+    ngx_xmpp_wbuf_free(&ctx->contacts);
 }
 
 
@@ -234,6 +257,72 @@ ngx_xmpp_blocking_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 }
 
 
+/* columns: contact_jid, sub_to, sub_from */
+static int
+ngx_xmpp_blocking_contact_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    u_char                    flags;
+    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
+
+    if (cols[0].data == NULL || cols[0].len == 0) {
+        return 0;
+    }
+
+    flags = (u_char) ((cols[1].len == 1 && cols[1].data[0] == '1')
+                      | ((cols[2].len == 1 && cols[2].data[0] == '1') << 1));
+
+    ngx_xmpp_wbuf_add(&ctx->contacts, &flags, 1);
+    ngx_xmpp_wbuf_add(&ctx->contacts, cols[0].data, cols[0].len);
+    ngx_xmpp_wbuf_add(&ctx->contacts, "", 1);
+
+    return ctx->contacts.failed ? -1 : 0;
+}
+
+
+/*
+ * Section 3.4 (unblock): what done() needs to give the unblocked
+ * contacts the user's presence back (RFC 6121 4.3.2, 4.2.2): the
+ * subscribed roster items, and, for an empty <unblock/>, the items it
+ * removes (read before the DELETE, in the same transaction).
+ */
+static int
+ngx_xmpp_blocking_unblocked(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    int                       rc;
+    MYSQL_STMT               *stmt;
+    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
+
+    if (ctx->nin == 0) {
+        stmt = ngx_xmpp_db_exec(conn, r,
+            "SELECT jid FROM blocklist WHERE owner_jid = ?", &ctx->owner, 1);
+        if (stmt == NULL) {
+            return -1;
+        }
+
+        rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_blocking_row);
+        (void) mysql_stmt_close(stmt);
+
+        if (rc != 0) {
+            return -1;
+        }
+    }
+
+    stmt = ngx_xmpp_db_exec(conn, r,
+        "SELECT contact_jid, sub_to, sub_from FROM roster_item"
+        " WHERE owner_jid = ? AND (sub_to = 1 OR sub_from = 1)",
+        &ctx->owner, 1);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_blocking_contact_row);
+    (void) mysql_stmt_close(stmt);
+
+    return rc;
+}
+
+
 /* pool thread: the change in one transaction, the limit checked in it */
 static int
 ngx_xmpp_blocking_change(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
@@ -245,6 +334,12 @@ ngx_xmpp_blocking_change(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
 
     par[0] = ctx->owner;
+
+    if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK
+        && ngx_xmpp_blocking_unblocked(conn, r) != 0)
+    {
+        return -1;
+    }
 
     if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK && ctx->nin == 0) {
         /* section 3.4: an empty <unblock/> empties the list */
@@ -576,6 +671,96 @@ ngx_xmpp_blocking_done(ngx_xmpp_db_req_t *r)
                            ctx->op == NGX_XMPP_BLOCKING_BLOCK ? 'b'
                            : (ctx->nin ? 'u' : 'a'),
                            jids, len);
+
+    if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK) {
+        /* told first: this session's copy no longer blocks them */
+        ngx_xmpp_blocking_presence_back(s, ctx, jids, len);
+    }
+}
+
+
+/* one contact given back its presence: see ..._presence_back() */
+static void
+ngx_xmpp_blocking_contact_back(ngx_xmpp_session_t *s, ngx_str_t *contact,
+    ngx_uint_t flags, u_char *items, u_char *last, ngx_uint_t n)
+{
+    if (!ngx_xmpp_blocking_list_blocks(items, last, n, contact)
+        || ngx_xmpp_blocking_blocks(s, contact))
+    {
+        /* not one of the unblocked, or another item still blocks it */
+        return;
+    }
+
+    /* a "from" subscription: each available resource of the user */
+    if (flags & 2) {
+        ngx_xmpp_presence_probe(s->conf, &s->jid.bare, contact);
+    }
+
+    /* a "to" subscription: the contact's resources answer a probe */
+    if (flags & 1) {
+        ngx_xmpp_presence_probe(s->conf, contact, &s->jid.bare);
+    }
+}
+
+
+/*
+ * Section 3.4: presence was withheld from the contacts while they were
+ * blocked (section 3.3), so the unblocked ones that have a subscription
+ * get the user's current presence (RFC 6121 4.3.2), and the user's
+ * resources the contact's, as a probe would (4.2.2).  Shared directory
+ * contacts are subscribed both ways.  items are the unblocked JIDs
+ * (NUL-ended); none: the whole old list, read before the DELETE.
+ */
+static void
+ngx_xmpp_blocking_presence_back(ngx_xmpp_session_t *s,
+    ngx_xmpp_blocking_ctx_t *ctx, u_char *items, size_t len)
+{
+    u_char              *p, *end, *last, f;
+    ngx_str_t            contact;
+    ngx_uint_t           i, n;
+    ngx_pool_t          *pool;
+    ngx_array_t          shared;
+    ngx_xmpp_contact_t  *c;
+
+    n = ctx->nin;
+    last = items + len;
+
+    if (n == 0) {
+        items = ctx->out.start;
+        last = ctx->out.last;
+        n = ctx->nout;
+    }
+
+    p = ctx->contacts.start;
+    end = ctx->contacts.last;
+
+    while (p && end - p >= 2) {
+        f = *p++;
+        contact.data = p;
+        contact.len = ngx_strlen(p);
+        p += contact.len + 1;
+
+        ngx_xmpp_blocking_contact_back(s, &contact, f, items, last, n);
+    }
+
+    pool = ngx_create_pool(4096, s->connection->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    if (ngx_array_init(&shared, pool, 16, sizeof(ngx_xmpp_contact_t))
+        == NGX_OK
+        && ngx_xmpp_dir_shared_contacts(&s->jid.bare, pool, &shared)
+           == NGX_OK)
+    {
+        c = shared.elts;
+
+        for (i = 0; i < shared.nelts; i++) {
+            ngx_xmpp_blocking_contact_back(s, &c[i].jid, 3, items, last, n);
+        }
+    }
+
+    ngx_destroy_pool(pool);
 }
 
 
@@ -606,6 +791,7 @@ ngx_xmpp_blocking_req(ngx_xmpp_session_t *s, ngx_uint_t op, ngx_str_t *id)
     ctx->in.max = s->conf->max_stanza_size + 4096;
     ctx->out.max = (size_t) s->conf->blocklist_max
                    * (NGX_XMPP_BLOCKING_JID_MAX + 1) + 4096;
+    ctx->contacts.max = (s->conf->roster_max_items + 1) * 260;
 
     /* owner and id first: the strings point into the buffer */
     ngx_xmpp_wbuf_nstr(&ctx->in, &s->jid.bare);

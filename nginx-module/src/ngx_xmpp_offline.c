@@ -43,8 +43,10 @@ typedef struct {
     ngx_str_t              to;
     ngx_str_t              type;
     ngx_str_t              id;
+    ngx_str_t              from;          /* the sender's full JID */
     uint64_t               known;
     uint64_t               count;
+    uint64_t               blocked;
     unsigned               stored:1;
 
     /* delivery */
@@ -113,6 +115,71 @@ ngx_xmpp_offline_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 }
 
 
+/* columns: how many of the recipient's blocklist items cover the sender */
+static int
+ngx_xmpp_offline_blocked_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    ctx->blocked = cols[0].data ? strtoull((char *) cols[0].data, NULL, 10)
+                                : 0;
+    return 0;
+}
+
+
+/*
+ * XEP-0191 3.5: a message from a JID the recipient blocked is refused
+ * when it would be stored, not kept to be dropped at delivery.  The
+ * items that cover a JID (XEP-0016 2.1): the full JID, the bare JID,
+ * the domain, and domain/resource; the table is the one the recipient's
+ * sessions cache (ngx_xmpp_blocking.c), read here in the store's own
+ * transaction, so no query runs on the event loop.
+ */
+static int
+ngx_xmpp_offline_sender_blocked(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    int                      rc;
+    u_char                   dr[2 * NGX_XMPP_JID_PART_MAX + 2];
+    ngx_str_t                p[5];
+    MYSQL_STMT              *stmt;
+    ngx_xmpp_jid_parts_t     j;
+    ngx_xmpp_offline_ctx_t  *ctx = r->ctx;
+
+    if (ctx->from.len == 0
+        || ngx_xmpp_jid_split(ctx->from.data, ctx->from.len, &j) != 0)
+    {
+        return 0;
+    }
+
+    p[0] = ctx->owner;
+    p[1] = ctx->from;
+    p[2].data = ctx->from.data;
+    p[2].len = j.local ? j.local_len + 1 + j.domain_len : j.domain_len;
+    p[3].data = (u_char *) j.domain;
+    p[3].len = j.domain_len;
+    p[4] = p[3];
+
+    if (j.resource_len && j.domain_len + 1 + j.resource_len <= sizeof(dr)) {
+        p[4].data = dr;
+        p[4].len = ngx_sprintf(dr, "%*s/%*s", j.domain_len, j.domain,
+                               j.resource_len, j.resource) - dr;
+    }
+
+    stmt = ngx_xmpp_db_exec(conn, r,
+        "SELECT COUNT(*) FROM blocklist WHERE owner_jid = ?"
+        " AND jid IN (?, ?, ?, ?)", p, 5);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_offline_blocked_row);
+    (void) mysql_stmt_close(stmt);
+
+    return rc;
+}
+
+
 /*
  * Pool thread.  The user's chat_user row, locked for the transaction,
  * serializes the senders of one recipient, so that the quota is exact
@@ -147,6 +214,14 @@ ngx_xmpp_offline_store_txn(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->known == 0 || ctx->count >= ctx->quota) {
+        return 0;
+    }
+
+    if (ngx_xmpp_offline_sender_blocked(conn, r) != 0) {
+        return -1;
+    }
+
+    if (ctx->blocked) {
         return 0;
     }
 
@@ -356,8 +431,13 @@ ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
         return;
     }
 
-    if (ctx->known == 0) {
-        /* RFC 6121 8.5.2.2.1: nobody to keep it for */
+    if (ctx->known == 0 || ctx->blocked) {
+        /*
+         * RFC 6121 8.5.2.2.1: nobody to keep it for; XEP-0191 3.5: the
+         * recipient blocked the sender, who hears the same as if the
+         * user did not exist.  The audit record was written before
+         * routing and stays (docs/chat.md, "Blocking").
+         */
         if (ctx->sid == 0) {
             ngx_xmpp_offline_bounce_sender(ctx, "cancel",
                                            "service-unavailable",
@@ -473,13 +553,23 @@ ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ngx_xmpp_delivery_t *d)
 {
     u_char                  *p;
+    u_char                   fb[3 * NGX_XMPP_JID_PART_MAX + 3];
     size_t                   size;
+    ngx_str_t                from;
     ngx_xmpp_wbuf_t          b;
     ngx_xmpp_db_req_t       *r;
     ngx_xmpp_offline_ctx_t  *ctx;
 
     if (d->to.bare.len > 255) {
         return NGX_ERROR;
+    }
+
+    /* the sender, as the router stamped it, for the blocklist check */
+    if (ngx_xmpp_router_peek(d->data, d->len, "from", fb, sizeof(fb),
+                             &from)
+        != NGX_OK)
+    {
+        from.len = 0;
     }
 
     ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
@@ -507,7 +597,8 @@ ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ctx->ord = ngx_xmpp_offline_ord();
 
     /* the stanza's buffer becomes the block of every string */
-    size = d->to.bare.len + d->to.full.len + d->type.len + d->id.len;
+    size = d->to.bare.len + d->to.full.len + d->type.len + d->id.len
+           + from.len;
 
     if (ngx_xmpp_wbuf_reserve(&b, size) != NGX_OK) {
         ngx_xmpp_wbuf_free(&b);
@@ -534,7 +625,12 @@ ngx_xmpp_offline_store(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ctx->id.data = p;
     ctx->id.len = d->id.len;
     if (d->id.len) {
-        ngx_memcpy(p, d->id.data, d->id.len);
+        p = ngx_cpymem(p, d->id.data, d->id.len);
+    }
+    ctx->from.data = p;
+    ctx->from.len = from.len;
+    if (from.len) {
+        ngx_memcpy(p, from.data, from.len);
     }
 
     if (ngx_xmpp_db_post(r) != NGX_OK) {

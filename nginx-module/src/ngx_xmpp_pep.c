@@ -29,6 +29,8 @@
 #include "ngx_xmpp_pep.h"
 
 
+static void ngx_xmpp_pep_send_last_of(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_pep_ctx_t *ctx);
 static void ngx_xmpp_pep_send_last(ngx_xmpp_session_t *s,
     ngx_xmpp_pep_ctx_t *ctx);
 
@@ -673,6 +675,11 @@ ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
         return;
     }
 
+    if (ctx->op == NGX_XMPP_PEP_LAST_OF) {
+        ngx_xmpp_pep_send_last_of(xcf, ctx);
+        return;
+    }
+
     if (ctx->op == NGX_XMPP_PEP_LAST) {
         if (s) {
             ngx_xmpp_pep_send_last(s, ctx);
@@ -763,6 +770,99 @@ ngx_xmpp_pep_send_last(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
         if (ngx_xmpp_session_send_wbuf(s, b) != NGX_OK) {
             return;
         }
+    }
+}
+
+
+/*
+ * The last items of one publisher for a new subscriber: as
+ * notifications, which reach its available resources whose caps ask
+ * for the node, on whatever worker (ngx_xmpp_pep_ipc).
+ */
+static void
+ngx_xmpp_pep_send_last_of(ngx_xmpp_conf_t *xcf, ngx_xmpp_pep_ctx_t *ctx)
+{
+    u_char           *p, *end;
+    ngx_str_t         owner, node, id, payload;
+    ngx_xmpp_wbuf_t   ev;
+
+    p = ctx->out.start;
+    end = ctx->out.last;
+
+    ngx_memzero(&ev, sizeof(ngx_xmpp_wbuf_t));
+
+    while (ngx_xmpp_pep_get(&p, end, &owner, 0) == NGX_OK
+           && ngx_xmpp_pep_get(&p, end, &node, 0) == NGX_OK
+           && ngx_xmpp_pep_get(&p, end, &id, 0) == NGX_OK
+           && ngx_xmpp_pep_get(&p, end, &payload, 1) == NGX_OK)
+    {
+        ev.last = ev.start;
+        ev.max = payload.len + 6 * (node.len + id.len) + 1024;
+
+        ngx_xmpp_wbuf_lit(&ev, "<event xmlns='" NGX_XMPP_NS_PUBSUB_EVENT
+                          "'><items node='");
+        ngx_xmpp_wbuf_escs(&ev, &node);
+        ngx_xmpp_wbuf_lit(&ev, "'><item id='");
+        ngx_xmpp_wbuf_escs(&ev, &id);
+        ngx_xmpp_wbuf_lit(&ev, "'>");
+        ngx_xmpp_wbuf_nstr(&ev, &payload);
+        ngx_xmpp_wbuf_lit(&ev, "</item></items></event>");
+
+        if (ev.failed) {
+            break;
+        }
+
+        ngx_xmpp_pep_notify_bare(xcf, &owner, &ctx->requester, &node,
+                                 ev.start, ev.last - ev.start);
+    }
+
+    ngx_xmpp_wbuf_free(&ev);
+}
+
+
+/*
+ * XEP-0163 4.3.2 and 6.1 (send_last_published_item
+ * on_sub_and_presence): the roster (ngx_xmpp_roster.c) approved the
+ * subscriber's presence subscription to the publisher, so the
+ * subscriber's resources get the publisher's last items now, not at
+ * their next available presence.
+ */
+void
+ngx_xmpp_pep_approved(ngx_xmpp_conf_t *xcf, ngx_str_t *publisher,
+    ngx_str_t *subscriber)
+{
+    ngx_xmpp_db_req_t   *r;
+    ngx_xmpp_pep_ctx_t  *ctx;
+
+    r = ngx_xmpp_db_create(xcf, sizeof(ngx_xmpp_pep_ctx_t), ngx_cycle->log);
+    if (r == NULL) {
+        return;
+    }
+
+    r->run = ngx_xmpp_pep_run;
+    r->done = ngx_xmpp_pep_done;
+    r->cleanup = ngx_xmpp_pep_cleanup;
+
+    ctx = r->ctx;
+    ctx->op = NGX_XMPP_PEP_LAST_OF;
+    ctx->out.max = ngx_max(xcf->max_output, xcf->pep_max_node_size + 65536);
+
+    ctx->mem = ngx_alloc(publisher->len + subscriber->len + 1,
+                         ngx_cycle->log);
+    if (ctx->mem == NULL) {
+        ngx_xmpp_db_destroy(r);
+        return;
+    }
+
+    ctx->owner.data = ctx->mem;
+    ctx->owner.len = publisher->len;
+    ctx->requester.data = ngx_cpymem(ctx->mem, publisher->data,
+                                     publisher->len);
+    ctx->requester.len = subscriber->len;
+    ngx_memcpy(ctx->requester.data, subscriber->data, subscriber->len);
+
+    if (ngx_xmpp_db_post(r) != NGX_OK) {
+        ngx_xmpp_db_destroy(r);
     }
 }
 

@@ -25,6 +25,7 @@
 #define NGX_XMPP_PEP_PRIV_SET     10
 #define NGX_XMPP_PEP_BM_GET       11
 #define NGX_XMPP_PEP_BM_SET       12
+#define NGX_XMPP_PEP_LAST_OF      13     /* of one publisher, approved */
 
 /* what the transaction found wrong (ctx->error) */
 #define NGX_XMPP_PEP_E_NOT_FOUND     1

@@ -748,6 +748,30 @@ ngx_xmpp_pep_run_last(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
+/*
+ * XEP-0163 4.3.2 for a subscription just approved: the last item of
+ * each of the publisher's (ctx->owner) nodes that a subscriber reads.
+ */
+static int
+ngx_xmpp_pep_run_last_of(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    u_char               sql[768];
+    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
+
+    (void) ngx_snprintf(sql, sizeof(sql),
+        "SELECT i.owner_jid, i.node, i.item_id, i.payload FROM pep_item i"
+        " JOIN pep_node n ON n.owner_jid = i.owner_jid AND n.node = i.node"
+        " WHERE n.send_last = 'on_sub_and_presence'"
+        " AND n.access_model <> 'whitelist' AND i.owner_jid = ?"
+        " AND i.seq = (SELECT MAX(j.seq) FROM pep_item j"
+        " WHERE j.owner_jid = i.owner_jid AND j.node = i.node)"
+        " LIMIT %ui%Z", (ngx_uint_t) NGX_XMPP_PEP_LAST_MAX);
+
+    return ngx_xmpp_pep_query(conn, r, (char *) sql, &ctx->owner, 1,
+                              ngx_xmpp_pep_last_row);
+}
+
+
 /* columns: payload */
 static int
 ngx_xmpp_pep_payload_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
@@ -908,6 +932,8 @@ ngx_xmpp_pep_run_once(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return ngx_xmpp_pep_run_items(conn, r);
     case NGX_XMPP_PEP_LAST:
         return ngx_xmpp_pep_run_last(conn, r);
+    case NGX_XMPP_PEP_LAST_OF:
+        return ngx_xmpp_pep_run_last_of(conn, r);
     case NGX_XMPP_PEP_PRIV_GET:
     case NGX_XMPP_PEP_PRIV_SET:
         return ngx_xmpp_pep_run_private(conn, r);

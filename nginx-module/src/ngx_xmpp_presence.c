@@ -330,6 +330,7 @@ ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
 
     for (i = 0; i < s->ndirected; i++) {
         if (data
+            && !ngx_xmpp_blocking_blocks(s, &s->directed[i])
             && ngx_xmpp_jid_parse(s->stanza_pool ? s->stanza_pool : s->pool,
                                   &s->directed[i], &jid) == NGX_OK)
         {
@@ -466,7 +467,7 @@ void
 ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
 {
     u_char              *slash;
-    ngx_str_t            bare;
+    ngx_str_t            bare, t;
     ngx_xmpp_jid_t       jid;
     ngx_xmpp_wbuf_t      b;
     ngx_xmpp_session_t  *s;
@@ -481,6 +482,14 @@ ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
     if (s == NULL || !s->bound || !s->available || !s->last_presence.len
         || len == 0 || len > NGX_XMPP_JID_PART_MAX * 3)
     {
+        return;
+    }
+
+    t.data = to;
+    t.len = len;
+
+    if (ngx_xmpp_blocking_blocks(s, &t)) {
+        /* XEP-0191 3.3: no presence of the user reaches a blocked JID */
         return;
     }
 

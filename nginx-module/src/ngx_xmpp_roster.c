@@ -84,7 +84,9 @@ typedef struct {
     uint64_t               count;
     uint64_t               cur_ver;
     ngx_xmpp_wbuf_t        out;           /* GET: items; PRESENCE: list */
-    ngx_xmpp_wbuf_t        jids;          /* GET: their JIDs, sorted */
+    ngx_xmpp_wbuf_t        jids;          /* GET: their JIDs, sorted;
+                                             PRESENCE: the blocklist */
+    ngx_uint_t             nblocked;
     unsigned               opush:1;
     unsigned               oremoved:1;
     unsigned               cpush:1;
@@ -919,6 +921,30 @@ ngx_xmpp_roster_presence_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 }
 
 
+/*
+ * columns: jid.  XEP-0191 3.3: no presence of the user goes to a JID
+ * the user blocked, and it is neither probed nor asked again; read
+ * with the roster so that a session's final presence, sent after the
+ * session (and its cached list) is gone, is filtered too.
+ */
+static int
+ngx_xmpp_roster_blocked_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    if (cols[0].data == NULL) {
+        return 0;
+    }
+
+    ngx_xmpp_wbuf_add(&ctx->jids, cols[0].data, cols[0].len);
+    ngx_xmpp_wbuf_add(&ctx->jids, "", 1);
+    ctx->nblocked++;
+
+    return ctx->jids.failed ? -1 : 0;
+}
+
+
 static int
 ngx_xmpp_roster_txn(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
@@ -1005,6 +1031,14 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->op == NGX_XMPP_ROSTER_OP_PRESENCE) {
+        if (ngx_xmpp_roster_query(conn, r,
+                "SELECT jid FROM blocklist WHERE owner_jid = ?",
+                &ctx->owner, 1, ngx_xmpp_roster_blocked_row)
+            != 0)
+        {
+            return -1;
+        }
+
         return ngx_xmpp_roster_query(conn, r,
             "SELECT contact_jid, sub_to, sub_from, pending_in FROM roster_item"
             " WHERE owner_jid = ?"
@@ -1484,6 +1518,18 @@ ngx_xmpp_roster_done(ngx_xmpp_db_req_t *r)
         ngx_xmpp_presence_probe(xcf, &ctx->owner, &ctx->contact);
     }
 
+    /*
+     * XEP-0163 4.3.2 and 6.1: a subscription just approved brings the
+     * new subscriber the publisher's last items, now.
+     */
+    if (ctx->op == NGX_XMPP_ROSTER_OP_SUBSCRIBED && ctx->cpush) {
+        ngx_xmpp_pep_approved(xcf, &ctx->owner, &ctx->contact);
+    }
+
+    if (ctx->reply_subscribed && ctx->opush) {
+        ngx_xmpp_pep_approved(xcf, &ctx->contact, &ctx->owner);
+    }
+
     /* RFC 6121 3.2.2 and 3.3.3: a former subscriber hears "unavailable" */
     if (ctx->unavail_c2o) {
         ngx_xmpp_presence_unavailable_to(xcf, &ctx->contact, &ctx->owner);
@@ -1829,6 +1875,12 @@ ngx_xmpp_roster_presence_one(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ngx_xmpp_roster_ctx_t *ctx, ngx_str_t *contact, ngx_uint_t f,
     ngx_uint_t broadcast)
 {
+    if (ngx_xmpp_blocking_list_blocks(ctx->jids.start, ctx->jids.last,
+                                      ctx->nblocked, contact))
+    {
+        return;
+    }
+
     if ((f & 2) && broadcast) {
         ngx_xmpp_presence_send_to(xcf, contact, ctx->stanza.data,
                                   ctx->stanza.len);

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from chathelp import slix
+from chathelp import get_roster, send_presence, slix, status
 from rawtcp import RawTCP
 from slixclient import SlixPool
 
@@ -259,3 +259,114 @@ def test_frozen_mariadb_stalls_no_one(pool, appliance):
         late.close()
     finally:
         appliance.mariadb.resume()
+
+
+def presence_from(c, bare, ptype="available", timeout=10, **kw):
+    def match(p):
+        return p["from"].split("/")[0] == bare and p["type"] == ptype and \
+            all(p.get(k) == v for k, v in kw.items())
+    return c.wait_presence(match, timeout)
+
+
+def none_from(c, bare, settle=1.5):
+    return [p for p in c.drain("presences", settle)
+            if p["from"].split("/")[0] == bare]
+
+
+def befriend(a, b, ja, jb):
+    """Subscribed both ways (RFC 6121 3.1), each hearing the other."""
+    send_presence(a, to=jb, ptype="subscribe")
+    presence_from(b, ja, "subscribe")
+    send_presence(b, to=ja, ptype="subscribed")
+    presence_from(a, jb)
+    send_presence(b, to=ja, ptype="subscribe")
+    presence_from(a, jb, "subscribe")
+    send_presence(a, to=jb, ptype="subscribed")
+    presence_from(b, ja)
+
+
+def test_no_presence_to_blocked_contact_until_unblocked(pool, appliance):
+    """Sections 3.3-3.5 with a subscribed contact: blocking sends it
+    "unavailable", then no broadcast, probe answer or final presence
+    reaches it; unblocking (3.4) gives it the current presence back and
+    the user the contact's."""
+    jd, jg = "frank@example.com", "carol@example.com"
+    g = blocker(pool, appliance, "carol", "desk")
+    d = blocker(pool, appliance, "frank", "desk", not_pid=g.worker)
+    get_roster(g)
+    get_roster(d)
+    befriend(g, d, jg, jd)
+    send_presence(g, status="here")
+    presence_from(d, jg, status="here")
+
+    assert block(g, jd)[0] == "result"
+    presence_from(d, jg, "unavailable")
+
+    # a broadcast (RFC 6121 4.4.2) skips the blocked subscriber
+    send_presence(g, status="blocked you")
+    assert none_from(d, jg) == []
+    # a new session of frank probes carol (4.2.2): no answer comes back
+    d2 = slix(pool, appliance, "frank", "phone", on_pid=g.worker)
+    assert none_from(d2, jg, 2.0) == []
+    # a directed presence is refused, as any stanza to a blocked JID
+    send_presence(g, to=jd, status="directed")
+    p = g.wait_presence(lambda p: p["type"] == "error")
+    assert p["error"] == "not-acceptable"
+    assert none_from(d, jg, 0.5) == []
+
+    # 3.4: unblocked, the contact hears the current presence at once
+    # (both of its resources), and carol hears frank's
+    send_presence(d, status="frank is back")
+    assert none_from(g, jd) == []
+    assert unblock(g, jd)[0] == "result"
+    for c in (d, d2):
+        presence_from(c, jg, status="blocked you")
+    presence_from(g, jd, status="frank is back")
+
+    # blocked again, carol's final presence does not reach frank either
+    assert block(g, jd)[0] == "result"
+    presence_from(d, jg, "unavailable")
+    g.disconnect()
+    assert none_from(d, jg) == []
+
+
+def test_offline_message_from_blocked_jid_refused(pool, appliance):
+    """XEP-0191 3.5 with the recipient offline: the message is refused
+    when it would be stored (<service-unavailable/>), nothing waits in
+    offline storage, and the attempt is on the audit record."""
+    jd, jg = "bob@example.com", "frank@example.com"
+    g = blocker(pool, appliance, "frank", "off")
+    assert block(g, jd)[0] == "result"
+    g.disconnect()
+    d = slix(pool, appliance, "bob", "sender")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [
+            s for s in status(appliance)["sessions"] if s["jid"] == jg]:
+        time.sleep(0.05)
+
+    d.message(jg, "while you are away", id="blk-off1")
+    e = d.wait_message(lambda m: m["id"] == "blk-off1")
+    assert e["type"] == "error" and e["error"] == "service-unavailable"
+    assert db(appliance, "SELECT COUNT(*) FROM offline_message WHERE "
+                         "owner_jid = '%s'" % jg)[0][0] == "0"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and db(
+            appliance, "SELECT COUNT(*) FROM audit_record WHERE "
+            "stanza_id = 'blk-off1'")[0][0] != "1":
+        time.sleep(0.2)
+    assert db(appliance, "SELECT COUNT(*) FROM audit_record WHERE "
+                         "stanza_id = 'blk-off1'")[0][0] == "1"
+
+    # someone frank did not block is stored as before, and delivered
+    f = slix(pool, appliance, "erin", "sender")
+    f.message(jg, "not blocked", id="blk-off2")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and db(
+            appliance, "SELECT COUNT(*) FROM offline_message WHERE "
+            "owner_jid = '%s'" % jg)[0][0] != "1":
+        time.sleep(0.1)
+    g = blocker(pool, appliance, "frank", "back")
+    m = g.wait_message(lambda m: m["id"] == "blk-off2")
+    assert m["delay"] is not None
+    assert [m for m in g.drain(settle=1.0) if m["id"] == "blk-off1"] == []
+    assert unblock(g)[0] == "result"

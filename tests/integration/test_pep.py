@@ -846,3 +846,30 @@ def test_frozen_mariadb_does_not_stall_chat(appliance, pool):
             time.sleep(0.5)
     finally:
         r.close()
+
+
+def test_last_item_sent_on_subscription_approval(appliance, pool):
+    """XEP-0163 4.3.2 and 6.1: when the publisher approves a presence
+    subscription, the new subscriber's available resources that want
+    the node get its last item at once, on whatever worker they are,
+    not at their next available presence."""
+    node = "urn:example:activity"
+    g = pep_client(pool, appliance, "bob", "pubact", [node])
+    publish(g, node, item_xml(node, "old"), id="a1")
+    publish(g, node, item_xml(node, "current"), id="a2")
+    d = pep_client(pool, appliance, "frank", "actx", [node], not_pid=g.worker)
+    d2 = pep_client(pool, appliance, "frank", "acty", [node], on_pid=g.worker)
+    uninterested = pep_client(pool, appliance, "frank", "actz", ["urn:none"])
+    assert no_events(d, node, settle=0.5) == []
+
+    send_presence(d, to="bob@example.com", ptype="subscribe")
+    g.wait_presence(lambda p: p["type"] == "subscribe")
+    send_presence(g, to="frank@example.com", ptype="subscribed")
+    for c in (d, d2):
+        got = events(c, "item", node)
+        time.sleep(0.5)
+        got = [m for k, m in c.events if k == "item"]
+        assert [m["pubsub_event"]["items"]["item"]["id"] for m in got] \
+            == ["a2"]
+        assert str(got[0]["from"]) == "bob@example.com"
+    assert no_events(uninterested, node, settle=0.2) == []
