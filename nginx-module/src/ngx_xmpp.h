@@ -913,6 +913,9 @@ ngx_int_t ngx_xmpp_dir_shared_contacts(ngx_str_t *bare, ngx_pool_t *pool,
 void ngx_xmpp_dir_roster_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 /* ngx_xmpp_search.c: XEP-0055 against the directory */
 void ngx_xmpp_search_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
+/* ngx_xmpp_roster.c: a shared contact as a roster <item/> */
+void ngx_xmpp_roster_shared_item(ngx_xmpp_wbuf_t *b, ngx_xmpp_contact_t *c,
+    ngx_uint_t i, ngx_uint_t n);
 
 /* NGX_XMPP_ROLE_* of a signed-in session; 0 before sign-in */
 ngx_uint_t ngx_xmpp_session_roles(ngx_xmpp_session_t *s);

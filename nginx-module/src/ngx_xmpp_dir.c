@@ -1049,7 +1049,7 @@ ngx_xmpp_dir_contacts(ngx_xmpp_dir_snapshot_t *snap, ngx_str_t *local,
 void
 ngx_xmpp_dir_roster_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 {
-    ngx_uint_t            i, j;
+    ngx_uint_t            i;
     ngx_array_t           contacts;
     ngx_xmpp_wbuf_t      *b;
     ngx_xmpp_contact_t   *c;
@@ -1079,32 +1079,7 @@ ngx_xmpp_dir_roster_reply(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
             continue;                     /* merged into an earlier item */
         }
 
-        ngx_xmpp_wbuf_lit(b, "<item jid='");
-        ngx_xmpp_wbuf_escs(b, &c[i].jid);
-
-        if (c[i].name.len) {
-            ngx_xmpp_wbuf_lit(b, "' name='");
-            ngx_xmpp_wbuf_escs(b, &c[i].name);
-        }
-
-        ngx_xmpp_wbuf_lit(b, "' subscription='both'><group>");
-        ngx_xmpp_wbuf_escs(b, &c[i].group);
-        ngx_xmpp_wbuf_lit(b, "</group>");
-
-        /* the same contact in later groups: more <group/>s, one item */
-        for (j = i + 1; j < contacts.nelts; j++) {
-            if (c[j].jid.len == c[i].jid.len
-                && ngx_strncmp(c[j].jid.data, c[i].jid.data, c[i].jid.len)
-                   == 0)
-            {
-                ngx_xmpp_wbuf_lit(b, "<group>");
-                ngx_xmpp_wbuf_escs(b, &c[j].group);
-                ngx_xmpp_wbuf_lit(b, "</group>");
-                c[j].jid.len = 0;
-            }
-        }
-
-        ngx_xmpp_wbuf_lit(b, "</item>");
+        ngx_xmpp_roster_shared_item(b, c, i, contacts.nelts);
     }
 
     ngx_xmpp_wbuf_lit(b, "</query></iq>");
