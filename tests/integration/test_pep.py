@@ -854,22 +854,22 @@ def test_last_item_sent_on_subscription_approval(appliance, pool):
     the node get its last item at once, on whatever worker they are,
     not at their next available presence."""
     node = "urn:example:activity"
-    g = pep_client(pool, appliance, "bob", "pubact", [node])
+    g = pep_client(pool, appliance, "erin", "pubact", [node])
     publish(g, node, item_xml(node, "old"), id="a1")
     publish(g, node, item_xml(node, "current"), id="a2")
-    d = pep_client(pool, appliance, "frank", "actx", [node], not_pid=g.worker)
-    d2 = pep_client(pool, appliance, "frank", "acty", [node], on_pid=g.worker)
-    uninterested = pep_client(pool, appliance, "frank", "actz", ["urn:none"])
+    d = pep_client(pool, appliance, "bob", "actx", [node], not_pid=g.worker)
+    d2 = pep_client(pool, appliance, "bob", "acty", [node], on_pid=g.worker)
+    uninterested = pep_client(pool, appliance, "bob", "actz", ["urn:none"])
     assert no_events(d, node, settle=0.5) == []
 
-    send_presence(d, to="bob@example.com", ptype="subscribe")
+    send_presence(d, to="erin@example.com", ptype="subscribe")
     g.wait_presence(lambda p: p["type"] == "subscribe")
-    send_presence(g, to="frank@example.com", ptype="subscribed")
+    send_presence(g, to="bob@example.com", ptype="subscribed")
     for c in (d, d2):
         got = events(c, "item", node)
         time.sleep(0.5)
         got = [m for k, m in c.events if k == "item"]
         assert [m["pubsub_event"]["items"]["item"]["id"] for m in got] \
             == ["a2"]
-        assert str(got[0]["from"]) == "bob@example.com"
+        assert str(got[0]["from"]) == "erin@example.com"
     assert no_events(uninterested, node, settle=0.2) == []
