@@ -721,6 +721,7 @@ void ngx_xmpp_presence_unavailable_to(ngx_xmpp_conf_t *xcf,
 
 void ngx_xmpp_roster_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *q);
+void ngx_xmpp_roster_probe(ngx_xmpp_session_t *s, ngx_str_t *contact);
 void ngx_xmpp_roster_subscription(ngx_xmpp_session_t *s,
     ngx_xmpp_stanza_t *st);
 void ngx_xmpp_roster_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,

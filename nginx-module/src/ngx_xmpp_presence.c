@@ -261,6 +261,16 @@ ngx_xmpp_presence_directed(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
         /* no server-to-server yet; presence errors are not bounced */
         return;
 
+    } else if (st->type.len == 5
+               && ngx_strncmp(st->type.data, "probe", 5) == 0)
+    {
+        /* RFC 6121 4.3.1: the server answers it, no client sees it */
+        if (st->to.local.len) {
+            ngx_xmpp_roster_probe(s, &st->to.bare);
+        }
+
+        return;
+
     } else if (st->to.resource.len) {
         (void) ngx_xmpp_router_to_full_jid(s->conf, &st->to, data, len);
 

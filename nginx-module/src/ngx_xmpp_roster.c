@@ -30,6 +30,8 @@
 static void ngx_xmpp_roster_done(ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_roster_cleanup(ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_roster_presence_done(ngx_xmpp_db_req_t *r);
+static ngx_str_t *ngx_xmpp_roster_shared_jids(ngx_pool_t *pool,
+    ngx_str_t *owner, ngx_uint_t *n);
 
 
 static ngx_inline ngx_uint_t
@@ -507,6 +509,40 @@ ngx_xmpp_roster_send_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
 }
 
 
+/*
+ * RFC 6121 4.3.2: the contact's server answers a probe only for a
+ * subscriber ("from" or "both", or a shared directory contact); the
+ * contact's resources answer from their last presence, and one that
+ * blocks the prober does not (XEP-0191 3.3).  Nobody else learns
+ * anything, an unknown contact included (8.5.1).
+ */
+static void
+ngx_xmpp_roster_probe_done(ngx_xmpp_conf_t *xcf, ngx_xmpp_roster_ctx_t *ctx)
+{
+    ngx_str_t   *shared;
+    ngx_uint_t   n, subscribed;
+    ngx_pool_t  *pool;
+
+    subscribed = ctx->ci.sub_from;
+
+    if (!subscribed) {
+        pool = ngx_create_pool(4096, ngx_cycle->log);
+        if (pool == NULL) {
+            return;
+        }
+
+        shared = ngx_xmpp_roster_shared_jids(pool, &ctx->contact, &n);
+        subscribed = shared && ngx_xmpp_roster_jid_in(shared, n, &ctx->owner);
+
+        ngx_destroy_pool(pool);
+    }
+
+    if (subscribed) {
+        ngx_xmpp_presence_probe(xcf, &ctx->contact, &ctx->stanza);
+    }
+}
+
+
 static void
 ngx_xmpp_roster_done(ngx_xmpp_db_req_t *r)
 {
@@ -538,6 +574,11 @@ ngx_xmpp_roster_done(ngx_xmpp_db_req_t *r)
             ngx_xmpp_roster_get_done(s, ctx);
         }
 
+        return;
+    }
+
+    if (ctx->op == NGX_XMPP_ROSTER_OP_PROBE) {
+        ngx_xmpp_roster_probe_done(xcf, ctx);
         return;
     }
 
@@ -895,6 +936,34 @@ ngx_xmpp_roster_subscription(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 
     if (r == NULL || ngx_xmpp_roster_post(s, r) != NGX_OK) {
         ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
+    }
+}
+
+
+/*
+ * RFC 6121 4.3.1 (note): a presence probe the client of s sent to a
+ * local contact is processed by the server, not delivered to the
+ * contact's resources.
+ */
+void
+ngx_xmpp_roster_probe(ngx_xmpp_session_t *s, ngx_str_t *contact)
+{
+    ngx_str_t          *in[8];
+    ngx_xmpp_db_req_t  *r;
+
+    if (contact->len > NGX_XMPP_ROSTER_JID_MAX) {
+        return;
+    }
+
+    ngx_memzero(in, sizeof(in));
+    in[0] = &s->jid.bare;
+    in[1] = contact;
+    in[7] = &s->jid.full;
+
+    r = ngx_xmpp_roster_req(s->conf, s->connection->log,
+                            NGX_XMPP_ROSTER_OP_PROBE, in, 8);
+    if (r) {
+        (void) ngx_xmpp_roster_post(s, r);
     }
 }
 

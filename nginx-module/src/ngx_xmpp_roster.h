@@ -28,6 +28,7 @@
 #define NGX_XMPP_ROSTER_OP_UNSUBSCRIBE   5
 #define NGX_XMPP_ROSTER_OP_UNSUBSCRIBED  6
 #define NGX_XMPP_ROSTER_OP_PRESENCE      7
+#define NGX_XMPP_ROSTER_OP_PROBE         8
 
 
 /* one roster_item row */
@@ -60,7 +61,8 @@ typedef struct {
     ngx_str_t              id;
     ngx_str_t              reply_from;
     ngx_str_t              ver;           /* OP_GET: data NULL: absent */
-    ngx_str_t              stanza;        /* presence for the contact */
+    ngx_str_t              stanza;        /* presence for the contact;
+                                             OP_PROBE: the prober */
 
     /* results */
     const char            *refused;       /* a stanza error condition */

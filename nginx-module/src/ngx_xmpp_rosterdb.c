@@ -155,6 +155,19 @@ ngx_xmpp_roster_item_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
 }
 
 
+/* OP_PROBE: the row goes to ci, the contact's item of the owner */
+static int
+ngx_xmpp_roster_probe_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
+
+    ctx->cur = &ctx->ci;
+
+    return ngx_xmpp_roster_item_row(r, cols, n);
+}
+
+
 static int
 ngx_xmpp_roster_load(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     ngx_str_t *owner, ngx_str_t *contact, ngx_xmpp_ritem_t *it)
@@ -809,12 +822,25 @@ ngx_xmpp_roster_reset(ngx_xmpp_roster_ctx_t *ctx)
 int
 ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
+    ngx_str_t               p[2];
     unsigned int            err;
     ngx_uint_t              try;
     ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
 
     if (ctx->op == NGX_XMPP_ROSTER_OP_GET) {
         return ngx_xmpp_roster_run_get(conn, r);
+    }
+
+    if (ctx->op == NGX_XMPP_ROSTER_OP_PROBE) {
+        /* the contact's item of the prober: is it a "from" subscriber? */
+        p[0] = ctx->contact;
+        p[1] = ctx->owner;
+
+        return ngx_xmpp_roster_query(conn, r,
+            "SELECT sub_to, sub_from, ask_out, pending_in, listed, ver, name,"
+            " groups_xml FROM roster_item"
+            " WHERE owner_jid = ? AND contact_jid = ?",
+            p, 2, ngx_xmpp_roster_probe_row);
     }
 
     if (ctx->op == NGX_XMPP_ROSTER_OP_PRESENCE) {

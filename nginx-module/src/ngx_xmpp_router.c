@@ -307,9 +307,21 @@ ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
             return;
         }
 
-        /* RFC 6121 8.5.3.2: an iq or groupchat fails; others fall back */
+        /*
+         * RFC 6121 8.5.3.2.1: no resource matches.  A chat message is
+         * handled as if sent to the bare JID, an error is dropped; an
+         * iq and any other message (normal, headline, groupchat) get
+         * <service-unavailable/> rather than reach another resource.
+         */
+        if (d->kind == NGX_XMPP_STANZA_MESSAGE
+            && ngx_xmpp_str_is(&d->type, "error"))
+        {
+            return;
+        }
+
         if (d->kind == NGX_XMPP_STANZA_IQ
-            || ngx_xmpp_str_is(&d->type, "groupchat"))
+            || (d->kind == NGX_XMPP_STANZA_MESSAGE
+                && !ngx_xmpp_str_is(&d->type, "chat")))
         {
             ngx_xmpp_router_bounce(s, d, "cancel", "service-unavailable");
             return;
