@@ -783,36 +783,27 @@ static void
 ngx_xmpp_pep_send_last_of(ngx_xmpp_conf_t *xcf, ngx_xmpp_pep_ctx_t *ctx)
 {
     u_char           *p, *end;
-    ngx_str_t         owner, node, id, payload;
+    ngx_str_t         owner;
     ngx_xmpp_wbuf_t   ev;
 
     p = ctx->out.start;
     end = ctx->out.last;
 
     ngx_memzero(&ev, sizeof(ngx_xmpp_wbuf_t));
+    ev.max = ctx->out.max + 4096;
 
     while (ngx_xmpp_pep_get(&p, end, &owner, 0) == NGX_OK
-           && ngx_xmpp_pep_get(&p, end, &node, 0) == NGX_OK
-           && ngx_xmpp_pep_get(&p, end, &id, 0) == NGX_OK
-           && ngx_xmpp_pep_get(&p, end, &payload, 1) == NGX_OK)
+           && ngx_xmpp_pep_get(&p, end, &ctx->node, 0) == NGX_OK
+           && ngx_xmpp_pep_get(&p, end, &ctx->item_id, 0) == NGX_OK
+           && ngx_xmpp_pep_get(&p, end, &ctx->payload, 1) == NGX_OK)
     {
         ev.last = ev.start;
-        ev.max = payload.len + 6 * (node.len + id.len) + 1024;
 
-        ngx_xmpp_wbuf_lit(&ev, "<event xmlns='" NGX_XMPP_NS_PUBSUB_EVENT
-                          "'><items node='");
-        ngx_xmpp_wbuf_escs(&ev, &node);
-        ngx_xmpp_wbuf_lit(&ev, "'><item id='");
-        ngx_xmpp_wbuf_escs(&ev, &id);
-        ngx_xmpp_wbuf_lit(&ev, "'>");
-        ngx_xmpp_wbuf_nstr(&ev, &payload);
-        ngx_xmpp_wbuf_lit(&ev, "</item></items></event>");
-
-        if (ev.failed) {
+        if (ngx_xmpp_pep_event(&ev, ctx) != NGX_OK) {
             break;
         }
 
-        ngx_xmpp_pep_notify_bare(xcf, &owner, &ctx->requester, &node,
+        ngx_xmpp_pep_notify_bare(xcf, &owner, &ctx->requester, &ctx->node,
                                  ev.start, ev.last - ev.start);
     }
 
