@@ -206,3 +206,23 @@ def test_message_to_a_full_jid_no_resource_matches(appliance, pool):
     s.message(gone_res, "an error", id="fj5", mtype="error")
     assert [m for m in r.drain(settle=1.0) if m["id"] != "fj1"] == []
     assert [m for m in s.drain(settle=0.2) if m["id"] == "fj5"] == []
+
+
+def test_frozen_mariadb_delays_only_the_probe(appliance, pool):
+    """The probe's roster read runs in a pool thread with a timer: while
+    MariaDB is frozen it waits, and chat between others goes on."""
+    a = slix(pool, appliance, "alice", "fz")
+    b = slix(pool, appliance, "bob", "fz", not_pid=a.worker)
+    c = slix(pool, appliance, "carol", "fz")
+    appliance.mariadb.pause()
+    try:
+        for i in range(3):
+            send_presence(c, to="erin@example.com", ptype="probe")
+        for i in range(5):
+            a.message(b.jid, "frozen %d" % i, id="fz%d" % i)
+            b.wait_message(lambda m: m["body"] == "frozen %d" % i, 10)
+    finally:
+        appliance.mariadb.resume()
+    # the session that probed is still served
+    c.message(a.jid, "still here", id="fz-c")
+    a.wait_message(lambda m: m["body"] == "still here", 15)
