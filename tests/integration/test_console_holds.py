@@ -260,3 +260,28 @@ def test_other_roles_are_refused_and_recorded(appliance, who):
     wait_console_record(appliance, "retention", lambda r: r[0] == "fail"
                         and r[1] == "%s@example.com" % who
                         and r[2]["error"]["code"] == "forbidden")
+
+
+def test_a_hold_is_invisible_to_its_custodian(appliance, erin):
+    """Nothing reaches the custodian when a hold on her starts or ends
+    (COMPLIANCE.md 7.4): her stream carries only what she asks for."""
+    a = RawWS(appliance.nginx.http_port)
+    a.login("alice", resource="unaware")
+    try:
+        status, doc = erin.post("holds", {
+            "action": "create", "matter": "QUIET-1",
+            "custodians": ["alice"]})
+        assert (status, doc) == (200, {"ok": True})
+        status, doc = erin.post("holds", {"action": "release",
+                                          "matter": "QUIET-1"})
+        assert (status, doc) == (200, {"ok": True})
+        wait_console_record(appliance, "hold-release",
+                            lambda r: r[0] == "success")
+        # a ping of her own: the first thing she receives is its answer
+        a.send("<iq xmlns='jabber:client' type='get' id='quiet1'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        first = a.recv(10)
+        assert "id='quiet1'" in first or 'id="quiet1"' in first, first
+        assert "QUIET-1" not in first and "hold" not in first.lower()
+    finally:
+        a.close()

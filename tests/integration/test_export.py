@@ -373,6 +373,42 @@ def test_filters(store, tmp_path):
     assert r.returncode == 2 and "missing" in r.stderr
 
 
+def test_progress_on_a_terminal(store, tmp_path):
+    """On a terminal, conclavectl export redraws one progress line
+    (records, then the zip); piped, it prints only its summary."""
+    import pty
+    out = tmp_path / "tty"
+    out.mkdir()
+    env = dict(os.environ)
+    if store.sanitize:
+        env["ASAN_OPTIONS"] = "detect_leaks=0"
+    master, slave = pty.openpty()
+    p = subprocess.Popen([store.ctl_path, "--config", store.conf, "export",
+                          "--format", "csv", "--no-cursor", "--output",
+                          str(out)], stdin=slave, stdout=slave,
+                         stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:                 # EIO: the child closed the pty
+            break
+        if not chunk:
+            break
+        buf += chunk
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    os.close(master)
+    text = buf.decode()
+    assert re.search(r"\rexport: \d+ of \d+ records \(\d+%\)", text), text
+    assert re.search(r"\rexport: zip +\d+%", text), text
+    assert re.search(r"export: \d+ records \(\d+ messages", text), text
+    # piped: no progress line
+    r = store.ctl("export", "--format", "csv", "--no-cursor", "--output",
+                  str(out))
+    assert "\r" not in r.stdout and "export: zip" not in r.stdout
+
+
 def test_export_is_audited_and_store_verifies(store, tmp_path):
     z, _ = export(store, tmp_path, "jsonl", "--no-cursor", "--actor",
                   "erin@example.com")
