@@ -370,15 +370,11 @@ static ngx_int_t
 ngx_xmpp_admin_static(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     ngx_str_t *name)
 {
-    u_char                    *path, *p, *dot;
-    ngx_fd_t                   fd;
-    ngx_int_t                  rc;
-    ngx_buf_t                 *b;
-    ngx_uint_t                 i;
-    ngx_chain_t                out;
-    ngx_file_info_t            fi;
-    ngx_pool_cleanup_t        *cln;
-    ngx_pool_cleanup_file_t   *clnf;
+    u_char      *path, *p, *dot;
+    off_t        size;
+    ngx_fd_t     fd;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
 
     static ngx_str_t  types[] = {
         ngx_string(".html"), ngx_string("text/html; charset=utf-8"),
@@ -446,63 +442,14 @@ ngx_xmpp_admin_static(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf,
     *p++ = '/';
     *ngx_cpymem(p, name->data, name->len) = '\0';
 
-    fd = ngx_open_file(path, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
-                       NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        return NGX_HTTP_NOT_FOUND;
+    rc = ngx_xmpp_admin_open(r, path, &fd, &size);
+
+    if (rc != NGX_OK) {
+        return rc == NGX_ERROR ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                               : NGX_HTTP_NOT_FOUND;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_pool_cleanup_file_t));
-    if (cln == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_pool_cleanup_file;
-    clnf = cln->data;
-    clnf->fd = fd;
-    clnf->name = path;
-    clnf->log = r->connection->log;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
-        return NGX_HTTP_NOT_FOUND;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->file = ngx_pcalloc(r->pool, sizeof(ngx_file_t));
-    if (b->file == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = ngx_file_size(&fi);
-    r->headers_out.content_type = types[i + 1];
-    r->headers_out.content_type_len = types[i + 1].len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b->file_pos = 0;
-    b->file_last = ngx_file_size(&fi);
-    b->in_file = b->file_last ? 1 : 0;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-    b->file->fd = fd;
-    b->file->name.data = path;
-    b->file->name.len = ngx_strlen(path);
-    b->file->log = r->connection->log;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_xmpp_admin_send_file(r, fd, path, size, &types[i + 1]);
 }
 
 
@@ -1011,6 +958,279 @@ ngx_xmpp_admin_me(ngx_xmpp_admin_ctx_t *ctx)
 
 /* ------------------------------------------------------------------ */
 /* helpers for the API handlers */
+
+/*
+ * A file for a GET answer: opened without blocking on a FIFO, closed by
+ * the request pool's cleanup.  NGX_DECLINED: it could not be opened
+ * (ngx_errno says why); NGX_ABORT: not a regular file; NGX_ERROR: no
+ * memory.
+ */
+ngx_int_t
+ngx_xmpp_admin_open(ngx_http_request_t *r, u_char *path, ngx_fd_t *fd,
+    off_t *size)
+{
+    ngx_file_info_t           fi;
+    ngx_pool_cleanup_t       *cln;
+    ngx_pool_cleanup_file_t  *clnf;
+
+    *fd = ngx_open_file(path, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                        NGX_FILE_OPEN, 0);
+    if (*fd == NGX_INVALID_FILE) {
+        return NGX_DECLINED;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_pool_cleanup_file_t));
+    if (cln == NULL) {
+        (void) ngx_close_file(*fd);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_pool_cleanup_file;
+    clnf = cln->data;
+    clnf->fd = *fd;
+    clnf->name = path;
+    clnf->log = r->connection->log;
+
+    if (ngx_fd_info(*fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+        return NGX_ABORT;
+    }
+
+    *size = ngx_file_size(&fi);
+
+    return NGX_OK;
+}
+
+
+/* a file opened by ngx_xmpp_admin_open() as the whole 200 answer */
+ngx_int_t
+ngx_xmpp_admin_send_file(ngx_http_request_t *r, ngx_fd_t fd, u_char *path,
+    off_t size, ngx_str_t *type)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->file = ngx_pcalloc(r->pool, sizeof(ngx_file_t));
+    if (b->file == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = size;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b->file_pos = 0;
+    b->file_last = size;
+    b->in_file = size ? 1 : 0;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    b->file->fd = fd;
+    b->file->name.data = path;
+    b->file->name.len = ngx_strlen(path);
+    b->file->log = r->connection->log;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* ngx_xmpp_admin_work_t (ngx_xmpp_admin.h): task and context, zeroed */
+ngx_thread_task_t *
+ngx_xmpp_admin_work_alloc(size_t size, ngx_log_t *log)
+{
+    ngx_thread_task_t  *task;
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t) + size, log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    task->ctx = task + 1;
+
+    return task;
+}
+
+
+static void
+ngx_xmpp_admin_work_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_xmpp_admin_work_t  *w;
+
+    w = task->ctx;
+    r = w->request;
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    if (r) {
+        c = r->connection;
+        ngx_http_finalize_request(r, w->finish(r, w));
+        ngx_http_run_posted_requests(c);
+    }
+
+    if (w->end) {
+        w->end(w, r == NULL, ev->log);
+    }
+
+    ngx_free(task);
+}
+
+
+static void
+ngx_xmpp_admin_work_expire(ngx_event_t *ev)
+{
+    ngx_thread_task_t  *task = ev->data;
+
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_xmpp_admin_work_t  *w;
+
+    w = task->ctx;
+    r = w->request;
+    w->request = NULL;
+    c = r->connection;
+
+    ngx_http_finalize_request(r, w->expire(r, w));
+    ngx_http_run_posted_requests(c);
+
+    /* the completion event frees the task */
+}
+
+
+/* NGX_ERROR: not posted, the caller frees the task */
+ngx_int_t
+ngx_xmpp_admin_work_post(ngx_http_request_t *r, ngx_thread_pool_t *tp,
+    ngx_thread_task_t *task, void (*handler)(void *data, ngx_log_t *log),
+    ngx_msec_t timeout)
+{
+    ngx_xmpp_admin_work_t  *w;
+
+    w = task->ctx;
+    w->request = r;
+
+    task->handler = handler;
+    task->event.handler = ngx_xmpp_admin_work_done;
+    task->event.data = task;
+    task->event.log = ngx_cycle->log;
+
+    if (tp == NULL || ngx_thread_task_post(tp, task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    w->timer.handler = ngx_xmpp_admin_work_expire;
+    w->timer.data = task;
+    w->timer.log = r->connection->log;
+    ngx_add_timer(&w->timer, timeout);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A bare JID from a JSON string, lower-cased into out (size bytes): a
+ * localpart alone gets "@<conclave_domain>"; a room (room != 0) must be
+ * a full "room@service" JID.  A strict alphabet: nothing here ever
+ * reaches SQL or a path unescaped, but a narrow one is also what a
+ * directory login and a MUC room name are.
+ */
+ngx_int_t
+ngx_xmpp_admin_json_jid(ngx_xmpp_conf_t *xcf, json_t *v, char *out,
+    size_t size, ngx_uint_t room)
+{
+    u_char       c;
+    size_t       len, i, at;
+    const char  *s;
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    s = json_string_value(v);
+    len = json_string_length(v);
+    at = 0;
+
+    if (len == 0 || len + xcf->domain.len + 2 > size || len > 200) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = ngx_tolower((u_char) s[i]);
+
+        if (c == '@' && at == 0 && i > 0 && i < len - 1) {
+            at = i;
+
+        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                     || c == '.' || c == '-' || c == '_'))
+        {
+            return NGX_ERROR;
+        }
+
+        out[i] = c;
+    }
+
+    out[len] = '\0';
+
+    if (at == 0) {
+        /* a room is always a full JID: its domain is the MUC service */
+        if (room) {
+            return NGX_ERROR;
+        }
+
+        ngx_snprintf((u_char *) out + len, size - len, "@%V%Z", &xcf->domain);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Unix milliseconds from 1970 to 9999 as microseconds, or absent: 0 */
+ngx_int_t
+ngx_xmpp_admin_json_ms(json_t *v, int64_t *us)
+{
+    json_int_t  ms;
+
+    *us = 0;
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_OK;
+    }
+
+    if (!json_is_integer(v)) {
+        return NGX_ERROR;
+    }
+
+    ms = json_integer_value(v);
+
+    /* 9999-12-31: the microseconds fit an int64_t with room to spare */
+    if (ms <= 0 || ms > 253402300799999LL) {
+        return NGX_ERROR;
+    }
+
+    *us = (int64_t) ms * 1000;
+
+    return NGX_OK;
+}
+
+
 
 /* doc is stolen */
 ngx_int_t

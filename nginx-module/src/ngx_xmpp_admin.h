@@ -73,7 +73,34 @@ struct ngx_xmpp_admin_ctx_s {
 };
 
 
+/*
+ * Console work in a thread pool (sign-in, holds and retention): the
+ * thread task and the call's context in one heap block, since a late
+ * thread may outlive the request.  The context begins with
+ * ngx_xmpp_admin_work_t.  A timer answers the request when the thread
+ * is late (expire(), after which request is NULL); otherwise the
+ * completion event answers it (finish()).  Either way the completion
+ * event then calls end(), if any, and frees the block.
+ */
+typedef ngx_int_t (*ngx_xmpp_admin_answer_pt)(ngx_http_request_t *r,
+    void *data);
+typedef void (*ngx_xmpp_admin_end_pt)(void *data, ngx_uint_t late,
+    ngx_log_t *log);
+
+typedef struct {
+    ngx_http_request_t        *request;
+    ngx_event_t                timer;
+    ngx_xmpp_admin_answer_pt   finish;
+    ngx_xmpp_admin_answer_pt   expire;
+    ngx_xmpp_admin_end_pt      end;
+} ngx_xmpp_admin_work_t;
+
+
 /* ngx_xmpp_admin.c */
+ngx_thread_task_t *ngx_xmpp_admin_work_alloc(size_t size, ngx_log_t *log);
+ngx_int_t ngx_xmpp_admin_work_post(ngx_http_request_t *r,
+    ngx_thread_pool_t *tp, ngx_thread_task_t *task,
+    void (*handler)(void *data, ngx_log_t *log), ngx_msec_t timeout);
 ngx_int_t ngx_xmpp_admin_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *doc);
 ngx_int_t ngx_xmpp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
@@ -82,6 +109,13 @@ ngx_int_t ngx_xmpp_admin_read_json(ngx_xmpp_admin_ctx_t *ctx,
     ngx_xmpp_admin_body_pt handler);
 ngx_int_t ngx_xmpp_admin_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *out);
+ngx_int_t ngx_xmpp_admin_json_ms(json_t *v, int64_t *us);
+ngx_int_t ngx_xmpp_admin_json_jid(ngx_xmpp_conf_t *xcf, json_t *v,
+    char *out, size_t size, ngx_uint_t room);
+ngx_int_t ngx_xmpp_admin_open(ngx_http_request_t *r, u_char *path,
+    ngx_fd_t *fd, off_t *size);
+ngx_int_t ngx_xmpp_admin_send_file(ngx_http_request_t *r, ngx_fd_t fd,
+    u_char *path, off_t size, ngx_str_t *type);
 ngx_int_t ngx_xmpp_admin_audit(ngx_xmpp_admin_ctx_t *ctx,
     const char *action, ngx_uint_t ok, const char *error, json_t *params);
 
@@ -123,6 +157,8 @@ ngx_int_t ngx_xmpp_admin_hold(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_policy(ngx_xmpp_admin_ctx_t *ctx);
 
 /* ngx_xmpp_admin_db.c: GET handlers over audit_record */
+int ngx_xmpp_admin_exec(struct st_mysql *conn, ngx_xmpp_db_req_t *dr,
+    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row);
 ngx_int_t ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_conversation(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_signins(ngx_xmpp_admin_ctx_t *ctx);

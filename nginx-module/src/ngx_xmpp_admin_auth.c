@@ -48,9 +48,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_request_t    *request;      /* NULL once the timer answered */
+    ngx_xmpp_admin_work_t  work;         /* first */
     ngx_xmpp_conf_t       *xcf;
-    ngx_event_t            timer;
     ngx_uint_t             roles;
     cdir_status_e          status;
     char                   reason[320];   /* cdir_auth_result_t's */
@@ -70,10 +69,10 @@ static ngx_int_t ngx_xmpp_admin_throttled(ngx_xmpp_admin_ctx_t *ctx,
 static ngx_int_t ngx_xmpp_admin_signin_post(ngx_xmpp_admin_ctx_t *ctx,
     const char *pw, size_t pw_len);
 static void ngx_xmpp_admin_signin_thread(void *data, ngx_log_t *log);
-static void ngx_xmpp_admin_signin_done(ngx_event_t *ev);
-static void ngx_xmpp_admin_signin_expire(ngx_event_t *ev);
+static ngx_int_t ngx_xmpp_admin_signin_late(ngx_http_request_t *r,
+    void *data);
 static ngx_int_t ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
-    ngx_xmpp_admin_signin_t *st);
+    void *data);
 
 
 /* ------------------------------------------------------------------ */
@@ -635,42 +634,34 @@ ngx_xmpp_admin_signin_post(ngx_xmpp_admin_ctx_t *ctx, const char *pw,
                                     "directory-unavailable");
     }
 
-    /* on the heap: a late thread may outlive the request */
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_xmpp_admin_signin_t), r->connection->log);
+    task = ngx_xmpp_admin_work_alloc(sizeof(ngx_xmpp_admin_signin_t),
+                                     r->connection->log);
     if (task == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    st = (ngx_xmpp_admin_signin_t *) (task + 1);
+    st = task->ctx;
 
-    st->request = r;
+    st->work.finish = ngx_xmpp_admin_signin_finish;
+    st->work.expire = ngx_xmpp_admin_signin_late;
     st->xcf = ctx->xcf;
     st->login_len = ctx->sess.user_len;
     ngx_memcpy(st->login, ctx->sess.user, ctx->sess.user_len);
     st->pw_len = pw_len;
     ngx_memcpy(st->pw, pw, pw_len);
 
-    task->ctx = st;
-    task->handler = ngx_xmpp_admin_signin_thread;
-    task->event.handler = ngx_xmpp_admin_signin_done;
-    task->event.data = task;
-    task->event.log = ngx_cycle->log;
+    /* each role's handle may take about 2 x conclave_ldap_timeout */
+    timeout = 2 * ctx->xcf->ldap_timeout * (NGX_XMPP_ADMIN_ROLES - 1) + 1000;
 
-    if (ngx_thread_task_post(ctx->xcf->thread_pool, task) != NGX_OK) {
+    if (ngx_xmpp_admin_work_post(r, ctx->xcf->thread_pool, task,
+                                 ngx_xmpp_admin_signin_thread, timeout)
+        != NGX_OK)
+    {
         ngx_explicit_memzero(st->pw, sizeof(st->pw));
         ngx_free(task);
         return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     "directory-busy");
     }
-
-    /* each role's handle may take about 2 x conclave_ldap_timeout */
-    timeout = 2 * ctx->xcf->ldap_timeout * (NGX_XMPP_ADMIN_ROLES - 1) + 1000;
-
-    st->timer.handler = ngx_xmpp_admin_signin_expire;
-    st->timer.data = task;
-    st->timer.log = r->connection->log;
-    ngx_add_timer(&st->timer, timeout);
 
     return NGX_DONE;
 }
@@ -727,57 +718,20 @@ ngx_xmpp_admin_signin_thread(void *data, ngx_log_t *log)
 }
 
 
-static void
-ngx_xmpp_admin_signin_done(ngx_event_t *ev)
+/* the timer: the directory took longer than its handles' own bound */
+static ngx_int_t
+ngx_xmpp_admin_signin_late(ngx_http_request_t *r, void *data)
 {
-    ngx_thread_task_t  *task = ev->data;
+    ngx_xmpp_admin_signin_t *st = data;
 
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
-    ngx_xmpp_admin_signin_t  *st;
-
-    st = task->ctx;
-    r = st->request;
-
-    if (st->timer.timer_set) {
-        ngx_del_timer(&st->timer);
-    }
-
-    if (r) {
-        c = r->connection;
-        ngx_http_finalize_request(r, ngx_xmpp_admin_signin_finish(r, st));
-        ngx_http_run_posted_requests(c);
-    }
-
-    ngx_free(task);
-}
-
-
-static void
-ngx_xmpp_admin_signin_expire(ngx_event_t *ev)
-{
-    ngx_thread_task_t  *task = ev->data;
-
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
-    ngx_xmpp_admin_signin_t  *st;
-
-    st = task->ctx;
-    r = st->request;
-    st->request = NULL;
-
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "xmpp: console: the directory did not answer a sign-in");
 
     st->status = CDIR_UNAVAILABLE;
     ngx_cpystrn((u_char *) st->reason, (u_char *) "timeout",
                 sizeof(st->reason));
 
-    c = r->connection;
-    ngx_http_finalize_request(r, ngx_xmpp_admin_signin_finish(r, st));
-    ngx_http_run_posted_requests(c);
-
-    /* the completion event frees the task */
+    return ngx_xmpp_admin_signin_finish(r, st);
 }
 
 
@@ -812,9 +766,10 @@ ngx_xmpp_admin_canonical(ngx_xmpp_admin_ctx_t *ctx,
 
 
 static ngx_int_t
-ngx_xmpp_admin_signin_finish(ngx_http_request_t *r,
-    ngx_xmpp_admin_signin_t *st)
+ngx_xmpp_admin_signin_finish(ngx_http_request_t *r, void *data)
 {
+    ngx_xmpp_admin_signin_t *st = data;
+
     json_t                *params, *roles;
     ngx_str_t             *ip;
     ngx_uint_t             i;

@@ -40,9 +40,8 @@
 
 
 typedef struct {
-    ngx_http_request_t    *request;      /* NULL once the timer answered */
+    ngx_xmpp_admin_work_t  work;         /* first */
     ngx_xmpp_conf_t       *xcf;
-    ngx_event_t            timer;
     ngx_uint_t             op;
     char                   actor[NGX_XMPP_ADMIN_USER_MAX + 256];
     char                   matter[256];
@@ -70,10 +69,11 @@ static ngx_int_t ngx_xmpp_admin_policy_body(ngx_xmpp_admin_ctx_t *ctx,
 static ngx_int_t ngx_xmpp_admin_c_post(ngx_xmpp_admin_ctx_t *ctx,
     ngx_thread_task_t *task);
 static void ngx_xmpp_admin_c_thread(void *data, ngx_log_t *log);
-static void ngx_xmpp_admin_c_done(ngx_event_t *ev);
-static void ngx_xmpp_admin_c_expire(ngx_event_t *ev);
+static ngx_int_t ngx_xmpp_admin_c_late(ngx_http_request_t *r, void *data);
+static void ngx_xmpp_admin_c_end(void *data, ngx_uint_t late,
+    ngx_log_t *log);
 static ngx_int_t ngx_xmpp_admin_c_finish(ngx_http_request_t *r,
-    ngx_xmpp_admin_c_t *c);
+    void *data);
 
 
 static const char  *ngx_xmpp_admin_c_actions[] = {
@@ -90,13 +90,16 @@ ngx_xmpp_admin_c_create(ngx_xmpp_admin_ctx_t *ctx, ngx_uint_t op)
     ngx_thread_task_t   *task;
     ngx_xmpp_admin_c_t  *c;
 
-    task = ngx_calloc(sizeof(ngx_thread_task_t) + sizeof(ngx_xmpp_admin_c_t),
-                      ctx->request->connection->log);
+    task = ngx_xmpp_admin_work_alloc(sizeof(ngx_xmpp_admin_c_t),
+                                     ctx->request->connection->log);
     if (task == NULL) {
         return NULL;
     }
 
-    c = (ngx_xmpp_admin_c_t *) (task + 1);
+    c = task->ctx;
+    c->work.finish = ngx_xmpp_admin_c_finish;
+    c->work.expire = ngx_xmpp_admin_c_late;
+    c->work.end = ngx_xmpp_admin_c_end;
     c->op = op;
     c->xcf = ctx->xcf;
 
@@ -139,57 +142,7 @@ ngx_xmpp_admin_policy(ngx_xmpp_admin_ctx_t *ctx)
 /* ------------------------------------------------------------------ */
 /* checking the bodies (event loop) */
 
-/* a bare JID: "alice" is alice@<domain> unless room; lower case */
-static ngx_int_t
-ngx_xmpp_admin_c_jid(ngx_xmpp_conf_t *xcf, json_t *v, char *out,
-    size_t size, ngx_uint_t room)
-{
-    u_char       c;
-    size_t       len, i, at;
-    const char  *s;
-
-    if (!json_is_string(v)) {
-        return NGX_ERROR;
-    }
-
-    s = json_string_value(v);
-    len = json_string_length(v);
-    at = 0;
-
-    if (len == 0 || len + xcf->domain.len + 2 > size || len > 200) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < len; i++) {
-        c = ngx_tolower((u_char) s[i]);
-
-        if (c == '@' && at == 0 && i > 0 && i < len - 1) {
-            at = i;
-
-        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-                     || c == '.' || c == '-' || c == '_'))
-        {
-            return NGX_ERROR;
-        }
-
-        out[i] = c;
-    }
-
-    out[len] = '\0';
-
-    if (at == 0) {
-        if (room) {
-            return NGX_ERROR;
-        }
-
-        ngx_snprintf((u_char *) out + len, size - len, "@%V%Z", &xcf->domain);
-    }
-
-    return NGX_OK;
-}
-
-
-/* an array of JIDs into "a@x,b@x" */
+/* an array of JIDs (ngx_xmpp_admin_json_jid) into "a@x,b@x" */
 static ngx_int_t
 ngx_xmpp_admin_c_jids(ngx_xmpp_conf_t *xcf, json_t *v, char *out,
     ngx_uint_t room)
@@ -210,7 +163,7 @@ ngx_xmpp_admin_c_jids(ngx_xmpp_conf_t *xcf, json_t *v, char *out,
     used = 0;
 
     for (i = 0; i < json_array_size(v); i++) {
-        if (ngx_xmpp_admin_c_jid(xcf, json_array_get(v, i), jid,
+        if (ngx_xmpp_admin_json_jid(xcf, json_array_get(v, i), jid,
                                  sizeof(jid), room)
             != NGX_OK)
         {
@@ -267,33 +220,6 @@ ngx_xmpp_admin_c_text(json_t *v, char *out, size_t size, ngx_uint_t need)
     }
 
     ngx_memcpy(out, s, len + 1);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_xmpp_admin_c_ms(json_t *v, int64_t *us)
-{
-    json_int_t  ms;
-
-    *us = 0;
-
-    if (v == NULL || json_is_null(v)) {
-        return NGX_OK;
-    }
-
-    if (!json_is_integer(v)) {
-        return NGX_ERROR;
-    }
-
-    ms = json_integer_value(v);
-
-    if (ms <= 0 || ms > 253402300799999LL) {
-        return NGX_ERROR;
-    }
-
-    *us = (int64_t) ms * 1000;
 
     return NGX_OK;
 }
@@ -377,9 +303,9 @@ ngx_xmpp_admin_hold_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
                                  c->custodians, 0) != NGX_OK
         || ngx_xmpp_admin_c_jids(ctx->xcf, json_object_get(body, "rooms"),
                                  c->rooms, 1) != NGX_OK
-        || ngx_xmpp_admin_c_ms(json_object_get(body, "since"), &c->since_us)
+        || ngx_xmpp_admin_json_ms(json_object_get(body, "since"), &c->since_us)
            != NGX_OK
-        || ngx_xmpp_admin_c_ms(json_object_get(body, "until"), &c->until_us)
+        || ngx_xmpp_admin_json_ms(json_object_get(body, "until"), &c->until_us)
            != NGX_OK
         || (c->custodians[0] == '\0' && c->rooms[0] == '\0'))
     {
@@ -432,7 +358,7 @@ ngx_xmpp_admin_policy_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
                                            ngx_xmpp_admin_c_actions[op]);
         }
 
-    } else if (ngx_xmpp_admin_c_jid(ctx->xcf, t, c->target,
+    } else if (ngx_xmpp_admin_json_jid(ctx->xcf, t, c->target,
                                     sizeof(c->target), room)
                != NGX_OK)
     {
@@ -460,32 +386,21 @@ ngx_xmpp_admin_c_post(ngx_xmpp_admin_ctx_t *ctx, ngx_thread_task_t *task)
 {
     ngx_msec_t           timeout;
     ngx_http_request_t  *r;
-    ngx_xmpp_admin_c_t  *c;
 
     r = ctx->request;
-    c = (ngx_xmpp_admin_c_t *) (task + 1);
-    c->request = r;
-
-    task->ctx = c;
-    task->handler = ngx_xmpp_admin_c_thread;
-    task->event.handler = ngx_xmpp_admin_c_done;
-    task->event.data = task;
-    task->event.log = ngx_cycle->log;
-
-    if (ngx_thread_task_post(ctx->xcf->admin_export_pool, task) != NGX_OK) {
-        ngx_free(task);
-        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    "busy");
-    }
 
     /* a few statements, each bounded by the audit database timeout, and
      * the admin journal's lock (at most 10 s) */
     timeout = 4 * ctx->xcf->db_timeout + 15000;
 
-    c->timer.handler = ngx_xmpp_admin_c_expire;
-    c->timer.data = task;
-    c->timer.log = r->connection->log;
-    ngx_add_timer(&c->timer, timeout);
+    if (ngx_xmpp_admin_work_post(r, ctx->xcf->admin_export_pool, task,
+                                 ngx_xmpp_admin_c_thread, timeout)
+        != NGX_OK)
+    {
+        ngx_free(task);
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "busy");
+    }
 
     /* a GET returns NGX_DONE to the content phase: the answer needs a
      * reference of its own; a POST answers from its body handler */
@@ -571,58 +486,35 @@ ngx_xmpp_admin_c_thread(void *data, ngx_log_t *log)
 }
 
 
+/* after the thread, whoever was answered */
 static void
-ngx_xmpp_admin_c_done(ngx_event_t *ev)
+ngx_xmpp_admin_c_end(void *data, ngx_uint_t late, ngx_log_t *log)
 {
-    ngx_thread_task_t  *task = ev->data;
+    ngx_xmpp_admin_c_t *c = data;
 
-    ngx_connection_t    *cn;
-    ngx_http_request_t  *r;
-    ngx_xmpp_admin_c_t  *c;
-
-    c = task->ctx;
-    r = c->request;
-
-    if (c->timer.timer_set) {
-        ngx_del_timer(&c->timer);
-    }
-
-    if (r) {
-        cn = r->connection;
-        ngx_http_finalize_request(r, ngx_xmpp_admin_c_finish(r, c));
-        ngx_http_run_posted_requests(cn);
-
-    } else if (c->rc == 0 && c->op != NGX_XMPP_ADMIN_C_SHOW) {
+    if (late && c->rc == 0 && c->op != NGX_XMPP_ADMIN_C_SHOW) {
         /* answered 504, done after all: the engine's record says so */
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+        ngx_log_error(NGX_LOG_WARN, log, 0,
                       "xmpp: console: a late %s by \"%s\" was applied",
                       ngx_xmpp_admin_c_actions[c->op], c->actor);
     }
 
     if (c->result) {
         json_decref(c->result);
+        c->result = NULL;
     }
-
-    ngx_free(task);
 }
 
 
-static void
-ngx_xmpp_admin_c_expire(ngx_event_t *ev)
+/* the timer: the engine is late; the thread may still apply the change */
+static ngx_int_t
+ngx_xmpp_admin_c_late(ngx_http_request_t *r, void *data)
 {
-    ngx_thread_task_t  *task = ev->data;
+    ngx_xmpp_admin_c_t *c = data;
 
-    ngx_connection_t      *cn;
-    ngx_http_request_t    *r;
-    ngx_xmpp_admin_c_t    *c;
     ngx_xmpp_admin_ctx_t  *ctx;
 
-    c = task->ctx;
-    r = c->request;
-    c->request = NULL;
-    cn = r->connection;
-
-    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "xmpp: console: the compliance engine did not answer "
                   "a %s in time", ngx_xmpp_admin_c_actions[c->op]);
 
@@ -631,11 +523,7 @@ ngx_xmpp_admin_c_expire(ngx_event_t *ev)
     (void) ngx_xmpp_admin_audit(ctx, ngx_xmpp_admin_c_actions[c->op], 0,
                                 "timeout", NULL);
 
-    ngx_http_finalize_request(r, ngx_xmpp_admin_error(r,
-                              NGX_HTTP_GATEWAY_TIME_OUT, "timeout"));
-    ngx_http_run_posted_requests(cn);
-
-    /* the completion event frees the task */
+    return ngx_xmpp_admin_error(r, NGX_HTTP_GATEWAY_TIME_OUT, "timeout");
 }
 
 
@@ -669,8 +557,10 @@ ngx_xmpp_admin_c_params(ngx_xmpp_admin_c_t *c)
 
 
 static ngx_int_t
-ngx_xmpp_admin_c_finish(ngx_http_request_t *r, ngx_xmpp_admin_c_t *c)
+ngx_xmpp_admin_c_finish(ngx_http_request_t *r, void *data)
 {
+    ngx_xmpp_admin_c_t *c = data;
+
     json_t                *params;
     ngx_uint_t             db_fault;
     const char            *action;

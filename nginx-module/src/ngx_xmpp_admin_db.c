@@ -1062,7 +1062,8 @@ ngx_xmpp_admin_anchor_row(ngx_xmpp_db_req_t *dr, ngx_str_t *c, ngx_uint_t n)
 }
 
 
-static int
+/* one statement and its rows, for every console query (ngx_xmpp_admin.h) */
+int
 ngx_xmpp_admin_exec(MYSQL *conn, ngx_xmpp_db_req_t *dr, const char *sql,
     ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
 {

@@ -215,17 +215,12 @@ ngx_xmpp_admin_expire_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     v[1].data = (u_char *) e->cutoff;
     v[1].len = ngx_strlen(e->cutoff);
 
-    stmt = ngx_xmpp_db_exec(conn, dr,
+    rc = ngx_xmpp_admin_exec(conn, dr,
         "SELECT id, file FROM console_export"
         " WHERE state IN ('done', 'failed') AND node = ?"
         " AND COALESCE(finished_us, created_us) < ?"
-        " ORDER BY created_us LIMIT 16 FOR UPDATE", v, 2);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, dr, ngx_xmpp_admin_expire_row);
-    (void) mysql_stmt_close(stmt);
+        " ORDER BY created_us LIMIT 16 FOR UPDATE", v, 2,
+        ngx_xmpp_admin_expire_row);
 
     for (i = 0; rc == 0 && i < e->n; i++) {
         if (ngx_xmpp_admin_expire_files(dr->data, e, i) != 0) {

@@ -273,10 +273,6 @@ static ngx_int_t
 ngx_xmpp_admin_export_jid(ngx_xmpp_admin_ctx_t *ctx, json_t *v, char *out,
     ngx_uint_t room)
 {
-    u_char      c;
-    size_t      len, i, at;
-    const char *s;
-
     if (v == NULL || json_is_null(v)
         || (json_is_string(v) && json_string_length(v) == 0))
     {
@@ -284,75 +280,8 @@ ngx_xmpp_admin_export_jid(ngx_xmpp_admin_ctx_t *ctx, json_t *v, char *out,
         return NGX_OK;
     }
 
-    if (!json_is_string(v)) {
-        return NGX_ERROR;
-    }
-
-    s = json_string_value(v);
-    len = json_string_length(v);
-    at = 0;
-
-    if (len > 200) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < len; i++) {
-        c = ngx_tolower((u_char) s[i]);
-
-        if (c == '@' && at == 0 && i > 0) {
-            at = i;
-
-        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-                     || c == '.' || c == '-' || c == '_'))
-        {
-            return NGX_ERROR;
-        }
-
-        out[i] = c;
-    }
-
-    out[len] = '\0';
-
-    if (at == 0) {
-        /* a room is always a full JID: its domain is the MUC service */
-        if (room) {
-            return NGX_ERROR;
-        }
-
-        ngx_snprintf((u_char *) out + len, NGX_XMPP_ADMIN_JID_MAX - len,
-                     "@%V%Z", &ctx->xcf->domain);
-    }
-
-    return (at == 0 || at < len - 1) ? NGX_OK : NGX_ERROR;
-}
-
-
-/* Unix milliseconds, or absent */
-static ngx_int_t
-ngx_xmpp_admin_export_ms(json_t *v, int64_t *us)
-{
-    json_int_t  ms;
-
-    *us = 0;
-
-    if (v == NULL || json_is_null(v)) {
-        return NGX_OK;
-    }
-
-    if (!json_is_integer(v)) {
-        return NGX_ERROR;
-    }
-
-    ms = json_integer_value(v);
-
-    /* 1970 .. 9999: the microseconds fit an int64_t with room to spare */
-    if (ms <= 0 || ms > 253402300799999LL) {
-        return NGX_ERROR;
-    }
-
-    *us = (int64_t) ms * 1000;
-
-    return NGX_OK;
+    return ngx_xmpp_admin_json_jid(ctx->xcf, v, out,
+                                   NGX_XMPP_ADMIN_JID_MAX + 1, room);
 }
 
 
@@ -391,9 +320,9 @@ ngx_xmpp_admin_export_parse(ngx_xmpp_admin_ctx_t *ctx, json_t *body,
 
     if (!json_is_string(f)
         || caud_format_parse(json_string_value(f), &job->format) != 0
-        || ngx_xmpp_admin_export_ms(json_object_get(body, "since"),
+        || ngx_xmpp_admin_json_ms(json_object_get(body, "since"),
                                     &job->since_us) != NGX_OK
-        || ngx_xmpp_admin_export_ms(json_object_get(body, "until"),
+        || ngx_xmpp_admin_json_ms(json_object_get(body, "until"),
                                     &job->until_us) != NGX_OK
         || (job->since_us && job->until_us && job->since_us >= job->until_us)
         || ngx_xmpp_admin_export_jid(ctx, json_object_get(body, "user"),
@@ -628,15 +557,10 @@ ngx_xmpp_admin_x_stale(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     v.data = (u_char *) x->node;
     v.len = ngx_strlen(x->node);
 
-    stmt = ngx_xmpp_db_exec(conn, dr,
+    rc = ngx_xmpp_admin_exec(conn, dr,
         "SELECT id, pid, master_pid FROM console_export"
-        " WHERE state = 'running' AND node = ? LIMIT 8", &v, 1);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, dr, ngx_xmpp_admin_x_stale_row);
-    (void) mysql_stmt_close(stmt);
+        " WHERE state = 'running' AND node = ? LIMIT 8", &v, 1,
+        ngx_xmpp_admin_x_stale_row);
 
     for (i = 0; rc == 0 && i < x->interrupted; i++) {
         v.data = x->str + i * (NGX_XMPP_ADMIN_JOB_ID + 1);
@@ -710,8 +634,6 @@ ngx_xmpp_admin_x_list_row(ngx_xmpp_db_req_t *dr, ngx_str_t *cols,
 static int
 ngx_xmpp_admin_x_list(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 {
-    int                  rc;
-    MYSQL_STMT          *stmt;
     ngx_xmpp_admin_x_t  *x;
 
     x = dr->ctx;
@@ -725,18 +647,11 @@ ngx_xmpp_admin_x_list(MYSQL *conn, ngx_xmpp_db_req_t *dr)
         return -1;
     }
 
-    stmt = ngx_xmpp_db_exec(conn, dr,
+    return ngx_xmpp_admin_exec(conn, dr,
         "SELECT id, actor, format, params, state, done, total, size, file,"
         " error, created_us, finished_us FROM console_export"
-        " ORDER BY created_us DESC, id LIMIT 50", NULL, 0);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, dr, ngx_xmpp_admin_x_list_row);
-    (void) mysql_stmt_close(stmt);
-
-    return rc;
+        " ORDER BY created_us DESC, id LIMIT 50", NULL, 0,
+        ngx_xmpp_admin_x_list_row);
 }
 
 
@@ -764,7 +679,6 @@ ngx_xmpp_admin_x_file_row(ngx_xmpp_db_req_t *dr, ngx_str_t *cols,
 static int
 ngx_xmpp_admin_x_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 {
-    int                  rc;
     ngx_str_t            v;
     MYSQL_STMT          *stmt;
     ngx_xmpp_admin_x_t  *x;
@@ -794,14 +708,9 @@ ngx_xmpp_admin_x_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     default: /* NGX_XMPP_ADMIN_X_FILE */
         v.data = (u_char *) x->id;
         v.len = NGX_XMPP_ADMIN_JOB_ID;
-        stmt = ngx_xmpp_db_exec(conn, dr,
-            "SELECT state, file FROM console_export WHERE id = ?", &v, 1);
-        if (stmt == NULL) {
-            return -1;
-        }
-        rc = ngx_xmpp_db_rows(stmt, dr, ngx_xmpp_admin_x_file_row);
-        (void) mysql_stmt_close(stmt);
-        return rc;
+        return ngx_xmpp_admin_exec(conn, dr,
+            "SELECT state, file FROM console_export WHERE id = ?", &v, 1,
+            ngx_xmpp_admin_x_file_row);
     }
 }
 
@@ -974,17 +883,15 @@ ngx_xmpp_admin_safe_name(const char *name)
 static ngx_int_t
 ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
 {
-    u_char                   *path, *p;
-    ngx_fd_t                  fd;
-    ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_chain_t               out;
-    ngx_table_elt_t          *h;
-    ngx_file_info_t           fi;
-    ngx_xmpp_conf_t          *xcf;
-    ngx_http_request_t       *r;
-    ngx_pool_cleanup_t       *cln;
-    ngx_pool_cleanup_file_t  *clnf;
+    u_char              *path, *p;
+    off_t                size;
+    ngx_fd_t             fd;
+    ngx_int_t            rc;
+    ngx_table_elt_t     *h;
+    ngx_xmpp_conf_t     *xcf;
+    ngx_http_request_t  *r;
+
+    static ngx_str_t  type = ngx_string("application/zip");
 
     r = ctx->request;
     xcf = ctx->xcf;
@@ -1023,9 +930,9 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
 
     ngx_sprintf(path, "%V/%s/%s%Z", &xcf->admin_export_dir, x->id, x->file);
 
-    fd = ngx_open_file(path, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
-                       NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
+    rc = ngx_xmpp_admin_open(r, path, &fd, &size);
+
+    if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
                       "xmpp: console: export \"%s\" is gone", path);
         (void) ngx_xmpp_admin_audit(ctx, "download", 0, "file-gone",
@@ -1033,19 +940,7 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
         return ngx_xmpp_admin_error(r, 410, "file-gone");
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_pool_cleanup_file_t));
-    if (cln == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_pool_cleanup_file;
-    clnf = cln->data;
-    clnf->fd = fd;
-    clnf->name = path;
-    clnf->log = r->connection->log;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+    if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1053,7 +948,7 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
     if (ngx_xmpp_admin_audit(ctx, "download", 1, NULL,
                              json_pack("{sssssI}", "id", x->id, "file",
                                        x->file, "size",
-                                       (json_int_t) ngx_file_size(&fi)))
+                                       (json_int_t) size))
         != NGX_OK)
     {
         return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1063,9 +958,8 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
     h = ngx_list_push(&r->headers_out.headers);
     p = ngx_pnalloc(r->pool, sizeof("attachment; filename=\"\"")
                              + ngx_strlen(x->file));
-    b = ngx_calloc_buf(r->pool);
 
-    if (h == NULL || p == NULL || b == NULL) {
+    if (h == NULL || p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1075,36 +969,7 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
     h->value.len = ngx_sprintf(p, "attachment; filename=\"%s\"", x->file)
                    - p;
 
-    b->file = ngx_pcalloc(r->pool, sizeof(ngx_file_t));
-    if (b->file == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = ngx_file_size(&fi);
-    ngx_str_set(&r->headers_out.content_type, "application/zip");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b->file_pos = 0;
-    b->file_last = ngx_file_size(&fi);
-    b->in_file = b->file_last ? 1 : 0;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-    b->file->fd = fd;
-    b->file->name.data = path;
-    b->file->name.len = ngx_strlen(path);
-    b->file->log = r->connection->log;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_xmpp_admin_send_file(r, fd, path, size, &type);
 }
 
 
