@@ -738,11 +738,11 @@ struct ngx_stream_session_s;
 void ngx_xmpp_tcp_init(struct ngx_stream_session_s *ss,
     ngx_xmpp_conf_t *xcf, ngx_ssl_t *ssl);
 
-/* ngx_xmpp_bosh.c: XEP-0124/0206 (its handler: http glue) */
+/* ngx_xmpp_bosh_http.c: XEP-0124/0206 (its handler: http glue) */
 void ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
     u_char *data, size_t len);
 
-/* ngx_xmpp_audit.c: records in this worker's journal, and shipping */
+/* ngx_xmpp_audit*.c: records in this worker's journal, and shipping */
 typedef void (*ngx_xmpp_audit_done_pt)(u_char *data, size_t len,
     ngx_uint_t ok);
 
