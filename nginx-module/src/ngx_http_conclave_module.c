@@ -356,6 +356,10 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(offline_quota), NULL },
 
+    { ngx_string("conclave_vcard_max_size"), NGX_XMPP_MAIN,
+      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(vcard_max_size), NULL },
+
     { ngx_string("conclave_pep_max_item_size"), NGX_XMPP_MAIN,
       ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(pep_max_item_size), NULL },

@@ -167,6 +167,7 @@ typedef struct {
 
     /* XEP-0163 PEP, XEP-0049 (ngx_xmpp_pep.c, ngx_xmpp_private.c) */
     size_t                 pep_max_item_size;
+    size_t                 vcard_max_size;  /* user-set vCard fields */
     ngx_uint_t             pep_max_items;
     size_t                 pep_max_node_size;
     ngx_uint_t             pep_max_nodes;
@@ -328,7 +329,7 @@ struct ngx_xmpp_session_s {
     ngx_str_t              user;          /* localpart, set at SASL */
     ngx_str_t              ldap_dn;       /* the user's entry, at SASL */
     ngx_uint_t             roles;         /* NGX_XMPP_ROLE_* bits */
-    u_char                 photo_hash[41];  /* XEP-0153, from sign-in */
+    u_char                 photo_hash[41];  /* XEP-0153: the avatar's */
 
     /* parser state (ngx_xmpp_parser.c) */
     xmlParserCtxtPtr       parser;        /* NULL while idle */
@@ -366,6 +367,8 @@ struct ngx_xmpp_session_s {
     ngx_uint_t             ndirected;
     ngx_str_t             *directed;      /* NGX_XMPP_DIRECTED_MAX */
 
+    unsigned               photo_dir:1;   /* the avatar is the directory's
+                                             (ngx_xmpp_avatar.c) */
     unsigned               in_feed:1;
     unsigned               close_pending:1;
     unsigned               finalized:1;
@@ -634,6 +637,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_SM_FAILED 15
 #define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
 #define NGX_XMPP_IPC_BLOCKING  16    /* XEP-0191 change for session sid */
+#define NGX_XMPP_IPC_AVATAR    28    /* data: the new avatar hash (0/40) */
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -1024,6 +1028,26 @@ void ngx_xmpp_vcard_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_vcard_presence(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 char *ngx_xmpp_vcard_attr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_xmpp_vcard_conf(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_vcard_reply(ngx_xmpp_session_t *s, u_char *id,
+    size_t id_len, ngx_uint_t has_to, ngx_str_t *local, ngx_int_t rc,
+    ngx_str_t *xml);
+
+/*
+ * ngx_xmpp_avatar.c: XEP-0084 avatars of directory photos, XEP-0398
+ * conversion, and the vCard fields users set themselves (issue 6.4)
+ */
+#define NGX_XMPP_NS_AVATAR_DATA  "urn:xmpp:avatar:data"
+#define NGX_XMPP_NS_AVATAR_META  "urn:xmpp:avatar:metadata"
+#define NGX_XMPP_NS_PEP_VCARD    "urn:xmpp:pep-vcard-conversion:0"
+ngx_int_t ngx_xmpp_avatar_pep(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_node_t *a, ngx_str_t *owner, ngx_str_t *node, ngx_uint_t get);
+ngx_int_t ngx_xmpp_avatar_bind(ngx_xmpp_session_t *s, ngx_str_t *id);
+void ngx_xmpp_avatar_ipc(uint64_t sid, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_avatar_vcard_get(ngx_xmpp_session_t *s, u_char *id,
+    size_t id_len, ngx_uint_t has_to, ngx_str_t *local, ngx_str_t *xml);
+void ngx_xmpp_avatar_vcard_set(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st);
+void ngx_xmpp_stream_bind_result(ngx_xmpp_session_t *s, ngx_str_t *id);
 void ngx_xmpp_vcard_exit_worker(void);
 
 /* ngx_xmpp_admin*.c: the admin console (its handler: http glue) */

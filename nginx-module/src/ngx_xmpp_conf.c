@@ -86,6 +86,7 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->roster_max_items = NGX_CONF_UNSET_UINT;
     xcf->offline_quota = NGX_CONF_UNSET_UINT;
     xcf->pep_max_item_size = NGX_CONF_UNSET_SIZE;
+    xcf->vcard_max_size = NGX_CONF_UNSET_SIZE;
     xcf->pep_max_items = NGX_CONF_UNSET_UINT;
     xcf->pep_max_node_size = NGX_CONF_UNSET_SIZE;
     xcf->pep_max_nodes = NGX_CONF_UNSET_UINT;
@@ -183,10 +184,17 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->roster_max_items, 1000);
     ngx_conf_init_uint_value(xcf->offline_quota, 1000);
     ngx_conf_init_size_value(xcf->pep_max_item_size, 65536);
+    ngx_conf_init_size_value(xcf->vcard_max_size, 8192);
     ngx_conf_init_uint_value(xcf->pep_max_items, 256);
     ngx_conf_init_size_value(xcf->pep_max_node_size, 1024 * 1024);
     ngx_conf_init_uint_value(xcf->pep_max_nodes, 64);
     ngx_conf_init_size_value(xcf->private_max_size, 65536);
+
+    if (xcf->vcard_max_size > 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_vcard_max_size\" must be at most 1m");
+        return NGX_CONF_ERROR;
+    }
 
     if (xcf->pep_max_items == 0 || xcf->pep_max_nodes == 0
         || xcf->pep_max_items > 10000)

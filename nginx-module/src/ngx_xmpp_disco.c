@@ -249,6 +249,7 @@ ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
             "<feature var='" NGX_XMPP_NS_MAM "#extended'/>"
             "<feature var='urn:xmpp:sid:0'/>"
             NGX_XMPP_DISCO_PEP
+            "<feature var='" NGX_XMPP_NS_PEP_VCARD "'/>"
             "</query>");
         return;
     }

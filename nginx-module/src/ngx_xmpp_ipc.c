@@ -616,6 +616,10 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
         ngx_xmpp_blocking_ipc(sid, data, len);
         break;
 
+    case NGX_XMPP_IPC_AVATAR:
+        ngx_xmpp_avatar_ipc(sid, data, len);
+        break;
+
     case NGX_XMPP_IPC_SM_TAKE:
     case NGX_XMPP_IPC_SM_STANZA:
     case NGX_XMPP_IPC_SM_TAKEN:

@@ -154,6 +154,8 @@ ngx_xmpp_pep_cleanup(ngx_xmpp_db_req_t *r)
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
     ngx_free(ctx->mem);
+    ngx_free(ctx->fields.data);
+    ngx_free(ctx->avatar_data.data);
     ngx_xmpp_wbuf_free(&ctx->out);
     ngx_xmpp_wbuf_free(&ctx->subs);
 }
@@ -332,6 +334,12 @@ ngx_xmpp_pep_fail(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx)
         break;
     case NGX_XMPP_PEP_E_EXISTS:
         ngx_xmpp_pep_error(s, id, to, "cancel", "conflict", NULL, NULL);
+        break;
+    case NGX_XMPP_PEP_E_AVATAR:
+        /* XEP-0398 3.1: the metadata must name published data */
+        ngx_xmpp_pep_error(s, id, to, "modify", "not-acceptable", NULL,
+                           "no urn:xmpp:avatar:data item whose SHA-1 is "
+                           "the info id");
         break;
     }
 }
@@ -669,6 +677,15 @@ ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
 
     xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
 
+    if (ctx->op == NGX_XMPP_PEP_VCARD_GET
+        || ctx->op == NGX_XMPP_PEP_AVATAR_LOAD)
+    {
+        /* they answer failures themselves (a bind result is owed) */
+        s = ngx_xmpp_session_find(ctx->sid);
+        ngx_xmpp_avatar_done(s && s->bound ? s : NULL, r);
+        return;
+    }
+
     s = ngx_xmpp_pep_finish(r, &failed);
 
     if (failed) {
@@ -706,8 +723,11 @@ ngx_xmpp_pep_done(ngx_xmpp_db_req_t *r)
                                        ctx->out.last - ctx->out.start);
     }
 
+    ngx_xmpp_avatar_published(xcf, ctx);
+
     if (ctx->op != NGX_XMPP_PEP_PUBLISH && ctx->op != NGX_XMPP_PEP_DELETE
-        && !(ctx->op == NGX_XMPP_PEP_RETRACT && ctx->notify))
+        && !(ctx->op == NGX_XMPP_PEP_RETRACT && ctx->notify)
+        && !(ctx->op == NGX_XMPP_PEP_VCARD_SET && ctx->avatar))
     {
         return;
     }
@@ -913,9 +933,10 @@ ngx_xmpp_pep_req(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     dst[6] = &ctx->iq_id;
     dst[7] = &ctx->iq_to;
 
+    /* the server's own requests may name the iq to answer (in[6], [7]) */
     in[5] = &s->jid.bare;
-    in[6] = st ? &st->id : &none;
-    in[7] = to;
+    in[6] = st ? &st->id : (in[6] ? in[6] : &none);
+    in[7] = st ? to : (in[7] ? in[7] : &none);
 
     size = 1;
 
@@ -1178,7 +1199,7 @@ ngx_xmpp_pep_parse_publish(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 
 
 /* "max_items" and item ids of an items request (XEP-0060 6.5.7, 6.5.8) */
-static ngx_int_t
+ngx_int_t
 ngx_xmpp_pep_parse_items(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *a, ngx_uint_t *max, ngx_str_t *ids)
 {
@@ -1321,17 +1342,17 @@ ngx_xmpp_pep_parse_retract(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 
 
 /* is the session's user a shared directory contact of owner (6.3)? */
-static ngx_uint_t
-ngx_xmpp_pep_shared_contact(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+ngx_uint_t
+ngx_xmpp_pep_is_contact(ngx_xmpp_session_t *s, ngx_pool_t *pool,
     ngx_str_t *owner)
 {
     ngx_uint_t           i;
     ngx_array_t          shared;
     ngx_xmpp_contact_t  *c;
 
-    if (ngx_array_init(&shared, st->pool, 8, sizeof(ngx_xmpp_contact_t))
+    if (ngx_array_init(&shared, pool, 8, sizeof(ngx_xmpp_contact_t))
         != NGX_OK
-        || ngx_xmpp_dir_shared_contacts(owner, st->pool, &shared) != NGX_OK)
+        || ngx_xmpp_dir_shared_contacts(owner, pool, &shared) != NGX_OK)
     {
         return 0;
     }
@@ -1389,12 +1410,14 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 {
     ngx_str_t            *owner, *node, id, payload, ids, *in[8];
     ngx_uint_t            get, own, op, max, notify;
+    u_char                avatar[41];
     ngx_xmpp_node_t      *a, *opts;
     ngx_xmpp_db_req_t    *r;
     ngx_xmpp_pep_ctx_t   *ctx;
     ngx_xmpp_pep_config_t want;
 
     get = ngx_xmpp_pep_str_is(&st->type, "get");
+    avatar[0] = '\0';
 
     if (!get && !ngx_xmpp_pep_str_is(&st->type, "set")) {
         return;
@@ -1442,6 +1465,11 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
         return;
     }
 
+    /* XEP-0084 nodes of directory photos are the directory's (0398) */
+    if (ngx_xmpp_avatar_pep(s, st, a, owner, node, get) != NGX_DECLINED) {
+        return;
+    }
+
     ngx_memzero(in, sizeof(in));
     in[0] = owner;
     in[1] = node;
@@ -1477,6 +1505,12 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 
         in[2] = &id;
         in[3] = &payload;
+
+        if (ngx_xmpp_pep_str_is(node, NGX_XMPP_NS_AVATAR_META)
+            && ngx_xmpp_avatar_metadata(s, st, a, avatar) != NGX_OK)
+        {
+            return;
+        }
 
         /* XEP-0060 7.1.5; XEP-0223 section 3, XEP-0402 section 3 */
         opts = ngx_xmpp_node_child(q, "publish-options", NGX_XMPP_NS_PUBSUB);
@@ -1520,8 +1554,16 @@ ngx_xmpp_pep_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ctx->max_req = max;
     ctx->notify = notify;
 
+    if (op == NGX_XMPP_PEP_PUBLISH
+        && ngx_xmpp_pep_str_is(node, NGX_XMPP_NS_AVATAR_META))
+    {
+        /* XEP-0398 3.1: checked against the data node in the same run */
+        ctx->avatar = 1;
+        ngx_memcpy(ctx->avatar_hash, avatar, sizeof(avatar));
+    }
+
     if (!own && op == NGX_XMPP_PEP_ITEMS) {
-        ctx->contact = ngx_xmpp_pep_shared_contact(s, st, owner);
+        ctx->contact = ngx_xmpp_pep_is_contact(s, st->pool, owner);
     }
 
     ngx_xmpp_pep_post(s, r);

@@ -26,6 +26,10 @@
 #define NGX_XMPP_PEP_BM_GET       11
 #define NGX_XMPP_PEP_BM_SET       12
 #define NGX_XMPP_PEP_LAST_OF      13     /* of one publisher, approved */
+/* XEP-0398 and user-set vCard fields (ngx_xmpp_avatar.c) */
+#define NGX_XMPP_PEP_VCARD_SET    14
+#define NGX_XMPP_PEP_VCARD_GET    15
+#define NGX_XMPP_PEP_AVATAR_LOAD  16
 
 /* what the transaction found wrong (ctx->error) */
 #define NGX_XMPP_PEP_E_NOT_FOUND     1
@@ -35,6 +39,7 @@
 #define NGX_XMPP_PEP_E_PRESENCE      5
 #define NGX_XMPP_PEP_E_WHITELIST     6
 #define NGX_XMPP_PEP_E_EXISTS        7
+#define NGX_XMPP_PEP_E_AVATAR        8    /* no data item of that SHA-1 */
 
 #define NGX_XMPP_PEP_IDS_MAX      32
 #define NGX_XMPP_PEP_LAST_MAX     256
@@ -72,6 +77,17 @@ typedef struct {
     ngx_xmpp_pep_config_t   conf;         /* the node's */
     ngx_xmpp_wbuf_t         out;          /* rows, see the row callbacks */
     ngx_xmpp_wbuf_t         subs;         /* u16 len, bare JID */
+
+    /*
+     * XEP-0084/0398 (ngx_xmpp_avatar.c): a publish that changes the
+     * avatar sets avatar and its hash ("" none); a vCard set carries
+     * the user's own fields and the avatar's data item (heap, freed
+     * with the request).
+     */
+    unsigned                avatar:1;
+    u_char                  avatar_hash[41];
+    ngx_str_t               fields;
+    ngx_str_t               avatar_data;
 } ngx_xmpp_pep_ctx_t;
 
 
@@ -119,6 +135,24 @@ void ngx_xmpp_pep_send(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx,
     ngx_xmpp_wbuf_t *b);
 void ngx_xmpp_pep_put16(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
 void ngx_xmpp_pep_put32(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
+int ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *owner, ngx_str_t *node, ngx_uint_t lock);
+int ngx_xmpp_pep_sql_subscribers(struct st_mysql *conn,
+    ngx_xmpp_db_req_t *r, ngx_str_t *owner);
+ngx_int_t ngx_xmpp_pep_parse_items(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st, ngx_xmpp_node_t *a, ngx_uint_t *max,
+    ngx_str_t *ids);
+ngx_uint_t ngx_xmpp_pep_is_contact(ngx_xmpp_session_t *s, ngx_pool_t *pool,
+    ngx_str_t *owner);
+
+/* ngx_xmpp_avatar.c, in the pool threads and on the loop */
+int ngx_xmpp_avatar_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r);
+int ngx_xmpp_avatar_sql_check(struct st_mysql *conn, ngx_xmpp_db_req_t *r);
+ngx_int_t ngx_xmpp_avatar_metadata(ngx_xmpp_session_t *s,
+    ngx_xmpp_stanza_t *st, ngx_xmpp_node_t *publish, u_char *hash);
+void ngx_xmpp_avatar_done(ngx_xmpp_session_t *s, ngx_xmpp_db_req_t *r);
+void ngx_xmpp_avatar_published(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_pep_ctx_t *ctx);
 
 /* ngx_xmpp_private.c: XEP-0402 section 5.3 (#compat-pep) */
 void ngx_xmpp_private_pep(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,

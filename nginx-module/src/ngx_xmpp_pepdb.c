@@ -480,6 +480,12 @@ ngx_xmpp_pep_run_publish(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return 0;
     }
 
+    if (ctx->avatar
+        && (ngx_xmpp_avatar_sql_check(conn, r) != 0 || ctx->error))
+    {
+        return ctx->error ? 0 : -1;
+    }
+
     return ngx_xmpp_pep_sql_subscribers(conn, r, &ctx->owner);
 }
 
@@ -949,6 +955,10 @@ ngx_xmpp_pep_run_once(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
                                         ngx_xmpp_pep_run_delete(conn, r));
     case NGX_XMPP_PEP_BM_SET:
         return ngx_xmpp_pep_run_bm_set(conn, r);
+    case NGX_XMPP_PEP_VCARD_SET:
+    case NGX_XMPP_PEP_VCARD_GET:
+    case NGX_XMPP_PEP_AVATAR_LOAD:
+        return ngx_xmpp_avatar_run(conn, r);
     default:
         return ngx_xmpp_pep_run_conf(conn, r);
     }

@@ -701,6 +701,7 @@ ngx_xmpp_stream_directory_user(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
     /* XEP-0153: read with the sign-in search, for every presence */
     ngx_cpystrn(s->photo_hash, (u_char *) res->photo_hash,
                 sizeof(s->photo_hash));
+    s->photo_dir = (s->photo_hash[0] != '\0');
 
     return NGX_OK;
 }
@@ -743,7 +744,6 @@ ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     ngx_str_t        *type, *id, text;
     ngx_pid_t         old_pid;
     ngx_xmpp_node_t  *bind, *rn;
-    ngx_xmpp_wbuf_t  *b;
     ngx_xmpp_jid_t    jid;
 
     type = ngx_xmpp_node_attr(n, "type");
@@ -837,6 +837,29 @@ ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "xmpp: bound \"%V\"", &s->jid.full);
 
+    if (old_pid) {
+        /* RFC 6120 7.7.2.2: policy "override" ends the older session */
+        ngx_xmpp_router_kick(old_pid, old_sid);
+    }
+
+    /*
+     * XEP-0398 section 4: a user's own avatar hash (MariaDB) is known
+     * before the first presence, which a client sends only after this
+     * result; ngx_xmpp_avatar.c then sends it.
+     */
+    if (ngx_xmpp_avatar_bind(s, id) == NGX_OK) {
+        return;
+    }
+
+    ngx_xmpp_stream_bind_result(s, id);
+}
+
+
+void
+ngx_xmpp_stream_bind_result(ngx_xmpp_session_t *s, ngx_str_t *id)
+{
+    ngx_xmpp_wbuf_t  *b;
+
     b = ngx_xmpp_wbuf_scratch(8192);
 
     ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='result'"
@@ -847,11 +870,6 @@ ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     ngx_xmpp_wbuf_lit(b, "</jid></bind></iq>");
 
     (void) ngx_xmpp_session_send_wbuf(s, b);
-
-    if (old_pid) {
-        /* RFC 6120 7.7.2.2: policy "override" ends the older session */
-        ngx_xmpp_router_kick(old_pid, old_sid);
-    }
 }
 
 

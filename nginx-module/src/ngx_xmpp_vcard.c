@@ -70,7 +70,7 @@ static void ngx_xmpp_vcard_start(ngx_xmpp_session_t *s,
 static void ngx_xmpp_vcard_thread(void *data, ngx_log_t *log);
 static void ngx_xmpp_vcard_build(ngx_xmpp_vcard_task_t *t, cdir_vcard_t *vc);
 static void ngx_xmpp_vcard_done(ngx_event_t *ev);
-static void ngx_xmpp_vcard_reply(ngx_xmpp_session_t *s, u_char *id,
+static void ngx_xmpp_vcard_answer(ngx_xmpp_session_t *s, u_char *id,
     size_t id_len, ngx_uint_t has_to, ngx_str_t *local, ngx_int_t rc,
     ngx_str_t *xml);
 static ngx_xmpp_vcard_entry_t *ngx_xmpp_vcard_cached(ngx_str_t *local);
@@ -227,10 +227,14 @@ ngx_xmpp_vcard_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
            && ngx_strncasecmp(local.data, s->jid.local.data, local.len)
               == 0);
 
+    if (!get && !own) {
+        ngx_xmpp_router_error(s, st, "auth", "forbidden");
+        return;
+    }
+
     if (!get) {
-        /* the directory owns every vCard: nobody may write one here */
-        ngx_xmpp_router_error(s, st, own ? "cancel" : "auth",
-                              own ? "not-allowed" : "forbidden");
+        /* the fields the directory does not hold (ngx_xmpp_avatar.c) */
+        ngx_xmpp_avatar_vcard_set(s, st);
         return;
     }
 
@@ -254,8 +258,8 @@ ngx_xmpp_vcard_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     e = ngx_xmpp_vcard_cached(&local);
 
     if (e != NULL) {
-        ngx_xmpp_vcard_reply(s, st->id.data, st->id.len, st->has_to, &local,
-                             e->found, &e->xml);
+        ngx_xmpp_vcard_answer(s, st->id.data, st->id.len, st->has_to,
+                              &local, e->found, &e->xml);
         return;
     }
 
@@ -472,14 +476,19 @@ ngx_xmpp_vcard_done(ngx_event_t *ev)
                           t->err);
 
         } else if (t->rc == 1 && s->user.len == local.len
-                   && ngx_strncmp(s->user.data, local.data, local.len) == 0)
+                   && ngx_strncmp(s->user.data, local.data, local.len) == 0
+                   && (t->hash[0] || s->photo_dir))
         {
-            /* the photo may have changed since sign-in */
+            /*
+             * The directory's photo may have changed since sign-in; a
+             * user without one keeps the avatar of their own.
+             */
             ngx_memcpy(s->photo_hash, t->hash, sizeof(s->photo_hash));
+            s->photo_dir = (t->hash[0] != '\0');
         }
 
-        ngx_xmpp_vcard_reply(s, t->id, t->id_len, t->has_to, &local, t->rc,
-                             &xml);
+        ngx_xmpp_vcard_answer(s, t->id, t->id_len, t->has_to, &local,
+                              t->rc, &xml);
     }
 
     ngx_xmpp_wbuf_free(&t->xml);
@@ -487,7 +496,23 @@ ngx_xmpp_vcard_done(ngx_event_t *ev)
 }
 
 
+/* the directory's vCard with what the user set (ngx_xmpp_avatar.c) */
 static void
+ngx_xmpp_vcard_answer(ngx_xmpp_session_t *s, u_char *id, size_t id_len,
+    ngx_uint_t has_to, ngx_str_t *local, ngx_int_t rc, ngx_str_t *xml)
+{
+    if (rc == 1
+        && ngx_xmpp_avatar_vcard_get(s, id, id_len, has_to, local, xml)
+           == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_xmpp_vcard_reply(s, id, id_len, has_to, local, rc, xml);
+}
+
+
+void
 ngx_xmpp_vcard_reply(ngx_xmpp_session_t *s, u_char *id, size_t id_len,
     ngx_uint_t has_to, ngx_str_t *local, ngx_int_t rc, ngx_str_t *xml)
 {
@@ -544,11 +569,8 @@ ngx_xmpp_vcard_presence(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
     size_t            len;
     ngx_xmpp_node_t  *n, *prev, *next, *x, *photo, *text;
 
-    if (s->conf->dir == NULL || s->ldap_dn.len == 0
-        || (s->conf->ldap_vcard_attr[CDIR_VC_PHOTO].data != NULL
-            && s->conf->ldap_vcard_attr[CDIR_VC_PHOTO].len == 0))
-    {
-        return;                            /* photos are not ours */
+    if (s->conf->dir == NULL || s->ldap_dn.len == 0) {
+        return;                            /* not a directory user */
     }
 
     prev = NULL;
