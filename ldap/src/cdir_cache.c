@@ -239,6 +239,35 @@ cdir_cache_drop(cdir_cache_t *c, const char *login, size_t login_len)
 }
 
 
+/*
+ * For the unit test (tests/unit/cdir_test.c): a copy of what an entry
+ * keeps of the password, its salt and digest; 0, or -1 if none.
+ */
+int
+cdir_cache_peek(cdir_cache_t *c, const char *login, size_t login_len,
+    unsigned char *salt, unsigned char *hash)
+{
+    int              rc;
+    cdir_centry_t  **pe;
+
+    rc = -1;
+
+    (void) pthread_mutex_lock(&c->lock);
+
+    pe = cdir_cache_find(c, login, login_len);
+
+    if (pe != NULL) {
+        memcpy(salt, (*pe)->salt, sizeof((*pe)->salt));
+        memcpy(hash, (*pe)->hash, sizeof((*pe)->hash));
+        rc = 0;
+    }
+
+    (void) pthread_mutex_unlock(&c->lock);
+
+    return rc;
+}
+
+
 unsigned long
 cdir_cache_count(cdir_cache_t *c)
 {

@@ -182,6 +182,8 @@ int cdir_cache_get(cdir_cache_t *c, const char *login, size_t login_len,
     const char *pw, size_t pw_len, cdir_auth_result_t *res);
 void cdir_cache_drop(cdir_cache_t *c, const char *login, size_t login_len);
 unsigned long cdir_cache_count(cdir_cache_t *c);
+int cdir_cache_peek(cdir_cache_t *c, const char *login, size_t login_len,
+    unsigned char *salt, unsigned char *hash);
 
 
 #endif /* _CDIR_INT_H_INCLUDED_ */

@@ -421,6 +421,30 @@ def test_revocation_of_live_sessions(make_appliance, clients):
     }, reasons
 
 
+# -- password changes -------------------------------------------------------------
+
+def test_password_change_takes_effect_at_next_sign_in(make_appliance,
+                                                      clients):
+    """Issue 6.6: a password changed in the directory is the one the
+    next sign-in needs; live sessions are not re-authenticated."""
+    app = make_appliance()
+    a = online(clients, app, "alice", "alice-pw", lib="xmpp")
+    b = online(clients, app, "bob", "bob-pw")
+    a.presence()
+    b.available()
+    app.ldap.modify("dn: uid=alice,ou=people,%s\nchangetype: modify\n"
+                    "replace: userPassword\nuserPassword: alice-new-pw\n"
+                    % BASE)
+    # the live session goes on
+    a.message(b.jid, "still signed in")
+    b.wait_for(lambda e: e["ev"] == "message"
+               and e.get("body") == "still signed in", 10)
+    refused(clients, app, "alice", "alice-pw")
+    online(clients, app, "alice", "alice-new-pw").disconnect()
+    log = open(os.path.join(app.nginx.workdir, "logs", "error.log")).read()
+    assert "alice-new-pw" not in log and "alice-pw" not in log
+
+
 # -- outage policy --------------------------------------------------------------
 
 def test_outage_cache(make_appliance, clients):
@@ -440,6 +464,14 @@ def test_outage_cache(make_appliance, clients):
     log = open(os.path.join(app.nginx.workdir, "logs", "error.log")).read()
     assert "from the credentials cache" in log
     assert "alice-pw" not in log
+    # memory only: no file nginx wrote (logs, audit journal, temp files)
+    # holds the password
+    for top, _, files in os.walk(app.nginx.workdir):
+        for name in files:
+            path = os.path.join(top, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    assert b"alice-pw" not in f.read(), path
 
 
 def test_outage_refuses_by_default(make_appliance, clients):

@@ -2,10 +2,13 @@
 
 While slapd is stopped with SIGSTOP (TCP still accepts, nothing answers),
 a pair of signed-in users keeps chatting, and a new sign-in gets
-<temporary-auth-failure/> once conclave_ldap_timeout has passed.
+<temporary-auth-failure/> once conclave_ldap_timeout has passed; over
+ldaps:// with no pooled connections the new sign-ins wait in their TLS
+handshakes, which are off the event loop as well.
 """
 
 import base64
+import os
 import socket
 import time
 
@@ -27,6 +30,28 @@ def start_auth(port, user):
 
 
 def test_chat_continues_while_ldap_is_stalled(appliance, clients):
+    stall_and_chat(appliance, clients)
+
+
+def test_chat_continues_while_ldaps_handshakes_stall(make_appliance,
+                                                     clients):
+    """Issue 6.1: the TLS handshake to the directory is off the event
+    loop too.  With no idle connections kept (pool size 0) every
+    sign-in opens a new ldaps:// connection; while slapd is stopped the
+    kernel still completes TCP, so each one waits in its TLS handshake,
+    in the thread pool, and the pair keeps chatting."""
+    app = make_appliance(ldap_tls=True, extra_http="""
+        conclave_ldap_uri @LDAPS_URI@;
+        conclave_ldap_ca_file @LDAP_CA_FILE@;
+        conclave_ldap_pool_size 0;
+        conclave_ldap_timeout 2s;
+    """)
+    stall_and_chat(app, clients)
+    log = open(os.path.join(app.nginx.workdir, "logs", "error.log")).read()
+    assert "carol-pw" not in log
+
+
+def stall_and_chat(appliance, clients):
     port = appliance.nginx.http_port
     a = clients("xmpp")
     assert a.connect(appliance.ws_url, "alice", "alice-pw")["ev"] == "online"

@@ -2,7 +2,8 @@
 /*
  * Unit tests for ldap/src/cdir*.c that need no LDAP server: RFC 4515
  * filter escaping, cdir_create() checks (group rules, roles, TLS set-up),
- * and the input checks that must deny a sign-in before any network I/O.
+ * the input checks that must deny a sign-in before any network I/O, and
+ * the outage cache (issue 6.7: salted, TTL, dropped on refusal).
  *
  * The directory used for input checks points at 127.0.0.1:1, where
  * nothing listens: a check that wrongly let a request through would come
@@ -12,8 +13,11 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
-#include "cdir.h"
+#include "cdir_int.h"
 
 
 #define NOWHERE  "ldap://127.0.0.1:1"
@@ -352,10 +356,93 @@ test_create_options(void)
 }
 
 
+/*
+ * The credentials cache keeps per login a random salt and
+ * SHA-256(salt || password), never the password or an unsalted hash:
+ * two logins with one password, or one login cached twice, share
+ * nothing an attacker with the memory could reuse.
+ */
+static void
+test_cache(void)
+{
+    unsigned int         n;
+    unsigned char        salt[2][16], hash[2][SHA256_DIGEST_LENGTH];
+    unsigned char        plain[SHA256_DIGEST_LENGTH];
+    unsigned char        buf[16 + 16];
+    cdir_cache_t        *c;
+    cdir_auth_result_t   res, out;
+
+    memset(&res, 0, sizeof(res));
+    res.status = CDIR_OK;
+    strcpy(res.dn, "uid=alice,ou=people,dc=example,dc=com");
+    strcpy(res.name, "alice");
+
+    c = cdir_cache_create(60, 16);
+    check(c != NULL, "cache", "create", NULL);
+    if (c == NULL) {
+        return;
+    }
+
+    cdir_cache_put(c, "alice", 5, "same-pw", 7, &res);
+    cdir_cache_put(c, "bob", 3, "same-pw", 7, &res);
+
+    check(cdir_cache_peek(c, "alice", 5, salt[0], hash[0]) == 0
+          && cdir_cache_peek(c, "bob", 3, salt[1], hash[1]) == 0,
+          "cache", "entries kept", NULL);
+    check(memcmp(salt[0], salt[1], 16) != 0
+          && memcmp(hash[0], hash[1], sizeof(hash[0])) != 0,
+          "cache", "one password, two salts, two digests", NULL);
+
+    (void) EVP_Digest("same-pw", 7, plain, &n, EVP_sha256(), NULL);
+    check(memcmp(hash[0], plain, sizeof(plain)) != 0,
+          "cache", "no unsalted digest", NULL);
+
+    memcpy(buf, salt[0], 16);
+    memcpy(buf + 16, "same-pw", 7);
+    (void) EVP_Digest(buf, 16 + 7, plain, &n, EVP_sha256(), NULL);
+    check(memcmp(hash[0], plain, sizeof(plain)) == 0,
+          "cache", "SHA-256(salt || password)", NULL);
+
+    cdir_cache_put(c, "alice", 5, "same-pw", 7, &res);
+    (void) cdir_cache_peek(c, "alice", 5, salt[1], hash[1]);
+    check(memcmp(salt[0], salt[1], 16) != 0, "cache",
+          "a new salt every time", NULL);
+
+    check(cdir_cache_get(c, "alice", 5, "same-pw", 7, &out) == 0
+          && out.from_cache && strcmp(out.name, "alice") == 0,
+          "cache", "right password served", NULL);
+    check(cdir_cache_get(c, "alice", 5, "other-pw", 8, &out) != 0,
+          "cache", "wrong password refused", NULL);
+
+    cdir_cache_drop(c, "alice", 5);
+    check(cdir_cache_get(c, "alice", 5, "same-pw", 7, &out) != 0
+          && cdir_cache_count(c) == 1, "cache", "dropped", NULL);
+
+    cdir_cache_destroy(c);
+
+    /* TTL: an entry of 1 s is gone 2 s later */
+    c = cdir_cache_create(1, 16);
+    if (c == NULL) {
+        check(0, "cache", "create ttl", NULL);
+        return;
+    }
+
+    cdir_cache_put(c, "carol", 5, "carol-pw", 8, &res);
+    check(cdir_cache_get(c, "carol", 5, "carol-pw", 8, &out) == 0,
+          "cache", "served within the TTL", NULL);
+    sleep(2);
+    check(cdir_cache_get(c, "carol", 5, "carol-pw", 8, &out) != 0,
+          "cache", "expired after the TTL", NULL);
+
+    cdir_cache_destroy(c);
+}
+
+
 int
 main(void)
 {
     test_escape();
+    test_cache();
     test_create();
     test_create_options();
     test_input();
