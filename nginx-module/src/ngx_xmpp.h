@@ -442,6 +442,7 @@ ngx_int_t ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1,
 ngx_int_t ngx_xmpp_session_flush(ngx_xmpp_session_t *s);
 void ngx_xmpp_session_cork(void);
 void ngx_xmpp_session_uncork(void);
+void ngx_xmpp_session_exit_worker(void);
 void ngx_xmpp_session_error(ngx_xmpp_session_t *s, const char *condition,
     const char *text);
 void ngx_xmpp_session_close(ngx_xmpp_session_t *s);

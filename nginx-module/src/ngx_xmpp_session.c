@@ -22,6 +22,7 @@ static void ngx_xmpp_session_detach(ngx_xmpp_session_t *s);
 static void ngx_xmpp_session_pool_cleanup(void *data);
 static void ngx_xmpp_session_reset(ngx_connection_t *c);
 static void ngx_xmpp_session_io_error(ngx_xmpp_session_t *s);
+static void ngx_xmpp_session_flush_corked(ngx_event_t *ev);
 
 
 /* ngx_xmpp_session_cork(): sessions written to while corked, by id */
@@ -30,6 +31,7 @@ static void ngx_xmpp_session_io_error(ngx_xmpp_session_t *s);
 static ngx_uint_t         ngx_xmpp_session_corked;
 static uint64_t           ngx_xmpp_session_corks[NGX_XMPP_CORK_MAX];
 static ngx_uint_t         ngx_xmpp_session_ncorks;
+static ngx_event_t        ngx_xmpp_session_uncorked;
 
 static ngx_rbtree_t       ngx_xmpp_sessions;
 static ngx_rbtree_node_t  ngx_xmpp_sessions_sentinel;
@@ -315,9 +317,13 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
 /*
  * A fan-out (a room's jobs, a batch of inter-worker datagrams) writes
  * many stanzas, often several to one session: between cork and uncork
- * they only queue, and uncork sends each session's queue with one
- * send() instead of one per stanza.  Nested corks uncork at the
- * outermost.  Sessions are kept by id: one that ends meanwhile is
+ * they only queue.  The outermost uncork does not send: it posts an
+ * event that sends each corked session's queue with one send() at the
+ * end of the event-loop turn, so that every fan-out of the turn (one
+ * per room message a group commit made durable, one per batch of
+ * datagrams) shares it.  One send per room message per occupant made
+ * the kernel's TCP path 80% of a worker's time (docs/benchmarks.md,
+ * "MUC fan-out").  Sessions are kept by id: one that ends meanwhile is
  * simply not found.
  */
 void
@@ -330,10 +336,32 @@ ngx_xmpp_session_cork(void)
 void
 ngx_xmpp_session_uncork(void)
 {
+    ngx_event_t  *ev;
+
+    if (ngx_xmpp_session_corked == 0 || --ngx_xmpp_session_corked) {
+        return;
+    }
+
+    ev = &ngx_xmpp_session_uncorked;
+
+    if (ngx_xmpp_session_ncorks == 0 || ev->posted) {
+        return;
+    }
+
+    ev->handler = ngx_xmpp_session_flush_corked;
+    ev->log = ngx_cycle->log;
+    ngx_post_event(ev, &ngx_posted_events);
+}
+
+
+static void
+ngx_xmpp_session_flush_corked(ngx_event_t *ev)
+{
     ngx_uint_t           i;
     ngx_xmpp_session_t  *s;
 
-    if (ngx_xmpp_session_corked == 0 || --ngx_xmpp_session_corked) {
+    if (ngx_xmpp_session_corked) {
+        /* a cork is open: its uncork posts this again */
         return;
     }
 
@@ -352,6 +380,19 @@ ngx_xmpp_session_uncork(void)
     }
 
     ngx_xmpp_session_ncorks = 0;
+}
+
+
+/* the worker exits: what is corked goes now */
+void
+ngx_xmpp_session_exit_worker(void)
+{
+    ngx_xmpp_session_corked = 0;
+
+    if (ngx_xmpp_session_uncorked.posted) {
+        ngx_delete_posted_event(&ngx_xmpp_session_uncorked);
+        ngx_xmpp_session_flush_corked(&ngx_xmpp_session_uncorked);
+    }
 }
 
 
