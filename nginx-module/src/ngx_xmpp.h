@@ -639,6 +639,25 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
 #define NGX_XMPP_IPC_BLOCKING  16    /* XEP-0191 change for session sid */
 #define NGX_XMPP_IPC_AVATAR    28    /* data: the new avatar hash (0/40) */
+#define NGX_XMPP_IPC_FAN       36    /* one stanza to many sessions */
+
+
+/*
+ * NGX_XMPP_IPC_FAN: this header, elem, tail, then per session an
+ * ngx_xmpp_fan_rcpt_t and its escaped JID; each session gets
+ * "<" elem " to='" JID "'" tail (ngx_xmpp_router_fan_ipc()).
+ */
+typedef struct {
+    uint32_t               elem_len;
+    uint32_t               tail_len;
+} ngx_xmpp_fan_hdr_t;
+
+
+typedef struct {
+    uint64_t               sid;
+    uint32_t               jid_len;
+    uint32_t               reserved;
+} ngx_xmpp_fan_rcpt_t;
 
 ngx_int_t ngx_xmpp_ipc_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_ipc_exit_worker(ngx_cycle_t *cycle);
@@ -664,6 +683,8 @@ void ngx_xmpp_router_bounce_text(ngx_xmpp_session_t *s,
     ngx_xmpp_delivery_t *d, const char *type, const char *condition,
     const char *text);
 void ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len);
+void ngx_xmpp_router_fan_ipc(u_char *data, size_t len);
+void ngx_xmpp_router_exit_worker(void);
 void ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid);
 void ngx_xmpp_router_kick_local(uint64_t sid);
 ngx_int_t ngx_xmpp_router_inbound(ngx_xmpp_session_t *s, u_char *data,

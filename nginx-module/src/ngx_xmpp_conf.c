@@ -616,10 +616,11 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);
 
-    /* what the leaves and the drain above corked is sent */
+    /* what the last turn corked is sent */
     ngx_xmpp_session_exit_worker();
 
     ngx_xmpp_ipc_exit_worker(cycle);
+    ngx_xmpp_router_exit_worker();
     ngx_xmpp_metrics_exit_worker();
 
     if (xcf->dir) {

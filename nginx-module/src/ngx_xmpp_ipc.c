@@ -583,6 +583,10 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
         ngx_xmpp_router_deliver_ipc(sid, data, len);
         break;
 
+    case NGX_XMPP_IPC_FAN:
+        ngx_xmpp_router_fan_ipc(data, len);
+        break;
+
     case NGX_XMPP_IPC_KICK:
         ngx_xmpp_router_kick_local(sid);
         break;

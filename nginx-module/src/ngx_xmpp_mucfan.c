@@ -168,26 +168,237 @@ ngx_xmpp_muc_deliver(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_occ_t *o,
 }
 
 
+/* ------------------------------------------------------------------ */
+/* one stanza to many occupants: per worker, not per occupant */
+
 /*
- * <presence/> of occupant o (under nick) as "to" sees it: in a
- * semi-anonymous room only moderators and o itself see the real JID
- * (XEP-0045 7.2.3 and 7.2.4).
+ * Occupants on this worker get their copy at once; those on another
+ * worker are listed, per worker, in one NGX_XMPP_IPC_FAN record
+ * (ngx_xmpp_router_fan_ipc() makes their copies there): a room of n
+ * occupants costs one record per other worker instead of n copies of
+ * the stanza through the socket.  The lists stay allocated for the
+ * worker's life (no allocation per room message).
  */
+
+#define NGX_XMPP_MUC_FAN_PEERS  64
+#define NGX_XMPP_MUC_FAN_CHUNK  (16 * 1024)
+
+
+typedef struct {
+    ngx_pid_t              pid;
+    ngx_uint_t             n;             /* sessions listed */
+    unsigned               failed:1;
+    ngx_xmpp_wbuf_t        buf;
+} ngx_xmpp_muc_peer_t;
+
+
+typedef struct {
+    ngx_str_t              elem;          /* "message", "presence" */
+    u_char                *tail;          /* after the "to" attribute */
+    size_t                 tail_len;
+} ngx_xmpp_muc_fan_t;
+
+
+static ngx_xmpp_muc_peer_t  ngx_xmpp_muc_peers[NGX_XMPP_MUC_FAN_PEERS];
+static ngx_uint_t           ngx_xmpp_muc_npeers;
+static ngx_xmpp_wbuf_t      ngx_xmpp_muc_tail;
+
+
 static void
-ngx_xmpp_muc_send_presence(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_occ_t *o,
-    ngx_str_t *nick, ngx_xmpp_muc_occ_t *to, ngx_uint_t unavailable,
-    ngx_uint_t *codes, ngx_uint_t ncodes, ngx_str_t *new_nick,
-    ngx_str_t *reason)
+ngx_xmpp_muc_peer_send(ngx_xmpp_muc_peer_t *peer)
 {
-    u_char            code[NGX_INT_T_LEN];
-    ngx_uint_t        i;
+    if (peer->n == 0) {
+        return;
+    }
+
+    if (ngx_xmpp_ipc_send(peer->pid, NGX_XMPP_IPC_FAN, 0, peer->buf.start,
+                          peer->buf.last - peer->buf.start)
+        != NGX_OK)
+    {
+        peer->failed = 1;
+    }
+
+    peer->n = 0;
+    peer->buf.last = peer->buf.start;
+}
+
+
+static ngx_xmpp_muc_peer_t *
+ngx_xmpp_muc_peer(ngx_pid_t pid)
+{
+    ngx_uint_t            i;
+    ngx_xmpp_muc_peer_t  *peer;
+
+    for (i = 0; i < ngx_xmpp_muc_npeers; i++) {
+        if (ngx_xmpp_muc_peers[i].pid == pid) {
+            return &ngx_xmpp_muc_peers[i];
+        }
+    }
+
+    if (ngx_xmpp_muc_npeers == NGX_XMPP_MUC_FAN_PEERS) {
+        return NULL;
+    }
+
+    peer = &ngx_xmpp_muc_peers[ngx_xmpp_muc_npeers++];
+    peer->pid = pid;
+    peer->n = 0;
+    peer->failed = 0;
+    peer->buf.last = peer->buf.start;
+    peer->buf.max = NGX_XMPP_MUC_FAN_CHUNK + ngx_xmpp_muc_conf->max_stanza_size
+                    + 65536;
+    peer->buf.failed = 0;
+
+    return peer;
+}
+
+
+/* the copy of occupant to, built here */
+static void
+ngx_xmpp_muc_fan_local(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_fan_t *fan,
+    ngx_xmpp_muc_occ_t *to)
+{
     ngx_xmpp_wbuf_t  *b;
 
     b = ngx_xmpp_muc_fanbuf();
 
-    ngx_xmpp_wbuf_lit(b, "<presence to='");
+    if (ngx_xmpp_wbuf_reserve(b, 16 + fan->elem.len + 6 * to->jid.len
+                                 + fan->tail_len)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_xmpp_wbuf_lit(b, "<");
+    ngx_xmpp_wbuf_nstr(b, &fan->elem);
+    ngx_xmpp_wbuf_lit(b, " to='");
     ngx_xmpp_wbuf_escs(b, &to->jid);
-    ngx_xmpp_wbuf_lit(b, "' from='");
+    ngx_xmpp_wbuf_lit(b, "'");
+    ngx_xmpp_wbuf_add(b, fan->tail, fan->tail_len);
+
+    ngx_xmpp_muc_deliver(room, to, b);
+}
+
+
+static void
+ngx_xmpp_muc_fan_add(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_fan_t *fan,
+    ngx_xmpp_muc_occ_t *to)
+{
+    u_char               *p;
+    size_t                used;
+    ngx_xmpp_wbuf_t      *b;
+    ngx_xmpp_fan_hdr_t    h;
+    ngx_xmpp_fan_rcpt_t   r;
+    ngx_xmpp_muc_peer_t  *peer;
+
+    if (to->ghost) {
+        return;
+    }
+
+    peer = (to->pid == ngx_pid) ? NULL : ngx_xmpp_muc_peer(to->pid);
+
+    if (peer == NULL) {
+        ngx_xmpp_muc_fan_local(room, fan, to);
+        return;
+    }
+
+    b = &peer->buf;
+    used = b->last - b->start;
+
+    if (peer->n && used + sizeof(r) + 6 * to->jid.len
+                   > NGX_XMPP_MUC_FAN_CHUNK)
+    {
+        ngx_xmpp_muc_peer_send(peer);
+    }
+
+    if (peer->n == 0) {
+        b->failed = 0;
+        h.elem_len = (uint32_t) fan->elem.len;
+        h.tail_len = (uint32_t) fan->tail_len;
+        ngx_xmpp_wbuf_add(b, &h, sizeof(h));
+        ngx_xmpp_wbuf_nstr(b, &fan->elem);
+        ngx_xmpp_wbuf_add(b, fan->tail, fan->tail_len);
+    }
+
+    if (ngx_xmpp_wbuf_reserve(b, sizeof(r) + 6 * to->jid.len) != NGX_OK) {
+        peer->failed = 1;
+        return;
+    }
+
+    /* the escaped JID fits what was reserved: b does not move */
+    p = b->last;
+    b->last += sizeof(r);
+    ngx_xmpp_wbuf_escs(b, &to->jid);
+
+    r.sid = to->sid;
+    r.jid_len = (uint32_t) (b->last - p - sizeof(r));
+    r.reserved = 0;
+    ngx_memcpy(p, &r, sizeof(r));
+
+    peer->n++;
+}
+
+
+/* the lists go; occupants of a worker that is gone are ghosts */
+static void
+ngx_xmpp_muc_fan_end(ngx_xmpp_muc_room_t *room)
+{
+    ngx_uint_t            i, failed;
+    ngx_queue_t          *q;
+    ngx_xmpp_muc_occ_t   *o;
+    ngx_xmpp_muc_peer_t  *peer;
+
+    failed = 0;
+
+    for (i = 0; i < ngx_xmpp_muc_npeers; i++) {
+        peer = &ngx_xmpp_muc_peers[i];
+
+        if (peer->buf.failed) {
+            peer->failed = 1;
+        }
+
+        if (!peer->failed) {
+            ngx_xmpp_muc_peer_send(peer);
+        }
+
+        failed |= peer->failed;
+    }
+
+    for (q = ngx_queue_head(&room->occupants);
+         failed && q != ngx_queue_sentinel(&room->occupants);
+         q = ngx_queue_next(q))
+    {
+        o = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
+
+        for (i = 0; i < ngx_xmpp_muc_npeers; i++) {
+            if (ngx_xmpp_muc_peers[i].failed
+                && ngx_xmpp_muc_peers[i].pid == o->pid)
+            {
+                o->ghost = 1;
+                room->ghosts = 1;
+            }
+        }
+    }
+
+    /* the buffers stay for the next fan-out */
+    ngx_xmpp_muc_npeers = 0;
+}
+
+
+/*
+ * What follows "to" in the <presence/> of occupant o (under nick): in
+ * a semi-anonymous room only moderators and o itself see the real JID
+ * (XEP-0045 7.2.3 and 7.2.4), with_jid says which variant this is.
+ */
+static void
+ngx_xmpp_muc_presence_tail(ngx_xmpp_wbuf_t *b, ngx_xmpp_muc_room_t *room,
+    ngx_xmpp_muc_occ_t *o, ngx_str_t *nick, ngx_uint_t unavailable,
+    ngx_uint_t *codes, ngx_uint_t ncodes, ngx_uint_t with_jid,
+    ngx_str_t *new_nick, ngx_str_t *reason)
+{
+    u_char      code[NGX_INT_T_LEN];
+    ngx_uint_t  i;
+
+    ngx_xmpp_wbuf_lit(b, " from='");
     ngx_xmpp_wbuf_escs(b, &room->jid);
     ngx_xmpp_wbuf_lit(b, "/");
     ngx_xmpp_wbuf_escs(b, nick);
@@ -212,9 +423,7 @@ ngx_xmpp_muc_send_presence(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_occ_t *o,
                                                : o->role));
     ngx_xmpp_wbuf_lit(b, "'");
 
-    if (!room->conf.semi_anonymous || to == o
-        || to->role == NGX_XMPP_MUC_ROLE_MODERATOR)
-    {
+    if (with_jid) {
         ngx_xmpp_wbuf_lit(b, " jid='");
         ngx_xmpp_wbuf_escs(b, &o->jid);
         ngx_xmpp_wbuf_lit(b, "'");
@@ -242,51 +451,102 @@ ngx_xmpp_muc_send_presence(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_occ_t *o,
     }
 
     ngx_xmpp_wbuf_lit(b, "</x></presence>");
+}
+
+
+/* o's presence to one occupant */
+static void
+ngx_xmpp_muc_send_presence(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_occ_t *o,
+    ngx_str_t *nick, ngx_xmpp_muc_occ_t *to, ngx_uint_t unavailable,
+    ngx_uint_t *codes, ngx_uint_t ncodes, ngx_str_t *new_nick,
+    ngx_str_t *reason)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_muc_fanbuf();
+
+    ngx_xmpp_wbuf_lit(b, "<presence to='");
+    ngx_xmpp_wbuf_escs(b, &to->jid);
+    ngx_xmpp_wbuf_lit(b, "'");
+
+    ngx_xmpp_muc_presence_tail(b, room, o, nick, unavailable, codes, ncodes,
+                               !room->conf.semi_anonymous || to == o
+                               || to->role == NGX_XMPP_MUC_ROLE_MODERATOR,
+                               new_nick, reason);
 
     ngx_xmpp_muc_deliver(room, to, b);
 }
 
 
-/* o's presence to every occupant that joined before the job */
+/*
+ * o's presence to every occupant that joined before the job: o's own
+ * copy apart (status codes), the others get one of two variants, with
+ * the real JID or without, each built once and fanned out.
+ */
 static void
 ngx_xmpp_muc_broadcast_presence(ngx_xmpp_muc_room_t *room,
     ngx_xmpp_muc_job_t *job, ngx_str_t *nick, ngx_uint_t unavailable,
     ngx_uint_t code, ngx_str_t *new_nick, ngx_str_t *reason)
 {
-    ngx_uint_t           codes[4], n;
+    ngx_uint_t           codes[4], n, with_jid, sees_jid;
     ngx_queue_t         *q;
+    ngx_xmpp_wbuf_t     *t;
+    ngx_xmpp_muc_fan_t   fan;
     ngx_xmpp_muc_occ_t  *o, *to;
 
     o = job->occ;
 
-    for (q = ngx_queue_head(&room->occupants);
-         q != ngx_queue_sentinel(&room->occupants);
-         q = ngx_queue_next(q))
-    {
-        to = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
+    ngx_str_set(&fan.elem, "presence");
 
-        if (to->joined >= job->seq && to != o) {
+    for (with_jid = 0; with_jid < 2; with_jid++) {
+
+        t = &ngx_xmpp_muc_tail;
+        t->last = t->start;
+        t->max = ngx_xmpp_muc_conf->max_stanza_size + 65536;
+        t->failed = 0;
+
+        ngx_xmpp_muc_presence_tail(t, room, o, nick, unavailable, &code,
+                                   code ? 1 : 0, with_jid, new_nick, reason);
+        if (t->failed) {
             continue;
         }
 
-        n = 0;
+        fan.tail = t->start;
+        fan.tail_len = t->last - t->start;
 
-        if (to == o) {
-            /* XEP-0045 7.2.2: 110 marks the occupant's own presence */
-            codes[n++] = 110;
+        for (q = ngx_queue_head(&room->occupants);
+             q != ngx_queue_sentinel(&room->occupants);
+             q = ngx_queue_next(q))
+        {
+            to = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
 
-            if (!room->conf.semi_anonymous && !unavailable && code == 0) {
-                codes[n++] = 100;
+            sees_jid = !room->conf.semi_anonymous
+                       || to->role == NGX_XMPP_MUC_ROLE_MODERATOR;
+
+            if (to == o || to->joined >= job->seq || sees_jid != with_jid) {
+                continue;
             }
+
+            ngx_xmpp_muc_fan_add(room, &fan, to);
         }
 
-        if (code) {
-            codes[n++] = code;
-        }
-
-        ngx_xmpp_muc_send_presence(room, o, nick, to, unavailable, codes, n,
-                                   new_nick, reason);
+        ngx_xmpp_muc_fan_end(room);
     }
+
+    /* XEP-0045 7.2.2: 110 marks the occupant's own presence */
+    n = 0;
+    codes[n++] = 110;
+
+    if (!room->conf.semi_anonymous && !unavailable && code == 0) {
+        codes[n++] = 100;
+    }
+
+    if (code) {
+        codes[n++] = code;
+    }
+
+    ngx_xmpp_muc_send_presence(room, o, nick, o, unavailable, codes, n,
+                               new_nick, reason);
 }
 
 
@@ -478,9 +738,9 @@ ngx_xmpp_muc_history_add(ngx_xmpp_muc_room_t *room, int64_t ts,
 static void
 ngx_xmpp_muc_run_message(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_job_t *job)
 {
-    u_char               *p;
     ngx_queue_t          *q;
     ngx_xmpp_wbuf_t      *b;
+    ngx_xmpp_muc_fan_t    fan;
     ngx_xmpp_muc_occ_t   *to;
 
     if (job->code == 0 && job->len + 8 <= ngx_xmpp_muc_conf->max_stanza_size
@@ -498,7 +758,10 @@ ngx_xmpp_muc_run_message(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_job_t *job)
         }
     }
 
-    b = ngx_xmpp_muc_fanbuf();
+    /* one copy per occupant here, one record per other worker */
+    ngx_str_set(&fan.elem, "message");
+    fan.tail = job->data;
+    fan.tail_len = job->len;
 
     for (q = ngx_queue_head(&room->occupants);
          q != ngx_queue_sentinel(&room->occupants);
@@ -506,26 +769,12 @@ ngx_xmpp_muc_run_message(ngx_xmpp_muc_room_t *room, ngx_xmpp_muc_job_t *job)
     {
         to = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
 
-        if (to->joined >= job->seq) {
-            continue;
+        if (to->joined < job->seq) {
+            ngx_xmpp_muc_fan_add(room, &fan, to);
         }
-
-        b = ngx_xmpp_muc_fanbuf();
-
-        if (ngx_xmpp_wbuf_reserve(b, 16 + 6 * to->jid.len + job->len)
-            != NGX_OK)
-        {
-            continue;
-        }
-
-        ngx_xmpp_wbuf_lit(b, "<message to='");
-        ngx_xmpp_wbuf_escs(b, &to->jid);
-        ngx_xmpp_wbuf_lit(b, "'");
-        p = b->last;
-        b->last = ngx_cpymem(p, job->data, job->len);
-
-        ngx_xmpp_muc_deliver(room, to, b);
     }
+
+    ngx_xmpp_muc_fan_end(room);
 }
 
 
@@ -824,6 +1073,14 @@ ngx_xmpp_muc_release(ngx_xmpp_muc_room_t *room, uint64_t upto,
 void
 ngx_xmpp_muc_fan_exit(void)
 {
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_XMPP_MUC_FAN_PEERS; i++) {
+        ngx_xmpp_wbuf_free(&ngx_xmpp_muc_peers[i].buf);
+    }
+
+    ngx_xmpp_wbuf_free(&ngx_xmpp_muc_tail);
+
     if (ngx_xmpp_muc_bury_ev.posted) {
         ngx_delete_posted_event(&ngx_xmpp_muc_bury_ev);
     }

@@ -16,6 +16,7 @@
  * nests one lookup inside another.
  */
 static ngx_xmpp_route_t  ngx_xmpp_routes[NGX_XMPP_ROUTE_MAX];
+static ngx_xmpp_wbuf_t   ngx_xmpp_router_fan;    /* fan-out copies */
 
 
 ngx_xmpp_route_t *
@@ -490,6 +491,94 @@ ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
     }
 
     (void) ngx_xmpp_router_inbound(s, data, len);
+}
+
+
+/*
+ * One stanza to several sessions of this worker (NGX_XMPP_IPC_FAN): a
+ * room's owner sends each room message once per worker, not once per
+ * occupant, and this worker makes the copies.  Copy i is
+ * "<" elem " to='" jid[i] "'" tail, the JIDs already escaped by the
+ * sender; after the header come elem, tail, then per session its id,
+ * the JID's length and the JID.  The datagram came from a worker with
+ * the zone's secret, but its lengths are checked all the same.
+ */
+void
+ngx_xmpp_router_fan_ipc(u_char *data, size_t len)
+{
+    u_char              *p, *end, *elem, *tail;
+    uint64_t             sid;
+    ngx_xmpp_wbuf_t     *b;
+    ngx_xmpp_fan_hdr_t   h;
+    ngx_xmpp_fan_rcpt_t  r;
+
+    end = data + len;
+
+    if (len < sizeof(h)) {
+        goto malformed;
+    }
+
+    ngx_memcpy(&h, data, sizeof(h));
+    p = data + sizeof(h);
+
+    if (h.elem_len > (size_t) (end - p)
+        || h.tail_len > (size_t) (end - p) - h.elem_len)
+    {
+        goto malformed;
+    }
+
+    elem = p;
+    tail = p + h.elem_len;
+    p = tail + h.tail_len;
+
+    b = &ngx_xmpp_router_fan;
+    b->max = len + 16;
+
+    while (p < end) {
+        if ((size_t) (end - p) < sizeof(r)) {
+            goto malformed;
+        }
+
+        ngx_memcpy(&r, p, sizeof(r));
+        p += sizeof(r);
+
+        if (r.jid_len > (size_t) (end - p)) {
+            goto malformed;
+        }
+
+        sid = r.sid;
+
+        /* the scratch buffer of the worker's life: no allocation here */
+        b->last = b->start;
+        b->failed = 0;
+
+        ngx_xmpp_wbuf_lit(b, "<");
+        ngx_xmpp_wbuf_add(b, elem, h.elem_len);
+        ngx_xmpp_wbuf_lit(b, " to='");
+        ngx_xmpp_wbuf_add(b, p, r.jid_len);
+        ngx_xmpp_wbuf_lit(b, "'");
+        ngx_xmpp_wbuf_add(b, tail, h.tail_len);
+
+        p += r.jid_len;
+
+        if (!b->failed) {
+            ngx_xmpp_router_deliver_ipc(sid, b->start, b->last - b->start);
+        }
+    }
+
+    return;
+
+malformed:
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "xmpp: malformed fan-out record from another worker");
+}
+
+
+void
+ngx_xmpp_router_exit_worker(void)
+{
+    ngx_xmpp_wbuf_free(&ngx_xmpp_router_fan);
 }
 
 

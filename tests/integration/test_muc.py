@@ -239,6 +239,68 @@ def test_semi_anonymous_room_shows_real_jids_to_moderators_only(
     assert p["jid"] == d.jid
 
 
+def test_semi_anonymous_variants_on_both_workers(appliance, pool):
+    """The room's owner builds a presence once per variant (with the
+    real JID for moderators, without for the others) and sends one
+    fan-out record per other worker, which makes the copies there: a
+    moderator and a participant on each worker get their own variant,
+    addressed to their own JID (issue 7's fan-out, docs/muc.md)."""
+    room = new_room()
+    a1 = user(appliance, pool, "alice", "a1")
+    here = worker_of(appliance, a1.jid)
+    a2 = user_on_other_worker(appliance, pool, "alice", here)
+    b = user_on_other_worker(appliance, pool, "bob", here)
+    c = user(appliance, pool, "carol")
+    for i in range(30):
+        if worker_of(appliance, c.jid) == here:
+            break
+        c.disconnect()
+        c = user(appliance, pool, "carol", "carol%d" % i)
+    assert worker_of(appliance, c.jid) == here
+    there = worker_of(appliance, b.jid)
+    assert worker_of(appliance, a2.jid) == there != here
+
+    a1.join(room, "Alice")                   # owner: a moderator
+    a2.join(room, "Alice2")                  # the owner's other resource
+    b.join(room, "Bob")
+    c.join(room, "Carol")
+    assert room_owner(appliance, room) == here
+    mods, parts = (a1, a2), (b, c)
+
+    e = user(appliance, pool, "erin")
+    e.join(room, "Erin")
+    for x in mods + parts:
+        p = x.wait_presence(lambda p: p["from"] == room + "/Erin")
+        assert p["role"] == "participant"
+        assert p["jid"] == (e.jid if x in mods else None), x.jid
+
+    # a nick change: unavailable with 303 and the new nick, then back
+    e.change_nick(room, "Erin2")
+    for x in mods + parts:
+        p = x.wait_presence(lambda p: p["from"] == room + "/Erin"
+                            and p["type"] == "unavailable")
+        assert 303 in p["codes"]
+        assert p["jid"] == (e.jid if x in mods else None), x.jid
+        p = x.wait_presence(lambda p: p["from"] == room + "/Erin2")
+        assert p["jid"] == (e.jid if x in mods else None), x.jid
+
+    # messages: the same stanza to each, addressed to each, in order
+    for i in range(5):
+        e.say(room, "v-%d" % i, id="v%d" % i)
+    for x in mods + parts + (e,):
+        got = [x.wait_groupchat(lambda m: m["body"].startswith("v-"))
+               for _ in range(5)]
+        assert [m["body"] for m in got] == ["v-%d" % i for i in range(5)]
+        assert {m["to"] for m in got} == {x.jid}
+        assert {m["from"] for m in got} == {room + "/Erin2"}
+
+    e.leave(room, "Erin2")
+    for x in mods + parts:
+        p = x.wait_presence(lambda p: p["from"] == room + "/Erin2"
+                            and p["type"] == "unavailable")
+        assert p["jid"] == (e.jid if x in mods else None), x.jid
+
+
 def test_members_only_room(appliance, pool):
     room = new_room()
     a = user(appliance, pool, "alice")
