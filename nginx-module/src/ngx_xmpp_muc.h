@@ -1,9 +1,9 @@
 
 /*
- * Group chat (XEP-0045): what ngx_xmpp_muc.c (rooms, occupants, fan-out)
- * and ngx_xmpp_mucadmin.c (forms, affiliations, persistence, discovery)
- * share.  Only the worker that owns a room touches its structures
- * (docs/muc.md "One owner per room").
+ * Group chat (XEP-0045): what ngx_xmpp_muc.c (rooms, occupants, fan-out),
+ * ngx_xmpp_mucadmin.c (forms, affiliations, discovery) and
+ * ngx_xmpp_mucdb.c (persistence) share.  Only the worker that owns a
+ * room touches its structures (docs/muc.md "One owner per room").
  */
 
 
@@ -262,6 +262,8 @@ void ngx_xmpp_muc_iq(ngx_xmpp_muc_req_t *rq);
 void ngx_xmpp_muc_release(ngx_xmpp_muc_room_t *room, uint64_t upto,
     ngx_uint_t ok);
 void ngx_xmpp_muc_fan_exit(void);
+void ngx_xmpp_muc_history_add(ngx_xmpp_muc_room_t *room, int64_t ts,
+    u_char *data, size_t len);
 
 /* ngx_xmpp_mucadmin.c */
 void ngx_xmpp_muc_owner_iq(ngx_xmpp_muc_req_t *rq, xmlNodePtr q);
@@ -269,11 +271,12 @@ void ngx_xmpp_muc_admin_iq(ngx_xmpp_muc_req_t *rq, xmlNodePtr q);
 void ngx_xmpp_muc_room_disco(ngx_xmpp_muc_req_t *rq, xmlNodePtr q);
 void ngx_xmpp_muc_invite(ngx_xmpp_muc_req_t *rq, xmlNodePtr x);
 void ngx_xmpp_muc_config_default(ngx_xmpp_muc_config_t *c);
+ngx_int_t ngx_xmpp_muc_dup(ngx_str_t *dst, ngx_str_t *src);
+
+/* ngx_xmpp_mucdb.c: persistent rooms in MariaDB */
 ngx_int_t ngx_xmpp_muc_load(ngx_xmpp_muc_room_t *room);
 void ngx_xmpp_muc_save(ngx_xmpp_muc_room_t *room);
 void ngx_xmpp_muc_unsave(ngx_str_t *jid);
-void ngx_xmpp_muc_history_add(ngx_xmpp_muc_room_t *room, int64_t ts,
-    u_char *data, size_t len);
 
 /* ngx_xmpp_mamroom.c: XEP-0313 section 5, the room's archive */
 void ngx_xmpp_mam_room_iq(ngx_xmpp_muc_req_t *rq, xmlNodePtr q);
