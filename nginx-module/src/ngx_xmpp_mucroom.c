@@ -247,6 +247,7 @@ ngx_xmpp_muc_join(ngx_xmpp_muc_req_t *rq)
     int64_t               hist[4];
     xmlNodePtr            x;
     ngx_uint_t            created, affiliation;
+    const char           *role, *affil;
     ngx_xmpp_muc_occ_t   *o;
     ngx_xmpp_muc_job_t   *job;
     ngx_xmpp_muc_room_t  *room;
@@ -306,15 +307,15 @@ ngx_xmpp_muc_join(ngx_xmpp_muc_req_t *rq)
     o->role = ngx_xmpp_muc_default_role(room, affiliation);
     o->joined = room->events + 1;
 
+    role = ngx_xmpp_muc_role_name(o->role);
+    affil = ngx_xmpp_muc_affil_name(affiliation);
+
     if (ngx_xmpp_muc_record_str(rec, "nick", &o->nick) != NGX_OK
         || ngx_xmpp_muc_record_str(rec, "jid", &o->jid) != NGX_OK
-        || caud_record_set_param_str(rec, "role",
-                                     ngx_xmpp_muc_role_name(o->role),
-                                     ngx_strlen(ngx_xmpp_muc_role_name(o->role)))
+        || caud_record_set_param_str(rec, "role", role, ngx_strlen(role))
            != 0
-        || caud_record_set_param_str(rec, "affiliation",
-                                     ngx_xmpp_muc_affil_name(affiliation),
-                                     ngx_strlen(ngx_xmpp_muc_affil_name(affiliation)))
+        || caud_record_set_param_str(rec, "affiliation", affil,
+                                     ngx_strlen(affil))
            != 0)
     {
         goto failed;
