@@ -240,7 +240,14 @@ ngx_xmpp_audit_ready(ngx_event_t *ev)
         a->slot->durable_seq = caud_journal_durable_seq(a->journal);
     }
 
+    /*
+     * A sync round releases many messages: their sends are corked, so
+     * a session gets the round's messages with one send() at the end
+     * of the turn (docs/routing.md).
+     */
+    ngx_xmpp_session_cork();
     ngx_xmpp_audit_drain(a, failed);
+    ngx_xmpp_session_uncork();
 
     if (ngx_handle_read_event(ev, 0) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
