@@ -93,6 +93,12 @@ def main():
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--buffer-pool", default="256M")
     ap.add_argument("--dir", default="/tmp/console-bench")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="time every kind N times on the same store "
+                    "(prints each run, then the median p99 per kind)")
+    ap.add_argument("--hold", action="store_true",
+                    help="after the runs, keep the servers up until "
+                    "Enter (or EOF) on stdin, to try statements by hand")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
 
@@ -158,14 +164,29 @@ def main():
         # one warm-up pass of a few queries of each kind
         for qs in kinds.values():
             timed(c, qs[:5])
-        print("%-13s %8s %8s %8s %8s %8s %6s" % (
-            "search", "p50 ms", "p95 ms", "p99 ms", "max ms", "hits",
-            "errors"))
-        for name, qs in kinds.items():
-            lat, hits, errors = timed(c, qs)
-            print("%-13s %8.1f %8.1f %8.1f %8.1f %8.1f %6d" % (
-                name, pct(lat, 50), pct(lat, 95), pct(lat, 99), max(lat),
-                statistics.mean(hits), errors))
+        p99s = {name: [] for name in kinds}
+        for run in range(a.runs):
+            print("run %d of %d, load average %.1f" % (
+                run + 1, a.runs, os.getloadavg()[0]))
+            print("%-13s %8s %8s %8s %8s %8s %6s" % (
+                "search", "p50 ms", "p95 ms", "p99 ms", "max ms", "hits",
+                "errors"))
+            for name, qs in kinds.items():
+                lat, hits, errors = timed(c, qs)
+                p99s[name].append(pct(lat, 99))
+                print("%-13s %8.1f %8.1f %8.1f %8.1f %8.1f %6d" % (
+                    name, pct(lat, 50), pct(lat, 95), pct(lat, 99),
+                    max(lat), statistics.mean(hits), errors))
+                sys.stdout.flush()
+        if a.runs > 1:
+            print("median p99 of %d runs (ms): %s" % (a.runs, ", ".join(
+                "%s %.1f" % (name, statistics.median(v))
+                for name, v in p99s.items())))
+        if a.hold:
+            print("holding: mariadb socket %s, database %s; Enter stops"
+                  % (db.socket, db.database))
+            sys.stdout.flush()
+            sys.stdin.readline()
         sys.stdout.flush()
     finally:
         app.stop()
