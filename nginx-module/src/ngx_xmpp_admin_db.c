@@ -429,7 +429,7 @@ ngx_xmpp_admin_q_keyword(ngx_http_request_t *r, ngx_xmpp_admin_q_t *q,
      * written and stops at the first false one, and the walk by time
      * rejects almost every row it reads; LIKE rejects one for less than
      * the look-ahead REGEXP does (docs/console.md "Search latency
-     * benchmark": a walk of 12,000 rows of the 1,000,000-row bench)
+     * (benchmark)": the broad keywords' p99 halved on 1,000,000 rows)
      */
     if (ngx_xmpp_admin_q_sql(q, " AND body LIKE ?") != NGX_OK
         || ngx_xmpp_admin_q_param(q, like, b - like) != NGX_OK)
