@@ -501,7 +501,9 @@ ngx_int_t ngx_xmpp_stream_features(ngx_xmpp_session_t *s);
  * its thread; a timer that finds the thread already committing waits
  * for the commit's outcome (bounded by the connection's own timeouts).
  * Only a connection lost during COMMIT itself leaves the outcome
- * unknown: _UNAVAILABLE, logged as such.
+ * unknown: _UNAVAILABLE, logged as such.  A request whose run() only
+ * reads may set r->readonly = 1: it runs on an autocommit connection
+ * and the adapter sends no COMMIT (a round trip saved per request).
  */
 #define NGX_XMPP_DB_OK           0
 #define NGX_XMPP_DB_ERROR        1    /* the statement failed */
@@ -532,6 +534,8 @@ struct ngx_xmpp_db_req_s {
     unsigned int           db_errno;
     char                   err[256];      /* for the log, never to users;
                                              the thread's until done */
+    unsigned               readonly:1;    /* run() only reads: autocommit,
+                                             no COMMIT round trip */
 
     /* private */
     ngx_xmpp_conf_t       *xcf;

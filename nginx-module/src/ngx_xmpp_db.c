@@ -31,6 +31,13 @@
  * A timer that finds COMMITTING waits for the thread: the outcome is
  * then known, except when the connection is lost during COMMIT itself.
  *
+ * A request marked readonly (a history page) writes nothing, so there
+ * is nothing for a timeout to undo: it runs on a connection of its own
+ * kind in autocommit mode, each statement its own transaction, and the
+ * COMMIT round trip (a tenth of a page's time) is not sent.  Its locks
+ * and snapshot end with each statement, so no idle pooled connection
+ * holds a read view or a metadata lock that would stall a migration.
+ *
  * While the server is unreachable, a failed connect closes the circuit
  * for a second: requests fail at once with NGX_XMPP_DB_UNAVAILABLE
  * instead of each holding a thread for a connect timeout.
@@ -58,9 +65,10 @@
 
 struct ngx_xmpp_db_pool_s {
     pthread_mutex_t        lock;
-    MYSQL                 *idle[NGX_XMPP_DB_POOL_MAX];
-    ngx_msec_t             idle_since[NGX_XMPP_DB_POOL_MAX];
-    ngx_uint_t             nidle;
+    /* [0]: one transaction per request; [1]: readonly, autocommit */
+    MYSQL                 *idle[2][NGX_XMPP_DB_POOL_MAX];
+    ngx_msec_t             idle_since[2][NGX_XMPP_DB_POOL_MAX];
+    ngx_uint_t             nidle[2];
     ngx_msec_t             down_until;     /* ngx_current_msec scale */
     caud_db_opts_t         opts;
     ngx_xmpp_db_stats_t    stats;
@@ -78,8 +86,8 @@ static ngx_uint_t ngx_xmpp_db_move(ngx_xmpp_db_req_t *r, ngx_uint_t from,
     ngx_uint_t to);
 static ngx_uint_t ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r);
 static MYSQL *ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r);
-static void ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn,
-    ngx_uint_t keep);
+static void ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r,
+    MYSQL *conn, ngx_uint_t keep);
 static MYSQL_STMT *ngx_xmpp_db_exec_stmt(MYSQL *conn, ngx_xmpp_db_req_t *r,
     const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_uint_t direct);
 
@@ -127,7 +135,7 @@ ngx_xmpp_db_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 void
 ngx_xmpp_db_exit_worker(ngx_cycle_t *cycle)
 {
-    ngx_uint_t           i;
+    ngx_uint_t           i, k;
     ngx_xmpp_db_pool_t  *p;
 
     p = ngx_xmpp_db_pool;
@@ -135,8 +143,10 @@ ngx_xmpp_db_exit_worker(ngx_cycle_t *cycle)
         return;
     }
 
-    for (i = 0; i < p->nidle; i++) {
-        mysql_close(p->idle[i]);
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < p->nidle[k]; i++) {
+            mysql_close(p->idle[k][i]);
+        }
     }
 
     ngx_xmpp_db_pool = NULL;
@@ -266,7 +276,7 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
 
     if (rc == 0) {
         keep = ngx_xmpp_db_commit(conn, r);
-        ngx_xmpp_db_put(p, conn, keep);
+        ngx_xmpp_db_put(p, r, conn, keep);
         return;
     }
 
@@ -284,14 +294,14 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
     }
 
     /* nothing of a failed request stays, and no snapshot lingers */
-    if (keep && mysql_rollback(conn) != 0) {
+    if (keep && !r->readonly && mysql_rollback(conn) != 0) {
         keep = 0;
     }
 
     r->thread_rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
     __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
 
-    ngx_xmpp_db_put(p, conn, keep);
+    ngx_xmpp_db_put(p, r, conn, keep);
 }
 
 
@@ -314,11 +324,22 @@ ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r)
     unsigned int  err;
 
     if (!ngx_xmpp_db_move(r, NGX_XMPP_DB_RUNNING, NGX_XMPP_DB_COMMITTING)) {
+        r->thread_rc = NGX_XMPP_DB_TIMEOUT;
+
+        if (r->readonly) {
+            /* autocommit, and nothing written: nothing to undo */
+            return 1;
+        }
+
         ngx_cpystrn((u_char *) r->err,
                     (u_char *) "answered as timed out: rolled back",
                     sizeof(r->err));
-        r->thread_rc = NGX_XMPP_DB_TIMEOUT;
         return mysql_rollback(conn) == 0;
+    }
+
+    if (r->readonly) {
+        r->thread_rc = NGX_XMPP_DB_OK;
+        return 1;
     }
 
     if (mysql_commit(conn) == 0) {
@@ -350,11 +371,13 @@ static MYSQL *
 ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 {
     MYSQL       *conn;
+    ngx_uint_t   k;
     ngx_msec_t   now, down, since;
 
     /* ngx_current_msec is read without the event loop's update: good
      * enough for a one-second circuit and the idle check */
     now = ngx_current_msec;
+    k = r->readonly;
 
     for ( ;; ) {
         conn = NULL;
@@ -362,10 +385,10 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 
         (void) pthread_mutex_lock(&p->lock);
 
-        if (p->nidle) {
-            p->nidle--;
-            conn = p->idle[p->nidle];
-            since = p->idle_since[p->nidle];
+        if (p->nidle[k]) {
+            p->nidle[k]--;
+            conn = p->idle[k][p->nidle[k]];
+            since = p->idle_since[k][p->nidle[k]];
         }
 
         down = p->down_until;
@@ -407,8 +430,11 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
         return NULL;
     }
 
-    /* one transaction per request, committed by ngx_xmpp_db_commit() */
-    if (mysql_autocommit(conn, 0) != 0) {
+    /*
+     * One transaction per request, committed by ngx_xmpp_db_commit();
+     * a readonly request's connection commits each statement itself.
+     */
+    if (mysql_autocommit(conn, k) != 0) {
         ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
                     sizeof(r->err));
         mysql_close(conn);
@@ -423,14 +449,19 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 
 
 static void
-ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, MYSQL *conn, ngx_uint_t keep)
+ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r, MYSQL *conn,
+    ngx_uint_t keep)
 {
+    ngx_uint_t  k;
+
+    k = r->readonly;
+
     if (keep) {
         (void) pthread_mutex_lock(&p->lock);
 
-        if (p->nidle < NGX_XMPP_DB_POOL_MAX) {
-            p->idle_since[p->nidle] = ngx_current_msec;
-            p->idle[p->nidle++] = conn;
+        if (p->nidle[k] < NGX_XMPP_DB_POOL_MAX) {
+            p->idle_since[k][p->nidle[k]] = ngx_current_msec;
+            p->idle[k][p->nidle[k]++] = conn;
             conn = NULL;
         }
 

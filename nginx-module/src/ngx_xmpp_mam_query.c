@@ -98,6 +98,9 @@ ngx_xmpp_mam_request(ngx_xmpp_mam_query_t *tmp, ngx_str_t *owner,
     r->cleanup = ngx_xmpp_mam_free;
     r->data = NULL;
 
+    /* a page only reads: no COMMIT round trip (ngx_xmpp_db.c) */
+    r->readonly = 1;
+
     return r;
 }
 
