@@ -715,21 +715,6 @@ ngx_xmpp_avatar_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 }
 
 
-/* columns: payload -> ctx->out (u32 len, bytes) */
-static int
-ngx_xmpp_avatar_payload_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
-    ngx_uint_t n)
-{
-    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
-
-    if (cols[0].data) {
-        ngx_xmpp_pep_put32(&ctx->out, &cols[0]);
-    }
-
-    return ctx->out.failed ? -1 : 0;
-}
-
-
 /* columns: item_id [, payload] -> avatar_hash [, ctx->subs] */
 static int
 ngx_xmpp_avatar_hash_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
@@ -778,7 +763,7 @@ ngx_xmpp_avatar_sql_check(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     if (ngx_xmpp_avatar_sql(conn, r,
             "SELECT payload FROM pep_item WHERE owner_jid = ?"
             " AND node = ? AND item_id = ?", params, 3,
-            ngx_xmpp_avatar_payload_row) != 0)
+            ngx_xmpp_pep_payload_row) != 0)
     {
         return -1;
     }
@@ -843,6 +828,7 @@ ngx_xmpp_avatar_sql_current(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 static int
 ngx_xmpp_avatar_run_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
+    ngx_uint_t           i;
     ngx_str_t            p[4];
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
@@ -863,29 +849,18 @@ ngx_xmpp_avatar_run_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     /* XEP-0084 nodes with XEP-0163's defaults where they are missing */
-    p[1] = ngx_xmpp_avatar_data_node;
-    p[2] = ngx_xmpp_avatar_meta_node;
+    for (i = 0; i < 2; i++) {
+        p[1] = i ? ngx_xmpp_avatar_meta_node : ngx_xmpp_avatar_data_node;
 
-    if (ngx_xmpp_avatar_sql(conn, r,
-            "INSERT IGNORE INTO pep_node (owner_jid, node, created_at)"
-            " VALUES (?, ?, UTC_TIMESTAMP(6))", p, 2, NULL) != 0
-        || ngx_xmpp_avatar_sql(conn, r,
-            "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
-            p, 2, NULL) != 0)
-    {
-        return -1;
-    }
-
-    p[1] = ngx_xmpp_avatar_meta_node;
-
-    if (ngx_xmpp_avatar_sql(conn, r,
-            "INSERT IGNORE INTO pep_node (owner_jid, node, created_at)"
-            " VALUES (?, ?, UTC_TIMESTAMP(6))", p, 2, NULL) != 0
-        || ngx_xmpp_avatar_sql(conn, r,
-            "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
-            p, 2, NULL) != 0)
-    {
-        return -1;
+        if (ngx_xmpp_avatar_sql(conn, r,
+                "INSERT IGNORE INTO pep_node (owner_jid, node, created_at)"
+                " VALUES (?, ?, UTC_TIMESTAMP(6))", p, 2, NULL) != 0
+            || ngx_xmpp_avatar_sql(conn, r,
+                "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
+                p, 2, NULL) != 0)
+        {
+            return -1;
+        }
     }
 
     /* section 3.2: the data first, then the metadata that names it */
@@ -942,7 +917,7 @@ ngx_xmpp_avatar_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
         if (ngx_xmpp_avatar_sql(conn, r,
                 "SELECT fields FROM user_vcard WHERE owner_jid = ?", p, 1,
-                ngx_xmpp_avatar_payload_row) != 0)
+                ngx_xmpp_pep_payload_row) != 0)
         {
             return -1;
         }

@@ -328,6 +328,9 @@ ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r)
 
         if (r->readonly) {
             /* autocommit, and nothing written: nothing to undo */
+            ngx_cpystrn((u_char *) r->err,
+                        (u_char *) "answered as timed out (read only)",
+                        sizeof(r->err));
             return 1;
         }
 

@@ -135,6 +135,8 @@ void ngx_xmpp_pep_send(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx,
     ngx_xmpp_wbuf_t *b);
 void ngx_xmpp_pep_put16(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
 void ngx_xmpp_pep_put32(ngx_xmpp_wbuf_t *b, ngx_str_t *s);
+int ngx_xmpp_pep_payload_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n);
 int ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     ngx_str_t *owner, ngx_str_t *node, ngx_uint_t lock);
 int ngx_xmpp_pep_sql_subscribers(struct st_mysql *conn,

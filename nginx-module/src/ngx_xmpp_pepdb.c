@@ -778,8 +778,8 @@ ngx_xmpp_pep_run_last_of(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 }
 
 
-/* columns: payload */
-static int
+/* columns: payload -> ctx->out (u32 len, bytes); avatar.c's too */
+int
 ngx_xmpp_pep_payload_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
     ngx_uint_t n)
 {
