@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "ngx_xmpp.h"
+#include "ngx_xmpp_http.h"
 
 
 /*
@@ -97,6 +98,8 @@ typedef struct {
 
 
 /* ngx_xmpp_admin.c */
+ngx_int_t ngx_xmpp_admin_handler(ngx_http_request_t *r,
+    ngx_xmpp_conf_t *xcf);
 ngx_thread_task_t *ngx_xmpp_admin_work_alloc(size_t size, ngx_log_t *log);
 ngx_int_t ngx_xmpp_admin_work_post(ngx_http_request_t *r,
     ngx_thread_pool_t *tp, ngx_thread_task_t *task,
@@ -119,12 +122,13 @@ ngx_int_t ngx_xmpp_admin_send_file(ngx_http_request_t *r, ngx_fd_t fd,
 ngx_int_t ngx_xmpp_admin_audit(ngx_xmpp_admin_ctx_t *ctx,
     const char *action, ngx_uint_t ok, const char *error, json_t *params);
 
+/* ngx_xmpp_admin_session.c: the signed session cookie and CSRF token */
+ngx_int_t ngx_xmpp_admin_session(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_csrf_ok(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_cookie(ngx_xmpp_admin_ctx_t *ctx, ngx_uint_t clear);
 void ngx_xmpp_admin_csrf(ngx_xmpp_admin_ctx_t *ctx, u_char *out);
 void ngx_xmpp_admin_drop_cookies(ngx_http_request_t *r);
 ngx_int_t ngx_xmpp_admin_me(ngx_xmpp_admin_ctx_t *ctx);
-ngx_int_t ngx_xmpp_admin_handler(ngx_http_request_t *r,
-    ngx_xmpp_conf_t *xcf);
 
 /* ngx_xmpp_admin_auth.c: sign-in, sign-out, throttling, revocation */
 char *ngx_xmpp_admin_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);

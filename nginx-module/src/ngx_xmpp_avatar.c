@@ -695,26 +695,6 @@ ngx_xmpp_avatar_metadata(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
 /* ---- SQL, in the pool threads ---- */
 
 
-static int
-ngx_xmpp_avatar_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_str_t *params, ngx_uint_t n,
-    ngx_xmpp_db_row_pt row)
-{
-    int          rc;
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = row ? ngx_xmpp_db_rows(stmt, r, row) : 0;
-    (void) mysql_stmt_close(stmt);
-
-    return rc;
-}
-
-
 /* columns: item_id [, payload] -> avatar_hash [, ctx->subs] */
 static int
 ngx_xmpp_avatar_hash_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
@@ -760,7 +740,7 @@ ngx_xmpp_avatar_sql_check(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     ctx->out.last = ctx->out.start;
 
-    if (ngx_xmpp_avatar_sql(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT payload FROM pep_item WHERE owner_jid = ?"
             " AND node = ? AND item_id = ?", params, 3,
             ngx_xmpp_pep_payload_row) != 0)
@@ -811,7 +791,7 @@ ngx_xmpp_avatar_sql_current(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 
     ctx->avatar_hash[0] = '\0';
 
-    return ngx_xmpp_avatar_sql(conn, r, with_data
+    return ngx_xmpp_db_select(conn, r, with_data
         ? "SELECT m.item_id, d.payload FROM (SELECT item_id FROM pep_item"
           " WHERE owner_jid = ? AND node = ? ORDER BY seq DESC LIMIT 1) m"
           " JOIN pep_item d ON d.owner_jid = ? AND d.node = ?"
@@ -824,18 +804,55 @@ ngx_xmpp_avatar_sql_current(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 }
 
 
+/*
+ * One of the user's XEP-0084 nodes (with XEP-0163's defaults where it
+ * is missing) holding just this item, or none for an empty payload: a
+ * vCard set replaces the avatar (XEP-0398 3.2), it does not add one.
+ */
+static int
+ngx_xmpp_avatar_sql_only(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    ngx_str_t *node, ngx_str_t *payload)
+{
+    ngx_str_t            p[4];
+    ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
+
+    p[0] = ctx->owner;
+    p[1] = *node;
+    p[2] = ctx->item_id;
+    p[3] = *payload;
+
+    if (ngx_xmpp_db_stmt(conn, r,
+            "INSERT IGNORE INTO pep_node (owner_jid, node, created_at)"
+            " VALUES (?, ?, UTC_TIMESTAMP(6))", p, 2, NULL) != 0
+        || ngx_xmpp_db_stmt(conn, r,
+            "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
+            p, 2, NULL) != 0)
+    {
+        return -1;
+    }
+
+    if (payload->len == 0) {
+        return 0;
+    }
+
+    return ngx_xmpp_db_stmt(conn, r,
+        "INSERT INTO pep_item (owner_jid, node, item_id, payload, seq,"
+        " published_at) VALUES (?, ?, ?, ?, 1, UTC_TIMESTAMP(6))",
+        p, 4, NULL);
+}
+
+
 /* a vCard set: the user's fields, and the avatar into both nodes */
 static int
 ngx_xmpp_avatar_run_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
-    ngx_uint_t           i;
-    ngx_str_t            p[4];
+    ngx_str_t            p[2];
     ngx_xmpp_pep_ctx_t  *ctx = r->ctx;
 
     p[0] = ctx->owner;
     p[1] = ctx->fields;
 
-    if (ngx_xmpp_avatar_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "INSERT INTO user_vcard (owner_jid, fields, updated_at)"
             " VALUES (?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE"
             " fields = VALUES(fields), updated_at = VALUES(updated_at)",
@@ -848,44 +865,11 @@ ngx_xmpp_avatar_run_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return 0;
     }
 
-    /* XEP-0084 nodes with XEP-0163's defaults where they are missing */
-    for (i = 0; i < 2; i++) {
-        p[1] = i ? ngx_xmpp_avatar_meta_node : ngx_xmpp_avatar_data_node;
-
-        if (ngx_xmpp_avatar_sql(conn, r,
-                "INSERT IGNORE INTO pep_node (owner_jid, node, created_at)"
-                " VALUES (?, ?, UTC_TIMESTAMP(6))", p, 2, NULL) != 0
-            || ngx_xmpp_avatar_sql(conn, r,
-                "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
-                p, 2, NULL) != 0)
-        {
-            return -1;
-        }
-    }
-
     /* section 3.2: the data first, then the metadata that names it */
-    if (ctx->avatar_data.len) {
-        p[1] = ngx_xmpp_avatar_data_node;
-        p[2] = ctx->item_id;
-        p[3] = ctx->avatar_data;
-
-        if (ngx_xmpp_avatar_sql(conn, r,
-                "INSERT INTO pep_item (owner_jid, node, item_id, payload,"
-                " seq, published_at) VALUES (?, ?, ?, ?, 1,"
-                " UTC_TIMESTAMP(6))", p, 4, NULL) != 0)
-        {
-            return -1;
-        }
-    }
-
-    p[1] = ngx_xmpp_avatar_meta_node;
-    p[2] = ctx->item_id;
-    p[3] = ctx->payload;
-
-    if (ngx_xmpp_avatar_sql(conn, r,
-            "INSERT INTO pep_item (owner_jid, node, item_id, payload,"
-            " seq, published_at) VALUES (?, ?, ?, ?, 1,"
-            " UTC_TIMESTAMP(6))", p, 4, NULL) != 0)
+    if (ngx_xmpp_avatar_sql_only(conn, r, &ngx_xmpp_avatar_data_node,
+                                 &ctx->avatar_data) != 0
+        || ngx_xmpp_avatar_sql_only(conn, r, &ngx_xmpp_avatar_meta_node,
+                                    &ctx->payload) != 0)
     {
         return -1;
     }
@@ -915,7 +899,7 @@ ngx_xmpp_avatar_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         ctx->out.last = ctx->out.start;
         ctx->subs.last = ctx->subs.start;
 
-        if (ngx_xmpp_avatar_sql(conn, r,
+        if (ngx_xmpp_db_select(conn, r,
                 "SELECT fields FROM user_vcard WHERE owner_jid = ?", p, 1,
                 ngx_xmpp_pep_payload_row) != 0)
         {
@@ -1301,33 +1285,28 @@ ngx_xmpp_avatar_keep_buf(ngx_str_t *dst, ngx_xmpp_wbuf_t *b, ngx_log_t *log)
 }
 
 
-/*
- * XEP-0054 3.2 on one's own vCard: the fields the directory does not
- * map are stored; the directory's, and JABBERID, stay the server's.
- */
-void
-ngx_xmpp_avatar_vcard_set(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
-{
+/* a vCard set's parts, kept until its request is posted */
+typedef struct {
+    ngx_xmpp_wbuf_t      fields;      /* the user's own elements */
+    ngx_xmpp_wbuf_t      data;        /* XEP-0084 data item */
+    ngx_xmpp_wbuf_t      meta;        /* XEP-0084 metadata item */
     u_char               hash[41];
-    ngx_int_t            rc;
-    ngx_str_t           *in[8], id, meta_str;
     ngx_uint_t           photo;
-    ngx_xmpp_node_t     *v, *c;
-    ngx_xmpp_wbuf_t      fields, data, meta;
-    ngx_xmpp_db_req_t   *r;
-    ngx_xmpp_pep_ctx_t  *ctx;
+} ngx_xmpp_avatar_vcard_t;
+
+
+/*
+ * XEP-0054 3.2: the elements of the vCard that are the user's own, and
+ * its PHOTO as XEP-0398 3.2 items.  NGX_DECLINED: refused, answered.
+ */
+static ngx_int_t
+ngx_xmpp_avatar_vcard_parse(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_avatar_vcard_t *vc)
+{
+    ngx_int_t         rc;
+    ngx_xmpp_node_t  *v, *c;
 
     v = ngx_xmpp_node_first_element(st->node);
-    photo = 0;
-    hash[0] = '\0';
-    r = NULL;
-
-    ngx_memzero(&fields, sizeof(ngx_xmpp_wbuf_t));
-    ngx_memzero(&data, sizeof(ngx_xmpp_wbuf_t));
-    ngx_memzero(&meta, sizeof(ngx_xmpp_wbuf_t));
-    fields.max = s->conf->vcard_max_size + 1;
-    data.max = s->conf->pep_max_item_size;
-    meta.max = 1024;
 
     for (c = v->child; c; c = c->next) {
         if (c->name.len == 0 || ngx_xmpp_pep_str_is(&c->name, "JABBERID")
@@ -1337,15 +1316,16 @@ ngx_xmpp_avatar_vcard_set(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
         }
 
         if (!ngx_xmpp_pep_str_is(&c->name, "PHOTO")) {
-            ngx_xmpp_serialize(&fields, c, &v->ns);
+            ngx_xmpp_serialize(&vc->fields, c, &v->ns);
             continue;
         }
 
-        if (s->photo_dir || photo) {
+        if (s->photo_dir || vc->photo) {
             continue;                      /* the directory's photo */
         }
 
-        rc = ngx_xmpp_avatar_vcard_photo(s, st, c, hash, &data, &meta);
+        rc = ngx_xmpp_avatar_vcard_photo(s, st, c, vc->hash, &vc->data,
+                                         &vc->meta);
 
         if (rc == NGX_DECLINED) {
             ngx_xmpp_pep_error(s, &st->id, NULL, "modify", "not-acceptable",
@@ -1353,66 +1333,81 @@ ngx_xmpp_avatar_vcard_set(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
                                "type (JPEG, PNG, GIF, WebP) within "
                                "conclave_ldap_photo_max and "
                                "conclave_pep_max_item_size");
-            goto done;
+            return NGX_DECLINED;
         }
 
         if (rc != NGX_OK) {
-            goto failed;
+            return NGX_ERROR;
         }
 
-        photo = 1;
+        vc->photo = 1;
     }
 
-    if (fields.failed
-        || (size_t) (fields.last - fields.start) > s->conf->vcard_max_size)
+    if (vc->fields.failed
+        || (size_t) (vc->fields.last - vc->fields.start)
+           > s->conf->vcard_max_size)
     {
         ngx_xmpp_pep_error(s, &st->id, NULL, "modify", "not-acceptable",
                            NULL, "the vCard's own fields exceed "
                            "conclave_vcard_max_size");
-        goto done;
+        return NGX_DECLINED;
     }
 
-    if (data.failed || meta.failed) {
-        goto failed;
-    }
+    return (vc->data.failed || vc->meta.failed) ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * The set's transaction: the fields, and with a photo the avatar into
+ * both XEP-0084 nodes (ngx_xmpp_avatar_run_set).  NGX_DECLINED:
+ * answered already.
+ */
+static ngx_int_t
+ngx_xmpp_avatar_vcard_post(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
+    ngx_xmpp_avatar_vcard_t *vc)
+{
+    ngx_str_t           *in[8], id, meta;
+    ngx_xmpp_db_req_t   *r;
+    ngx_xmpp_pep_ctx_t  *ctx;
 
     ngx_memzero(in, sizeof(in));
     in[0] = &s->jid.bare;
     in[1] = &ngx_xmpp_avatar_meta_node;
 
-    if (photo) {
+    if (vc->photo) {
         /* XEP-0084 4.2: the item id is the hash ("current": none) */
-        id.data = hash[0] ? hash : (u_char *) "current";
+        id.data = vc->hash[0] ? vc->hash : (u_char *) "current";
         id.len = ngx_strlen(id.data);
-        meta_str.data = meta.start;
-        meta_str.len = meta.last - meta.start;
+        meta.data = vc->meta.start;
+        meta.len = vc->meta.last - vc->meta.start;
         in[2] = &id;
-        in[3] = &meta_str;
+        in[3] = &meta;
     }
 
     if (s->conf->db_thread_pool == NULL) {
         /* no MariaDB for chat: nowhere to keep the fields */
         ngx_xmpp_router_error(s, st, "cancel", "service-unavailable");
-        goto done;
+        return NGX_DECLINED;
     }
 
     r = ngx_xmpp_pep_req(s, st, NGX_XMPP_PEP_VCARD_SET, in);
     if (r == NULL) {
-        goto done;                         /* answered by pep_req */
+        return NGX_DECLINED;               /* answered by pep_req */
     }
 
     ctx = r->ctx;
-    ctx->avatar = photo;
-    ngx_memcpy(ctx->avatar_hash, hash, sizeof(hash));
+    ctx->avatar = vc->photo;
+    ngx_memcpy(ctx->avatar_hash, vc->hash, sizeof(vc->hash));
 
-    if (ngx_xmpp_avatar_keep_buf(&ctx->fields, &fields, s->connection->log)
+    if (ngx_xmpp_avatar_keep_buf(&ctx->fields, &vc->fields,
+                                 s->connection->log)
         != NGX_OK
-        || ngx_xmpp_avatar_keep_buf(&ctx->avatar_data, &data,
+        || ngx_xmpp_avatar_keep_buf(&ctx->avatar_data, &vc->data,
                                     s->connection->log)
            != NGX_OK)
     {
         ngx_xmpp_db_destroy(r);
-        goto failed;
+        return NGX_ERROR;
     }
 
     if (ctx->fields.data == NULL) {
@@ -1421,20 +1416,42 @@ ngx_xmpp_avatar_vcard_set(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
 
         if (ctx->fields.data == NULL) {
             ngx_xmpp_db_destroy(r);
-            goto failed;
+            return NGX_ERROR;
         }
     }
 
     ngx_xmpp_pep_post(s, r);
-    goto done;
 
-failed:
+    return NGX_OK;
+}
 
-    ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
 
-done:
+/*
+ * XEP-0054 3.2 on one's own vCard: the fields the directory does not
+ * map are stored; the directory's, and JABBERID, stay the server's.
+ */
+void
+ngx_xmpp_avatar_vcard_set(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
+{
+    ngx_int_t                rc;
+    ngx_xmpp_avatar_vcard_t  vc;
 
-    ngx_xmpp_wbuf_free(&fields);
-    ngx_xmpp_wbuf_free(&data);
-    ngx_xmpp_wbuf_free(&meta);
+    ngx_memzero(&vc, sizeof(ngx_xmpp_avatar_vcard_t));
+    vc.fields.max = s->conf->vcard_max_size + 1;
+    vc.data.max = s->conf->pep_max_item_size;
+    vc.meta.max = 1024;
+
+    rc = ngx_xmpp_avatar_vcard_parse(s, st, &vc);
+
+    if (rc == NGX_OK) {
+        rc = ngx_xmpp_avatar_vcard_post(s, st, &vc);
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
+    }
+
+    ngx_xmpp_wbuf_free(&vc.fields);
+    ngx_xmpp_wbuf_free(&vc.data);
+    ngx_xmpp_wbuf_free(&vc.meta);
 }

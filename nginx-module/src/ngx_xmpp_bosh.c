@@ -702,6 +702,122 @@ failed:
 }
 
 
+/* section 14.2: the session the sid names, if it is ours; else answered */
+static ngx_xmpp_bosh_t *
+ngx_xmpp_bosh_find(ngx_xmpp_bosh_peer_t *peer, ngx_xmpp_bosh_body_t *body)
+{
+    const char          *key;
+    uint64_t             id;
+    uint32_t             pid;
+    ngx_xmpp_bosh_t     *bs;
+    ngx_xmpp_session_t  *s;
+
+    if (ngx_xmpp_bosh_sid_split(body->sid, body->sid_len, &pid, &id, &key)
+           != 0
+        || (ngx_pid_t) pid != ngx_pid
+        || (s = ngx_xmpp_session_find(id)) == NULL
+        || s->transport != &ngx_xmpp_bosh_transport)
+    {
+        ngx_xmpp_bosh_peer_error(peer, "item-not-found");
+        return NULL;
+    }
+
+    bs = s->transport_data;
+
+    if (CRYPTO_memcmp(bs->key, key, NGX_XMPP_BOSH_KEY) != 0 || bs->ended) {
+        ngx_xmpp_bosh_peer_error(peer, "item-not-found");
+        return NULL;
+    }
+
+    return bs;
+}
+
+
+/*
+ * Section 14.3: a repeated rid gets the same answer again, and one still
+ * held takes the place of the first copy.  NGX_DONE: answered.
+ */
+static ngx_int_t
+ngx_xmpp_bosh_repeat(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_peer_t *peer,
+    uint64_t rid)
+{
+    uint32_t                 status;
+    ngx_uint_t               i;
+    ngx_xmpp_bosh_slot_t    *slot;
+    ngx_xmpp_bosh_peer_t     old;
+    ngx_xmpp_bosh_cached_t  *c;
+
+    u_char                   empty[sizeof(uint32_t)
+                                   + sizeof(NGX_XMPP_BOSH_EMPTY)];
+
+    for (i = 0; i < bs->requests; i++) {
+        c = &bs->cache[i];
+
+        if (c->data && c->rid == rid) {
+            ngx_xmpp_bosh_peer_answer(peer, c->data, c->len);
+            ngx_xmpp_bosh_post_flush(bs);
+            return NGX_DONE;
+        }
+    }
+
+    slot = ngx_xmpp_bosh_slot_find(bs, rid);
+
+    if (slot == NULL || !slot->held) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * Still held: the client gave up on the first copy.  This one
+     * takes its place; the first is answered empty.
+     */
+    old = slot->peer;
+    slot->peer = *peer;
+
+    status = NGX_HTTP_OK;
+    ngx_memcpy(empty, &status, sizeof(uint32_t));
+    ngx_memcpy(empty + sizeof(uint32_t), NGX_XMPP_BOSH_EMPTY,
+               sizeof(NGX_XMPP_BOSH_EMPTY) - 1);
+
+    ngx_xmpp_bosh_peer_answer(&old, empty, sizeof(empty) - 1);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Section 14.3 (the rid window) and section 11 (no more requests at
+ * once than agreed): a request outside them ends the session.
+ */
+static ngx_int_t
+ngx_xmpp_bosh_window(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_peer_t *peer,
+    uint64_t rid)
+{
+    const char  *condition;
+
+    if (rid <= bs->rid || rid > bs->rid + bs->requests
+        || ngx_xmpp_bosh_slot_find(bs, rid))
+    {
+        ngx_log_error(NGX_LOG_INFO, &bs->log, 0,
+                      "xmpp: BOSH rid %uL outside the window after %uL",
+                      rid, bs->rid);
+        condition = "item-not-found";
+
+    } else if (ngx_xmpp_bosh_slots_used(bs, 0) >= bs->requests) {
+        condition = "policy-violation";
+
+    } else {
+        return NGX_OK;
+    }
+
+    ngx_xmpp_bosh_peer_error(peer, condition);
+    bs->condition = condition;
+    bs->session->end_reason = condition;
+    ngx_xmpp_session_close(bs->session);
+
+    return NGX_DONE;
+}
+
+
 /*
  * One request for a session of this worker, from here or from another
  * worker: checks sid and rid (XEP-0124 sections 14.2, 14.3), then
@@ -711,20 +827,8 @@ void
 ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
     ngx_xmpp_bosh_body_t *body, u_char *data, size_t len)
 {
-    const char              *key;
-    uint64_t                 id;
-    ngx_int_t                rc;
-    ngx_uint_t               i;
-    uint32_t                 pid;
-    ngx_xmpp_bosh_t         *bs;
-    ngx_xmpp_session_t      *s;
-    ngx_xmpp_bosh_slot_t    *slot;
-    ngx_xmpp_bosh_cached_t  *c;
-    uint32_t                 status;
-    ngx_xmpp_bosh_peer_t     old;
-
-    u_char                   empty[sizeof(uint32_t)
-                                   + sizeof(NGX_XMPP_BOSH_EMPTY)];
+    ngx_xmpp_bosh_t       *bs;
+    ngx_xmpp_bosh_slot_t  *slot;
 
     if (body->sid_len == 0) {
         if (peer->r == NULL) {
@@ -736,20 +840,8 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
         return;
     }
 
-    if (ngx_xmpp_bosh_sid_split(body->sid, body->sid_len, &pid, &id, &key)
-           != 0
-        || (ngx_pid_t) pid != ngx_pid
-        || (s = ngx_xmpp_session_find(id)) == NULL
-        || s->transport != &ngx_xmpp_bosh_transport)
-    {
-        ngx_xmpp_bosh_peer_error(peer, "item-not-found");
-        return;
-    }
-
-    bs = s->transport_data;
-
-    if (CRYPTO_memcmp(bs->key, key, NGX_XMPP_BOSH_KEY) != 0 || bs->ended) {
-        ngx_xmpp_bosh_peer_error(peer, "item-not-found");
+    bs = ngx_xmpp_bosh_find(peer, body);
+    if (bs == NULL) {
         return;
     }
 
@@ -760,57 +852,10 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
     /* any request ends a pause (XEP-0124 section 10) */
     bs->pause = 0;
 
-    if (body->rid <= bs->rid) {
-        /* section 14.3: a repeated rid gets the same answer again */
-        for (i = 0; i < bs->requests; i++) {
-            c = &bs->cache[i];
-
-            if (c->data && c->rid == body->rid) {
-                ngx_xmpp_bosh_peer_answer(peer, c->data, c->len);
-                ngx_xmpp_bosh_post_flush(bs);
-                return;
-            }
-        }
-
-        slot = ngx_xmpp_bosh_slot_find(bs, body->rid);
-
-        if (slot && slot->held) {
-            /*
-             * Still held: the client gave up on the first copy.  This
-             * one takes its place; the first is answered empty.
-             */
-            old = slot->peer;
-            slot->peer = *peer;
-
-            status = NGX_HTTP_OK;
-            ngx_memcpy(empty, &status, sizeof(uint32_t));
-            ngx_memcpy(empty + sizeof(uint32_t), NGX_XMPP_BOSH_EMPTY,
-                       sizeof(NGX_XMPP_BOSH_EMPTY) - 1);
-
-            ngx_xmpp_bosh_peer_answer(&old, empty, sizeof(empty) - 1);
-            return;
-        }
-    }
-
-    if (body->rid <= bs->rid || body->rid > bs->rid + bs->requests
-        || ngx_xmpp_bosh_slot_find(bs, body->rid))
+    if ((body->rid <= bs->rid
+         && ngx_xmpp_bosh_repeat(bs, peer, body->rid) == NGX_DONE)
+        || ngx_xmpp_bosh_window(bs, peer, body->rid) == NGX_DONE)
     {
-        ngx_log_error(NGX_LOG_INFO, &bs->log, 0,
-                      "xmpp: BOSH rid %uL outside the window after %uL",
-                      body->rid, bs->rid);
-        ngx_xmpp_bosh_peer_error(peer, "item-not-found");
-        bs->condition = "item-not-found";
-        s->end_reason = "item-not-found";
-        ngx_xmpp_session_close(s);
-        return;
-    }
-
-    if (ngx_xmpp_bosh_slots_used(bs, 0) >= bs->requests) {
-        /* section 11: more simultaneous requests than allowed */
-        ngx_xmpp_bosh_peer_error(peer, "policy-violation");
-        bs->condition = "policy-violation";
-        s->end_reason = "policy-violation";
-        ngx_xmpp_session_close(s);
         return;
     }
 
@@ -830,13 +875,9 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
         return;
     }
 
-    rc = ngx_xmpp_bosh_run(bs, slot, body);
-
-    if (rc == NGX_DONE) {
-        return;
+    if (ngx_xmpp_bosh_run(bs, slot, body) != NGX_DONE) {
+        ngx_xmpp_bosh_post_flush(bs);
     }
-
-    ngx_xmpp_bosh_post_flush(bs);
 }
 
 

@@ -11,6 +11,7 @@
 
 
 #include "ngx_xmpp_bosh.h"
+#include "ngx_xmpp_http.h"
 
 
 /* a forwarded request outlives the owner's wait by this much */
@@ -36,27 +37,6 @@ static uint64_t     ngx_xmpp_bosh_next_tag;
 
 
 /* HTTP answers */
-
-static ngx_int_t
-ngx_xmpp_bosh_header(ngx_http_request_t *r, const char *key,
-    const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-
-    return NGX_OK;
-}
-
 
 static ngx_int_t
 ngx_xmpp_bosh_cors(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
@@ -85,9 +65,7 @@ static ngx_int_t
 ngx_xmpp_bosh_http_reply(ngx_http_request_t *r, ngx_uint_t status,
     u_char *data, size_t len)
 {
-    ngx_int_t         rc;
     ngx_buf_t        *b;
-    ngx_chain_t       out;
     ngx_xmpp_conf_t  *xcf;
 
     xcf = ngx_http_get_module_main_conf(r, ngx_http_conclave_module);
@@ -108,22 +86,13 @@ ngx_xmpp_bosh_http_reply(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_type_lowcase = NULL;
 
     /* XEP-0124 section 8: no caching anywhere on the way */
-    if (ngx_xmpp_bosh_header(r, "Cache-Control", "no-store") != NGX_OK
+    if (ngx_xmpp_http_header(r, "Cache-Control", "no-store") != NGX_OK
         || ngx_xmpp_bosh_cors(r, xcf) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_xmpp_http_send(r, b);
 }
 
 
@@ -244,11 +213,11 @@ ngx_xmpp_bosh_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         }
 
         if (ngx_xmpp_bosh_cors(r, xcf) != NGX_OK
-            || ngx_xmpp_bosh_header(r, "Access-Control-Allow-Methods",
+            || ngx_xmpp_http_header(r, "Access-Control-Allow-Methods",
                                     "POST, OPTIONS") != NGX_OK
-            || ngx_xmpp_bosh_header(r, "Access-Control-Allow-Headers",
+            || ngx_xmpp_http_header(r, "Access-Control-Allow-Headers",
                                     "Content-Type") != NGX_OK
-            || ngx_xmpp_bosh_header(r, "Access-Control-Max-Age", "86400")
+            || ngx_xmpp_http_header(r, "Access-Control-Max-Age", "86400")
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -275,15 +244,7 @@ ngx_xmpp_bosh_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return ngx_xmpp_bosh_http_error(r, "policy-violation");
     }
 
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_xmpp_bosh_body_handler);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_xmpp_http_read_body(r, ngx_xmpp_bosh_body_handler);
 }
 
 

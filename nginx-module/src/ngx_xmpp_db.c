@@ -795,3 +795,49 @@ done:
 
     return rc;
 }
+
+
+/*
+ * For run(): one statement that returns no rows (ngx_xmpp_db_exec),
+ * closed again; affected, if not NULL, gets mysql_stmt_affected_rows.
+ * 0, or -1 with r->err set.
+ */
+int
+ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n, uint64_t *affected)
+{
+    MYSQL_STMT  *stmt;
+
+    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    if (affected) {
+        *affected = (uint64_t) mysql_stmt_affected_rows(stmt);
+    }
+
+    (void) mysql_stmt_close(stmt);
+
+    return 0;
+}
+
+
+/* for run(): one query, its rows to row() (ngx_xmpp_db_rows), closed */
+int
+ngx_xmpp_db_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
+{
+    int          rc;
+    MYSQL_STMT  *stmt;
+
+    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    if (stmt == NULL) {
+        return -1;
+    }
+
+    rc = ngx_xmpp_db_rows(stmt, r, row);
+    (void) mysql_stmt_close(stmt);
+
+    return rc;
+}

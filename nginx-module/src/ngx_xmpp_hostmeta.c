@@ -17,6 +17,7 @@
 #include <ngx_http.h>
 
 #include "ngx_xmpp.h"
+#include "ngx_xmpp_http.h"
 
 
 #define NGX_XMPP_HOSTMETA_WS_PATH    "/xmpp-websocket"
@@ -80,8 +81,6 @@ static ngx_int_t ngx_xmpp_hostmeta_body(ngx_pool_t *pool,
     ngx_uint_t n, ngx_str_t *body);
 static ngx_int_t ngx_xmpp_hostmeta_send(ngx_http_request_t *r,
     ngx_xmpp_hostmeta_format_t *f, ngx_str_t *body);
-static ngx_int_t ngx_xmpp_hostmeta_header(ngx_http_request_t *r,
-    const char *name, const char *value);
 
 
 /*
@@ -173,7 +172,7 @@ ngx_xmpp_hostmeta_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     ngx_xmpp_hostmeta_format_t  *f;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_xmpp_hostmeta_header(r, "Allow", "GET, HEAD") != NGX_OK) {
+        if (ngx_xmpp_http_header(r, "Allow", "GET, HEAD") != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -242,28 +241,19 @@ static ngx_int_t
 ngx_xmpp_hostmeta_send(ngx_http_request_t *r, ngx_xmpp_hostmeta_format_t *f,
     ngx_str_t *body)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_buf_t  *b;
 
     r->headers_out.content_type = f->content_type;
     r->headers_out.content_type_len = f->content_type.len;
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = body->len;
 
-    if (ngx_xmpp_hostmeta_header(r, "Access-Control-Allow-Origin", "*")
+    if (ngx_xmpp_http_header(r, "Access-Control-Allow-Origin", "*")
         != NGX_OK
-        || ngx_xmpp_hostmeta_header(r, "Cache-Control",
-                                    NGX_XMPP_HOSTMETA_CACHE)
+        || ngx_xmpp_http_header(r, "Cache-Control", NGX_XMPP_HOSTMETA_CACHE)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
     }
 
     b = ngx_calloc_buf(r->pool);
@@ -277,10 +267,7 @@ ngx_xmpp_hostmeta_send(ngx_http_request_t *r, ngx_xmpp_hostmeta_format_t *f,
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_xmpp_http_send(r, b);
 }
 
 
@@ -407,26 +394,3 @@ ngx_xmpp_hostmeta_body(ngx_pool_t *pool, ngx_xmpp_hostmeta_format_t *f,
 }
 
 
-static ngx_int_t
-ngx_xmpp_hostmeta_header(ngx_http_request_t *r, const char *name,
-    const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-    h->lowcase_key = NULL;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
-}

@@ -79,27 +79,6 @@ ngx_xmpp_offline_cleanup(ngx_xmpp_db_req_t *r)
 }
 
 
-static int
-ngx_xmpp_offline_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_str_t *params, ngx_uint_t n, uint64_t *affected)
-{
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    if (affected) {
-        *affected = (uint64_t) mysql_stmt_affected_rows(stmt);
-    }
-
-    (void) mysql_stmt_close(stmt);
-
-    return 0;
-}
-
-
 /* columns: is the owner known (0 or 1), stored messages of the owner */
 static int
 ngx_xmpp_offline_count_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
@@ -229,7 +208,7 @@ ngx_xmpp_offline_store_txn(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     q->data = ord;
     q->len = ngx_sprintf(ord, "%uL", ctx->ord) - ord;
 
-    if (ngx_xmpp_offline_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "INSERT INTO offline_message (owner_jid, stanza, ord, stored_at)"
             " VALUES (?, ?, ?, UTC_TIMESTAMP(6))", p, 3, NULL) != 0)
     {
@@ -694,7 +673,7 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[0].len = ctx->claim_len;
 
     if (ctx->remember
-        && ngx_xmpp_offline_sql(conn, r,
+        && ngx_xmpp_db_stmt(conn, r,
                "INSERT IGNORE INTO chat_user (jid, first_seen)"
                " VALUES (?, UTC_TIMESTAMP(6))", &ctx->owner, 1, NULL) != 0)
     {
@@ -709,7 +688,7 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         p[3].data = upto;
         p[3].len = ngx_sprintf(upto, "%uL", ctx->del_upto) - upto;
 
-        if (ngx_xmpp_offline_sql(conn, r,
+        if (ngx_xmpp_db_stmt(conn, r,
                 "DELETE FROM offline_message WHERE claim = ?"
                 " AND (ord < ? OR (ord = ? AND id <= ?))", p, 4, NULL) != 0)
         {
@@ -718,7 +697,7 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->release) {
-        return ngx_xmpp_offline_sql(conn, r,
+        return ngx_xmpp_db_stmt(conn, r,
                    "UPDATE offline_message SET claim = NULL,"
                    " claimed_at = NULL WHERE claim = ?", p, 1, NULL);
     }
@@ -730,7 +709,7 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     if (!ctx->leftover) {
         p[1] = ctx->owner;
 
-        if (ngx_xmpp_offline_sql(conn, r,
+        if (ngx_xmpp_db_stmt(conn, r,
                 "UPDATE offline_message SET claim = ?,"
                 " claimed_at = UTC_TIMESTAMP(6) WHERE owner_jid = ?"
                 " AND (claim IS NULL"

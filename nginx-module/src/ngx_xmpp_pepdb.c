@@ -25,46 +25,6 @@ const char  *ngx_xmpp_pep_send_last_names[] = {
 };
 
 
-static int
-ngx_xmpp_pep_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_str_t *params, ngx_uint_t n, uint64_t *affected)
-{
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    if (affected) {
-        *affected = (uint64_t) mysql_stmt_affected_rows(stmt);
-    }
-
-    (void) mysql_stmt_close(stmt);
-
-    return 0;
-}
-
-
-static int
-ngx_xmpp_pep_query(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
-{
-    int          rc;
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, r, row);
-    (void) mysql_stmt_close(stmt);
-
-    return rc;
-}
-
-
 void
 ngx_xmpp_pep_put16(ngx_xmpp_wbuf_t *b, ngx_str_t *s)
 {
@@ -226,7 +186,7 @@ ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[1] = *node;
     ctx->conf.set = 0;
 
-    if (ngx_xmpp_pep_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT access_model, persist_items, max_items, send_last"
             " FROM pep_node WHERE owner_jid = ? AND node = ?",
             p, 2, ngx_xmpp_pep_node_row) != 0)
@@ -240,7 +200,7 @@ ngx_xmpp_pep_sql_node(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 
     ctx->conf.set = 0;
 
-    return ngx_xmpp_pep_query(conn, r,
+    return ngx_xmpp_db_select(conn, r,
         "SELECT access_model, persist_items, max_items, send_last"
         " FROM pep_node WHERE owner_jid = ? AND node = ? FOR UPDATE",
         p, 2, ngx_xmpp_pep_node_row);
@@ -284,7 +244,7 @@ ngx_xmpp_pep_sql_create(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 
     p[0] = ctx->owner;
 
-    if (ngx_xmpp_pep_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT COUNT(*) FROM pep_node WHERE owner_jid = ?", p, 1,
             ngx_xmpp_pep_count_row) != 0)
     {
@@ -308,7 +268,7 @@ ngx_xmpp_pep_sql_create(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[5].data = (u_char *) ngx_xmpp_pep_send_last_names[c->send_last];
     p[5].len = ngx_strlen(p[5].data);
 
-    if (ngx_xmpp_pep_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "INSERT INTO pep_node (owner_jid, node, access_model,"
             " persist_items, max_items, send_last, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))", p, 6, NULL) != 0)
@@ -347,7 +307,7 @@ ngx_xmpp_pep_sql_trim(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     ctx->counted = 0;
 
-    if (ngx_xmpp_pep_query(conn, r, (char *) sql, p, 2,
+    if (ngx_xmpp_db_select(conn, r, (char *) sql, p, 2,
                            ngx_xmpp_pep_count_row)
         != 0)
     {
@@ -361,7 +321,7 @@ ngx_xmpp_pep_sql_trim(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[2].data = seq;
     p[2].len = ngx_sprintf(seq, "%uL", ctx->count) - seq;
 
-    return ngx_xmpp_pep_sql(conn, r,
+    return ngx_xmpp_db_stmt(conn, r,
         "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?"
         " AND seq <= ?", p, 3, NULL);
 }
@@ -380,7 +340,7 @@ ngx_xmpp_pep_sql_subscribers(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 
     p[0] = *owner;
 
-    return ngx_xmpp_pep_query(conn, r,
+    return ngx_xmpp_db_select(conn, r,
         "SELECT contact_jid FROM roster_item"
         " WHERE owner_jid = ? AND sub_from = 1", p, 1,
         ngx_xmpp_pep_sub_row);
@@ -445,7 +405,7 @@ ngx_xmpp_pep_run_publish(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[2] = ctx->item_id;
     p[3] = ctx->payload;
 
-    if (ngx_xmpp_pep_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM pep_item"
             " WHERE owner_jid = ? AND node = ?", p, 2,
             ngx_xmpp_pep_count_row) != 0)
@@ -456,7 +416,7 @@ ngx_xmpp_pep_run_publish(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[4].data = seq;
     p[4].len = ngx_sprintf(seq, "%uL", ctx->count) - seq;
 
-    if (ngx_xmpp_pep_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "INSERT INTO pep_item (owner_jid, node, item_id, payload, seq,"
             " published_at) VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))"
             " ON DUPLICATE KEY UPDATE seq = VALUES(seq),"
@@ -467,7 +427,7 @@ ngx_xmpp_pep_run_publish(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return -1;
     }
 
-    if (ngx_xmpp_pep_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM pep_item"
             " WHERE owner_jid = ? AND node = ?", p, 2,
             ngx_xmpp_pep_count_row) != 0)
@@ -505,7 +465,7 @@ ngx_xmpp_pep_run_retract(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     p[2] = ctx->item_id;
 
-    if (ngx_xmpp_pep_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?"
             " AND item_id = ?", p, 3, &n) != 0)
     {
@@ -533,10 +493,10 @@ ngx_xmpp_pep_run_delete(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return rc;
     }
 
-    if (ngx_xmpp_pep_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
             p, 2, NULL) != 0
-        || ngx_xmpp_pep_sql(conn, r,
+        || ngx_xmpp_db_stmt(conn, r,
             "DELETE FROM pep_node WHERE owner_jid = ? AND node = ?",
             p, 2, NULL) != 0)
     {
@@ -594,7 +554,7 @@ ngx_xmpp_pep_run_conf(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[4] = ctx->owner;
     p[5] = ctx->node;
 
-    if (ngx_xmpp_pep_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "UPDATE pep_node SET access_model = ?, persist_items = ?,"
             " max_items = ?, send_last = ? WHERE owner_jid = ?"
             " AND node = ?", p, 6, NULL) != 0)
@@ -647,7 +607,7 @@ ngx_xmpp_pep_run_items(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         if (ctx->conf.access == NGX_XMPP_PEP_ACCESS_PRESENCE
             && !ctx->contact)
         {
-            if (ngx_xmpp_pep_query(conn, r,
+            if (ngx_xmpp_db_select(conn, r,
                     "SELECT 1 FROM roster_item WHERE owner_jid = ?"
                     " AND contact_jid = ? AND sub_from = 1", q, 2,
                     ngx_xmpp_pep_contact_row) != 0)
@@ -669,7 +629,7 @@ ngx_xmpp_pep_run_items(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         end = p + ctx->ids.len;
 
         while (ngx_xmpp_pep_get(&p, end, &q[2], 0) == NGX_OK) {
-            if (ngx_xmpp_pep_query(conn, r,
+            if (ngx_xmpp_db_select(conn, r,
                     "SELECT item_id, payload FROM pep_item"
                     " WHERE owner_jid = ? AND node = ? AND item_id = ?",
                     q, 3, ngx_xmpp_pep_item_row) != 0)
@@ -689,7 +649,7 @@ ngx_xmpp_pep_run_items(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         " FROM pep_item WHERE owner_jid = ? AND node = ?"
         " ORDER BY seq DESC LIMIT %ui) t ORDER BY seq%Z", n);
 
-    return ngx_xmpp_pep_query(conn, r, (char *) sql, q, 2,
+    return ngx_xmpp_db_select(conn, r, (char *) sql, q, 2,
                               ngx_xmpp_pep_item_row);
 }
 
@@ -749,7 +709,7 @@ ngx_xmpp_pep_run_last(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         " WHERE j.owner_jid = i.owner_jid AND j.node = i.node)"
         " LIMIT %ui%Z", (ngx_uint_t) NGX_XMPP_PEP_LAST_MAX);
 
-    return ngx_xmpp_pep_query(conn, r, (char *) sql, p, 3,
+    return ngx_xmpp_db_select(conn, r, (char *) sql, p, 3,
                               ngx_xmpp_pep_last_row);
 }
 
@@ -773,7 +733,7 @@ ngx_xmpp_pep_run_last_of(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         " WHERE j.owner_jid = i.owner_jid AND j.node = i.node)"
         " LIMIT %ui%Z", (ngx_uint_t) NGX_XMPP_PEP_LAST_MAX);
 
-    return ngx_xmpp_pep_query(conn, r, (char *) sql, &ctx->owner, 1,
+    return ngx_xmpp_db_select(conn, r, (char *) sql, &ctx->owner, 1,
                               ngx_xmpp_pep_last_row);
 }
 
@@ -805,12 +765,12 @@ ngx_xmpp_pep_run_private(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[2] = ctx->payload;
 
     if (ctx->op == NGX_XMPP_PEP_PRIV_GET) {
-        return ngx_xmpp_pep_query(conn, r,
+        return ngx_xmpp_db_select(conn, r,
             "SELECT payload FROM private_storage WHERE owner_jid = ?"
             " AND ns = ?", p, 2, ngx_xmpp_pep_payload_row);
     }
 
-    if (ngx_xmpp_pep_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT COUNT(*) FROM private_storage WHERE owner_jid = ?"
             " AND ns <> ?", p, 2, ngx_xmpp_pep_count_row) != 0)
     {
@@ -822,7 +782,7 @@ ngx_xmpp_pep_run_private(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         return 0;
     }
 
-    return ngx_xmpp_pep_sql(conn, r,
+    return ngx_xmpp_db_stmt(conn, r,
         "INSERT INTO private_storage (owner_jid, ns, payload, updated_at)"
         " VALUES (?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE"
         " payload = VALUES(payload), updated_at = VALUES(updated_at)",
@@ -864,10 +824,10 @@ ngx_xmpp_pep_run_bm_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     p[0] = ctx->owner;
     p[1] = ctx->node;
 
-    if (ngx_xmpp_pep_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT item_id, '' FROM pep_item WHERE owner_jid = ?"
             " AND node = ?", p, 2, ngx_xmpp_pep_item_row) != 0
-        || ngx_xmpp_pep_sql(conn, r,
+        || ngx_xmpp_db_stmt(conn, r,
             "DELETE FROM pep_item WHERE owner_jid = ? AND node = ?",
             p, 2, NULL) != 0)
     {
@@ -885,7 +845,7 @@ ngx_xmpp_pep_run_bm_set(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         p[4].data = seq;
         p[4].len = ngx_sprintf(seq, "%ui", i) - seq;
 
-        if (ngx_xmpp_pep_sql(conn, r,
+        if (ngx_xmpp_db_stmt(conn, r,
                 "INSERT INTO pep_item (owner_jid, node, item_id, payload,"
                 " seq, published_at) VALUES (?, ?, ?, ?, ?,"
                 " UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE"
@@ -921,7 +881,7 @@ ngx_xmpp_pep_sql_bm_list(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[1] = ctx->node;
     ctx->bm_list = 1;
 
-    return ngx_xmpp_pep_query(conn, r,
+    return ngx_xmpp_db_select(conn, r,
         "SELECT item_id, payload FROM pep_item WHERE owner_jid = ?"
         " AND node = ? ORDER BY seq", p, 2, ngx_xmpp_pep_item_row);
 }

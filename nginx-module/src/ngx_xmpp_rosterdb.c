@@ -61,43 +61,6 @@ ngx_xmpp_roster_item_xml(ngx_xmpp_wbuf_t *b, ngx_str_t *jid,
 
 /* pool thread helpers */
 
-static int
-ngx_xmpp_roster_sql(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_str_t *params, ngx_uint_t n)
-{
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    (void) mysql_stmt_close(stmt);
-
-    return 0;
-}
-
-
-static int
-ngx_xmpp_roster_query(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
-{
-    int          rc;
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, r, row);
-
-    (void) mysql_stmt_close(stmt);
-
-    return rc;
-}
-
-
 static ngx_int_t
 ngx_xmpp_roster_flag(ngx_str_t *col)
 {
@@ -179,7 +142,7 @@ ngx_xmpp_roster_load(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[1] = *contact;
     ctx->cur = it;
 
-    return ngx_xmpp_roster_query(conn, r,
+    return ngx_xmpp_db_select(conn, r,
         "SELECT sub_to, sub_from, ask_out, pending_in, listed, ver, name,"
         " groups_xml FROM roster_item"
         " WHERE owner_jid = ? AND contact_jid = ? FOR UPDATE",
@@ -206,7 +169,7 @@ ngx_xmpp_roster_full(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 {
     ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
 
-    if (ngx_xmpp_roster_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT COUNT(*) FROM roster_item WHERE owner_jid = ?",
             owner, 1, ngx_xmpp_roster_count_row)
         != 0)
@@ -238,10 +201,10 @@ ngx_xmpp_roster_bump(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 
     ctx->cur_ver = 0;
 
-    if (ngx_xmpp_roster_sql(conn, r,
+    if (ngx_xmpp_db_stmt(conn, r,
             "INSERT INTO roster_version (owner_jid, ver) VALUES (?, 1)"
-            " ON DUPLICATE KEY UPDATE ver = ver + 1", owner, 1) != 0
-        || ngx_xmpp_roster_query(conn, r,
+            " ON DUPLICATE KEY UPDATE ver = ver + 1", owner, 1, NULL) != 0
+        || ngx_xmpp_db_select(conn, r,
             "SELECT ver FROM roster_version WHERE owner_jid = ?",
             owner, 1, ngx_xmpp_roster_ver_row) != 0)
     {
@@ -266,9 +229,9 @@ ngx_xmpp_roster_save(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[1] = *contact;
 
     if (!it->listed && !it->pending_in) {
-        return ngx_xmpp_roster_sql(conn, r,
+        return ngx_xmpp_db_stmt(conn, r,
                    "DELETE FROM roster_item"
-                   " WHERE owner_jid = ? AND contact_jid = ?", p, 2);
+                   " WHERE owner_jid = ? AND contact_jid = ?", p, 2, NULL);
     }
 
     flags[0] = '0' + it->sub_to;
@@ -288,14 +251,14 @@ ngx_xmpp_roster_save(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     p[9].data = ver;
     p[9].len = ngx_sprintf(ver, "%uL", it->ver) - ver;
 
-    return ngx_xmpp_roster_sql(conn, r,
+    return ngx_xmpp_db_stmt(conn, r,
         "INSERT INTO roster_item (owner_jid, contact_jid, name, groups_xml,"
         " sub_to, sub_from, ask_out, pending_in, listed, ver)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
         " name = VALUES(name), groups_xml = VALUES(groups_xml),"
         " sub_to = VALUES(sub_to), sub_from = VALUES(sub_from),"
         " ask_out = VALUES(ask_out), pending_in = VALUES(pending_in),"
-        " listed = VALUES(listed), ver = VALUES(ver)", p, 10);
+        " listed = VALUES(listed), ver = VALUES(ver)", p, 10, NULL);
 }
 
 
@@ -358,14 +321,14 @@ ngx_xmpp_roster_run_get(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
     ngx_xmpp_roster_ctx_t  *ctx = r->ctx;
 
-    if (ngx_xmpp_roster_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT ver FROM roster_version WHERE owner_jid = ?",
             &ctx->owner, 1, ngx_xmpp_roster_ver_row) != 0)
     {
         return -1;
     }
 
-    if (ngx_xmpp_roster_query(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT contact_jid, name, groups_xml, sub_to, sub_from, ask_out"
             " FROM roster_item WHERE owner_jid = ? AND listed = 1"
             " ORDER BY contact_jid",
@@ -836,7 +799,7 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         p[0] = ctx->contact;
         p[1] = ctx->owner;
 
-        return ngx_xmpp_roster_query(conn, r,
+        return ngx_xmpp_db_select(conn, r,
             "SELECT sub_to, sub_from, ask_out, pending_in, listed, ver, name,"
             " groups_xml FROM roster_item"
             " WHERE owner_jid = ? AND contact_jid = ?",
@@ -844,7 +807,7 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->op == NGX_XMPP_ROSTER_OP_PRESENCE) {
-        if (ngx_xmpp_roster_query(conn, r,
+        if (ngx_xmpp_db_select(conn, r,
                 "SELECT jid FROM blocklist WHERE owner_jid = ?",
                 &ctx->owner, 1, ngx_xmpp_roster_blocked_row)
             != 0)
@@ -852,7 +815,7 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
             return -1;
         }
 
-        return ngx_xmpp_roster_query(conn, r,
+        return ngx_xmpp_db_select(conn, r,
             "SELECT contact_jid, sub_to, sub_from, pending_in FROM roster_item"
             " WHERE owner_jid = ?"
             " AND (sub_to = 1 OR sub_from = 1 OR pending_in = 1)"

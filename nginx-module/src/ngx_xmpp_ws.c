@@ -20,6 +20,7 @@
 #include <ngx_sha1.h>
 
 #include "ngx_xmpp.h"
+#include "ngx_xmpp_http.h"
 
 
 /* reads of ngx_xmpp_ws_buf per read event before yielding */
@@ -69,39 +70,6 @@ static ngx_xmpp_transport_t  ngx_xmpp_ws_transport = {
 static u_char  ngx_xmpp_ws_buf[16384];
 
 
-static ngx_table_elt_t *
-ngx_xmpp_ws_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
-
 /* a comma-separated header value contains the token (RFC 7230 7) */
 static ngx_int_t
 ngx_xmpp_ws_has_token(ngx_str_t *value, const char *token)
@@ -135,27 +103,6 @@ ngx_xmpp_ws_has_token(ngx_str_t *value, const char *token)
 }
 
 
-static ngx_int_t
-ngx_xmpp_ws_add_header(ngx_http_request_t *r, const char *key, u_char *value,
-    size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
-
-
 /*
  * The content handler of a conclave_websocket location.  Failures of
  * the handshake answer with an HTTP status: 400 for a malformed or
@@ -186,25 +133,25 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    h = ngx_xmpp_ws_header(r, "Upgrade");
+    h = ngx_xmpp_http_find(r, "Upgrade");
     if (h == NULL || !ngx_xmpp_ws_has_token(&h->value, "websocket")) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: not a WebSocket upgrade request");
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    h = ngx_xmpp_ws_header(r, "Connection");
+    h = ngx_xmpp_http_find(r, "Connection");
     if (h == NULL || !ngx_xmpp_ws_has_token(&h->value, "upgrade")) {
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    h = ngx_xmpp_ws_header(r, "Sec-WebSocket-Version");
+    h = ngx_xmpp_http_find(r, "Sec-WebSocket-Version");
     if (h == NULL || h->value.len != 2
         || ngx_strncmp(h->value.data, "13", 2) != 0)
     {
         /* RFC 6455 section 4.4: name the version we speak */
-        if (ngx_xmpp_ws_add_header(r, "Sec-WebSocket-Version",
-                                   (u_char *) "13", 2) != NGX_OK)
+        if (ngx_xmpp_http_header(r, "Sec-WebSocket-Version", "13")
+            != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -212,7 +159,7 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return 426;
     }
 
-    h = ngx_xmpp_ws_header(r, "Sec-WebSocket-Key");
+    h = ngx_xmpp_http_find(r, "Sec-WebSocket-Key");
     if (h == NULL || h->value.len != 24) {
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -225,7 +172,7 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     }
 
     /* RFC 7395 section 3.1: the subprotocol must be "xmpp" */
-    h = ngx_xmpp_ws_header(r, "Sec-WebSocket-Protocol");
+    h = ngx_xmpp_http_find(r, "Sec-WebSocket-Protocol");
     if (h == NULL || !ngx_xmpp_ws_has_token(&h->value, "xmpp")) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: WebSocket request without the \"xmpp\" "
@@ -253,12 +200,11 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     decoded.data = accept;
     ngx_encode_base64(&decoded, &src);
 
-    if (ngx_xmpp_ws_add_header(r, "Upgrade", (u_char *) "websocket", 9)
-           != NGX_OK
-        || ngx_xmpp_ws_add_header(r, "Sec-WebSocket-Accept", decoded.data,
+    if (ngx_xmpp_http_header(r, "Upgrade", "websocket") != NGX_OK
+        || ngx_xmpp_http_header_n(r, "Sec-WebSocket-Accept", decoded.data,
                                   decoded.len) != NGX_OK
-        || ngx_xmpp_ws_add_header(r, "Sec-WebSocket-Protocol",
-                                  (u_char *) "xmpp", 4) != NGX_OK)
+        || ngx_xmpp_http_header(r, "Sec-WebSocket-Protocol", "xmpp")
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
