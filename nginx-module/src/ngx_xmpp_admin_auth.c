@@ -12,7 +12,8 @@
  * shared memory (all workers see them): after conclave_admin_max_failures
  * in conclave_admin_lockout both are refused with 429 until the lockout
  * ends, without asking the directory.  Every attempt is an audit
- * record; the password never leaves the thread's buffer.
+ * record, the refusals of a lockout summarised (see below); the
+ * password never leaves the thread's buffer.
  */
 
 
@@ -308,45 +309,59 @@ ngx_xmpp_admin_revoke(ngx_xmpp_conf_t *xcf, ngx_xmpp_admin_sess_t *s)
 
 /* ------------------------------------------------------------------ */
 /*
- * Forged or malformed session cookies.  Anyone can send them at any
- * rate, so a record per request would let an anonymous client grow the
- * audit chain at will.  Each one is logged (the client's address, never
- * the cookie) and counted (conclave_console_forged_cookies_total, the
- * console's status); the chain gets the first of a quiet period at once
- * and then, per worker, at most one summary per
+ * Refusals anyone can cause at any rate: forged or malformed session
+ * cookies, and sign-ins while their login or address is locked out.  A
+ * record per request would let an anonymous client grow the audit
+ * chain at will.  Each one is logged (the client's address, never the
+ * cookie or password); the chain gets the first of a quiet period at
+ * once and then, per worker and kind, at most one summary per
  * conclave_admin_forged_summary with the count, the period and the last
- * client's address.  A worker that exits writes what is pending.
+ * client's address (and login).  A worker that exits writes what is
+ * pending, so the counts of the records add up to every refusal.
  */
 
 typedef struct {
     ngx_event_t            ev;
     ngx_connection_t       dumb;      /* timer events log as connections */
     ngx_xmpp_conf_t       *xcf;
+    const char            *action;
+    const char            *code;
     ngx_uint_t             pending;
     time_t                 since;
     u_char                 ip[NGX_SOCKADDR_STRLEN + 1];
-} ngx_xmpp_admin_forged_t;
+    size_t                 user_len;  /* 0: none */
+    u_char                 user[NGX_XMPP_ADMIN_USER_MAX];
+} ngx_xmpp_admin_summary_t;
 
 
-static ngx_xmpp_admin_forged_t  ngx_xmpp_admin_forged_st;
+static ngx_xmpp_admin_summary_t  ngx_xmpp_admin_forged_st;
+static ngx_xmpp_admin_summary_t  ngx_xmpp_admin_throttled_st;
 
 
 static void
-ngx_xmpp_admin_forged_flush(ngx_log_t *log)
+ngx_xmpp_admin_summary_flush(ngx_xmpp_admin_summary_t *f, ngx_log_t *log)
 {
-    json_t                   *params;
-    ngx_xmpp_admin_forged_t  *f = &ngx_xmpp_admin_forged_st;
+    u_char   user[NGX_XMPP_ADMIN_USER_MAX + 256];
+    json_t  *params;
 
     if (f->pending == 0) {
         return;
+    }
+
+    if (f->user_len) {
+        ngx_snprintf(user, sizeof(user) - 1, "%*s@%V%Z", f->user_len,
+                     f->user, &f->xcf->domain);
+        user[sizeof(user) - 1] = '\0';
     }
 
     params = json_pack("{sIsIsI}", "count", (json_int_t) f->pending,
                        "since", (json_int_t) f->since,
                        "until", (json_int_t) ngx_time());
 
-    if (ngx_xmpp_audit_admin(f->xcf, log, NULL, (char *) f->ip, NULL,
-                             "session", 0, "forged", params)
+    if (ngx_xmpp_audit_admin(f->xcf, log,
+                             f->user_len ? (char *) user : NULL,
+                             (char *) f->ip, NULL, f->action, 0, f->code,
+                             params)
         == NGX_OK)
     {
         f->pending = 0;
@@ -355,56 +370,92 @@ ngx_xmpp_admin_forged_flush(ngx_log_t *log)
 
 
 static void
-ngx_xmpp_admin_forged_timer(ngx_event_t *ev)
+ngx_xmpp_admin_summary_timer(ngx_event_t *ev)
 {
-    ngx_xmpp_admin_forged_t  *f = &ngx_xmpp_admin_forged_st;
+    ngx_connection_t          *c = ev->data;
+    ngx_xmpp_admin_summary_t  *f = c->data;
 
     if (f->pending == 0) {
         /* a quiet period: the next one is recorded at once */
         return;
     }
 
-    ngx_xmpp_admin_forged_flush(ev->log);
+    ngx_xmpp_admin_summary_flush(f, ev->log);
 
     f->since = ngx_time();
     ngx_add_timer(ev, f->xcf->admin_forged_summary);
 }
 
 
-void
-ngx_xmpp_admin_forged(ngx_xmpp_admin_ctx_t *ctx)
+/*
+ * One refusal of f's kind, counted.  NGX_ERROR: it was the first of a
+ * quiet period and its record could not be written.
+ */
+static ngx_int_t
+ngx_xmpp_admin_summarise(ngx_xmpp_admin_ctx_t *ctx,
+    ngx_xmpp_admin_summary_t *f, const char *action, const char *code)
 {
-    ngx_str_t                *ip;
-    ngx_xmpp_admin_forged_t  *f = &ngx_xmpp_admin_forged_st;
+    ngx_str_t  *ip;
 
     ip = &ctx->request->connection->addr_text;
 
-    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
-                  "xmpp: console: forged session cookie from %V refused",
-                  ip);
-
-    ngx_xmpp_metrics_console_forged();
-
     f->xcf = ctx->xcf;
+    f->action = action;
+    f->code = code;
     ngx_cpystrn(f->ip, ip->data, ngx_min(ip->len + 1, sizeof(f->ip)));
+    f->user_len = ngx_min(ctx->sess.user_len, sizeof(f->user));
+    ngx_memcpy(f->user, ctx->sess.user, f->user_len);
 
     if (f->ev.timer_set) {
         f->pending++;
-        return;
+        return NGX_OK;
     }
 
-    (void) ngx_xmpp_admin_audit(ctx, "session", 0, "forged",
-                                json_pack("{sisIsI}", "count", 1,
-                                          "since", (json_int_t) ngx_time(),
-                                          "until", (json_int_t) ngx_time()));
+    if (ngx_xmpp_admin_audit(ctx, action, 0, code,
+                             json_pack("{sisIsI}", "count", 1,
+                                       "since", (json_int_t) ngx_time(),
+                                       "until", (json_int_t) ngx_time()))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     f->dumb.fd = (ngx_socket_t) -1;
+    f->dumb.data = f;
     f->ev.data = &f->dumb;
-    f->ev.handler = ngx_xmpp_admin_forged_timer;
+    f->ev.handler = ngx_xmpp_admin_summary_timer;
     f->ev.log = ngx_cycle->log;
     f->ev.cancelable = 1;
     f->since = ngx_time();
     ngx_add_timer(&f->ev, ctx->xcf->admin_forged_summary);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_xmpp_admin_summary_exit(ngx_xmpp_admin_summary_t *f, ngx_log_t *log)
+{
+    /* the journal is still open: the count is kept */
+    ngx_xmpp_admin_summary_flush(f, log);
+
+    if (f->ev.timer_set) {
+        ngx_del_timer(&f->ev);
+    }
+}
+
+
+void
+ngx_xmpp_admin_forged(ngx_xmpp_admin_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                  "xmpp: console: forged session cookie from %V refused",
+                  &ctx->request->connection->addr_text);
+
+    ngx_xmpp_metrics_console_forged();
+
+    (void) ngx_xmpp_admin_summarise(ctx, &ngx_xmpp_admin_forged_st,
+                                    "session", "forged");
 }
 
 
@@ -469,12 +520,8 @@ ngx_xmpp_admin_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     ngx_xmpp_admin_expire_exit_worker();
 
-    /* the journal is still open: the count of forged cookies is kept */
-    ngx_xmpp_admin_forged_flush(cycle->log);
-
-    if (ngx_xmpp_admin_forged_st.ev.timer_set) {
-        ngx_del_timer(&ngx_xmpp_admin_forged_st.ev);
-    }
+    ngx_xmpp_admin_summary_exit(&ngx_xmpp_admin_forged_st, cycle->log);
+    ngx_xmpp_admin_summary_exit(&ngx_xmpp_admin_throttled_st, cycle->log);
 
     for (i = NGX_XMPP_ADMIN_ROLE_FIRST; i < NGX_XMPP_ADMIN_ROLES; i++) {
         if (xcf->admin_dir[i]) {
@@ -596,7 +643,10 @@ ngx_xmpp_admin_throttled(ngx_xmpp_admin_ctx_t *ctx, time_t left)
                   "xmpp: console: sign-in of \"%s\" throttled for %T s",
                   ctx->sess.user, left);
 
-    if (ngx_xmpp_admin_audit(ctx, "signin", 0, "throttled", NULL) != NGX_OK)
+    /* a locked-out client may retry at any rate: summarised */
+    if (ngx_xmpp_admin_summarise(ctx, &ngx_xmpp_admin_throttled_st,
+                                 "signin", "throttled")
+        != NGX_OK)
     {
         return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     "audit-unavailable");
