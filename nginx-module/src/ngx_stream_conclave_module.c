@@ -4,8 +4,10 @@
  * server.  "conclave_xmpp" makes the server's connections XMPP streams
  * (a listener with "ssl" gives XEP-0368 direct TLS);
  * "conclave_starttls_certificate" and "_key" enable STARTTLS on plain
- * listeners.  The XMPP settings themselves (domain, directory, limits,
- * audit) are the http block's: one core, one configuration.
+ * listeners; "conclave_tls_record_layer" hands TLS 1.3 connections to
+ * our record layer after OpenSSL's handshake (ngx_xmpp_tls.c).  The
+ * XMPP settings themselves (domain, directory, limits, audit) are the
+ * http block's: one core, one configuration.
  */
 
 
@@ -13,6 +15,7 @@
 #include <ngx_core.h>
 #include <ngx_stream.h>
 #include <ngx_http.h>
+#include <ngx_stream_ssl_module.h>
 
 #include "ngx_xmpp.h"
 
@@ -22,6 +25,7 @@ typedef struct {
     ngx_str_t               certificate;
     ngx_str_t               certificate_key;
     ngx_uint_t              protocols;
+    ngx_flag_t              record_layer;
     ngx_ssl_t              *ssl;          /* STARTTLS context */
 } ngx_stream_conclave_srv_conf_t;
 
@@ -32,6 +36,7 @@ static char *ngx_stream_conclave_merge_srv_conf(ngx_conf_t *cf, void *parent,
 static char *ngx_stream_conclave_xmpp(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_stream_conclave_handler(ngx_stream_session_t *s);
+static ngx_int_t ngx_stream_conclave_postconfiguration(ngx_conf_t *cf);
 
 
 static ngx_conf_bitmask_t  ngx_stream_conclave_protocols[] = {
@@ -72,13 +77,20 @@ static ngx_command_t  ngx_stream_conclave_commands[] = {
       offsetof(ngx_stream_conclave_srv_conf_t, protocols),
       &ngx_stream_conclave_protocols },
 
+    { ngx_string("conclave_tls_record_layer"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      offsetof(ngx_stream_conclave_srv_conf_t, record_layer),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_stream_module_t  ngx_stream_conclave_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_stream_conclave_postconfiguration, /* postconfiguration */
 
     NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -115,6 +127,7 @@ ngx_stream_conclave_create_srv_conf(ngx_conf_t *cf)
     }
 
     conf->enabled = NGX_CONF_UNSET;
+    conf->record_layer = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -129,6 +142,7 @@ ngx_stream_conclave_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_pool_cleanup_t  *cln;
 
     ngx_conf_merge_value(conf->enabled, prev->enabled, 0);
+    ngx_conf_merge_value(conf->record_layer, prev->record_layer, 1);
     ngx_conf_merge_str_value(conf->certificate, prev->certificate, "");
     ngx_conf_merge_str_value(conf->certificate_key, prev->certificate_key,
                              "");
@@ -218,5 +232,47 @@ ngx_stream_conclave_handler(ngx_stream_session_t *s)
 
     ccf = ngx_stream_get_module_srv_conf(s, ngx_stream_conclave_module);
 
-    ngx_xmpp_tcp_init(s, xcf, ccf->ssl);
+    ngx_xmpp_tcp_init(s, xcf, ccf->ssl, ccf->record_layer);
+}
+
+
+/*
+ * After every server's merge, when both TLS contexts of an XMPP server
+ * exist (direct TLS: the stream ssl module's; STARTTLS: ours): where
+ * the record layer is on, they are made to hand their TLS 1.3
+ * connections over.
+ */
+static ngx_int_t
+ngx_stream_conclave_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                       i;
+    ngx_stream_ssl_conf_t           *sslcf;
+    ngx_stream_core_srv_conf_t     **cscfp;
+    ngx_stream_core_main_conf_t     *cmcf;
+    ngx_stream_conclave_srv_conf_t  *ccf;
+
+    cmcf = ngx_stream_conf_get_module_main_conf(cf, ngx_stream_core_module);
+    cscfp = cmcf->servers.elts;
+
+    for (i = 0; i < cmcf->servers.nelts; i++) {
+        ccf = cscfp[i]->ctx->srv_conf[ngx_stream_conclave_module.ctx_index];
+
+        if (ccf->enabled != 1 || !ccf->record_layer) {
+            continue;
+        }
+
+        sslcf = cscfp[i]->ctx->srv_conf[ngx_stream_ssl_module.ctx_index];
+
+        if (sslcf->ssl.ctx
+            && ngx_xmpp_tls_prepare(cf, sslcf->ssl.ctx) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ccf->ssl && ngx_xmpp_tls_prepare(cf, ccf->ssl->ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }

@@ -770,8 +770,16 @@ void ngx_xmpp_offline_deliver_sid(uint64_t sid);
 
 /* ngx_xmpp_tcp.c: XMPP over TCP in a stream server */
 struct ngx_stream_session_s;
+typedef struct ngx_xmpp_tls_s  ngx_xmpp_tls_t;
 void ngx_xmpp_tcp_init(struct ngx_stream_session_s *ss,
-    ngx_xmpp_conf_t *xcf, ngx_ssl_t *ssl);
+    ngx_xmpp_conf_t *xcf, ngx_ssl_t *ssl, ngx_uint_t record_layer);
+ngx_xmpp_tls_t *ngx_xmpp_tcp_tls(ngx_connection_t *c);
+
+/* ngx_xmpp_tls.c: TLS 1.3 on our record layer after the handshake */
+ngx_int_t ngx_xmpp_tls_prepare(ngx_conf_t *cf, SSL_CTX *ctx);
+ngx_int_t ngx_xmpp_tls_switch(ngx_connection_t *c, ngx_xmpp_tls_t **tlsp);
+ngx_int_t ngx_xmpp_tls_flush(ngx_connection_t *c, ngx_xmpp_tls_t *tls);
+void ngx_xmpp_tls_close(ngx_connection_t *c, ngx_xmpp_tls_t *tls);
 
 /* ngx_xmpp_bosh_http.c: XEP-0124/0206 (its handler: http glue) */
 void ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
@@ -820,6 +828,7 @@ void ngx_xmpp_metrics_session(ngx_xmpp_session_t *s, ngx_int_t delta);
 void ngx_xmpp_metrics_message(void);
 void ngx_xmpp_metrics_signin(ngx_uint_t ok);
 void ngx_xmpp_metrics_console_forged(void);
+void ngx_xmpp_metrics_tls(ngx_uint_t record_layer);
 uint64_t ngx_xmpp_metrics_console_forged_total(void);
 void ngx_xmpp_metrics_sample(void);
 struct json_t *ngx_xmpp_metrics_status_json(void);

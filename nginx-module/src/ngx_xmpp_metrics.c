@@ -53,6 +53,7 @@ typedef struct {
     uint64_t               rate_ms;        /* the messages/s sample */
     uint64_t               rate_count;
     uint64_t               rate_x1000;     /* messages per 1000 s */
+    uint64_t               tls_path[2];    /* TLS: OpenSSL, record layer */
 } ngx_xmpp_metrics_shm_t;
 
 
@@ -228,6 +229,17 @@ ngx_xmpp_metrics_console_forged(void)
     if (ngx_xmpp_metrics) {
         __atomic_add_fetch(&ngx_xmpp_metrics->console_forged, 1,
                            __ATOMIC_RELAXED);
+    }
+}
+
+
+/* where a TCP connection's TLS went after its handshake (ngx_xmpp_tls.c) */
+void
+ngx_xmpp_metrics_tls(ngx_uint_t record_layer)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(&ngx_xmpp_metrics->tls_path[record_layer ? 1 : 0],
+                           1, __ATOMIC_RELAXED);
     }
 }
 
@@ -455,6 +467,15 @@ ngx_xmpp_metrics_counters(u_char *p, u_char *end)
                                 "session cookies refused.");
     p = ngx_slprintf(p, end, "conclave_console_forged_cookies_total %uL\n",
                      ngx_xmpp_metrics_get(&m->console_forged));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_tls_connections_total",
+                                "counter", "TCP connections after their TLS "
+                                "handshake, by the layer that carries them.");
+    p = ngx_slprintf(p, end, "conclave_tls_connections_total{layer=\"openssl\"}"
+                     " %uL\nconclave_tls_connections_total"
+                     "{layer=\"record_layer\"} %uL\n",
+                     ngx_xmpp_metrics_get(&m->tls_path[0]),
+                     ngx_xmpp_metrics_get(&m->tls_path[1]));
 
     p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_requests_total",
                                 "counter", "Directory sign-in checks, by "

@@ -7,7 +7,9 @@
  * gives direct TLS (XEP-0368) before the first byte reaches us.
  *
  * Idle connections hold no read buffer: reads go through one buffer
- * per worker, as for WebSocket.
+ * per worker, as for WebSocket.  A TLS 1.3 connection continues on our
+ * record layer once its handshake is done (ngx_xmpp_tls.c), whether
+ * direct or after STARTTLS, unless conclave_tls_record_layer is off.
  */
 
 
@@ -26,7 +28,9 @@ typedef struct {
     ngx_stream_session_t    *stream;
     ngx_xmpp_session_t      *session;
     ngx_ssl_t               *ssl;          /* for STARTTLS, or NULL */
+    ngx_xmpp_tls_t          *tls;          /* our record layer, or NULL */
     unsigned                 tls_pending:1;
+    unsigned                 record_layer:1;
 } ngx_xmpp_tcp_t;
 
 
@@ -40,6 +44,7 @@ static void ngx_xmpp_tcp_read(ngx_event_t *rev);
 static void ngx_xmpp_tcp_write(ngx_event_t *wev);
 static void ngx_xmpp_tcp_tls_start(ngx_xmpp_tcp_t *t);
 static void ngx_xmpp_tcp_tls_done(ngx_connection_t *c);
+static ngx_int_t ngx_xmpp_tcp_tls_switch(ngx_xmpp_tcp_t *t);
 
 
 static ngx_xmpp_transport_t  ngx_xmpp_tcp_transport = {
@@ -58,11 +63,12 @@ static u_char  ngx_xmpp_tcp_buf[16384];
 /*
  * The content handler's half in the core.  ssl is the STARTTLS context
  * of the server, or NULL; a connection that is already TLS (direct TLS)
- * is secure from the start and offers no STARTTLS.
+ * is secure from the start and offers no STARTTLS.  record_layer: TLS
+ * 1.3 continues on ngx_xmpp_tls.c after the handshake.
  */
 void
 ngx_xmpp_tcp_init(ngx_stream_session_t *ss, ngx_xmpp_conf_t *xcf,
-    ngx_ssl_t *ssl)
+    ngx_ssl_t *ssl, ngx_uint_t record_layer)
 {
     ngx_connection_t    *c;
     ngx_xmpp_tcp_t      *t;
@@ -78,6 +84,7 @@ ngx_xmpp_tcp_init(ngx_stream_session_t *ss, ngx_xmpp_conf_t *xcf,
 
     t->stream = ss;
     t->ssl = ssl;
+    t->record_layer = record_layer ? 1 : 0;
 
     ngx_stream_set_ctx(ss, t, ngx_stream_conclave_module);
 
@@ -90,6 +97,11 @@ ngx_xmpp_tcp_init(ngx_stream_session_t *ss, ngx_xmpp_conf_t *xcf,
     t->session = s;
     s->secure = (c->ssl != NULL);
     s->tls_available = (c->ssl == NULL && ssl != NULL);
+
+    if (c->ssl && ngx_xmpp_tcp_tls_switch(t) != NGX_OK) {
+        ngx_stream_finalize_session(ss, NGX_STREAM_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     if (ngx_xmpp_parser_init(s, NULL, 0) != NGX_OK) {
         ngx_stream_finalize_session(ss, NGX_STREAM_INTERNAL_SERVER_ERROR);
@@ -200,12 +212,27 @@ ngx_xmpp_tcp_read(ngx_event_t *rev)
 static void
 ngx_xmpp_tcp_write(ngx_event_t *wev)
 {
+    ngx_int_t            rc;
     ngx_xmpp_tcp_t      *t;
     ngx_connection_t    *c;
 
     c = wev->data;
     t = ngx_stream_get_module_ctx((ngx_stream_session_t *) c->data,
                                   ngx_stream_conclave_module);
+
+    if (t->tls && !c->error) {
+        /* the record the kernel did not take goes before anything else */
+        rc = ngx_xmpp_tls_flush(c, t->tls);
+
+        if (rc == NGX_ERROR) {
+            ngx_xmpp_session_finalize(t->session);
+            return;
+        }
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+    }
 
     if (c->error || ngx_xmpp_session_flush(t->session) == NGX_ERROR) {
         ngx_xmpp_session_finalize(t->session);
@@ -262,6 +289,10 @@ ngx_xmpp_tcp_finalize(ngx_xmpp_session_t *s)
 
     t = s->transport_data;
 
+    if (t->tls) {
+        ngx_xmpp_tls_close(s->connection, t->tls);
+    }
+
     ngx_stream_finalize_session(t->stream, NGX_STREAM_OK);
 }
 
@@ -277,7 +308,8 @@ ngx_xmpp_tcp_starttls(ngx_xmpp_session_t *s)
 
     t = s->transport_data;
 
-    if (t->ssl == NULL || s->connection->ssl) {
+    /* s->secure, not c->ssl: on our record layer c->ssl is NULL */
+    if (t->ssl == NULL || s->secure) {
         return NGX_ERROR;
     }
 
@@ -346,9 +378,43 @@ ngx_xmpp_tcp_tls_done(ngx_connection_t *c)
     c->log->action = "serving XMPP over TCP";
     s->secure = 1;
 
+    if (ngx_xmpp_tcp_tls_switch(t) != NGX_OK) {
+        ngx_xmpp_session_finalize(s);
+        return;
+    }
+
     c->read->handler = ngx_xmpp_tcp_read;
     c->write->handler = ngx_xmpp_tcp_write;
 
     /* the client now opens a new stream, over TLS */
     ngx_post_event(c->read, &ngx_posted_events);
+}
+
+
+/* the hand-over to our record layer, where the port does it */
+static ngx_int_t
+ngx_xmpp_tcp_tls_switch(ngx_xmpp_tcp_t *t)
+{
+    if (!t->record_layer) {
+        return NGX_OK;
+    }
+
+    if (ngx_xmpp_tls_switch(t->session->connection, &t->tls) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the record layer's state of a connection (ngx_xmpp_tls.c) */
+ngx_xmpp_tls_t *
+ngx_xmpp_tcp_tls(ngx_connection_t *c)
+{
+    ngx_xmpp_tcp_t  *t;
+
+    t = ngx_stream_get_module_ctx((ngx_stream_session_t *) c->data,
+                                  ngx_stream_conclave_module);
+
+    return t->tls;
 }
