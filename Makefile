@@ -146,7 +146,7 @@ DEB_PKGS := nginx nginx-dev libnginx-mod-stream \
 	python3-pytest python3-slixmpp python3-aioxmpp python3-websockets \
 	python3-prometheus-client tmux \
 	openssl ca-certificates gcc make libc6-dev dpkg-dev pkg-config \
-	clang libclang-rt-14-dev chromium
+	clang libclang-rt-14-dev chromium gnutls-bin python3-cryptography
 
 deps: deb-deps
 	@$(MAKE) --no-print-directory npm-deps
@@ -234,7 +234,7 @@ unit:
 # ---------------------------------------------------------------------
 # fuzz: every tests/fuzz/fuzz_<name>.c with libFuzzer + ASan + UBSan for
 # FUZZ_SECONDS each (<name>.srcs, .cflags and .libs as for unit
-# tests).  A crash, leak or sanitizer report fails it; each target counts
+# tests; a directory <name>.seeds is read as a seed corpus).  A crash, leak or sanitizer report fails it; each target counts
 # as one test.
 
 FUZZ_SECONDS ?= 60
@@ -248,12 +248,13 @@ fuzz:
 	    srcs=; [ -f $$b.srcs ] && srcs=$$(cat $$b.srcs); \
 	    cflags=; [ -f $$b.cflags ] && cflags=$$(cat $$b.cflags); \
 	    libs=; [ -f $$b.libs ] && libs=$$(cat $$b.libs); \
+	    seeds=; [ -d $$b.seeds ] && seeds=$$b.seeds; \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$$n; \
 	    if eval "clang -g -O1 -fsanitize=fuzzer,address,undefined \
 	        -fno-sanitize-recover=undefined -Inginx-module/src $$cflags \
 	        -o $$bin $$t $$srcs $$libs" > $$bin.build.log 2>&1 && \
 	       $$bin -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$n \
+	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$n $$seeds \
 	        > $$bin.log 2>&1; then \
 	        echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
 	            $$bin.log | awk '{print $$2}') runs, no crash"; \

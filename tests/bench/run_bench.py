@@ -201,7 +201,8 @@ class Conclave(Target):
                              workers=args.workers,
                              log_level=args.log_level,
                              extra_main="\n".join(main),
-                             extra_http="\n".join(http))
+                             extra_http="\n".join(http),
+                             extra_stream="\n".join(args.extra_stream))
         self._worker_connections(wc)
         self.users_file = os.path.join(workdir, "users.txt")
         self.nusers = 0
@@ -736,6 +737,9 @@ def parse_args(argv):
     p.add_argument("--module", default=None,
                    help="the .so to load (default build/release/, or "
                         "$CONCLAVE_MODULE)")
+    p.add_argument("--extra-stream", action="append", default=[],
+                   help="a line for the stream{} block, e.g. "
+                   "'conclave_tls_record_layer off;'")
     p.add_argument("--extra-http", action="append", default=[],
                    help="extra nginx http{} line (repeatable)")
     p.add_argument("--unix-dgram-qlen", type=int, default=None,

@@ -7,6 +7,7 @@ nginx's 2 workers are left free.  Prints connections/s in real time
 Measures, asserts nothing.
 
     tls_handshake_bench.py [--seconds 8] [--repeat 2]
+        [--extra-stream 'conclave_tls_record_layer off;']
 
 The certificate is the harness's RSA-2048 one; the client is one
 process, so on 2 cores it is often the limit: see the CPU figure.
@@ -29,8 +30,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--extra-stream", action="append", default=[],
+                   help="a line for the stream{} block")
     args = p.parse_args()
-    app = Appliance(tempfile.mkdtemp(prefix="tls-hs-"), log_level="warn")
+    app = Appliance(tempfile.mkdtemp(prefix="tls-hs-"), log_level="warn",
+                    extra_stream="\n".join(args.extra_stream))
     app.start()
     try:
         for rep in range(args.repeat):
