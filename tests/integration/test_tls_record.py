@@ -476,3 +476,26 @@ def test_close_notify_both_ways(appliance, tmp_path):
         c.sock.server_records()[-3:]
     wait_log(appliance, "TLS close_notify from the client", before + 1)
     c.close()
+
+
+def test_slow_reader_on_record_layer(appliance, tmp_path):
+    """A TLS reader that stops reading: our partial records queue, the
+    session's backlog limit (conclave_max_output) still cuts it off,
+    and the sender is not held up."""
+    slow = RawTCP(appliance.nginx.xmpps_port, tls=True, rcvbuf=4096)
+    slow.login("bob", resource="slow")
+    fast = RawTCP(appliance.nginx.xmpps_port, tls=True)
+    fast.login("alice", resource="fast")
+    body = "z" * 8000
+    for i in range(4000):
+        fast.send("<message to='bob@example.com/slow' id='s%d'>"
+                  "<body>%s</body></message>" % (i, body))
+        if i % 50 == 0 and "closing slow client" in \
+                appliance.nginx.error_log():
+            break
+    fast.send("<iq type='get' id='alive' to='example.com'>"
+              "<ping xmlns='urn:xmpp:ping'/></iq>")
+    assert "type='result'" in fast.expect(r"id='alive'.*?/>", timeout=20)
+    assert "closing slow client" in appliance.nginx.error_log()
+    assert slow.closed_by_server(timeout=10)
+    fast.close()
