@@ -14,6 +14,7 @@
 #include <ngx_http.h>
 
 #include "ngx_xmpp.h"
+#include "ngx_xmpp_http.h"
 
 
 typedef struct {
@@ -677,10 +678,9 @@ ngx_http_conclave_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_conclave_status(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_str_t     json;
-    ngx_chain_t   out;
+    ngx_int_t   rc;
+    ngx_buf_t  *b;
+    ngx_str_t   json;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -710,16 +710,7 @@ ngx_http_conclave_status(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = json.len;
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_xmpp_http_send(r, b);
 }
 
 

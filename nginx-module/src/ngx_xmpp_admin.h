@@ -161,8 +161,6 @@ ngx_int_t ngx_xmpp_admin_hold(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_policy(ngx_xmpp_admin_ctx_t *ctx);
 
 /* ngx_xmpp_admin_db.c: GET handlers over audit_record */
-int ngx_xmpp_admin_exec(struct st_mysql *conn, ngx_xmpp_db_req_t *dr,
-    const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row);
 ngx_int_t ngx_xmpp_admin_search(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_conversation(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_signins(ngx_xmpp_admin_ctx_t *ctx);

@@ -634,7 +634,6 @@ static ngx_int_t
 ngx_xmpp_admin_throttled(ngx_xmpp_admin_ctx_t *ctx, time_t left)
 {
     u_char              *p;
-    ngx_table_elt_t     *h;
     ngx_http_request_t  *r;
 
     r = ctx->request;
@@ -653,16 +652,14 @@ ngx_xmpp_admin_throttled(ngx_xmpp_admin_ctx_t *ctx, time_t left)
     }
 
     p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    h = ngx_list_push(&r->headers_out.headers);
 
-    if (p == NULL || h == NULL) {
+    if (p == NULL
+        || ngx_xmpp_http_header_n(r, "Retry-After", p,
+                                  ngx_sprintf(p, "%T", left) - p)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    h->value.data = p;
-    h->value.len = ngx_sprintf(p, "%T", left) - p;
 
     return ngx_xmpp_admin_error(r, NGX_HTTP_TOO_MANY_REQUESTS, "throttled");
 }

@@ -1071,26 +1071,6 @@ ngx_xmpp_admin_anchor_row(ngx_xmpp_db_req_t *dr, ngx_str_t *c, ngx_uint_t n)
 }
 
 
-/* one statement and its rows, for every console query (ngx_xmpp_admin.h) */
-int
-ngx_xmpp_admin_exec(MYSQL *conn, ngx_xmpp_db_req_t *dr, const char *sql,
-    ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
-{
-    int          rc;
-    MYSQL_STMT  *stmt;
-
-    stmt = ngx_xmpp_db_exec(conn, dr, sql, params, n);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, dr, row);
-    (void) mysql_stmt_close(stmt);
-
-    return rc;
-}
-
-
 /*
  * The conversation around an anchor: up to NGX_XMPP_ADMIN_CONTEXT
  * messages before it (and it), as many after, in time order.  A room
@@ -1109,8 +1089,8 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
 
     q = dr->ctx;
 
-    if (ngx_xmpp_admin_exec(conn, dr, q->sql, q->params, q->nparams,
-                            ngx_xmpp_admin_anchor_row) != 0)
+    if (ngx_xmpp_db_select(conn, dr, q->sql, q->params, q->nparams,
+                           ngx_xmpp_admin_anchor_row) != 0)
     {
         return -1;
     }
@@ -1169,8 +1149,8 @@ ngx_xmpp_admin_conv_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
                      i ? "ASC" : "DESC", i ? "ASC" : "DESC",
                      NGX_XMPP_ADMIN_CONTEXT);
 
-        rc = ngx_xmpp_admin_exec(conn, dr, sql, p, n,
-                                 ngx_xmpp_admin_message_row);
+        rc = ngx_xmpp_db_select(conn, dr, sql, p, n,
+                                ngx_xmpp_admin_message_row);
         if (rc != 0) {
             return -1;
         }
@@ -1301,8 +1281,8 @@ ngx_xmpp_admin_search_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
                          "%s ROWS EXAMINED %ui%Z", q->fast, scan);
         }
 
-        if (ngx_xmpp_admin_exec(conn, dr, sql, fp, n,
-                                ngx_xmpp_admin_message_row) != 0)
+        if (ngx_xmpp_db_select(conn, dr, sql, fp, n,
+                               ngx_xmpp_admin_message_row) != 0)
         {
             return -1;
         }
@@ -1315,8 +1295,8 @@ ngx_xmpp_admin_search_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     json_array_clear(q->rows);
     q->nrows = 0;
 
-    return ngx_xmpp_admin_exec(conn, dr, q->sql, q->params, q->nparams,
-                               ngx_xmpp_admin_message_row);
+    return ngx_xmpp_db_select(conn, dr, q->sql, q->params, q->nparams,
+                              ngx_xmpp_admin_message_row);
 }
 
 
@@ -1341,8 +1321,8 @@ ngx_xmpp_admin_q_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
         return ngx_xmpp_admin_search_run(conn, dr);
 
     default:
-        return ngx_xmpp_admin_exec(conn, dr, q->sql, q->params, q->nparams,
-                                   ngx_xmpp_admin_record_row);
+        return ngx_xmpp_db_select(conn, dr, q->sql, q->params, q->nparams,
+                                  ngx_xmpp_admin_record_row);
     }
 }
 

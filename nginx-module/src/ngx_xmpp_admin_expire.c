@@ -215,7 +215,7 @@ ngx_xmpp_admin_expire_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     v[1].data = (u_char *) e->cutoff;
     v[1].len = ngx_strlen(e->cutoff);
 
-    rc = ngx_xmpp_admin_exec(conn, dr,
+    rc = ngx_xmpp_db_select(conn, dr,
         "SELECT id, file FROM console_export"
         " WHERE state IN ('done', 'failed') AND node = ?"
         " AND COALESCE(finished_us, created_us) < ?"

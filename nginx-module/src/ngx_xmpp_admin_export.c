@@ -557,7 +557,7 @@ ngx_xmpp_admin_x_stale(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     v.data = (u_char *) x->node;
     v.len = ngx_strlen(x->node);
 
-    rc = ngx_xmpp_admin_exec(conn, dr,
+    rc = ngx_xmpp_db_select(conn, dr,
         "SELECT id, pid, master_pid FROM console_export"
         " WHERE state = 'running' AND node = ? LIMIT 8", &v, 1,
         ngx_xmpp_admin_x_stale_row);
@@ -647,7 +647,7 @@ ngx_xmpp_admin_x_list(MYSQL *conn, ngx_xmpp_db_req_t *dr)
         return -1;
     }
 
-    return ngx_xmpp_admin_exec(conn, dr,
+    return ngx_xmpp_db_select(conn, dr,
         "SELECT id, actor, format, params, state, done, total, size, file,"
         " error, created_us, finished_us FROM console_export"
         " ORDER BY created_us DESC, id LIMIT 50", NULL, 0,
@@ -708,7 +708,7 @@ ngx_xmpp_admin_x_run(MYSQL *conn, ngx_xmpp_db_req_t *dr)
     default: /* NGX_XMPP_ADMIN_X_FILE */
         v.data = (u_char *) x->id;
         v.len = NGX_XMPP_ADMIN_JOB_ID;
-        return ngx_xmpp_admin_exec(conn, dr,
+        return ngx_xmpp_db_select(conn, dr,
             "SELECT state, file FROM console_export WHERE id = ?", &v, 1,
             ngx_xmpp_admin_x_file_row);
     }
@@ -887,7 +887,6 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
     off_t                size;
     ngx_fd_t             fd;
     ngx_int_t            rc;
-    ngx_table_elt_t     *h;
     ngx_xmpp_conf_t     *xcf;
     ngx_http_request_t  *r;
 
@@ -955,19 +954,17 @@ ngx_xmpp_admin_send_zip(ngx_xmpp_admin_ctx_t *ctx, ngx_xmpp_admin_x_t *x)
                                     "audit-unavailable");
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
     p = ngx_pnalloc(r->pool, sizeof("attachment; filename=\"\"")
                              + ngx_strlen(x->file));
 
-    if (h == NULL || p == NULL) {
+    if (p == NULL
+        || ngx_xmpp_http_header_n(r, "Content-Disposition", p,
+                                  ngx_sprintf(p, "attachment; filename=\"%s\"",
+                                              x->file) - p)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Content-Disposition");
-    h->value.data = p;
-    h->value.len = ngx_sprintf(p, "attachment; filename=\"%s\"", x->file)
-                   - p;
 
     return ngx_xmpp_admin_send_file(r, fd, path, size, &type);
 }

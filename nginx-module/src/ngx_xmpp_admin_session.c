@@ -56,7 +56,6 @@ ngx_xmpp_admin_cookie(ngx_xmpp_admin_ctx_t *ctx, ngx_uint_t clear)
     size_t                     len;
     time_t                     left;
     ngx_str_t                  src, dst, m;
-    ngx_table_elt_t           *h;
     ngx_http_request_t        *r;
     ngx_xmpp_admin_sess_t     *s;
     ngx_http_core_loc_conf_t  *clcf;
@@ -111,16 +110,7 @@ ngx_xmpp_admin_cookie(ngx_xmpp_admin_ctx_t *ctx, ngx_uint_t clear)
                     &clcf->name);
     dst.len = p - dst.data;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Set-Cookie");
-    h->value = dst;
-
-    return NGX_OK;
+    return ngx_xmpp_http_header_n(r, "Set-Cookie", dst.data, dst.len);
 }
 
 

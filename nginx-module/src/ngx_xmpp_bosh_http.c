@@ -41,22 +41,13 @@ static uint64_t     ngx_xmpp_bosh_next_tag;
 static ngx_int_t
 ngx_xmpp_bosh_cors(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 {
-    ngx_table_elt_t  *h;
-
     if (xcf->bosh_cors_origin.len == 0) {
         return NGX_OK;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Access-Control-Allow-Origin");
-    h->value = xcf->bosh_cors_origin;
-
-    return NGX_OK;
+    return ngx_xmpp_http_header_n(r, "Access-Control-Allow-Origin",
+                                  xcf->bosh_cors_origin.data,
+                                  xcf->bosh_cors_origin.len);
 }
 
 

@@ -1,9 +1,9 @@
 
 /*
- * The HTTP header work that the WebSocket upgrade (RFC 6455 section
- * 4.2), BOSH (XEP-0124 section 8), host-meta (RFC 6415) and the admin
- * console each need: one response header added, one request header
- * found.
+ * The HTTP work that the WebSocket upgrade (RFC 6455 section 4.2), BOSH
+ * (XEP-0124 section 8), host-meta (RFC 6415), the admin console and the
+ * status and metrics pages each need: a response header added, a
+ * request header found, the body read, the answer sent.
  */
 
 

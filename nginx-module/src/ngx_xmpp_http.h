@@ -1,8 +1,8 @@
 
 /*
  * HTTP helpers of the files under the http module's locations: the
- * WebSocket upgrade, BOSH, host-meta and the admin console.  The
- * stream module never includes this header.
+ * WebSocket upgrade, BOSH, host-meta, the admin console, the status
+ * and metrics pages.  The stream module never includes this header.
  */
 
 

@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "ngx_xmpp.h"
+#include "ngx_xmpp_http.h"
 
 
 #define NGX_XMPP_METRICS_SLOTS     128
@@ -713,10 +714,7 @@ static ngx_int_t
 ngx_xmpp_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, u_char *data, size_t len)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
-    ngx_table_elt_t  *cc;
+    ngx_buf_t  *b;
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
@@ -729,14 +727,9 @@ ngx_xmpp_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
     b->last_buf = 1;
 
     /* a load balancer or a scraper must never see a cached answer */
-    cc = ngx_list_push(&r->headers_out.headers);
-    if (cc == NULL) {
+    if (ngx_xmpp_http_header(r, "Cache-Control", "no-store") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cc->hash = 1;
-    ngx_str_set(&cc->key, "Cache-Control");
-    ngx_str_set(&cc->value, "no-store");
 
     r->headers_out.content_type.data = (u_char *) type;
     r->headers_out.content_type.len = ngx_strlen(type);
@@ -744,14 +737,5 @@ ngx_xmpp_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_xmpp_http_send(r, b);
 }
