@@ -169,7 +169,8 @@ def main():
            + [os.path.join(AUDIT, f) for f in (
                "caud_record.c", "caud_journal.c", "caud_journal_dir.c",
                "caud_checkpoint.c", "caud_db.c", "caud_ship.c",
-               "caud_verify.c", "caud_tomb.c")], libs, cflags)
+               "caud_verify.c", "caud_verify_db.c", "caud_tomb.c")], libs,
+           cflags)
         d = tempfile.mkdtemp(prefix="verify-bench-", dir=BUILD)
         r = run([vb, d], capture_output=True, text=True)
         print(r.stdout + r.stderr)
