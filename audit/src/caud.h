@@ -607,6 +607,15 @@ caud_shipper_t *caud_shipper_new(const caud_db_opts_t *db, const char *dir,
 int64_t caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id,
     uint64_t upto, char *err, size_t errlen);
 
+/*
+ * Once *flag (read atomically, from any thread) is non-zero, a call to
+ * caud_shipper_ship() commits the batch it has in flight and returns
+ * without reading more: what is left stays in the journal, durable, for
+ * the next call.  A stopping nginx worker sets it so that a graceful
+ * stop never waits for a backlog.  NULL (the default): never.
+ */
+void caud_shipper_set_cancel(caud_shipper_t *sh, const int *flag);
+
 /* shipped_seq of writer_id as of the last successful call, or 0 */
 uint64_t caud_shipper_shipped_seq(caud_shipper_t *sh, uint32_t writer_id);
 void caud_shipper_stats(caud_shipper_t *sh, caud_ship_stats_t *st);

@@ -111,6 +111,8 @@ struct caud_shipper_s {
 
     caud_ship_stats_t    stats;
     char                 err[512];
+
+    const int           *cancel;      /* non-zero: stop between batches */
 };
 
 
@@ -1063,6 +1065,13 @@ caud_ship_limit(caud_shipper_t *sh, uint64_t from, uint64_t upto)
  * inserts one batch, the next is read from the journal.
  */
 static int
+caud_ship_cancelled(caud_shipper_t *sh)
+{
+    return sh->cancel != NULL && __atomic_load_n(sh->cancel, __ATOMIC_ACQUIRE);
+}
+
+
+static int
 caud_ship_batches(caud_shipper_t *sh, caud_ship_writer_t *w, uint64_t upto,
     int64_t *total)
 {
@@ -1083,8 +1092,15 @@ caud_ship_batches(caud_shipper_t *sh, caud_ship_writer_t *w, uint64_t upto,
             return -1;
         }
 
-        next = caud_ship_fill(sh, w, caud_ship_limit(sh, last + 1, upto),
-                              entry);
+        /*
+         * A cancelled call commits the batch in flight and reads no
+         * more: the rest stays in the journal for the next call (a
+         * stopping worker must not wait for a whole backlog).
+         */
+        next = caud_ship_cancelled(sh)
+               ? 0
+               : caud_ship_fill(sh, w, caud_ship_limit(sh, last + 1, upto),
+                                entry);
         if (next < 0) {
             /* commit what is good, then report the damage */
             memcpy(why, sh->err, sizeof(why));
@@ -1107,6 +1123,13 @@ caud_ship_batches(caud_shipper_t *sh, caud_ship_writer_t *w, uint64_t upto,
     }
 
     return n < 0 ? -1 : 0;
+}
+
+
+void
+caud_shipper_set_cancel(caud_shipper_t *sh, const int *flag)
+{
+    sh->cancel = flag;
 }
 
 

@@ -441,6 +441,14 @@ ngx_xmpp_audit_exit_worker(ngx_cycle_t *cycle)
                    CAUD_HASH_LEN);
     }
 
+    /*
+     * The shipper commits the batch it has in flight and stops: what
+     * MariaDB lacks is durable in the journal, and the next start (or a
+     * live generation's adoption, or "conclavectl ship") ships it.
+     * Shipping a backlog here would hold a graceful stop for as long as
+     * the backlog takes (docs/audit.md, "Stopping").
+     */
+    __atomic_store_n(&a->ship_cancel, 1, __ATOMIC_RELEASE);
     a->stop = 1;
     pthread_cond_broadcast(&a->cond);
     pthread_cond_broadcast(&a->ship_cond);

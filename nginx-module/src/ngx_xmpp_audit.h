@@ -99,6 +99,7 @@ typedef struct {
     pthread_cond_t         cond;
     pthread_cond_t         ship_cond;
     ngx_uint_t             stop;
+    int                    ship_cancel;  /* atomic: the worker exits */
     ngx_uint_t             sync_wanted;
     uint64_t               cp_seq;       /* checkpoint wanted at this seq */
     uint8_t                cp_head[CAUD_HASH_LEN];

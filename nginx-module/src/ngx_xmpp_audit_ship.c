@@ -120,6 +120,10 @@ ngx_xmpp_audit_adopt(ngx_xmpp_audit_t *a, caud_shipper_t *sh)
     }
 
     for (i = 0; i < n; i++) {
+        if (__atomic_load_n(&a->ship_cancel, __ATOMIC_ACQUIRE)) {
+            break;
+        }
+
         if (ids[i] == a->writer_id || caud_journal_locked(dir, ids[i]) != 0)
         {
             continue;
@@ -191,7 +195,10 @@ ngx_xmpp_audit_shipper(ngx_xmpp_audit_t *a)
                           xcf->ship_batch, err, sizeof(err));
     if (sh == NULL) {
         ngx_xmpp_audit_thread_error(a, "shipper", err);
+        return NULL;
     }
+
+    caud_shipper_set_cancel(sh, &a->ship_cancel);
 
     return sh;
 }
@@ -280,7 +287,7 @@ ngx_xmpp_audit_ship_thread(void *data)
             }
         }
 
-        if (ok && since_adopt >= NGX_XMPP_AUDIT_ADOPT_EVERY) {
+        if (ok && !stop && since_adopt >= NGX_XMPP_AUDIT_ADOPT_EVERY) {
             since_adopt = 0;
             ngx_xmpp_audit_adopt(a, sh);
         }
