@@ -538,6 +538,172 @@ ngx_xmpp_audit_tick(ngx_log_t *log)
 
 
 /* ------------------------------------------------------------------ */
+/* the latency breakdown (ngx_xmpp_audit.h) */
+
+uint64_t
+ngx_xmpp_audit_now_us(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+/* 0..3 exact, then 4 buckets per power of two up to about 128 ms */
+static ngx_uint_t
+ngx_xmpp_audit_lat_bucket(uint64_t us)
+{
+    ngx_uint_t  o, i;
+
+    if (us < 4) {
+        return (ngx_uint_t) us;
+    }
+
+    o = 63 - __builtin_clzll(us);
+    i = 4 * (o - 1) + ((us >> (o - 2)) & 3);
+
+    return ngx_min(i, NGX_XMPP_AUDIT_LAT_BUCKETS - 1);
+}
+
+
+/* the smallest value of bucket i */
+static uint64_t
+ngx_xmpp_audit_lat_low(ngx_uint_t i)
+{
+    if (i < 4) {
+        return i;
+    }
+
+    return (uint64_t) (4 + i % 4) << (i / 4 - 1);
+}
+
+
+/*
+ * One writer per stage (the event loop or the sync thread), so plain
+ * relaxed stores suffice; conclave_status in any worker reads them.
+ */
+void
+ngx_xmpp_audit_lat_add(ngx_xmpp_audit_t *a, ngx_uint_t stage,
+    uint64_t t0_us, uint64_t t1_us)
+{
+    uint64_t                us;
+    ngx_uint_t              i;
+    ngx_xmpp_audit_hist_t  *h;
+
+    if (a->slot == NULL || t0_us == 0) {
+        return;
+    }
+
+    us = t1_us > t0_us ? t1_us - t0_us : 0;
+    h = &a->slot->lat[stage];
+    i = ngx_xmpp_audit_lat_bucket(us);
+
+#define ngx_xmpp_audit_bump(v, n)                                          \
+    __atomic_store_n(&(v), __atomic_load_n(&(v), __ATOMIC_RELAXED) + (n),  \
+                     __ATOMIC_RELAXED)
+
+    ngx_xmpp_audit_bump(h->bucket[i], 1);
+    ngx_xmpp_audit_bump(h->sum_us, us);
+    ngx_xmpp_audit_bump(h->count, 1);
+
+    if (us > __atomic_load_n(&h->max_us, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&h->max_us, us, __ATOMIC_RELAXED);
+    }
+}
+
+
+/* the bucket holding quantile q: its upper bound, in microseconds */
+static uint64_t
+ngx_xmpp_audit_lat_quantile(uint64_t *b, uint64_t n, double q)
+{
+    uint64_t    want, seen;
+    ngx_uint_t  i;
+
+    want = (uint64_t) (q * n);
+    seen = 0;
+
+    for (i = 0; i < NGX_XMPP_AUDIT_LAT_BUCKETS - 1; i++) {
+        seen += b[i];
+        if (seen > want) {
+            break;
+        }
+    }
+
+    /* the last bucket has no upper bound: the caller gives the max */
+    return i + 1 < NGX_XMPP_AUDIT_LAT_BUCKETS
+           ? ngx_xmpp_audit_lat_low(i + 1) - 1 : 0;
+}
+
+
+static json_t *
+ngx_xmpp_audit_lat_json(ngx_xmpp_audit_slot_t *sl)
+{
+    static const char  *names[NGX_XMPP_AUDIT_LAT_N] = {
+        "wait", "write", "queue", "fsync", "notify"
+    };
+
+    json_t                 *all, *st, *bl;
+    uint64_t                b[NGX_XMPP_AUDIT_LAT_BUCKETS], n, max, p50,
+                            p99;
+    ngx_uint_t              k, i;
+    ngx_xmpp_audit_hist_t  *h;
+
+    all = json_object();
+    if (all == NULL) {
+        return NULL;
+    }
+
+    for (k = 0; k < NGX_XMPP_AUDIT_LAT_N; k++) {
+        h = &sl->lat[k];
+        n = 0;
+
+        for (i = 0; i < NGX_XMPP_AUDIT_LAT_BUCKETS; i++) {
+            b[i] = __atomic_load_n(&h->bucket[i], __ATOMIC_RELAXED);
+            n += b[i];
+        }
+
+        st = json_object();
+        bl = json_array();
+        if (st == NULL || bl == NULL) {
+            json_decref(st);
+            json_decref(bl);
+            break;
+        }
+
+        /* [lowest value, count] of each bucket in use, for windows */
+        for (i = 0; i < NGX_XMPP_AUDIT_LAT_BUCKETS; i++) {
+            if (b[i]) {
+                json_array_append_new(bl, json_pack("[I,I]",
+                    (json_int_t) ngx_xmpp_audit_lat_low(i),
+                    (json_int_t) b[i]));
+            }
+        }
+
+        json_object_set_new(st, "count", json_integer(n));
+        json_object_set_new(st, "mean",
+            json_real(n ? (double) __atomic_load_n(&h->sum_us,
+                                                   __ATOMIC_RELAXED) / n
+                        : 0.0));
+        max = __atomic_load_n(&h->max_us, __ATOMIC_RELAXED);
+        p50 = n ? ngx_xmpp_audit_lat_quantile(b, n, 0.50) : 0;
+        p99 = n ? ngx_xmpp_audit_lat_quantile(b, n, 0.99) : 0;
+
+        json_object_set_new(st, "p50", json_integer(n && p50 == 0 ? max
+                                                                  : p50));
+        json_object_set_new(st, "p99", json_integer(n && p99 == 0 ? max
+                                                                  : p99));
+        json_object_set_new(st, "max", json_integer(max));
+        json_object_set_new(st, "buckets", bl);
+        json_object_set_new(all, names[k], st);
+    }
+
+    return all;
+}
+
+
+/* ------------------------------------------------------------------ */
 /* figures for conclave_health, conclave_status and the history */
 
 /*
@@ -673,6 +839,8 @@ ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf)
         json_object_set_new(item, "checkpoints",
                             json_integer(sl->checkpoints));
         json_object_set_new(item, "mariadb_ok", json_boolean(sl->db_ok));
+        json_object_set_new(item, "latency_us",
+                            ngx_xmpp_audit_lat_json(sl));
 
         json_array_append_new(list, item);
     }

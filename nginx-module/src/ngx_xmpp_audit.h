@@ -29,6 +29,36 @@
 #define NGX_XMPP_AUDIT_IDS_MAX      1024
 
 
+/*
+ * Where a message's wait for durability goes (docs/audit.md, "Latency
+ * breakdown"), one histogram per stage, each written by one thread:
+ *   wait    per message: its record appended -> the message routed
+ *   write   per batch: the turn's first record -> its pwrite returned
+ *   queue   per sync round: first asked for -> fdatasync starts (the
+ *           sync thread's wake-up, and the rest of a round running)
+ *   fsync   per sync round: the fdatasync itself
+ *   notify  per sync round: fdatasync done -> the eventfd handler runs
+ * Buckets are log-linear in microseconds: 4 per power of two.
+ */
+#define NGX_XMPP_AUDIT_LAT_BUCKETS  64
+
+enum {
+    NGX_XMPP_AUDIT_LAT_WAIT = 0,
+    NGX_XMPP_AUDIT_LAT_WRITE,
+    NGX_XMPP_AUDIT_LAT_QUEUE,
+    NGX_XMPP_AUDIT_LAT_FSYNC,
+    NGX_XMPP_AUDIT_LAT_NOTIFY,
+    NGX_XMPP_AUDIT_LAT_N
+};
+
+typedef struct {
+    uint64_t               count;
+    uint64_t               sum_us;
+    uint64_t               max_us;
+    uint64_t               bucket[NGX_XMPP_AUDIT_LAT_BUCKETS];
+} ngx_xmpp_audit_hist_t;
+
+
 /* per-worker figures in shared memory, for conclave_status */
 typedef struct {
     ngx_pid_t              pid;
@@ -44,6 +74,7 @@ typedef struct {
     uint64_t               checkpoints;
     uint64_t               adopted;
     uint64_t               db_ok;
+    ngx_xmpp_audit_hist_t  lat[NGX_XMPP_AUDIT_LAT_N];
 } ngx_xmpp_audit_slot_t;
 
 
@@ -74,6 +105,7 @@ typedef struct {
     uint16_t               id_len;
     uint16_t               kind;
     ngx_uint_t             lost;         /* its batch was not written */
+    uint64_t               t_us;         /* appended (0: not measured) */
 } ngx_xmpp_audit_pending_t;
 
 
@@ -102,12 +134,16 @@ typedef struct {
     int                    ship_cancel;  /* atomic: the worker exits */
     ngx_uint_t             sync_wanted;
     uint64_t               cp_seq;       /* checkpoint wanted at this seq */
+    uint64_t               sync_t_us;    /* a round first asked for */
+    uint64_t               sync_end_us;  /* atomic: the last round's end */
     uint8_t                cp_head[CAUD_HASH_LEN];
     char                   thread_err[512];
     ngx_uint_t             thread_err_new;
     ngx_uint_t             sync_failed;
     caud_journal_t        *opened;       /* retried open, to install */
     uint32_t               opened_id;
+
+    uint64_t               batch_t_us;   /* the turn's first record */
 
     /* event loop's checkpoint bookkeeping */
     uint64_t               cp_last_seq;
@@ -131,6 +167,9 @@ extern ngx_xmpp_audit_t  *ngx_xmpp_audit_worker;
 void ngx_xmpp_audit_install(ngx_xmpp_audit_t *a, caud_journal_t *j,
     uint32_t id, ngx_log_t *log);
 void ngx_xmpp_audit_retry_open(ngx_xmpp_audit_t *a);
+uint64_t ngx_xmpp_audit_now_us(void);
+void ngx_xmpp_audit_lat_add(ngx_xmpp_audit_t *a, ngx_uint_t stage,
+    uint64_t t0_us, uint64_t t1_us);
 
 /* ngx_xmpp_audit_journal.c */
 void *ngx_xmpp_audit_sync_thread(void *data);

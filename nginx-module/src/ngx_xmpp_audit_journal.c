@@ -92,14 +92,18 @@ ngx_xmpp_audit_sync_thread(void *data)
 {
     ngx_xmpp_audit_t *a = data;
 
+    int              rc;
     char             err[320];
     uint8_t          head[CAUD_HASH_LEN];
-    uint64_t         cp_seq;
+    uint64_t         cp_seq, asked, start, end;
     ngx_uint_t       stop, policy;
     caud_journal_t  *j;
     struct timespec  ts;
 
     policy = a->xcf->audit_fsync;
+
+    /* a name for top -H, perf and /proc/PID/task (15 characters) */
+    (void) pthread_setname_np(pthread_self(), "conclave-sync");
 
     pthread_mutex_lock(&a->mu);
 
@@ -144,16 +148,27 @@ ngx_xmpp_audit_sync_thread(void *data)
 
         stop = a->stop;
         a->sync_wanted = 0;
+        asked = a->sync_t_us;
+        a->sync_t_us = 0;
         j = a->journal;
         cp_seq = a->cp_seq;
         ngx_memcpy(head, a->cp_head, CAUD_HASH_LEN);
 
         pthread_mutex_unlock(&a->mu);
 
+        start = ngx_xmpp_audit_now_us();
+        ngx_xmpp_audit_lat_add(a, NGX_XMPP_AUDIT_LAT_QUEUE, asked, start);
+
         if (j && policy != NGX_XMPP_FSYNC_OFF) {
             err[0] = '\0';
 
-            if (caud_journal_sync(j, err, sizeof(err)) != 0) {
+            rc = caud_journal_sync(j, err, sizeof(err));
+
+            end = ngx_xmpp_audit_now_us();
+            ngx_xmpp_audit_lat_add(a, NGX_XMPP_AUDIT_LAT_FSYNC, start, end);
+            __atomic_store_n(&a->sync_end_us, end, __ATOMIC_RELEASE);
+
+            if (rc != 0) {
                 /* the library keeps the journal failed from now on */
                 ngx_xmpp_audit_thread_error(a, "journal sync", err);
 
@@ -216,6 +231,12 @@ ngx_xmpp_audit_ready(ngx_event_t *ev)
         /* void */
     }
 
+    /* the last round's end: how long this wake-up took */
+    ngx_xmpp_audit_lat_add(a, NGX_XMPP_AUDIT_LAT_NOTIFY,
+                           __atomic_exchange_n(&a->sync_end_us, 0,
+                                               __ATOMIC_ACQUIRE),
+                           ngx_xmpp_audit_now_us());
+
     pthread_mutex_lock(&a->mu);
     have = a->thread_err_new;
     if (have) {
@@ -265,7 +286,7 @@ void
 ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
 {
     u_char                    *p;
-    uint64_t                   durable;
+    uint64_t                   durable, now;
     ngx_uint_t                 ok;
     ngx_xmpp_session_t        *s;
     ngx_xmpp_delivery_t        d;
@@ -276,6 +297,7 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
     }
 
     durable = caud_journal_durable_seq(a->journal);
+    now = ngx_xmpp_audit_now_us();
 
     while (a->used) {
         e = (ngx_xmpp_audit_pending_t *) (a->ring + a->head);
@@ -332,6 +354,7 @@ ngx_xmpp_audit_drain(ngx_xmpp_audit_t *a, ngx_uint_t failed)
         }
 
         if (ok) {
+            ngx_xmpp_audit_lat_add(a, NGX_XMPP_AUDIT_LAT_WAIT, e->t_us, now);
             ngx_xmpp_router_deliver(a->xcf, s, &d);
 
         } else if (e->lost == NGX_XMPP_AUDIT_LOST_FULL) {
@@ -469,6 +492,13 @@ ngx_xmpp_audit_append_batch(ngx_xmpp_audit_t *a, caud_flat_t *rec,
         return NGX_ERROR;
     }
 
+    if (caud_journal_written_seq(a->journal)
+        == caud_journal_last_seq(a->journal))
+    {
+        /* the turn's first record: the batch's write is timed from it */
+        a->batch_t_us = ngx_xmpp_audit_now_us();
+    }
+
     if (caud_journal_append_flat_batch(a->journal, rec, seq) != 0) {
         ngx_xmpp_audit_lost(a, errno);
         return NGX_ERROR;
@@ -521,6 +551,10 @@ ngx_xmpp_audit_flush(ngx_xmpp_audit_t *a)
         ngx_xmpp_audit_lost(a, err);
         return;
     }
+
+    ngx_xmpp_audit_lat_add(a, NGX_XMPP_AUDIT_LAT_WRITE, a->batch_t_us,
+                           ngx_xmpp_audit_now_us());
+    a->batch_t_us = 0;
 
     ngx_xmpp_audit_appended(a, caud_journal_last_seq(a->journal));
 }
@@ -600,6 +634,10 @@ ngx_xmpp_audit_appended(ngx_xmpp_audit_t *a, uint64_t seq)
     }
 
     if (a->xcf->audit_fsync == NGX_XMPP_FSYNC_ALWAYS || a->cp_seq) {
+        if (!a->sync_wanted) {
+            a->sync_t_us = ngx_xmpp_audit_now_us();
+        }
+
         a->sync_wanted = 1;
         pthread_cond_signal(&a->cond);
     }

@@ -181,6 +181,7 @@ ngx_xmpp_audit_message(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     e = (ngx_xmpp_audit_pending_t *) p;
     e->seq = seq;
     e->lost = 0;
+    e->t_us = ngx_xmpp_audit_now_us();
     e->sid = s->id;
     e->size = (uint32_t) size;
     e->kind = (uint16_t) d->kind;

@@ -223,6 +223,7 @@ ngx_xmpp_audit_ship_thread(void *data)
     struct timespec  ts;
 
     (void) mysql_thread_init();
+    (void) pthread_setname_np(pthread_self(), "conclave-ship");
 
     known = 0;
 

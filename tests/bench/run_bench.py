@@ -33,6 +33,7 @@ failures or a server logged an [alert]/[emerg], 2 on a setup error.
 import argparse
 import collections
 import csv
+import json
 import os
 import re
 import resource
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -162,6 +164,11 @@ class Target:
         """(problems that fail the run, notable lines to print)."""
         return [], []
 
+    def audit_breakdown(self):
+        """{stage: (count, mean, p50, p99, max)} in microseconds, or
+        None: the server's own latency histograms for the run."""
+        return None
+
     def describe(self):
         return self.name
 
@@ -274,6 +281,32 @@ class Conclave(Target):
 
     def aux_pids(self):
         return [self.app.ldap.pid]
+
+    def audit_breakdown(self):
+        """The audit path's stage histograms of conclave_status
+        (docs/audit.md, "Latency breakdown"), summed over the workers.
+        The server was restarted for this run, so they cover it."""
+        try:
+            with urllib.request.urlopen(self.app.status_url,
+                                        timeout=10) as r:
+                st = json.loads(r.read())
+        except (OSError, ValueError):
+            return None
+        out = {}
+        for stage in AUDIT_STAGES:
+            buckets = collections.Counter()
+            total = 0.0
+            mx = 0
+            for j in st.get("audit", []):
+                h = (j.get("latency_us") or {}).get(stage)
+                if not h:
+                    continue
+                for lo, n in h["buckets"]:
+                    buckets[lo] += n
+                total += h["mean"] * h["count"]
+                mx = max(mx, h["max"])
+            out[stage] = hist_figures(buckets, total, mx)
+        return out
 
     def log_mark(self):
         try:
@@ -430,6 +463,9 @@ def run_one(args, target, scenario, size, rep, results):
         os.unlink(tmp)
     except FileNotFoundError:
         pass
+    bd = target.audit_breakdown() if row is not None else None
+    if bd:
+        print_breakdown(row, bd)
     _, notes = target.log_report(mark)
     if notes:
         print("server log during this run (warn and worse):")
@@ -442,6 +478,41 @@ def run_one(args, target, scenario, size, rep, results):
     row["size_arg"] = str(size)
     results.append(row)
     return row
+
+
+AUDIT_STAGES = ("wait", "write", "queue", "fsync", "notify")
+
+
+def hist_figures(buckets, total, mx):
+    """(count, mean, p50, p99, max) of {lowest value: count} buckets;
+    a quantile is the lowest value of the next bucket (an upper bound,
+    25% resolution)."""
+    n = sum(buckets.values())
+    if n == 0:
+        return (0, 0.0, 0, 0, 0)
+    los = sorted(buckets)
+
+    def q(f):
+        seen = 0
+        for k, lo in enumerate(los):
+            seen += buckets[lo]
+            if seen > f * n:
+                width = 1 << (lo.bit_length() - 3) if lo >= 4 else 1
+                return min(lo + width - 1, mx)
+        return mx
+    return (n, total / n, q(0.50), q(0.99), mx)
+
+
+def print_breakdown(row, bd):
+    """Prints the audit path's stages and adds them to the CSV row."""
+    print("audit path, server side (us):  " + "  ".join(
+        "%s p50 %d p99 %d max %d" % (k, bd[k][2], bd[k][3], bd[k][4])
+        for k in AUDIT_STAGES if bd[k][0]))
+    for k in AUDIT_STAGES:
+        row["audit_%s_count" % k] = str(bd[k][0])
+        row["audit_%s_p50_us" % k] = str(bd[k][2])
+        row["audit_%s_p99_us" % k] = str(bd[k][3])
+        row["audit_%s_max_us" % k] = str(bd[k][4])
 
 
 def median(rows, key):

@@ -66,6 +66,26 @@ def received(b, tag, n, timeout=60):
     return got
 
 
+def check_breakdown(st, routed):
+    """The latency histograms of the status page (docs/audit.md,
+    "Latency breakdown") counted what happened."""
+    lat = [j["latency_us"] for j in st]
+    # every routed message was timed once, every round of its worker too
+    assert sum(h["wait"]["count"] for h in lat) >= routed, lat
+    for h in lat:
+        if h["wait"]["count"] == 0:
+            continue
+        for stage in ("wait", "write", "queue", "fsync", "notify"):
+            s = h[stage]
+            assert s["count"] > 0, (stage, s)
+            assert sum(n for _, n in s["buckets"]) == s["count"], s
+            assert s["p50"] <= s["p99"], s
+            assert 0 <= s["mean"] <= s["max"], s
+        # a message waits at least for the round that syncs its record
+        assert h["wait"]["max"] >= h["fsync"]["p50"] > 0 or \
+            h["fsync"]["max"] == 0, h
+
+
 def test_graceful_stop_with_a_backlog(make_appliance):
     app = make_appliance(extra_http="conclave_audit_ship_batch 1;")
     wait_drained(app)
@@ -82,6 +102,7 @@ def test_graceful_stop_with_a_backlog(make_appliance):
         st = status(app)["audit"]
         journaled = sum(j["backlog_records"] for j in st)
         assert journaled >= len(SENDERS) * FLOOD, st
+        check_breakdown(st, len(SENDERS) * FLOOD)
 
         # the flood goes on while the shipper works through the backlog
         stop = threading.Event()
