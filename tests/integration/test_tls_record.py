@@ -499,3 +499,37 @@ def test_slow_reader_on_record_layer(appliance, tmp_path):
     assert "closing slow client" in appliance.nginx.error_log()
     assert slow.closed_by_server(timeout=10)
     fast.close()
+
+
+def tls_metric(app, layer):
+    import urllib.request
+    with urllib.request.urlopen(app.nginx.base_url + "/metrics",
+                                timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r'^conclave_tls_connections_total\{layer="%s"\} (\d+)$'
+                  % layer, text, re.M)
+    assert m, text[-2000:]
+    return int(m.group(1))
+
+
+def test_metrics_count_both_layers(appliance):
+    before = (tls_metric(appliance, "record_layer"),
+              tls_metric(appliance, "openssl"))
+    conns = []
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        c = RawTCP(appliance.nginx.xmpps_port)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.maximum_version = version
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="example.com")
+        c.open()                 # the stream is served either way
+        conns.append(c)
+    deadline = time.monotonic() + 10
+    while (tls_metric(appliance, "record_layer"),
+           tls_metric(appliance, "openssl")) != (before[0] + 1,
+                                                 before[1] + 1):
+        assert time.monotonic() < deadline, before
+        time.sleep(0.05)
+    for c in conns:
+        c.close()
