@@ -242,6 +242,14 @@ class Conclave(Target):
 
     def start(self):
         self.app.start()
+        if self.args.mariadb_cpus:
+            # the appliance's mariadbd floats over every CPU by default,
+            # the workers' included (docs/benchmarks.md, "p99 at 5,000
+            # messages/s"); -a: all its threads
+            subprocess.run(["taskset", "-a", "-p", "-c",
+                            self.args.mariadb_cpus,
+                            str(self.app.mariadb.pid)],
+                           check=True, stdout=subprocess.DEVNULL)
 
     def restart(self):
         self.app.nginx.stop()
@@ -797,6 +805,9 @@ def parse_args(argv):
                         "not pinned)")
     p.add_argument("--loadgen-cpu", default="1",
                    help="CPU for the load generator ('' = not pinned)")
+    p.add_argument("--mariadb-cpus", default="",
+                   help="CPUs for the appliance's mariadbd (taskset -c "
+                        "list; '' = not pinned, the default)")
     p.add_argument("--transport", choices=("tcp", "ws"), default="tcp",
                    help="XMPP over TCP (RFC 6120, the baseline) or over "
                         "WebSocket (RFC 7395); default tcp")
