@@ -62,6 +62,7 @@ typedef struct ngx_xmpp_transport_s  ngx_xmpp_transport_t;
 typedef struct ngx_xmpp_sm_s         ngx_xmpp_sm_t;
 typedef struct ngx_xmpp_held_s       ngx_xmpp_held_t;
 typedef struct ngx_xmpp_blocklist_s  ngx_xmpp_blocklist_t;
+typedef struct ngx_xmpp_jidlist_s    ngx_xmpp_jidlist_t;
 
 
 /* configuration shared by every transport (http main conf) */
@@ -647,6 +648,8 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_SM_FAILED 15
 #define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
 #define NGX_XMPP_IPC_BLOCKING  16    /* XEP-0191 change for session sid */
+#define NGX_XMPP_IPC_BLOCKING_SYNC   17  /* sid: a token to send back */
+#define NGX_XMPP_IPC_BLOCKING_SYNCED 18  /* sid: the token */
 #define NGX_XMPP_IPC_AVATAR    28    /* data: the new avatar hash (0/40) */
 #define NGX_XMPP_IPC_FAN       36    /* one stanza to many sessions */
 
@@ -680,6 +683,9 @@ ngx_int_t ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf,
     ngx_xmpp_route_t *rt, u_char *data, size_t len);
 ngx_int_t ngx_xmpp_router_to_bare(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_router_to_bare_except(ngx_xmpp_conf_t *xcf,
+    ngx_str_t *bare, ngx_uint_t kind, ngx_str_t *type, u_char *data,
+    size_t len, ngx_xmpp_jidlist_t *except);
 ngx_int_t ngx_xmpp_router_to_full_jid(ngx_xmpp_conf_t *xcf,
     ngx_xmpp_jid_t *to, u_char *data, size_t len);
 void ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
@@ -726,7 +732,6 @@ ngx_int_t ngx_xmpp_csi_held(ngx_xmpp_session_t *s, ngx_uint_t *i,
 #define NGX_XMPP_NS_BLOCKING   "urn:xmpp:blocking"
 void ngx_xmpp_blocking_start(ngx_xmpp_session_t *s);
 ngx_uint_t ngx_xmpp_blocking_requested(ngx_xmpp_session_t *s);
-void ngx_xmpp_blocking_set_requested(ngx_xmpp_session_t *s);
 void ngx_xmpp_blocking_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     ngx_xmpp_node_t *q);
 ngx_int_t ngx_xmpp_blocking_outbound(ngx_xmpp_session_t *s,
@@ -738,14 +743,50 @@ ngx_int_t ngx_xmpp_blocking_list_blocks(u_char *list, u_char *last,
     ngx_uint_t n, ngx_str_t *jid);
 void ngx_xmpp_blocking_ipc(uint64_t sid, u_char *data, size_t len);
 
+/* JIDs as a blocklist holds them: n of them, each NUL-ended */
+struct ngx_xmpp_jidlist_s {
+    u_char                *start;
+    u_char                *last;
+    ngx_uint_t             n;
+    ngx_uint_t             excluded;      /* out: routes left out */
+};
+
+/* a committed change (op 'b', 'u', 'a'), for its presence side */
+typedef struct {
+    ngx_str_t              owner;
+    u_char                 op;
+    ngx_xmpp_jidlist_t     items;         /* named; 'a': the old list */
+    u_char                *contacts;      /* [flags][JID NUL] ... */
+    u_char                *contacts_end;
+    ngx_xmpp_jidlist_t     left;          /* the list after an unblock */
+} ngx_xmpp_blocking_change_t;
+
+void ngx_xmpp_blocking_list(ngx_xmpp_session_t *s, ngx_xmpp_jidlist_t *l);
+ngx_uint_t ngx_xmpp_blocking_route_blocked(ngx_xmpp_jidlist_t *l,
+    ngx_str_t *bare, u_char *res, size_t rlen);
+void ngx_xmpp_blocking_resume(ngx_xmpp_session_t *s, ngx_uint_t requested);
+void ngx_xmpp_blocking_replay(ngx_xmpp_session_t *s);
+void ngx_xmpp_blocking_parked(ngx_xmpp_session_t *ghost,
+    ngx_uint_t requested, u_char *data, size_t len);
+ngx_int_t ngx_xmpp_blocking_push(ngx_xmpp_wbuf_t *b, ngx_str_t *to,
+    u_char op, u_char *jids, size_t len);
+
+/* ngx_xmpp_blockpres.c: the presence side of XEP-0191 3.3 and 3.4 */
+void ngx_xmpp_blockpres_changed(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_blocking_change_t *ch, ngx_pid_t *pids, ngx_uint_t npids);
+void ngx_xmpp_blockpres_directed(ngx_xmpp_session_t *s, u_char *jids,
+    size_t len);
+void ngx_xmpp_blockpres_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid);
+void ngx_xmpp_blockpres_exit_worker(void);
+
 /* ngx_xmpp_presence.c */
 void ngx_xmpp_presence_handle(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_presence_gone(ngx_xmpp_session_t *s);
 void ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 void ngx_xmpp_presence_send_to(ngx_xmpp_conf_t *xcf, ngx_str_t *to,
-    u_char *data, size_t len);
-void ngx_xmpp_presence_probe(ngx_xmpp_conf_t *xcf, ngx_str_t *target,
+    u_char *data, size_t len, ngx_xmpp_jidlist_t *except);
+ngx_uint_t ngx_xmpp_presence_probe(ngx_xmpp_conf_t *xcf, ngx_str_t *target,
     ngx_str_t *to);
 void ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len);
 void ngx_xmpp_presence_unavailable_to(ngx_xmpp_conf_t *xcf,
@@ -985,6 +1026,7 @@ void ngx_xmpp_sm_exit_worker(void);
 ngx_xmpp_session_t *ngx_xmpp_sm_parked(uint64_t sid);
 void ngx_xmpp_sm_pep(uint64_t sid, ngx_str_t *node, u_char *data,
     size_t len);
+void ngx_xmpp_sm_blocking(uint64_t sid, u_char *data, size_t len);
 
 /* ngx_xmpp_disco.c: IQs the server answers itself */
 void ngx_xmpp_disco_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);

@@ -31,31 +31,9 @@
 
 
 #include "ngx_xmpp.h"
+#include "ngx_xmpp_blocking.h"
 
 #include <mysql.h>
-
-
-#define NGX_XMPP_BLOCKING_JID_MAX      512    /* the column's width */
-#define NGX_XMPP_BLOCKING_PENDING      64
-#define NGX_XMPP_BLOCKING_PENDING_SIZE (256 * 1024)
-#define NGX_XMPP_BLOCKING_FROM_MAX     (3 * NGX_XMPP_JID_PART_MAX + 3)
-
-#define NGX_XMPP_BLOCKING_LOAD         0
-#define NGX_XMPP_BLOCKING_GET          1
-#define NGX_XMPP_BLOCKING_BLOCK        2
-#define NGX_XMPP_BLOCKING_UNBLOCK      3
-
-
-struct ngx_xmpp_blocklist_s {
-    ngx_xmpp_session_t    *session;
-    ngx_xmpp_db_req_t     *req;           /* the load, until done */
-    ngx_xmpp_wbuf_t        list;          /* the JIDs, each NUL-ended */
-    ngx_uint_t             n;
-    ngx_xmpp_wbuf_t        pending;       /* [size_t len][stanza] ... */
-    ngx_uint_t             npending;
-    unsigned               loaded:1;
-    unsigned               requested:1;   /* the client asked for it */
-};
 
 
 typedef struct {
@@ -67,7 +45,9 @@ typedef struct {
     ngx_uint_t             nin;
     ngx_xmpp_wbuf_t        out;           /* JIDs read, NUL-ended */
     ngx_uint_t             nout;
-    ngx_xmpp_wbuf_t        contacts;      /* unblock: [flags][JID NUL] */
+    ngx_xmpp_wbuf_t        contacts;      /* [flags][JID NUL] */
+    ngx_xmpp_wbuf_t        left;          /* unblock: the list after it */
+    ngx_uint_t             nleft;
     uint64_t               count;
     ngx_uint_t             max;
     unsigned               full:1;
@@ -75,20 +55,8 @@ typedef struct {
 
 
 static void ngx_xmpp_blocking_apply(ngx_xmpp_session_t *s, u_char op,
-    u_char *jids, size_t len);
-static void ngx_xmpp_blocking_presence_back(ngx_xmpp_session_t *s,
-    ngx_xmpp_blocking_ctx_t *ctx, u_char *items, size_t len);
-
-
-/* the bounce of a refused stanza looks routes up while others iterate */
-static ngx_xmpp_route_t  ngx_xmpp_blocking_routes[NGX_XMPP_ROUTE_MAX];
-
-
-static ngx_int_t
-ngx_xmpp_blocking_eq(u_char *a, size_t alen, u_char *b, size_t blen)
-{
-    return alen == blen && ngx_memcmp(a, b, alen) == 0;
-}
+    u_char *jids, size_t len, ngx_uint_t replay);
+static ngx_int_t ngx_xmpp_blocking_load(ngx_xmpp_session_t *s);
 
 
 /* XEP-0016 section 2.1 matching of one item against a JID */
@@ -185,6 +153,47 @@ ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid)
 }
 
 
+void
+ngx_xmpp_blocking_list(ngx_xmpp_session_t *s, ngx_xmpp_jidlist_t *l)
+{
+    ngx_memzero(l, sizeof(ngx_xmpp_jidlist_t));
+
+    if (s && s->blocklist) {
+        l->start = s->blocklist->list.start;
+        l->last = s->blocklist->list.last;
+        l->n = s->blocklist->n;
+    }
+}
+
+
+/*
+ * Does an item of l cover the resource res of bare?  Section 3.3 with
+ * the JID matching of XEP-0191 (XEP-0016 2.1): an item that is a full
+ * JID blocks that resource only, so delivery to a bare JID leaves that
+ * one resource out, not the others.
+ */
+ngx_uint_t
+ngx_xmpp_blocking_route_blocked(ngx_xmpp_jidlist_t *l, ngx_str_t *bare,
+    u_char *res, size_t rlen)
+{
+    u_char     buf[NGX_XMPP_BLOCKING_FROM_MAX], *p;
+    ngx_str_t  full;
+
+    if (l->n == 0 || bare->len + 1 + rlen > sizeof(buf)) {
+        return 0;
+    }
+
+    p = ngx_cpymem(buf, bare->data, bare->len);
+    *p++ = '/';
+    p = ngx_cpymem(p, res, rlen);
+
+    full.data = buf;
+    full.len = p - buf;
+
+    return ngx_xmpp_blocking_list_blocks(l->start, l->last, l->n, &full);
+}
+
+
 static void
 ngx_xmpp_blocking_cleanup(void *data)
 {
@@ -197,6 +206,7 @@ ngx_xmpp_blocking_cleanup(void *data)
 
     ngx_xmpp_wbuf_free(&bl->list);
     ngx_xmpp_wbuf_free(&bl->pending);
+    ngx_xmpp_wbuf_free(&bl->deferred);
 }
 
 
@@ -208,6 +218,7 @@ ngx_xmpp_blocking_ctx_free(ngx_xmpp_db_req_t *r)
     ngx_xmpp_wbuf_free(&ctx->in);
     ngx_xmpp_wbuf_free(&ctx->out);
     ngx_xmpp_wbuf_free(&ctx->contacts);
+    ngx_xmpp_wbuf_free(&ctx->left);
 }
 
 
@@ -280,46 +291,69 @@ ngx_xmpp_blocking_contact_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 }
 
 
-/*
- * Section 3.4 (unblock): what done() needs to give the unblocked
- * contacts the user's presence back (RFC 6121 4.3.2, 4.2.2): the
- * subscribed roster items, and, for an empty <unblock/>, the items it
- * removes (read before the DELETE, in the same transaction).
- */
 static int
-ngx_xmpp_blocking_unblocked(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+ngx_xmpp_blocking_left_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
+    ngx_uint_t n)
+{
+    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
+
+    if (cols[0].data == NULL) {
+        return 0;
+    }
+
+    ngx_xmpp_wbuf_add(&ctx->left, cols[0].data, cols[0].len);
+    ngx_xmpp_wbuf_add(&ctx->left, "", 1);
+    ctx->nleft++;
+
+    return ctx->left.failed ? -1 : 0;
+}
+
+
+static int
+ngx_xmpp_blocking_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_xmpp_db_row_pt row)
 {
     int                       rc;
     MYSQL_STMT               *stmt;
     ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
 
-    if (ctx->nin == 0) {
-        stmt = ngx_xmpp_db_exec(conn, r,
-            "SELECT jid FROM blocklist WHERE owner_jid = ?", &ctx->owner, 1);
-        if (stmt == NULL) {
-            return -1;
-        }
-
-        rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_blocking_row);
-        (void) mysql_stmt_close(stmt);
-
-        if (rc != 0) {
-            return -1;
-        }
-    }
-
-    stmt = ngx_xmpp_db_exec(conn, r,
-        "SELECT contact_jid, sub_to, sub_from FROM roster_item"
-        " WHERE owner_jid = ? AND (sub_to = 1 OR sub_from = 1)",
-        &ctx->owner, 1);
+    stmt = ngx_xmpp_db_exec(conn, r, sql, &ctx->owner, 1);
     if (stmt == NULL) {
         return -1;
     }
 
-    rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_blocking_contact_row);
+    rc = ngx_xmpp_db_rows(stmt, r, row);
     (void) mysql_stmt_close(stmt);
 
     return rc;
+}
+
+
+/*
+ * What done() needs for the presence of the user, read in the change's
+ * transaction: the subscribed roster items (a block sends unavailable
+ * to the "from" ones, section 3.3; an unblock gives them the presence
+ * back, section 3.4, RFC 6121 4.3.2) and, for an empty <unblock/>, the
+ * items it removes (read before the DELETE).
+ */
+static int
+ngx_xmpp_blocking_contacts(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
+
+    if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK && ctx->nin == 0
+        && ngx_xmpp_blocking_select(conn, r,
+               "SELECT jid FROM blocklist WHERE owner_jid = ?",
+               ngx_xmpp_blocking_row)
+           != 0)
+    {
+        return -1;
+    }
+
+    return ngx_xmpp_blocking_select(conn, r,
+        "SELECT contact_jid, sub_to, sub_from FROM roster_item"
+        " WHERE owner_jid = ? AND (sub_to = 1 OR sub_from = 1)",
+        ngx_xmpp_blocking_contact_row);
 }
 
 
@@ -330,14 +364,11 @@ ngx_xmpp_blocking_change(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     u_char                   *p;
     ngx_str_t                 par[2];
     ngx_uint_t                i;
-    MYSQL_STMT               *stmt;
     ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
 
     par[0] = ctx->owner;
 
-    if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK
-        && ngx_xmpp_blocking_unblocked(conn, r) != 0)
-    {
+    if (ngx_xmpp_blocking_contacts(conn, r) != 0) {
         return -1;
     }
 
@@ -367,21 +398,19 @@ ngx_xmpp_blocking_change(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->op != NGX_XMPP_BLOCKING_BLOCK) {
-        return 0;
+        /* what still blocks an unblocked contact (a domain, its bare JID) */
+        return ngx_xmpp_blocking_select(conn, r,
+                   "SELECT jid FROM blocklist WHERE owner_jid = ?",
+                   ngx_xmpp_blocking_left_row);
     }
 
-    stmt = ngx_xmpp_db_exec(conn, r,
-        "SELECT COUNT(*) FROM blocklist WHERE owner_jid = ?", par, 1);
-    if (stmt == NULL) {
+    if (ngx_xmpp_blocking_select(conn, r,
+            "SELECT COUNT(*) FROM blocklist WHERE owner_jid = ?",
+            ngx_xmpp_blocking_count_row)
+        != 0)
+    {
         return -1;
     }
-
-    if (ngx_xmpp_db_rows(stmt, r, ngx_xmpp_blocking_count_row) != 0) {
-        (void) mysql_stmt_close(stmt);
-        return -1;
-    }
-
-    (void) mysql_stmt_close(stmt);
 
     ctx->full = (ctx->count > ctx->max);
 
@@ -444,7 +473,7 @@ ngx_xmpp_blocking_set_list(ngx_xmpp_blocklist_t *bl, ngx_xmpp_wbuf_t *jids,
 
 
 /* the stanzas that waited for the list go through the router's check */
-static void
+void
 ngx_xmpp_blocking_release(ngx_xmpp_session_t *s)
 {
     u_char                *p, *last;
@@ -552,18 +581,18 @@ ngx_xmpp_blocking_result(ngx_xmpp_session_t *s, ngx_str_t *id)
 /*
  * The change reaches every session of the user: (pid, sid) pairs are
  * taken first, since applying a change routes presence (and so looks
- * routes up again).
+ * routes up again).  The other workers reached are given in pids (each
+ * once) for ngx_xmpp_blockpres_changed().
  */
-static void
+static ngx_uint_t
 ngx_xmpp_blocking_tell(ngx_xmpp_conf_t *xcf, ngx_str_t *owner, u_char op,
-    u_char *jids, size_t len)
+    u_char *jids, size_t len, ngx_pid_t *pids)
 {
-    u_char              *data;
-    ngx_uint_t           i, n;
-    ngx_xmpp_route_t    *routes;
-    ngx_xmpp_session_t  *s;
-    ngx_pid_t            pid[NGX_XMPP_ROUTE_MAX];
-    uint64_t             sid[NGX_XMPP_ROUTE_MAX];
+    u_char            *data;
+    ngx_uint_t         i, j, n, m;
+    ngx_xmpp_route_t  *routes;
+    ngx_pid_t          pid[NGX_XMPP_ROUTE_MAX];
+    uint64_t           sid[NGX_XMPP_ROUTE_MAX];
 
     routes = ngx_xmpp_router_routes();
     n = ngx_xmpp_registry_lookup(xcf, owner, routes, NGX_XMPP_ROUTE_MAX);
@@ -575,7 +604,7 @@ ngx_xmpp_blocking_tell(ngx_xmpp_conf_t *xcf, ngx_str_t *owner, u_char op,
 
     data = ngx_alloc(len + 1, ngx_cycle->log);
     if (data == NULL) {
-        return;
+        return 0;
     }
 
     data[0] = op;
@@ -583,184 +612,163 @@ ngx_xmpp_blocking_tell(ngx_xmpp_conf_t *xcf, ngx_str_t *owner, u_char op,
         ngx_memcpy(data + 1, jids, len);
     }
 
+    m = 0;
+
     for (i = 0; i < n; i++) {
-        if (pid[i] != ngx_pid) {
-            (void) ngx_xmpp_ipc_send(pid[i], NGX_XMPP_IPC_BLOCKING, sid[i],
-                                     data, len + 1);
+        if (pid[i] == ngx_pid) {
+            ngx_xmpp_blocking_ipc(sid[i], data, len + 1);
             continue;
         }
 
-        s = ngx_xmpp_session_find(sid[i]);
+        if (ngx_xmpp_ipc_send(pid[i], NGX_XMPP_IPC_BLOCKING, sid[i], data,
+                              len + 1)
+            != NGX_OK)
+        {
+            continue;
+        }
 
-        if (s && s->bound) {
-            ngx_xmpp_blocking_apply(s, op, jids, len);
+        for (j = 0; j < m && pids[j] != pid[i]; j++) { /* void */ }
+
+        if (j == m) {
+            pids[m++] = pid[i];
         }
     }
 
     ngx_free(data);
+
+    return m;
+}
+
+
+static void
+ngx_xmpp_blocking_loaded(ngx_xmpp_db_req_t *r)
+{
+    ngx_xmpp_session_t       *s;
+    ngx_xmpp_blocklist_t     *bl;
+    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
+
+    bl = r->data;
+    bl->req = NULL;
+    s = bl->session;
+
+    if (r->rc != NGX_XMPP_DB_OK) {
+        /* documented: delivery goes on without the list (docs) */
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "xmpp: blocklist of %V not read (%ui): %s",
+                      &ctx->owner, r->rc, r->err);
+
+    } else if (bl->stale) {
+        /*
+         * A change reached the session while its list was read, maybe
+         * before it was committed: the list is read again, and what
+         * waits goes on waiting for it.
+         */
+        bl->stale = 0;
+
+        if (ngx_xmpp_blocking_load(s) == NGX_OK) {
+            return;
+        }
+
+    } else {
+        ngx_xmpp_blocking_set_list(bl, &ctx->out, ctx->nout);
+    }
+
+    bl->loaded = 1;
+    ngx_xmpp_blocking_release(s);
 }
 
 
 static void
 ngx_xmpp_blocking_done(ngx_xmpp_db_req_t *r)
 {
-    u_char                   *jids;
-    size_t                    len;
-    ngx_xmpp_conf_t          *xcf;
-    ngx_xmpp_session_t       *s;
-    ngx_xmpp_blocklist_t     *bl;
-    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
+    size_t                       len;
+    ngx_pid_t                    pids[NGX_XMPP_ROUTE_MAX];
+    ngx_uint_t                   npids;
+    ngx_xmpp_conf_t             *xcf;
+    ngx_xmpp_session_t          *s;
+    ngx_xmpp_blocking_ctx_t     *ctx = r->ctx;
+    ngx_xmpp_blocking_change_t   ch;
+
+    if (ctx->op == NGX_XMPP_BLOCKING_LOAD) {
+        ngx_xmpp_blocking_loaded(r);
+        return;
+    }
 
     s = ngx_xmpp_session_find(ctx->sid);
 
-    if (ctx->op == NGX_XMPP_BLOCKING_LOAD) {
-        bl = r->data;
-        bl->req = NULL;
-        s = bl->session;
-
-        if (r->rc != NGX_XMPP_DB_OK) {
-            /* documented: delivery goes on without the list (docs) */
-            ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
-                          "xmpp: blocklist of %V not read (%ui): %s",
-                          &ctx->owner, r->rc, r->err);
-
-        } else {
-            ngx_xmpp_blocking_set_list(bl, &ctx->out, ctx->nout);
-        }
-
-        bl->loaded = 1;
-        ngx_xmpp_blocking_release(s);
-        return;
-    }
-
-    if (s == NULL || !s->bound || s->blocklist == NULL) {
-        return;
+    if (s && (!s->bound || s->blocklist == NULL)) {
+        s = NULL;
     }
 
     if (r->rc != NGX_XMPP_DB_OK) {
-        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
-                      "xmpp: blocklist of %V: %ui: %s",
+        ngx_log_error(NGX_LOG_ERR, s ? s->connection->log : ngx_cycle->log,
+                      0, "xmpp: blocklist of %V: %ui: %s",
                       &ctx->owner, r->rc, r->err);
-        ngx_xmpp_blocking_iq_error(s, &ctx->id, "wait",
-                                   "internal-server-error",
-                                   "the blocklist is unavailable");
+
+        if (s) {
+            ngx_xmpp_blocking_iq_error(s, &ctx->id, "wait",
+                                       "internal-server-error",
+                                       "the blocklist is unavailable");
+        }
+
         return;
     }
 
     if (ctx->op == NGX_XMPP_BLOCKING_GET) {
-        /* section 3.2: from now on this client gets the pushes */
-        s->blocklist->requested = 1;
-        ngx_xmpp_blocking_reply_list(s, &ctx->id, ctx);
-        ngx_xmpp_blocking_set_list(s->blocklist, &ctx->out, ctx->nout);
+        if (s) {
+            /* section 3.2: from now on this client gets the pushes */
+            s->blocklist->requested = 1;
+            ngx_xmpp_blocking_reply_list(s, &ctx->id, ctx);
+            ngx_xmpp_blocking_set_list(s->blocklist, &ctx->out, ctx->nout);
+        }
+
         return;
     }
 
     if (ctx->full) {
-        ngx_xmpp_blocking_iq_error(s, &ctx->id, "cancel", "not-acceptable",
-                                   "the blocklist is full");
-        return;
-    }
-
-    ngx_xmpp_blocking_result(s, &ctx->id);
-
-    xcf = s->conf;
-    jids = ctx->id.data + ctx->id.len + 1;
-    len = ctx->in.last - jids;
-
-    ngx_xmpp_blocking_tell(xcf, &ctx->owner,
-                           ctx->op == NGX_XMPP_BLOCKING_BLOCK ? 'b'
-                           : (ctx->nin ? 'u' : 'a'),
-                           jids, len);
-
-    if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK) {
-        /* told first: this session's copy no longer blocks them */
-        ngx_xmpp_blocking_presence_back(s, ctx, jids, len);
-    }
-}
-
-
-/* one contact given back its presence: see ..._presence_back() */
-static void
-ngx_xmpp_blocking_contact_back(ngx_xmpp_session_t *s, ngx_str_t *contact,
-    ngx_uint_t flags, u_char *items, u_char *last, ngx_uint_t n)
-{
-    if (!ngx_xmpp_blocking_list_blocks(items, last, n, contact)
-        || ngx_xmpp_blocking_blocks(s, contact))
-    {
-        /* not one of the unblocked, or another item still blocks it */
-        return;
-    }
-
-    /* a "from" subscription: each available resource of the user */
-    if (flags & 2) {
-        ngx_xmpp_presence_probe(s->conf, &s->jid.bare, contact);
-    }
-
-    /* a "to" subscription: the contact's resources answer a probe */
-    if (flags & 1) {
-        ngx_xmpp_presence_probe(s->conf, contact, &s->jid.bare);
-    }
-}
-
-
-/*
- * Section 3.4: presence was withheld from the contacts while they were
- * blocked (section 3.3), so the unblocked ones that have a subscription
- * get the user's current presence (RFC 6121 4.3.2), and the user's
- * resources the contact's, as a probe would (4.2.2).  Shared directory
- * contacts are subscribed both ways.  items are the unblocked JIDs
- * (NUL-ended); none: the whole old list, read before the DELETE.
- */
-static void
-ngx_xmpp_blocking_presence_back(ngx_xmpp_session_t *s,
-    ngx_xmpp_blocking_ctx_t *ctx, u_char *items, size_t len)
-{
-    u_char              *p, *end, *last, f;
-    ngx_str_t            contact;
-    ngx_uint_t           i, n;
-    ngx_pool_t          *pool;
-    ngx_array_t          shared;
-    ngx_xmpp_contact_t  *c;
-
-    n = ctx->nin;
-    last = items + len;
-
-    if (n == 0) {
-        items = ctx->out.start;
-        last = ctx->out.last;
-        n = ctx->nout;
-    }
-
-    p = ctx->contacts.start;
-    end = ctx->contacts.last;
-
-    while (p && end - p >= 2) {
-        f = *p++;
-        contact.data = p;
-        contact.len = ngx_strlen(p);
-        p += contact.len + 1;
-
-        ngx_xmpp_blocking_contact_back(s, &contact, f, items, last, n);
-    }
-
-    pool = ngx_create_pool(4096, s->connection->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    if (ngx_array_init(&shared, pool, 16, sizeof(ngx_xmpp_contact_t))
-        == NGX_OK
-        && ngx_xmpp_dir_shared_contacts(&s->jid.bare, pool, &shared)
-           == NGX_OK)
-    {
-        c = shared.elts;
-
-        for (i = 0; i < shared.nelts; i++) {
-            ngx_xmpp_blocking_contact_back(s, &c[i].jid, 3, items, last, n);
+        if (s) {
+            ngx_xmpp_blocking_iq_error(s, &ctx->id, "cancel",
+                                       "not-acceptable",
+                                       "the blocklist is full");
         }
+
+        return;
     }
 
-    ngx_destroy_pool(pool);
+    if (s) {
+        ngx_xmpp_blocking_result(s, &ctx->id);
+    }
+
+    /*
+     * Committed: every session of the user hears of it even if the one
+     * that asked is gone meanwhile (section 3.3: the pushes).
+     */
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+
+    ngx_memzero(&ch, sizeof(ngx_xmpp_blocking_change_t));
+    ch.owner = ctx->owner;
+    ch.op = ctx->op == NGX_XMPP_BLOCKING_BLOCK ? 'b' : (ctx->nin ? 'u' : 'a');
+    ch.items.start = ctx->id.data + ctx->id.len + 1;
+    ch.items.last = ctx->in.last;
+    ch.items.n = ctx->nin;
+    len = ch.items.last - ch.items.start;
+
+    npids = ngx_xmpp_blocking_tell(xcf, &ctx->owner, ch.op, ch.items.start,
+                                   len, pids);
+
+    if (ch.op == 'a') {
+        ch.items.start = ctx->out.start;
+        ch.items.last = ctx->out.last;
+        ch.items.n = ctx->nout;
+    }
+
+    ch.contacts = ctx->contacts.start;
+    ch.contacts_end = ctx->contacts.last;
+    ch.left.start = ctx->left.start;
+    ch.left.last = ctx->left.last;
+    ch.left.n = ctx->nleft;
+
+    ngx_xmpp_blockpres_changed(xcf, &ch, pids, npids);
 }
 
 
@@ -792,6 +800,7 @@ ngx_xmpp_blocking_req(ngx_xmpp_session_t *s, ngx_uint_t op, ngx_str_t *id)
     ctx->out.max = (size_t) s->conf->blocklist_max
                    * (NGX_XMPP_BLOCKING_JID_MAX + 1) + 4096;
     ctx->contacts.max = (s->conf->roster_max_items + 1) * 260;
+    ctx->left.max = ctx->out.max;
 
     /* owner and id first: the strings point into the buffer */
     ngx_xmpp_wbuf_nstr(&ctx->in, &s->jid.bare);
@@ -813,27 +822,24 @@ ngx_xmpp_blocking_req(ngx_xmpp_session_t *s, ngx_uint_t op, ngx_str_t *id)
 }
 
 
-/* at bind or resumption: the session reads its user's blocklist */
-void
-ngx_xmpp_blocking_start(ngx_xmpp_session_t *s)
+static ngx_xmpp_blocklist_t *
+ngx_xmpp_blocking_new(ngx_xmpp_session_t *s)
 {
-    ngx_str_t              none = ngx_string("");
-    ngx_xmpp_db_req_t     *r;
     ngx_pool_cleanup_t    *cln;
     ngx_xmpp_blocklist_t  *bl;
 
     if (s->blocklist) {
-        return;
+        return s->blocklist;
     }
 
     bl = ngx_pcalloc(s->pool, sizeof(ngx_xmpp_blocklist_t));
     if (bl == NULL) {
-        return;
+        return NULL;
     }
 
     cln = ngx_pool_cleanup_add(s->pool, 0);
     if (cln == NULL) {
-        return;
+        return NULL;
     }
 
     cln->handler = ngx_xmpp_blocking_cleanup;
@@ -843,27 +849,140 @@ ngx_xmpp_blocking_start(ngx_xmpp_session_t *s)
     bl->list.max = (size_t) s->conf->blocklist_max
                    * (NGX_XMPP_BLOCKING_JID_MAX + 1) + 4096;
     bl->pending.max = NGX_XMPP_BLOCKING_PENDING_SIZE;
+    bl->deferred.max = bl->list.max;
     s->blocklist = bl;
+
+    return bl;
+}
+
+
+/* the list is read (again), through the db adapter; NGX_OK: posted */
+static ngx_int_t
+ngx_xmpp_blocking_load(ngx_xmpp_session_t *s)
+{
+    ngx_str_t           none = ngx_string("");
+    ngx_xmpp_db_req_t  *r;
 
     r = ngx_xmpp_blocking_req(s, NGX_XMPP_BLOCKING_LOAD, &none);
     if (r == NULL) {
         /* no MariaDB for chat (or no memory): no blocklist either */
-        bl->loaded = 1;
-        return;
+        return NGX_DECLINED;
     }
 
-    r->data = bl;
+    r->data = s->blocklist;
 
     if (ngx_xmpp_db_post(r) != NGX_OK) {
         ngx_xmpp_db_destroy(r);
         ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
                       "xmpp: blocklist of %V not read: no thread",
                       &s->jid.bare);
-        bl->loaded = 1;
+        return NGX_ERROR;
+    }
+
+    s->blocklist->req = r;
+
+    return NGX_OK;
+}
+
+
+/* at bind or resumption: the session reads its user's blocklist */
+void
+ngx_xmpp_blocking_start(ngx_xmpp_session_t *s)
+{
+    ngx_xmpp_blocklist_t  *bl;
+
+    if (s->blocklist && (s->blocklist->req || s->blocklist->loaded)) {
         return;
     }
 
-    bl->req = r;
+    bl = ngx_xmpp_blocking_new(s);
+    if (bl == NULL) {
+        return;
+    }
+
+    if (ngx_xmpp_blocking_load(s) != NGX_OK) {
+        bl->loaded = 1;
+    }
+}
+
+
+/*
+ * XEP-0198 section 5: a resumed session reads the list afresh (it is
+ * read after every change that reached the parked session was
+ * committed) and keeps getting the pushes if its client asked.
+ */
+void
+ngx_xmpp_blocking_resume(ngx_xmpp_session_t *s, ngx_uint_t requested)
+{
+    ngx_xmpp_blocking_start(s);
+
+    if (requested && s->blocklist) {
+        s->blocklist->requested = 1;
+    }
+}
+
+
+/*
+ * A change that reached the session while it waited for the old
+ * worker's state (resuming, not bound yet) is kept, and applied once
+ * <resumed/> and the old stanzas are out: its push then follows them,
+ * in the order of the changes.
+ */
+static void
+ngx_xmpp_blocking_defer(ngx_xmpp_session_t *s, u_char *data, size_t len)
+{
+    ngx_xmpp_blocklist_t  *bl;
+
+    bl = ngx_xmpp_blocking_new(s);
+    if (bl == NULL) {
+        return;
+    }
+
+    ngx_xmpp_wbuf_add(&bl->deferred, &len, sizeof(size_t));
+    ngx_xmpp_wbuf_add(&bl->deferred, data, len);
+
+    if (bl->deferred.failed) {
+        ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                      "xmpp: a blocklist change not pushed to a resuming "
+                      "session");
+    }
+}
+
+
+void
+ngx_xmpp_blocking_replay(ngx_xmpp_session_t *s)
+{
+    u_char                *p, *last;
+    size_t                 len;
+    ngx_xmpp_wbuf_t        deferred;
+    ngx_xmpp_blocklist_t  *bl;
+
+    bl = s->blocklist;
+
+    if (bl == NULL || bl->deferred.start == NULL) {
+        return;
+    }
+
+    deferred = bl->deferred;
+    ngx_memzero(&bl->deferred, sizeof(ngx_xmpp_wbuf_t));
+    bl->deferred.max = deferred.max;
+
+    p = deferred.start;
+    last = deferred.failed ? deferred.start : deferred.last;
+
+    while (last - p > (ssize_t) sizeof(size_t)) {
+        ngx_memcpy(&len, p, sizeof(size_t));
+        p += sizeof(size_t);
+
+        if ((size_t) (last - p) < len || len == 0) {
+            break;
+        }
+
+        ngx_xmpp_blocking_apply(s, p[0], p + 1, len - 1, 1);
+        p += len;
+    }
+
+    ngx_xmpp_wbuf_free(&deferred);
 }
 
 
@@ -879,43 +998,64 @@ ngx_xmpp_blocking_requested(ngx_xmpp_session_t *s)
 }
 
 
-void
-ngx_xmpp_blocking_set_requested(ngx_xmpp_session_t *s)
-{
-    if (s->blocklist) {
-        s->blocklist->requested = 1;
-    }
-}
-
-
 /*
- * Section 3.3/3.4 in one session: the copy changes (op 'b' block, 'u'
- * unblock, 'a' unblock all; jids NUL-ended), the client hears of it if
- * it asked for the list, and a newly blocked contact sees the user's
- * resource go offline.
+ * The push of a change (section 3.3, 3.4: op 'b' block, 'u' unblock,
+ * 'a' unblock all; jids NUL-ended) for the client of "to".
  */
-static void
-ngx_xmpp_blocking_apply(ngx_xmpp_session_t *s, u_char op, u_char *jids,
-    size_t len)
+ngx_int_t
+ngx_xmpp_blocking_push(ngx_xmpp_wbuf_t *b, ngx_str_t *to, u_char op,
+    u_char *jids, size_t len)
 {
-    u_char                *p, *q, *last, *end;
-    size_t                 l;
-    ngx_uint_t             i, keep;
-    ngx_str_t              jid;
-    ngx_xmpp_wbuf_t        list, b;
-    ngx_xmpp_jid_t         to;
-    ngx_xmpp_blocklist_t  *bl;
+    u_char  *q, *last;
 
     static ngx_uint_t  push_id;
 
-    bl = s->blocklist;
-    if (bl == NULL) {
-        return;
-    }
-
+    ngx_memzero(b, sizeof(ngx_xmpp_wbuf_t));
+    b->max = 6 * len + 6 * to->len + 4096;
     last = jids + len;
 
-    /* the new copy: the old one without the JIDs named, then the new */
+    ngx_xmpp_wbuf_lit(b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='set'"
+                      " to='");
+    ngx_xmpp_wbuf_escs(b, to);
+
+    if (!b->failed) {
+        b->last = ngx_sprintf(b->last, "' id='block-push-%ui'>", ++push_id);
+    }
+
+    ngx_xmpp_wbuf_str(b, op == 'b' ? "<block" : "<unblock");
+    ngx_xmpp_wbuf_lit(b, " xmlns='" NGX_XMPP_NS_BLOCKING "'>");
+
+    for (q = jids; op != 'a' && q < last; q += ngx_strlen(q) + 1) {
+        ngx_xmpp_wbuf_lit(b, "<item jid='");
+        ngx_xmpp_wbuf_esc(b, q, ngx_strlen(q));
+        ngx_xmpp_wbuf_lit(b, "'/>");
+    }
+
+    ngx_xmpp_wbuf_str(b, op == 'b' ? "</block></iq>" : "</unblock></iq>");
+
+    if (b->failed) {
+        ngx_xmpp_wbuf_free(b);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the session's copy without the JIDs named, then with the new ones */
+static void
+ngx_xmpp_blocking_update(ngx_xmpp_session_t *s, u_char op, u_char *jids,
+    size_t len)
+{
+    u_char                *p, *q, *last;
+    size_t                 l;
+    ngx_uint_t             i, keep;
+    ngx_xmpp_wbuf_t        list;
+    ngx_xmpp_blocklist_t  *bl;
+
+    bl = s->blocklist;
+    last = jids + len;
+
     ngx_memzero(&list, sizeof(ngx_xmpp_wbuf_t));
     list.max = bl->list.max;
     keep = 0;
@@ -952,88 +1092,118 @@ ngx_xmpp_blocking_apply(ngx_xmpp_session_t *s, u_char op, u_char *jids,
     }
 
     ngx_xmpp_blocking_set_list(bl, &list, keep);
+}
 
-    if (bl->requested) {
-        ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
-        b.max = 6 * len + 4096;
 
-        ngx_xmpp_wbuf_lit(&b, "<iq xmlns='" NGX_XMPP_NS_CLIENT "' type='set'"
-                          " to='");
-        ngx_xmpp_wbuf_escs(&b, &s->jid.full);
-        b.last = ngx_sprintf(b.last, "' id='block-push-%ui'>", ++push_id);
-        ngx_xmpp_wbuf_str(&b, op == 'b' ? "<block" : "<unblock");
-        ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_BLOCKING "'>");
+/*
+ * Section 3.3/3.4 in one session: the copy changes, the client hears
+ * of it if it asked for the list, and a newly blocked target of the
+ * session's directed presence sees it go offline.  replay: a deferred
+ * change, already in the list the session reads.
+ */
+static void
+ngx_xmpp_blocking_apply(ngx_xmpp_session_t *s, u_char op, u_char *jids,
+    size_t len, ngx_uint_t replay)
+{
+    ngx_xmpp_wbuf_t        b;
+    ngx_xmpp_blocklist_t  *bl;
 
-        for (q = jids; op != 'a' && q < last; q += ngx_strlen(q) + 1) {
-            ngx_xmpp_wbuf_lit(&b, "<item jid='");
-            ngx_xmpp_wbuf_esc(&b, q, ngx_strlen(q));
-            ngx_xmpp_wbuf_lit(&b, "'/>");
-        }
+    bl = s->blocklist;
+    if (bl == NULL) {
+        return;
+    }
 
-        ngx_xmpp_wbuf_str(&b, op == 'b' ? "</block></iq>" : "</unblock></iq>");
+    if (bl->loaded) {
+        ngx_xmpp_blocking_update(s, op, jids, len);
+
+    } else if (!replay) {
+        /* the list being read may predate the change: read it again */
+        bl->stale = 1;
+    }
+
+    if (bl->requested
+        && ngx_xmpp_blocking_push(&b, &s->jid.full, op, jids, len) == NGX_OK)
+    {
         (void) ngx_xmpp_session_send_wbuf(s, &b);
         ngx_xmpp_wbuf_free(&b);
     }
 
-    if (op != 'b' || !s->available) {
-        return;
-    }
-
-    /* section 3.3: the blocked contact sees this resource go offline */
-    for (q = jids; q < last; q = end + 1) {
-        end = q + ngx_strlen(q);
-        jid.data = q;
-        jid.len = end - q;
-
-        if (ngx_xmpp_jid_parse(s->pool, &jid, &to) != NGX_OK
-            || to.local.len == 0
-            || to.domain.len != s->conf->domain.len
-            || ngx_strncmp(to.domain.data, s->conf->domain.data,
-                           to.domain.len) != 0)
-        {
-            continue;
-        }
-
-        ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
-        b.max = 4096 + 6 * (jid.len + s->jid.full.len);
-
-        ngx_xmpp_wbuf_lit(&b, "<presence xmlns='" NGX_XMPP_NS_CLIENT
-                          "' type='unavailable' from='");
-        ngx_xmpp_wbuf_escs(&b, &s->jid.full);
-        ngx_xmpp_wbuf_lit(&b, "' to='");
-        ngx_xmpp_wbuf_escs(&b, &jid);
-        ngx_xmpp_wbuf_lit(&b, "'/>");
-
-        if (!b.failed) {
-            if (to.resource.len) {
-                (void) ngx_xmpp_router_to_full_jid(s->conf, &to, b.start,
-                                                   b.last - b.start);
-            } else {
-                (void) ngx_xmpp_router_to_bare(s->conf, &to.bare,
-                                               NGX_XMPP_STANZA_PRESENCE,
-                                               NULL, b.start,
-                                               b.last - b.start);
-            }
-        }
-
-        ngx_xmpp_wbuf_free(&b);
+    if (op == 'b') {
+        ngx_xmpp_blockpres_directed(s, jids, len);
     }
 }
 
 
+/*
+ * A change for the session sid of this worker: applied by a live one,
+ * kept by one being resumed here, and for a parked one (XEP-0198) see
+ * ngx_xmpp_sm_blocking().
+ */
 void
 ngx_xmpp_blocking_ipc(uint64_t sid, u_char *data, size_t len)
 {
     ngx_xmpp_session_t  *s;
 
-    s = ngx_xmpp_session_find(sid);
-
-    if (s == NULL || !s->bound || len == 0) {
-        /* parked (XEP-0198): it reads the list again when resumed */
+    if (len == 0) {
         return;
     }
 
-    ngx_xmpp_blocking_apply(s, data[0], data + 1, len - 1);
+    s = ngx_xmpp_session_find(sid);
+
+    if (s == NULL) {
+        ngx_xmpp_sm_blocking(sid, data, len);
+        return;
+    }
+
+    if (!s->bound) {
+        if (ngx_xmpp_sm_resuming(s)) {
+            ngx_xmpp_blocking_defer(s, data, len);
+        }
+
+        return;
+    }
+
+    ngx_xmpp_blocking_apply(s, data[0], data + 1, len - 1, 0);
+}
+
+
+/*
+ * A change for a parked session (XEP-0198 section 5): the push is
+ * queued as any stanza routed to it while it is away, so the client
+ * gets the pushes it missed, in order, when it resumes (on any worker:
+ * the queue goes with the session); the resumed session then reads the
+ * list itself.  Its directed presence is handled now, as for a live
+ * one: to everyone else it is still online.
+ */
+void
+ngx_xmpp_blocking_parked(ngx_xmpp_session_t *ghost, ngx_uint_t requested,
+    u_char *data, size_t len)
+{
+    ngx_xmpp_wbuf_t  b;
+
+    if (len == 0) {
+        return;
+    }
+
+    if (requested
+        && ngx_xmpp_blocking_push(&b, &ghost->jid.full, data[0], data + 1,
+                                  len - 1)
+           == NGX_OK)
+    {
+        if (ngx_xmpp_sm_deliver(ghost->id, b.start, b.last - b.start)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "xmpp: blocklist push for parked \"%V\" not "
+                          "queued", &ghost->jid.full);
+        }
+
+        ngx_xmpp_wbuf_free(&b);
+    }
+
+    if (data[0] == 'b') {
+        ngx_xmpp_blockpres_directed(ghost, data + 1, len - 1);
+    }
 }
 
 
@@ -1142,322 +1312,4 @@ ngx_xmpp_blocking_iq(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
         ngx_xmpp_db_destroy(r);
         ngx_xmpp_router_error(s, st, "wait", "internal-server-error");
     }
-}
-
-
-/*
- * Section 3.5, the user's side: a stanza to a blocked JID is refused.
- * NGX_OK: refused (answered); NGX_DECLINED: it goes on.
- */
-ngx_int_t
-ngx_xmpp_blocking_outbound(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st)
-{
-    ngx_str_t        *to;
-    ngx_xmpp_wbuf_t   b;
-
-    static const char  *kinds[] = { "message", "presence", "iq" };
-
-    if (!st->has_to || s->blocklist == NULL || s->blocklist->n == 0
-        || !ngx_xmpp_blocking_blocks(s, &st->to.full))
-    {
-        return NGX_DECLINED;
-    }
-
-    if ((st->type.len == 5 && ngx_strncmp(st->type.data, "error", 5) == 0)
-        || (st->kind == NGX_XMPP_STANZA_IQ && st->type.len == 6
-            && ngx_strncmp(st->type.data, "result", 6) == 0))
-    {
-        /* never answer an error or a result: it is dropped */
-        return NGX_OK;
-    }
-
-    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
-    b.max = 16384;
-
-    to = ngx_xmpp_node_attr(st->node, "to");
-
-    ngx_xmpp_wbuf_lit(&b, "<");
-    ngx_xmpp_wbuf_str(&b, kinds[st->kind]);
-    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_CLIENT "' type='error'"
-                      " from='");
-    ngx_xmpp_wbuf_escs(&b, to);
-    ngx_xmpp_wbuf_lit(&b, "' to='");
-    ngx_xmpp_wbuf_escs(&b, &s->jid.full);
-    ngx_xmpp_wbuf_lit(&b, "'");
-
-    if (st->id.len) {
-        ngx_xmpp_wbuf_lit(&b, " id='");
-        ngx_xmpp_wbuf_escs(&b, &st->id);
-        ngx_xmpp_wbuf_lit(&b, "'");
-    }
-
-    ngx_xmpp_wbuf_lit(&b, "><error type='cancel'><not-acceptable xmlns='"
-                      NGX_XMPP_NS_STANZAS "'/><blocked xmlns='"
-                      NGX_XMPP_NS_BLOCKING ":errors'/></error></");
-    ngx_xmpp_wbuf_str(&b, kinds[st->kind]);
-    ngx_xmpp_wbuf_lit(&b, ">");
-
-    (void) ngx_xmpp_session_send_wbuf(s, &b);
-    ngx_xmpp_wbuf_free(&b);
-
-    return NGX_OK;
-}
-
-
-/*
- * Of the user's resources that a stanza to the bare JID reached (the
- * available ones of the highest priority, RFC 6121 8.5.2.1.1), the one
- * of the lowest (pid, sid) answers: each decides alone, on the shared
- * registry, so the sender gets one error rather than one per resource.
- */
-static ngx_uint_t
-ngx_xmpp_blocking_answers(ngx_xmpp_session_t *s)
-{
-    ngx_int_t          best;
-    ngx_uint_t         i, n;
-    ngx_xmpp_route_t  *rt, *first;
-
-    n = ngx_xmpp_registry_lookup(s->conf, &s->jid.bare,
-                                 ngx_xmpp_blocking_routes,
-                                 NGX_XMPP_ROUTE_MAX);
-    best = -1;
-
-    for (i = 0; i < n; i++) {
-        rt = &ngx_xmpp_blocking_routes[i];
-
-        if (rt->available && rt->priority > best) {
-            best = rt->priority;
-        }
-    }
-
-    first = NULL;
-
-    for (i = 0; i < n; i++) {
-        rt = &ngx_xmpp_blocking_routes[i];
-
-        if (!rt->available || rt->priority != best) {
-            continue;
-        }
-
-        if (first == NULL || rt->pid < first->pid
-            || (rt->pid == first->pid && rt->sid < first->sid))
-        {
-            first = rt;
-        }
-    }
-
-    return first == NULL
-           || (first->pid == ngx_pid && first->sid == s->id);
-}
-
-
-/*
- * The answer to a stanza a blocked JID sent (section 3.5): a message
- * or an iq get/set gets <service-unavailable/>, as if the user did not
- * exist; it is routed to the sender on whatever worker holds it.
- */
-static void
-ngx_xmpp_blocking_bounce(ngx_xmpp_session_t *s, u_char *data, size_t len,
-    ngx_str_t *from)
-{
-    u_char                buf[NGX_XMPP_BLOCKING_FROM_MAX], ib[1024];
-    u_char                tb[16];
-    ngx_str_t             to, id, type, res;
-    ngx_uint_t            i, n, iq;
-    ngx_xmpp_wbuf_t       b;
-    ngx_xmpp_jid_parts_t  parts;
-
-    iq = (data[1] == 'i');
-
-    if (ngx_xmpp_router_peek(data, len, "type", tb, sizeof(tb), &type)
-        != NGX_OK)
-    {
-        type.len = 0;
-    }
-
-    if ((type.len == 5 && ngx_strncmp(type.data, "error", 5) == 0)
-        || (type.len == 9 && ngx_strncmp(type.data, "groupchat", 9) == 0)
-        || (iq && !(type.len == 3
-                    && (ngx_strncmp(type.data, "get", 3) == 0
-                        || ngx_strncmp(type.data, "set", 3) == 0))))
-    {
-        return;
-    }
-
-    if (ngx_xmpp_router_peek(data, len, "to", buf, sizeof(buf), &to)
-        != NGX_OK)
-    {
-        to = s->jid.bare;
-    }
-
-    if (ngx_xmpp_router_peek(data, len, "id", ib, sizeof(ib), &id)
-        != NGX_OK)
-    {
-        id.len = 0;
-    }
-
-    if (ngx_xmpp_jid_split(from->data, from->len, &parts) != 0
-        || parts.local == NULL || parts.resource_len == 0)
-    {
-        return;
-    }
-
-    if (to.len == s->jid.bare.len
-        && ngx_strncmp(to.data, s->jid.bare.data, to.len) == 0
-        && !ngx_xmpp_blocking_answers(s))
-    {
-        /* sent to the bare JID: one of the resources that got it answers */
-        return;
-    }
-
-    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
-    b.max = 16384;
-
-    ngx_xmpp_wbuf_str(&b, iq ? "<iq" : "<message");
-    ngx_xmpp_wbuf_lit(&b, " xmlns='" NGX_XMPP_NS_CLIENT "' type='error'"
-                      " from='");
-    ngx_xmpp_wbuf_escs(&b, &to);
-    ngx_xmpp_wbuf_lit(&b, "' to='");
-    ngx_xmpp_wbuf_escs(&b, from);
-    ngx_xmpp_wbuf_lit(&b, "'");
-
-    if (id.len) {
-        ngx_xmpp_wbuf_lit(&b, " id='");
-        ngx_xmpp_wbuf_escs(&b, &id);
-        ngx_xmpp_wbuf_lit(&b, "'");
-    }
-
-    ngx_xmpp_wbuf_lit(&b, "><error type='cancel'><service-unavailable"
-                      " xmlns='" NGX_XMPP_NS_STANZAS "'/></error>");
-    ngx_xmpp_wbuf_str(&b, iq ? "</iq>" : "</message>");
-
-    if (b.failed) {
-        ngx_xmpp_wbuf_free(&b);
-        return;
-    }
-
-    to.data = from->data;
-    to.len = parts.local_len + 1 + parts.domain_len;
-    res.data = (u_char *) parts.resource;
-    res.len = parts.resource_len;
-
-    n = ngx_xmpp_registry_lookup(s->conf, &to, ngx_xmpp_blocking_routes,
-                                 NGX_XMPP_ROUTE_MAX);
-
-    for (i = 0; i < n; i++) {
-        if (ngx_xmpp_blocking_eq(ngx_xmpp_blocking_routes[i].resource,
-                                 ngx_xmpp_blocking_routes[i].resource_len,
-                                 res.data, res.len))
-        {
-            (void) ngx_xmpp_router_to_session(s->conf,
-                                              &ngx_xmpp_blocking_routes[i],
-                                              b.start, b.last - b.start);
-            break;
-        }
-    }
-
-    ngx_xmpp_wbuf_free(&b);
-}
-
-
-/* while the list is read: the stanza waits, within bounds */
-static ngx_int_t
-ngx_xmpp_blocking_wait(ngx_xmpp_blocklist_t *bl, u_char *data, size_t len)
-{
-    size_t  used;
-
-    used = bl->pending.last - bl->pending.start;
-
-    if (bl->npending == NGX_XMPP_BLOCKING_PENDING
-        || used + sizeof(size_t) + len > bl->pending.max)
-    {
-        return NGX_DECLINED;
-    }
-
-    ngx_xmpp_wbuf_add(&bl->pending, &len, sizeof(size_t));
-    ngx_xmpp_wbuf_add(&bl->pending, data, len);
-
-    if (bl->pending.failed) {
-        bl->pending.failed = 0;
-        bl->pending.last = bl->pending.start + used;
-        return NGX_DECLINED;
-    }
-
-    bl->npending++;
-
-    return NGX_OK;
-}
-
-
-/*
- * Section 3.5, the contact's side, from the router's last step
- * (ngx_xmpp_router_inbound): NGX_OK when the stanza is consumed
- * (dropped, answered, or waiting for the list), NGX_DECLINED when it
- * goes on.
- */
-ngx_int_t
-ngx_xmpp_blocking_inbound(ngx_xmpp_session_t *s, u_char *data, size_t len)
-{
-    u_char                *p;
-    u_char                 buf[NGX_XMPP_BLOCKING_FROM_MAX];
-    ngx_str_t              from;
-    ngx_xmpp_blocklist_t  *bl;
-
-    static const char  fwd[] = "<received xmlns='" NGX_XMPP_NS_CARBONS "'>"
-                               "<forwarded xmlns='" NGX_XMPP_NS_FORWARD
-                               "'>";
-
-    bl = s->blocklist;
-
-    if (bl == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (!bl->loaded) {
-        if (ngx_xmpp_blocking_wait(bl, data, len) == NGX_OK) {
-            return NGX_OK;
-        }
-
-        ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
-                      "xmpp: too much for %V while its blocklist is read",
-                      &s->jid.full);
-        return NGX_DECLINED;
-    }
-
-    if (bl->n == 0 || len < 2
-        || ngx_xmpp_router_peek(data, len, "from", buf, sizeof(buf), &from)
-           != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    if (from.len == s->jid.bare.len
-        && ngx_strncmp(from.data, s->jid.bare.data, from.len) == 0)
-    {
-        /* an XEP-0280 copy of a message from a blocked JID: dropped */
-        p = ngx_strlcasestrn(data, data + len, (u_char *) fwd,
-                             sizeof(fwd) - 2);
-
-        if (p == NULL
-            || ngx_xmpp_router_peek(p + sizeof(fwd) - 1,
-                                    data + len - p - (sizeof(fwd) - 1),
-                                    "from", buf, sizeof(buf), &from)
-               != NGX_OK
-            || !ngx_xmpp_blocking_blocks(s, &from))
-        {
-            return NGX_DECLINED;
-        }
-
-        return NGX_OK;
-    }
-
-    if (!ngx_xmpp_blocking_blocks(s, &from)) {
-        return NGX_DECLINED;
-    }
-
-    if (data[1] != 'p') {
-        ngx_xmpp_blocking_bounce(s, data, len, &from);
-    }
-
-    return NGX_OK;
 }

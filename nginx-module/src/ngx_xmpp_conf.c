@@ -613,6 +613,9 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     /* parked XEP-0198 sessions end now; their stanzas go elsewhere */
     ngx_xmpp_sm_exit_worker();
 
+    /* unblocks waiting for other workers: their presence is not sent */
+    ngx_xmpp_blockpres_exit_worker();
+
     /* while the IPC socket is open: durable messages go to others */
     ngx_xmpp_audit_exit_worker(cycle);
 

@@ -620,6 +620,11 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
         ngx_xmpp_blocking_ipc(sid, data, len);
         break;
 
+    case NGX_XMPP_IPC_BLOCKING_SYNC:
+    case NGX_XMPP_IPC_BLOCKING_SYNCED:
+        ngx_xmpp_blockpres_ipc(cmd, from, sid);
+        break;
+
     case NGX_XMPP_IPC_AVATAR:
         ngx_xmpp_avatar_ipc(sid, data, len);
         break;

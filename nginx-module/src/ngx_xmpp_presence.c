@@ -242,7 +242,8 @@ static void
 ngx_xmpp_presence_directed(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
     u_char *data, size_t len)
 {
-    ngx_uint_t  available, unavailable;
+    ngx_uint_t          available, unavailable;
+    ngx_xmpp_jidlist_t  except;
 
     available = (st->type.len == 0);
     unavailable = (st->type.len == 11
@@ -275,9 +276,11 @@ ngx_xmpp_presence_directed(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st,
         (void) ngx_xmpp_router_to_full_jid(s->conf, &st->to, data, len);
 
     } else {
-        (void) ngx_xmpp_router_to_bare(s->conf, &st->to.bare,
-                                       NGX_XMPP_STANZA_PRESENCE, &st->type,
-                                       data, len);
+        /* XEP-0191 3.3: the resources of the target the user blocked */
+        ngx_xmpp_blocking_list(s, &except);
+        (void) ngx_xmpp_router_to_bare_except(s->conf, &st->to.bare,
+                                              NGX_XMPP_STANZA_PRESENCE,
+                                              &st->type, data, len, &except);
     }
 
     /* RFC 6121 4.6.3: remember who must hear that we went away */
@@ -335,8 +338,11 @@ void
 ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
     size_t len)
 {
-    ngx_uint_t      i;
-    ngx_xmpp_jid_t  jid;
+    ngx_uint_t          i;
+    ngx_xmpp_jid_t      jid;
+    ngx_xmpp_jidlist_t  except;
+
+    ngx_xmpp_blocking_list(s, &except);
 
     for (i = 0; i < s->ndirected; i++) {
         if (data
@@ -354,9 +360,9 @@ ngx_xmpp_presence_gone_directed(ngx_xmpp_session_t *s, u_char *data,
                 (void) ngx_xmpp_router_to_full_jid(s->conf, &jid, data, len);
 
             } else {
-                (void) ngx_xmpp_router_to_bare(s->conf, &jid.bare,
-                                               NGX_XMPP_STANZA_PRESENCE,
-                                               NULL, data, len);
+                (void) ngx_xmpp_router_to_bare_except(s->conf, &jid.bare,
+                           NGX_XMPP_STANZA_PRESENCE, NULL, data, len,
+                           &except);
             }
         }
 
@@ -410,10 +416,13 @@ ngx_xmpp_presence_gone(ngx_xmpp_session_t *s)
 }
 
 
-/* presence without "to" ("<presence" first) for the bare JID "to" */
+/*
+ * Presence without "to" ("<presence" first) for the bare JID "to",
+ * except its resources that the list except covers.
+ */
 void
 ngx_xmpp_presence_send_to(ngx_xmpp_conf_t *xcf, ngx_str_t *to, u_char *data,
-    size_t len)
+    size_t len, ngx_xmpp_jidlist_t *except)
 {
     ngx_xmpp_wbuf_t  b;
 
@@ -426,9 +435,12 @@ ngx_xmpp_presence_send_to(ngx_xmpp_conf_t *xcf, ngx_str_t *to, u_char *data,
     ngx_xmpp_wbuf_add(&b, data + sizeof("<presence") - 1,
                       len - (sizeof("<presence") - 1));
 
+    /* XEP-0191 3.3: not to the contact's resources the user blocked */
     if (!b.failed) {
-        (void) ngx_xmpp_router_to_bare(xcf, to, NGX_XMPP_STANZA_PRESENCE,
-                                       NULL, b.start, b.last - b.start);
+        (void) ngx_xmpp_router_to_bare_except(xcf, to,
+                                              NGX_XMPP_STANZA_PRESENCE, NULL,
+                                              b.start, b.last - b.start,
+                                              except);
     }
 
     ngx_xmpp_wbuf_free(&b);
@@ -438,9 +450,10 @@ ngx_xmpp_presence_send_to(ngx_xmpp_conf_t *xcf, ngx_str_t *to, u_char *data,
 /*
  * RFC 6121 4.3.2: the server answers a probe for the user: each
  * available resource of target sends its last presence to "to" (a bare
- * or full JID), from whichever worker holds it.
+ * or full JID), from whichever worker holds it.  Returns how many
+ * resources were asked.
  */
-void
+ngx_uint_t
 ngx_xmpp_presence_probe(ngx_xmpp_conf_t *xcf, ngx_str_t *target,
     ngx_str_t *to)
 {
@@ -469,6 +482,8 @@ ngx_xmpp_presence_probe(ngx_xmpp_conf_t *xcf, ngx_str_t *target,
                                      to->data, to->len);
         }
     }
+
+    return m;
 }
 
 
@@ -481,6 +496,7 @@ ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
     ngx_xmpp_jid_t       jid;
     ngx_xmpp_wbuf_t      b;
     ngx_xmpp_session_t  *s;
+    ngx_xmpp_jidlist_t   except;
 
     s = ngx_xmpp_session_find(sid);
 
@@ -531,9 +547,12 @@ ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
                                            b.last - b.start);
 
     } else {
-        (void) ngx_xmpp_router_to_bare(s->conf, &bare,
-                                       NGX_XMPP_STANZA_PRESENCE, NULL,
-                                       b.start, b.last - b.start);
+        /* XEP-0191 3.3: a blocked resource of "to" is left out */
+        ngx_xmpp_blocking_list(s, &except);
+        (void) ngx_xmpp_router_to_bare_except(s->conf, &bare,
+                                              NGX_XMPP_STANZA_PRESENCE, NULL,
+                                              b.start, b.last - b.start,
+                                              &except);
     }
 
     ngx_xmpp_wbuf_free(&b);

@@ -509,12 +509,57 @@ ngx_xmpp_roster_send_presence(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
 }
 
 
+/* a presence of the given type from the bare JID "from" to one session */
+static void
+ngx_xmpp_roster_probe_answer(ngx_xmpp_conf_t *xcf, ngx_str_t *from,
+    ngx_str_t *to, const char *type)
+{
+    ngx_pool_t       *pool;
+    ngx_xmpp_jid_t    jid;
+    ngx_xmpp_wbuf_t   b;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    ngx_memzero(&b, sizeof(ngx_xmpp_wbuf_t));
+    b.max = 4096 + 6 * (from->len + to->len);
+
+    ngx_xmpp_wbuf_lit(&b, "<presence xmlns='" NGX_XMPP_NS_CLIENT "' type='");
+    ngx_xmpp_wbuf_str(&b, type);
+    ngx_xmpp_wbuf_lit(&b, "' from='");
+    ngx_xmpp_wbuf_escs(&b, from);
+    ngx_xmpp_wbuf_lit(&b, "' to='");
+    ngx_xmpp_wbuf_escs(&b, to);
+    ngx_xmpp_wbuf_lit(&b, "'/>");
+
+    if (!b.failed && ngx_xmpp_jid_parse(pool, to, &jid) == NGX_OK
+        && jid.resource.len)
+    {
+        (void) ngx_xmpp_router_to_full_jid(xcf, &jid, b.start,
+                                           b.last - b.start);
+    }
+
+    ngx_xmpp_wbuf_free(&b);
+    ngx_destroy_pool(pool);
+}
+
+
 /*
- * RFC 6121 4.3.2: the contact's server answers a probe only for a
- * subscriber ("from" or "both", or a shared directory contact); the
- * contact's resources answer from their last presence, and one that
- * blocks the prober does not (XEP-0191 3.3).  Nobody else learns
- * anything, an unknown contact included (8.5.1).
+ * RFC 6121 4.3.2, the contact's server answering a probe (ctx->stanza
+ * is the prober's full JID):
+ *   1. the prober is not a "from" (or "both") subscriber, nor a shared
+ *      directory contact, or the contact does not exist: "the contact's
+ *      server SHOULD return a presence stanza of type 'unsubscribed'";
+ *   2. a subscriber and no resource of the contact is available: "the
+ *      server SHOULD reply ... by sending to the user a presence stanza
+ *      of type 'unavailable'" from the contact's bare JID;
+ *   3. else each available resource answers with its last presence.
+ * XEP-0191 3.5 comes first: a prober the contact blocked (its full or
+ * bare JID, its domain) gets nothing at all, "the server MUST NOT
+ * respond" to a probe; the list is read in the same request, so no
+ * session's copy is needed.
  */
 static void
 ngx_xmpp_roster_probe_done(ngx_xmpp_conf_t *xcf, ngx_xmpp_roster_ctx_t *ctx)
@@ -523,7 +568,17 @@ ngx_xmpp_roster_probe_done(ngx_xmpp_conf_t *xcf, ngx_xmpp_roster_ctx_t *ctx)
     ngx_uint_t   n, subscribed;
     ngx_pool_t  *pool;
 
-    subscribed = ctx->ci.sub_from;
+    if (ngx_xmpp_blocking_list_blocks(ctx->jids.start, ctx->jids.last,
+                                      ctx->nblocked, &ctx->stanza))
+    {
+        return;
+    }
+
+    /* one's own account: its resources answer, as to a subscriber */
+    subscribed = ctx->ci.sub_from
+                 || (ctx->contact.len == ctx->owner.len
+                     && ngx_strncmp(ctx->contact.data, ctx->owner.data,
+                                    ctx->owner.len) == 0);
 
     if (!subscribed) {
         pool = ngx_create_pool(4096, ngx_cycle->log);
@@ -537,8 +592,15 @@ ngx_xmpp_roster_probe_done(ngx_xmpp_conf_t *xcf, ngx_xmpp_roster_ctx_t *ctx)
         ngx_destroy_pool(pool);
     }
 
-    if (subscribed) {
-        ngx_xmpp_presence_probe(xcf, &ctx->contact, &ctx->stanza);
+    if (!subscribed) {
+        ngx_xmpp_roster_probe_answer(xcf, &ctx->contact, &ctx->stanza,
+                                     "unsubscribed");
+        return;
+    }
+
+    if (ngx_xmpp_presence_probe(xcf, &ctx->contact, &ctx->stanza) == 0) {
+        ngx_xmpp_roster_probe_answer(xcf, &ctx->contact, &ctx->stanza,
+                                     "unavailable");
     }
 }
 
@@ -1018,6 +1080,8 @@ ngx_xmpp_roster_presence_one(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ngx_xmpp_roster_ctx_t *ctx, ngx_str_t *contact, ngx_uint_t f,
     ngx_uint_t broadcast)
 {
+    ngx_xmpp_jidlist_t  except;
+
     if (ngx_xmpp_blocking_list_blocks(ctx->jids.start, ctx->jids.last,
                                       ctx->nblocked, contact))
     {
@@ -1025,8 +1089,14 @@ ngx_xmpp_roster_presence_one(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     }
 
     if ((f & 2) && broadcast) {
+        /* XEP-0191 3.3: an item that is a full JID keeps one resource out */
+        except.start = ctx->jids.start;
+        except.last = ctx->jids.last;
+        except.n = ctx->nblocked;
+        except.excluded = 0;
+
         ngx_xmpp_presence_send_to(xcf, contact, ctx->stanza.data,
-                                  ctx->stanza.len);
+                                  ctx->stanza.len, &except);
     }
 
     if (s == NULL || !(ctx->flags & NGX_XMPP_ROSTER_INITIAL)) {

@@ -143,16 +143,30 @@ ngx_xmpp_router_to_session(ngx_xmpp_conf_t *xcf, ngx_xmpp_route_t *rt,
 }
 
 
-/*
- * Delivery to a bare JID (RFC 6121 8.5.2.1): a message of type normal
- * or chat goes to the available resources of the highest non-negative
- * priority, a headline to all non-negative ones, presence to all
- * available ones.  Returns the number of sessions reached.
- */
 ngx_int_t
 ngx_xmpp_router_to_bare(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len)
 {
+    return ngx_xmpp_router_to_bare_except(xcf, bare, kind, type, data, len,
+                                          NULL);
+}
+
+
+/*
+ * Delivery to a bare JID (RFC 6121 8.5.2.1): a message of type normal
+ * or chat goes to the available resources of the highest non-negative
+ * priority, a headline to all non-negative ones, presence to all
+ * available ones.  The resources that except covers are left out, as
+ * if they were not there (XEP-0191 section 3.3 with its JID matching:
+ * an item that is a full JID blocks only that resource), and counted
+ * in except->excluded.  Returns the number of sessions reached.
+ */
+ngx_int_t
+ngx_xmpp_router_to_bare_except(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
+    ngx_uint_t kind, ngx_str_t *type, u_char *data, size_t len,
+    ngx_xmpp_jidlist_t *except)
+{
+    u_char             skip[NGX_XMPP_ROUTE_MAX];
     ngx_int_t          best, delivered;
     ngx_uint_t         i, n, all;
     ngx_xmpp_route_t  *routes;
@@ -167,7 +181,16 @@ ngx_xmpp_router_to_bare(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     best = -1;
 
     for (i = 0; i < n; i++) {
-        if (routes[i].available && routes[i].priority > best) {
+        skip[i] = !routes[i].available
+                  || (except && except->n
+                      && ngx_xmpp_blocking_route_blocked(except, bare,
+                             routes[i].resource, routes[i].resource_len));
+
+        if (skip[i] && routes[i].available) {
+            except->excluded++;
+        }
+
+        if (!skip[i] && routes[i].priority > best) {
             best = routes[i].priority;
         }
     }
@@ -175,7 +198,7 @@ ngx_xmpp_router_to_bare(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     delivered = 0;
 
     for (i = 0; i < n; i++) {
-        if (!routes[i].available) {
+        if (skip[i]) {
             continue;
         }
 
@@ -300,6 +323,8 @@ void
 ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
     ngx_xmpp_delivery_t *d)
 {
+    ngx_xmpp_jidlist_t  except;
+
     if (d->to.resource.len) {
         if (ngx_xmpp_router_to_full_jid(xcf, &d->to, d->data, d->len)
             == NGX_OK)
@@ -337,11 +362,27 @@ ngx_xmpp_router_deliver(ngx_xmpp_conf_t *xcf, ngx_xmpp_session_t *s,
         return;
     }
 
-    if (ngx_xmpp_router_to_bare(xcf, &d->to.bare, d->kind, &d->type,
-                                d->data, d->len)
+    /* XEP-0191 3.3: not to the resources of the contact the sender blocked */
+    ngx_xmpp_blocking_list(s, &except);
+
+    if (ngx_xmpp_router_to_bare_except(xcf, &d->to.bare, d->kind, &d->type,
+                                       d->data, d->len, &except)
         > 0)
     {
-        ngx_xmpp_carbons_copy(xcf, d, NGX_XMPP_CARBONS_BARE);
+        /*
+         * A blocked resource gets no <received/> copy either: the copies
+         * follow the priorities, which left it out, so none are sent.
+         */
+        ngx_xmpp_carbons_copy(xcf, d, except.excluded
+                                      ? 0 : NGX_XMPP_CARBONS_BARE);
+        return;
+    }
+
+    if (except.excluded) {
+        /* only blocked resources are there: refused, not stored */
+        ngx_xmpp_carbons_copy(xcf, d, 0);
+        ngx_xmpp_router_bounce_text(s, d, "cancel", "not-acceptable",
+                                    "the contact's resources are blocked");
         return;
     }
 

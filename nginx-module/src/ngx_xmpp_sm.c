@@ -496,11 +496,7 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     s->state = NGX_XMPP_ST_SESSION;
     ngx_xmpp_metrics_session(s, 1);
     /* XEP-0191: the resumed session reads the blocklist again */
-    ngx_xmpp_blocking_start(s);
-
-    if (t->flags & NGX_XMPP_SM_BLOCKLIST) {
-        ngx_xmpp_blocking_set_requested(s);
-    }
+    ngx_xmpp_blocking_resume(s, t->flags & NGX_XMPP_SM_BLOCKLIST);
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);
@@ -547,6 +543,9 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
 
     ngx_xmpp_sm_queue_free(&sm->held_old);
     ngx_xmpp_sm_queue_free(&sm->held_new);
+
+    /* XEP-0191 pushes of changes that came while it resumed, after them */
+    ngx_xmpp_blocking_replay(s);
 }
 
 

@@ -872,6 +872,39 @@ ngx_xmpp_sm_pep(uint64_t sid, ngx_str_t *node, u_char *data, size_t len)
 }
 
 
+/*
+ * An XEP-0191 change (ngx_xmpp_blocking_ipc()) for a session id that is
+ * not a live session here: a parked session queues the push if its
+ * client asked for the list (ngx_xmpp_blocking_parked()); a moved one
+ * hands the change itself to its successor, which applies it.
+ */
+void
+ngx_xmpp_sm_blocking(uint64_t sid, u_char *data, size_t len)
+{
+    ngx_xmpp_sm_ghost_t  *g;
+
+    g = ngx_xmpp_sm_ghost_find(sid);
+
+    if (g == NULL) {
+        return;
+    }
+
+    if (g->moved) {
+        if (g->moved_pid != ngx_pid) {
+            (void) ngx_xmpp_ipc_send(g->moved_pid, NGX_XMPP_IPC_BLOCKING,
+                                     g->moved_sid, data, len);
+
+        } else if (g->moved_sid != sid) {
+            ngx_xmpp_blocking_ipc(g->moved_sid, data, len);
+        }
+
+        return;
+    }
+
+    ngx_xmpp_blocking_parked(&g->ghost, g->blocklist, data, len);
+}
+
+
 /* a worker that exits cannot keep sessions for resumption */
 void
 ngx_xmpp_sm_exit_worker(void)

@@ -140,8 +140,8 @@ def test_unavailable_reaches_subscribers_and_directed(appliance, pool):
 def test_probe_sent_by_a_client(appliance, pool):
     """4.3.1 (note) and 4.3.2: a probe a client sends to a local contact
     is the server's to answer: the prober gets the contact's presence
-    only with a subscription, and the contact's client never sees the
-    probe."""
+    only with a subscription (else "unsubscribed"), and the contact's
+    client never sees the probe."""
     jc, je, jb = "carol@example.com", "erin@example.com", "bob@example.com"
     c = slix(pool, appliance, "carol", "probe")
     e = slix(pool, appliance, "erin", "probe", not_pid=c.worker)
@@ -156,8 +156,9 @@ def test_probe_sent_by_a_client(appliance, pool):
 
     send_presence(c, to=je, ptype="probe")
     presence_from(c, je, status="erin here")
+    # no subscription: "unsubscribed", nothing of erin's presence
     send_presence(b, to=je, ptype="probe")
-    assert none_from(b, je) == []
+    assert [p["type"] for p in none_from(b, je)] == ["unsubscribed"]
     assert [p for p in e.drain("presences", 0.5) if p["type"] == "probe"] \
         == []
 
