@@ -309,26 +309,6 @@ ngx_xmpp_blocking_left_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
 }
 
 
-static int
-ngx_xmpp_blocking_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
-    const char *sql, ngx_xmpp_db_row_pt row)
-{
-    int                       rc;
-    MYSQL_STMT               *stmt;
-    ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
-
-    stmt = ngx_xmpp_db_exec(conn, r, sql, &ctx->owner, 1);
-    if (stmt == NULL) {
-        return -1;
-    }
-
-    rc = ngx_xmpp_db_rows(stmt, r, row);
-    (void) mysql_stmt_close(stmt);
-
-    return rc;
-}
-
-
 /*
  * What done() needs for the presence of the user, read in the change's
  * transaction: the subscribed roster items (a block sends unavailable
@@ -342,18 +322,18 @@ ngx_xmpp_blocking_contacts(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
 
     if (ctx->op == NGX_XMPP_BLOCKING_UNBLOCK && ctx->nin == 0
-        && ngx_xmpp_blocking_select(conn, r,
+        && ngx_xmpp_db_select(conn, r,
                "SELECT jid FROM blocklist WHERE owner_jid = ?",
-               ngx_xmpp_blocking_row)
+               &ctx->owner, 1, ngx_xmpp_blocking_row)
            != 0)
     {
         return -1;
     }
 
-    return ngx_xmpp_blocking_select(conn, r,
+    return ngx_xmpp_db_select(conn, r,
         "SELECT contact_jid, sub_to, sub_from FROM roster_item"
         " WHERE owner_jid = ? AND (sub_to = 1 OR sub_from = 1)",
-        ngx_xmpp_blocking_contact_row);
+        &ctx->owner, 1, ngx_xmpp_blocking_contact_row);
 }
 
 
@@ -399,14 +379,14 @@ ngx_xmpp_blocking_change(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     if (ctx->op != NGX_XMPP_BLOCKING_BLOCK) {
         /* what still blocks an unblocked contact (a domain, its bare JID) */
-        return ngx_xmpp_blocking_select(conn, r,
+        return ngx_xmpp_db_select(conn, r,
                    "SELECT jid FROM blocklist WHERE owner_jid = ?",
-                   ngx_xmpp_blocking_left_row);
+                   &ctx->owner, 1, ngx_xmpp_blocking_left_row);
     }
 
-    if (ngx_xmpp_blocking_select(conn, r,
+    if (ngx_xmpp_db_select(conn, r,
             "SELECT COUNT(*) FROM blocklist WHERE owner_jid = ?",
-            ngx_xmpp_blocking_count_row)
+            &ctx->owner, 1, ngx_xmpp_blocking_count_row)
         != 0)
     {
         return -1;
@@ -421,23 +401,13 @@ ngx_xmpp_blocking_change(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 static int
 ngx_xmpp_blocking_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 {
-    int                       rc;
-    MYSQL_STMT               *stmt;
     ngx_xmpp_blocking_ctx_t  *ctx = r->ctx;
 
     if (ctx->op == NGX_XMPP_BLOCKING_LOAD || ctx->op == NGX_XMPP_BLOCKING_GET)
     {
-        stmt = ngx_xmpp_db_exec(conn, r,
+        return ngx_xmpp_db_select(conn, r,
             "SELECT jid FROM blocklist WHERE owner_jid = ? ORDER BY jid",
-            &ctx->owner, 1);
-        if (stmt == NULL) {
-            return -1;
-        }
-
-        rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_blocking_row);
-        (void) mysql_stmt_close(stmt);
-
-        return rc;
+            &ctx->owner, 1, ngx_xmpp_blocking_row);
     }
 
     /* one transaction, committed by the adapter (ngx_xmpp_db.c) only if

@@ -796,7 +796,7 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
 
     if (ctx->op == NGX_XMPP_ROSTER_OP_PROBE) {
         /* XEP-0191 3.5: does the contact block the prober? */
-        if (ngx_xmpp_roster_query(conn, r,
+        if (ngx_xmpp_db_select(conn, r,
                 "SELECT jid FROM blocklist WHERE owner_jid = ?",
                 &ctx->contact, 1, ngx_xmpp_roster_blocked_row)
             != 0)
