@@ -392,8 +392,9 @@ ngx_xmpp_blockpres_changed(ngx_xmpp_conf_t *xcf,
     sy->ev.cancelable = 1;
 
     for (i = 0; i < npids; i++) {
+        /* no payload; a pointer all the same for memcpy() when queued */
         if (ngx_xmpp_ipc_send(pids[i], NGX_XMPP_IPC_BLOCKING_SYNC, sy->token,
-                              NULL, 0)
+                              (u_char *) "", 0)
             == NGX_OK)
         {
             sy->waiting++;
@@ -418,7 +419,7 @@ ngx_xmpp_blockpres_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid)
 
     if (cmd == NGX_XMPP_IPC_BLOCKING_SYNC) {
         (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_BLOCKING_SYNCED, sid,
-                                 NULL, 0);
+                                 (u_char *) "", 0);
         return;
     }
 
