@@ -353,7 +353,8 @@ bench-transports: build
 
 # ---------------------------------------------------------------------
 # bench-compare (issue 4): Conclave, ejabberd, Prosody and the trivial
-# relay (the physical ceiling) in one run of run_bench.py; figures and
+# relay (the physical ceiling) in one run of run_bench.py, plaintext TCP
+# and then direct TLS (--passes tcp,tls; the relay has no TLS); figures and
 # ratios in docs/benchmarks.md.  The peers are Debian's packages, run as
 # private instances in a temp dir on free loopback ports: the system
 # services and /etc/ejabberd, /etc/prosody are never used.  bench-deps
@@ -363,7 +364,7 @@ bench-transports: build
 
 BENCH_DEB_PKGS := ejabberd prosody lua-unbound gnuplot-nox valgrind linux-perf
 BENCH_COMPARE_ARGS ?= --target conclave,ejabberd,prosody,relay \
-	--idle-sessions 1000,10000 --rates 1000,5000,20000 \
+	--passes tcp,tls --idle-sessions 1000,10000 --rates 1000,5000,20000 \
 	--login-concurrency 20 --muc-occupants 100,1000 --repeat 2 \
 	--plots docs/benchmarks
 

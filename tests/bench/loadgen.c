@@ -55,6 +55,8 @@ lg_t  lg;
 
 static volatile sig_atomic_t  lg_interrupted;
 
+static void lg_muc_join(lg_conn_t *c);
+
 
 void
 lg_die(const char *fmt, ...)
@@ -427,13 +429,105 @@ lg_signed_in(lg_conn_t *c)
     lg.online_now++;
     lg_online_add(c);
 
-    if (lg.scenario == LG_SC_MUC) {
-        /* XEP-0045 7.2: join with no history (7.2.14) */
-        (void) lg_send(c, "<presence xmlns='jabber:client' to='%s/n%u'>"
-                       "<x xmlns='http://jabber.org/protocol/muc'>"
-                       "<history maxstanzas='0'/></x></presence>",
-                       lg.room, c->slot);
+    if (lg.scenario != LG_SC_MUC) {
+        return;
     }
+
+    if (lg.room_state == LG_ROOM_NONE) {
+        lg.room_state = LG_ROOM_CREATING;
+        lg.creator = c;
+        lg_muc_join(c);
+
+    } else if (lg.room_state == LG_ROOM_READY) {
+        lg_muc_join(c);
+    }
+
+    /* LG_ROOM_CREATING: lg_muc_ready() sends the join */
+}
+
+
+static void
+lg_muc_join(lg_conn_t *c)
+{
+    /* XEP-0045 7.2: join with no history (7.2.14) */
+    if (lg_send(c, "<presence xmlns='jabber:client' to='%s/n%u'>"
+                "<x xmlns='http://jabber.org/protocol/muc'>"
+                "<history maxstanzas='0'/></x></presence>",
+                lg.room, c->slot)
+        == 0)
+    {
+        c->join_sent = 1;
+    }
+}
+
+
+/* the room is open to everybody: the sessions online meanwhile join */
+static void
+lg_muc_ready(void)
+{
+    int         i;
+    lg_conn_t  *c;
+
+    lg.room_state = LG_ROOM_READY;
+
+    for (i = 0; i < lg.nslots; i++) {
+        c = &lg.conns[i];
+        if (c->state == LG_ONLINE && !c->join_sent) {
+            lg_muc_join(c);
+        }
+    }
+}
+
+
+/*
+ * The creator's own presence says 201 (XEP-0045 10.1.1) when its join
+ * created the room.  Some servers (ejabberd, Prosody) then keep it
+ * locked, refusing everybody else with <item-not-found/>, until the
+ * owner configures it: ask for an instant room (10.1.2), an empty
+ * submitted form, which is also harmless where the room is open at
+ * once (Conclave).  Others join once the form is accepted.
+ */
+static void
+lg_muc_created(lg_conn_t *c, const unsigned char *m, size_t len)
+{
+    if (memmem(m, len, "code='201'", 10) != NULL
+        || memmem(m, len, "code=\"201\"", 10) != NULL)
+    {
+        (void) lg_send(c, "<iq xmlns='jabber:client' type='set' to='%s'"
+                       " id='lg-instant'><query xmlns='http://jabber.org/"
+                       "protocol/muc#owner'><x xmlns='jabber:x:data'"
+                       " type='submit'/></query></iq>", lg.room);
+        return;
+    }
+
+    /* the room was there already (a persistent one): nothing to do */
+    lg_muc_ready();
+}
+
+
+/* muc-fanout: the answer to the instant room request */
+void
+lg_muc_iq(lg_conn_t *c, const unsigned char *m, size_t len)
+{
+    char                  cond[64];
+    size_t                n;
+    const unsigned char  *v;
+
+    n = lg_xml_attr(m, len, "id", &v);
+    if (c != lg.creator || lg.room_state != LG_ROOM_CREATING
+        || n != 10 || memcmp(v, "lg-instant", 10) != 0)
+    {
+        return;                 /* not ours to answer (no get or set) */
+    }
+
+    n = lg_xml_attr(m, len, "type", &v);
+    if (n == 6 && memcmp(v, "result", 6) == 0) {
+        lg_muc_ready();
+        return;
+    }
+
+    lg_xml_condition(m, len, cond, sizeof(cond));
+    lg_fail(c, "muc: instant room refused: %s", cond);
 }
 
 
@@ -461,6 +555,10 @@ lg_muc_presence(lg_conn_t *c, const unsigned char *m, size_t len)
     if (n == wn && memcmp(v, want, n) == 0) {
         c->joined = 1;
         lg.joined++;
+
+        if (c == lg.creator && lg.room_state == LG_ROOM_CREATING) {
+            lg_muc_created(c, m, len);
+        }
     }
 }
 
@@ -1007,6 +1105,9 @@ lg_report(void)
            (unsigned long long) ok, (unsigned long long) errors, per_s,
            p50, p99, mx, cpu >= 0 ? 100 * cpu / secs : -1, us_op, rss, pss,
            cli >= 0 ? 100 * cli / secs : -1);
+    if (lg.tls_desc[0]) {
+        printf("# tls: %s\n", lg.tls_desc);
+    }
     if (lg.scenario == LG_SC_LOGIN && lg.napids && ok) {
         printf("# directory CPU (--aux-pids): %.1f us per op, %.0f%%\n",
                aux * 1e6 / ok, 100 * aux / secs);
@@ -1022,19 +1123,20 @@ lg_report(void)
                     "duration_s,ok,errors,failed_sessions,msg_errors,lost,"
                     "per_s,p50_ms,p99_ms,max_ms,srv_cpu_s,srv_cpu_pct,"
                     "srv_cpu_us_per_op,aux_cpu_s,rss_kib_per_session,"
-                    "pss_kib_per_session,cli_cpu_pct,label\n");
+                    "pss_kib_per_session,cli_cpu_pct,label,tls\n");
         }
         t = time(NULL);
         strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", localtime(&t));
         fprintf(f, "%s,%s,%s,%s,%d,%s,%.2f,%llu,%llu,%llu,%llu,%llu,%.1f,"
-                "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s\n",
+                "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s,%s\n",
                 date, lg.target, lg_transport(), lg.scenario_name,
                 size, param, secs, (unsigned long long) ok,
                 (unsigned long long) errors, (unsigned long long) lg.failed,
                 (unsigned long long) lg.msg_errors,
                 (unsigned long long) lg.lost, per_s, p50, p99, mx, cpu,
                 cpu >= 0 ? 100 * cpu / secs : -1, us_op, aux, rss, pss,
-                cli >= 0 ? 100 * cli / secs : -1, lg.label);
+                cli >= 0 ? 100 * cli / secs : -1, lg.label,
+                lg.tls_desc);
         fclose(f);
     }
 

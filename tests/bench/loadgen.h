@@ -94,6 +94,16 @@ typedef enum {
 } lg_scenario_e;
 
 
+/*
+ * muc-fanout: the room is created by one session before the others
+ * join, because a server may lock a new room until its owner submits
+ * the configuration (XEP-0045 10.1.2; ejabberd and Prosody do).
+ */
+#define LG_ROOM_NONE      0     /* nobody has joined yet */
+#define LG_ROOM_CREATING  1     /* the creator's join or form is out */
+#define LG_ROOM_READY     2     /* the others may join */
+
+
 typedef struct {
     uint64_t           n;
     uint64_t           max;
@@ -137,6 +147,7 @@ struct lg_conn_s {
     unsigned           ws_close_sent:1; /* our close is queued */
     unsigned           in_stream:1;     /* TCP: the server's header came */
     unsigned           joined:1;        /* muc-fanout: own presence came */
+    unsigned           join_sent:1;     /* muc-fanout: join presence sent */
     lg_conn_t         *next_dirty;
 };
 
@@ -164,6 +175,8 @@ typedef struct {
     const char        *room;            /* muc-fanout: the room's JID */
     int                senders;         /* muc-fanout: sessions that send */
     int                joined;          /* muc-fanout: occupants */
+    int                room_state;      /* muc-fanout: LG_ROOM_* */
+    lg_conn_t         *creator;         /* muc-fanout: the first joiner */
     uint64_t           t_joins;         /* muc-fanout: last sign-in done */
     char             **uids;
     char             **pws;
@@ -199,6 +212,7 @@ typedef struct {
     /* state */
     int                ep;
     SSL_CTX           *ssl_ctx;
+    char               tls_desc[128];   /* the first handshake's result */
     lg_conn_t         *conns;
     int                nslots;
     int               *freelist;
@@ -277,6 +291,7 @@ void lg_die(const char *fmt, ...)
 void lg_reason(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void lg_signed_in(lg_conn_t *c);
 void lg_muc_presence(lg_conn_t *c, const unsigned char *m, size_t len);
+void lg_muc_iq(lg_conn_t *c, const unsigned char *m, size_t len);
 void lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len);
 
 /* loadgen_xmpp.c */

@@ -623,6 +623,13 @@ lg_dispatch(lg_conn_t *c, const unsigned char *m, size_t len)
         return;
     }
 
+    if (lg.scenario == LG_SC_MUC && c->state == LG_ONLINE
+        && lg_xml_is(m, len, "iq"))
+    {
+        lg_muc_iq(c, m, len);
+        return;
+    }
+
     if (lg_xml_is(m, len, "stream:error")) {
         lg_xml_condition(m, len, cond, sizeof(cond));
         lg_fail(c, "stream error: %s", cond);
@@ -1108,6 +1115,34 @@ lg_read(lg_conn_t *c)
 }
 
 
+/*
+ * What the first handshake negotiated: protocol, cipher, the server's
+ * key and the key exchange group, so a run shows that every server got
+ * the same TLS (the CSV's tls column).
+ */
+static void
+lg_tls_describe(lg_conn_t *c)
+{
+    int          group;
+    X509        *cert;
+    EVP_PKEY    *key;
+    const char  *gname;
+
+    cert = SSL_get1_peer_certificate(c->ssl);
+    key = cert ? X509_get0_pubkey(cert) : NULL;
+    group = SSL_get_negotiated_group(c->ssl);
+    gname = group ? OBJ_nid2sn(group & ~TLSEXT_nid_unknown) : NULL;
+
+    (void) snprintf(lg.tls_desc, sizeof(lg.tls_desc), "%s %s %s-%d %s",
+                    SSL_get_version(c->ssl),
+                    SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)),
+                    key ? EVP_PKEY_get0_type_name(key) : "?",
+                    key ? EVP_PKEY_get_bits(key) : 0,
+                    gname ? gname : "?");
+    X509_free(cert);
+}
+
+
 static void
 lg_tls_handshake(lg_conn_t *c)
 {
@@ -1116,6 +1151,9 @@ lg_tls_handshake(lg_conn_t *c)
     ERR_clear_error();
     r = SSL_connect(c->ssl);
     if (r == 1) {
+        if (lg.tls_desc[0] == '\0') {
+            lg_tls_describe(c);
+        }
         lg_connected(c);
         return;
     }

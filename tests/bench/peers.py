@@ -26,6 +26,7 @@ import glob
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,6 +138,7 @@ class Peer:
         self.users_file = os.path.join(self.dir, "users.txt")
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self._problems = []
+        self.muc_on = False
 
     # what a subclass provides
     def command(self):
@@ -195,6 +197,15 @@ class Peer:
                 stop_pid(k, signal.SIGKILL, 5)
         self.proc = None
         self.pid = None
+
+    def prepare(self, scenario):
+        """Before each run's restart: the configuration for scenario.
+        The MUC service and its archive are loaded for muc-fanout runs
+        only, so they add nothing to the 1:1 and sign-in figures."""
+        muc = scenario == "muc-fanout"
+        if muc != self.muc_on:
+            self.muc_on = muc
+            self.write_config()
 
     def start(self):
         self.start_server()
@@ -267,6 +278,7 @@ class Ejabberd(Peer):
     ejabberd_auth:try_register over that port (see add_users)."""
 
     name = "ejabberd"
+    muc = True
 
     def __init__(self, args, workdir):
         super().__init__(args, workdir)
@@ -338,6 +350,28 @@ modules:
   mod_disco: {}
 """ % {"domain": DOMAIN, "port": self.port, "dir": self.dir,
        "c2s": self.c2s_port, "c2s_tls": self.c2s_tls_port})
+            if self.muc_on:
+                f.write(self.muc_config())
+
+    def muc_config(self):
+        """mod_muc on conference.example.com, rooms archived by mod_mam
+        in mnesia (ejabberd's internal db), as Conclave records every
+        room message; muc-fanout runs only (see prepare)."""
+        n = max(self.args.muc_occupants + [1000])
+        return """\
+  mod_muc:
+    host: "conference.@HOST@"
+    access_create: all
+    history_size: 20
+    max_users: %(n)d
+    max_users_presence: %(n)d
+    default_room_options:
+      max_users: %(n)d
+      mam: true
+  mod_mam:
+    db_type: mnesia
+    default: never
+""" % {"n": n}
 
     def log_path(self):
         return os.path.join(self.logs, "ejabberd.log")
@@ -415,6 +449,7 @@ class Prosody(Peer):
     """Prosody 0.12 from Debian, one lua5.4 process (-F, foreground)."""
 
     name = "prosody"
+    muc = True
 
     def __init__(self, args, workdir):
         super().__init__(args, workdir)
@@ -460,6 +495,31 @@ VirtualHost "%(domain)s"
 """ % {"d": d, "c2s": self.c2s_port, "http": self.port,
                 "c2s_tls": self.c2s_tls_port, "crt": self.crt,
                 "key": self.key, "domain": DOMAIN})
+            if self.muc_on:
+                f.write(self.muc_config())
+
+    def muc_config(self):
+        """The MUC component, rooms archived by mod_muc_mam in the
+        internal storage (files), as Conclave records every room
+        message; muc-fanout runs only (see prepare).  The archive's
+        item limit (10,000 per room by default, then it truncates and
+        rewrites the file every 100 messages) is lifted: Conclave keeps
+        every record."""
+        return """\
+Component "conference.%(domain)s" "muc"
+    modules_enabled = { "muc_mam" }
+    muc_room_default_history_length = 20
+    storage_archive_item_limit = 1000000000
+""" % {"domain": DOMAIN}
+
+    def prepare(self, scenario):
+        super().prepare(scenario)
+        # every run's room starts with an empty archive, not the one the
+        # previous run left (the first append loads the whole file)
+        if self.muc_on:
+            shutil.rmtree(os.path.join(self.data, "conference%2e"
+                                       + DOMAIN.replace(".", "%2e")),
+                          ignore_errors=True)
 
     def log_path(self):
         return os.path.join(self.dir, "prosody.log")

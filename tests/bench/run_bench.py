@@ -32,6 +32,7 @@ failures or a server logged an [alert]/[emerg], 2 on a setup error.
 
 import argparse
 import collections
+import copy
 import csv
 import json
 import os
@@ -132,6 +133,10 @@ class Target:
     proto = "xmpp"          # loadgen --proto
     muc = False             # has a MUC service on conference.example.com
 
+    def prepare(self, scenario):
+        """Before the restart of each run: the server's settings for
+        scenario (the peers load their MUC service for muc-fanout only)."""
+
     def start(self):
         raise NotImplementedError
 
@@ -194,7 +199,11 @@ class Conclave(Target):
             masks = [cpu_mask(cpus[i % len(cpus)])
                      for i in range(args.workers)]
             main.append("worker_cpu_affinity %s;" % " ".join(masks))
-        http = list(args.extra_http)
+        # TLS 1.3 as the package's hardening.conf and
+        # stream-hardening.conf have it (nginx 1.22's own default stops
+        # at TLS 1.2; ejabberd and Prosody negotiate 1.3)
+        tls13 = "ssl_protocols TLSv1.2 TLSv1.3;"
+        http = [tls13] + list(args.extra_http)
         if "muc-fanout" in args.scenarios:
             # the point is the fan-out, not the room's flood limit
             http.append("conclave_muc_rate 1000000; "
@@ -209,7 +218,8 @@ class Conclave(Target):
                              log_level=args.log_level,
                              extra_main="\n".join(main),
                              extra_http="\n".join(http),
-                             extra_stream="\n".join(args.extra_stream))
+                             extra_stream="\n".join(
+                                 [tls13] + list(args.extra_stream)))
         self._worker_connections(wc)
         self.users_file = os.path.join(workdir, "users.txt")
         self.nusers = 0
@@ -384,13 +394,18 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
         limit = 260 + args.rate_duration  # drain: up to 120 s
     elif scenario == "muc-fanout":
         # every join sends the joiner's presence to every occupant
-        # (O(N^2) stanzas): a slow ramp keeps the join storm in bounds
+        # (O(N^2) stanzas): a slow ramp keeps the join storm in bounds.
+        # The joins (after the last sign-in) and the leaves at the end
+        # get more than the 30 s default: one Prosody process needed
+        # minutes for the 500,000 presences of 1,000 joins here
+        timeout = max(30.0, size * args.muc_timeout)
         cmd += ["--room", MUC_ROOM, "--sessions", str(size),
                 "--senders", str(min(args.muc_senders, size)),
                 "--window", str(args.muc_window),
                 "--duration", str(args.muc_duration),
-                "--ramp", str(args.muc_ramp)]
-        limit = 300 + size / 5 + args.muc_duration
+                "--ramp", str(args.muc_ramp),
+                "--timeout", "%.0f" % timeout]
+        limit = 300 + size / 5 + args.muc_duration + 3 * timeout
     else:
         cmd += ["--concurrency", str(size),
                 "--duration", str(args.login_duration)]
@@ -427,6 +442,7 @@ def settle(target, quiet=0.05, limit=20.0):
 
 def run_one(args, target, scenario, size, rep, results):
     """One loadgen run against a fresh server; returns its CSV row."""
+    target.prepare(scenario)
     target.restart()
     settle(target)
     mark = target.log_mark()
@@ -482,6 +498,7 @@ def run_one(args, target, scenario, size, rep, results):
         row = {"target": target.name, "scenario": scenario,
                "errors": "loadgen exit %d, no row" % rc}
     row["exit"] = str(rc)
+    row["pass"] = args.pass_name
     row["server"] = target.describe()
     row["size_arg"] = str(size)
     results.append(row)
@@ -692,9 +709,10 @@ def ratio_table(results):
     return "\n".join(out)
 
 
-def plots(results, outdir):
-    """latency.png (p50/p99 against offered rate) and memory.png (KiB
-    per idle session against sessions), with gnuplot."""
+def plots(results, outdir, suffix="", what=""):
+    """latency<suffix>.png (p50/p99 against offered rate) and
+    memory<suffix>.png (KiB per idle session against sessions), with
+    gnuplot, from one pass's rows."""
     med = medians(results)
     os.makedirs(outdir, exist_ok=True)
     targets = [t for t in TARGET_ORDER if any(k[0] == t for k in med)]
@@ -704,7 +722,7 @@ def plots(results, outdir):
                        if k[0] == t and k[1] == "chat-fixed-rate")
         ks = sorted(int(k[2]) for k in med
                     if k[0] == t and k[1] == "idle")
-        path = os.path.join(outdir, "latency-%s.dat" % t)
+        path = os.path.join(outdir, "latency-%s%s.dat" % (t, suffix))
         with open(path, "w") as f:
             f.write("# rate p50_ms p99_ms max_ms\n")
             for r in rates:
@@ -713,7 +731,7 @@ def plots(results, outdir):
                                            m["max_ms"]))
         if rates:
             lat.append((t, path))
-        path = os.path.join(outdir, "memory-%s.dat" % t)
+        path = os.path.join(outdir, "memory-%s%s.dat" % (t, suffix))
         with open(path, "w") as f:
             f.write("# sessions kib_rss_per_session\n")
             for k in ks:
@@ -721,11 +739,14 @@ def plots(results, outdir):
                                      ["rss_kib_per_session"]))
         if ks:
             mem.append((t, path))
+    latency_png = os.path.join(outdir, "latency%s.png" % suffix)
+    memory_png = os.path.join(outdir, "memory%s.png" % suffix)
+    what = ", " + what if what else ""
     script = ["set terminal pngcairo size 900,560 font ',11'",
               "set grid", "set key outside right",
-              "set output '%s'" % os.path.join(outdir, "latency.png"),
+              "set output '%s'" % latency_png,
               "set title 'End-to-end message latency, open loop "
-              "(median of runs)'",
+              "(median of runs)%s'" % what,
               "set xlabel 'offered messages/s'",
               "set ylabel 'latency, ms'", "set logscale y",
               "set xtics ('1,000' 1000, '5,000' 5000, '20,000' 20000)",
@@ -738,9 +759,9 @@ def plots(results, outdir):
                                t, q)
             for t, p in lat for col, q, dt in ((3, "p99", 1),
                                                (2, "p50", 2))))
-    script += ["set output '%s'" % os.path.join(outdir, "memory.png"),
+    script += ["set output '%s'" % memory_png,
                "set title 'Server memory per idle signed-in session "
-               "(RSS, median of runs)'",
+               "(RSS, median of runs)%s'" % what,
                "set xlabel 'sessions online'",
                "set ylabel 'KiB per session'", "unset logscale y",
                "set yrange [0:*]",
@@ -750,16 +771,15 @@ def plots(results, outdir):
         script.append("plot " + ", ".join(
             "'%s' using 1:2 with linespoints lc %d pt %d lw 2 title '%s'"
             % (p, color[t], 4 + 2 * color[t], t) for t, p in mem))
-    gp = os.path.join(outdir, "plots.gp")
+    gp = os.path.join(outdir, "plots%s.gp" % suffix)
     with open(gp, "w") as f:
         f.write("\n".join(script) + "\n")
     r = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
     if r.returncode != 0:
         print("gnuplot failed (plots skipped):\n" + r.stderr[-1000:])
     else:
-        print("plots: %s, %s" % (
-            os.path.relpath(os.path.join(outdir, "latency.png")),
-            os.path.relpath(os.path.join(outdir, "memory.png"))))
+        print("plots: %s, %s" % (os.path.relpath(latency_png),
+                                 os.path.relpath(memory_png)))
 
 
 def ints(s):
@@ -796,6 +816,10 @@ def parse_args(argv):
     p.add_argument("--muc-duration", type=float, default=10)
     p.add_argument("--muc-ramp", type=int, default=20,
                    help="muc-fanout: joins in flight")
+    p.add_argument("--muc-timeout", type=float, default=0.6,
+                   help="muc-fanout: seconds per occupant (at least 30 "
+                        "in all) for each sign-in step, the joins after "
+                        "the last sign-in, and the leaves at the end")
     p.add_argument("--payload", type=int, default=32,
                    help="padding bytes in each message body")
     p.add_argument("--repeat", type=int, default=1)
@@ -814,6 +838,12 @@ def parse_args(argv):
     p.add_argument("--tls", action="store_true",
                    help="TLS: direct TLS (XEP-0368) over TCP, wss:// "
                         "over WebSocket")
+    p.add_argument("--passes", default=None,
+                   help="comma list of %s: one pass after the other in "
+                        "this invocation, each with its own tables, "
+                        "ratios and plots, one CSV with a pass column "
+                        "(replaces --transport and --tls; default: the "
+                        "one pass they name)" % ",".join(PASSES))
     p.add_argument("--log-level", default="warn",
                    help="nginx error_log level (info logs every sign-in)")
     p.add_argument("--module", default=None,
@@ -850,6 +880,16 @@ def parse_args(argv):
     for s in a.scenarios:
         if s not in SCENARIOS:
             p.error("unknown scenario %s" % s)
+    if a.passes is None:
+        a.passes = [peers.transport_name(a)]
+    else:
+        a.passes = [x for x in a.passes.split(",") if x]
+        for x in a.passes:
+            if x not in PASSES:
+                p.error("unknown pass %s (one of %s)"
+                        % (x, ",".join(PASSES)))
+        if not a.passes or len(set(a.passes)) != len(a.passes):
+            p.error("--passes: a list of distinct passes")
     a.loadgen_cpu = int(a.loadgen_cpu) if a.loadgen_cpu != "" else None
     if a.module is None:
         a.module = os.environ.get("CONCLAVE_MODULE") or os.path.join(
@@ -881,17 +921,137 @@ def on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def pass_of(row):
+    """The row's pass: its column, or (a CSV from before passes) the
+    transport the generator wrote."""
+    return row.get("pass") or row.get("transport") or "?"
+
+
+def report(results, repeat, plot_dir):
+    """Per pass, in the order the passes ran: the table, the ratios
+    Conclave/peer, and the plots (the first pass's as latency.png and
+    memory.png, the others' as latency-<pass>.png, memory-<pass>.png)."""
+    order = []
+    for r in results:
+        if pass_of(r) not in order:
+            order.append(pass_of(r))
+    for i, name in enumerate(order):
+        rows = [r for r in results if pass_of(r) == name]
+        what = PASSES[name][2] if name in PASSES else name
+        print("\n##### pass %s: %s" % (name, what))
+        print(summary(rows, repeat))
+        print(ratio_table(rows))
+        if plot_dir:
+            plots(rows, plot_dir, "" if i == 0 else "-" + name,
+                  name + " pass")
+
+
 def report_csv(args):
     with open(args.from_csv) as f:
         results = list(csv.DictReader(f))
     repeat = max(collections.Counter(
-        (r.get("target"), r.get("scenario"), r.get("size_arg"))
+        (pass_of(r), r.get("target"), r.get("scenario"), r.get("size_arg"))
         for r in results).values() or [1])
-    print(summary(results, repeat))
-    print(ratio_table(results))
-    if args.plots:
-        plots(results, args.plots)
+    report(results, repeat, args.plots)
     return 0
+
+
+PASSES = {
+    # name: (--transport, --tls, what it is)
+    "tcp": ("tcp", False, "plaintext XMPP over TCP (RFC 6120), the "
+            "baseline"),
+    "tls": ("tcp", True, "direct TLS (XEP-0368), XMPP over TCP"),
+    "ws": ("ws", False, "XMPP over WebSocket (RFC 7395), ws://"),
+    "wss": ("ws", True, "XMPP over WebSocket, wss://"),
+}
+
+
+def pass_args(args, name):
+    """The arguments of one pass: a copy with its transport and TLS."""
+    a = copy.copy(args)
+    a.transport, a.tls, _ = PASSES[name]
+    a.pass_name = name
+    return a
+
+
+def run_pass(args, workdir, results, problems, described):
+    """Every target and scenario of one pass (transport): the targets
+    are started here, with their users, and stopped by PID at the end,
+    also on failure.  KeyboardInterrupt goes up, after the stop."""
+    print("\n##### pass %s: %s" % (args.pass_name,
+                                  PASSES[args.pass_name][2]), flush=True)
+    targets = []
+    try:
+        nusers = max(args.max_sessions, 2 * max(args.login_concurrency))
+        for name in args.targets:
+            if name == "relay" and args.tls:
+                print("relay: no TLS, skipped in the %s pass (the "
+                      "ceiling is the plaintext pass's)" % args.pass_name)
+                continue
+            target = TARGETS[name](args, os.path.join(workdir, name)
+                                   if name == "conclave" else workdir)
+            targets.append(target)
+            t = time.monotonic()
+            target.start()
+            target.add_users(nusers)
+            print("%s: started, %d users added in %.1f s" % (
+                target.describe(), nusers, time.monotonic() - t),
+                flush=True)
+        print("machine: %d CPUs, kernel %s; servers on CPU %s, loadgen "
+              "on CPU %s" % (
+                  os.cpu_count(), os.uname().release,
+                  args.server_cpus or "any",
+                  "any" if args.loadgen_cpu is None else args.loadgen_cpu))
+        run_plan(args, targets, results)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        problems.append("%s pass: %s: %s" % (args.pass_name,
+                                             type(e).__name__, e))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for target in reversed(targets):
+            try:
+                target.stop()
+            except Exception as e:
+                problems.append("stopping %s: %s" % (target.name, e))
+            problems += target.problems()
+            described.append(target.describe())
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def run_plan(args, targets, results):
+    """Scenario by scenario, size by size, repeat by repeat; the
+    targets take turns inside, so the machine's load hits them alike."""
+    plan = []
+    for s in args.scenarios:
+        sizes = {"idle": args.idle_sessions,
+                 "chat-saturation": args.windows,
+                 "chat-fixed-rate": args.rates,
+                 "login": args.login_concurrency,
+                 "muc-fanout": args.muc_occupants}[s]
+        plan += [(s, n) for n in sizes]
+    for s, n in plan:
+        for rep in range(1, args.repeat + 1):
+            for target in targets:
+                if s == "muc-fanout" and not target.muc:
+                    if rep == 1:
+                        print("\n== %s: muc-fanout %d skipped: it has no "
+                              "rooms" % (target.name, n), flush=True)
+                    continue
+                if s == "idle" and n > idle_capacity(target):
+                    print("\n== %s: idle %d skipped: it holds at most "
+                          "%d sessions here (hard RLIMIT_NOFILE %d per "
+                          "process%s)" % (
+                              target.name, n, idle_capacity(target),
+                              fd_hard_limit(),
+                              "; raise --workers"
+                              if target.name == "conclave" else
+                              ", one server process"), flush=True)
+                    continue
+                run_one(args, target, s, n, rep, results)
 
 
 def main(argv=None):
@@ -918,69 +1078,21 @@ def main(argv=None):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_csv = os.path.join(args.out, "bench-%s.csv" % stamp)
     workdir = tempfile.mkdtemp(prefix="conclave-bench-")
-    targets = []
     results = []
     problems = []
+    described = []
     t0 = time.monotonic()
     try:
-        nusers = max(args.max_sessions, 2 * max(args.login_concurrency))
-        for name in args.targets:
-            target = TARGETS[name](args, os.path.join(workdir, name)
-                                   if name == "conclave" else workdir)
-            targets.append(target)
-            t = time.monotonic()
-            target.start()
-            target.add_users(nusers)
-            print("%s: started, %d users added in %.1f s" % (
-                target.describe(), nusers, time.monotonic() - t),
-                flush=True)
-        print("machine: %d CPUs, kernel %s; servers on CPU %s, loadgen "
-              "on CPU %s" % (
-                  os.cpu_count(), os.uname().release,
-                  args.server_cpus or "any",
-                  "any" if args.loadgen_cpu is None else args.loadgen_cpu))
-        plan = []
-        for s in args.scenarios:
-            sizes = {"idle": args.idle_sessions,
-                     "chat-saturation": args.windows,
-                     "chat-fixed-rate": args.rates,
-                     "login": args.login_concurrency,
-                     "muc-fanout": args.muc_occupants}[s]
-            plan += [(s, n) for n in sizes]
-        for s, n in plan:
-            for rep in range(1, args.repeat + 1):
-                for target in targets:
-                    if s == "muc-fanout" and not target.muc:
-                        continue
-                    if s == "idle" and n > idle_capacity(target):
-                        print("\n== %s: idle %d skipped: it holds at most "
-                              "%d sessions here (hard RLIMIT_NOFILE %d per "
-                              "process%s)" % (
-                                  target.name, n, idle_capacity(target),
-                                  fd_hard_limit(),
-                                  "; raise --workers"
-                                  if target.name == "conclave" else
-                                  ", one server process"), flush=True)
-                        continue
-                    run_one(args, target, s, n, rep, results)
+        for name in args.passes:
+            run_pass(pass_args(args, name), os.path.join(workdir, name),
+                     results, problems, described)
     except KeyboardInterrupt:
         problems.append("interrupted")
-    except Exception as e:
-        problems.append("%s: %s" % (type(e).__name__, e))
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for target in reversed(targets):
-            try:
-                target.stop()
-            except Exception as e:
-                problems.append("stopping %s: %s" % (target.name, e))
-            problems += target.problems()
         if args.keep:
             print("work directory kept: %s" % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if results:
         keys = []
@@ -996,20 +1108,18 @@ def main(argv=None):
               time.monotonic() - t0, os.cpu_count(), os.uname().release,
               args.server_cpus or "any",
               "any" if args.loadgen_cpu is None else args.loadgen_cpu))
-    for target in targets:
-        print("  " + target.describe())
-    print(summary(results, args.repeat))
-    print(ratio_table(results))
+    for d in described:
+        print("  " + d)
+    report(results, args.repeat, args.plots)
     if results:
         print("\nCSV: %s" % os.path.relpath(out_csv))
-        if args.plots:
-            plots(results, args.plots)
     failed = [r for r in results if r.get("exit") != "0"]
     if failed or problems:
         print("\n*** BENCHMARK HAD FAILURES ***")
         for r in failed:
-            print("***   %s %s %s: exit %s, errors %s" % (
-                r.get("target"), r.get("scenario"), r.get("size_arg"),
+            print("***   %s pass, %s %s %s: exit %s, errors %s" % (
+                pass_of(r), r.get("target"), r.get("scenario"),
+                r.get("size_arg"),
                 r.get("exit"), r.get("errors")))
         for p in problems:
             print("***   " + p)
