@@ -177,6 +177,7 @@ typedef struct {
     int                joined;          /* muc-fanout: occupants */
     int                room_state;      /* muc-fanout: LG_ROOM_* */
     lg_conn_t         *creator;         /* muc-fanout: the first joiner */
+    uint64_t           t_presence;      /* muc-fanout: last presence came */
     uint64_t           t_joins;         /* muc-fanout: last sign-in done */
     char             **uids;
     char             **pws;
@@ -290,9 +291,12 @@ void lg_die(const char *fmt, ...)
     __attribute__((noreturn, format(printf, 1, 2)));
 void lg_reason(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void lg_signed_in(lg_conn_t *c);
+void lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len);
+
+/* loadgen_muc.c */
+void lg_muc_online(lg_conn_t *c);
 void lg_muc_presence(lg_conn_t *c, const unsigned char *m, size_t len);
 void lg_muc_iq(lg_conn_t *c, const unsigned char *m, size_t len);
-void lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len);
 
 /* loadgen_xmpp.c */
 int lg_reserve(unsigned char **buf, size_t *cap, size_t need);

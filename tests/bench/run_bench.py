@@ -56,7 +56,7 @@ import peers  # noqa: E402
 
 BUILD = os.path.join(REPO, "build", "bench")
 LOADGEN_SRCS = [os.path.join(HERE, f)
-                for f in ("loadgen.c", "loadgen_xmpp.c")]
+                for f in ("loadgen.c", "loadgen_xmpp.c", "loadgen_muc.c")]
 LOADGEN_DEPS = LOADGEN_SRCS + [os.path.join(HERE, "loadgen.h")]
 LOADGEN = os.path.join(BUILD, "loadgen")
 RELAY_SRC = os.path.join(HERE, "relay.c")
@@ -405,7 +405,7 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
                 "--duration", str(args.muc_duration),
                 "--ramp", str(args.muc_ramp),
                 "--timeout", "%.0f" % timeout]
-        limit = 300 + size / 5 + args.muc_duration + 3 * timeout
+        limit = 300 + size / 5 + args.muc_duration + 4 * timeout
     else:
         cmd += ["--concurrency", str(size),
                 "--duration", str(args.login_duration)]
