@@ -726,7 +726,15 @@ ngx_xmpp_db_rows(MYSQL_STMT *stmt, ngx_xmpp_db_req_t *r,
         size += f[i].max_length + 1;
     }
 
-    buf = ngx_calloc(size, r->log);
+    /*
+     * Not r->log: this is the pool thread, and the owner's log (its
+     * connection's) goes with the owner when it leaves meanwhile; the
+     * event loop's ngx_xmpp_db_cancel() swaps r->log with no lock.
+     * Debian's nginx is built --with-debug, so ngx_alloc() reads the
+     * log even when malloc succeeds (a sign-in closed at once: SIGSEGV
+     * in ngx_log_error_core from the blocklist load).
+     */
+    buf = ngx_calloc(size, ngx_cycle->log);
     if (buf == NULL) {
         ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
                     sizeof(r->err));

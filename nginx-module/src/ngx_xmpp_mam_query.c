@@ -420,7 +420,7 @@ ngx_xmpp_mam_apply(ngx_xmpp_db_req_t *r, const char *stanza, size_t len,
                      (int64_t) w, (int64_t) q);
 
         size = (gt + 1 - (u_char *) stanza) + 512 + sizeof("</message>");
-        out = ngx_alloc(size, r->log);
+        out = ngx_alloc(size, ngx_cycle->log);
         if (out == NULL) {
             return NULL;
         }
@@ -454,7 +454,7 @@ ngx_xmpp_mam_apply(ngx_xmpp_db_req_t *r, const char *stanza, size_t len,
 
     /* the new body, escaped as the serializer would (6 bytes a char) */
     size = len + 6 * fix->len;
-    out = ngx_alloc(size, r->log);
+    out = ngx_alloc(size, ngx_cycle->log);
     if (out == NULL) {
         return NULL;
     }
@@ -468,7 +468,7 @@ ngx_xmpp_mam_apply(ngx_xmpp_db_req_t *r, const char *stanza, size_t len,
 
 plain:
 
-    out = ngx_alloc(len + 1, r->log);
+    out = ngx_alloc(len + 1, ngx_cycle->log);
     if (out == NULL) {
         return NULL;
     }
@@ -502,7 +502,7 @@ ngx_xmpp_mam_add_jid(ngx_xmpp_db_req_t *r, char *xml, size_t *len,
 
     end -= sizeof("</message>") - 1;
 
-    out = ngx_alloc(*len + 6 * from_len + 128, r->log);
+    out = ngx_alloc(*len + 6 * from_len + 128, ngx_cycle->log);
     if (out == NULL) {
         ngx_free(xml);
         return NULL;
@@ -522,7 +522,12 @@ ngx_xmpp_mam_add_jid(ngx_xmpp_db_req_t *r, char *xml, size_t *len,
 }
 
 
-/* pool thread: one row of the page -> the message the requester sees */
+/*
+ * pool thread: one row of the page -> the message the requester sees.
+ * The thread allocates with ngx_cycle->log, never r->log: the
+ * requester's connection log may be freed meanwhile (see
+ * ngx_xmpp_db_rows()).
+ */
 static int
 ngx_xmpp_mam_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols, ngx_uint_t n)
 {
@@ -603,7 +608,8 @@ ngx_xmpp_mam_run(MYSQL *conn, ngx_xmpp_db_req_t *r)
 
     branches = (mq->kind == NGX_XMPP_MAM_USER) ? 2 : 1;
     mq->cap = branches * (mq->max + 1);
-    mq->rows = ngx_calloc(mq->cap * sizeof(ngx_xmpp_mam_row_t), r->log);
+    mq->rows = ngx_calloc(mq->cap * sizeof(ngx_xmpp_mam_row_t),
+                          ngx_cycle->log);
     if (mq->rows == NULL) {
         ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
                     sizeof(r->err));
