@@ -1002,7 +1002,7 @@ def run_pass(args, workdir, results, problems, described):
                   os.cpu_count(), os.uname().release,
                   args.server_cpus or "any",
                   "any" if args.loadgen_cpu is None else args.loadgen_cpu))
-        run_plan(args, targets, results)
+        run_plan(args, targets, results, problems)
     except KeyboardInterrupt:
         raise
     except Exception as e:
@@ -1022,9 +1022,13 @@ def run_pass(args, workdir, results, problems, described):
         signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def run_plan(args, targets, results):
+def run_plan(args, targets, results, problems):
     """Scenario by scenario, size by size, repeat by repeat; the
-    targets take turns inside, so the machine's load hits them alike."""
+    targets take turns inside, so the machine's load hits them alike.
+    A target that cannot be restarted (nginx workers crashed, a peer
+    that does not listen) is out for the rest of the pass: the others
+    go on."""
+    broken = {}
     plan = []
     for s in args.scenarios:
         sizes = {"idle": args.idle_sessions,
@@ -1051,7 +1055,19 @@ def run_plan(args, targets, results):
                               if target.name == "conclave" else
                               ", one server process"), flush=True)
                     continue
-                run_one(args, target, s, n, rep, results)
+                if target.name in broken:
+                    continue
+                try:
+                    run_one(args, target, s, n, rep, results)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:
+                    broken[target.name] = "%s: %s" % (type(e).__name__, e)
+                    problems.append("%s pass, %s %s %s: %s; no more runs "
+                                    "of %s in this pass" % (
+                                        args.pass_name, target.name, s, n,
+                                        broken[target.name], target.name))
+                    print("\n*** %s" % problems[-1], flush=True)
 
 
 def main(argv=None):
