@@ -211,12 +211,18 @@ def url(args, app):
 def loadgen(args, app, users, n, csv_path):
     pids = [app.nginx.pid] + app.nginx.worker_pids()
     cmd = [run_bench.LOADGEN, "--url", url(args, app), "--users", users,
-           "--scenario", "chat-fixed-rate", "--sessions",
-           str(args.sessions), "--rate", str(args.rate), "--duration",
-           "%.2f" % (n / args.rate), "--warmup", "1", "--ramp", "20",
-           "--timeout", "120", "--server-pids", ",".join(map(str, pids)),
+           "--sessions", str(args.sessions), "--warmup", "1",
+           "--ramp", "20", "--timeout", "120",
+           "--server-pids", ",".join(map(str, pids)),
            "--csv", csv_path, "--target", "conclave",
            "--label", "profile %s" % args.tool]
+    if args.window:
+        # closed loop: W messages in flight per sender, for a duration
+        cmd += ["--scenario", "chat-saturation", "--window",
+                str(args.window), "--duration", "%.2f" % args.duration]
+    else:
+        cmd += ["--scenario", "chat-fixed-rate", "--rate", str(args.rate),
+                "--duration", "%.2f" % (n / args.rate)]
     if args.loadgen_cpu:
         cmd += ["--cpu", args.loadgen_cpu]
     print("+ " + " ".join(cmd), flush=True)
@@ -305,7 +311,8 @@ def report_perf(args):
         os.unlink(csv_path)
     try:
         pids = ",".join(map(str, app.nginx.worker_pids()))
-        dur = args.messages[-1] / args.rate
+        dur = (args.duration if args.window
+               else args.messages[-1] / args.rate)
         rec = subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-g",
                                 "-p", pids, "-o", data, "--", "sleep",
                                 "%.0f" % (dur + 6)])
@@ -340,9 +347,11 @@ def report_perf(args):
         buckets[bucket_of(name)] += pct
         rows.append((pct, name))
     cpu = float(row.get("srv_cpu_us_per_op") or 0)
-    print("\nperf (cpu-clock), %s, %.0f msgs/s, %.0f delivered, "
-          "%.1f us server CPU per message" % (args.transport, args.rate,
-                                              delivered, cpu))
+    print("\nperf (cpu-clock), %s, %s, %.0f delivered (%.0f/s), "
+          "%.1f us server CPU per message"
+          % (args.transport, "W = %d" % args.window if args.window
+             else "%.0f msgs/s" % args.rate, delivered,
+             float(row.get("per_s") or 0), cpu))
     print("| bucket | share of samples | us per message |")
     print("|---|---|---|")
     for b, v in buckets.most_common():
@@ -380,6 +389,11 @@ def main(argv=None):
                    help="N1,N2 for callgrind (default 1000,3000); N for "
                         "perf (default 100000)")
     p.add_argument("--sessions", type=int, default=100)
+    p.add_argument("--window", type=int, default=0,
+                   help="perf only: chat-saturation with W messages in "
+                        "flight per sender instead of an open loop")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="measured seconds with --window")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--loadgen-cpu", default="1")
@@ -394,6 +408,8 @@ def main(argv=None):
     a.messages = [int(x) for x in a.messages.split(",")]
     os.makedirs(OUT, exist_ok=True)
     run_bench.build_loadgen()
+    if a.window and a.tool != "perf":
+        p.error("--window needs --tool perf")
     if a.tool == "callgrind":
         if len(a.messages) != 2 or a.messages[0] >= a.messages[1]:
             p.error("--messages N1,N2 with N1 < N2")
