@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "caud.h"
@@ -79,6 +80,10 @@ struct caud_journal_s {
 
     uint64_t              seg_first;
     uint64_t              seg_off;      /* bytes written to the segment */
+    uint64_t              alloc_end;    /* zeros written up to here */
+    int                   alloc_failed; /* no prealloc in this segment */
+    uint64_t              pub_first;    /* seg_first and seg_off for */
+    uint64_t              pub_end;      /* other threads, under mu */
     uint64_t              last_seq;     /* appended, maybe not written */
     uint8_t               head[CAUD_HASH_LEN];
     uint8_t               whead[CAUD_HASH_LEN];  /* head at written_seq */
@@ -849,7 +854,7 @@ caud_reader_end(caud_reader_t *r)
 int
 caud_reader_next(caud_reader_t *r, caud_frame_t *f)
 {
-    int             rc, again;
+    int             rc, again, fresh;
     size_t          need;
     ssize_t         avail;
     const char     *why;
@@ -861,6 +866,7 @@ caud_reader_next(caud_reader_t *r, caud_frame_t *f)
 
     r->torn = 0;
     again = 0;
+    fresh = 0;
 
     for ( ;; ) {
         if (!r->have_header) {
@@ -894,9 +900,20 @@ caud_reader_next(caud_reader_t *r, caud_frame_t *f)
             rc = caud_frame_check(p, avail, &need, &why);
         }
 
+        if (rc < 0 && !fresh) {
+            /* the buffer may hold what was there before the writer's
+             * last write (its preallocated zeros, a write in progress):
+             * the file itself is read again before it is judged */
+            r->bstart = r->pos;
+            r->blen = 0;
+            fresh = 1;
+            continue;
+        }
+
         if (rc < 0) {
             /* a tail of zeros is a crash after the size grew but before
-             * the data reached the disk: torn, not damage */
+             * the data reached the disk, or the writer's prealloc: torn,
+             * not damage */
             if (caud_zero_tail(r->fd, r->pos) != 1) {
                 return caud_reader_fail(r, r->pos, r->next_seq, "%s", why);
             }
@@ -911,6 +928,7 @@ caud_reader_next(caud_reader_t *r, caud_frame_t *f)
 
             if (f->seq < r->from_seq) {
                 again = 0;
+                fresh = 0;
                 continue;
             }
 
@@ -937,6 +955,7 @@ caud_reader_next(caud_reader_t *r, caud_frame_t *f)
         }
 
         again = 0;
+        fresh = 0;
     }
 }
 
@@ -1105,6 +1124,76 @@ caud_seg_create(caud_journal_t *j, uint64_t first, const uint8_t *prev)
 }
 
 
+/*
+ * Zeros from alloc_end (or the data's end) up to need + prealloc, capped
+ * at the segment size, with one pwritev(2): about once per prealloc
+ * bytes of records.  Best effort: a failure (ENOSPC...) only stops the
+ * preallocation in this segment, the record write reports for itself.
+ */
+static void
+caud_journal_prealloc(caud_journal_t *j, uint64_t need)
+{
+    int           n;
+    size_t        len;
+    uint64_t      from, to;
+    ssize_t       w;
+    struct iovec  iov[64];
+
+    static const uint8_t  zeros[64 * 1024];
+
+    from = j->alloc_end > need ? j->alloc_end : need;
+    to = need + j->opts.prealloc;
+
+    if (to > j->opts.segment_size) {
+        to = j->opts.segment_size;
+    }
+
+    while (from < to) {
+        len = to - from;
+
+        for (n = 0; n < 64 && len; n++) {
+            iov[n].iov_base = (void *) zeros;
+            iov[n].iov_len = len < sizeof(zeros) ? len : sizeof(zeros);
+            len -= iov[n].iov_len;
+        }
+
+        w = pwritev(j->fd, iov, n, (off_t) from);
+
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+
+            j->alloc_failed = 1;
+            break;
+        }
+
+        from += (uint64_t) w;
+    }
+
+    j->alloc_end = from;
+}
+
+
+/* the zeros after the last frame go: a sealed or closed segment ends at
+ * its last frame, as readers expect */
+static int
+caud_journal_cut_prealloc(caud_journal_t *j)
+{
+    if (j->alloc_end <= j->seg_off) {
+        return 0;
+    }
+
+    j->alloc_end = j->seg_off;
+
+    if (ftruncate(j->fd, (off_t) j->seg_off) != 0) {
+        return caud_journal_fail(j, "truncate", j->dir);
+    }
+
+    return 0;
+}
+
+
 /* a new segment for the next frame; the old fd goes to the syncer */
 static int
 caud_journal_rotate(caud_journal_t *j)
@@ -1126,12 +1215,19 @@ caud_journal_rotate(caud_journal_t *j)
         }
     }
 
+    if (caud_journal_cut_prealloc(j) != 0) {
+        return -1;
+    }
+
     fd = caud_seg_create(j, j->last_seq + 1, j->head);
     if (fd < 0) {
         return -1;
     }
 
     pthread_mutex_lock(&j->mu);
+
+    j->pub_first = j->last_seq + 1;
+    j->pub_end = CAUD_SEGMENT_HDR_LEN;
 
     old = j->fd;
     if (!j->opts.no_sync) {
@@ -1150,6 +1246,8 @@ caud_journal_rotate(caud_journal_t *j)
 
     j->seg_first = j->last_seq + 1;
     j->seg_off = CAUD_SEGMENT_HDR_LEN;
+    j->alloc_end = CAUD_SEGMENT_HDR_LEN;
+    j->alloc_failed = 0;
 
     return 0;
 }
@@ -1165,7 +1263,14 @@ caud_journal_rotate(caud_journal_t *j)
 static int
 caud_journal_pwrite(caud_journal_t *j, size_t n, uint64_t s)
 {
-    int  e;
+    int       e;
+    uint64_t  end;
+
+    end = j->seg_off + j->pend + n;
+
+    if (j->opts.prealloc && end > j->alloc_end && !j->alloc_failed) {
+        caud_journal_prealloc(j, end);
+    }
 
     if (caud_pwrite_all(j->fd, j->buf.data, j->pend + n, j->seg_off) != 0)
     {
@@ -1177,6 +1282,8 @@ caud_journal_pwrite(caud_journal_t *j, size_t n, uint64_t s)
             atomic_store(&j->failed, 1);
         }
 
+        j->alloc_end = j->seg_off;
+
         j->pend = 0;
         j->last_seq = atomic_load(&j->written_seq);
         memcpy(j->head, j->whead, CAUD_HASH_LEN);
@@ -1185,9 +1292,15 @@ caud_journal_pwrite(caud_journal_t *j, size_t n, uint64_t s)
         return caud_journal_fail(j, "append to segment", NULL);
     }
 
-    j->seg_off += j->pend + n;
+    j->seg_off = end;
     j->pend = 0;
     memcpy(j->whead, j->head, CAUD_HASH_LEN);
+
+    if (j->opts.prealloc) {
+        pthread_mutex_lock(&j->mu);
+        j->pub_end = end;
+        pthread_mutex_unlock(&j->mu);
+    }
 
     /* release: a sync that sees s also sees the write that made it */
     atomic_store_explicit(&j->written_seq, s, memory_order_release);
@@ -1484,6 +1597,16 @@ caud_journal_sync(caud_journal_t *j, char *err, size_t errlen)
 }
 
 
+void
+caud_journal_live_end(caud_journal_t *j, uint64_t *seg_first, uint64_t *end)
+{
+    pthread_mutex_lock(&j->mu);
+    *seg_first = j->pub_first;
+    *end = j->pub_end;
+    pthread_mutex_unlock(&j->mu);
+}
+
+
 uint64_t
 caud_journal_next_seq(caud_journal_t *j)
 {
@@ -1771,6 +1894,9 @@ caud_journal_open(const char *dir, uint32_t writer_id,
     atomic_store(&j->written_seq, j->last_seq);
     atomic_store(&j->durable_seq, j->last_seq);
     memcpy(j->whead, j->head, CAUD_HASH_LEN);
+    j->alloc_end = j->seg_off;
+    j->pub_first = j->seg_first;
+    j->pub_end = j->seg_off;
 
     *jp = j;
 
@@ -1800,6 +1926,13 @@ caud_journal_close(caud_journal_t *j, char *err, size_t errlen)
 
     if (j->fd >= 0 && j->pend && caud_journal_flush(j) != 0) {
         if (err) {
+            caud_strf(err, errlen, "%s", j->err);
+        }
+        rc = -1;
+    }
+
+    if (j->fd >= 0 && caud_journal_cut_prealloc(j) != 0) {
+        if (err && rc == 0) {
             caud_strf(err, errlen, "%s", j->err);
         }
         rc = -1;

@@ -27,6 +27,7 @@
 #define NGX_XMPP_AUDIT_ADOPT_EVERY  5000       /* ms */
 #define NGX_XMPP_AUDIT_PROBE_EVERY  2000       /* ms */
 #define NGX_XMPP_AUDIT_IDS_MAX      1024
+#define NGX_XMPP_AUDIT_PREALLOC     (1024 * 1024)  /* caud_journal_opts_t */
 
 
 /*

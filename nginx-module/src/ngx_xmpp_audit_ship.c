@@ -17,19 +17,44 @@
 /* the shipper thread */
 
 /*
+ * The bytes of records in a segment file: the live one may be longer
+ * than its records (the journal's preallocated zeros).
+ */
+static uint64_t
+ngx_xmpp_audit_seg_bytes(caud_journal_t *j, uint32_t id, const char *name,
+    uint64_t size)
+{
+    char      live[64];
+    uint64_t  first, end;
+
+    caud_journal_live_end(j, &first, &end);
+
+    snprintf(live, sizeof(live), "journal-%u-%020llu.cj", (unsigned) id,
+             (unsigned long long) first);
+
+    if (ngx_strcmp(live, name) == 0 && size > end) {
+        return end;
+    }
+
+    return size;
+}
+
+
+/*
  * The shipping lag and the byte backlog: the time of the first record
  * MariaDB lacks, and the bytes from it to the end of the journal (its
  * segment's rest plus every later segment; 20-digit names sort by seq).
  */
 static void
-ngx_xmpp_audit_probe(ngx_xmpp_audit_t *a, uint32_t id, uint64_t shipped)
+ngx_xmpp_audit_probe(ngx_xmpp_audit_t *a, caud_journal_t *j, uint32_t id,
+    uint64_t shipped)
 {
     DIR            *dir;
     char            err[320], path[4096], prefix[64], first[256];
     size_t          plen;
     json_t         *rec, *ts;
     int64_t         oldest;
-    uint64_t        bytes;
+    uint64_t        bytes, size;
     const char     *d;
     caud_frame_t    f;
     caud_reader_t  *r;
@@ -59,8 +84,9 @@ ngx_xmpp_audit_probe(ngx_xmpp_audit_t *a, uint32_t id, uint64_t shipped)
     ngx_cpystrn((u_char *) first, (u_char *) f.file, sizeof(first));
     snprintf(path, sizeof(path), "%s/%s", d, first);
 
-    if (stat(path, &st) == 0 && (uint64_t) st.st_size > f.offset) {
-        bytes = st.st_size - f.offset;
+    if (stat(path, &st) == 0) {
+        size = ngx_xmpp_audit_seg_bytes(j, id, first, st.st_size);
+        bytes = size > f.offset ? size - f.offset : 0;
     }
 
     caud_reader_close(r);
@@ -76,7 +102,8 @@ ngx_xmpp_audit_probe(ngx_xmpp_audit_t *a, uint32_t id, uint64_t shipped)
         {
             snprintf(path, sizeof(path), "%s/%s", d, de->d_name);
             if (stat(path, &st) == 0) {
-                bytes += st.st_size;
+                bytes += ngx_xmpp_audit_seg_bytes(j, id, de->d_name,
+                                                  st.st_size);
             }
         }
     }
@@ -277,7 +304,7 @@ ngx_xmpp_audit_ship_thread(void *data)
                 since_probe = 0;
 
                 if (caud_journal_written_seq(j) > shipped) {
-                    ngx_xmpp_audit_probe(a, id, shipped);
+                    ngx_xmpp_audit_probe(a, j, id, shipped);
 
                 } else if (a->slot) {
                     __atomic_store_n(&a->slot->backlog_bytes, 0,

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "caud.h"
@@ -849,6 +850,101 @@ test_rotation(const char *base)
 
     scan(dir, 3, 1, &s);
     check(s.rc == 0 && s.count == 230, "rotation", "chain intact", s.err);
+}
+
+
+/*
+ * prealloc: zeros ahead of the live segment's records.  A reader that
+ * reached them reads what was written over them since; rotation and
+ * close cut them off; a writer that died leaves them, and the next
+ * open cuts them like any torn tail.
+ */
+static void
+test_prealloc(const char *base)
+{
+    int                   i, rc, status;
+    char                  dir[512], err[512], path[1024];
+    pid_t                 pid;
+    uint64_t              first, end;
+    caud_frame_t          f;
+    caud_reader_t        *r;
+    caud_journal_t       *j;
+    caud_journal_opts_t   o = { 16384, 0, 0, 4096 };
+    scan_t                s;
+    struct stat           st;
+
+    snprintf(dir, sizeof(dir), "%s/prealloc", base);
+    mkdir(dir, 0700);
+
+    rc = caud_journal_open(dir, 4, &o, &j, err, sizeof(err));
+    check(rc == 0, "prealloc", "open", err);
+    if (rc != 0) {
+        return;
+    }
+
+    rc = append_n(j, 1, 5, 100) | caud_journal_sync(j, err, sizeof(err));
+    caud_journal_live_end(j, &first, &end);
+    check(rc == 0 && first == 1
+          && stat(seg_path(path, sizeof(path), dir, 4, 1), &st) == 0
+          && (uint64_t) st.st_size > end, "prealloc",
+          "zeros after the live segment's records", err);
+
+    rc = caud_reader_open(dir, 4, 1, &r, err, sizeof(err));
+    check(rc == 0, "prealloc", "reader", err);
+    if (rc != 0) {
+        caud_journal_close(j, NULL, 0);
+        return;
+    }
+
+    /* three of five, as a shipper reads up to the durable seq: its
+     * buffer holds the other two and zeros where the next ones go */
+    for (i = 0; i < 3 && caud_reader_next(r, &f) == 1; i++) { /* void */ }
+
+    rc = append_n(j, 6, 5, 100) | caud_journal_sync(j, err, sizeof(err));
+    for (i = 0; caud_reader_next(r, &f) == 1; i++) { /* void */ }
+    check(rc == 0 && i == 7 && f.seq == 10, "prealloc",
+          "a reader that buffered zeros reads what was written over them",
+          caud_reader_error(r));
+    check(caud_reader_torn(r) > 0, "prealloc",
+          "the reader ends at the zeros", NULL);
+    caud_reader_close(r);
+
+    rc = append_n(j, 11, 190, 300);
+    check(rc == 0 && caud_journal_close(j, err, sizeof(err)) == 0,
+          "prealloc", "rotations and close", err);
+
+    scan(dir, 4, 1, &s);
+    check(s.rc == 0 && s.count == 200 && s.torn == 0, "prealloc",
+          "closed: every segment ends at its last frame", s.err);
+
+    /* a writer that dies leaves its zeros behind */
+    pid = fork();
+    if (pid == 0) {
+        if (caud_journal_open(dir, 4, &o, &j, err, sizeof(err)) != 0
+            || append_n(j, 201, 3, 100) != 0
+            || caud_journal_sync(j, err, sizeof(err)) != 0)
+        {
+            _exit(1);
+        }
+        _exit(0);
+    }
+
+    check(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status)
+          && WEXITSTATUS(status) == 0, "prealloc", "a writer dies", NULL);
+
+    scan(dir, 4, 1, &s);
+    check(s.rc == 0 && s.count == 203 && s.torn > 0, "prealloc",
+          "its zeros are a torn tail", s.err);
+
+    rc = caud_journal_open(dir, 4, &o, &j, err, sizeof(err));
+    check(rc == 0 && caud_journal_last_seq(j) == 203
+          && append_n(j, 204, 2, 100) == 0
+          && caud_journal_close(j, err, sizeof(err)) == 0, "prealloc",
+          "the next writer resumes after them", err);
+
+    scan(dir, 4, 1, &s);
+    check(s.rc == 0 && s.count == 205 && s.torn == 0, "prealloc",
+          "chain intact", s.err);
 }
 
 
@@ -1697,6 +1793,7 @@ main(void)
     test_resume(base);
     test_lock(base);
     test_rotation(base);
+    test_prealloc(base);
     test_backpressure(base);
     test_torn(base);
     test_bitflip(base);
