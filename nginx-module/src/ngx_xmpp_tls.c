@@ -54,6 +54,8 @@ static ssize_t ngx_xmpp_tls_recv(ngx_connection_t *c, u_char *buf,
     size_t size);
 static ssize_t ngx_xmpp_tls_read_records(ngx_connection_t *c,
     ngx_xmpp_tls_t *tls, u_char *buf, size_t size);
+static ssize_t ngx_xmpp_tls_fill(ngx_connection_t *c, ngx_xmpp_tls_t *tls,
+    size_t *len, size_t *pos);
 static ngx_int_t ngx_xmpp_tls_carry(ngx_connection_t *c, u_char **dst,
     size_t *dst_len, u_char *src, size_t len);
 static void ngx_xmpp_tls_fatal(ngx_connection_t *c, ngx_xmpp_tls_t *tls,
@@ -461,38 +463,12 @@ ngx_xmpp_tls_read_records(ngx_connection_t *c, ngx_xmpp_tls_t *tls,
             break;
         }
 
-        if (pos) {
-            ngx_memmove(p, p + pos, len - pos);
-            len -= pos;
-            pos = 0;
-        }
+        n = ngx_xmpp_tls_fill(c, tls, &len, &pos);
 
-        n = ngx_io.recv(c, p + len, sizeof(ngx_xmpp_tls_ibuf) - len);
-
-        if (n == NGX_AGAIN || n == NGX_ERROR) {
-            if (ngx_xmpp_tls_carry(c, &tls->in, &tls->in_len, p, len)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            if (n == NGX_ERROR) {
-                tls->failed = 1;
-            }
-
+        if (n <= 0) {
+            /* NGX_AGAIN, NGX_ERROR, or the end of the connection */
             return n;
         }
-
-        if (n == 0) {
-            /* RFC 8446 6.1: an end without close_notify is a truncation */
-            ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                          "xmpp: TLS connection closed without "
-                          "close_notify%s", len ? " inside a record" : "");
-            tls->eof = 1;
-            return 0;
-        }
-
-        len += n;
     }
 
     /* nothing is read after close_notify or an alert */
@@ -514,6 +490,57 @@ ngx_xmpp_tls_read_records(ngx_connection_t *c, ngx_xmpp_tls_t *tls,
 
     c->read->error = 1;
     return NGX_ERROR;
+}
+
+
+/*
+ * No whole record is at hand: the partial one moves to the start of
+ * the buffer and the socket is read after it.  Returns what
+ * ngx_io.recv() did; on NGX_AGAIN the partial record is carried over.
+ */
+static ssize_t
+ngx_xmpp_tls_fill(ngx_connection_t *c, ngx_xmpp_tls_t *tls, size_t *len,
+    size_t *pos)
+{
+    u_char   *p;
+    ssize_t   n;
+
+    p = ngx_xmpp_tls_ibuf;
+
+    if (*pos) {
+        ngx_memmove(p, p + *pos, *len - *pos);
+        *len -= *pos;
+        *pos = 0;
+    }
+
+    n = ngx_io.recv(c, p + *len, sizeof(ngx_xmpp_tls_ibuf) - *len);
+
+    if (n == NGX_AGAIN || n == NGX_ERROR) {
+        if (ngx_xmpp_tls_carry(c, &tls->in, &tls->in_len, p, *len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_ERROR) {
+            tls->failed = 1;
+        }
+
+        return n;
+    }
+
+    if (n == 0) {
+        /* RFC 8446 6.1: an end without close_notify is a truncation */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "xmpp: TLS connection closed without close_notify%s",
+                      *len ? " inside a record" : "");
+        tls->eof = 1;
+        return 0;
+    }
+
+    *len += n;
+
+    return n;
 }
 
 
