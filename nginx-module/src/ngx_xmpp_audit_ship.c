@@ -243,7 +243,8 @@ ngx_xmpp_audit_ship_thread(void *data)
     char             err[320];
     int64_t          got;
     uint32_t         id;
-    uint64_t         durable, shipped, ms, since_adopt, since_probe;
+    uint64_t         durable, shipped, ms, now, probed, adopted,
+                     since_adopt, since_probe;
     ngx_uint_t       stop, ok, failing, known;
     caud_journal_t  *j;
     caud_shipper_t  *sh;
@@ -255,11 +256,20 @@ ngx_xmpp_audit_ship_thread(void *data)
     known = 0;
 
     sh = ngx_xmpp_audit_shipper(a);
-    since_adopt = NGX_XMPP_AUDIT_ADOPT_EVERY;
-    since_probe = 0;
+    /*
+     * The probe and the adoption go by the clock: a shipper that is
+     * never idle (a backlog) still refreshes the lag and the backlog
+     * of the status page, which is when they matter.
+     */
+    probed = ngx_xmpp_audit_now_us() / 1000;
+    adopted = probed - NGX_XMPP_AUDIT_ADOPT_EVERY;
     failing = 0;
 
     while (sh) {
+        now = ngx_xmpp_audit_now_us() / 1000;
+        since_probe = now - probed;
+        since_adopt = now - adopted;
+
         pthread_mutex_lock(&a->mu);
         stop = a->stop;
         j = a->journal;
@@ -301,7 +311,7 @@ ngx_xmpp_audit_ship_thread(void *data)
             shipped = caud_shipper_shipped_seq(sh, id);
 
             if (since_probe >= NGX_XMPP_AUDIT_PROBE_EVERY || stop) {
-                since_probe = 0;
+                probed = now;
 
                 if (caud_journal_written_seq(j) > shipped) {
                     ngx_xmpp_audit_probe(a, j, id, shipped);
@@ -316,7 +326,7 @@ ngx_xmpp_audit_ship_thread(void *data)
         }
 
         if (ok && !stop && since_adopt >= NGX_XMPP_AUDIT_ADOPT_EVERY) {
-            since_adopt = 0;
+            adopted = now;
             ngx_xmpp_audit_adopt(a, sh);
         }
 
@@ -345,8 +355,6 @@ ngx_xmpp_audit_ship_thread(void *data)
         }
         pthread_mutex_unlock(&a->mu);
 
-        since_adopt += ms;
-        since_probe += ms;
     }
 
     if (sh) {

@@ -324,6 +324,11 @@ class Conclave(Target):
                 total += h["mean"] * h["count"]
                 mx = max(mx, h["max"])
             out[stage] = hist_figures(buckets, total, mx)
+        # how far shipping is behind when the generator stops
+        out["backlog"] = sum(j.get("backlog_records", 0)
+                             for j in st.get("audit", []))
+        out["lag"] = max([j.get("lag_seconds", 0.0)
+                          for j in st.get("audit", [])] or [0.0])
         return out
 
     def log_mark(self):
@@ -532,7 +537,10 @@ def print_breakdown(row, bd):
     """Prints the audit path's stages and adds them to the CSV row."""
     print("audit path, server side (us):  " + "  ".join(
         "%s p50 %d p99 %d max %d" % (k, bd[k][2], bd[k][3], bd[k][4])
-        for k in AUDIT_STAGES if bd[k][0]))
+        for k in AUDIT_STAGES if bd[k][0])
+        + "  backlog %d records, lag %.1f s" % (bd["backlog"], bd["lag"]))
+    row["audit_backlog_records"] = str(bd["backlog"])
+    row["audit_lag_s"] = "%.1f" % bd["lag"]
     for k in AUDIT_STAGES:
         row["audit_%s_count" % k] = str(bd[k][0])
         row["audit_%s_p50_us" % k] = str(bd[k][2])
