@@ -364,6 +364,84 @@ def test_kick_and_ban(appliance, pool):
     assert [str(j) for j in outcasts] == ["bob@example.com"]
 
 
+def test_admins_moderators_voice_and_visitors(appliance, pool):
+    """The affiliations and roles not shown above.  In a moderated room a
+    newcomer is a visitor (5.1.2) whose message is refused (7.4); a
+    moderator gives voice (8.3) and takes it back (8.4); a participant
+    may do neither.  The owner makes an admin (10.6), who is then a
+    moderator, may not make admins nor touch the owner's role, grants
+    the moderator role (9.6), and kicks; a moderator without an
+    affiliation may not kick an admin (8.2)."""
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    c = user(appliance, pool, "carol")
+    a.join(room, "Alice")                    # owner
+    a.configure(room, moderatedroom="1")
+    pres, _, _, _ = b.join(room, "Bob")
+    assert (pres["muc"]["role"], pres["muc"]["affiliation"]) == \
+        ("visitor", "none")
+    pres, _, _, _ = c.join(room, "Carol")
+    assert pres["muc"]["role"] == "visitor"
+
+    b.say(room, "may I?", id="vis1")
+    m = b.wait_message(lambda m: m["id"] == "vis1")
+    assert m["type"] == "error" and m["error"] == "forbidden"
+    with pytest.raises(AssertionError):
+        a.wait_groupchat(lambda m: m["id"] == "vis1", timeout=1)
+
+    # voice, by the owner (a moderator)
+    a.call(lambda: a.muc.set_role(room, "Bob", "participant"))
+    p = c.wait_presence(lambda p: p["from"] == room + "/Bob"
+                        and p["role"] == "participant")
+    assert p["affiliation"] == "none"
+    b.say(room, "thanks", id="vis2")
+    c.wait_groupchat(lambda m: m["id"] == "vis2")
+    # a participant gives no voice
+    with pytest.raises(MucError) as e:
+        b.call(lambda: b.muc.set_role(room, "Carol", "participant"))
+    assert e.value.condition == "forbidden"
+    # and loses it again
+    a.call(lambda: a.muc.set_role(room, "Bob", "visitor"))
+    b.wait_presence(lambda p: p["from"] == room + "/Bob"
+                    and p["role"] == "visitor")
+    b.say(room, "again?", id="vis3")
+    m = b.wait_message(lambda m: m["id"] == "vis3")
+    assert m["error"] == "forbidden"
+
+    # an admin is a moderator
+    a.call(lambda: a.muc.set_affiliation(room, "admin",
+                                         jid="bob@example.com"))
+    p = c.wait_presence(lambda p: p["from"] == room + "/Bob"
+                        and p["affiliation"] == "admin")
+    assert p["role"] == "moderator"
+    admins = a.call(lambda: a.muc.get_affiliation_list(room, "admin"))
+    assert [str(j) for j in admins] == ["bob@example.com"]
+    # ... who makes no admins and leaves the owner's role alone
+    with pytest.raises(MucError) as e:
+        b.call(lambda: b.muc.set_affiliation(room, "admin",
+                                             jid="carol@example.com"))
+    assert e.value.condition == "forbidden"
+    with pytest.raises(MucError) as e:
+        b.call(lambda: b.muc.set_role(room, "Alice", "none"))
+    assert e.value.condition == "not-allowed"
+
+    # the admin grants the moderator role; that moderator, with no
+    # affiliation, cannot kick the admin
+    b.call(lambda: b.muc.set_role(room, "Carol", "moderator"))
+    p = a.wait_presence(lambda p: p["from"] == room + "/Carol"
+                        and p["role"] == "moderator")
+    assert p["affiliation"] == "none"
+    with pytest.raises(MucError) as e:
+        c.call(lambda: c.muc.set_role(room, "Bob", "none"))
+    assert e.value.condition == "not-allowed"
+    # the admin can kick her
+    b.call(lambda: b.muc.set_role(room, "Carol", "none", reason="enough"))
+    p = c.wait_presence(lambda p: p["type"] == "unavailable"
+                        and p["from"] == room + "/Carol")
+    assert {110, 307} <= set(p["codes"])
+
+
 def test_malformed_forms_are_refused(appliance, pool):
     room = new_room()
     a = user(appliance, pool, "alice")

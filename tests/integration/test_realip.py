@@ -1,14 +1,24 @@
 """The real client IP behind a load balancer (issue 5): the module
-honours nginx's realip modules, for WebSocket (X-Forwarded-For from a
-trusted proxy) and for TCP (the PROXY protocol), so the audit trail
-records the client's address, not the balancer's.
+honours nginx's realip modules, for WebSocket and BOSH (X-Forwarded-For
+from a trusted proxy) and for TCP (the PROXY protocol), so the audit
+trail records the client's address, not the balancer's, and the
+console's per-address sign-in throttle counts the client's address.
+(The PROXY protocol on an http listener: test_one_port.py.)
 """
 
+import base64
+import http.client
 import json
 import time
 
+from console import Console
 from rawtcp import RawTCP
 from rawws import RawWS
+
+APPLIANCE_EXTRA_HTTP = """
+    conclave_admin_max_failures 3;
+    conclave_admin_lockout 1h;
+"""
 
 APPLIANCE_EXTRA_SERVER = """
         set_real_ip_from 127.0.0.1;
@@ -64,3 +74,70 @@ def test_tcp_behind_a_proxy_protocol_balancer(appliance):
     assert ("198.51.100.9", "tcp") in [(r[0], r[1]) for r in rows]
     rec = json.loads([r[2] for r in rows if r[0] == "198.51.100.9"][0])
     assert rec["actor"]["ip"] == "198.51.100.9"
+
+
+BOSH_NS = "http://jabber.org/protocol/httpbind"
+
+
+def bosh(app, body, ip):
+    conn = http.client.HTTPConnection("127.0.0.1", app.nginx.http_port,
+                                      timeout=30)
+    conn.request("POST", "/http-bind", body=body,
+                 headers={"Content-Type": "text/xml; charset=utf-8",
+                          "X-Forwarded-For": ip})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    assert r.status == 200, (r.status, data)
+    return data.decode()
+
+
+def test_bosh_behind_a_proxy(appliance):
+    ip = "203.0.113.21"
+    first = bosh(appliance, "<body rid='700' wait='5' hold='1' "
+                 "to='example.com' ver='1.11' xmpp:version='1.0' "
+                 "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % BOSH_NS, ip)
+    sid = first.split("sid='", 1)[1].split("'", 1)[0]
+    auth = base64.b64encode(b"\0erin\0erin-pw").decode()
+    r = bosh(appliance, "<body rid='701' sid='%s' xmlns='%s'><auth xmlns="
+             "'urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s"
+             "</auth></body>" % (sid, BOSH_NS, auth), ip)
+    assert "<success" in r, r
+    bosh(appliance, "<body rid='702' sid='%s' type='terminate' xmlns='%s'/>"
+         % (sid, BOSH_NS), ip)
+    rows = signins(appliance, "erin@example.com")
+    assert ("203.0.113.21", "bosh") in [(r[0], r[1]) for r in rows], rows
+    assert "127.0.0.1" not in [r[0] for r in rows]
+
+
+def console_signin(app, user, pw, ip):
+    c = Console(app.base_url)
+    status, _, _ = c.request("POST", "api/signin",
+                             body={"user": user, "password": pw},
+                             headers={"X-Forwarded-For": ip})
+    return status
+
+
+def test_the_sign_in_throttle_counts_the_real_address(appliance):
+    """Three failures from one client address behind the proxy lock out
+    that address (conclave_admin_max_failures 3), not the proxy's: a
+    client with another address is still served, and the refusals are
+    recorded with the client's address."""
+    bad, good = "203.0.113.31", "203.0.113.32"
+    for user in ("nobody1", "nobody2", "nobody3"):
+        assert console_signin(appliance, user, "x", bad) == 401
+    # frank never failed: the address is what is locked out
+    assert console_signin(appliance, "frank", "frank-pw", bad) == 429
+    assert console_signin(appliance, "frank", "frank-pw", good) == 200
+    deadline = time.monotonic() + 20
+    ips = []
+    while time.monotonic() < deadline:
+        ips = [r[0] for r in appliance.mariadb.query(
+            "SELECT actor_ip, payload FROM audit_record WHERE event="
+            "'admin' AND status='fail' AND actor_user='frank@example.com'",
+            database="conclave")
+            if json.loads(r[1]).get("error", {}).get("code") == "throttled"]
+        if ips:
+            break
+        time.sleep(0.2)
+    assert ips == [bad]
