@@ -196,7 +196,58 @@
                     api.trigger("blocklistInitialized",
                                 new (Object.getPrototypeOf(Blocklist))());
                 });
+
+                boshFallback(_converse);
             }
+        });
+    }
+
+    /*
+     * converse.js 14.0.0 means to fall back to BOSH when the WebSocket
+     * cannot be established (its connection's reconnect() switches
+     * transport when the last status was CONNFAIL), but
+     * api.connection.reconnect() sets the status to RECONNECTING just
+     * before that check, so it never switches and retries the WebSocket
+     * for ever: behind a proxy that does not pass WebSocket upgrades the
+     * page would never sign in.  So remember the last status before
+     * RECONNECTING, and after a CONNFAIL on the WebSocket make BOSH the
+     * page's transport before converse's reconnect() runs: this
+     * connection's, and (websocket_url emptied) that of any connection
+     * converse makes afresh.  A WebSocket that worked and then dropped
+     * is no CONNFAIL: it is tried again.
+     */
+    function boshFallback(_converse) {
+        var api = _converse.api;
+        var Status = converse.env.Strophe.Status;
+        var failed = false;
+        var watching = false;
+
+        api.listen.on("connectionInitialized", function () {
+            var conn = api.connection.get();
+            var reconnect = conn.reconnect;
+
+            if (!watching) {
+                watching = true;
+                _converse.state.connfeedback.on("change:connection_status",
+                    function (m, status) {
+                        if (status !== Status.RECONNECTING) {
+                            failed = (status === Status.CONNFAIL);
+                        }
+                    });
+            }
+
+            conn.reconnect = async function () {
+                if (failed && this.isType("websocket")
+                    && api.settings.get("bosh_service_url"))
+                {
+                    failed = false;
+                    api.settings.set("websocket_url", "");
+                    this._proto = new converse.env.Strophe.Bosh(this);
+                    this.service = api.settings.get("bosh_service_url");
+                }
+
+                return reconnect.apply(this, arguments);
+            };
         });
     }
 

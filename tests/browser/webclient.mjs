@@ -14,6 +14,11 @@
  * the internet.  Prints one JSON line (the result) on stdout; exits 1 on
  * failure, after screenshots and the page HTML of the failing state.
  * Tests/integration/test_web_client.py runs it under pytest.
+ *
+ * --config JSON is merged into conclave-config.js as served, the way an
+ * administrator edits that file (branding, endpoints).  The result names
+ * the settings conclave.js gave converse, the brand shown on the sign-in
+ * page, and every BOSH request each page made.
  */
 
 import { chromium } from 'playwright-core';
@@ -41,6 +46,7 @@ const { values: opt } = parseArgs({
         peer: { type: 'string', default: 'bob@example.com' },
         domain: { type: 'string', default: 'example.com' },
         timeout: { type: 'string', default: '30000' },
+        config: { type: 'string' },
     },
 });
 
@@ -53,7 +59,7 @@ const base = new URL(opt.base);
 const timeout = Number(opt.timeout);
 const t0 = Date.now();
 const result = { ok: false, screenshots: [], foreign: [], websockets: [],
-                 errors: [], steps: [] };
+                 bosh: [], errors: [], steps: [] };
 
 function step(name) {
     result.steps.push({ name, ms: Date.now() - t0 });
@@ -89,7 +95,21 @@ async function user(name, spec) {
             result.foreign.push(`${name}: ${url}`);
         }
     };
-    page.on('request', (r) => watch(r.url()));
+    page.on('request', (r) => {
+        watch(r.url());
+        if (new URL(r.url()).pathname === '/http-bind') {
+            result.bosh.push(`${name}: ${r.method()}`);
+        }
+    });
+    if (opt.config) {
+        /* the administrator's edit of conclave-config.js */
+        await ctx.route('**/conclave-config.js', async (route) => {
+            const resp = await route.fetch();
+            const body = await resp.text() + '\nObject.assign('
+                + `window.conclaveConfig, ${opt.config});\n`;
+            await route.fulfill({ response: resp, body });
+        });
+    }
     page.on('websocket', (ws) => {
         watch(ws.url());
         result.websockets.push(`${name}: ${ws.url()}`);
@@ -108,6 +128,18 @@ async function user(name, spec) {
 
 async function signIn(u) {
     await u.page.goto(base.href);
+    await u.page.waitForSelector('#converse-login-jid');
+    await u.page.waitForSelector('.conclave-brand .brand-name__text');
+    /* the brand as the sign-in page shows it */
+    result.brand = await u.page.evaluate(() => {
+        const name = document.querySelector(
+            '.conclave-brand .brand-name__text');
+        const logo = document.querySelector(
+            '.conclave-brand img.conclave-logo');
+        return { title: document.title,
+                 name: name && name.textContent.trim(),
+                 logo: logo && logo.src };
+    });
     await u.page.fill('#converse-login-jid', u.login);
     await u.page.fill('#converse-login-password', u.password);
     await u.page.click('converse-login-form [type=submit]');
@@ -115,6 +147,11 @@ async function signIn(u) {
     /* what conclave.js found through host-meta */
     result.websocket_url = await u.page.evaluate(
         () => window.conclaveSettings.websocket_url);
+    result.settings = await u.page.evaluate(() => ({
+        websocket_url: window.conclaveSettings.websocket_url,
+        bosh_service_url: window.conclaveSettings.bosh_service_url,
+        muc_domain: window.conclaveSettings.muc_domain,
+        default_domain: window.conclaveSettings.default_domain }));
     step(`${u.name} signed in as ${u.login}`);
 }
 

@@ -73,9 +73,10 @@ def test_only_minified_converse_without_source_maps():
     assert "converse.js" not in names and "website.css" not in names
 
 
-def run_browser(appliance, tmp_path, message, artifacts=ARTIFACTS):
+def run_browser(appliance, tmp_path, message, artifacts=ARTIFACTS,
+                config=None):
     """webclient.mjs in its own process group, killed whole on timeout;
-    returns its JSON result."""
+    returns its JSON result.  config: merged into conclave-config.js."""
     shots = tmp_path / "screenshots"
     users = appliance.users
     cmd = ["node", SCRIPT, "--base", appliance.nginx.base_url + "/",
@@ -83,6 +84,8 @@ def run_browser(appliance, tmp_path, message, artifacts=ARTIFACTS):
            "--alice", "alice:%s" % users["alice"],
            "--bob", "bob@%s:%s" % (appliance.domain, users["bob"]),
            "--peer", appliance.jid("bob"), "--domain", appliance.domain]
+    if config is not None:
+        cmd += ["--config", json.dumps(config)]
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
@@ -115,8 +118,22 @@ def test_alice_and_bob_chat_in_the_browser(appliance, tmp_path):
     ws = appliance.nginx.ws_url
     assert result["websocket_url"] == ws
     assert sorted(result["websockets"]) == ["alice: " + ws, "bob: " + ws]
+    assert result["bosh"] == []
+    # preconfigured: the domain, BOSH as the fallback, MUC on conference.
+    base = appliance.nginx.base_url
+    assert result["settings"] == {
+        "websocket_url": ws, "bosh_service_url": base + "/http-bind",
+        "muc_domain": "conference." + appliance.domain,
+        "default_domain": appliance.domain}
+    # the brand of the shipped conclave-config.js
+    assert result["brand"] == {"title": "Conclave", "name": "Conclave",
+                               "logo": base + "/logo.svg"}
+    assert audited_transport(appliance, message) == "websocket"
 
-    # the record of the message went journal -> MariaDB
+
+def audited_transport(appliance, message):
+    """The transport of the message's audit record (journal -> MariaDB);
+    sender and recipient checked."""
     sql = ("SELECT actor_user, peer, transport FROM audit_record "
            "WHERE event='message' AND body='%s'" % message)
     deadline = time.monotonic() + 20
@@ -130,7 +147,32 @@ def test_alice_and_bob_chat_in_the_browser(appliance, tmp_path):
     actor, peer, transport = rows[0]
     assert actor.startswith(appliance.jid("alice"))
     assert peer.startswith(appliance.jid("bob"))
-    assert transport == "websocket"
+    return transport
+
+
+def test_branding_and_the_bosh_fallback(appliance, tmp_path):
+    """conclave-config.js as an administrator edits it: another product
+    name and logo, and a WebSocket path that the network in between
+    does not pass (here: a plain location, so the upgrade gets a 404).
+    The page shows the brand, tries the WebSocket, falls back to BOSH,
+    and the two users chat over BOSH."""
+    message = "over bosh %s" % uuid.uuid4().hex[:12]
+    result = run_browser(appliance, tmp_path, message,
+                         artifacts=os.path.join(ARTIFACTS, "bosh"),
+                         config={"productName": "Acme Chat",
+                                 "logoUrl": "/logo.svg#acme",
+                                 "discover": False,
+                                 "websocketPath": "/no-websocket-here"})
+    base = appliance.nginx.base_url
+    assert result["brand"] == {"title": "Acme Chat", "name": "Acme Chat",
+                               "logo": base + "/logo.svg#acme"}
+    blocked = base.replace("http", "ws", 1) + "/no-websocket-here"
+    assert result["settings"]["websocket_url"] == blocked
+    assert {"alice: " + blocked, "bob: " + blocked} <= \
+        set(result["websockets"])
+    assert {"alice: POST", "bob: POST"} <= set(result["bosh"])
+    assert result["foreign"] == []
+    assert audited_transport(appliance, message) == "bosh"
 
 
 def test_chat_over_tls_as_the_demo_serves_it(make_appliance, tmp_path):
