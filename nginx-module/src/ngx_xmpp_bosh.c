@@ -47,6 +47,9 @@
 /* the longest pause a client may ask for, seconds (XEP-0124 10) */
 #define NGX_XMPP_BOSH_MAXPAUSE  120
 
+/* the shortest polling interval, seconds ("polling", XEP-0124 12) */
+#define NGX_XMPP_BOSH_POLLING   2
+
 
 typedef struct ngx_xmpp_bosh_s  ngx_xmpp_bosh_t;
 
@@ -102,6 +105,9 @@ struct ngx_xmpp_bosh_s {
     unsigned                    pausing:1; /* answer every held request */
 
     ngx_msec_t                  pause;     /* inactivity while paused */
+
+    ngx_msec_t                  polled;    /* the last request in order */
+    unsigned                    polled_empty:1;  /* ... and its answer */
 };
 
 
@@ -262,14 +268,14 @@ ngx_xmpp_bosh_answer(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
                          " xmlns:xmpp='" NGX_XMPP_NS_XBOSH "'"
                          " xmlns:stream='" NGX_XMPP_NS_STREAM "'"
                          " sid='%*s' wait='%M' requests='%ui' hold='%ui'"
-                         " inactivity='%M' polling='2' ver='1.11'"
+                         " inactivity='%M' polling='%d' ver='1.11'"
                          " maxpause='%d'"
                          " from='%V' authid='%*s' xmpp:version='1.0'"
                          " xmpp:restartlogic='true'",
                          (size_t) NGX_XMPP_BOSH_SID_LEN, bs->sid,
                          bs->wait / 1000, bs->requests, bs->hold,
                          s->conf->bosh_max_inactivity / 1000,
-                         NGX_XMPP_BOSH_MAXPAUSE,
+                         NGX_XMPP_BOSH_POLLING, NGX_XMPP_BOSH_MAXPAUSE,
                          &s->conf->domain, sizeof(s->stream_id),
                          s->stream_id);
         ngx_xmpp_wbuf_add(&b, attrs, p - attrs);
@@ -289,6 +295,7 @@ ngx_xmpp_bosh_answer(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
         ngx_xmpp_wbuf_lit(&b, "/>");
 
     } else {
+        bs->polled_empty = 0;
         ngx_xmpp_wbuf_lit(&b, ">");
         ngx_xmpp_wbuf_add(&b, bs->out.start, bs->out.last - bs->out.start);
         ngx_xmpp_wbuf_lit(&b, "</body>");
@@ -591,6 +598,34 @@ ngx_xmpp_bosh_run(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_slot_t *slot,
 }
 
 
+/*
+ * XEP-0124 section 12, overactivity: in a polling session (hold 0) two
+ * empty requests in a row less than "polling" seconds apart, the first
+ * answered without payload, end the session.  Called for each request
+ * in rid order.
+ */
+static ngx_uint_t
+ngx_xmpp_bosh_overactive(ngx_xmpp_bosh_t *bs, ngx_xmpp_bosh_body_t *body)
+{
+    ngx_uint_t  empty, over;
+
+    if (bs->hold != 0) {
+        return 0;
+    }
+
+    empty = !body->restart && !body->terminate && body->pause == 0
+            && ngx_xmpp_bosh_body_empty(body);
+
+    over = empty && bs->polled_empty
+           && ngx_current_msec - bs->polled < NGX_XMPP_BOSH_POLLING * 1000;
+
+    bs->polled = ngx_current_msec;
+    bs->polled_empty = empty;
+
+    return over;
+}
+
+
 /* a new session (XEP-0124 section 7, XEP-0206 section 5) */
 static void
 ngx_xmpp_bosh_create(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
@@ -856,6 +891,17 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
          && ngx_xmpp_bosh_repeat(bs, peer, body->rid) == NGX_DONE)
         || ngx_xmpp_bosh_window(bs, peer, body->rid) == NGX_DONE)
     {
+        return;
+    }
+
+    if (body->rid == bs->rid + 1 && ngx_xmpp_bosh_overactive(bs, body)) {
+        ngx_log_error(NGX_LOG_INFO, &bs->log, 0,
+                      "xmpp: BOSH polls more often than every %ds",
+                      NGX_XMPP_BOSH_POLLING);
+        ngx_xmpp_bosh_peer_error(peer, "policy-violation");
+        bs->condition = "policy-violation";
+        bs->session->end_reason = "policy-violation";
+        ngx_xmpp_session_close(bs->session);
         return;
     }
 

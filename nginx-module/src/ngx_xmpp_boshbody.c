@@ -176,6 +176,22 @@ ngx_xmpp_bosh_body_parse(ngx_xmpp_bosh_body_t *b, const unsigned char *data,
 }
 
 
+/* 1: the body carries no element, a poll (XEP-0124 section 12) */
+int
+ngx_xmpp_bosh_body_empty(ngx_xmpp_bosh_body_t *b)
+{
+    xmlNodePtr  n;
+
+    for (n = ((xmlNodePtr) b->body)->children; n; n = n->next) {
+        if (n->type == XML_ELEMENT_NODE) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
  * The next child element, serialized on its own: a copy outside the
  * tree declares on itself the namespaces it took from <body/>.  1: one

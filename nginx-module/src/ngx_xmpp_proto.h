@@ -154,6 +154,7 @@ typedef struct {
 int ngx_xmpp_bosh_body_parse(ngx_xmpp_bosh_body_t *b,
     const unsigned char *data, size_t len);
 int ngx_xmpp_bosh_body_next(ngx_xmpp_bosh_body_t *b);
+int ngx_xmpp_bosh_body_empty(ngx_xmpp_bosh_body_t *b);
 void ngx_xmpp_bosh_body_free(ngx_xmpp_bosh_body_t *b);
 int ngx_xmpp_bosh_sid_split(const char *sid, size_t len, uint32_t *pid,
     uint64_t *id, const char **key);

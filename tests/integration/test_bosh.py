@@ -258,6 +258,52 @@ def test_too_many_requests(appliance):
         t.join(10)
 
 
+def test_polling_faster_than_polling_is_overactivity(appliance):
+    """XEP-0124 section 12: in a polling session (hold 0) two empty
+    requests in a row less than "polling" seconds apart, the first
+    answered without payload, end the session with policy-violation
+    (HTTP 403).  A request with a payload in between, or one after the
+    interval, is fine; a session that holds requests is never a poller."""
+    def poller():
+        st, _, data = post(appliance, "<body rid='100' wait='5' hold='0' "
+                           "to='example.com' ver='1.11' xmpp:version='1.0' "
+                           "xmlns='%s' xmlns:xmpp='%s'/>" % (NS, XBOSH))
+        assert st == 200
+        b = parse(data)
+        assert b.get("hold") == "0" and b.get("polling") == "2"
+        c = Raw.__new__(Raw)
+        c.app, c.rid, c.sid = appliance, 100, b.get("sid")
+        return c
+
+    c = poller()
+    assert c.send()[0] == 200               # answered at once: hold 0
+    st, data = c.send()
+    assert st == 403
+    b = parse(data)
+    assert b.get("type") == "terminate"
+    assert b.get("condition") == "policy-violation"
+    assert c.send()[0] == 404               # the session is gone
+
+    c = poller()
+    assert c.send()[0] == 200
+    # a payload in between (a SASL failure, which the stream survives):
+    # not two empty requests in a row
+    st, data = c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                      "mechanism='DIGEST-MD5'/>")
+    assert st == 200
+    st, data = c.send()
+    assert st == 200 and b"terminate" not in data
+    time.sleep(2.2)                          # "polling" seconds apart
+    assert c.send()[0] == 200
+    assert c.send(attrs="type='terminate'")[0] == 200
+
+    # hold 1: empty requests as fast as the answers come
+    c = Raw(appliance, wait=1)
+    for _ in range(3):
+        assert c.send()[0] == 200
+    assert c.send(attrs="type='terminate'")[0] == 200
+
+
 def test_wrong_sid(appliance):
     st, hd, data = post(appliance, "<body rid='5' sid='nosuchsession' "
                         "xmlns='%s'/>" % NS)
