@@ -205,6 +205,37 @@ def test_plaintext_after_starttls_is_dropped(appliance):
     c.close()
 
 
+def test_tls_older_than_1_2_is_refused_after_starttls(appliance):
+    """RFC 7590 section 3.1: TLS 1.2 or later after STARTTLS
+    (conclave_starttls_protocols' default).  Direct TLS and HTTPS take
+    nginx's ssl_protocols, which the package sets in its hardening
+    files: test_setup.py checks those on an installed configuration."""
+    import warnings
+
+    def handshake(version):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")   # let the client offer 1.1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = version
+        c = RawTCP(appliance.nginx.xmpp_port)
+        c.open()
+        c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        c.expect(r"<proceed[^>]*/>")
+        try:
+            with ctx.wrap_socket(c.sock) as t:
+                return t.version()
+        finally:
+            c.sock.close()
+
+    assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    with pytest.raises(ssl.SSLError) as e:
+        handshake(ssl.TLSVersion.TLSv1_1)
+    assert "PROTOCOL_VERSION" in str(e.value).upper(), e.value
+
+
 def test_starttls_twice_fails(appliance):
     c = RawTCP(appliance.nginx.xmpps_port, tls=True)
     feats = c.open()
