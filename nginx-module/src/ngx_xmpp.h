@@ -825,6 +825,7 @@ void ngx_xmpp_tls_close(ngx_connection_t *c, ngx_xmpp_tls_t *tls);
 /* ngx_xmpp_bosh_http.c: XEP-0124/0206 (its handler: http glue) */
 void ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
     u_char *data, size_t len);
+void ngx_xmpp_bosh_exit_worker(void);
 
 /* ngx_xmpp_audit*.c: records in this worker's journal, and shipping */
 typedef void (*ngx_xmpp_audit_done_pt)(u_char *data, size_t len,

@@ -399,6 +399,58 @@ ngx_xmpp_bosh_fwd_timeout(ngx_event_t *ev)
 }
 
 
+/*
+ * A worker that exits gracefully does not wait for the requests it
+ * forwarded (their timers are cancelable: the owner may be exiting
+ * too), and nginx would find their sockets open.  Each is answered as
+ * if the owner were gone, item-not-found, and closed: an answer that
+ * nginx would finish later (a lingering close, a write left) cannot
+ * be waited for either.
+ */
+void
+ngx_xmpp_bosh_exit_worker(void)
+{
+    u_char                buf[256];
+    size_t                len;
+    ngx_uint_t            status;
+    ngx_queue_t          *q;
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+    ngx_xmpp_bosh_fwd_t  *fwd;
+
+    if (ngx_xmpp_bosh_fwds.next == NULL) {
+        return;
+    }
+
+    status = ngx_xmpp_bosh_error_body("item-not-found", buf, sizeof(buf),
+                                      &len);
+
+    while (!ngx_queue_empty(&ngx_xmpp_bosh_fwds)) {
+        q = ngx_queue_head(&ngx_xmpp_bosh_fwds);
+        fwd = ngx_queue_data(q, ngx_xmpp_bosh_fwd_t, queue);
+
+        ngx_queue_remove(q);
+        fwd->linked = 0;
+
+        if (fwd->timer.timer_set) {
+            ngx_del_timer(&fwd->timer);
+        }
+
+        r = fwd->r;
+        c = r->connection;
+
+        ngx_xmpp_bosh_http_answer(r, status, buf, len);
+
+        if (c->fd != (ngx_socket_t) -1) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "xmpp: BOSH request closed at exit");
+            ngx_http_free_request(r, 0);
+            ngx_http_close_connection(c);
+        }
+    }
+}
+
+
 static void
 ngx_xmpp_bosh_body_handler(ngx_http_request_t *r)
 {

@@ -622,6 +622,9 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     /* what the last turn corked is sent */
     ngx_xmpp_session_exit_worker();
 
+    /* requests held for another worker's BOSH sessions are answered */
+    ngx_xmpp_bosh_exit_worker();
+
     ngx_xmpp_ipc_exit_worker(cycle);
     ngx_xmpp_router_exit_worker();
     ngx_xmpp_metrics_exit_worker();

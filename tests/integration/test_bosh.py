@@ -230,6 +230,47 @@ def test_requests_reach_the_owner_from_any_worker(appliance):
     assert c.send(attrs="type='terminate'")[0] == 200
 
 
+def test_graceful_stop_with_a_forwarded_request_held(make_appliance):
+    """A held request that a worker forwarded to the session's owner is
+    answered or closed when nginx stops gracefully, not left open (nginx
+    reports such a socket with an [alert] and aborts the worker)."""
+    app = make_appliance(workers=2)
+    c = Raw(app, rid=100, wait=5)
+    c.login("alice", "alice-pw", "held")
+    log = os.path.join(app.nginx.workdir, "logs", "error.log")
+
+    def handed():
+        with open(log) as f:
+            return f.read().count("BOSH request handed to worker")
+
+    got = {}
+    for _ in range(30):
+        before = handed()
+        got.clear()
+
+        def hold():
+            try:
+                got["r"] = post(app, c.body(), timeout=30)
+            except (OSError, http.client.HTTPException) as e:
+                got["r"] = e
+        t = threading.Thread(target=hold)
+        t.start()
+        time.sleep(0.5)
+        if handed() > before and t.is_alive():
+            break                   # held in the worker that forwarded it
+        t.join(10)
+    else:
+        pytest.fail("no request was ever held in the forwarding worker")
+
+    app.nginx.stop()
+    t.join(15)
+    assert not t.is_alive()
+    assert "r" in got               # an answer, or the connection closed
+    with open(log) as f:
+        text = f.read()
+    assert "[alert]" not in text, text[-2000:]
+
+
 def test_old_rid_not_cached(appliance):
     c = Raw(appliance, wait=1)
     for _ in range(4):
