@@ -766,6 +766,10 @@ ngx_uint_t ngx_xmpp_blocking_route_blocked(ngx_xmpp_jidlist_t *l,
     ngx_str_t *bare, u_char *res, size_t rlen);
 void ngx_xmpp_blocking_resume(ngx_xmpp_session_t *s, ngx_uint_t requested);
 void ngx_xmpp_blocking_replay(ngx_xmpp_session_t *s);
+void ngx_xmpp_blocking_park(ngx_xmpp_session_t *s,
+    ngx_xmpp_session_t *ghost);
+ngx_int_t ngx_xmpp_blocking_parked_inbound(ngx_xmpp_session_t *ghost,
+    u_char *data, size_t len);
 void ngx_xmpp_blocking_parked(ngx_xmpp_session_t *ghost,
     ngx_uint_t requested, u_char *data, size_t len);
 ngx_int_t ngx_xmpp_blocking_push(ngx_xmpp_wbuf_t *b, ngx_str_t *to,

@@ -1138,6 +1138,67 @@ ngx_xmpp_blocking_ipc(uint64_t sid, u_char *data, size_t len)
 
 
 /*
+ * XEP-0198 section 5: the session is parked.  Its copy of the list goes
+ * with it (moved, not read again), so that what a parked session still
+ * does for the user reveals nothing to a blocked JID (XEP-0191 3.3):
+ * it answers probes (RFC 6121 4.3.2), its directed presence ends at the
+ * timeout, and what it queues for the client passes section 3.5 when
+ * it is queued (ngx_xmpp_sm_deliver()).  A list still being read is
+ * read again for the parked session.
+ */
+void
+ngx_xmpp_blocking_park(ngx_xmpp_session_t *s, ngx_xmpp_session_t *ghost)
+{
+    ngx_xmpp_blocklist_t  *bl, *gbl;
+
+    bl = s->blocklist;
+
+    if (bl == NULL) {
+        return;
+    }
+
+    gbl = ngx_xmpp_blocking_new(ghost);
+    if (gbl == NULL) {
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "xmpp: blocklist of parked \"%V\" not kept",
+                      &s->jid.full);
+        return;
+    }
+
+    gbl->requested = bl->requested;
+
+    if (bl->loaded) {
+        ngx_xmpp_blocking_set_list(gbl, &bl->list, bl->n);
+        bl->n = 0;
+        gbl->loaded = 1;
+        return;
+    }
+
+    if (ngx_xmpp_blocking_load(ghost) != NGX_OK) {
+        gbl->loaded = 1;
+    }
+}
+
+
+/*
+ * Section 3.5 for a stanza queued for a parked session: NGX_OK when it
+ * is consumed (from a blocked JID: dropped, or answered with an error
+ * as for a live session), NGX_DECLINED when it is queued.
+ */
+ngx_int_t
+ngx_xmpp_blocking_parked_inbound(ngx_xmpp_session_t *ghost, u_char *data,
+    size_t len)
+{
+    if (ghost->blocklist == NULL || !ghost->blocklist->loaded) {
+        /* not read yet: the resumed session's list applies later */
+        return NGX_DECLINED;
+    }
+
+    return ngx_xmpp_blocking_inbound(ghost, data, len);
+}
+
+
+/*
  * A change for a parked session (XEP-0198 section 5): the push is
  * queued as any stanza routed to it while it is away, so the client
  * gets the pushes it missed, in order, when it resumes (on any worker:
@@ -1153,6 +1214,14 @@ ngx_xmpp_blocking_parked(ngx_xmpp_session_t *ghost, ngx_uint_t requested,
 
     if (len == 0) {
         return;
+    }
+
+    /* its copy follows, for the probes it answers meanwhile */
+    if (ghost->blocklist && ghost->blocklist->loaded) {
+        ngx_xmpp_blocking_update(ghost, data[0], data + 1, len - 1);
+
+    } else if (ghost->blocklist) {
+        ghost->blocklist->stale = 1;
     }
 
     if (requested

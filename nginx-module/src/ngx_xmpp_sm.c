@@ -536,8 +536,13 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
         ngx_xmpp_sm_queue_drop(old);
     }
 
+    /*
+     * What was routed here meanwhile had no check yet: it passes the
+     * router's last step, XEP-0191 3.5 (it waits for the list being
+     * read) and XEP-0352 included, as any delivery does.
+     */
     while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
-        (void) ngx_xmpp_session_send(s, data, len);
+        (void) ngx_xmpp_router_inbound(s, data, len);
         ngx_xmpp_sm_queue_drop(&sm->held_new);
     }
 

@@ -112,6 +112,7 @@ ngx_xmpp_sm_keep(ngx_xmpp_sm_ghost_t *g, ngx_xmpp_session_t *s)
     g->ghost.csi_inactive = s->csi_inactive;
     g->ghost.roster_interested = s->roster_interested;
     g->blocklist = ngx_xmpp_blocking_requested(s) ? 1 : 0;
+    ngx_xmpp_blocking_park(s, &g->ghost);
 
     g->ghost.last_presence = s->last_presence;
     ngx_str_null(&s->last_presence);
@@ -589,6 +590,11 @@ ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len)
     }
 
     if (!ngx_xmpp_sm_stanza(data, len)) {
+        return NGX_OK;
+    }
+
+    if (ngx_xmpp_blocking_parked_inbound(&g->ghost, data, len) == NGX_OK) {
+        /* XEP-0191 3.5: from a blocked JID, never queued for the client */
         return NGX_OK;
     }
 
