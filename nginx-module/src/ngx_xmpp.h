@@ -739,6 +739,8 @@ ngx_int_t ngx_xmpp_blocking_outbound(ngx_xmpp_session_t *s,
 ngx_int_t ngx_xmpp_blocking_inbound(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 ngx_int_t ngx_xmpp_blocking_blocks(ngx_xmpp_session_t *s, ngx_str_t *jid);
+ngx_int_t ngx_xmpp_blocking_probe_wait(ngx_xmpp_session_t *s, u_char *to,
+    size_t len);
 ngx_int_t ngx_xmpp_blocking_list_blocks(u_char *list, u_char *last,
     ngx_uint_t n, ngx_str_t *jid);
 void ngx_xmpp_blocking_ipc(uint64_t sid, u_char *data, size_t len);

@@ -305,6 +305,39 @@ ngx_xmpp_blocking_wait(ngx_xmpp_blocklist_t *bl, u_char *data, size_t len)
 
 
 /*
+ * A probe (RFC 6121 4.3.2) that reached a session whose list is still
+ * being read (just resumed, XEP-0198 5, or parked meanwhile): its
+ * answer waits for the list like a stanza does, so that a blocked
+ * prober gets nothing (XEP-0191 3.3).  Kept as "?" and the prober's
+ * JID: ngx_xmpp_blocking_release() answers it then.  NGX_OK: it waits.
+ */
+ngx_int_t
+ngx_xmpp_blocking_probe_wait(ngx_xmpp_session_t *s, u_char *to,
+    size_t len)
+{
+    u_char  buf[NGX_XMPP_BLOCKING_FROM_MAX + 1];
+
+    if (s->blocklist == NULL || s->blocklist->loaded
+        || len >= sizeof(buf))
+    {
+        return NGX_DECLINED;
+    }
+
+    buf[0] = '?';
+    ngx_memcpy(buf + 1, to, len);
+
+    if (ngx_xmpp_blocking_wait(s->blocklist, buf, len + 1) != NGX_OK) {
+        /* too much waits: no answer rather than one to a blocked JID */
+        ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                      "xmpp: a probe of %V not answered while its "
+                      "blocklist is read", &s->jid.full);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Section 3.5, the contact's side, from the router's last step
  * (ngx_xmpp_router_inbound): NGX_OK when the stanza is consumed
  * (dropped, answered, or waiting for the list), NGX_DECLINED when it

@@ -442,16 +442,21 @@ ngx_xmpp_blocking_set_list(ngx_xmpp_blocklist_t *bl, ngx_xmpp_wbuf_t *jids,
 }
 
 
-/* the stanzas that waited for the list go through the router's check */
+/*
+ * The stanzas that waited for the list go through the router's check,
+ * and the probes that waited are answered, in the order they came.
+ */
 void
 ngx_xmpp_blocking_release(ngx_xmpp_session_t *s)
 {
     u_char                *p, *last;
     size_t                 len;
+    ngx_uint_t             parked;
     ngx_xmpp_wbuf_t        pending;
     ngx_xmpp_blocklist_t  *bl;
 
     bl = s->blocklist;
+    parked = (ngx_xmpp_session_find(s->id) != s);
     pending = bl->pending;
     ngx_memzero(&bl->pending, sizeof(ngx_xmpp_wbuf_t));
     bl->npending = 0;
@@ -467,7 +472,18 @@ ngx_xmpp_blocking_release(ngx_xmpp_session_t *s)
             break;
         }
 
-        (void) ngx_xmpp_router_inbound(s, p, len);
+        if (len && p[0] == '?') {
+            /* a probe that waited (ngx_xmpp_blocking_probe_wait()) */
+            ngx_xmpp_presence_probe_local(s->id, p + 1, len - 1);
+
+        } else if (parked) {
+            /* XEP-0198: checked now, and queued for the client */
+            (void) ngx_xmpp_sm_deliver(s->id, p, len);
+
+        } else {
+            (void) ngx_xmpp_router_inbound(s, p, len);
+        }
+
         p += len;
     }
 
@@ -1174,8 +1190,17 @@ ngx_xmpp_blocking_park(ngx_xmpp_session_t *s, ngx_xmpp_session_t *ghost)
         return;
     }
 
+    /* what waits for the list waits with the parked session */
+    ngx_xmpp_wbuf_free(&gbl->pending);
+    gbl->pending = bl->pending;
+    gbl->npending = bl->npending;
+    ngx_memzero(&bl->pending, sizeof(ngx_xmpp_wbuf_t));
+    bl->pending.max = gbl->pending.max;
+    bl->npending = 0;
+
     if (ngx_xmpp_blocking_load(ghost) != NGX_OK) {
         gbl->loaded = 1;
+        ngx_xmpp_blocking_release(ghost);
     }
 }
 
@@ -1189,11 +1214,11 @@ ngx_int_t
 ngx_xmpp_blocking_parked_inbound(ngx_xmpp_session_t *ghost, u_char *data,
     size_t len)
 {
-    if (ghost->blocklist == NULL || !ghost->blocklist->loaded) {
-        /* not read yet: the resumed session's list applies later */
+    if (ghost->blocklist == NULL) {
         return NGX_DECLINED;
     }
 
+    /* a list still being read: it waits (ngx_xmpp_blocking_release()) */
     return ngx_xmpp_blocking_inbound(ghost, data, len);
 }
 

@@ -511,6 +511,11 @@ ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
         return;
     }
 
+    if (ngx_xmpp_blocking_probe_wait(s, to, len) == NGX_OK) {
+        /* XEP-0191 3.3: the list being read decides, once it is read */
+        return;
+    }
+
     t.data = to;
     t.len = len;
 

@@ -112,7 +112,6 @@ ngx_xmpp_sm_keep(ngx_xmpp_sm_ghost_t *g, ngx_xmpp_session_t *s)
     g->ghost.csi_inactive = s->csi_inactive;
     g->ghost.roster_interested = s->roster_interested;
     g->blocklist = ngx_xmpp_blocking_requested(s) ? 1 : 0;
-    ngx_xmpp_blocking_park(s, &g->ghost);
 
     g->ghost.last_presence = s->last_presence;
     ngx_str_null(&s->last_presence);
@@ -248,6 +247,9 @@ ngx_xmpp_sm_detach(ngx_xmpp_session_t *s)
     g->node.key = (ngx_rbtree_key_t) s->id;
     ngx_rbtree_insert(&ngx_xmpp_sm_ghosts, &g->node);
     g->parked = 1;
+
+    /* found as parked: what waited for the list is queued when read */
+    ngx_xmpp_blocking_park(s, &g->ghost);
 
     ngx_add_timer(&g->ev, s->conf->sm_resume_timeout);
 
