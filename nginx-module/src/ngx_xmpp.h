@@ -646,6 +646,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_SM_STANZA 13
 #define NGX_XMPP_IPC_SM_TAKEN  14
 #define NGX_XMPP_IPC_SM_FAILED 15
+#define NGX_XMPP_IPC_SM_MOVED  21    /* data: ngx_xmpp_sm_moved_t */
 #define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
 #define NGX_XMPP_IPC_BLOCKING  16    /* XEP-0191 change for session sid */
 #define NGX_XMPP_IPC_BLOCKING_SYNC   17  /* sid: a token to send back */
@@ -973,6 +974,9 @@ ngx_uint_t ngx_xmpp_muc_ours(ngx_xmpp_conf_t *xcf, ngx_str_t *domain);
 void ngx_xmpp_muc_stanza(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_muc_handoff(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
     u_char *data, size_t len);
+/* XEP-0198: occupants of session (opid, osid) are (npid, nsid) now */
+void ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_pid_t npid,
+    uint64_t nsid);
 void ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
 /* ngx_xmpp_mucadmin.c */
@@ -1025,6 +1029,12 @@ void ngx_xmpp_sm_release(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len);
 ngx_int_t ngx_xmpp_sm_hold(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
+/* a session being resumed holds command cmd (NGX_XMPP_IPC_*) for later */
+ngx_int_t ngx_xmpp_sm_hold_ipc(ngx_xmpp_session_t *s, ngx_uint_t cmd,
+    u_char *data, size_t len);
+/* ngx_xmpp_ipc_send(): NGX_OK if held for the resumption of (pid, sid) */
+ngx_int_t ngx_xmpp_sm_hold_for(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid,
+    u_char *data, size_t len);
 void ngx_xmpp_sm_kick(uint64_t sid);
 void ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid,
     u_char *data, size_t len);

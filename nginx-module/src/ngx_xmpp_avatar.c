@@ -314,6 +314,12 @@ ngx_xmpp_avatar_ipc(uint64_t sid, u_char *data, size_t len)
 
     s = ngx_xmpp_session_find(sid);
 
+    if (s && !s->bound) {
+        /* XEP-0198: being resumed */
+        (void) ngx_xmpp_sm_hold_ipc(s, NGX_XMPP_IPC_AVATAR, data, len);
+        return;
+    }
+
     if (s == NULL || !s->bound || s->photo_dir
         || (len != 0 && len != 40))
     {

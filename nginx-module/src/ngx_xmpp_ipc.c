@@ -400,6 +400,11 @@ ngx_xmpp_ipc_send(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid, u_char *data,
         return NGX_ERROR;
     }
 
+    /* XEP-0198: the session is being resumed in this worker */
+    if (ngx_xmpp_sm_hold_for(pid, cmd, sid, data, len) == NGX_OK) {
+        return NGX_OK;
+    }
+
     /* a worker written to earlier in this turn: pack behind it */
     if (ngx_xmpp_ipc_pack_add(pid, cmd, sid, data, len) == NGX_OK) {
         return NGX_OK;
@@ -633,6 +638,7 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
     case NGX_XMPP_IPC_SM_STANZA:
     case NGX_XMPP_IPC_SM_TAKEN:
     case NGX_XMPP_IPC_SM_FAILED:
+    case NGX_XMPP_IPC_SM_MOVED:
         ngx_xmpp_sm_ipc(cmd, from, sid, data, len);
         break;
 

@@ -331,6 +331,52 @@ ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
 }
 
 
+/*
+ * XEP-0198: session osid of worker opid was resumed as nsid of worker
+ * npid (or a resumption was abandoned, the other way round).  Its
+ * occupants in the rooms of this worker get their copies there from
+ * now on; the old session's forwarding lasts only a while.
+ */
+void
+ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_pid_t npid,
+    uint64_t nsid)
+{
+    ngx_queue_t          *q;
+    ngx_rbtree_node_t    *node, *sentinel;
+    ngx_xmpp_muc_occ_t   *o;
+    ngx_xmpp_muc_room_t  *room;
+
+    if (ngx_xmpp_muc_conf == NULL || ngx_xmpp_muc_rooms.root == NULL) {
+        return;
+    }
+
+    sentinel = ngx_xmpp_muc_rooms.sentinel;
+
+    if (ngx_xmpp_muc_rooms.root == sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(ngx_xmpp_muc_rooms.root, sentinel);
+         node;
+         node = ngx_rbtree_next(&ngx_xmpp_muc_rooms, node))
+    {
+        room = (ngx_xmpp_muc_room_t *) node;
+
+        for (q = ngx_queue_head(&room->occupants);
+             q != ngx_queue_sentinel(&room->occupants);
+             q = ngx_queue_next(q))
+        {
+            o = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
+
+            if (o->pid == opid && o->sid == osid) {
+                o->pid = npid;
+                o->sid = nsid;
+            }
+        }
+    }
+}
+
+
 /* ------------------------------------------------------------------ */
 /* the owner: rooms */
 

@@ -886,7 +886,13 @@ ngx_xmpp_offline_deliver_sid(uint64_t sid)
 
     s = ngx_xmpp_session_find(sid);
 
-    if (s && s->bound && s->available && s->priority >= 0) {
+    if (s && !s->bound) {
+        /* XEP-0198: being resumed; it fetches them once it is */
+        (void) ngx_xmpp_sm_hold_ipc(s, NGX_XMPP_IPC_OFFLINE, NULL, 0);
+        return;
+    }
+
+    if (s && s->available && s->priority >= 0) {
         ngx_xmpp_offline_deliver(s);
     }
 }

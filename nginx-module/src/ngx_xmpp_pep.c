@@ -447,7 +447,13 @@ ngx_xmpp_pep_ipc(uint64_t sid, u_char *data, size_t len)
         return;
     }
 
-    if (!s->bound || !s->available || !ngx_xmpp_caps_notify(s, &node)) {
+    if (!s->bound) {
+        /* XEP-0198: being resumed; its interests come with its state */
+        (void) ngx_xmpp_sm_hold_ipc(s, NGX_XMPP_IPC_PEP_NOTIFY, data, len);
+        return;
+    }
+
+    if (!s->available || !ngx_xmpp_caps_notify(s, &node)) {
         return;
     }
 

@@ -503,6 +503,11 @@ ngx_xmpp_presence_probe_local(uint64_t sid, u_char *to, size_t len)
     if (s == NULL) {
         /* XEP-0198: a parked session still looks available */
         s = ngx_xmpp_sm_parked(sid);
+
+    } else if (!s->bound) {
+        /* XEP-0198: being resumed, it answers with the state it gets */
+        (void) ngx_xmpp_sm_hold_ipc(s, NGX_XMPP_IPC_PROBE, to, len);
+        return;
     }
 
     if (s == NULL || !s->bound || !s->available || !s->last_presence.len

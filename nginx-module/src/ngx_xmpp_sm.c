@@ -29,16 +29,24 @@
 
 static void ngx_xmpp_sm_wait_handler(ngx_event_t *ev);
 static void ngx_xmpp_sm_failed(ngx_xmpp_session_t *s, const char *cond);
+static void ngx_xmpp_sm_abandon(ngx_xmpp_sm_t *sm);
 
 
+/* resumptions waiting for another worker's state (SM_TAKE sent) */
+static ngx_queue_t  ngx_xmpp_sm_resumptions;
+static ngx_uint_t   ngx_xmpp_sm_nresuming;
+
+
+/* one entry: plen bytes of pre (a tag, or nothing), then data */
 ngx_int_t
-ngx_xmpp_sm_queue_add(ngx_xmpp_sm_queue_t *q, u_char *data, size_t len)
+ngx_xmpp_sm_queue_put(ngx_xmpp_sm_queue_t *q, u_char *pre, size_t plen,
+    u_char *data, size_t len)
 {
     u_char    *nb;
     size_t     need, size;
     uint32_t   l;
 
-    need = sizeof(uint32_t) + len;
+    need = sizeof(uint32_t) + plen + len;
 
     if (q->tail + need > q->size) {
         if (q->head && q->tail - q->head + need <= q->size) {
@@ -70,13 +78,28 @@ ngx_xmpp_sm_queue_add(ngx_xmpp_sm_queue_t *q, u_char *data, size_t len)
         }
     }
 
-    l = (uint32_t) len;
+    l = (uint32_t) (plen + len);
     ngx_memcpy(q->buf + q->tail, &l, sizeof(uint32_t));
-    ngx_memcpy(q->buf + q->tail + sizeof(uint32_t), data, len);
+
+    if (plen) {
+        ngx_memcpy(q->buf + q->tail + sizeof(uint32_t), pre, plen);
+    }
+
+    if (len) {
+        ngx_memcpy(q->buf + q->tail + sizeof(uint32_t) + plen, data, len);
+    }
+
     q->tail += need;
     q->n++;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_xmpp_sm_queue_add(ngx_xmpp_sm_queue_t *q, u_char *data, size_t len)
+{
+    return ngx_xmpp_sm_queue_put(q, NULL, 0, data, len);
 }
 
 
@@ -165,6 +188,11 @@ ngx_xmpp_sm_release(ngx_xmpp_session_t *s)
 
     if (sm == NULL) {
         return;
+    }
+
+    if (sm->resuming && sm->old_pid) {
+        /* the client went before the state came: as if it failed */
+        ngx_xmpp_sm_abandon(sm);
     }
 
     if (sm->wait.timer_set) {
@@ -441,6 +469,187 @@ ngx_xmpp_sm_restore(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
 
 
 /*
+ * The window of a resumption from another worker: from SM_TAKE until
+ * SM_TAKEN (docs/routing.md "Resuming on another worker").  Whatever
+ * is addressed to the session meanwhile is held, as the inter-worker
+ * command it came as (or would have gone as), and replayed once the
+ * state has arrived: after the unacked stanzas the old worker handed
+ * over, in the order it came.  Held here:
+ *   - what reaches the new session: the registry entry already names
+ *     it (a stanza, a MUC copy, a PEP notification, a probe, a stored
+ *     message to fetch, a blocklist or avatar change);
+ *   - what this worker addresses to the old session after SM_TAKE
+ *     went (ngx_xmpp_sm_hold_for()): sent to the old worker, it would
+ *     come back forwarded after the state and overtake nothing, but
+ *     the same sender's later stanzas, routed here directly, would
+ *     overtake it.
+ */
+ngx_int_t
+ngx_xmpp_sm_hold_ipc(ngx_xmpp_session_t *s, ngx_uint_t cmd, u_char *data,
+    size_t len)
+{
+    u_char          tag;
+    ngx_xmpp_sm_t  *sm;
+
+    sm = s->sm;
+
+    if (sm == NULL || !sm->resuming) {
+        return NGX_DECLINED;
+    }
+
+    if (sm->held_new.n >= s->conf->sm_max_unacked) {
+        /* the bound of the unacked queue, which it would join */
+        ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                      "xmpp: too much for a session being resumed, "
+                      "inter-worker command %ui not held", cmd);
+        return NGX_ERROR;
+    }
+
+    tag = (u_char) cmd;
+
+    return ngx_xmpp_sm_queue_put(&sm->held_new, &tag, 1, data, len);
+}
+
+
+ngx_int_t
+ngx_xmpp_sm_hold(ngx_xmpp_session_t *s, u_char *data, size_t len)
+{
+    return ngx_xmpp_sm_hold_ipc(s, NGX_XMPP_IPC_DELIVER, data, len);
+}
+
+
+/*
+ * ngx_xmpp_ipc_send() asks first: NGX_OK when (pid, sid) is the old
+ * session of a resumption waiting in this worker, and the new session
+ * held what was for it.
+ */
+ngx_int_t
+ngx_xmpp_sm_hold_for(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid,
+    u_char *data, size_t len)
+{
+    ngx_queue_t    *q;
+    ngx_xmpp_sm_t  *sm;
+
+    if (ngx_xmpp_sm_nresuming == 0) {
+        return NGX_DECLINED;
+    }
+
+    switch (cmd) {
+    case NGX_XMPP_IPC_DELIVER:
+    case NGX_XMPP_IPC_PEP_NOTIFY:
+    case NGX_XMPP_IPC_PROBE:
+    case NGX_XMPP_IPC_OFFLINE:
+    case NGX_XMPP_IPC_BLOCKING:
+    case NGX_XMPP_IPC_AVATAR:
+        break;
+    default:
+        return NGX_DECLINED;
+    }
+
+    for (q = ngx_queue_head(&ngx_xmpp_sm_resumptions);
+         q != ngx_queue_sentinel(&ngx_xmpp_sm_resumptions);
+         q = ngx_queue_next(q))
+    {
+        sm = ngx_queue_data(q, ngx_xmpp_sm_t, link);
+
+        if (sm->old_pid == pid && sm->old_sid == sid) {
+            return ngx_xmpp_sm_hold_ipc(sm->session, cmd, data, len)
+                   == NGX_OK ? NGX_OK : NGX_DECLINED;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_xmpp_sm_unlink(ngx_xmpp_sm_t *sm)
+{
+    if (sm->old_pid) {
+        ngx_queue_remove(&sm->link);
+        ngx_xmpp_sm_nresuming--;
+        sm->old_pid = 0;
+    }
+}
+
+
+/* a held command, now that the session is bound: as if it came now */
+static void
+ngx_xmpp_sm_replay(ngx_xmpp_session_t *s, u_char *data, size_t len)
+{
+    ngx_uint_t  cmd;
+
+    cmd = data[0];
+    data++;
+    len--;
+
+    switch (cmd) {
+
+    case NGX_XMPP_IPC_DELIVER:
+        /* XEP-0191 and XEP-0352 apply, as to any delivery */
+        (void) ngx_xmpp_router_inbound(s, data, len);
+        break;
+
+    case NGX_XMPP_IPC_PEP_NOTIFY:
+        ngx_xmpp_pep_ipc(s->id, data, len);
+        break;
+
+    case NGX_XMPP_IPC_PROBE:
+        ngx_xmpp_presence_probe_local(s->id, data, len);
+        break;
+
+    case NGX_XMPP_IPC_OFFLINE:
+        ngx_xmpp_offline_deliver_sid(s->id);
+        break;
+
+    case NGX_XMPP_IPC_BLOCKING:
+        ngx_xmpp_blocking_ipc(s->id, data, len);
+        break;
+
+    default: /* NGX_XMPP_IPC_AVATAR */
+        ngx_xmpp_avatar_ipc(s->id, data, len);
+        break;
+    }
+}
+
+
+/*
+ * The resumption failed (SM_FAILED, no answer, the client left): the
+ * old session did not move, so what was held for it goes where it
+ * would have gone, to the old session (parked still, or ended: then
+ * handled as for any ended session), and the rooms route to it again.
+ */
+static void
+ngx_xmpp_sm_abandon(ngx_xmpp_sm_t *sm)
+{
+    u_char     *data;
+    size_t      len;
+    uint64_t    osid;
+    ngx_pid_t   opid;
+
+    opid = sm->old_pid;
+    osid = sm->old_sid;
+
+    sm->resuming = 0;
+    ngx_xmpp_sm_unlink(sm);
+
+    if (opid == 0) {
+        return;
+    }
+
+    ngx_xmpp_muc_moved(ngx_pid, sm->session->id, opid, osid);
+
+    while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
+        (void) ngx_xmpp_ipc_send(opid, data[0], osid, data + 1, len - 1);
+        ngx_xmpp_sm_queue_drop(&sm->held_new);
+    }
+
+    ngx_xmpp_sm_queue_free(&sm->held_old);
+    ngx_xmpp_sm_queue_free(&sm->held_new);
+}
+
+
+/*
  * <resumed/> (XEP-0198 section 5): the session takes the ghost's JID,
  * presence and counters; the stanzas the client did not get (those
  * after its h) are sent again, then what was routed here meanwhile.
@@ -463,6 +672,9 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     if (sm->wait.timer_set) {
         ngx_del_timer(&sm->wait);
     }
+
+    /* from here on what comes is not held: the replay below is last */
+    ngx_xmpp_sm_unlink(sm);
 
     if (ngx_xmpp_jid_make(s->pool, &s->user, &s->conf->domain, resource,
                           &jid)
@@ -515,8 +727,9 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     sm->acked = sm->h_out;
 
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                  "xmpp: resumed \"%V\", %ui stanzas sent again",
-                  &s->jid.full, (ngx_uint_t) (old->n - skip));
+                  "xmpp: resumed \"%V\", %ui stanzas sent again, %ui "
+                  "held while the state came", &s->jid.full,
+                  (ngx_uint_t) (old->n - skip), sm->held_new.n);
 
     b = ngx_xmpp_wbuf_scratch(4096 + 6 * resource->len);
     ngx_xmpp_wbuf_lit(b, "<resumed xmlns='" NGX_XMPP_NS_SM "' previd='");
@@ -542,7 +755,7 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
      * read) and XEP-0352 included, as any delivery does.
      */
     while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
-        (void) ngx_xmpp_router_inbound(s, data, len);
+        ngx_xmpp_sm_replay(s, data, len);
         ngx_xmpp_sm_queue_drop(&sm->held_new);
     }
 
@@ -639,6 +852,7 @@ ngx_xmpp_sm_resume(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     ngx_memcpy(sm->secret, previd->data, NGX_XMPP_SM_SECRET_HEX);
     sm->client_h = h;
     sm->resuming = 1;
+    sm->jid = jid;
 
     if (routes[i].pid == ngx_pid) {
         g = ngx_xmpp_sm_take(routes[i].sid, sm->secret, &jid.bare);
@@ -675,8 +889,52 @@ ngx_xmpp_sm_resume(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
         return;
     }
 
+    /*
+     * The window opens: what this worker routes to the old session is
+     * held from now on, and this worker's rooms send to the new one
+     * (their copies are held too); the old worker's stanzas, its rooms'
+     * included, come before its SM_TAKEN on the same channel.
+     */
+    if (ngx_xmpp_sm_nresuming++ == 0) {
+        ngx_queue_init(&ngx_xmpp_sm_resumptions);
+    }
+
+    ngx_queue_insert_tail(&ngx_xmpp_sm_resumptions, &sm->link);
+    sm->old_pid = routes[i].pid;
+    sm->old_sid = routes[i].sid;
+    sm->waits = 0;
+    ngx_xmpp_muc_moved(sm->old_pid, sm->old_sid, ngx_pid, s->id);
+
     /* the owner answers at once; a timer covers a worker that died */
     ngx_add_timer(&sm->wait, NGX_XMPP_SM_WAIT);
+}
+
+
+/* the registry entry names this session: the old worker gave it */
+static ngx_uint_t
+ngx_xmpp_sm_given(ngx_xmpp_sm_t *sm)
+{
+    ngx_uint_t          i, n;
+    ngx_xmpp_route_t   *routes;
+    ngx_xmpp_jid_t     *jid;
+
+    jid = &sm->jid;
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(sm->session->conf, &jid->bare, routes,
+                                 NGX_XMPP_ROUTE_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].pid == ngx_pid && routes[i].sid == sm->session->id
+            && routes[i].resource_len == jid->resource.len
+            && ngx_memcmp(routes[i].resource, jid->resource.data,
+                          jid->resource.len)
+               == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -691,12 +949,16 @@ ngx_xmpp_sm_wait_handler(ngx_event_t *ev)
         return;
     }
 
+    if (++sm->waits < NGX_XMPP_SM_WAITS && ngx_xmpp_sm_given(sm)) {
+        /* the owner gave it, its SM_TAKEN is on the way: wait for it */
+        ngx_add_timer(&sm->wait, NGX_XMPP_SM_WAIT);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "xmpp: the session's worker did not hand it over");
 
-    sm->resuming = 0;
-    ngx_xmpp_sm_queue_free(&sm->held_old);
-    ngx_xmpp_sm_queue_free(&sm->held_new);
+    ngx_xmpp_sm_abandon(sm);
     ngx_xmpp_sm_failed(sm->session, "item-not-found");
 }
 
@@ -791,6 +1053,11 @@ ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid, u_char *data,
         return;
     }
 
+    if (cmd == NGX_XMPP_IPC_SM_MOVED) {
+        ngx_xmpp_sm_moved_ipc(from, sid, data, len);
+        return;
+    }
+
     s = ngx_xmpp_session_find(sid);
 
     if (s == NULL || s->sm == NULL || !s->sm->resuming) {
@@ -817,7 +1084,7 @@ ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid, u_char *data,
             ngx_del_timer(&s->sm->wait);
         }
 
-        s->sm->resuming = 0;
+        ngx_xmpp_sm_abandon(s->sm);
         ngx_xmpp_sm_failed(s, "item-not-found");
         break;
     }

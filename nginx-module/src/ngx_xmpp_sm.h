@@ -18,6 +18,7 @@
 #define NGX_XMPP_SM_ASK_EVERY    5          /* unacked stanzas per <r/> */
 #define NGX_XMPP_SM_WAIT         5000       /* ms for the old worker */
 #define NGX_XMPP_SM_FORWARD      30000      /* ms a moved ghost forwards */
+#define NGX_XMPP_SM_WAITS        6          /* waits while the entry moved */
 
 /* SM_TAKEN fits one inter-worker datagram (256 KiB) */
 #define NGX_XMPP_SM_TAKEN_MAX    (224 * 1024)
@@ -49,9 +50,14 @@ struct ngx_xmpp_sm_s {
     /* a resumption in progress (before <resumed/>) */
     uint32_t               client_h;
     ngx_xmpp_sm_queue_t    held_old;     /* SM_STANZA from the owner */
-    ngx_xmpp_sm_queue_t    held_new;     /* routed here meanwhile */
+    ngx_xmpp_sm_queue_t    held_new;     /* [u8 IPC cmd][data] meanwhile */
     ngx_event_t            wait;
     ngx_xmpp_session_t    *session;
+    ngx_queue_t            link;         /* ngx_xmpp_sm_resumptions */
+    ngx_xmpp_jid_t         jid;          /* the session resumed */
+    ngx_pid_t              old_pid;      /* its owner, asked by SM_TAKE */
+    uint64_t               old_sid;
+    ngx_uint_t             waits;
 
     unsigned               enabled:1;
     unsigned               resume:1;
@@ -76,6 +82,13 @@ typedef struct {
     unsigned               moved:1;      /* taken by another session */
     unsigned               blocklist:1;  /* NGX_XMPP_SM_BLOCKLIST */
 } ngx_xmpp_sm_ghost_t;
+
+
+/* SM_MOVED payload: where the session (the header's sid) is now */
+typedef struct {
+    uint64_t               sid;
+    ngx_pid_t              pid;
+} ngx_xmpp_sm_moved_t;
 
 
 /* SM_TAKE payload; the bare JID follows */
@@ -121,10 +134,14 @@ ngx_xmpp_sm_ghost_t *ngx_xmpp_sm_take(uint64_t sid, u_char *secret,
 void ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid);
 void ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
+void ngx_xmpp_sm_moved_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
+    size_t len);
 u_char *ngx_xmpp_sm_pack(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid,
     uint64_t sid, size_t *size);
 
 /* ngx_xmpp_sm.c */
+ngx_int_t ngx_xmpp_sm_queue_put(ngx_xmpp_sm_queue_t *q, u_char *pre,
+    size_t plen, u_char *data, size_t len);
 void ngx_xmpp_sm_taken(ngx_xmpp_session_t *s, u_char *data, size_t len,
     ngx_xmpp_sm_queue_t *old);
 

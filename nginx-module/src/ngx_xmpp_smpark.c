@@ -612,18 +612,6 @@ ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len)
 }
 
 
-/* a session waiting for the old worker's state holds what comes */
-ngx_int_t
-ngx_xmpp_sm_hold(ngx_xmpp_session_t *s, u_char *data, size_t len)
-{
-    if (s->sm == NULL || !s->sm->resuming) {
-        return NGX_DECLINED;
-    }
-
-    return ngx_xmpp_sm_queue_add(&s->sm->held_new, data, len);
-}
-
-
 /* RFC 6120 7.7.2.2: a new session took the parked one's resource */
 void
 ngx_xmpp_sm_kick(uint64_t sid)
@@ -692,13 +680,39 @@ ngx_xmpp_sm_take(uint64_t sid, u_char *secret, ngx_str_t *bare)
 }
 
 
-/* the ghost now only forwards to its successor, for a while */
+/*
+ * The ghost now only forwards to its successor, for a while.  Rooms
+ * name their occupants by worker and session id (ngx_xmpp_muc_occ_t):
+ * those of this worker learn the new ones now, those of the other
+ * workers by SM_MOVED (the new session's worker did already, when it
+ * asked), so that room messages do not depend on the forwarding.
+ */
 void
 ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid)
 {
+    ngx_int_t             i;
+    ngx_pid_t             p;
+    ngx_xmpp_sm_moved_t   m;
+
     g->moved = 1;
     g->moved_pid = pid;
     g->moved_sid = sid;
+
+    ngx_xmpp_muc_moved(ngx_pid, g->ghost.id, pid, sid);
+
+    m.pid = pid;
+    m.sid = sid;
+
+    for (i = 0; i < ngx_last_process; i++) {
+        p = ngx_processes[i].pid;
+
+        if (p <= 0 || p == ngx_pid || p == pid) {
+            continue;
+        }
+
+        (void) ngx_xmpp_ipc_send(p, NGX_XMPP_IPC_SM_MOVED, g->ghost.id,
+                                 (u_char *) &m, sizeof(m));
+    }
 
     ngx_xmpp_sm_queue_free(&g->q);
 
@@ -843,6 +857,23 @@ ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
                   &g->ghost.jid.full, from);
 
     ngx_xmpp_sm_moved(g, from, take.new_sid);
+}
+
+
+/* SM_MOVED: session sid of worker from is now m.sid of worker m.pid */
+void
+ngx_xmpp_sm_moved_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
+    size_t len)
+{
+    ngx_xmpp_sm_moved_t  m;
+
+    if (len != sizeof(ngx_xmpp_sm_moved_t)) {
+        return;
+    }
+
+    ngx_memcpy(&m, data, sizeof(ngx_xmpp_sm_moved_t));
+
+    ngx_xmpp_muc_moved(from, sid, m.pid, m.sid);
 }
 
 

@@ -1,0 +1,263 @@
+"""XEP-0198 resumption on another worker, with traffic in the window.
+
+Between the new worker's SM_TAKE and the old worker's SM_TAKEN (one
+inter-worker round trip, docs/routing.md "Resuming on another worker")
+whatever is addressed to the session is held and delivered after the
+stanzas the old worker hands over, in order: messages, PEP
+notifications (XEP-0163), room messages (XEP-0045).  The window is
+made likely, not forced: senders run continuously while the client
+drops its TCP connection without a stream end and resumes, round after
+round, until several resumptions crossed workers and the server's log
+shows that something arrived inside a window.  Every sequence must
+then be complete, in order and without duplicates.
+
+Clients: Debian's python3-slixmpp with its xep_0198, xep_0060/0163/0115
+and xep_0045 plugins.
+"""
+
+import asyncio
+import re
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from chathelp import slix, worker_of
+from mucclient import MucClient
+from slixclient import SlixPool
+
+DOMAIN = "example.com"
+MUC = "conference.example.com"
+NODE = "urn:xmpp:conclave:sm-window:0"
+APPLIANCE_EXTRA_HTTP = ("conclave_sm_resume_timeout 60s;\n"
+                        "conclave_sm_max_unacked 5000;")
+HELD = re.compile(r'resumed "([^"]+)", \d+ stanzas sent again, '
+                  r'(\d+) held while the state came')
+
+
+@pytest.fixture
+def pool():
+    with SlixPool() as p:
+        yield p
+
+
+def wait(cond, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    pytest.fail("timed out waiting for " + what)
+
+
+def held(app, jid):
+    """How many stanzas each resumption of jid held in its window."""
+    return [int(n) for j, n in HELD.findall(app.nginx.error_log())
+            if j == jid]
+
+
+def sm_setup(pool, c, plugins=()):
+    """Registers xep_0198 (and plugins) on a slixmpp client before it
+    connects; resumptions land in c.resumed, new sessions in c.starts."""
+    c.resumed, c.starts = [], []
+
+    def go():
+        for p in plugins + ("xep_0198",):
+            c.xmpp.register_plugin(p)
+        c.xmpp.add_event_handler("session_resumed", c.resumed.append)
+        c.xmpp.add_event_handler("session_start", c.starts.append)
+    pool.call(go)
+
+
+def resume_rounds(pool, app, c, pumps, rounds=30, crossed_min=3):
+    """Drops c's connection and resumes, again and again; the pumps
+    send without pause while the client resumes (between its new
+    connection and <resumed/>, where the window is) and slowly else.
+    Stops once crossed_min resumptions crossed workers and a window
+    held something."""
+    crossed = 0
+    starts = len(c.starts)
+    for r in range(rounds):
+        before = worker_of(app, c.jid)
+        c.xmpp.ended.clear()
+        pool.call(lambda: c.xmpp.transport.abort())
+        c.xmpp.ended.wait(10)
+        time.sleep(0.2)          # the server notices the lost connection
+        n = len(c.resumed)
+        for p in pumps:
+            p.fast = True
+        try:
+            c.connect()
+            wait(lambda: len(c.resumed) > n, "session_resumed")
+        finally:
+            for p in pumps:
+                p.fast = False
+        assert len(c.starts) == starts, "a new session, not a resumed one"
+        after = wait(lambda: worker_of(app, c.jid), "the session's worker")
+        if after != before:
+            crossed += 1
+        if crossed >= crossed_min and any(held(app, c.jid)):
+            print("%s: %d rounds, %d crossed workers, held in the "
+                  "windows: %r" % (c.jid, r + 1, crossed, held(app, c.jid)))
+            return crossed
+        time.sleep(0.1)
+    pytest.fail("%d resumptions crossed workers, held: %r"
+                % (crossed, held(app, c.jid)))
+
+
+class Pump:
+    """A coroutine on the pool's loop that sends until stopped; count
+    tells how many it sent."""
+
+    def __init__(self, pool, step, pause=0.01):
+        self.stop = False
+        self.fast = False
+        self.count = 0
+        self.step = step
+
+        async def run():
+            while not self.stop:
+                await self.step(self)
+                # fast: only let the loop's other work run in between
+                await asyncio.sleep(0 if self.fast else pause)
+        self.fut = asyncio.run_coroutine_threadsafe(run(), pool.loop)
+
+    def finish(self):
+        self.stop = True
+        self.fut.result(30)
+        return self.count
+
+
+def test_messages_and_pep_in_the_window_arrive_in_order(appliance, pool):
+    """alice/a and alice/b (one on each worker) send bob/keep chat
+    messages, bob/p1 and bob/p2 (one on each worker) publish to a node
+    bob/keep's caps ask for (+notify), all without pause while bob/keep
+    resumes on the other worker again and again: every message and
+    every notification arrives once, in the order its sender sent it."""
+    keep = pool.client("bob@%s/keep" % DOMAIN, "bob-pw",
+                       appliance.nginx.xmpp_port, connect=False)
+    sm_setup(pool, keep, ("xep_0030", "xep_0004", "xep_0060", "xep_0163",
+                          "xep_0115"))
+    notes = []
+    pool.call(lambda: keep.xmpp.add_event_handler(
+        "pubsub_publish",
+        lambda m: notes.append(
+            m["pubsub_event"]["items"]["item"]["payload"].text)))
+    assert keep.connect()
+    wait(lambda: keep.xmpp["xep_0198"].sm_id, "SM enabled")
+
+    async def caps():
+        keep.xmpp["xep_0030"].add_feature(NODE + "+notify")
+        await keep.xmpp["xep_0115"].update_caps(broadcast=False)
+    keep.run(caps)
+    keep.send(lambda x: x.send_presence())
+    full = keep.jid
+
+    pep = ("xep_0030", "xep_0004", "xep_0060", "xep_0163")
+    p1 = slix(pool, appliance, "bob", "p1", presence=False, plugins=pep)
+    p2 = slix(pool, appliance, "bob", "p2", presence=False, plugins=pep,
+              not_pid=p1.worker)
+    wa = slix(pool, appliance, "alice", "wa", presence=False)
+    wb = slix(pool, appliance, "alice", "wb", presence=False,
+              not_pid=wa.worker)
+
+    def chat(c, tag):
+        async def step(p):
+            c.xmpp.make_message(mto=full, mbody="%s%d" % (tag, p.count),
+                                mtype="chat").send()
+            p.count += 1
+        return step
+
+    def publish(c, tag):
+        async def step(p):
+            e = ET.Element("{%s}entry" % NODE)
+            e.text = "%s%d" % (tag, p.count)
+            await c.xmpp["xep_0060"].publish(None, NODE, payload=e,
+                                             timeout=20)
+            p.count += 1
+        return step
+
+    pumps = {"a": Pump(pool, chat(wa, "a"), 0.002),
+             "b": Pump(pool, chat(wb, "b"), 0.002),
+             "x": Pump(pool, publish(p1, "x")),
+             "y": Pump(pool, publish(p2, "y"))}
+    time.sleep(0.5)
+    try:
+        resume_rounds(pool, appliance, keep, list(pumps.values()))
+    finally:
+        sent = {t: p.finish() for t, p in pumps.items()}
+
+    keep.all = []
+
+    def lasts():
+        keep.all += keep.drain(settle=0.1)
+        bodies = [m["body"] for m in keep.all]
+        return "a%d" % (sent["a"] - 1) in bodies and \
+            "b%d" % (sent["b"] - 1) in bodies and \
+            "x%d" % (sent["x"] - 1) in notes and \
+            "y%d" % (sent["y"] - 1) in notes
+    wait(lasts, "the last messages and notifications", 30)
+    keep.all += keep.drain(settle=1.0)
+
+    bodies = [m["body"] for m in keep.all if m["body"]]
+    for t in "ab":
+        assert [b for b in bodies if b[0] == t] == \
+            ["%s%d" % (t, i) for i in range(sent[t])]
+    for t in "xy":
+        assert [n for n in notes if n[0] == t] == \
+            ["%s%d" % (t, i) for i in range(sent[t])]
+    assert [m for m in keep.all if m["type"] == "error"] == []
+    print("sent %r" % sent)
+
+
+def test_room_messages_in_the_window_arrive_in_order(appliance, pool):
+    """bob/m sits in a room with alice, who talks without pause while
+    bob/m resumes on the other worker again and again: bob gets every
+    room message once, in order.  The room then routes to the resumed
+    session itself: a message after the old session's forwarding ended
+    (30 s) still arrives."""
+    room = "window@" + MUC
+    alice = MucClient(pool, "alice@%s/r" % DOMAIN, "alice-pw",
+                      appliance.nginx.xmpp_port)
+    alice.join(room, "alice")
+    bob = MucClient(pool, "bob@%s/m" % DOMAIN, "bob-pw",
+                    appliance.nginx.xmpp_port, connect=False)
+    sm_setup(pool, bob)
+    bob.connect()
+    wait(lambda: bob.xmpp["xep_0198"].sm_id, "SM enabled")
+    bob.join(room, "bob")
+    bob.drain(bob.xmpp.groupchat, settle=0.5)
+
+    async def say(p):
+        alice.xmpp.make_message(mto=room, mbody="g%d" % p.count,
+                                mtype="groupchat").send()
+        p.count += 1
+        if p.fast:
+            # conclave_muc_rate (200/s): a burst, within the bucket
+            await asyncio.sleep(0.003)
+
+    talk = Pump(pool, say, 0.01)
+    time.sleep(0.3)
+    try:
+        resume_rounds(pool, appliance, bob, [talk], crossed_min=2)
+    finally:
+        n = talk.finish()
+
+    got = []
+
+    def last():
+        got.extend(bob.drain(bob.xmpp.groupchat, settle=0.1))
+        return any(m["body"] == "g%d" % (n - 1) for m in got)
+    wait(last, "the last room message", 30)
+    got.extend(bob.drain(bob.xmpp.groupchat, settle=1.0))
+    assert [m["body"] for m in got if m["from"].endswith("/alice")] == \
+        ["g%d" % i for i in range(n)]
+    # nobody left the room meanwhile
+    assert [p for p in bob.drain(bob.xmpp.presences, 0.1)
+            if p["type"] == "unavailable"] == []
+
+    # past the old sessions' forwarding (NGX_XMPP_SM_FORWARD, 30 s)
+    time.sleep(31)
+    alice.say(room, "late")
+    bob.wait_groupchat(lambda m: m["body"] == "late")
