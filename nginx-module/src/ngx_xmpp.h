@@ -878,6 +878,7 @@ void ngx_xmpp_metrics_message(void);
 void ngx_xmpp_metrics_signin(ngx_uint_t ok);
 void ngx_xmpp_metrics_console_forged(void);
 void ngx_xmpp_metrics_tls(ngx_uint_t record_layer);
+void ngx_xmpp_metrics_ipc(ngx_uint_t dropped);
 uint64_t ngx_xmpp_metrics_console_forged_total(void);
 void ngx_xmpp_metrics_sample(void);
 struct json_t *ngx_xmpp_metrics_status_json(void);

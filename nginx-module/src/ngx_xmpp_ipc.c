@@ -255,6 +255,7 @@ ngx_xmpp_ipc_sendto(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr, u_char *data,
     err = ngx_socket_errno;
 
     if (err == NGX_EAGAIN || err == ENOBUFS) {
+        ngx_xmpp_metrics_ipc(0);
         return NGX_AGAIN;
     }
 
@@ -467,6 +468,7 @@ ngx_xmpp_ipc_queue(ngx_pid_t pid, ngx_xmpp_ipc_hdr_t *hdr, u_char *data,
     need = (hdr->cmd == NGX_XMPP_IPC_PACKED) ? len : sizeof(rec) + len;
 
     if (ngx_xmpp_ipc_queued + need > NGX_XMPP_IPC_QUEUE_MAX) {
+        ngx_xmpp_metrics_ipc(1);
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "xmpp: inter-worker queue is full");
         return NGX_ERROR;

@@ -55,6 +55,8 @@ typedef struct {
     uint64_t               rate_count;
     uint64_t               rate_x1000;     /* messages per 1000 s */
     uint64_t               tls_path[2];    /* TLS: OpenSSL, record layer */
+    uint64_t               ipc_full;       /* a worker's queue was full */
+    uint64_t               ipc_dropped;    /* the sender's FIFO was too */
 } ngx_xmpp_metrics_shm_t;
 
 
@@ -218,6 +220,22 @@ ngx_xmpp_metrics_signin(ngx_uint_t ok)
     if (ngx_xmpp_metrics) {
         __atomic_add_fetch(ok ? &ngx_xmpp_metrics->signins_ok
                               : &ngx_xmpp_metrics->signins_failed,
+                           1, __ATOMIC_RELAXED);
+    }
+}
+
+
+/*
+ * The inter-worker channel (ngx_xmpp_ipc.c): a datagram found the
+ * receiving worker's queue full and waits in the sender's FIFO
+ * (dropped 0), or that FIFO was full too and a record was refused.
+ */
+void
+ngx_xmpp_metrics_ipc(ngx_uint_t dropped)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(dropped ? &ngx_xmpp_metrics->ipc_dropped
+                                   : &ngx_xmpp_metrics->ipc_full,
                            1, __ATOMIC_RELAXED);
     }
 }
@@ -477,6 +495,19 @@ ngx_xmpp_metrics_counters(u_char *p, u_char *end)
                      "{layer=\"record_layer\"} %uL\n",
                      ngx_xmpp_metrics_get(&m->tls_path[0]),
                      ngx_xmpp_metrics_get(&m->tls_path[1]));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_ipc_full_total",
+                                "counter", "Inter-worker sends that found "
+                                "the receiving worker's queue full and "
+                                "waited (retries included).");
+    p = ngx_slprintf(p, end, "conclave_ipc_full_total %uL\n",
+                     ngx_xmpp_metrics_get(&m->ipc_full));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_ipc_dropped_total",
+                                "counter", "Inter-worker records refused: "
+                                "the sender's queue (16 MiB) was full.");
+    p = ngx_slprintf(p, end, "conclave_ipc_dropped_total %uL\n",
+                     ngx_xmpp_metrics_get(&m->ipc_dropped));
 
     p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_requests_total",
                                 "counter", "Directory sign-in checks, by "
