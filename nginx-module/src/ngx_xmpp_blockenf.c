@@ -362,13 +362,28 @@ ngx_xmpp_blocking_inbound(ngx_xmpp_session_t *s, u_char *data, size_t len)
     }
 
     if (!bl->loaded) {
-        if (ngx_xmpp_blocking_wait(bl, data, len) == NGX_OK) {
-            return NGX_OK;
+        if (bl->unchecked
+            || ngx_xmpp_blocking_wait(bl, data, len) == NGX_OK)
+        {
+            /* unchecked: a release below, the stanza goes on */
+            return bl->unchecked ? NGX_DECLINED : NGX_OK;
         }
 
         ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
-                      "xmpp: too much for %V while its blocklist is read",
-                      &s->jid.full);
+                      "xmpp: too much for %V while its blocklist is read, "
+                      "%ui stanzas delivered unchecked", &s->jid.full,
+                      bl->npending + 1);
+
+        /*
+         * What waited goes first, unchecked like this one: a later
+         * stanza must not overtake an earlier one of the same sender
+         * (RFC 6120 10.1).  What comes next waits again.
+         */
+        bl->unchecked = 1;
+        ngx_xmpp_blocking_release(s);
+        bl->unchecked = 0;
+        bl->pending.max = NGX_XMPP_BLOCKING_PENDING_SIZE;
+
         return NGX_DECLINED;
     }
 

@@ -7,8 +7,10 @@
  *
  *   - the session reads the list once, when it is bound (or resumed),
  *     through the db adapter (a pool thread, a timer); stanzas for it
- *     that arrive meanwhile wait in a small bounded queue and are
- *     checked once the list is there;
+ *     that arrive meanwhile wait in a bounded queue and are checked
+ *     once the list is there (a resumed session gets a burst then:
+ *     XEP-0198's queue and what came meanwhile); past the bound they
+ *     go unchecked, but in their order;
  *   - <block/> and <unblock/> change the table, answer, then tell every
  *     session of the user, on whatever worker (IPC command
  *     NGX_XMPP_IPC_BLOCKING), which updates its copy and pushes the

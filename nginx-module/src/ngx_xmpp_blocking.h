@@ -13,8 +13,9 @@
 
 
 #define NGX_XMPP_BLOCKING_JID_MAX      512    /* the column's width */
-#define NGX_XMPP_BLOCKING_PENDING      64
-#define NGX_XMPP_BLOCKING_PENDING_SIZE (256 * 1024)
+/* a resumed session (XEP-0198) gets a burst while its list is read */
+#define NGX_XMPP_BLOCKING_PENDING      1024
+#define NGX_XMPP_BLOCKING_PENDING_SIZE (1024 * 1024)
 #define NGX_XMPP_BLOCKING_FROM_MAX     (3 * NGX_XMPP_JID_PART_MAX + 3)
 
 #define NGX_XMPP_BLOCKING_LOAD         0
@@ -34,6 +35,7 @@ struct ngx_xmpp_blocklist_s {
     unsigned               loaded:1;
     unsigned               requested:1;   /* the client asked for it */
     unsigned               stale:1;       /* changed while being read */
+    unsigned               unchecked:1;   /* the queue overflowed */
 };
 
 

@@ -568,7 +568,7 @@ ngx_xmpp_sm_ghost_handler(ngx_event_t *ev)
 ngx_int_t
 ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len)
 {
-    ngx_xmpp_session_t   *s;
+    ngx_xmpp_route_t      rt;
     ngx_xmpp_sm_ghost_t  *g;
 
     g = ngx_xmpp_sm_ghost_find(sid);
@@ -582,13 +582,15 @@ ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len)
                                      g->moved_sid, data, len);
         }
 
-        s = ngx_xmpp_session_find(g->moved_sid);
-        if (s == NULL) {
-            return NGX_DECLINED;
-        }
+        /*
+         * As any delivery to that session: the successor may itself be
+         * parked or moved on since (a chain of resumptions), or being
+         * resumed elsewhere.
+         */
+        rt.pid = ngx_pid;
+        rt.sid = g->moved_sid;
 
-        return ngx_xmpp_session_send(s, data, len) == NGX_OK ? NGX_OK
-                                                             : NGX_DECLINED;
+        return ngx_xmpp_router_to_session(g->ghost.conf, &rt, data, len);
     }
 
     if (!ngx_xmpp_sm_stanza(data, len)) {
