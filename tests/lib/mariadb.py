@@ -105,6 +105,7 @@ class MariaDB:
 
     def __init__(self, workdir, port=None):
         self.workdir = os.path.abspath(workdir)
+        self.fixed_port = port
         self.port = port or free_port()
         self.datadir = os.path.join(self.workdir, "data")
         self.rundir = os.path.join(self.workdir, "run")
@@ -133,8 +134,19 @@ class MariaDB:
         if not os.path.isdir(os.path.join(self.datadir, "mysql")):
             self._install_db()
         t1 = time.monotonic()
-        self._spawn()
-        self._wait_ready(timeout)
+        # the port was only checked free when drawn; another process can
+        # bind it first: draw again unless the caller fixed it
+        attempts = 1 if self.fixed_port else 3
+        for attempt in range(attempts):
+            self._spawn()
+            try:
+                self._wait_ready(timeout)
+                break
+            except MariaDBError:
+                if (attempt + 1 == attempts or self.proc.poll() is None
+                        or "Address already in use" not in self._run_log()):
+                    raise
+                self.port = free_port()
         t2 = time.monotonic()
         self._setup_sql()
         t3 = time.monotonic()
@@ -210,6 +222,10 @@ class MariaDB:
         rows = self.query(sql, database)
         return rows[0][0] if rows else None
 
+    def _run_log(self):
+        """The error log written since the last spawn."""
+        return self.error_log()[self._log_offset:]
+
     def error_log(self):
         try:
             with open(self.error_log_path, errors="replace") as f:
@@ -252,6 +268,7 @@ class MariaDB:
                                % (r.stdout[-2000:], r.stderr[-2000:]))
 
     def _spawn(self):
+        self._log_offset = len(self.error_log())
         args = [
             MARIADBD, "--no-defaults", "--user=root",
             "--datadir=" + self.datadir,
