@@ -169,7 +169,7 @@ void caud_hasher_free(caud_hasher_t *h);
 
 
 /* ------------------------------------------------------------------ */
-/* journal (caud_journal.c) */
+/* journal (caud_journal.c; the reader is caud_journal_read.c) */
 
 /*
  * One journal per writer (nginx worker): segment files

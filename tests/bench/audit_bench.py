@@ -144,7 +144,8 @@ def main():
         jb = os.path.join(BUILD, "journal_bench")
         cc(jb, [os.path.join(HERE, "journal_bench.c"),
                 os.path.join(AUDIT, "caud_record.c"),
-                os.path.join(AUDIT, "caud_journal.c")])
+                os.path.join(AUDIT, "caud_journal.c"),
+                os.path.join(AUDIT, "caud_journal_read.c")])
         d = tempfile.mkdtemp(prefix="journal-bench-", dir=BUILD)
         r = run([jb, d], capture_output=True, text=True)
         print(r.stdout + r.stderr)
@@ -167,8 +168,8 @@ def main():
                                 text=True).stdout.split()
         cc(vb, [os.path.join(HERE, "verify_bench.c")]
            + [os.path.join(AUDIT, f) for f in (
-               "caud_record.c", "caud_journal.c", "caud_journal_dir.c",
-               "caud_checkpoint.c", "caud_db.c", "caud_ship.c",
+               "caud_record.c", "caud_journal.c", "caud_journal_read.c",
+               "caud_journal_dir.c", "caud_checkpoint.c", "caud_db.c", "caud_ship.c",
                "caud_verify.c", "caud_verify_db.c", "caud_tomb.c")], libs,
            cflags)
         d = tempfile.mkdtemp(prefix="verify-bench-", dir=BUILD)

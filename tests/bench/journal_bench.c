@@ -4,6 +4,7 @@
  *
  *   cc -O2 -Iaudit/src -o build/journal_bench tests/bench/journal_bench.c \
  *       audit/src/caud_record.c audit/src/caud_journal.c \
+ *       audit/src/caud_journal_read.c \
  *       -lcrypto -ljansson -lpthread
  *   build/journal_bench [dir] [verify records]
  *

@@ -35,8 +35,8 @@ from mariadb import MariaDB  # noqa: E402
 
 BUILD = os.path.join(REPO, "build", "bench")
 AUDIT = os.path.join(REPO, "audit", "src")
-LIBS = ["caud_record.c", "caud_journal.c", "caud_journal_dir.c",
-        "caud_checkpoint.c"]
+LIBS = ["caud_record.c", "caud_journal.c", "caud_journal_read.c",
+        "caud_journal_dir.c", "caud_checkpoint.c"]
 
 
 def tune(db):

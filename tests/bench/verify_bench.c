@@ -5,7 +5,8 @@
  *   cc -O2 -Iaudit/src $(mariadb_config --cflags) \
  *       -o build/verify_bench tests/bench/verify_bench.c \
  *       audit/src/caud_record.c audit/src/caud_journal.c \
- *       audit/src/caud_journal_dir.c audit/src/caud_checkpoint.c \
+ *       audit/src/caud_journal_read.c audit/src/caud_journal_dir.c \
+ *       audit/src/caud_checkpoint.c \
  *       audit/src/caud_db.c audit/src/caud_ship.c audit/src/caud_verify.c \
  *       audit/src/caud_verify_db.c audit/src/caud_tomb.c \
  *       -lcrypto -ljansson -lpthread \

@@ -65,8 +65,8 @@ def jcli(tmp_path_factory):
         ["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-Werror", "-I" + AUDIT,
          "-o", out, os.path.join(TOP, "tests", "lib", "journal_cli.c")]
         + [os.path.join(AUDIT, f) for f in (
-            "caud_record.c", "caud_journal.c", "caud_journal_dir.c",
-            "caud_checkpoint.c")]
+            "caud_record.c", "caud_journal.c", "caud_journal_read.c",
+            "caud_journal_dir.c", "caud_checkpoint.c")]
         + ["-lcrypto", "-ljansson", "-lpthread"], check=True)
     return out
 

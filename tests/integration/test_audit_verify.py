@@ -77,7 +77,8 @@ def _build_journal_cli(out):
     args = ["cc", "-std=gnu11", "-Wall", "-Iaudit/src"]
     args += SAN_FLAGS if SANITIZE else ["-O2"]
     args += ["-o", out, "tests/lib/journal_cli.c", "audit/src/caud_record.c",
-             "audit/src/caud_journal.c", "audit/src/caud_journal_dir.c",
+             "audit/src/caud_journal.c", "audit/src/caud_journal_read.c",
+             "audit/src/caud_journal_dir.c",
              "audit/src/caud_checkpoint.c", "-lcrypto", "-ljansson",
              "-lpthread"]
     r = subprocess.run(args, cwd=REPO, capture_output=True, text=True)

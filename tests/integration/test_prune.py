@@ -49,7 +49,8 @@ def store(tmp_path_factory):
     r = subprocess.run(
         ["cc", "-std=gnu11", "-O2", "-Iaudit/src", "-o", jcli,
          "tests/lib/journal_cli.c", "audit/src/caud_record.c",
-         "audit/src/caud_journal.c", "audit/src/caud_journal_dir.c",
+         "audit/src/caud_journal.c", "audit/src/caud_journal_read.c",
+         "audit/src/caud_journal_dir.c",
          "audit/src/caud_checkpoint.c", "-lcrypto", "-ljansson",
          "-lpthread"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -39,7 +39,8 @@
  *
  *   cc -Iaudit/src -o journal_cli tests/lib/journal_cli.c \
  *       audit/src/caud_record.c audit/src/caud_journal.c \
- *       audit/src/caud_journal_dir.c audit/src/caud_checkpoint.c \
+ *       audit/src/caud_journal_read.c audit/src/caud_journal_dir.c \
+ *       audit/src/caud_checkpoint.c \
  *       -lcrypto -ljansson -lpthread
  */
 
