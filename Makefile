@@ -192,7 +192,8 @@ npm-deps:
 #   <name>_test.libs    link flags, e.g. -lldap -llber
 #   <name>_test.cflags  extra compile flags
 # The files are shell words, so $$(pkg-config --libs x) works in them.
-# Each test prints "N passed, N failed"; a test that does not build,
+# Each test prints "N passed, N failed" (tests/unit/unit.h's
+# unit_report()); a test that does not build,
 # prints no such line, or exits non-zero counts as (one more) failure.
 
 UNIT_BUILD := $(TOP)/build/unit

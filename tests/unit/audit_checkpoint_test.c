@@ -23,27 +23,10 @@
 #include <openssl/pem.h>
 
 #include "caud.h"
+#include "unit.h"
 
 
 #define ORIGIN  "conclave.example.com/audit/0"
-
-
-static int  passed;
-static int  failed;
-
-
-static void
-check(int ok, const char *group, const char *name, const char *detail)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL %s: %s%s%s\n", group, name, detail ? ": " : "",
-           detail ? detail : "");
-}
 
 
 static int
@@ -628,7 +611,5 @@ main(void)
 
     nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

@@ -16,24 +16,7 @@
 #include <unistd.h>
 
 #include "caud.h"
-
-
-static int  passed;
-static int  failed;
-
-
-static void
-check(int ok, const char *name, const char *detail)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL flat: %s%s%s\n", name, detail ? ": " : "",
-           detail ? detail : "");
-}
+#include "unit.h"
 
 
 /* the same record through jansson, "seq" set as the journal sets it */
@@ -97,7 +80,7 @@ same(const char *name, const caud_flat_t *r, uint64_t seq)
              y.data ? (char *) y.data : "");
 
     check(a == 0 && b == 0 && x.len == y.len
-          && memcmp(x.data, y.data, x.len) == 0, name, detail);
+          && memcmp(x.data, y.data, x.len) == 0, "flat", name, detail);
 
     caud_buf_free(&x);
     caud_buf_free(&y);
@@ -110,7 +93,7 @@ refused(const char *name, const caud_flat_t *r)
     caud_buf_t  x = { 0 }, y = { 0 };
 
     check(jansson_bytes(r, 1, &x) != 0 && caud_flat_encode(r, 1, &y) != 0
-          && y.len == 0, name, NULL);
+          && y.len == 0, "flat", name, NULL);
 
     caud_buf_free(&x);
     caud_buf_free(&y);
@@ -237,7 +220,7 @@ test_strings(void)
         json_decref(o);
     }
 
-    check(!bad, "5,000 strings encoded as jansson dumps them", NULL);
+    check(!bad, "flat", "5,000 strings encoded as jansson dumps them", NULL);
     caud_buf_free(&x);
 }
 
@@ -291,12 +274,12 @@ test_journal(void)
     caud_journal_t  *j;
 
     if (mkdtemp(dir) == NULL) {
-        check(0, "journal: temp dir", NULL);
+        check(0, "flat", "journal: temp dir", NULL);
         return;
     }
 
     rc = caud_journal_open(dir, 0, NULL, &j, err, sizeof(err));
-    check(rc == 0, "journal: open", err);
+    check(rc == 0, "flat", "journal: open", err);
     if (rc != 0) {
         return;
     }
@@ -309,38 +292,38 @@ test_journal(void)
 
     for (i = 1; i <= 5; i++) {
         r.ts_utc_us = (int64_t) i;
-        check(caud_journal_append_flat(j, &r, &seq) == 0 && seq == i,
+        check(caud_journal_append_flat(j, &r, &seq) == 0 && seq == i, "flat",
               "journal: append", caud_journal_error(j));
     }
 
     r.params[0].s = "\xc0\xaf";
     r.params[0].len = 2;
     check(caud_journal_append_flat(j, &r, &seq) != 0
-          && caud_journal_last_seq(j) == 5, "journal: a refused record "
+          && caud_journal_last_seq(j) == 5, "flat", "journal: a refused record "
           "takes no seq", NULL);
 
     r.params[0] = (caud_flat_param_t) { "body", "hello", 5 };
     r.ts_utc_us = 6;
-    check(caud_journal_append_flat(j, &r, &seq) == 0 && seq == 6,
+    check(caud_journal_append_flat(j, &r, &seq) == 0 && seq == 6, "flat",
           "journal: appends after a refusal", caud_journal_error(j));
 
-    check(caud_journal_close(j, err, sizeof(err)) == 0, "journal: close",
-          err);
+    check(caud_journal_close(j, err, sizeof(err)) == 0, "flat",
+          "journal: close", err);
 
     /* the chain verifies from the genesis, and the stored bytes are the
      * jansson path's */
     rc = caud_reader_open(dir, 0, 1, &rd, err, sizeof(err));
-    check(rc == 0, "journal: reader", err);
+    check(rc == 0, "flat", "journal: reader", err);
 
     for (i = 1; rc == 0 && caud_reader_next(rd, &f) == 1; i++) {
         r.ts_utc_us = (int64_t) i;
         x.len = 0;
         check(f.seq == i && jansson_bytes(&r, i, &x) == 0 && x.len == f.len
-              && memcmp(x.data, f.payload, f.len) == 0,
+              && memcmp(x.data, f.payload, f.len) == 0, "flat",
               "journal: stored bytes", NULL);
     }
 
-    check(i == 7, "journal: six records read back", NULL);
+    check(i == 7, "flat", "journal: six records read back", NULL);
 
     if (rc == 0) {
         caud_reader_close(rd);
@@ -350,7 +333,7 @@ test_journal(void)
 
     snprintf(err, sizeof(err), "rm -rf '%s'", dir);
     if (system(err) != 0) {
-        check(0, "journal: cleanup", dir);
+        check(0, "flat", "journal: cleanup", dir);
     }
 }
 
@@ -363,7 +346,5 @@ main(void)
     test_refused();
     test_journal();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

@@ -26,24 +26,7 @@
 #include <unistd.h>
 
 #include "caud.h"
-
-
-static int  passed;
-static int  failed;
-
-
-static void
-check(int ok, const char *group, const char *name, const char *detail)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL %s: %s%s%s\n", group, name, detail ? ": " : "",
-           detail ? detail : "");
-}
+#include "unit.h"
 
 
 /* ------------------------------------------------------------------ */
@@ -1805,7 +1788,5 @@ main(void)
 
     rmtree(base);
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

@@ -18,27 +18,10 @@
 
 #include "caud.h"
 #include "cctl.h"
+#include "unit.h"
 
 
 #define NUL_  ((const char *) 1)      /* expect SQL NULL */
-
-
-static int  passed;
-static int  failed;
-
-
-static void
-check(int ok, const char *group, const char *name, const char *detail)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL %s: %s%s%s\n", group, name, detail ? ": " : "",
-           detail ? detail : "");
-}
 
 
 /* ------------------------------------------------------------------ */
@@ -547,7 +530,5 @@ main(void)
     test_checkpoint_parse();
     test_msec();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed != 0;
+    return unit_report();
 }

@@ -26,29 +26,12 @@
 #include <unistd.h>
 
 #include "caud.h"
+#include "unit.h"
 
 
 #define PREFIX   "conclave.example.com/audit/n1"
 #define NREC     12
 #define SEGSIZE  1600          /* 3 frames of ~500 bytes a segment */
-
-
-static int  passed;
-static int  failed;
-
-
-static void
-check(int ok, const char *group, const char *name, const char *detail)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL %s: %s%s%s\n", group, name, detail ? ": " : "",
-           detail ? detail : "");
-}
 
 
 /* ------------------------------------------------------------------ */
@@ -644,7 +627,5 @@ main(void)
     caud_signer_free(fx.signer);
     rmtree(fx.base);
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

@@ -10,22 +10,7 @@
 #include <string.h>
 
 #include "ngx_xmpp_proto.h"
-
-
-static int  passed, failed;
-
-
-#define check(cond, ...)                                                   \
-    do {                                                                   \
-        if (cond) {                                                        \
-            passed++;                                                      \
-        } else {                                                           \
-            failed++;                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-        }                                                                  \
-    } while (0)
+#include "unit.h"
 
 
 #define NS  "xmlns='http://jabber.org/protocol/httpbind'"
@@ -74,9 +59,9 @@ test_bodies(void)
     for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         rc = ngx_xmpp_bosh_body_parse(&b, (const unsigned char *)
                                       bodies[i].xml, strlen(bodies[i].xml));
-        check(rc == bodies[i].ok, "body %zu: %d (%s)", i, rc,
+        checkf(rc == bodies[i].ok, "body %zu: %d (%s)", i, rc,
               b.error ? b.error : "-");
-        check(rc == 0 || b.error != NULL, "body %zu: no reason", i);
+        checkf(rc == 0 || b.error != NULL, "body %zu: no reason", i);
         ngx_xmpp_bosh_body_free(&b);
     }
 }
@@ -91,22 +76,22 @@ test_attributes(void)
     xml = "<body rid='42' sid='abc' wait='7200' hold='3' pause='30' "
           "type='terminate' xmpp:restart='true' " NS " " XB "/>";
 
-    check(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
+    checkf(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
                                    strlen(xml)) == 0, "attributes");
-    check(b.rid == 42, "rid %llu", (unsigned long long) b.rid);
-    check(b.sid_len == 3 && memcmp(b.sid, "abc", 3) == 0, "sid");
-    check(b.wait == 3600, "wait capped: %u", b.wait);
-    check(b.hold == 1, "hold capped: %d", b.hold);
-    check(b.pause == 30, "pause %u", b.pause);
-    check(b.terminate && b.restart, "type and restart");
-    check(ngx_xmpp_bosh_body_next(&b) == 0, "no children");
+    checkf(b.rid == 42, "rid %llu", (unsigned long long) b.rid);
+    checkf(b.sid_len == 3 && memcmp(b.sid, "abc", 3) == 0, "sid");
+    checkf(b.wait == 3600, "wait capped: %u", b.wait);
+    checkf(b.hold == 1, "hold capped: %d", b.hold);
+    checkf(b.pause == 30, "pause %u", b.pause);
+    checkf(b.terminate && b.restart, "type and restart");
+    checkf(ngx_xmpp_bosh_body_next(&b) == 0, "no children");
     ngx_xmpp_bosh_body_free(&b);
 
     /* restart only in the xbosh namespace */
     xml = "<body rid='1' restart='true' " NS "/>";
-    check(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
+    checkf(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
                                    strlen(xml)) == 0, "restart");
-    check(!b.restart && !b.terminate && b.hold == -1 && b.wait == 0
+    checkf(!b.restart && !b.terminate && b.hold == -1 && b.wait == 0
           && b.sid_len == 0, "defaults");
     ngx_xmpp_bosh_body_free(&b);
 }
@@ -124,11 +109,11 @@ test_children(void)
           "<j:iq type='get' id='1'/>"
           "<presence/></body>";
 
-    check(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
+    checkf(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
                                    strlen(xml)) == 0, "children");
 
-    check(ngx_xmpp_bosh_body_next(&b) == 1, "first child");
-    check(b.child_len == strlen("<message xmlns=\"jabber:client\" "
+    checkf(ngx_xmpp_bosh_body_next(&b) == 1, "first child");
+    checkf(b.child_len == strlen("<message xmlns=\"jabber:client\" "
                                 "to=\"a@b\"><body>x &amp; y</body>"
                                 "</message>")
           && memcmp(b.child, "<message xmlns=\"jabber:client\" to=\"a@b\">"
@@ -136,18 +121,18 @@ test_children(void)
           "message: %.*s", (int) b.child_len, b.child);
 
     /* a prefix declared on <body/> is declared on the copy */
-    check(ngx_xmpp_bosh_body_next(&b) == 1, "second child");
-    check(strstr((const char *) b.child, "xmlns:j=\"jabber:client\"")
+    checkf(ngx_xmpp_bosh_body_next(&b) == 1, "second child");
+    checkf(strstr((const char *) b.child, "xmlns:j=\"jabber:client\"")
           != NULL, "iq: %.*s", (int) b.child_len, b.child);
 
     /* no xmlns of its own: in the httpbind namespace, and says so */
-    check(ngx_xmpp_bosh_body_next(&b) == 1, "third child");
-    check(strstr((const char *) b.child,
+    checkf(ngx_xmpp_bosh_body_next(&b) == 1, "third child");
+    checkf(strstr((const char *) b.child,
                  "xmlns=\"http://jabber.org/protocol/httpbind\"") != NULL,
           "presence: %.*s", (int) b.child_len, b.child);
 
-    check(ngx_xmpp_bosh_body_next(&b) == 0, "end");
-    check(ngx_xmpp_bosh_body_next(&b) == 0, "end again");
+    checkf(ngx_xmpp_bosh_body_next(&b) == 0, "end");
+    checkf(ngx_xmpp_bosh_body_next(&b) == 0, "end again");
     ngx_xmpp_bosh_body_free(&b);
 }
 
@@ -161,26 +146,26 @@ test_sid(void)
     const char  *sid;
 
     sid = "0000abcd000000000000002a0123456789abcdef0123456789abcdef";
-    check(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == 0
+    checkf(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == 0
           && pid == 0xabcd && id == 42 && key == sid + 24, "sid");
 
-    check(ngx_xmpp_bosh_sid_split(sid, strlen(sid) - 1, &pid, &id, &key)
+    checkf(ngx_xmpp_bosh_sid_split(sid, strlen(sid) - 1, &pid, &id, &key)
           == -1, "short sid");
 
     sid = "0000abcd000000000000002a0123456789ABCDEF0123456789abcdef";
-    check(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
+    checkf(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
           "upper case");
 
     sid = "00000000000000000000002a0123456789abcdef0123456789abcdef";
-    check(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
+    checkf(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
           "pid 0");
 
     sid = "0000abcd00000000000000000123456789abcdef0123456789abcdef";
-    check(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
+    checkf(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
           "id 0");
 
     sid = "0000abcd000000000000002a0123456789abcdef0123456789abcdeg";
-    check(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
+    checkf(ngx_xmpp_bosh_sid_split(sid, strlen(sid), &pid, &id, &key) == -1,
           "bad key");
 }
 
@@ -193,7 +178,5 @@ main(void)
     test_children();
     test_sid();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

@@ -18,6 +18,7 @@
 #include <openssl/sha.h>
 
 #include "cdir_int.h"
+#include "unit.h"
 
 
 #define NOWHERE  "ldap://127.0.0.1:1"
@@ -55,25 +56,8 @@ typedef struct {
 } create_case_t;
 
 
-static int  passed;
-static int  failed;
-
 static char  long_login[CDIR_MAX_LOGIN + 2];
 static char  long_pw[CDIR_MAX_PASSWORD + 2];
-
-
-static void
-check(int ok, const char *group, const char *name, const char *detail)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL %s: %s%s%s\n", group, name, detail ? ": " : "",
-           detail ? detail : "");
-}
 
 
 static const escape_case_t  escape_cases[] = {
@@ -447,7 +431,5 @@ main(void)
     test_create_options();
     test_input();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

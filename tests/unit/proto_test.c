@@ -10,22 +10,7 @@
 #include <stdlib.h>
 
 #include "ngx_xmpp_proto.h"
-
-
-static int  passed, failed;
-
-
-#define check(cond, ...)                                                   \
-    do {                                                                   \
-        if (cond) {                                                        \
-            passed++;                                                      \
-        } else {                                                           \
-            failed++;                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-        }                                                                  \
-    } while (0)
+#include "unit.h"
 
 
 /* builds a masked client frame */
@@ -120,7 +105,7 @@ test_ws(void)
     for (slice = 1; slice <= 8; slice++) {
         n = frame(buf, 1, 1, "<iq/>", 5, 1);
         ev = run(buf, n, slice, 1024, text, &code, &msgs);
-        check(msgs == 1 && strcmp(text, "<iq/>") == 0,
+        checkf(msgs == 1 && strcmp(text, "<iq/>") == 0,
               "text message, slice %zu: got \"%s\" msgs %d", slice, text,
               msgs);
     }
@@ -129,109 +114,109 @@ test_ws(void)
     n = frame(buf, 0, 1, "<mess", 5, 1);
     n += frame(buf + n, 1, 9, "hb", 2, 1);
     ev = run(buf, n, 3, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_NEED_MORE, "ping mid-message");
+    checkf(ev == NGX_XMPP_WS_EV_NEED_MORE, "ping mid-message");
     /* the decoder unmasks in place: build the frames again */
     n = frame(buf, 0, 1, "<mess", 5, 1);
     n += frame(buf + n, 1, 9, "hb", 2, 1);
     n += frame(buf + n, 1, 0, "age/>", 5, 1);
     ev = run(buf, n, 3, 1024, text, &code, &msgs);
-    check(msgs == 1 && strcmp(text, "<message/>") == 0,
+    checkf(msgs == 1 && strcmp(text, "<message/>") == 0,
           "fragmented message: \"%s\"", text);
 
     /* 16-bit and 64-bit lengths */
     memset(big, 'a', 300);
     n = frame(buf, 1, 1, big, 300, 1);
     ev = run(buf, n, 7, 1024, text, &code, &msgs);
-    check(msgs == 1 && strlen(text) == 300, "16-bit length");
+    checkf(msgs == 1 && strlen(text) == 300, "16-bit length");
 
     memset(big, 'b', 66000);
     n = frame(buf, 1, 1, big, 66000, 1);
     ev = run(buf, n, 4096, 100000, text, &code, &msgs);
-    check(msgs == 1 && strlen(text) == 66000, "64-bit length");
+    checkf(msgs == 1 && strlen(text) == 66000, "64-bit length");
 
     /* over the message limit: 1009 */
     ev = run(buf, n, 4096, 65535, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1009, "too big: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1009, "too big: %u", code);
 
     /* unmasked client frame: 1002 (RFC 6455 5.1) */
     n = frame(buf, 1, 1, "<iq/>", 5, 0);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "unmasked: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "unmasked: %u", code);
 
     /* reserved opcodes and RSV bits: 1002 */
     n = frame(buf, 1, 3, "x", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "opcode 3: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "opcode 3: %u", code);
 
     n = frame(buf, 1, 0xb, "x", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "opcode b: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "opcode b: %u", code);
 
     n = frame(buf, 1, 1, "x", 1, 1);
     buf[0] |= 0x40;
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "rsv1: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "rsv1: %u", code);
 
     /* binary frames are not XMPP (RFC 7395 3.2): 1003 */
     n = frame(buf, 1, 2, "x", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1003, "binary: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1003, "binary: %u", code);
 
     /* continuation without a start, and a new start inside a message */
     n = frame(buf, 1, 0, "x", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "orphan cont: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "orphan cont: %u", code);
 
     n = frame(buf, 0, 1, "x", 1, 1);
     n += frame(buf + n, 1, 1, "y", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "nested text: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "nested text: %u", code);
 
     /* fragmented or long control frames: 1002 */
     n = frame(buf, 0, 9, "x", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "frag ping: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "frag ping: %u", code);
 
     memset(big, 'p', 126);
     n = frame(buf, 1, 9, big, 126, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "long ping: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "long ping: %u", code);
 
     /* bad UTF-8, also split across fragments: 1007 */
     n = frame(buf, 1, 1, "\xc0\xaf", 2, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1007, "overlong: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1007, "overlong: %u", code);
 
     n = frame(buf, 0, 1, "a\xe2\x82", 3, 1);
     n += frame(buf + n, 1, 0, "\xac", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(msgs == 1 && strcmp(text, "a\xe2\x82\xac") == 0,
+    checkf(msgs == 1 && strcmp(text, "a\xe2\x82\xac") == 0,
           "euro sign split across frames");
 
     n = frame(buf, 1, 1, "a\xe2\x82", 3, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1007, "truncated: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1007, "truncated: %u", code);
 
     n = frame(buf, 1, 1, "\xed\xa0\x80", 3, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1007, "surrogate: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1007, "surrogate: %u", code);
 
     /* close frames (RFC 6455 5.5.1, 7.4) */
     n = frame(buf, 1, 8, "\x03\xe8" "bye", 5, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_CLOSE && code == 1000, "close 1000: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_CLOSE && code == 1000, "close 1000: %u", code);
 
     n = frame(buf, 1, 8, "", 0, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_CLOSE && code == 0, "empty close: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_CLOSE && code == 0, "empty close: %u", code);
 
     n = frame(buf, 1, 8, "\x03", 1, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "1-byte close");
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "1-byte close");
 
     n = frame(buf, 1, 8, "\x03\xed", 2, 1);
     ev = run(buf, n, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "close 1005 is "
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "close 1005 is "
           "not sendable: %u", code);
 
     /* 64-bit length with the top bit set */
@@ -240,14 +225,14 @@ test_ws(void)
     memset(buf + 2, 0xff, 8);
     memset(buf + 10, 0, 4);
     ev = run(buf, 14, 64, 1024, text, &code, &msgs);
-    check(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "63-bit len: %u", code);
+    checkf(ev == NGX_XMPP_WS_EV_ERROR && code == 1002, "63-bit len: %u", code);
 
     /* the encoder */
-    check(ngx_xmpp_ws_frame_header(buf, 1, 125) == 2 && buf[1] == 125,
+    checkf(ngx_xmpp_ws_frame_header(buf, 1, 125) == 2 && buf[1] == 125,
           "short header");
-    check(ngx_xmpp_ws_frame_header(buf, 1, 126) == 4 && buf[1] == 126,
+    checkf(ngx_xmpp_ws_frame_header(buf, 1, 126) == 4 && buf[1] == 126,
           "16-bit header");
-    check(ngx_xmpp_ws_frame_header(buf, 1, 70000) == 10 && buf[1] == 127,
+    checkf(ngx_xmpp_ws_frame_header(buf, 1, 70000) == 10 && buf[1] == 127,
           "64-bit header");
 }
 
@@ -287,10 +272,10 @@ test_jid(void)
         int rc = ngx_xmpp_jid_split((const unsigned char *) cases[i].in,
                                     strlen(cases[i].in), &j);
 
-        check(rc == cases[i].ok, "jid \"%s\": rc %d", cases[i].in, rc);
+        checkf(rc == cases[i].ok, "jid \"%s\": rc %d", cases[i].in, rc);
 
         if (rc == 0 && cases[i].ok == 0) {
-            check(j.local_len == strlen(cases[i].local)
+            checkf(j.local_len == strlen(cases[i].local)
                   && memcmp(j.local ? (const char *) j.local : "",
                             cases[i].local, j.local_len) == 0
                   && j.domain_len == strlen(cases[i].domain)
@@ -307,7 +292,7 @@ test_jid(void)
 
         memset(big, 'a', 1024);
         strcpy(big + 1024, "@x");
-        check(ngx_xmpp_jid_split((unsigned char *) big, strlen(big), &j)
+        checkf(ngx_xmpp_jid_split((unsigned char *) big, strlen(big), &j)
               == -1, "1024-byte localpart");
     }
 }
@@ -337,22 +322,22 @@ test_sasl(void)
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        check(ngx_xmpp_sasl_plain_parse((const unsigned char *) cases[i].msg,
+        checkf(ngx_xmpp_sasl_plain_parse((const unsigned char *) cases[i].msg,
                                         cases[i].len, &p) == cases[i].ok,
               "sasl case %zu", i);
     }
 
     ngx_xmpp_sasl_plain_parse((const unsigned char *) "z\0alice\0pw", 10, &p);
-    check(p.authzid_len == 1 && p.authcid_len == 5 && p.passwd_len == 2
+    checkf(p.authzid_len == 1 && p.authcid_len == 5 && p.passwd_len == 2
           && memcmp(p.authcid, "alice", 5) == 0
           && memcmp(p.passwd, "pw", 2) == 0, "sasl fields");
 
     memset(big, 'a', sizeof(big));
     big[0] = '\0';
     big[300] = '\0';
-    check(ngx_xmpp_sasl_plain_parse((unsigned char *) big, 400, &p) == -1,
+    checkf(ngx_xmpp_sasl_plain_parse((unsigned char *) big, 400, &p) == -1,
           "authcid over 255 octets");
-    check(ngx_xmpp_sasl_plain_parse((unsigned char *) big, 1000, &p) == -1,
+    checkf(ngx_xmpp_sasl_plain_parse((unsigned char *) big, 1000, &p) == -1,
           "oversized message");
 }
 
@@ -364,7 +349,5 @@ main(void)
     test_jid();
     test_sasl();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }

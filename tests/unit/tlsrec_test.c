@@ -14,22 +14,7 @@
 #include <string.h>
 
 #include "ngx_xmpp_tlsrec.h"
-
-
-static int  passed, failed;
-
-
-#define check(cond, ...)                                                   \
-    do {                                                                   \
-        if (cond) {                                                        \
-            passed++;                                                      \
-        } else {                                                           \
-            failed++;                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                    \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-        }                                                                  \
-    } while (0)
+#include "unit.h"
 
 
 /* RFC 8448 section 3, verbatim */
@@ -96,8 +81,8 @@ pair(ngx_xmpp_tlsrec_t *srv, ngx_xmpp_tlsrec_t *cli, uint16_t suite,
     memset(a, 0x11, sizeof(a));
     memset(b, 0x22, sizeof(b));
 
-    check(ngx_xmpp_tlsrec_init(srv, suite, a, b, len) == 0, "init srv");
-    check(ngx_xmpp_tlsrec_init(cli, suite, b, a, len) == 0, "init cli");
+    checkf(ngx_xmpp_tlsrec_init(srv, suite, a, b, len) == 0, "init srv");
+    checkf(ngx_xmpp_tlsrec_init(cli, suite, b, a, len) == 0, "init cli");
 }
 
 
@@ -113,7 +98,7 @@ open1(ngx_xmpp_tlsrec_t *t, unsigned char *rec, size_t len, size_t *dlen,
     rc = ngx_xmpp_tlsrec_read(t, rec, len, &used, &data, dlen, alert);
 
     if (rc != NGX_XMPP_TLSREC_AGAIN && rc != NGX_XMPP_TLSREC_FATAL) {
-        check(used == len, "a record takes its own length");
+        checkf(used == len, "a record takes its own length");
     }
 
     return rc;
@@ -137,31 +122,31 @@ test_rfc8448(void)
     unhex(c_ap_secret, cs);
     unhex(s_ap_secret, ss);
 
-    check(ngx_xmpp_tlsrec_init(&srv, 0x1301, cs, ss, 32) == 0, "init");
-    check(ngx_xmpp_tlsrec_init(&cli, 0x1301, ss, cs, 32) == 0, "init cli");
+    checkf(ngx_xmpp_tlsrec_init(&srv, 0x1301, cs, ss, 32) == 0, "init");
+    checkf(ngx_xmpp_tlsrec_init(&cli, 0x1301, ss, cs, 32) == 0, "init cli");
 
     /* RFC 8446 7.3 keys, as the trace derives them */
     n = unhex(c_key, want);
-    check(n == 16 && memcmp(srv.rd.key, want, 16) == 0, "client write key");
+    checkf(n == 16 && memcmp(srv.rd.key, want, 16) == 0, "client write key");
     n = unhex(c_iv, want);
-    check(n == 12 && memcmp(srv.rd.iv, want, 12) == 0, "client write iv");
+    checkf(n == 12 && memcmp(srv.rd.iv, want, 12) == 0, "client write iv");
     n = unhex(s_key, want);
-    check(n == 16 && memcmp(srv.wr.key, want, 16) == 0, "server write key");
+    checkf(n == 16 && memcmp(srv.wr.key, want, 16) == 0, "server write key");
     n = unhex(s_iv, want);
-    check(n == 12 && memcmp(srv.wr.iv, want, 12) == 0, "server write iv");
+    checkf(n == 12 && memcmp(srv.wr.iv, want, 12) == 0, "server write iv");
 
     /* the client's record opens to 00 01 .. 31 */
     n = unhex(c_app_record, rec);
-    check(n == 72, "client record is 72 octets");
+    checkf(n == 72, "client record is 72 octets");
     memcpy(want, rec, n);
 
     rc = ngx_xmpp_tlsrec_read(&srv, rec, n, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_DATA && used == 72 && dlen == 50
+    checkf(rc == NGX_XMPP_TLSREC_DATA && used == 72 && dlen == 50
           && memcmp(data, payload, 50) == 0, "client record opens: %d", rc);
 
     /* and the client side seals the payload to the same bytes */
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_APPDATA, payload, 50, out);
-    check(n == 72 && memcmp(out, want, 72) == 0, "client record re-sealed");
+    checkf(n == 72 && memcmp(out, want, 72) == 0, "client record re-sealed");
 
     /*
      * The server sent its NewSessionTicket at sequence 0 in the trace,
@@ -170,21 +155,21 @@ test_rfc8448(void)
     srv.wr.seq = 1;
     n = ngx_xmpp_tlsrec_seal(&srv, NGX_XMPP_TLSREC_APPDATA, payload, 50, out);
     unhex(s_app_record, want);
-    check(n == 72 && memcmp(out, want, 72) == 0, "server record sealed");
+    checkf(n == 72 && memcmp(out, want, 72) == 0, "server record sealed");
 
     cli.rd.seq = 1;
     memcpy(rec, want, 72);
     rc = open1(&cli, rec, 72, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_DATA && dlen == 50, "server record opens");
+    checkf(rc == NGX_XMPP_TLSREC_DATA && dlen == 50, "server record opens");
 
     /* the client's close_notify (its record 1), then the server's (2) */
     n = unhex(c_alert_record, rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CLOSE, "client close_notify: %d", rc);
+    checkf(rc == NGX_XMPP_TLSREC_CLOSE, "client close_notify: %d", rc);
 
     n = ngx_xmpp_tlsrec_alert(&srv, NGX_XMPP_TLSREC_CLOSE_NOTIFY, out);
     unhex(s_alert_record, want);
-    check(n == 24 && memcmp(out, want, 24) == 0, "server close_notify");
+    checkf(n == 24 && memcmp(out, want, 24) == 0, "server close_notify");
 
     ngx_xmpp_tlsrec_wipe(&srv);
     ngx_xmpp_tlsrec_wipe(&cli);
@@ -206,7 +191,7 @@ test_suites(void)
     big = malloc(NGX_XMPP_TLSREC_PLAIN);
     rec = malloc(NGX_XMPP_TLSREC_MAX + 64);
     if (big == NULL || rec == NULL) {
-        check(0, "malloc");
+        checkf(0, "malloc");
         exit(1);
     }
 
@@ -214,8 +199,8 @@ test_suites(void)
         big[i] = (unsigned char) (i * 7);
     }
 
-    check(!ngx_xmpp_tlsrec_suite_supported(0x1304), "CCM is not ours");
-    check(ngx_xmpp_tlsrec_init(&srv, 0x1302, big, big, 32) == -1,
+    checkf(!ngx_xmpp_tlsrec_suite_supported(0x1304), "CCM is not ours");
+    checkf(ngx_xmpp_tlsrec_init(&srv, 0x1302, big, big, 32) == -1,
           "a SHA-384 suite needs a 48-byte secret");
 
     for (i = 0; i < 3; i++) {
@@ -223,10 +208,10 @@ test_suites(void)
 
         n = ngx_xmpp_tlsrec_seal(&srv, NGX_XMPP_TLSREC_APPDATA, big,
                                  NGX_XMPP_TLSREC_PLAIN, rec);
-        check(n == NGX_XMPP_TLSREC_SEALED(NGX_XMPP_TLSREC_PLAIN), "size");
+        checkf(n == NGX_XMPP_TLSREC_SEALED(NGX_XMPP_TLSREC_PLAIN), "size");
 
         rc = ngx_xmpp_tlsrec_read(&cli, rec, n, &used, &data, &dlen, &alert);
-        check(rc == NGX_XMPP_TLSREC_DATA && dlen == NGX_XMPP_TLSREC_PLAIN
+        checkf(rc == NGX_XMPP_TLSREC_DATA && dlen == NGX_XMPP_TLSREC_PLAIN
               && memcmp(data, big, dlen) == 0, "%s: 2^14 bytes",
               ngx_xmpp_tlsrec_suite_name(&srv));
 
@@ -234,22 +219,22 @@ test_suites(void)
         memcpy(big + 100, "\x17\0\0\0\0\0", 6);
         n = ngx_xmpp_tlsrec_seal(&cli, 0, big, 106, rec);
         rc = open1(&srv, rec, n, &dlen, &alert);
-        check(rc == NGX_XMPP_TLSREC_DATA && dlen == 100, "padding");
+        checkf(rc == NGX_XMPP_TLSREC_DATA && dlen == 100, "padding");
 
         n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_APPDATA, big, 0, rec);
         rc = open1(&srv, rec, n, &dlen, &alert);
-        check(rc == NGX_XMPP_TLSREC_DATA && dlen == 0, "empty data");
+        checkf(rc == NGX_XMPP_TLSREC_DATA && dlen == 0, "empty data");
 
         /* a record in slices: nothing until it is whole */
         n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_APPDATA, big, 300,
                                  rec);
         rc = ngx_xmpp_tlsrec_read(&srv, rec, 3, &used, &data, &dlen, &alert);
-        check(rc == NGX_XMPP_TLSREC_AGAIN && used == 0, "3 bytes");
+        checkf(rc == NGX_XMPP_TLSREC_AGAIN && used == 0, "3 bytes");
         rc = ngx_xmpp_tlsrec_read(&srv, rec, n - 1, &used, &data, &dlen,
                                   &alert);
-        check(rc == NGX_XMPP_TLSREC_AGAIN && used == 0, "all but one");
+        checkf(rc == NGX_XMPP_TLSREC_AGAIN && used == 0, "all but one");
         rc = open1(&srv, rec, n, &dlen, &alert);
-        check(rc == NGX_XMPP_TLSREC_DATA && dlen == 300, "whole");
+        checkf(rc == NGX_XMPP_TLSREC_DATA && dlen == 300, "whole");
 
         for (n = 0; n < NGX_XMPP_TLSREC_PLAIN; n++) {
             big[n] = (unsigned char) (n * 7);
@@ -279,55 +264,55 @@ test_keyupdate(void)
     memcpy(old, srv.rd.secret, 32);
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_HANDSHAKE, ku_not, 5, rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL && !srv.update_owed
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL && !srv.update_owed
           && srv.rd.seq == 0 && memcmp(old, srv.rd.secret, 32) != 0,
           "KeyUpdate(not requested)");
-    check(ngx_xmpp_tlsrec_pre_data(&srv, rec) == 0, "nothing owed");
+    checkf(ngx_xmpp_tlsrec_pre_data(&srv, rec) == 0, "nothing owed");
 
     /* the client uses its new key: 7.2 */
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_APPDATA,
                              (unsigned char *) "x", 1, rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_BAD_RECORD_MAC,
           "the client's old key no longer opens");
 
     pair(&srv, &cli, 0x1303, 32);
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_HANDSHAKE, ku_req, 5, rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL && srv.update_owed, "requested");
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL && srv.update_owed, "requested");
 
     /* the client's own side of 7.2, mirrored */
     cli.wr = srv.rd;
 
     /* ours goes first, under the old key, then data under the new one */
     n = ngx_xmpp_tlsrec_pre_data(&srv, rec);
-    check(n == NGX_XMPP_TLSREC_KU_LEN && !srv.update_owed, "our KeyUpdate");
+    checkf(n == NGX_XMPP_TLSREC_KU_LEN && !srv.update_owed, "our KeyUpdate");
     rc = open1(&cli, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL && !cli.update_owed,
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL && !cli.update_owed,
           "the client reads ours: %d", rc);
     n = ngx_xmpp_tlsrec_seal(&srv, NGX_XMPP_TLSREC_APPDATA,
                              (unsigned char *) "hello", 5, rec);
     rc = open1(&cli, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_DATA && dlen == 5, "data under new key");
+    checkf(rc == NGX_XMPP_TLSREC_DATA && dlen == 5, "data under new key");
 
     /* 5.5: our own key is worn after 2^24 records */
     srv.wr.seq = NGX_XMPP_TLSREC_REKEY;
     n = ngx_xmpp_tlsrec_pre_data(&srv, rec);
-    check(n == NGX_XMPP_TLSREC_KU_LEN && srv.wr.seq == 0, "rekey at 2^24");
+    checkf(n == NGX_XMPP_TLSREC_KU_LEN && srv.wr.seq == 0, "rekey at 2^24");
     cli.rd.seq = NGX_XMPP_TLSREC_REKEY;
     rc = open1(&cli, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL, "the client follows");
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL, "the client follows");
 
     /* 5.1: a KeyUpdate in two fragments is legal */
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_HANDSHAKE, ku_not, 2,
                              rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL && srv.hs_len == 2, "fragment 1");
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL && srv.hs_len == 2, "fragment 1");
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_HANDSHAKE, ku_not + 2, 3,
                              rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL && srv.hs_len == 0
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL && srv.hs_len == 0
           && srv.rd.seq == 0, "fragment 2 completes it");
 
     ngx_xmpp_tlsrec_wipe(&srv);
@@ -387,11 +372,11 @@ test_bad_inner(void)
                                  (const unsigned char *) cases[i].content,
                                  cases[i].len, rec);
         rc = open1(&srv, rec, n, &dlen, &alert);
-        check(rc == NGX_XMPP_TLSREC_FATAL && alert == cases[i].alert,
+        checkf(rc == NGX_XMPP_TLSREC_FATAL && alert == cases[i].alert,
               "%s: rc %d alert %u", cases[i].name, rc, alert);
     }
 
-    check(srv.peer_alert == 40, "the client's alert is kept for the log");
+    checkf(srv.peer_alert == 40, "the client's alert is kept for the log");
 
     /* 5.1: data between two fragments of a handshake message */
     pair(&srv, &cli, 0x1301, 32);
@@ -401,7 +386,7 @@ test_bad_inner(void)
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_APPDATA,
                              (const unsigned char *) "x", 1, rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_UNEXPECTED_MESSAGE, "interleaved");
 
     /* user_canceled is not fatal (6.1) */
@@ -409,7 +394,7 @@ test_bad_inner(void)
     n = ngx_xmpp_tlsrec_seal(&cli, NGX_XMPP_TLSREC_ALERT,
                              (const unsigned char *) "\1\132", 2, rec);
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_CONTROL, "user_canceled");
+    checkf(rc == NGX_XMPP_TLSREC_CONTROL, "user_canceled");
 }
 
 
@@ -424,7 +409,7 @@ test_bad_outer(void)
 
     rec = calloc(1, NGX_XMPP_TLSREC_MAX + 64);
     if (rec == NULL) {
-        check(0, "calloc");
+        checkf(0, "calloc");
         exit(1);
     }
 
@@ -435,7 +420,7 @@ test_bad_outer(void)
                              (const unsigned char *) "secret", 6, rec);
     rec[10] ^= 1;
     rc = ngx_xmpp_tlsrec_read(&srv, rec, n, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_BAD_RECORD_MAC && srv.rd.seq == 0
           && memcmp(rec + 5, "secret", 6) != 0, "flipped body byte");
 
@@ -444,40 +429,40 @@ test_bad_outer(void)
                              (const unsigned char *) "secret", 6, rec);
     rec[n - 1] ^= 0x80;
     rc = open1(&srv, rec, n, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_BAD_RECORD_MAC, "flipped tag byte");
 
     /* 5.2 header checks, on the header alone */
     memcpy(rec, "\x17\x03\x03\x41\x01", 5);
     rc = ngx_xmpp_tlsrec_read(&srv, rec, 5, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_RECORD_OVERFLOW, "2^14 + 257");
 
     memcpy(rec, "\x16\x03\x03\x00\x20", 5);
     rc = ngx_xmpp_tlsrec_read(&srv, rec, 5, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_UNEXPECTED_MESSAGE, "plaintext hs");
 
     memcpy(rec, "\x14\x03\x03\x00\x01\x01", 6);
     rc = ngx_xmpp_tlsrec_read(&srv, rec, 6, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_UNEXPECTED_MESSAGE, "CCS after hs");
 
     memcpy(rec, "\x17\x03\x01\x00\x20", 5);
     rc = ngx_xmpp_tlsrec_read(&srv, rec, 5, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_DECODE_ERROR, "version 0x0301");
 
     memcpy(rec, "\x17\x03\x03\x00\x10", 5);
     rc = ngx_xmpp_tlsrec_read(&srv, rec, 21, &used, &data, &dlen, &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_BAD_RECORD_MAC, "shorter than a tag");
 
     /* 5.4: 2^14 + 2 bytes of inner plaintext, within 2^14 + 256 */
     memcpy(rec, "\x17\x03\x03\x40\x12", 5);
     rc = ngx_xmpp_tlsrec_read(&srv, rec, 5 + 0x4012, &used, &data, &dlen,
                               &alert);
-    check(rc == NGX_XMPP_TLSREC_FATAL
+    checkf(rc == NGX_XMPP_TLSREC_FATAL
           && alert == NGX_XMPP_TLSREC_RECORD_OVERFLOW, "inner too long");
 
     free(rec);
@@ -495,7 +480,5 @@ main(void)
 
     ngx_xmpp_tlsrec_free();
 
-    printf("%d passed, %d failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return unit_report();
 }
