@@ -7,6 +7,9 @@ appliance       module-scoped: one set of servers per test file, in a
 make_appliance  function-scoped factory for a test that needs its own
                 servers (other options, or servers it will break); each
                 one gets the same teardown check.
+pool            a SlixPool for slixmpp clients, one per test
+                (tests/lib/slixpool.py; a file that sets
+                pool = slixpool.module_pool has one for all its tests).
 
 A test file tunes its appliance with module-level variables:
     APPLIANCE_EXTRA_HTTP   = "conclave_max_depth 10;"    (http{} lines)
@@ -37,6 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 
 from appliance import Appliance, env_sanitize, module_path  # noqa: E402
+import slixpool  # noqa: E402
 
 _OPTIONS = {
     "APPLIANCE_EXTRA_HTTP": "extra_http",
@@ -50,6 +54,8 @@ _OPTIONS = {
     "APPLIANCE_LDAP_TLS": "ldap_tls",
     "APPLIANCE_LDAP_FLAVOR": "ldap_flavor",
 }
+
+pool = slixpool.pool
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ import time
 import pytest
 
 from chathelp import slix
-from slixclient import SlixPool
 from slapd import user_dn
 
 VCARD_MAX = 1024
@@ -56,12 +55,6 @@ def app(appliance):
         "dn: %s\nchangetype: modify\nreplace: jpegPhoto\njpegPhoto:: %s\n"
         % (user_dn("alice"), base64.b64encode(JPEG).decode()))
     return appliance
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def client(pool, app, user, res, presence=True):

@@ -16,24 +16,16 @@ import queue
 import time
 import xml.etree.ElementTree as ET
 
-import pytest
 from slixmpp.exceptions import IqError
 
 from chathelp import get_roster, send_presence, slix, status
 from rawtcp import RawTCP
-from slixclient import SlixPool
 
 DB = "conclave"
 LIMIT = 5
 APPLIANCE_EXTRA_HTTP = ("conclave_blocklist_max %d;\n"
                         "    conclave_db_timeout 3s;" % LIMIT)
 NS = "urn:xmpp:blocking"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def db(app, sql):

@@ -29,26 +29,11 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from chathelp import get_roster, send_presence, slix, worker_of
-from slixclient import SlixPool
+from polling import wait
+from smresume import connect_sm, resume_elsewhere, track
 
 DOMAIN = "example.com"
 APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 30s;"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
-
-
-def wait(cond, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail("timed out waiting for " + what)
 
 
 def with_pushes(c):
@@ -152,43 +137,15 @@ def keeper(pool, app, user, resource):
     asked for its blocklist."""
     c = pool.client("%s@%s/%s" % (user, DOMAIN, resource), user + "-pw",
                     app.nginx.xmpp_port, connect=False, presence=False)
-    c.resumed, c.starts = [], []
 
     def setup():
         for p in ("xep_0198", "xep_0191", "xep_0199"):
             c.xmpp.register_plugin(p)
-        c.xmpp.add_event_handler("session_resumed", c.resumed.append)
-        c.xmpp.add_event_handler("session_start", c.starts.append)
     pool.call(setup)
+    track(pool, c)
     with_pushes(c)
-    assert c.connect()
-    c.sm = c.xmpp["xep_0198"]
-    wait(lambda: c.sm.enabled_in and c.sm.sm_id, "SM enabled")
+    connect_sm(c)
     return c
-
-
-def park_and_resume(pool, app, c, away, tries=20):
-    """Drops c's connection without a stream end; away() runs once the
-    session is parked; then c resumes, until it lands on the other
-    worker.  Every attempt must resume (no new session)."""
-    before = worker_of(app, c.jid)
-    assert before is not None
-    starts = len(c.starts)
-    for _ in range(tries):
-        c.xmpp.ended.clear()
-        pool.call(lambda: c.xmpp.transport.abort())
-        c.xmpp.ended.wait(10)
-        time.sleep(0.5)         # the server notices the lost connection
-        if away:
-            away()
-            away = None
-        n = len(c.resumed)
-        assert c.connect()
-        wait(lambda: len(c.resumed) > n, "session_resumed")
-        assert len(c.starts) == starts, "a new session, not a resumed one"
-        if worker_of(app, c.jid) not in (None, before):
-            return
-    pytest.fail("no resumption landed on the other worker")
 
 
 def test_pushes_missed_while_parked_arrive_on_resume(appliance, pool):
@@ -208,7 +165,7 @@ def test_pushes_missed_while_parked_arrive_on_resume(appliance, pool):
         assert block(desk, "grace@example.com") == "result"
         assert unblock(desk) == "result"
         assert block(desk, "carol@example.com") == "result"
-    park_and_resume(pool, appliance, keep, away)
+    resume_elsewhere(pool, appliance, keep, away, settle=0.5)
 
     got = [keep.pushes_q.get(timeout=10) for _ in range(5)]
     assert got == [("block", ["frank@example.com"]),

@@ -21,16 +21,9 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from chathelp import send_presence, slix, worker_of
-from slixclient import SlixPool
 
 DB = "conclave"
 NS = "urn:xmpp:carbons:2"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def raw_iq(c, itype, payload, to=None):

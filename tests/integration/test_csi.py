@@ -14,20 +14,12 @@ import queue
 import re
 import time
 
-import pytest
 
 from chathelp import slix
 from rawtcp import RawTCP
-from slixclient import SlixPool
 
 APPLIANCE_EXTRA_HTTP = "conclave_csi_max_held 4;"
 CHATSTATES = "http://jabber.org/protocol/chatstates"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def ping(c):

@@ -18,7 +18,6 @@ import zipfile
 import pytest
 
 from mucclient import MucClient
-from slixclient import SlixPool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -29,12 +28,6 @@ APPLIANCE_WORKERS = 2
 APPLIANCE_EXTRA_HTTP = ("conclave_muc_domain %s;\n"
                         "    conclave_audit_checkpoint_records 1;" % MUC)
 CJK = "会议纪要 ✅ 🚀"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def wait_drained(app, timeout=60.0):

@@ -11,21 +11,17 @@ import asyncio
 import re
 import time
 
-import pytest
-
-from slixclient import SlixPool
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
+
+import slixpool
 
 DB = "conclave"
 DOMAIN = "example.com"
 ID_RE = re.compile(r"^[^:]+:\d+:\d+$")
 
-
-@pytest.fixture(scope="module")
-def pool():
-    with SlixPool() as p:
-        yield p
+# one SlixPool for the whole file: its clients live across tests
+pool = slixpool.module_pool
 
 
 def client(pool, appliance, user, res):

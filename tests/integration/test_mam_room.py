@@ -13,7 +13,6 @@ import uuid
 import pytest
 
 from mucclient import MucClient, MucError
-from slixclient import SlixPool
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -26,12 +25,6 @@ APPLIANCE_EXTRA_HTTP = ("conclave_muc_domain %s;\n"
                         "    conclave_muc_rate 100000;" % MUC)
 NS_MAM = "urn:xmpp:mam:2"
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def new_room():

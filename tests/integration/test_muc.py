@@ -15,19 +15,12 @@ import uuid
 import pytest
 
 from mucclient import MucClient, MucError
-from slixclient import SlixPool
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 MUC = "conference.example.com"
 APPLIANCE_WORKERS = 2
 APPLIANCE_EXTRA_HTTP = "conclave_muc_domain %s;" % MUC
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def status(app):

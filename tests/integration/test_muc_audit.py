@@ -18,18 +18,11 @@ import pytest
 
 from appliance import Appliance, env_sanitize
 from mucclient import MucClient, MucError
-from slixclient import SlixPool
 
 MUC = "conference.example.com"
 APPLIANCE_WORKERS = 2
 APPLIANCE_EXTRA_HTTP = "conclave_muc_domain %s;" % MUC
 DB = "conclave"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def status(app):

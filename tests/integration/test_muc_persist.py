@@ -22,12 +22,6 @@ EXTRA = """
 """ % MUC
 
 
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
-
-
 def status(app):
     with urllib.request.urlopen(app.status_url, timeout=5) as r:
         return json.loads(r.read())

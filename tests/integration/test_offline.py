@@ -14,21 +14,13 @@ import signal
 import threading
 import time
 
-import pytest
 
 from chathelp import slix, worker_of
-from slixclient import SlixPool
 
 QUOTA = 400
 APPLIANCE_EXTRA_HTTP = ("conclave_offline_quota %d;\n"
                         "    conclave_db_timeout 3s;" % QUOTA)
 APPLIANCE_LOG_LEVEL = "info"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def db(app, sql):

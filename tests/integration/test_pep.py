@@ -16,13 +16,11 @@ import hashlib
 import re
 import time
 
-import pytest
 
 from slixmpp.xmlstream import ET, ElementBase
 
 from chathelp import get_roster, send_presence, worker_of
 from rawtcp import RawTCP
-from slixclient import SlixError, SlixPool
 
 MAX_ITEM = 2048
 MAX_ITEMS = 5
@@ -42,12 +40,6 @@ EVENT = PUBSUB + "#event"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
 PLUGINS = ("xep_0030", "xep_0004", "xep_0060", "xep_0163", "xep_0115",
            "xep_0049", "xep_0048", "xep_0223")
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def pep_client(pool, app, user, resource, interests=(), not_pid=None,

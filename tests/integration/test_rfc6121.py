@@ -13,16 +13,8 @@ test shows which rule.
 
 import time
 
-import pytest
 
 from chathelp import get_roster, send_presence, slix, worker_of
-from slixclient import SlixPool
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def presence_from(c, bare, ptype="available", timeout=10, **kw):

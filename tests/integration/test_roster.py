@@ -13,16 +13,9 @@ import pytest
 
 from chathelp import get_roster, roster_remove, roster_set, slix
 from rawws import RawWS
-from slixclient import SlixPool
 
 MAX_ITEMS = 6
 APPLIANCE_EXTRA_HTTP = "conclave_roster_max_items %d;" % MAX_ITEMS
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def is_set(push):

@@ -9,10 +9,8 @@ the clients (Debian's python3-slixmpp) are signed in; with two workers
 the members' sessions sit in different processes.
 """
 
-import pytest
 
 from chathelp import get_roster, slix
-from slixclient import SlixPool
 from slapd import user_dn
 
 GROUPS = "ou=groups,dc=example,dc=com"
@@ -25,12 +23,6 @@ APPLIANCE_EXTRA_HTTP = """
 """ % (ENG, GROUPS)
 
 WAIT = 15          # several refresh intervals on a busy machine
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def member(app, uid, op):

@@ -6,24 +6,22 @@ The resuming client is slixmpp with its own xep_0198 plugin; the
 negative tests drive the wire with tests/lib/rawtcp.py.
 """
 
-import json
 import re
 import time
-import urllib.request
 
 import pytest
 
+from chathelp import worker_of
+from polling import wait
 from rawtcp import RawTCP
-from slixclient import SlixPool
+import slixpool
+from smresume import connect_sm, drop, resume, track
 
 DOMAIN = "example.com"
 APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 4s;"
 
-
-@pytest.fixture(scope="module")
-def pool():
-    with SlixPool() as p:
-        yield p
+# one SlixPool for the whole file: its clients live across tests
+pool = slixpool.module_pool
 
 
 def sm_client(pool, appliance, user, res):
@@ -31,44 +29,9 @@ def sm_client(pool, appliance, user, res):
     c = pool.client("%s@%s/%s" % (user, DOMAIN, res), user + "-pw",
                     appliance.nginx.xmpp_port, connect=False)
     pool.call(lambda: c.xmpp.register_plugin("xep_0198"))
-    c.sm = c.xmpp["xep_0198"]
-    c.resumed = []
-    pool.call(lambda: c.xmpp.add_event_handler(
-        "session_resumed", lambda e: c.resumed.append(e)))
-    assert c.connect()
-    wait(lambda: c.sm.enabled_in and c.sm.sm_id, "SM enabled")
+    track(pool, c)
+    connect_sm(c)
     return c
-
-
-def wait(cond, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail("timed out waiting for " + what)
-
-
-def status(appliance):
-    with urllib.request.urlopen(appliance.status_url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def worker_of(appliance, full_jid):
-    bare, _, res = full_jid.partition("/")
-    for s in status(appliance)["sessions"]:
-        if s["jid"] == bare and s["resource"] == res:
-            return s["worker_pid"]
-    return None
-
-
-def drop(pool, c):
-    """Cuts the TCP connection without a stream end (as a phone that
-    changes network would), and waits until slixmpp has seen it."""
-    c.xmpp.ended.clear()
-    pool.call(lambda: c.xmpp.transport.abort())
-    c.xmpp.ended.wait(10)
 
 
 def bodies(c):
@@ -145,9 +108,7 @@ def test_resume_on_another_worker_exactly_once(appliance, pool):
             sent.append("r%d away %d" % (rnd, i))
             a.message(full, sent[-1])
 
-        n = len(b.resumed)
-        assert b.connect()
-        wait(lambda: len(b.resumed) > n, "session_resumed")
+        resume(b)
         assert b.jid == full
         received(b, sent[-1])
 

@@ -19,30 +19,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from chathelp import get_roster, roster_set, send_presence, slix, worker_of
-from slixclient import SlixPool
+from chathelp import get_roster, roster_set, send_presence, slix
+from polling import wait
+from smresume import connect_sm, resume_elsewhere, track
 
 DOMAIN = "example.com"
 APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 30s;"
 PLUGINS = ("xep_0030", "xep_0004", "xep_0060", "xep_0163", "xep_0115",
            "xep_0198", "xep_0280", "xep_0352", "xep_0199", "xep_0191")
 NODE = "urn:xmpp:conclave:sm-state:0"
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
-
-
-def wait(cond, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail("timed out waiting for " + what)
 
 
 def keeper(pool, app, user, resource, interests=()):
@@ -52,14 +37,11 @@ def keeper(pool, app, user, resource, interests=()):
     c = pool.client("%s@%s/%s" % (user, DOMAIN, resource), user + "-pw",
                     app.nginx.xmpp_port, connect=False, presence=False)
     c.carbons, c.events, c.blocked = queue.Queue(), [], queue.Queue()
-    c.resumed, c.starts = [], []
 
     def setup():
         for p in PLUGINS:
             c.xmpp.register_plugin(p)
         x = c.xmpp
-        x.add_event_handler("session_resumed", c.resumed.append)
-        x.add_event_handler("session_start", c.starts.append)
         for d in ("received", "sent"):
             x.add_event_handler(
                 "carbon_" + d,
@@ -71,9 +53,8 @@ def keeper(pool, app, user, resource, interests=()):
         x.add_event_handler("blocked", lambda iq: c.blocked.put(
             sorted(str(j) for j in iq["block"]["items"])))
     pool.call(setup)
-    assert c.connect()
-    c.sm = c.xmpp["xep_0198"]
-    wait(lambda: c.sm.enabled_in and c.sm.sm_id, "SM enabled")
+    track(pool, c)
+    connect_sm(c)
 
     async def caps():
         for ns in interests:
@@ -86,30 +67,6 @@ def keeper(pool, app, user, resource, interests=()):
 def ping(c):
     """A round trip: what the client sent before has been handled."""
     c.run(lambda: c.xmpp["xep_0199"].send_ping(DOMAIN, timeout=10))
-
-
-def resume_elsewhere(pool, app, c, away=None, tries=20):
-    """Drops c's connection without a stream end and resumes, until the
-    session sits in the other worker; away() runs while it is parked.
-    Every attempt must resume (no new session)."""
-    before = worker_of(app, c.jid)
-    assert before is not None
-    starts = len(c.starts)
-    for _ in range(tries):
-        c.xmpp.ended.clear()
-        pool.call(lambda: c.xmpp.transport.abort())
-        c.xmpp.ended.wait(10)
-        time.sleep(0.3)         # the server notices the lost connection
-        if away:
-            away()
-            away = None
-        n = len(c.resumed)
-        assert c.connect()
-        wait(lambda: len(c.resumed) > n, "session_resumed")
-        assert len(c.starts) == starts, "a new session, not a resumed one"
-        if worker_of(app, c.jid) not in (None, before):
-            return
-    pytest.fail("no resumption landed on the other worker")
 
 
 def next_carbon(c, body, timeout=10):

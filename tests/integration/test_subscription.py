@@ -7,17 +7,9 @@ subscription in different nginx workers.  Each test uses its own pair
 of users: the appliance (and its MariaDB) lives for the whole file.
 """
 
-import pytest
 
 from chathelp import (get_roster, roster_remove, send_presence, slix,
                       worker_of)
-from slixclient import SlixPool
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def pair(pool, app, u1, u2):

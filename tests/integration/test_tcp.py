@@ -15,16 +15,9 @@ import urllib.request
 import pytest
 
 from rawtcp import HEADER, RawTCP
-from slixclient import SlixPool
 
 APPLIANCE_PLAINTEXT_AUTH = False     # TLS before authentication
 APPLIANCE_TLS = True                 # wss:// for the WebSocket user
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def status(app):

@@ -29,18 +29,11 @@ from cryptography.hazmat.primitives.ciphers.aead import (AESGCM,
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from rawtcp import HEADER, RawTCP
-from slixclient import SlixPool
 
 APPLIANCE_PLAINTEXT_AUTH = False
 APPLIANCE_LOG_LEVEL = "info"
 
 BIG = 40000          # a body over two records of 2^14 bytes
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def log_count(app, text):

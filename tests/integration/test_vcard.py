@@ -27,7 +27,6 @@ from chathelp import slix
 from appliance import env_sanitize
 from nginx import NGINX, Nginx
 from rawws import RawWS
-from slixclient import SlixPool
 from slapd import user_dn
 
 PHOTO_MAX = 64 * 1024
@@ -56,12 +55,6 @@ def photos(appliance):
     set_photo(appliance, "carol", GARBAGE)
     set_photo(appliance, "dave", BIG_JPEG)
     return appliance
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def client(pool, app, user, res, presence=True, **kw):
