@@ -36,10 +36,7 @@ import time
 import urllib.request
 import uuid
 
-import pytest
-
 from mucclient import MucClient
-from slixclient import SlixPool
 
 MUC = "conference.example.com"
 # the flood must not meet the room's own rate limit (XEP-0045 flood
@@ -47,12 +44,6 @@ MUC = "conference.example.com"
 APPLIANCE_EXTRA_HTTP = "conclave_muc_rate 100000;"
 PER_WORKER = 6
 FLOOD = 3000
-
-
-@pytest.fixture
-def pool():
-    with SlixPool() as p:
-        yield p
 
 
 def status(app):
