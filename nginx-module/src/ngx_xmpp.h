@@ -618,6 +618,7 @@ ngx_int_t ngx_xmpp_registry_move(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_pid_t old_pid, uint64_t old_sid, ngx_pid_t pid, uint64_t sid);
 ngx_uint_t ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
     ngx_xmpp_route_t *routes, ngx_uint_t max);
+ngx_uint_t ngx_xmpp_registry_carbons(ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_registry_purge_pid(ngx_xmpp_conf_t *xcf, ngx_pid_t pid);
 void ngx_xmpp_registry_purge_dead(ngx_xmpp_conf_t *xcf);
 u_char *ngx_xmpp_registry_secret(ngx_xmpp_conf_t *xcf);

@@ -234,7 +234,14 @@ ngx_xmpp_carbons_copy(ngx_xmpp_conf_t *xcf, ngx_xmpp_delivery_t *d,
     ngx_str_t             from, bare, res;
     ngx_xmpp_jid_parts_t  parts;
 
-    if (d->kind != NGX_XMPP_STANZA_MESSAGE) {
+    /*
+     * No session anywhere has carbons enabled: no copy can go anywhere,
+     * so neither the sender's nor the recipient's resources are looked
+     * up (two registry lookups and a scan for "from" per message).
+     */
+    if (d->kind != NGX_XMPP_STANZA_MESSAGE
+        || ngx_xmpp_registry_carbons(xcf) == 0)
+    {
         return;
     }
 

@@ -21,6 +21,7 @@ typedef struct {
     u_char                    secret[16];
     ngx_uint_t                count;
     ngx_uint_t                rooms;
+    ngx_uint_t                carbons;   /* entries with bit 2 set */
 } ngx_xmpp_registry_sh_t;
 
 
@@ -29,6 +30,10 @@ typedef struct {
  * A value no combination of the session bits below can take.
  */
 #define NGX_XMPP_REGISTRY_ROOM    0x80
+
+/* bit 2 of a session's "available": XEP-0280 carbons enabled */
+#define ngx_xmpp_registry_has_carbons(rn)                                  \
+    ((rn)->available != NGX_XMPP_REGISTRY_ROOM && ((rn)->available & 4))
 
 typedef struct {
     ngx_rbtree_node_t         node;      /* key: crc32 of the bare JID */
@@ -255,6 +260,11 @@ ngx_xmpp_registry_add(ngx_xmpp_session_t *s, ngx_pid_t *old_pid,
     if (conflict) {
         *old_pid = conflict->pid;
         *old_sid = conflict->sid;
+
+        if (ngx_xmpp_registry_has_carbons(conflict)) {
+            reg->sh->carbons--;
+        }
+
         ngx_rbtree_delete(&reg->sh->rbtree, &conflict->node);
         ngx_slab_free_locked(reg->shpool, conflict);
         reg->sh->count--;
@@ -333,6 +343,10 @@ ngx_xmpp_registry_remove(ngx_xmpp_session_t *s)
     rn = ngx_xmpp_registry_own_locked(reg, s);
 
     if (rn) {
+        if (ngx_xmpp_registry_has_carbons(rn)) {
+            reg->sh->carbons--;
+        }
+
         ngx_rbtree_delete(&reg->sh->rbtree, &rn->node);
         ngx_slab_free_locked(reg->shpool, rn);
         reg->sh->count--;
@@ -355,6 +369,10 @@ ngx_xmpp_registry_update(ngx_xmpp_session_t *s)
     rn = ngx_xmpp_registry_own_locked(reg, s);
 
     if (rn) {
+        if (ngx_xmpp_registry_has_carbons(rn)) {
+            reg->sh->carbons--;
+        }
+
         /*
          * bit 0: available; bit 1: interested in roster pushes; bit 2:
          * XEP-0280 carbons enabled
@@ -362,6 +380,11 @@ ngx_xmpp_registry_update(ngx_xmpp_session_t *s)
         rn->available = (u_char) (s->available
                                   | (s->roster_interested << 1)
                                   | (s->carbons << 2));
+
+        if (ngx_xmpp_registry_has_carbons(rn)) {
+            reg->sh->carbons++;
+        }
+
         rn->priority = s->priority;
         rn->roles = (u_char) s->roles;
     }
@@ -451,6 +474,21 @@ ngx_xmpp_registry_lookup(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
 }
 
 
+/*
+ * Whether any session anywhere has XEP-0280 carbons enabled.  Read
+ * without the lock: a resource that enables carbons while a message is
+ * being routed may or may not get its copy, as with a lookup that ran
+ * just before the enable (XEP-0280 section 4 promises copies only of
+ * what is routed after the server answered the <enable/>).
+ */
+ngx_uint_t
+ngx_xmpp_registry_carbons(ngx_xmpp_conf_t *xcf)
+{
+    return __atomic_load_n(&ngx_xmpp_registry_get(xcf)->sh->carbons,
+                           __ATOMIC_RELAXED);
+}
+
+
 /* a worker that died left its entries behind */
 void
 ngx_xmpp_registry_purge_pid(ngx_xmpp_conf_t *xcf, ngx_pid_t pid)
@@ -480,6 +518,10 @@ ngx_xmpp_registry_purge_pid(ngx_xmpp_conf_t *xcf, ngx_pid_t pid)
             } else {
                 reg->sh->count--;
                 n++;
+            }
+
+            if (ngx_xmpp_registry_has_carbons(rn)) {
+                reg->sh->carbons--;
             }
 
             ngx_rbtree_delete(&reg->sh->rbtree, node);
