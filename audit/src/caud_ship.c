@@ -74,6 +74,7 @@ typedef struct {
     uint8_t         head[CAUD_HASH_LEN];
     int             has_row;      /* audit_journal has the row */
     int             cp_known;     /* cp_stored read on this connection */
+    int             pos_known;    /* shipped, head: this shipper's own */
     uint64_t        cp_stored;    /* highest checkpoint size stored */
     uint64_t        used;         /* sh->clock at the last call */
 } caud_ship_writer_t;
@@ -271,6 +272,7 @@ caud_ship_disconnect(caud_shipper_t *sh)
 
     for (i = 0; i < sh->nwriters; i++) {
         sh->writers[i].cp_known = 0;
+        sh->writers[i].pos_known = 0;
     }
 }
 
@@ -543,6 +545,8 @@ caud_ship_position(caud_shipper_t *sh, caud_ship_writer_t *w)
     }
 
     mysql_free_result(res);
+
+    w->pos_known = 1;
 
     return 0;
 }
@@ -1133,10 +1137,27 @@ caud_shipper_set_cancel(caud_shipper_t *sh, const int *flag)
 }
 
 
+/*
+ * shipped_seq and head_hash are read from MariaDB before a call ships,
+ * unless this shipper's own last commit set them: the guarded UPDATE
+ * of caud_ship_complete() (WHERE shipped_seq = ours) and the unique
+ * keys of audit_event refuse a batch built on a stale position, so the
+ * SELECT only saved a failed round in a case that needs two shippers
+ * on one journal (an adopted journal, which always reads it).  That
+ * SELECT was one of the four MariaDB round trips of every round.
+ */
+static int
+caud_ship_cached(caud_ship_writer_t *w, uint64_t upto)
+{
+    return w->pos_known && upto > w->shipped;
+}
+
+
 int64_t
 caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
     char *err, size_t errlen)
 {
+    int                  cached, retried;
     int64_t              total;
     caud_ship_writer_t  *w;
 
@@ -1153,15 +1174,31 @@ caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id, uint64_t upto,
     }
 
     w->used = ++sh->clock;
+    retried = 0;
+
+again:
+
+    cached = caud_ship_cached(w, upto);
 
     if ((sh->m == NULL && caud_ship_connect(sh) != 0)
-        || caud_ship_position(sh, w) != 0
+        || (!cached && caud_ship_position(sh, w) != 0)
         || caud_ship_reader(sh, w) != 0)
     {
         goto fail;
     }
 
     if (caud_ship_batches(sh, w, upto, &total) != 0) {
+        if (cached && total == 0 && !retried && sh->m) {
+            /* the position may be stale: read it, try once more */
+            (void) mysql_rollback(sh->m);
+            caud_reader_close(w->reader);
+            w->reader = NULL;
+            w->pos_known = 0;
+            sh->err[0] = '\0';
+            retried = 1;
+            goto again;
+        }
+
         goto fail;
     }
 
@@ -1185,6 +1222,7 @@ fail:
     caud_ship_disconnect(sh);
     caud_reader_close(w->reader);
     w->reader = NULL;
+    w->pos_known = 0;
 
     return -1;
 }
