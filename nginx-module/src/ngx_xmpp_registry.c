@@ -873,6 +873,8 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
     ngx_shmtx_lock(&reg->shpool->mutex);
 
     json_object_set_new(doc, "sessions_total", json_integer(reg->sh->count));
+    json_object_set_new(doc, "sessions_carbons",
+                        json_integer(reg->sh->carbons));
 
     sentinel = reg->sh->rbtree.sentinel;
     root = reg->sh->rbtree.root;
@@ -906,6 +908,8 @@ ngx_xmpp_registry_json(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, ngx_str_t *out)
         json_object_set_new(item, "available",
                             json_boolean(rn->available & 1));
         json_object_set_new(item, "priority", json_integer(rn->priority));
+        json_object_set_new(item, "carbons",
+                            json_boolean(ngx_xmpp_registry_has_carbons(rn)));
         json_object_set_new(item, "roles", ngx_xmpp_registry_roles(rn));
         json_array_append_new(list, item);
     }

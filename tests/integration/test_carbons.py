@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from chathelp import send_presence, slix, worker_of
+from chathelp import send_presence, slix, status, worker_of
 
 DB = "conclave"
 NS = "urn:xmpp:carbons:2"
@@ -119,6 +119,54 @@ def test_sent_and_received_copies_across_workers(pool, appliance):
     for m in tablet.drain(settle=0.5):
         assert m["body"] not in ("to the phone", "from the phone"), m
         assert m["from"] != "alice@example.com", m
+
+
+def carbons_count(app, settle=10):
+    """The registry's count of sessions with carbons enabled, once it
+    agrees with the sessions it lists (each has "carbons"): the router
+    skips the carbons work of every message while the count is 0."""
+    deadline = time.monotonic() + settle
+    while True:
+        st = status(app)
+        listed = sum(1 for s in st["sessions"] if s["carbons"])
+        if st["sessions_carbons"] == listed or time.monotonic() > deadline:
+            assert st["sessions_carbons"] == listed, st
+            return listed, st
+
+
+def test_count_of_carbons_sessions(pool, appliance):
+    """The count that lets the router skip carbons follows enable,
+    disable and the end of a session, across workers; with one
+    resource left that enabled them, copies still go to it."""
+    base, _ = carbons_count(appliance)
+    phone = with_carbons(pool, appliance, "alice", "phone")
+    laptop = with_carbons(pool, appliance, "alice", "laptop",
+                          not_pid=phone.worker)
+    assert carbons_count(appliance)[0] == base + 2
+
+    laptop.disconnect()
+    deadline = time.monotonic() + 10
+    while carbons_count(appliance)[0] != base + 1:
+        assert time.monotonic() < deadline, status(appliance)
+        time.sleep(0.1)
+
+    bob = slix(pool, appliance, "bob", "desk")
+    tablet = slix(pool, appliance, "alice", "tablet")   # no carbons
+    bob.message(tablet.jid, "to the tablet", id="cb-n1")
+    tablet.wait_message(lambda m: m["body"] == "to the tablet")
+    d, outer, frm, to, body = wait_carbon(
+        phone, lambda c: c[4] == "to the tablet")
+    assert (d, to) == ("received", tablet.jid)
+
+    assert raw_iq(phone, "set", "<disable xmlns='%s'/>" % NS)[0] == "result"
+    assert carbons_count(appliance)[0] == base
+    phone.run(lambda: phone.xmpp["xep_0280"].enable(timeout=10))
+    assert carbons_count(appliance)[0] == base + 1
+    phone.disconnect()
+    deadline = time.monotonic() + 10
+    while carbons_count(appliance)[0] != base:
+        assert time.monotonic() < deadline, status(appliance)
+        time.sleep(0.1)
 
 
 def test_bare_jid_copy_goes_to_the_other_resource(pool, appliance):
