@@ -494,33 +494,56 @@ caud_journal_pwrite(caud_journal_t *j, size_t n, uint64_t s)
 }
 
 
+/* writes the batch and moves the len payload bytes after it down */
+static int
+caud_journal_write_batch(caud_journal_t *j, size_t len)
+{
+    size_t  pend;
+
+    pend = j->pend;
+
+    if (caud_journal_pwrite(j, 0, j->last_seq) != 0) {
+        return -1;
+    }
+
+    memmove(j->buf.data + CAUD_FRAME_HDR_LEN,
+            j->buf.data + pend + CAUD_FRAME_HDR_LEN, len);
+
+    return 0;
+}
+
+
 /*
  * Frames the len payload bytes at buf + pend + 88 and writes them, with
  * the batched frames before them; with batch set the frame joins the
- * batch instead (CAUD_JOURNAL_BATCH_MAX bounds it).
+ * batch instead.  A batched frame always stays in the batch until
+ * caud_journal_flush(): when it would take the batch past
+ * CAUD_JOURNAL_BATCH_MAX the frames before it are written and it starts
+ * the next batch.  The caller asks for the sync after its flush, so a
+ * frame written here, unannounced, would wait for a sync nobody asked
+ * for (a turn's last message held until the next record).
  */
 static int
 caud_journal_write(caud_journal_t *j, size_t len, uint64_t *seq, int batch)
 {
-    size_t    flen, pend;
+    size_t    flen;
     uint8_t  *p;
     uint64_t  s;
 
     flen = CAUD_FRAME_OVERHEAD + len;
 
+    if (batch && j->pend && j->pend + flen > CAUD_JOURNAL_BATCH_MAX
+        && caud_journal_write_batch(j, len) != 0)
+    {
+        return -1;
+    }
+
     if (j->seg_off + j->pend + flen > j->opts.segment_size
         && j->seg_off + j->pend > CAUD_SEGMENT_HDR_LEN)
     {
-        if (j->pend) {
-            /* the batch ends this segment; the payload moves down */
-            pend = j->pend;
-
-            if (caud_journal_pwrite(j, 0, j->last_seq) != 0) {
-                return -1;
-            }
-
-            memmove(j->buf.data + CAUD_FRAME_HDR_LEN,
-                    j->buf.data + pend + CAUD_FRAME_HDR_LEN, len);
+        /* the batch ends this segment */
+        if (j->pend && caud_journal_write_batch(j, len) != 0) {
+            return -1;
         }
 
         if (caud_journal_rotate(j) != 0) {
@@ -554,7 +577,7 @@ caud_journal_write(caud_journal_t *j, size_t len, uint64_t *seq, int batch)
     j->last_seq = s;
     memcpy(j->head, p + 56, CAUD_HASH_LEN);
 
-    if (batch && j->pend + flen < CAUD_JOURNAL_BATCH_MAX) {
+    if (batch) {
         j->pend += flen;
 
     } else if (caud_journal_pwrite(j, flen, s) != 0) {

@@ -1533,6 +1533,55 @@ append_flat(caud_journal_t *j, int i, size_t body_len, int batch,
 
 
 /*
+ * A batched frame always waits for the flush, whose caller then asks for
+ * the sync: past the batch's 256 KiB the frames before it are written
+ * and it starts the next batch.  (It used to be written at once, and a
+ * turn whose last message did that waited for a sync nobody asked for.)
+ */
+static void
+test_batch_full(const char *base)
+{
+    int                   i, rc, pending;
+    char                  dir[512], err[512];
+    uint64_t              seq;
+    caud_journal_t       *j;
+    caud_journal_opts_t   o = { 4 * 1024 * 1024, 0, 0 };
+    scan_t                s;
+
+    snprintf(dir, sizeof(dir), "%s/batch-full", base);
+    mkdir(dir, 0700);
+
+    if (caud_journal_open(dir, 5, &o, &j, err, sizeof(err)) != 0) {
+        check(0, "batch", "open a journal for a full batch", err);
+        return;
+    }
+
+    /* 300 frames of about 2.2 KiB: the batch fills twice */
+    rc = 0;
+    pending = 1;
+
+    for (i = 1; i <= 300; i++) {
+        rc |= append_flat(j, i, 2000, 1, &seq);
+        pending &= (caud_journal_written_seq(j) < caud_journal_last_seq(j));
+    }
+
+    check(rc == 0 && pending && caud_journal_written_seq(j) > 0
+          && caud_journal_written_seq(j) < 300, "batch",
+          "past 256 KiB the batch is written, the last frame still waits",
+          caud_journal_error(j));
+
+    check(caud_journal_flush(j) == 0 && caud_journal_written_seq(j) == 300,
+          "batch", "the flush writes the rest", caud_journal_error(j));
+
+    caud_journal_close(j, NULL, 0);
+
+    scan(dir, 5, 1, &s);
+    check(s.rc == 0 && s.count == 300 && s.last == 300, "batch",
+          "chain intact across full batches", s.err);
+}
+
+
+/*
  * Batched appends: nothing reaches the file, written_seq or a sync
  * before the flush; one flush writes them all; an immediate append
  * writes the batch before itself; a batch that does not fit in the
@@ -1651,6 +1700,8 @@ test_batch(const char *base)
     scan(dir, 5, 1, &s);
     check(s.rc == 0 && s.count == 2, "batch", "chain intact after a failed "
           "flush", s.err);
+
+    test_batch_full(base);
 }
 
 
