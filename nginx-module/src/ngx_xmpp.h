@@ -580,7 +580,8 @@ struct st_mysql_stmt *ngx_xmpp_db_exec_direct(struct st_mysql *conn,
 /* for run(): row() for each row, columns as strings */
 int ngx_xmpp_db_rows(struct st_mysql_stmt *stmt, ngx_xmpp_db_req_t *r,
     ngx_xmpp_db_row_pt row);
-/* for run(): exec, then the rows or the affected count, then close */
+/* for run(): exec (direct: one round trip), then the rows or the
+ * affected count, then close */
 int ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     const char *sql, ngx_str_t *params, ngx_uint_t n, uint64_t *affected);
 int ngx_xmpp_db_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,

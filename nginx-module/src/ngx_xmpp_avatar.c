@@ -959,6 +959,7 @@ ngx_xmpp_avatar_bind(ngx_xmpp_session_t *s, ngx_str_t *id)
     }
 
     r->timeout = NGX_XMPP_AVATAR_BIND_WAIT;
+    r->readonly = 1;    /* one SELECT at each bind: no COMMIT */
 
     if (ngx_xmpp_db_post(r) != NGX_OK) {
         ngx_xmpp_db_destroy(r);

@@ -780,6 +780,10 @@ ngx_xmpp_blocking_req(ngx_xmpp_session_t *s, ngx_uint_t op, ngx_str_t *id)
     r->done = ngx_xmpp_blocking_done;
     r->cleanup = ngx_xmpp_blocking_ctx_free;
 
+    /* a sign-in's load and a get read one statement: no COMMIT */
+    r->readonly = (op == NGX_XMPP_BLOCKING_LOAD
+                   || op == NGX_XMPP_BLOCKING_GET);
+
     ctx = r->ctx;
     ctx->op = op;
     ctx->sid = s->id;

@@ -806,9 +806,12 @@ done:
 
 
 /*
- * For run(): one statement that returns no rows (ngx_xmpp_db_exec),
- * closed again; affected, if not NULL, gets mysql_stmt_affected_rows.
- * 0, or -1 with r->err set.
+ * For run(): one statement that returns no rows, closed again;
+ * affected, if not NULL, gets mysql_stmt_affected_rows.  0, or -1 with
+ * r->err set.  These helpers and ngx_xmpp_db_select() run each
+ * statement once, so they send its prepare and its execute in one
+ * round trip (ngx_xmpp_db_exec_direct): a sign-in ran ten statements
+ * at two round trips each (docs/benchmarks.md, "Sign-in cost").
  */
 int
 ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
@@ -816,7 +819,7 @@ ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 {
     MYSQL_STMT  *stmt;
 
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    stmt = ngx_xmpp_db_exec_direct(conn, r, sql, params, n);
     if (stmt == NULL) {
         return -1;
     }
@@ -831,7 +834,7 @@ ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 }
 
 
-/* for run(): one query, its rows to row() (ngx_xmpp_db_rows), closed */
+/* for run(): one query in one round trip, its rows to row(), closed */
 int
 ngx_xmpp_db_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_xmpp_db_row_pt row)
@@ -839,7 +842,7 @@ ngx_xmpp_db_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     int          rc;
     MYSQL_STMT  *stmt;
 
-    stmt = ngx_xmpp_db_exec(conn, r, sql, params, n);
+    stmt = ngx_xmpp_db_exec_direct(conn, r, sql, params, n);
     if (stmt == NULL) {
         return -1;
     }

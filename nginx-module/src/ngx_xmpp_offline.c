@@ -720,6 +720,15 @@ ngx_xmpp_offline_deliver_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
         }
 
         ctx->more = (claimed == NGX_XMPP_OFFLINE_BATCH);
+
+        if (claimed == 0 && ctx->remember) {
+            /*
+             * The first round's claim is new (a serial per delivery):
+             * when the UPDATE took no row, no row carries it, and the
+             * SELECT would find none.  Most sign-ins end here.
+             */
+            return 0;
+        }
     }
 
     ctx->leftover = 0;
@@ -765,7 +774,15 @@ ngx_xmpp_offline_deliver_done(ngx_xmpp_db_req_t *r)
     s = ngx_xmpp_session_find(ctx->sid);
 
     if (s == NULL || !s->bound || s->state == NGX_XMPP_ST_CLOSING) {
-        ngx_xmpp_offline_next(xcf, ctx, 0, 0, 0, 1);
+        /*
+         * The SELECT saw every row of the claim (nothing left over):
+         * with none, there is nothing to release, and a session that
+         * closed at once costs no second request.
+         */
+        if (ctx->rows || ctx->leftover) {
+            ngx_xmpp_offline_next(xcf, ctx, 0, 0, 0, 1);
+        }
+
         return;
     }
 

@@ -92,6 +92,15 @@ ngx_xmpp_roster_req(ngx_xmpp_conf_t *xcf, ngx_log_t *log, ngx_uint_t op,
     r->done = ngx_xmpp_roster_done;
     r->cleanup = ngx_xmpp_roster_cleanup;
 
+    /*
+     * A presence broadcast (twice per session: available, unavailable)
+     * and a probe only read: no COMMIT round trip (ngx_xmpp_db.c).  A
+     * roster get stays a transaction: its version and its items must
+     * come from one snapshot (RFC 6121 2.6).
+     */
+    r->readonly = (op == NGX_XMPP_ROSTER_OP_PRESENCE
+                   || op == NGX_XMPP_ROSTER_OP_PROBE);
+
     ctx->mem = ngx_alloc(size + 1, log);
     if (ctx->mem == NULL) {
         ngx_xmpp_db_destroy(r);
