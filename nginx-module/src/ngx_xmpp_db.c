@@ -41,6 +41,15 @@
  * While the server is unreachable, a failed connect closes the circuit
  * for a second: requests fail at once with NGX_XMPP_DB_UNAVAILABLE
  * instead of each holding a thread for a connect timeout.
+ *
+ * A pooled connection keeps the statements that ngx_xmpp_db_select()
+ * and ngx_xmpp_db_stmt() prepared on it (the last
+ * NGX_XMPP_DB_STMT_CACHE, by their text): the same statement again is
+ * one COM_STMT_EXECUTE, with no prepare, no parse and no close.  A
+ * sign-in ran eight of them, each prepared and closed again, and
+ * mariadbd's CPU for that was more than all of nginx's
+ * (docs/benchmarks.md, "Sign-in cost").  MariaDB prepares a statement
+ * again by itself when a table it reads has changed (a migration).
  */
 
 
@@ -53,6 +62,9 @@
 
 
 #define NGX_XMPP_DB_POOL_MAX     16
+#define NGX_XMPP_DB_STMT_CACHE   16      /* per connection: 16 x pool x
+                                            workers of the server's
+                                            max_prepared_stmt_count */
 #define NGX_XMPP_DB_RETRY_MS     1000
 #define NGX_XMPP_DB_PING_MS      1000
 
@@ -63,10 +75,34 @@
 #define NGX_XMPP_DB_ABANDONED    3
 
 
+typedef struct {
+    MYSQL_STMT            *stmt;
+    u_char                *sql;           /* a copy: the key */
+    size_t                 len;
+    ngx_uint_t             used;          /* for the least recent */
+} ngx_xmpp_db_cached_t;
+
+
+/* a statement's parameters as Connector/C reads them at execute */
+typedef struct {
+    MYSQL_BIND             bind[NGX_XMPP_DB_PARAMS_MAX];
+    unsigned long          lens[NGX_XMPP_DB_PARAMS_MAX];
+} ngx_xmpp_db_params_t;
+
+
+/* a pooled connection with its prepared statements */
+typedef struct {
+    MYSQL                 *mysql;
+    ngx_uint_t             tick;
+    ngx_uint_t             n;
+    ngx_xmpp_db_cached_t   cache[NGX_XMPP_DB_STMT_CACHE];
+} ngx_xmpp_db_conn_t;
+
+
 struct ngx_xmpp_db_pool_s {
     pthread_mutex_t        lock;
     /* [0]: one transaction per request; [1]: readonly, autocommit */
-    MYSQL                 *idle[2][NGX_XMPP_DB_POOL_MAX];
+    ngx_xmpp_db_conn_t    *idle[2][NGX_XMPP_DB_POOL_MAX];
     ngx_msec_t             idle_since[2][NGX_XMPP_DB_POOL_MAX];
     ngx_uint_t             nidle[2];
     ngx_msec_t             down_until;     /* ngx_current_msec scale */
@@ -77,6 +113,9 @@ struct ngx_xmpp_db_pool_s {
 
 static ngx_xmpp_db_pool_t  *ngx_xmpp_db_pool;
 
+/* the connection of the request that this pool thread runs */
+static __thread ngx_xmpp_db_conn_t  *ngx_xmpp_db_current;
+
 
 static void ngx_xmpp_db_thread(void *data, ngx_log_t *log);
 static void ngx_xmpp_db_complete(ngx_event_t *ev);
@@ -85,9 +124,20 @@ static void ngx_xmpp_db_release(ngx_xmpp_db_req_t *r);
 static ngx_uint_t ngx_xmpp_db_move(ngx_xmpp_db_req_t *r, ngx_uint_t from,
     ngx_uint_t to);
 static ngx_uint_t ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r);
-static MYSQL *ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r);
+static ngx_xmpp_db_conn_t *ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p,
+    ngx_xmpp_db_req_t *r);
 static void ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r,
-    MYSQL *conn, ngx_uint_t keep);
+    ngx_xmpp_db_conn_t *dc, ngx_uint_t keep);
+static void ngx_xmpp_db_close(ngx_xmpp_db_conn_t *dc);
+static MYSQL_STMT *ngx_xmpp_db_cached(MYSQL *conn, ngx_xmpp_db_req_t *r,
+    const char *sql, ngx_str_t *params, ngx_uint_t n);
+static void ngx_xmpp_db_done_with(MYSQL_STMT *stmt);
+static ngx_xmpp_db_cached_t *ngx_xmpp_db_prepare(ngx_xmpp_db_conn_t *dc,
+    ngx_xmpp_db_req_t *r, const char *sql, size_t len);
+static void ngx_xmpp_db_forget(ngx_xmpp_db_conn_t *dc,
+    ngx_xmpp_db_cached_t *c);
+static ngx_int_t ngx_xmpp_db_bind(MYSQL_STMT *stmt,
+    ngx_xmpp_db_params_t *bp, ngx_str_t *params, ngx_uint_t n);
 static MYSQL_STMT *ngx_xmpp_db_exec_stmt(MYSQL *conn, ngx_xmpp_db_req_t *r,
     const char *sql, ngx_str_t *params, ngx_uint_t n, ngx_uint_t direct);
 
@@ -145,7 +195,7 @@ ngx_xmpp_db_exit_worker(ngx_cycle_t *cycle)
 
     for (k = 0; k < 2; k++) {
         for (i = 0; i < p->nidle[k]; i++) {
-            mysql_close(p->idle[k][i]);
+            ngx_xmpp_db_close(p->idle[k][i]);
         }
     }
 
@@ -256,6 +306,7 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
     MYSQL               *conn;
     ngx_uint_t           keep;
     unsigned int         err;
+    ngx_xmpp_db_conn_t  *dc;
     ngx_xmpp_db_pool_t  *p;
 
     p = ngx_xmpp_db_pool;
@@ -266,17 +317,21 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
         return;
     }
 
-    conn = ngx_xmpp_db_get(p, r);
-    if (conn == NULL) {
+    dc = ngx_xmpp_db_get(p, r);
+    if (dc == NULL) {
         r->thread_rc = NGX_XMPP_DB_UNAVAILABLE;
         return;
     }
 
+    conn = dc->mysql;
+
+    ngx_xmpp_db_current = dc;
     rc = r->run(conn, r);
+    ngx_xmpp_db_current = NULL;
 
     if (rc == 0) {
         keep = ngx_xmpp_db_commit(conn, r);
-        ngx_xmpp_db_put(p, r, conn, keep);
+        ngx_xmpp_db_put(p, r, dc, keep);
         return;
     }
 
@@ -301,7 +356,7 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
     r->thread_rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
     __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
 
-    ngx_xmpp_db_put(p, r, conn, keep);
+    ngx_xmpp_db_put(p, r, dc, keep);
 }
 
 
@@ -370,12 +425,13 @@ ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r)
 }
 
 
-static MYSQL *
+static ngx_xmpp_db_conn_t *
 ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 {
-    MYSQL       *conn;
-    ngx_uint_t   k;
-    ngx_msec_t   now, down, since;
+    MYSQL               *conn;
+    ngx_uint_t           k;
+    ngx_msec_t           now, down, since;
+    ngx_xmpp_db_conn_t  *dc;
 
     /* ngx_current_msec is read without the event loop's update: good
      * enough for a one-second circuit and the idle check */
@@ -383,14 +439,14 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
     k = r->readonly;
 
     for ( ;; ) {
-        conn = NULL;
+        dc = NULL;
         since = now;
 
         (void) pthread_mutex_lock(&p->lock);
 
         if (p->nidle[k]) {
             p->nidle[k]--;
-            conn = p->idle[k][p->nidle[k]];
+            dc = p->idle[k][p->nidle[k]];
             since = p->idle_since[k][p->nidle[k]];
         }
 
@@ -398,7 +454,7 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 
         (void) pthread_mutex_unlock(&p->lock);
 
-        if (conn == NULL) {
+        if (dc == NULL) {
             break;
         }
 
@@ -408,12 +464,12 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
          * fail, whatever the request.  A ping finds out first.
          */
         if ((ngx_msec_int_t) (now - since) < NGX_XMPP_DB_PING_MS
-            || mysql_ping(conn) == 0)
+            || mysql_ping(dc->mysql) == 0)
         {
-            return conn;
+            return dc;
         }
 
-        mysql_close(conn);
+        ngx_xmpp_db_close(dc);
     }
 
     if (down && (ngx_msec_int_t) (down - now) > 0) {
@@ -445,15 +501,26 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
         return NULL;
     }
 
+    /* not r->log: see ngx_xmpp_db_rows() */
+    dc = ngx_calloc(sizeof(ngx_xmpp_db_conn_t), ngx_cycle->log);
+    if (dc == NULL) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
+                    sizeof(r->err));
+        mysql_close(conn);
+        return NULL;
+    }
+
+    dc->mysql = conn;
+
     __atomic_add_fetch(&p->stats.connects, 1, __ATOMIC_RELAXED);
 
-    return conn;
+    return dc;
 }
 
 
 static void
-ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r, MYSQL *conn,
-    ngx_uint_t keep)
+ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r,
+    ngx_xmpp_db_conn_t *dc, ngx_uint_t keep)
 {
     ngx_uint_t  k;
 
@@ -464,16 +531,33 @@ ngx_xmpp_db_put(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r, MYSQL *conn,
 
         if (p->nidle[k] < NGX_XMPP_DB_POOL_MAX) {
             p->idle_since[k][p->nidle[k]] = ngx_current_msec;
-            p->idle[k][p->nidle[k]++] = conn;
-            conn = NULL;
+            p->idle[k][p->nidle[k]++] = dc;
+            dc = NULL;
         }
 
         (void) pthread_mutex_unlock(&p->lock);
     }
 
-    if (conn) {
-        mysql_close(conn);
+    if (dc) {
+        ngx_xmpp_db_close(dc);
     }
+}
+
+
+/* the statements first: each is freed on the client side only by
+ * mysql_stmt_close(), also once its connection is gone */
+static void
+ngx_xmpp_db_close(ngx_xmpp_db_conn_t *dc)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < dc->n; i++) {
+        (void) mysql_stmt_close(dc->cache[i].stmt);
+        ngx_free(dc->cache[i].sql);
+    }
+
+    mysql_close(dc->mysql);
+    ngx_free(dc);
 }
 
 
@@ -610,11 +694,9 @@ static MYSQL_STMT *
 ngx_xmpp_db_exec_stmt(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
     ngx_str_t *params, ngx_uint_t n, ngx_uint_t direct)
 {
-    ngx_uint_t    i;
-    unsigned int  count;
-    MYSQL_BIND    bind[NGX_XMPP_DB_PARAMS_MAX];
-    MYSQL_STMT   *stmt;
-    unsigned long lens[NGX_XMPP_DB_PARAMS_MAX];
+    unsigned int          count;
+    MYSQL_STMT           *stmt;
+    ngx_xmpp_db_params_t  bp;
 
     if (n > NGX_XMPP_DB_PARAMS_MAX) {
         ngx_cpystrn((u_char *) r->err, (u_char *) "too many parameters",
@@ -637,18 +719,7 @@ ngx_xmpp_db_exec_stmt(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
         goto failed;
     }
 
-    ngx_memzero(bind, sizeof(bind));
-
-    for (i = 0; i < n; i++) {
-        lens[i] = (unsigned long) params[i].len;
-        bind[i].buffer_type = params[i].data ? MYSQL_TYPE_STRING
-                                             : MYSQL_TYPE_NULL;
-        bind[i].buffer = params[i].data;
-        bind[i].buffer_length = lens[i];
-        bind[i].length = &lens[i];
-    }
-
-    if (n && mysql_stmt_bind_param(stmt, bind) != 0) {
+    if (ngx_xmpp_db_bind(stmt, &bp, params, n) != NGX_OK) {
         goto failed;
     }
 
@@ -675,6 +746,36 @@ failed_conn:
     ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
                 sizeof(r->err));
     return NULL;
+}
+
+
+/*
+ * Every parameter as a string, NULL for a NULL data pointer.  bp is
+ * the caller's: Connector/C reads the lengths through their pointers
+ * when it executes.
+ */
+static ngx_int_t
+ngx_xmpp_db_bind(MYSQL_STMT *stmt, ngx_xmpp_db_params_t *bp,
+    ngx_str_t *params, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(bp->bind, sizeof(bp->bind));
+
+    for (i = 0; i < n; i++) {
+        bp->lens[i] = (unsigned long) params[i].len;
+        bp->bind[i].buffer_type = params[i].data ? MYSQL_TYPE_STRING
+                                                 : MYSQL_TYPE_NULL;
+        bp->bind[i].buffer = params[i].data;
+        bp->bind[i].buffer_length = bp->lens[i];
+        bp->bind[i].length = &bp->lens[i];
+    }
+
+    return mysql_stmt_bind_param(stmt, bp->bind) == 0 ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -819,7 +920,7 @@ ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
 {
     MYSQL_STMT  *stmt;
 
-    stmt = ngx_xmpp_db_exec_direct(conn, r, sql, params, n);
+    stmt = ngx_xmpp_db_cached(conn, r, sql, params, n);
     if (stmt == NULL) {
         return -1;
     }
@@ -828,7 +929,12 @@ ngx_xmpp_db_stmt(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
         *affected = (uint64_t) mysql_stmt_affected_rows(stmt);
     }
 
-    (void) mysql_stmt_close(stmt);
+    /* rows nobody reads are taken off the wire before the next one */
+    if (mysql_stmt_field_count(stmt) > 0) {
+        (void) mysql_stmt_store_result(stmt);
+    }
+
+    ngx_xmpp_db_done_with(stmt);
 
     return 0;
 }
@@ -842,13 +948,166 @@ ngx_xmpp_db_select(struct st_mysql *conn, ngx_xmpp_db_req_t *r,
     int          rc;
     MYSQL_STMT  *stmt;
 
-    stmt = ngx_xmpp_db_exec_direct(conn, r, sql, params, n);
+    stmt = ngx_xmpp_db_cached(conn, r, sql, params, n);
     if (stmt == NULL) {
         return -1;
     }
 
     rc = ngx_xmpp_db_rows(stmt, r, row);
-    (void) mysql_stmt_close(stmt);
+    ngx_xmpp_db_done_with(stmt);
 
     return rc;
+}
+
+
+/*
+ * The connection's prepared statement for sql, executed with params:
+ * prepared (and the least recently used one closed) on a miss.  A
+ * statement that fails is closed and forgotten, so that a broken one
+ * is prepared afresh.  Outside a pool thread's request (no cache),
+ * prepare and execute go in one round trip and the statement is
+ * closed after use.
+ */
+static MYSQL_STMT *
+ngx_xmpp_db_cached(MYSQL *conn, ngx_xmpp_db_req_t *r, const char *sql,
+    ngx_str_t *params, ngx_uint_t n)
+{
+    size_t                 len;
+    ngx_uint_t             i;
+    MYSQL_STMT            *stmt;
+    ngx_xmpp_db_conn_t    *dc;
+    ngx_xmpp_db_cached_t  *c;
+    ngx_xmpp_db_params_t   bp;
+
+    dc = ngx_xmpp_db_current;
+
+    if (dc == NULL || dc->mysql != conn || n > NGX_XMPP_DB_PARAMS_MAX) {
+        return ngx_xmpp_db_exec_direct(conn, r, sql, params, n);
+    }
+
+    len = ngx_strlen(sql);
+    c = NULL;
+
+    for (i = 0; i < dc->n; i++) {
+        if (dc->cache[i].len == len
+            && ngx_memcmp(dc->cache[i].sql, sql, len) == 0)
+        {
+            c = &dc->cache[i];
+            break;
+        }
+    }
+
+    if (c == NULL) {
+        c = ngx_xmpp_db_prepare(dc, r, sql, len);
+        if (c == NULL) {
+            return NULL;
+        }
+    }
+
+    c->used = ++dc->tick;
+    stmt = c->stmt;
+
+    if (ngx_xmpp_db_bind(stmt, &bp, params, n) == NGX_OK
+        && mysql_stmt_execute(stmt) == 0)
+    {
+        return stmt;
+    }
+
+    r->db_errno = mysql_stmt_errno(stmt);
+    ngx_cpystrn((u_char *) r->err, (u_char *) mysql_stmt_error(stmt),
+                sizeof(r->err));
+
+    ngx_xmpp_db_forget(dc, c);
+
+    return NULL;
+}
+
+
+/* a new entry of dc's cache for sql, prepared; NULL with r->err set */
+static ngx_xmpp_db_cached_t *
+ngx_xmpp_db_prepare(ngx_xmpp_db_conn_t *dc, ngx_xmpp_db_req_t *r,
+    const char *sql, size_t len)
+{
+    u_char                *copy;
+    ngx_uint_t             i;
+    MYSQL_STMT            *stmt;
+    ngx_xmpp_db_cached_t  *c;
+
+    /* not r->log: see ngx_xmpp_db_rows() */
+    copy = ngx_alloc(len, ngx_cycle->log);
+    if (copy == NULL) {
+        ngx_cpystrn((u_char *) r->err, (u_char *) "out of memory",
+                    sizeof(r->err));
+        return NULL;
+    }
+
+    stmt = mysql_stmt_init(dc->mysql);
+    if (stmt == NULL) {
+        r->db_errno = mysql_errno(dc->mysql);
+        ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(dc->mysql),
+                    sizeof(r->err));
+        ngx_free(copy);
+        return NULL;
+    }
+
+    if (mysql_stmt_prepare(stmt, sql, (unsigned long) len) != 0) {
+        r->db_errno = mysql_stmt_errno(stmt);
+        ngx_cpystrn((u_char *) r->err, (u_char *) mysql_stmt_error(stmt),
+                    sizeof(r->err));
+        (void) mysql_stmt_close(stmt);
+        ngx_free(copy);
+        return NULL;
+    }
+
+    if (dc->n == NGX_XMPP_DB_STMT_CACHE) {
+        c = &dc->cache[0];
+
+        for (i = 1; i < dc->n; i++) {
+            if (dc->cache[i].used < c->used) {
+                c = &dc->cache[i];
+            }
+        }
+
+        ngx_xmpp_db_forget(dc, c);
+    }
+
+    c = &dc->cache[dc->n++];
+    c->stmt = stmt;
+    c->sql = ngx_cpymem(copy, sql, len) - len;
+    c->len = len;
+
+    return c;
+}
+
+
+/* closes c's statement and takes it out of dc's cache */
+static void
+ngx_xmpp_db_forget(ngx_xmpp_db_conn_t *dc, ngx_xmpp_db_cached_t *c)
+{
+    (void) mysql_stmt_close(c->stmt);
+    ngx_free(c->sql);
+
+    *c = dc->cache[--dc->n];
+}
+
+
+/* after ngx_xmpp_db_cached(): a cached statement stays prepared */
+static void
+ngx_xmpp_db_done_with(MYSQL_STMT *stmt)
+{
+    ngx_uint_t           i;
+    ngx_xmpp_db_conn_t  *dc;
+
+    dc = ngx_xmpp_db_current;
+
+    if (dc) {
+        for (i = 0; i < dc->n; i++) {
+            if (dc->cache[i].stmt == stmt) {
+                (void) mysql_stmt_free_result(stmt);
+                return;
+            }
+        }
+    }
+
+    (void) mysql_stmt_close(stmt);
 }
