@@ -96,6 +96,14 @@ ngx_xmpp_auth_thread(void *data, ngx_log_t *log)
 {
     ngx_xmpp_auth_ctx_t  *ctx = data;
 
+    static __thread unsigned  named;
+
+    /* a name for top -H, perf and /proc/PID/task, once per thread */
+    if (!named) {
+        (void) pthread_setname_np(pthread_self(), "conclave-dir");
+        named = 1;
+    }
+
     cdir_authenticate(ctx->dir, (const char *) ctx->login, ctx->login_len,
                       (const char *) ctx->pw, ctx->pw_len, &ctx->result);
 

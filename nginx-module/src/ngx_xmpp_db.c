@@ -309,6 +309,14 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
     ngx_xmpp_db_conn_t  *dc;
     ngx_xmpp_db_pool_t  *p;
 
+    static __thread unsigned  named;
+
+    /* a name for top -H, perf and /proc/PID/task, once per thread */
+    if (!named) {
+        (void) pthread_setname_np(pthread_self(), "conclave-db");
+        named = 1;
+    }
+
     p = ngx_xmpp_db_pool;
 
     /* skipped when the timer answered while the task was queued */

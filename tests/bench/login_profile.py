@@ -44,11 +44,13 @@ sys.path.insert(0, HERE)
 import run_bench  # noqa: E402
 from appliance import Appliance  # noqa: E402
 
-HZ = os.sysconf("SC_CLK_TCK")
 
 
-def thread_ticks(pid):
-    """{tid: (comm, utime + stime)} of every thread of pid."""
+def thread_ns(pid):
+    """{tid: (comm, ns on a CPU)} of every thread of pid.  schedstat's
+    runtime, not stat's utime + stime: those are sampled at each clock
+    tick, and a thread that runs in short bursts (a directory thread's
+    bind, a pool thread's statement) is rarely on the CPU at a tick."""
     out = {}
     try:
         tids = os.listdir("/proc/%d/task" % pid)
@@ -56,14 +58,18 @@ def thread_ticks(pid):
         return out
     for tid in tids:
         try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                text = f.read()
-        except OSError:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                comm = f.read().strip()
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
             continue
-        comm = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[int(tid)] = (comm, int(fields[11]) + int(fields[12]))
+        out[int(tid)] = (comm, ns)
     return out
+
+
+def process_ns(pid):
+    return sum(ns for _, ns in thread_ns(pid).values())
 
 
 def status(db):
@@ -74,8 +80,9 @@ def status(db):
 
 
 def classify(perf_script):
-    """Thread class per tid from perf script call chains: the db pool
-    and the directory pool are both nginx thread-pool threads."""
+    """Thread class per tid from perf script call chains, for the pool
+    threads that have not named themselves (conclave-db, conclave-dir)
+    yet."""
     cls = {}
     tid = None
     for line in perf_script.splitlines():
@@ -99,7 +106,11 @@ def thread_class(pid, tid, comm, perf_cls):
         return "journal sync"
     if comm.startswith("conclave-ship"):
         return "shipper"
-    return perf_cls.get(tid, "pool (unclassified)")
+    if comm.startswith("conclave-db"):
+        return "db pool"
+    if comm.startswith("conclave-dir"):
+        return "directory pool"
+    return perf_cls.get(tid, "other threads")
 
 
 SQL_LITERALS = re.compile(r"'(?:[^'\\]|\\.)*'|\b\d+\b")
@@ -120,6 +131,50 @@ def general_log_shapes(path):
             sql = " ".join(m.group(2).split())
             shapes[m.group(1) + ": " + SQL_LITERALS.sub("?", sql)[:150]] += 1
     return shapes
+
+
+def dso_bucket(dso):
+    name = os.path.basename(dso.strip("()"))
+    if "kernel" in name or name.startswith("["):
+        return "kernel"
+    for key, bucket in (("conclave", "Conclave (.so)"), ("nginx", "nginx"),
+                        ("libmariadb", "libmariadb"), ("libldap", "libldap"),
+                        ("liblber", "libldap"), ("libc.", "libc"),
+                        ("libxml2", "libxml2"), ("libcrypto", "libcrypto"),
+                        ("libssl", "libssl")):
+        if name.startswith(key):
+            return bucket
+    return "other"
+
+
+def perf_split(script, pids):
+    """Samples by (thread class, leaf's library); the leaf of each call
+    chain is the first line after the sample's header."""
+    out = collections.Counter()
+    syms = collections.Counter()
+    cls = classify(script)
+    key = None
+    for line in script.splitlines():
+        if line and not line[0].isspace():
+            m = re.match(r"(.+?)\s+(\d+)/(\d+)", line)
+            key = None
+            if m:
+                pid, tid = int(m.group(2)), int(m.group(3))
+                key = thread_class(pid, tid, m.group(1).strip(), cls)
+            leaf = True
+            continue
+        if key is None or not line.strip() or not leaf:
+            continue
+        leaf = False
+        parts = line.split(None, 1)
+        if len(parts) < 2:
+            continue
+        m = re.match(r"(.*) (\(.*\))$", parts[1])
+        sym, dso = (m.group(1), m.group(2)) if m else (parts[1], "")
+        sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
+        out[(key, dso_bucket(dso))] += 1
+        syms[(key, sym, dso_bucket(dso))] += 1
+    return out, syms
 
 
 def perf_report(data, out_dir):
@@ -165,9 +220,9 @@ def measure(args, app, workdir):
                  "SET GLOBAL general_log = 1" % glog)
     time.sleep(1.0)
     workers = app.nginx.worker_pids()
-    t0 = {p: thread_ticks(p) for p in workers}
-    m0 = run_bench.cpu_ticks([db.pid])
-    l0 = run_bench.cpu_ticks([app.ldap.pid])
+    t0 = {p: thread_ns(p) for p in workers}
+    m0 = process_ns(db.pid)
+    l0 = process_ns(app.ldap.pid)
     s0 = status(db)
     fd, lg_csv = tempfile.mkstemp(prefix="loadgen-", suffix=".csv")
     os.close(fd)
@@ -195,9 +250,9 @@ def measure(args, app, workdir):
         perf.send_signal(2)
         perf.wait(60)
     time.sleep(0.5)
-    t1 = {p: thread_ticks(p) for p in workers}
-    m1 = run_bench.cpu_ticks([db.pid])
-    l1 = run_bench.cpu_ticks([app.ldap.pid])
+    t1 = {p: thread_ns(p) for p in workers}
+    m1 = process_ns(db.pid)
+    l1 = process_ns(app.ldap.pid)
     s1 = status(db)
     with open(lg_csv) as f:
         row = list(csv.DictReader(f))[-1]
@@ -213,18 +268,19 @@ def measure(args, app, workdir):
     perf_cls = classify(script)
     by_class = collections.Counter()
     for p in workers:
-        for tid, (comm, ticks) in t1[p].items():
+        for tid, (comm, ns) in t1[p].items():
             before = t0[p].get(tid, (comm, 0))[1]
-            by_class[thread_class(p, tid, comm, perf_cls)] += ticks - before
-    return {"row": row, "ok": ok, "by_class": by_class,
+            by_class[thread_class(p, tid, comm, perf_cls)] += ns - before
+    split = perf_split(script, workers) if args.perf else None
+    return {"row": row, "ok": ok, "by_class": by_class, "split": split,
             "mariadb": m1 - m0, "slapd": l1 - l0,
             "com": {k: s1.get(k, 0) - s0.get(k, 0) for k in s1},
             "shapes": general_log_shapes(glog) if args.general_log else None,
             "report": report if args.perf else None}
 
 
-def us_per(ticks, n):
-    return 1e6 * ticks / HZ / n if n else 0.0
+def us_per(ns, n):
+    return ns / 1e3 / n if n else 0.0
 
 
 def show(args, res):
@@ -253,11 +309,20 @@ def show(args, res):
         print("\nstatements of the run by shape (per login):")
         for k, v in res["shapes"].most_common(40):
             print("  %6.2f  %s" % (v / ok, k))
-    if res["report"]:
-        print("\nperf report (workers, all threads; full in %s):" % args.out)
-        lines = [ln for ln in res["report"].splitlines()
-                 if ln.strip() and not ln.startswith("#")]
-        print("\n".join(lines[:args.top]))
+    if res["split"]:
+        out, syms = res["split"]
+        n = sum(out.values())
+        print("\nperf samples of the workers' threads (%d), as us per login "
+              "(share x nginx total), by thread and leaf library:" % n)
+        for (k, b), v in out.most_common():
+            if v >= n / 200:
+                print("  %-16s %-16s %6.1f%% %7.1f"
+                      % (k, b, 100.0 * v / n, us_per(total * v / n, ok)))
+        print("\ntop leaf functions:")
+        for (k, sym, b), v in syms.most_common(args.top):
+            print("  %6.1f%%  %-16s %-14s %s"
+                  % (100.0 * v / n, k, b, sym[:60]))
+        print("(perf report and script in %s)" % args.out)
 
 
 def main(argv=None):
