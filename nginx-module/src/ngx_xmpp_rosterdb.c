@@ -658,6 +658,27 @@ ngx_xmpp_roster_run_unsubscribed(struct st_mysql *conn,
 }
 
 
+static int ngx_xmpp_roster_presence_row(ngx_xmpp_db_req_t *r,
+    ngx_str_t *cols, ngx_uint_t n);
+static int ngx_xmpp_roster_blocked_row(ngx_xmpp_db_req_t *r,
+    ngx_str_t *cols, ngx_uint_t n);
+
+
+/* columns: 0 and a blocked JID, or 1 and a contact's presence row */
+static int
+ngx_xmpp_roster_presence_or_blocked_row(ngx_xmpp_db_req_t *r,
+    ngx_str_t *cols, ngx_uint_t n)
+{
+    if (n != 5 || cols[0].len != 1) {
+        return 0;
+    }
+
+    return cols[0].data[0] == '0'
+           ? ngx_xmpp_roster_blocked_row(r, cols + 1, n - 1)
+           : ngx_xmpp_roster_presence_row(r, cols + 1, n - 1);
+}
+
+
 /* columns: contact_jid, sub_to, sub_from, pending_in */
 static int
 ngx_xmpp_roster_presence_row(ngx_xmpp_db_req_t *r, ngx_str_t *cols,
@@ -816,20 +837,22 @@ ngx_xmpp_roster_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r)
     }
 
     if (ctx->op == NGX_XMPP_ROSTER_OP_PRESENCE) {
-        if (ngx_xmpp_db_select(conn, r,
-                "SELECT jid FROM blocklist WHERE owner_jid = ?",
-                &ctx->owner, 1, ngx_xmpp_roster_blocked_row)
-            != 0)
-        {
-            return -1;
-        }
+        /*
+         * The blocklist and the contacts in one statement (one round
+         * trip, one snapshot): a presence is broadcast twice per
+         * session.  The contacts come in contact_jid order, as alone.
+         */
+        p[0] = ctx->owner;
+        p[1] = ctx->owner;
 
         return ngx_xmpp_db_select(conn, r,
-            "SELECT contact_jid, sub_to, sub_from, pending_in FROM roster_item"
-            " WHERE owner_jid = ?"
+            "SELECT 0 AS k, jid, 0, 0, 0 FROM blocklist WHERE owner_jid = ?"
+            " UNION ALL"
+            " SELECT 1, contact_jid, sub_to, sub_from, pending_in"
+            " FROM roster_item WHERE owner_jid = ?"
             " AND (sub_to = 1 OR sub_from = 1 OR pending_in = 1)"
-            " ORDER BY contact_jid",
-            &ctx->owner, 1, ngx_xmpp_roster_presence_row);
+            " ORDER BY k, jid",
+            p, 2, ngx_xmpp_roster_presence_or_blocked_row);
     }
 
     for (try = 0; try < NGX_XMPP_ROSTER_TRIES; try++) {
