@@ -172,8 +172,14 @@ def perf_split(script, pids):
         m = re.match(r"(.*) (\(.*\))$", parts[1])
         sym, dso = (m.group(1), m.group(2)) if m else (parts[1], "")
         sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
-        out[(key, dso_bucket(dso))] += 1
-        syms[(key, sym, dso_bucket(dso))] += 1
+        # the module may be loaded from any path (--module)
+        bucket = ("Conclave (.so)"
+                  if sym.startswith(("ngx_xmpp", "ngx_http_conclave",
+                                     "ngx_stream_conclave", "cdir_",
+                                     "caud_"))
+                  else dso_bucket(dso))
+        out[(key, bucket)] += 1
+        syms[(key, sym, bucket)] += 1
     return out, syms
 
 
