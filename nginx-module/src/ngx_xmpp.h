@@ -881,6 +881,7 @@ void ngx_xmpp_metrics_signin(ngx_uint_t ok);
 void ngx_xmpp_metrics_console_forged(void);
 void ngx_xmpp_metrics_tls(ngx_uint_t record_layer);
 void ngx_xmpp_metrics_ipc(ngx_uint_t dropped);
+void ngx_xmpp_metrics_muc_refused(ngx_uint_t queue);
 uint64_t ngx_xmpp_metrics_console_forged_total(void);
 void ngx_xmpp_metrics_sample(void);
 struct json_t *ngx_xmpp_metrics_status_json(void);

@@ -57,6 +57,7 @@ typedef struct {
     uint64_t               tls_path[2];    /* TLS: OpenSSL, record layer */
     uint64_t               ipc_full;       /* a worker's queue was full */
     uint64_t               ipc_dropped;    /* the sender's FIFO was too */
+    uint64_t               muc_refused[2]; /* a room's rate, its queue */
 } ngx_xmpp_metrics_shm_t;
 
 
@@ -236,6 +237,21 @@ ngx_xmpp_metrics_ipc(ngx_uint_t dropped)
     if (ngx_xmpp_metrics) {
         __atomic_add_fetch(dropped ? &ngx_xmpp_metrics->ipc_dropped
                                    : &ngx_xmpp_metrics->ipc_full,
+                           1, __ATOMIC_RELAXED);
+    }
+}
+
+
+/*
+ * A room message refused under the room's flood limits
+ * (ngx_xmpp_mucroom.c): its token bucket (queue 0) or its jobs waiting
+ * for their audit records (queue 1).
+ */
+void
+ngx_xmpp_metrics_muc_refused(ngx_uint_t queue)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(&ngx_xmpp_metrics->muc_refused[queue ? 1 : 0],
                            1, __ATOMIC_RELAXED);
     }
 }
@@ -508,6 +524,16 @@ ngx_xmpp_metrics_counters(u_char *p, u_char *end)
                                 "the sender's queue (16 MiB) was full.");
     p = ngx_slprintf(p, end, "conclave_ipc_dropped_total %uL\n",
                      ngx_xmpp_metrics_get(&m->ipc_dropped));
+
+    p = ngx_xmpp_metrics_header(p, end, "conclave_muc_refused_total",
+                                "counter", "Room messages refused with "
+                                "resource-constraint, by the flood limit "
+                                "met.");
+    p = ngx_slprintf(p, end, "conclave_muc_refused_total{limit=\"rate\"} "
+                     "%uL\nconclave_muc_refused_total{limit=\"queue\"} "
+                     "%uL\n",
+                     ngx_xmpp_metrics_get(&m->muc_refused[0]),
+                     ngx_xmpp_metrics_get(&m->muc_refused[1]));
 
     p = ngx_xmpp_metrics_header(p, end, "conclave_ldap_requests_total",
                                 "counter", "Directory sign-in checks, by "

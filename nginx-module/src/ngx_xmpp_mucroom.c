@@ -481,6 +481,32 @@ ngx_xmpp_muc_rate(ngx_xmpp_muc_room_t *room)
 }
 
 
+/*
+ * A room flood's two limits (docs/muc.md "Flood control"): the jobs
+ * waiting for their records, then the token bucket.  Over either the
+ * sender gets <resource-constraint/> type wait (RFC 6120 8.3.3.18)
+ * and nothing else happens; the refusal is counted, not logged (a
+ * flood would flood the log too).
+ */
+static ngx_int_t
+ngx_xmpp_muc_admit(ngx_xmpp_muc_req_t *rq)
+{
+    if (rq->room->njobs >= ngx_xmpp_muc_conf->muc_queue) {
+        ngx_xmpp_metrics_muc_refused(1);
+
+    } else if (ngx_xmpp_muc_rate(rq->room) != NGX_OK) {
+        ngx_xmpp_metrics_muc_refused(0);
+
+    } else {
+        return NGX_OK;
+    }
+
+    ngx_xmpp_muc_error(rq, "wait", "resource-constraint");
+
+    return NGX_BUSY;
+}
+
+
 /* the children of the message, as they go to the occupants */
 static void
 ngx_xmpp_muc_inner(ngx_xmpp_muc_req_t *rq, ngx_xmpp_wbuf_t *b)
@@ -541,10 +567,7 @@ ngx_xmpp_muc_groupchat(ngx_xmpp_muc_req_t *rq, ngx_xmpp_muc_occ_t *o)
         return;
     }
 
-    if (room->njobs >= ngx_xmpp_muc_conf->muc_queue
-        || ngx_xmpp_muc_rate(room) != NGX_OK)
-    {
-        ngx_xmpp_muc_error(rq, "wait", "resource-constraint");
+    if (ngx_xmpp_muc_admit(rq) != NGX_OK) {
         return;
     }
 
@@ -654,10 +677,7 @@ ngx_xmpp_muc_private(ngx_xmpp_muc_req_t *rq, ngx_xmpp_muc_occ_t *o)
         return;
     }
 
-    if (rq->room->njobs >= ngx_xmpp_muc_conf->muc_queue
-        || ngx_xmpp_muc_rate(rq->room) != NGX_OK)
-    {
-        ngx_xmpp_muc_error(rq, "wait", "resource-constraint");
+    if (ngx_xmpp_muc_admit(rq) != NGX_OK) {
         return;
     }
 

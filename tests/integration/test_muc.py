@@ -509,6 +509,13 @@ def test_room_flood_gets_errors_not_a_queue(make_appliance, pool):
     assert got == sorted(got)
     assert not (set(got) & errors)
     assert len(got) + len(errors) == n
+    # counted by the limit it met (docs/operations.md)
+    with urllib.request.urlopen(app.nginx.base_url + "/metrics",
+                                timeout=10) as r:
+        text = r.read().decode()
+    assert 'conclave_muc_refused_total{limit="rate"} %d\n' % len(errors) \
+        in text
+    assert 'conclave_muc_refused_total{limit="queue"} 0\n' in text
 
     # the room recovers once the burst is over
     time.sleep(1.2)

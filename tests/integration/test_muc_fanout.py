@@ -67,12 +67,13 @@ def room_owner(app, room):
 
 
 def metric(app, name):
+    """A counter; one with labels is summed over them."""
     with urllib.request.urlopen(app.nginx.base_url + "/metrics",
                                 timeout=10) as r:
         text = r.read().decode()
-    m = re.search(r"^%s (\d+)$" % name, text, re.M)
+    m = re.findall(r"^%s(?:\{[^}]*\})? (\d+)$" % name, text, re.M)
     assert m, name
-    return int(m.group(1))
+    return sum(int(v) for v in m)
 
 
 def occupants(app, pool, pids, n):
@@ -104,6 +105,7 @@ class Sender:
         self.room = room
         self.order = []          # reflected ids, in the room's order
         self.refused = []        # (id, condition) of errors
+        self.errors = 0          # all of them, retries included
 
     def poll(self, settle):
         for m in self.c.drain(self.c.xmpp.groupchat, settle):
@@ -113,6 +115,7 @@ class Sender:
             if m["error"]:
                 assert m["from"] == self.room, m
                 self.refused.append((m["id"], m["error"]))
+                self.errors += 1
 
     def wait(self, ids, timeout=120):
         """Until each of ids was reflected or refused."""
@@ -143,6 +146,7 @@ def test_flood_over_a_full_socket_reaches_everyone_in_order(appliance,
     assert owner == worker_of(appliance, alice.jid)
     other = [p for p in pids if p != owner][0]
     full_before = metric(appliance, "conclave_ipc_full_total")
+    refused_before = metric(appliance, "conclave_muc_refused_total")
     sender = Sender(alice, room)
 
     # as fast as slixmpp sends, one stanza per call on its loop, while
@@ -214,9 +218,13 @@ def test_flood_over_a_full_socket_reaches_everyone_in_order(appliance,
         assert errors == []
 
     full = metric(appliance, "conclave_ipc_full_total") - full_before
+    # the server counted each refusal the sender saw, no more
+    assert metric(appliance, "conclave_muc_refused_total") \
+        - refused_before == sender.errors
     print("flood of %d to %d occupants on 2 workers: %d taken at once, "
-          "%d refused and taken on retry (%d rounds); the socket was "
-          "full %d times" % (FLOOD, len(occ) + 1, first_pass,
-                             FLOOD - first_pass, rounds, full))
+          "%d refused and taken on retry (%d rounds, %d refusals in all); "
+          "the socket was full %d times" % (
+              FLOOD, len(occ) + 1, first_pass, FLOOD - first_pass, rounds,
+              sender.errors, full))
     assert full > 0, "the flood never filled the inter-worker socket"
     assert metric(appliance, "conclave_ipc_dropped_total") == 0
