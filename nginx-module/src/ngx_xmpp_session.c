@@ -226,6 +226,7 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
     off_t              sent;
     size_t             n;
     ngx_buf_t          b1, b2;
+    ngx_uint_t         listed;
     ngx_chain_t        c1, c2, *cl;
     ngx_connection_t  *c;
 
@@ -236,6 +237,7 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
     }
 
     n = 0;
+    listed = 0;
 
     if (s->out.last == s->out.start && ngx_xmpp_session_corked
         && s->state == NGX_XMPP_ST_SESSION
@@ -243,6 +245,7 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
     {
         /* corked: queued now, one send per session when it uncorks */
         ngx_xmpp_session_corks[ngx_xmpp_session_ncorks++] = s->id;
+        listed = 1;
 
     } else if (s->out.last == s->out.start) {
         ngx_memzero(&b1, sizeof(ngx_buf_t));
@@ -301,7 +304,13 @@ ngx_xmpp_session_writev(ngx_xmpp_session_t *s, u_char *d1, size_t l1,
         return NGX_ERROR;
     }
 
-    if (ngx_xmpp_session_corked) {
+    /*
+     * Only a session on the cork list is sent by the uncork.  One written
+     * directly while a cork is open (the list is full, or it is not yet
+     * signed in) may have just hit EAGAIN: without the write event its
+     * backlog would wait for its next write.
+     */
+    if (listed) {
         return NGX_OK;
     }
 
