@@ -13,7 +13,7 @@ from test_audit import rows, status, verify, wait_drained
 from test_audit_restart import talk
 
 # long enough that conclavectl ships before the worker's next round
-INTERVAL = "conclave_audit_ship_interval 8s;\n"
+INTERVAL = "conclave_audit_ship_interval 10s;\n"
 
 
 def shipped_by_ctl(out):
@@ -32,10 +32,10 @@ def test_stale_position_is_read_again(make_appliance, clients):
     wait_drained(app, 60)
 
     # more records, shipped by conclavectl before the worker's shipper
-    # wakes (it sleeps 8 s between rounds); retried if it won the race
+    # wakes (it sleeps 10 s between rounds); retried if it won the race
     moved = 0
     tags = ["first", "third"]
-    for k in range(3):
+    for k in range(5):
         tags.append("second%d" % k)
         talk(app, clients, tags[-1], 3)
         moved = shipped_by_ctl(app.conclavectl("ship", "--all").stdout)
