@@ -396,6 +396,10 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(sm_resume_timeout), NULL },
 
+    { ngx_string("conclave_sm_forward_timeout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(sm_forward_timeout), NULL },
+
     { ngx_string("conclave_sm_max_unacked"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(sm_max_unacked), NULL },

@@ -153,6 +153,7 @@ typedef struct {
     /* XEP-0313 history (ngx_xmpp_mam.c), XEP-0198 (ngx_xmpp_sm.c) */
     ngx_uint_t             mam_max_page;
     ngx_msec_t             sm_resume_timeout;
+    ngx_msec_t             sm_forward_timeout;
     ngx_uint_t             sm_max_unacked;
     /* XEP-0045 group chat (ngx_xmpp_muc*.c); empty domain: none */
     ngx_str_t              muc_domain;
@@ -978,9 +979,12 @@ ngx_uint_t ngx_xmpp_muc_ours(ngx_xmpp_conf_t *xcf, ngx_str_t *domain);
 void ngx_xmpp_muc_stanza(ngx_xmpp_session_t *s, ngx_xmpp_stanza_t *st);
 void ngx_xmpp_muc_handoff(ngx_xmpp_session_t *s, ngx_xmpp_jid_t *to,
     u_char *data, size_t len);
-/* XEP-0198: occupants of session (opid, osid) are (npid, nsid) now */
-void ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_pid_t npid,
-    uint64_t nsid);
+/*
+ * XEP-0198: occupants of session (opid, osid), or of full JID jid when
+ * not NULL, are (npid, nsid) now
+ */
+void ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_str_t *jid,
+    ngx_pid_t npid, uint64_t nsid);
 void ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
 /* ngx_xmpp_mucadmin.c */

@@ -77,6 +77,7 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->db_request_timeout = NGX_CONF_UNSET_MSEC;
     xcf->mam_max_page = NGX_CONF_UNSET_UINT;
     xcf->sm_resume_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->sm_forward_timeout = NGX_CONF_UNSET_MSEC;
     xcf->sm_max_unacked = NGX_CONF_UNSET_UINT;
     xcf->muc_max_occupants = NGX_CONF_UNSET_UINT;
     xcf->muc_max_rooms = NGX_CONF_UNSET_UINT;
@@ -151,6 +152,7 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_msec_value(xcf->db_request_timeout, 10000);
     ngx_conf_init_uint_value(xcf->mam_max_page, 250);
     ngx_conf_init_msec_value(xcf->sm_resume_timeout, 300000);
+    ngx_conf_init_msec_value(xcf->sm_forward_timeout, 30000);
     ngx_conf_init_uint_value(xcf->sm_max_unacked, 1000);
     ngx_conf_init_uint_value(xcf->muc_max_occupants, 1000);
     ngx_conf_init_uint_value(xcf->muc_max_rooms, 10000);
@@ -251,6 +253,14 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
                            "\"conclave_sm_resume_timeout\" must be at "
                            "least 1s and \"conclave_sm_max_unacked\" "
                            "at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    /* a moved session forwards what was routed before the move */
+    if (xcf->sm_forward_timeout < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_sm_forward_timeout\" must be at "
+                           "least 1s");
         return NGX_CONF_ERROR;
     }
 

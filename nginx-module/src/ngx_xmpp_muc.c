@@ -336,10 +336,17 @@ ngx_xmpp_muc_ipc(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
  * npid (or a resumption was abandoned, the other way round).  Its
  * occupants in the rooms of this worker get their copies there from
  * now on; the old session's forwarding lasts only a while.
+ *
+ * With jid, every occupant of that full JID moves, whatever session it
+ * names: a resource has one session (RFC 6120 7.7.2.2), and after a
+ * chain of resumptions an occupant can still name an older link of the
+ * chain when a switch has not reached this worker yet (SM_MOVED
+ * behind a busy channel); a switch keyed on the pair would then miss
+ * and leave the room sending to a session whose forwarding ends.
  */
 void
-ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_pid_t npid,
-    uint64_t nsid)
+ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_str_t *jid,
+    ngx_pid_t npid, uint64_t nsid)
 {
     ngx_queue_t          *q;
     ngx_rbtree_node_t    *node, *sentinel;
@@ -368,7 +375,14 @@ ngx_xmpp_muc_moved(ngx_pid_t opid, uint64_t osid, ngx_pid_t npid,
         {
             o = ngx_queue_data(q, ngx_xmpp_muc_occ_t, queue);
 
-            if (o->pid == opid && o->sid == osid) {
+            if (jid ? (o->jid.len == jid->len
+                       && ngx_memcmp(o->jid.data, jid->data, jid->len) == 0)
+                    : (o->pid == opid && o->sid == osid))
+            {
+                ngx_log_debug6(NGX_LOG_DEBUG_CORE, ngx_cycle->log, 0,
+                               "xmpp: room \"%V\": occupant %P #%uL is "
+                               "%P #%uL now%s", &room->jid, o->pid, o->sid,
+                               npid, nsid, jid ? " (by JID)" : "");
                 o->pid = npid;
                 o->sid = nsid;
             }

@@ -562,6 +562,76 @@ ngx_xmpp_sm_hold_for(ngx_pid_t pid, ngx_uint_t cmd, uint64_t sid,
 }
 
 
+/*
+ * Where full JID's session is now: the registry's entry, or the new
+ * session of a resumption that waits here for that entry's state (the
+ * registry names the old one until its worker hands it over).
+ */
+ngx_int_t
+ngx_xmpp_sm_route_now(ngx_str_t *full, ngx_xmpp_route_t *rt)
+{
+    u_char            *slash;
+    ngx_str_t          bare;
+    ngx_uint_t         i, n;
+    ngx_queue_t       *q;
+    ngx_xmpp_sm_t     *sm;
+    ngx_xmpp_conf_t   *xcf;
+    ngx_xmpp_route_t  *routes;
+
+    slash = ngx_strlchr(full->data, full->data + full->len, '/');
+    if (slash == NULL) {
+        return NGX_DECLINED;
+    }
+
+    bare.data = full->data;
+    bare.len = slash - full->data;
+    slash++;
+
+    xcf = ngx_xmpp_cycle_conf((ngx_cycle_t *) ngx_cycle);
+    if (xcf == NULL) {
+        return NGX_DECLINED;
+    }
+
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(xcf, &bare, routes, NGX_XMPP_ROUTE_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].resource_len == (size_t) (full->data + full->len
+                                                - slash)
+            && ngx_memcmp(routes[i].resource, slash,
+                          routes[i].resource_len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == n) {
+        return NGX_DECLINED;
+    }
+
+    *rt = routes[i];
+
+    if (ngx_xmpp_sm_nresuming == 0) {
+        return NGX_OK;
+    }
+
+    for (q = ngx_queue_head(&ngx_xmpp_sm_resumptions);
+         q != ngx_queue_sentinel(&ngx_xmpp_sm_resumptions);
+         q = ngx_queue_next(q))
+    {
+        sm = ngx_queue_data(q, ngx_xmpp_sm_t, link);
+
+        if (sm->old_pid == rt->pid && sm->old_sid == rt->sid) {
+            rt->pid = ngx_pid;
+            rt->sid = sm->session->id;
+            break;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_xmpp_sm_unlink(ngx_xmpp_sm_t *sm)
 {
@@ -637,7 +707,7 @@ ngx_xmpp_sm_abandon(ngx_xmpp_sm_t *sm)
         return;
     }
 
-    ngx_xmpp_muc_moved(ngx_pid, sm->session->id, opid, osid);
+    ngx_xmpp_muc_moved(ngx_pid, sm->session->id, NULL, opid, osid);
 
     while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
         (void) ngx_xmpp_ipc_send(opid, data[0], osid, data + 1, len - 1);
@@ -903,7 +973,7 @@ ngx_xmpp_sm_resume(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
     sm->old_pid = routes[i].pid;
     sm->old_sid = routes[i].sid;
     sm->waits = 0;
-    ngx_xmpp_muc_moved(sm->old_pid, sm->old_sid, ngx_pid, s->id);
+    ngx_xmpp_muc_moved(sm->old_pid, sm->old_sid, &jid.full, ngx_pid, s->id);
 
     /* the owner answers at once; a timer covers a worker that died */
     ngx_add_timer(&sm->wait, NGX_XMPP_SM_WAIT);

@@ -17,8 +17,8 @@
 #define NGX_XMPP_SM_SECRET_HEX   32
 #define NGX_XMPP_SM_ASK_EVERY    5          /* unacked stanzas per <r/> */
 #define NGX_XMPP_SM_WAIT         5000       /* ms for the old worker */
-#define NGX_XMPP_SM_FORWARD      30000      /* ms a moved ghost forwards */
 #define NGX_XMPP_SM_WAITS        6          /* waits while the entry moved */
+#define NGX_XMPP_SM_JID_MAX      (3 * NGX_XMPP_JID_PART_MAX + 2)
 
 /* SM_TAKEN fits one inter-worker datagram (256 KiB) */
 #define NGX_XMPP_SM_TAKEN_MAX    (224 * 1024)
@@ -136,6 +136,7 @@ void ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
 void ngx_xmpp_sm_moved_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
+ngx_int_t ngx_xmpp_sm_route_now(ngx_str_t *full, ngx_xmpp_route_t *rt);
 u_char *ngx_xmpp_sm_pack(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid,
     uint64_t sid, size_t *size);
 

@@ -683,15 +683,21 @@ ngx_xmpp_sm_take(uint64_t sid, u_char *secret, ngx_str_t *bare)
 
 
 /*
- * The ghost now only forwards to its successor, for a while.  Rooms
- * name their occupants by worker and session id (ngx_xmpp_muc_occ_t):
- * those of this worker learn the new ones now, those of the other
- * workers by SM_MOVED (the new session's worker did already, when it
- * asked), so that room messages do not depend on the forwarding.
+ * The ghost now only forwards to its successor, for a while (conclave_
+ * sm_forward_timeout).  Rooms name their occupants by worker and
+ * session id (ngx_xmpp_muc_occ_t): those of this worker learn the new
+ * ones now, those of the other workers by SM_MOVED (the new session's
+ * worker did already, when it asked), so that room messages do not
+ * depend on the forwarding.  SM_MOVED carries the full JID: the worker
+ * it reaches follows the registry, not this message, which may come
+ * after a newer move (ngx_xmpp_sm_moved_ipc()).
  */
 void
 ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid)
 {
+    u_char                buf[sizeof(ngx_xmpp_sm_moved_t)
+                              + NGX_XMPP_SM_JID_MAX];
+    size_t                len;
     ngx_int_t             i;
     ngx_pid_t             p;
     ngx_xmpp_sm_moved_t   m;
@@ -700,20 +706,37 @@ ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid)
     g->moved_pid = pid;
     g->moved_sid = sid;
 
-    ngx_xmpp_muc_moved(ngx_pid, g->ghost.id, pid, sid);
+    ngx_xmpp_muc_moved(ngx_pid, g->ghost.id, &g->ghost.jid.full, pid, sid);
 
     m.pid = pid;
     m.sid = sid;
+    ngx_memcpy(buf, &m, sizeof(m));
+    len = sizeof(m);
 
-    for (i = 0; i < ngx_last_process; i++) {
+    if (g->ghost.jid.full.len <= NGX_XMPP_SM_JID_MAX) {
+        len += g->ghost.jid.full.len;
+        ngx_memcpy(buf + sizeof(m), g->ghost.jid.full.data,
+                   g->ghost.jid.full.len);
+    }
+
+    /*
+     * Every slot, not ngx_last_process: a worker inherits that count
+     * from the master at fork, so the first worker saw 0 and told
+     * nobody; the later workers' pids come by NGX_CMD_OPEN_CHANNEL
+     * into their slots, and a slot whose process exited has its
+     * channel closed (NGX_CMD_CLOSE_CHANNEL).
+     */
+    for (i = 0; i < NGX_MAX_PROCESSES; i++) {
         p = ngx_processes[i].pid;
 
-        if (p <= 0 || p == ngx_pid || p == pid) {
+        if (p <= 0 || p == ngx_pid || p == pid
+            || ngx_processes[i].channel[0] == -1)
+        {
             continue;
         }
 
         (void) ngx_xmpp_ipc_send(p, NGX_XMPP_IPC_SM_MOVED, g->ghost.id,
-                                 (u_char *) &m, sizeof(m));
+                                 buf, len);
     }
 
     ngx_xmpp_sm_queue_free(&g->q);
@@ -722,7 +745,7 @@ ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid)
         ngx_del_timer(&g->ev);
     }
 
-    ngx_add_timer(&g->ev, NGX_XMPP_SM_FORWARD);
+    ngx_add_timer(&g->ev, g->ghost.conf->sm_forward_timeout);
 }
 
 
@@ -862,20 +885,37 @@ ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
 }
 
 
-/* SM_MOVED: session sid of worker from is now m.sid of worker m.pid */
+/*
+ * SM_MOVED: session sid of worker from is now m.sid of worker m.pid,
+ * the full JID follows.  Moves from different workers can arrive out
+ * of order (A->B told by A, then B->A told by B, read in the other
+ * order), so the occupants of that JID follow what the registry names
+ * now, or the resumption this worker itself waits for
+ * (ngx_xmpp_sm_route_now()); only without a route they take m.
+ */
 void
 ngx_xmpp_sm_moved_ipc(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len)
 {
-    ngx_xmpp_sm_moved_t  m;
+    ngx_str_t             full;
+    ngx_xmpp_route_t      rt;
+    ngx_xmpp_sm_moved_t   m;
 
-    if (len != sizeof(ngx_xmpp_sm_moved_t)) {
+    if (len < sizeof(ngx_xmpp_sm_moved_t)) {
         return;
     }
 
     ngx_memcpy(&m, data, sizeof(ngx_xmpp_sm_moved_t));
 
-    ngx_xmpp_muc_moved(from, sid, m.pid, m.sid);
+    full.data = data + sizeof(ngx_xmpp_sm_moved_t);
+    full.len = len - sizeof(ngx_xmpp_sm_moved_t);
+
+    if (full.len && ngx_xmpp_sm_route_now(&full, &rt) == NGX_OK) {
+        ngx_xmpp_muc_moved(from, sid, &full, rt.pid, rt.sid);
+        return;
+    }
+
+    ngx_xmpp_muc_moved(from, sid, NULL, m.pid, m.sid);
 }
 
 

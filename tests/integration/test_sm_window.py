@@ -113,6 +113,26 @@ def resume_rounds(pool, app, c, pumps, crossed_min=4, crossed_max=12,
     return crossed
 
 
+def check_sequence(app, jid, tag, got, n):
+    """got holds tag0 .. tag<n-1> once each, in order; else the failure
+    names what is missing, doubled or out of order, and the server's
+    resumptions of jid (worker, what each sent again and held)."""
+    seq = [int(x[1:]) for x in got if x[0] == tag]
+    if seq == list(range(n)):
+        return
+    seen = set(seq)
+    missing = [i for i in range(n) if i not in seen]
+    doubled = sorted(i for i in seen if seq.count(i) > 1)
+    back = [(a, b) for a, b in zip(seq, seq[1:]) if b <= a]
+    log = [line for line in app.nginx.error_log().splitlines()
+           if "resumed \"%s\"" % jid in line
+           or "handed to worker" in line or "did not hand" in line]
+    pytest.fail("sender %s: %d sent, %d got; missing %r, doubled %r, "
+                "out of order after %r\nresumptions:\n%s"
+                % (tag, n, len(seq), missing[:50], doubled[:50], back[:20],
+                   "\n".join(log[-60:])))
+
+
 class Pump:
     """A coroutine on the pool's loop that sends until stopped; count
     tells how many it sent."""
@@ -212,11 +232,9 @@ def test_messages_and_pep_in_the_window_arrive_in_order(appliance, pool):
 
     bodies = [m["body"] for m in keep.all if m["body"]]
     for t in "ab":
-        assert [b for b in bodies if b[0] == t] == \
-            ["%s%d" % (t, i) for i in range(sent[t])]
+        check_sequence(appliance, keep.jid, t, bodies, sent[t])
     for t in "xy":
-        assert [n for n in notes if n[0] == t] == \
-            ["%s%d" % (t, i) for i in range(sent[t])]
+        check_sequence(appliance, keep.jid, t, notes, sent[t])
     assert [m for m in keep.all if m["type"] == "error"] == []
     print("sent %r" % sent)
 
@@ -263,5 +281,73 @@ def test_room_messages_in_the_window_arrive_in_order(appliance, pool):
     assert [m["body"] for m in got if m["from"].endswith("/alice")] == \
         ["g%d" % i for i in range(n)]
     # nobody left the room meanwhile
+    assert [p for p in bob.drain(bob.xmpp.presences, 0.1)
+            if p["type"] == "unavailable"] == []
+
+
+FORWARD_S = 2
+
+
+def test_rooms_follow_a_chain_of_resumptions(make_appliance, pool):
+    """bob/c sits in a room with alice and resumes again and again,
+    quickly, on whichever worker the kernel gives it (cross-worker
+    hand-overs and takeovers in the same worker, A->B->A->B...), with
+    alice talking in between.  Once the last old session's forwarding
+    is over (conclave_sm_forward_timeout, shortened here), the room
+    must name the newest session: alice's later messages arrive, and
+    bob never left the room."""
+    app = make_appliance(extra_http=(
+        "conclave_sm_resume_timeout 60s;\n"
+        "conclave_sm_forward_timeout %ds;" % FORWARD_S))
+    room = "chain@" + MUC
+    alice = MucClient(pool, "alice@%s/r" % DOMAIN, "alice-pw",
+                      app.nginx.xmpp_port)
+    alice.join(room, "alice")
+    bob = MucClient(pool, "bob@%s/c" % DOMAIN, "bob-pw",
+                    app.nginx.xmpp_port, connect=False)
+    sm_setup(pool, bob)
+    bob.connect()
+    wait(lambda: bob.xmpp["xep_0198"].sm_id, "SM enabled")
+    bob.join(room, "bob")
+    bob.drain(bob.xmpp.groupchat, settle=0.5)
+
+    said = 0
+    crossed = same = 0
+    starts = len(bob.starts)
+    workers = [worker_of(app, bob.jid)]
+    for r in range(40):
+        bob.xmpp.ended.clear()
+        pool.call(lambda: bob.xmpp.transport.abort())
+        bob.xmpp.ended.wait(10)
+        n = len(bob.resumed)
+        bob.connect()
+        wait(lambda: len(bob.resumed) > n, "session_resumed")
+        assert len(bob.starts) == starts, "a new session, not a resumed one"
+        w = wait(lambda: worker_of(app, bob.jid), "the session's worker")
+        crossed += w != workers[-1]
+        same += w == workers[-1]
+        workers.append(w)
+        alice.say(room, "c%d" % said)
+        said += 1
+        if r >= 15 and crossed >= 6 and same >= 2:
+            break
+    print("%d resumptions: %d crossed workers, %d in the same worker"
+          % (r + 1, crossed, same))
+    assert crossed >= 6, "too few resumptions crossed workers"
+
+    # every old session of the chain has stopped forwarding by now
+    time.sleep(FORWARD_S + 1.5)
+    for i in range(5):
+        alice.say(room, "late%d" % i)
+
+    got = []
+
+    def last():
+        got.extend(bob.drain(bob.xmpp.groupchat, settle=0.1))
+        return any(m["body"] == "late4" for m in got)
+    wait(last, "the room messages sent after the forwarding ended", 20)
+    got.extend(bob.drain(bob.xmpp.groupchat, settle=0.5))
+    assert [m["body"] for m in got if m["from"].endswith("/alice")] == \
+        ["c%d" % i for i in range(said)] + ["late%d" % i for i in range(5)]
     assert [p for p in bob.drain(bob.xmpp.presences, 0.1)
             if p["type"] == "unavailable"] == []
