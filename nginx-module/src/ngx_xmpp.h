@@ -650,6 +650,7 @@ struct json_t *ngx_xmpp_registry_sessions(ngx_xmpp_conf_t *xcf);
 #define NGX_XMPP_IPC_SM_TAKEN  14
 #define NGX_XMPP_IPC_SM_FAILED 15
 #define NGX_XMPP_IPC_SM_MOVED  21    /* data: ngx_xmpp_sm_moved_t */
+#define NGX_XMPP_IPC_SM_WAITED 24    /* data: u8 IPC command, its data */
 #define NGX_XMPP_IPC_PEP_NOTIFY 20   /* data: u16 node length, node, stanza */
 #define NGX_XMPP_IPC_BLOCKING  16    /* XEP-0191 change for session sid */
 #define NGX_XMPP_IPC_BLOCKING_SYNC   17  /* sid: a token to send back */
@@ -774,6 +775,8 @@ void ngx_xmpp_blocking_resume(ngx_xmpp_session_t *s, ngx_uint_t requested);
 void ngx_xmpp_blocking_replay(ngx_xmpp_session_t *s);
 void ngx_xmpp_blocking_park(ngx_xmpp_session_t *s,
     ngx_xmpp_session_t *ghost);
+void ngx_xmpp_blocking_hand_over(ngx_xmpp_session_t *ghost,
+    ngx_xmpp_wbuf_t *pending);
 ngx_int_t ngx_xmpp_blocking_parked_inbound(ngx_xmpp_session_t *ghost,
     u_char *data, size_t len);
 void ngx_xmpp_blocking_parked(ngx_xmpp_session_t *ghost,

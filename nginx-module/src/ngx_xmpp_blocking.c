@@ -1212,6 +1212,35 @@ ngx_xmpp_blocking_park(ngx_xmpp_session_t *s, ngx_xmpp_session_t *ghost)
 
 
 /*
+ * XEP-0198 section 5: the parked session is taken over while its list
+ * is still being read (ngx_xmpp_blocking_park()).  What waits for the
+ * list is not in its unacked queue yet: it goes with the session, to
+ * wait for the resuming session's own list, behind the queue and ahead
+ * of anything routed later (RFC 6120 10.1).  Released here, it would
+ * be forwarded once the read is done, after later stanzas of the same
+ * senders.  *pending: [size_t len][stanza, or '?' and a probe's JID].
+ */
+void
+ngx_xmpp_blocking_hand_over(ngx_xmpp_session_t *ghost,
+    ngx_xmpp_wbuf_t *pending)
+{
+    ngx_xmpp_blocklist_t  *bl;
+
+    bl = ghost->blocklist;
+
+    if (bl == NULL) {
+        ngx_memzero(pending, sizeof(ngx_xmpp_wbuf_t));
+        return;
+    }
+
+    *pending = bl->pending;
+    ngx_memzero(&bl->pending, sizeof(ngx_xmpp_wbuf_t));
+    bl->pending.max = pending->max;
+    bl->npending = 0;
+}
+
+
+/*
  * Section 3.5 for a stanza queued for a parked session: NGX_OK when it
  * is consumed (from a blocked JID: dropped, or answered with an error
  * as for a live session), NGX_DECLINED when it is queued.

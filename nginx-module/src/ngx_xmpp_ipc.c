@@ -641,6 +641,7 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
     case NGX_XMPP_IPC_SM_TAKEN:
     case NGX_XMPP_IPC_SM_FAILED:
     case NGX_XMPP_IPC_SM_MOVED:
+    case NGX_XMPP_IPC_SM_WAITED:
         ngx_xmpp_sm_ipc(cmd, from, sid, data, len);
         break;
 

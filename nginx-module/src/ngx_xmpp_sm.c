@@ -201,6 +201,7 @@ ngx_xmpp_sm_release(ngx_xmpp_session_t *s)
 
     ngx_xmpp_sm_queue_free(&sm->q);
     ngx_xmpp_sm_queue_free(&sm->held_old);
+    ngx_xmpp_sm_queue_free(&sm->held_wait);
     ngx_xmpp_sm_queue_free(&sm->held_new);
 }
 
@@ -709,12 +710,18 @@ ngx_xmpp_sm_abandon(ngx_xmpp_sm_t *sm)
 
     ngx_xmpp_muc_moved(ngx_pid, sm->session->id, NULL, opid, osid);
 
+    while (ngx_xmpp_sm_queue_peek(&sm->held_wait, &data, &len) == NGX_OK) {
+        (void) ngx_xmpp_ipc_send(opid, data[0], osid, data + 1, len - 1);
+        ngx_xmpp_sm_queue_drop(&sm->held_wait);
+    }
+
     while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
         (void) ngx_xmpp_ipc_send(opid, data[0], osid, data + 1, len - 1);
         ngx_xmpp_sm_queue_drop(&sm->held_new);
     }
 
     ngx_xmpp_sm_queue_free(&sm->held_old);
+    ngx_xmpp_sm_queue_free(&sm->held_wait);
     ngx_xmpp_sm_queue_free(&sm->held_new);
 }
 
@@ -798,8 +805,9 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
 
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "xmpp: resumed \"%V\", %ui stanzas sent again, %ui "
-                  "held while the state came", &s->jid.full,
-                  (ngx_uint_t) (old->n - skip), sm->held_new.n);
+                  "held while the state came, %ui had waited for the "
+                  "blocklist", &s->jid.full, (ngx_uint_t) (old->n - skip),
+                  sm->held_new.n, sm->held_wait.n);
 
     b = ngx_xmpp_wbuf_scratch(4096 + 6 * resource->len);
     ngx_xmpp_wbuf_lit(b, "<resumed xmlns='" NGX_XMPP_NS_SM "' previd='");
@@ -820,16 +828,23 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     }
 
     /*
-     * What was routed here meanwhile had no check yet: it passes the
-     * router's last step, XEP-0191 3.5 (it waits for the list being
-     * read) and XEP-0352 included, as any delivery does.
+     * What waited for the old session's blocklist, then what was
+     * routed here meanwhile, had no check yet: it passes the router's
+     * last step, XEP-0191 3.5 (it waits for the list being read) and
+     * XEP-0352 included, as any delivery does.
      */
+    while (ngx_xmpp_sm_queue_peek(&sm->held_wait, &data, &len) == NGX_OK) {
+        ngx_xmpp_sm_replay(s, data, len);
+        ngx_xmpp_sm_queue_drop(&sm->held_wait);
+    }
+
     while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
         ngx_xmpp_sm_replay(s, data, len);
         ngx_xmpp_sm_queue_drop(&sm->held_new);
     }
 
     ngx_xmpp_sm_queue_free(&sm->held_old);
+    ngx_xmpp_sm_queue_free(&sm->held_wait);
     ngx_xmpp_sm_queue_free(&sm->held_new);
 
     /* XEP-0191 pushes of changes that came while it resumed, after them */
@@ -853,6 +868,8 @@ ngx_xmpp_sm_resume_local(ngx_xmpp_session_t *s, ngx_xmpp_sm_ghost_t *g)
         ngx_xmpp_sm_failed(s, "internal-server-error");
         return;
     }
+
+    ngx_xmpp_sm_give_waited(g, ngx_pid, s->id, &s->sm->held_wait);
 
     ngx_xmpp_sm_taken(s, payload, size, &g->q);
     ngx_free(payload);
@@ -1142,6 +1159,16 @@ ngx_xmpp_sm_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t sid, u_char *data,
     case NGX_XMPP_IPC_SM_STANZA:
         if (ngx_xmpp_sm_queue_add(&s->sm->held_old, data, len) != NGX_OK) {
             ngx_xmpp_session_error(s, "internal-server-error", NULL);
+        }
+        break;
+
+    case NGX_XMPP_IPC_SM_WAITED:
+        if (len < 2
+            || ngx_xmpp_sm_queue_add(&s->sm->held_wait, data, len) != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                          "xmpp: a stanza that waited for the blocklist "
+                          "is lost");
         }
         break;
 

@@ -50,6 +50,8 @@ struct ngx_xmpp_sm_s {
     /* a resumption in progress (before <resumed/>) */
     uint32_t               client_h;
     ngx_xmpp_sm_queue_t    held_old;     /* SM_STANZA from the owner */
+    ngx_xmpp_sm_queue_t    held_wait;    /* [u8 IPC cmd][data]: waited
+                                            for the old blocklist */
     ngx_xmpp_sm_queue_t    held_new;     /* [u8 IPC cmd][data] meanwhile */
     ngx_event_t            wait;
     ngx_xmpp_session_t    *session;
@@ -132,6 +134,8 @@ ngx_uint_t ngx_xmpp_sm_stanza(u_char *data, size_t len);
 ngx_xmpp_sm_ghost_t *ngx_xmpp_sm_take(uint64_t sid, u_char *secret,
     ngx_str_t *bare);
 void ngx_xmpp_sm_moved(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid);
+void ngx_xmpp_sm_give_waited(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid,
+    uint64_t sid, ngx_xmpp_sm_queue_t *local);
 void ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data,
     size_t len);
 void ngx_xmpp_sm_moved_ipc(ngx_pid_t from, uint64_t sid, u_char *data,

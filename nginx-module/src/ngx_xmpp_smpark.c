@@ -838,6 +838,82 @@ ngx_xmpp_sm_pack(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid, uint64_t sid,
 }
 
 
+/*
+ * What waited for the ghost's blocklist (ngx_xmpp_blocking_hand_over())
+ * goes to the session that takes the ghost over, as held commands: into
+ * its held_wait queue (local) in this worker, as SM_WAITED before
+ * SM_TAKEN to another one.  ngx_xmpp_sm_finish() replays them after
+ * the unacked queue and before what was held in the window, and they
+ * wait there for the new session's own list (XEP-0191 3.5).
+ */
+void
+ngx_xmpp_sm_give_waited(ngx_xmpp_sm_ghost_t *g, ngx_pid_t pid,
+    uint64_t sid, ngx_xmpp_sm_queue_t *local)
+{
+    u_char           *p, *last, tag;
+    size_t            len;
+    ngx_uint_t        n;
+    ngx_xmpp_wbuf_t   pending, *b;
+
+    ngx_xmpp_blocking_hand_over(&g->ghost, &pending);
+
+    n = 0;
+    p = pending.start;
+    last = pending.last;
+
+    while (p && last - p >= (ssize_t) sizeof(size_t)) {
+        ngx_memcpy(&len, p, sizeof(size_t));
+        p += sizeof(size_t);
+
+        if (len == 0 || (size_t) (last - p) < len) {
+            break;
+        }
+
+        /* a probe that waited is '?' and the JID to answer */
+        tag = (p[0] == '?') ? NGX_XMPP_IPC_PROBE : NGX_XMPP_IPC_DELIVER;
+
+        if (tag == NGX_XMPP_IPC_PROBE) {
+            p++;
+            len--;
+        }
+
+        if (local) {
+            if (ngx_xmpp_sm_queue_put(local, &tag, 1, p, len) != NGX_OK) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "xmpp: a stanza for \"%V\" lost in the "
+                              "takeover", &g->ghost.jid.full);
+            }
+
+        } else {
+            b = ngx_xmpp_wbuf_scratch(len + 1);
+            ngx_xmpp_wbuf_add(b, &tag, 1);
+            ngx_xmpp_wbuf_add(b, p, len);
+
+            if (b->failed
+                || ngx_xmpp_ipc_send(pid, NGX_XMPP_IPC_SM_WAITED, sid,
+                                     b->start, b->last - b->start)
+                   != NGX_OK)
+            {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "xmpp: a stanza for \"%V\" lost in the "
+                              "hand-over", &g->ghost.jid.full);
+            }
+        }
+
+        p += len;
+        n++;
+    }
+
+    ngx_xmpp_wbuf_free(&pending);
+
+    if (n) {
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, ngx_cycle->log, 0,
+                       "xmpp: %ui stanzas of \"%V\" waited for its "
+                       "blocklist, handed over", n, &g->ghost.jid.full);
+    }
+}
+
+
 /* the owner's side of SM_TAKE: hand everything to (from, new_sid) */
 void
 ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
@@ -872,6 +948,8 @@ ngx_xmpp_sm_give(ngx_pid_t from, uint64_t sid, u_char *data, size_t len)
                                  data, len);
         ngx_xmpp_sm_queue_drop(&g->q);
     }
+
+    ngx_xmpp_sm_give_waited(g, from, take.new_sid, NULL);
 
     (void) ngx_xmpp_ipc_send(from, NGX_XMPP_IPC_SM_TAKEN, take.new_sid,
                              payload, size);

@@ -18,6 +18,7 @@ and xep_0045 plugins.
 
 import asyncio
 import re
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 
@@ -33,7 +34,7 @@ NODE = "urn:xmpp:conclave:sm-window:0"
 APPLIANCE_EXTRA_HTTP = ("conclave_sm_resume_timeout 60s;\n"
                         "conclave_sm_max_unacked 5000;")
 HELD = re.compile(r'resumed "([^"]+)", \d+ stanzas sent again, '
-                  r'(\d+) held while the state came')
+                  r'(\d+) held while the state came, (\d+) had waited')
 
 
 @pytest.fixture
@@ -54,7 +55,14 @@ def wait(cond, what, timeout=20):
 
 def held(app, jid):
     """How many stanzas each resumption of jid held in its window."""
-    return [int(n) for j, n in HELD.findall(app.nginx.error_log())
+    return [int(n) for j, n, _ in HELD.findall(app.nginx.error_log())
+            if j == jid]
+
+
+def waited(app, jid):
+    """How many stanzas each resumption of jid got that had waited for
+    the old session's blocklist (read again at every resumption)."""
+    return [int(n) for j, _, n in HELD.findall(app.nginx.error_log())
             if j == jid]
 
 
@@ -106,9 +114,12 @@ def resume_rounds(pool, app, c, pumps, crossed_min=4, crossed_max=12,
             break
         time.sleep(0.1)
     h = held(app, c.jid)
+    w = waited(app, c.jid)
     print("%s: %d rounds, %d crossed workers, %d windows held stanzas "
-          "(%d in all)" % (c.jid, r + 1, crossed, len([x for x in h if x]),
-                           sum(h)))
+          "(%d in all), %d resumptions took stanzas that waited for the "
+          "blocklist (%d in all)"
+          % (c.jid, r + 1, crossed, len([x for x in h if x]), sum(h),
+             len([x for x in w if x]), sum(w)))
     assert crossed >= crossed_min, "too few resumptions crossed workers"
     return crossed
 
@@ -283,6 +294,85 @@ def test_room_messages_in_the_window_arrive_in_order(appliance, pool):
     # nobody left the room meanwhile
     assert [p for p in bob.drain(bob.xmpp.presences, 0.1)
             if p["type"] == "unavailable"] == []
+
+
+class TableLock:
+    """LOCK TABLES ... WRITE held by a mariadb client of its own, until
+    release(): the module's reads of that table wait (a slow backend,
+    not a dead one: released before conclave_db_timeout)."""
+
+    def __init__(self, db, table):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/mariadb", "--no-defaults", "--batch", "--unbuffered",
+             "--skip-column-names", "-S", db.socket, "-uroot",
+             "-D", db.database],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write("LOCK TABLES %s WRITE;\nSELECT 'locked';\n"
+                              % table)
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("UNLOCK TABLES;\n")
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+def test_what_waited_for_the_blocklist_follows_the_session(appliance,
+                                                           pool):
+    """A resumed session reads its blocklist again (XEP-0191 3.5), and
+    what is routed to it meanwhile waits for the list.  With the list's
+    table locked (MariaDB slow to answer), bob/w resumes, alice sends,
+    bob/w drops and resumes again (in the same or the other worker)
+    while those messages still wait, three times: once the lock goes,
+    bob/w gets every message once, in the order alice sent them; what
+    waited went with the session instead of staying with the old one
+    and coming after later messages."""
+    bob = pool.client("bob@%s/w" % DOMAIN, "bob-pw",
+                      appliance.nginx.xmpp_port, connect=False)
+    sm_setup(pool, bob)
+    assert bob.connect()
+    wait(lambda: bob.xmpp["xep_0198"].sm_id, "SM enabled")
+    alice = slix(pool, appliance, "alice", "wl", presence=False)
+    starts = len(bob.starts)
+    full = bob.jid
+    sent = 0
+    workers = [worker_of(appliance, full)]
+
+    lock = TableLock(appliance.mariadb, "blocklist")
+    try:
+        for r in range(3):
+            bob.xmpp.ended.clear()
+            pool.call(lambda: bob.xmpp.transport.abort())
+            bob.xmpp.ended.wait(10)
+            n = len(bob.resumed)
+            bob.connect()
+            wait(lambda: len(bob.resumed) > n, "session_resumed")
+            assert len(bob.starts) == starts, "a new session"
+            workers.append(wait(lambda: worker_of(appliance, full),
+                                "the session's worker"))
+            for i in range(5):
+                alice.send(lambda x: x.make_message(
+                    mto=full, mbody="w%d" % sent, mtype="chat").send())
+                sent += 1
+            time.sleep(0.5)     # they reach bob's session, and wait
+    finally:
+        lock.release()
+
+    got = []
+
+    def last():
+        got.extend(m["body"] for m in bob.drain(settle=0.1) if m["body"])
+        return "w%d" % (sent - 1) in got
+    wait(last, "the last message", 30)
+    got.extend(m["body"] for m in bob.drain(settle=1.0) if m["body"])
+    w = waited(appliance, full)
+    print("workers %r; stanzas that waited for the blocklist, per "
+          "resumption: %r" % (workers, w))
+    check_sequence(appliance, full, "w", got, sent)
+    # the server says what it carried over
+    assert sum(w) > 0
 
 
 FORWARD_S = 2
