@@ -1032,6 +1032,7 @@ struct json_t *ngx_xmpp_dir_json(ngx_xmpp_conf_t *xcf);
 /* ngx_xmpp_sm.c: XEP-0198 stream management */
 ngx_uint_t ngx_xmpp_sm_offered(ngx_xmpp_session_t *s);
 void ngx_xmpp_sm_element(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
+ngx_uint_t ngx_xmpp_sm_enabled(ngx_xmpp_session_t *s);
 ngx_uint_t ngx_xmpp_sm_resuming(ngx_xmpp_session_t *s);
 void ngx_xmpp_sm_handled(ngx_xmpp_session_t *s);
 void ngx_xmpp_sm_sent(ngx_xmpp_session_t *s, u_char *data, size_t len);

@@ -457,7 +457,19 @@ ngx_xmpp_session_send(ngx_xmpp_session_t *s, u_char *data, size_t len)
     }
 
     if (s->transport->send(s, data, len) != NGX_OK) {
-        return NGX_ERROR;
+        /*
+         * XEP-0198: a connection that failed (c->error; the session
+         * ends from a posted event) still takes stanzas into the
+         * unacked queue, which the session's end parks or handles as
+         * undeliverable; dropped here, a stanza routed to it in that
+         * turn was neither sent nor kept.
+         */
+        if (!ngx_xmpp_sm_enabled(s) || !s->connection->error) {
+            return NGX_ERROR;
+        }
+
+        ngx_log_debug0(NGX_LOG_DEBUG_CORE, s->connection->log, 0,
+                       "xmpp: stanza kept after the connection failed");
     }
 
     if (s->sm) {

@@ -297,6 +297,13 @@ ngx_xmpp_sm_sent(ngx_xmpp_session_t *s, u_char *data, size_t len)
 
 
 ngx_uint_t
+ngx_xmpp_sm_enabled(ngx_xmpp_session_t *s)
+{
+    return s->sm && s->sm->enabled;
+}
+
+
+ngx_uint_t
 ngx_xmpp_sm_resuming(ngx_xmpp_session_t *s)
 {
     return s->sm && s->sm->resuming;

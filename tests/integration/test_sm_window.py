@@ -167,9 +167,6 @@ class Pump:
         return self.count
 
 
-@pytest.mark.xfail(strict=False, reason="still fails about one run in "
-                   "five under load, cause not found (docs/routing.md "
-                   "'Known gaps'); XPASS when it holds")
 def test_messages_and_pep_in_the_window_arrive_in_order(appliance, pool):
     """alice/a and alice/b (one on each worker) send bob/keep chat
     messages, bob/p1 and bob/p2 (one on each worker) publish to a node
