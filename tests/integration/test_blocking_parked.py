@@ -18,8 +18,8 @@ docs/chat.md maps each rule to its test.
 import time
 
 from chathelp import get_roster, send_presence, slix
-from test_blocking_presence import (block, blocker, keeper, pool,
-                                    park_and_resume, presence_from,
+from smresume import resume_elsewhere
+from test_blocking_presence import (block, blocker, keeper, presence_from,
                                     presences, subscribe_both, wait)
 
 DOMAIN = "example.com"
@@ -102,7 +102,7 @@ def test_parked_session_queues_nothing_from_a_blocked_jid(appliance,
         send_presence(frank, to=jb + "/keep", status="frank directed")
         carol.message(jb + "/keep", "while parked", id="bp2")
         time.sleep(1.0)
-    park_and_resume(pool, appliance, b, away)
+    resume_elsewhere(pool, appliance, b, away, settle=0.5)
 
     m = b.wait_message(lambda m: m["id"] == "bp2")
     assert m["body"] == "while parked"
