@@ -11,18 +11,14 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
+from auditwait import wait_drained
+from chathelp import worker_of
 from rawws import RawWS
 
 DB = "conclave"
-
-
-def status(app):
-    with urllib.request.urlopen(app.status_url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 def rows(app, sql):
@@ -47,31 +43,10 @@ def wait_shipped(app, where, n, timeout=30.0):
                 % (got, n, where, timeout))
 
 
-def wait_drained(app, timeout=60.0):
-    """Until every worker's journal is fully shipped (status page)."""
-    deadline = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < deadline:
-        st = status(app)["audit"]
-        if st and all(j["backlog_records"] == 0 and j["mariadb_ok"]
-                      for j in st):
-            return st
-        time.sleep(0.2)
-    pytest.fail("audit backlog not drained: %r" % st)
-
-
 def verify(app):
     r = app.conclavectl("verify", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
-
-
-def worker_of(app, jid):
-    bare, _, res = jid.partition("/")
-    for s in status(app)["sessions"]:
-        if s["jid"] == bare and s["resource"] == res:
-            return s["worker_pid"]
-    return None
 
 
 def login_on(app, user, pid, want_same, tries=40):

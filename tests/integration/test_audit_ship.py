@@ -29,6 +29,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
+from auditstore import build_journal_cli  # noqa: E402
 from mariadb import MariaDB  # noqa: E402
 
 SANITIZE = os.environ.get("CONCLAVE_SANITIZE") == "1"
@@ -61,14 +62,7 @@ def ctl():
 @pytest.fixture(scope="module")
 def jcli(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("jcli") / "journal_cli")
-    subprocess.run(
-        ["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-Werror", "-I" + AUDIT,
-         "-o", out, os.path.join(TOP, "tests", "lib", "journal_cli.c")]
-        + [os.path.join(AUDIT, f) for f in (
-            "caud_record.c", "caud_journal.c", "caud_journal_read.c",
-            "caud_journal_dir.c", "caud_checkpoint.c")]
-        + ["-lcrypto", "-ljansson", "-lpthread"], check=True)
-    return out
+    return build_journal_cli(out, sanitize=False)
 
 
 @pytest.fixture(scope="module")

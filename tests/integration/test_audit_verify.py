@@ -28,6 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 
+from auditstore import (CTL, SAN_REPORT, SANITIZE,  # noqa: E402
+                        build_journal_cli)
 from mariadb import MariaDB  # noqa: E402
 
 NODE = "n1"
@@ -50,14 +52,6 @@ def _mariadb_flags(kind):
                           text=True, check=True).stdout.split()
 
 
-SANITIZE = os.environ.get("CONCLAVE_SANITIZE") == "1"
-SAN_FLAGS = ["-g", "-O1", "-fsanitize=address,undefined",
-             "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-SAN_REPORT = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
-                        r"runtime error:")
-CTL = os.path.join(REPO, "build", "asan" if SANITIZE else "release",
-                   "conclavectl")
-
 CONF = """events {}
 http {
     conclave_domain %(domain)s;
@@ -73,21 +67,6 @@ http {
 """
 
 
-def _build_journal_cli(out):
-    args = ["cc", "-std=gnu11", "-Wall", "-Iaudit/src"]
-    args += SAN_FLAGS if SANITIZE else ["-O2"]
-    args += ["-o", out, "tests/lib/journal_cli.c", "audit/src/caud_record.c",
-             "audit/src/caud_journal.c", "audit/src/caud_journal_read.c",
-             "audit/src/caud_journal_dir.c",
-             "audit/src/caud_checkpoint.c", "-lcrypto", "-ljansson",
-             "-lpthread"]
-    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail("building journal_cli failed:\n%s" % r.stderr,
-                    pytrace=False)
-    return out
-
-
 class Store:
     """A journal directory, its key, and a MariaDB holding its rows."""
 
@@ -100,7 +79,7 @@ class Store:
         self.key = os.path.join(self.base, "audit.key")
         self.conf = os.path.join(self.base, "nginx.conf")
         os.makedirs(self.dir)
-        self.jcli = _build_journal_cli(os.path.join(self.base,
+        self.jcli = build_journal_cli(os.path.join(self.base,
                                                     "journal_cli"))
         self.db = MariaDB(os.path.join(self.base, "mariadb"))
 

@@ -28,7 +28,7 @@ import time
 import pytest
 from slixmpp.exceptions import IqError
 
-from chathelp import get_roster, send_presence, slix, worker_of
+from chathelp import get_roster, send_presence, slix, wait_both, worker_of
 from polling import wait
 from smresume import connect_sm, resume_elsewhere, track
 
@@ -112,15 +112,7 @@ def subscribe_both(a, b, ja, jb):
     send_presence(b, to=ja, ptype="subscribe")
     presence_from(a, jb, "subscribe")
     send_presence(a, to=jb, ptype="subscribed")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ia, _ = get_roster(a)
-        ib, _ = get_roster(b)
-        if ia.get(jb, {}).get("subscription") == "both" and \
-                ib.get(ja, {}).get("subscription") == "both":
-            return
-        time.sleep(0.1)
-    pytest.fail("no mutual subscription")
+    wait_both(a, b, ja, jb)
 
 
 def approve(sub, owner, jsub, jowner):

@@ -4,13 +4,11 @@ The cross-worker test reads the session registry from /conclave-status
 to prove that the two real clients sit in different nginx workers.
 """
 
-import json
 import re
-import time
-import urllib.request
 
 import pytest
 
+from chathelp import worker_of
 from rawws import RawWS
 
 # stanza.js resumes streams (XEP-0198): a dropped connection ends the
@@ -21,19 +19,6 @@ APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 2s;"
 @pytest.fixture(scope="module")
 def port(appliance):
     return appliance.nginx.http_port
-
-
-def status(appliance):
-    with urllib.request.urlopen(appliance.status_url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def worker_of(appliance, full_jid):
-    bare, _, res = full_jid.partition("/")
-    for s in status(appliance)["sessions"]:
-        if s["jid"] == bare and s["resource"] == res:
-            return s["worker_pid"]
-    return None
 
 
 def online_on_other_worker(appliance, clients, lib, user, other_pid,

@@ -16,10 +16,10 @@ import json
 import os
 import re
 import time
-import urllib.request
 
 import pytest
 
+from chathelp import status
 from rawws import RawWS
 from slapd import (AD_ADMIN_GROUP_DN, AD_AUDITOR_GROUP_DN, AD_GROUPS,
                    AD_COMPLIANCE_GROUP_DN, AD_SIGNIN_GROUP_DN,
@@ -50,11 +50,6 @@ APPLIANCE_EXTRA_HTTP = AD_HTTP + """
     conclave_ldap_ca_file @LDAP_CA_FILE@;
     conclave_ldap_timeout 10s;
 """ % {"g": AD_GROUPS}
-
-
-def status(app):
-    with urllib.request.urlopen(app.status_url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 def raw_auth(port, login, password):

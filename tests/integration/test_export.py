@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 
-from auditstore import NODE, Store, CtlError  # noqa: E402
+from auditstore import NODE, started  # noqa: E402
 
 XSD = os.path.join(REPO, "audit", "xsd", "actiance.xsd")
 ROOM = "lounge@conference.example.com"
@@ -100,18 +100,7 @@ def fill(s):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    try:
-        s = Store(tmp_path_factory.mktemp("export"))
-    except CtlError as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        s.start()
-        fill(s)
-    except Exception:
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    yield from started(tmp_path_factory.mktemp("export"), fill)
 
 
 def export(store, tmp_path, fmt, *args):

@@ -6,17 +6,14 @@ with the room's participants entering and leaving as they did, and that
 `conclavectl verify-export` accepts.
 """
 
-import json
 import os
 import subprocess
 import time
-import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
 
-import pytest
-
+from auditwait import wait_drained
 from mucclient import MucClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -28,19 +25,6 @@ APPLIANCE_WORKERS = 2
 APPLIANCE_EXTRA_HTTP = ("conclave_muc_domain %s;\n"
                         "    conclave_audit_checkpoint_records 1;" % MUC)
 CJK = "会议纪要 ✅ 🚀"
-
-
-def wait_drained(app, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(app.status_url, timeout=5) as r:
-            st = json.loads(r.read())["audit"]
-        if st and all(j["backlog_records"] == 0 and j["mariadb_ok"]
-                      for j in st):
-            return
-        time.sleep(0.2)
-    pytest.fail("audit backlog not drained: %r" % st)
 
 
 def export(app, out, want, timeout=30.0):

@@ -6,14 +6,13 @@ and the protocol's bad input.  The audit side is test_muc_audit.py,
 persistence test_muc_persist.py.
 """
 
-import json
 import threading
 import time
-import urllib.request
 import uuid
 
 import pytest
 
+from chathelp import status, worker_of
 from mucclient import MucClient, MucError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -21,19 +20,6 @@ from slixmpp.xmlstream.matcher import MatchXPath
 MUC = "conference.example.com"
 APPLIANCE_WORKERS = 2
 APPLIANCE_EXTRA_HTTP = "conclave_muc_domain %s;" % MUC
-
-
-def status(app):
-    with urllib.request.urlopen(app.status_url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def worker_of(app, full_jid):
-    bare, _, res = full_jid.partition("/")
-    for s in status(app)["sessions"]:
-        if s["jid"] == bare and s["resource"] == res:
-            return s["worker_pid"]
-    return None
 
 
 def room_owner(app, room):

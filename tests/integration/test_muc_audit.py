@@ -10,36 +10,18 @@ message whose record cannot be written goes to nobody.
 import json
 import os
 import subprocess
-import time
-import urllib.request
 import uuid
 
 import pytest
 
 from appliance import Appliance, env_sanitize
+from auditwait import wait_drained
 from mucclient import MucClient, MucError
 
 MUC = "conference.example.com"
 APPLIANCE_WORKERS = 2
 APPLIANCE_EXTRA_HTTP = "conclave_muc_domain %s;" % MUC
 DB = "conclave"
-
-
-def status(app):
-    with urllib.request.urlopen(app.status_url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def wait_drained(app, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < deadline:
-        st = status(app)["audit"]
-        if st and all(j["backlog_records"] == 0 and j["mariadb_ok"]
-                      for j in st):
-            return
-        time.sleep(0.2)
-    pytest.fail("audit backlog not drained: %r" % st)
 
 
 def records(app, room):

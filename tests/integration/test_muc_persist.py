@@ -7,11 +7,11 @@ rooms already loaded carry on (the event loop never waits for it).
 
 import json
 import time
-import urllib.request
 import uuid
 
 import pytest
 
+from auditwait import wait_drained
 from mucclient import MucClient, MucError
 from slixclient import SlixPool
 
@@ -20,23 +20,6 @@ EXTRA = """
     conclave_muc_domain %s;
     conclave_db_timeout 2s;
 """ % MUC
-
-
-def status(app):
-    with urllib.request.urlopen(app.status_url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def wait_drained(app, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < deadline:
-        st = status(app)["audit"]
-        if st and all(j["backlog_records"] == 0 and j["mariadb_ok"]
-                      for j in st):
-            return
-        time.sleep(0.2)
-    pytest.fail("audit backlog not drained: %r" % st)
 
 
 def user(app, pool, uid, res=None):

@@ -19,7 +19,7 @@ import time
 
 from slixmpp.xmlstream import ET, ElementBase
 
-from chathelp import get_roster, send_presence, worker_of
+from chathelp import send_presence, subscribe_both, worker_of
 from rawtcp import RawTCP
 
 MAX_ITEM = 2048
@@ -147,25 +147,6 @@ def options(c, **fields):
     for var, value in fields.items():
         f.add_field(var=var, value=value)
     return f
-
-
-def subscribe_both(a, b):
-    ja, jb = a.jid.split("/")[0], b.jid.split("/")[0]
-    send_presence(a, to=jb, ptype="subscribe")
-    b.wait_presence(lambda p: p["type"] == "subscribe")
-    send_presence(b, to=ja, ptype="subscribed")
-    send_presence(b, to=ja, ptype="subscribe")
-    a.wait_presence(lambda p: p["type"] == "subscribe")
-    send_presence(a, to=jb, ptype="subscribed")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ia, _ = get_roster(a)
-        ib, _ = get_roster(b)
-        if ia.get(jb, {}).get("subscription") == "both" and \
-                ib.get(ja, {}).get("subscription") == "both":
-            return
-        time.sleep(0.1)
-    raise AssertionError("no mutual subscription")
 
 
 # ---- XEP-0115 and disco ----

@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 
+from auditstore import build_journal_cli  # noqa: E402
 from mariadb import MariaDB  # noqa: E402
 
 SANITIZE = os.environ.get("CONCLAVE_SANITIZE") == "1"
@@ -45,15 +46,7 @@ http {
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     base = tmp_path_factory.mktemp("prune")
-    jcli = str(base / "journal_cli")
-    r = subprocess.run(
-        ["cc", "-std=gnu11", "-O2", "-Iaudit/src", "-o", jcli,
-         "tests/lib/journal_cli.c", "audit/src/caud_record.c",
-         "audit/src/caud_journal.c", "audit/src/caud_journal_read.c",
-         "audit/src/caud_journal_dir.c",
-         "audit/src/caud_checkpoint.c", "-lcrypto", "-ljansson",
-         "-lpthread"], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    jcli = build_journal_cli(str(base / "journal_cli"), sanitize=False)
     db = MariaDB(str(base / "mariadb"))
     db.start()
     d = base / "journal"

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 
-from auditstore import NODE, Store, CtlError  # noqa: E402
+from auditstore import NODE, started  # noqa: E402
 
 DAY = 86400 * 10 ** 6
 NOW = int(time.time()) * 10 ** 6
@@ -47,18 +47,7 @@ def fill(s):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    try:
-        s = Store(tmp_path_factory.mktemp("retention"))
-    except CtlError as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        s.start()
-        fill(s)
-    except Exception:
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    yield from started(tmp_path_factory.mktemp("retention"), fill)
 
 
 def count(store, where):

@@ -19,7 +19,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from chathelp import get_roster, roster_set, send_presence, slix
+from chathelp import (get_roster, roster_set, send_presence, slix,
+                      subscribe_both)
 from polling import wait
 from smresume import connect_sm, resume_elsewhere, track
 
@@ -86,25 +87,6 @@ def next_carbon(c, body, timeout=10):
 def statuses(c, settle):
     return [(p["from"], p["status"]) for p in c.drain("presences", settle)
             if p["type"] in ("available", "") and p["status"]]
-
-
-def subscribe_both(a, b):
-    ja, jb = a.jid.split("/")[0], b.jid.split("/")[0]
-    send_presence(a, to=jb, ptype="subscribe")
-    b.wait_presence(lambda p: p["type"] == "subscribe")
-    send_presence(b, to=ja, ptype="subscribed")
-    send_presence(b, to=ja, ptype="subscribe")
-    a.wait_presence(lambda p: p["type"] == "subscribe")
-    send_presence(a, to=jb, ptype="subscribed")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ia, _ = get_roster(a)
-        ib, _ = get_roster(b)
-        if ia.get(jb, {}).get("subscription") == "both" and \
-                ib.get(ja, {}).get("subscription") == "both":
-            return
-        time.sleep(0.1)
-    pytest.fail("no mutual subscription")
 
 
 def test_carbons_roster_blocklist_presence_survive_resume(appliance, pool):

@@ -4,37 +4,19 @@ on another, with Debian's slixmpp as the real client, mixed with a
 WebSocket user; and the bad input a real client never sends.
 """
 
-import json
 import os
 import re
 import socket
 import ssl
 import time
-import urllib.request
 
 import pytest
 
+from chathelp import status, worker_of
 from rawtcp import HEADER, RawTCP
 
 APPLIANCE_PLAINTEXT_AUTH = False     # TLS before authentication
 APPLIANCE_TLS = True                 # wss:// for the WebSocket user
-
-
-def status(app):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(app.status_url, timeout=5,
-                                context=ctx) as r:
-        return json.loads(r.read())
-
-
-def worker_of(app, jid):
-    bare, _, res = jid.partition("/")
-    for s in status(app)["sessions"]:
-        if s["jid"] == bare and s["resource"] == res:
-            return s["worker_pid"]
-    return None
 
 
 @pytest.mark.parametrize("direct", [False, True],

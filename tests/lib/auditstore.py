@@ -51,7 +51,10 @@ class CtlError(AssertionError):
 
 
 def build_journal_cli(out, sanitize=SANITIZE):
-    args = ["cc", "-std=gnu11", "-Wall", "-Iaudit/src"]
+    """Builds tests/lib/journal_cli.c with the journal sources into out
+    (ASan+UBSan when sanitize); CtlError with the compiler's output if
+    it does not build, warnings included."""
+    args = ["cc", "-std=gnu11", "-g", "-Wall", "-Werror", "-Iaudit/src"]
     args += SAN_FLAGS if sanitize else ["-O2"]
     args += ["-o", out, "tests/lib/journal_cli.c", "audit/src/caud_record.c",
              "audit/src/caud_journal.c", "audit/src/caud_journal_read.c",
@@ -133,3 +136,29 @@ class Store:
 
     def scalar(self, sql):
         return self.db.scalar(sql, database=self.db.database)
+
+
+def started(base, fill=None):
+    """A module's store fixture: a started Store in base, filled by
+    fill(s), stopped after the module (and at once if starting or
+    filling fails); a Store that cannot be made fails the test.
+
+        @pytest.fixture(scope="module")
+        def store(tmp_path_factory):
+            yield from started(tmp_path_factory.mktemp("export"), fill)
+    """
+    import pytest
+
+    try:
+        s = Store(base)
+    except CtlError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        s.start()
+        if fill:
+            fill(s)
+    except Exception:
+        s.stop()
+        raise
+    yield s
+    s.stop()

@@ -99,3 +99,29 @@ def send_presence(c, to=None, ptype=None, status=None, priority=None):
             kw["ppriority"] = priority
         x.send_presence(**kw)
     c.send(go)
+
+
+def subscribe_both(a, b):
+    """a and b, signed in as two users, subscribe to each other's
+    presence (RFC 6121 3.1) and wait until both rosters say "both"."""
+    ja, jb = a.jid.split("/")[0], b.jid.split("/")[0]
+    send_presence(a, to=jb, ptype="subscribe")
+    b.wait_presence(lambda p: p["type"] == "subscribe")
+    send_presence(b, to=ja, ptype="subscribed")
+    send_presence(b, to=ja, ptype="subscribe")
+    a.wait_presence(lambda p: p["type"] == "subscribe")
+    send_presence(a, to=jb, ptype="subscribed")
+    wait_both(a, b, ja, jb)
+
+
+def wait_both(a, b, ja, jb, timeout=10):
+    """Until a's roster item of jb and b's of ja both say "both"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ia, _ = get_roster(a)
+        ib, _ = get_roster(b)
+        if ia.get(jb, {}).get("subscription") == "both" and \
+                ib.get(ja, {}).get("subscription") == "both":
+            return
+        time.sleep(0.1)
+    raise AssertionError("no mutual subscription")
