@@ -17,6 +17,7 @@ import time
 import pytest
 
 from console import Console
+from polling import wait
 from rawws import RawWS
 
 APPLIANCE_EXTRA_HTTP = """
@@ -50,14 +51,10 @@ def engine_events(app, event):
         "ORDER BY ts_utc_us" % event)]
 
 
-def wait_for(pred, what, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    pytest.fail("timed out waiting for " + what)
+def wait_for(pred, what):
+    """What pred() gives once true: the console and MariaDB are polled
+    less often than a client (every 0.2 s, for up to 20 s)."""
+    return wait(pred, what, timeout=20, interval=0.2)
 
 
 def wait_console_record(app, action, pred):

@@ -24,20 +24,10 @@
 
 #include "caud.h"
 #include "unit.h"
+#include "unit_files.h"
 
 
 #define ORIGIN  "conclave.example.com/audit/0"
-
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-
-    return remove(path);
-}
 
 
 static void
@@ -592,13 +582,9 @@ test_merkle(void)
 int
 main(void)
 {
-    char         base[256];
-    const char  *tmp;
+    char  base[256];
 
-    tmp = getenv("TMPDIR");
-    snprintf(base, sizeof(base), "%s/caud-cp-XXXXXX", tmp ? tmp : "/tmp");
-
-    if (mkdtemp(base) == NULL) {
+    if (mkdir_tmp(base, sizeof(base), "caud-cp") == NULL) {
         printf("mkdtemp failed\n0 passed, 1 failed\n");
         return 1;
     }
@@ -609,7 +595,7 @@ main(void)
     test_check_journal(base);
     test_merkle();
 
-    nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    rmtree(base);
 
     return unit_report();
 }

@@ -27,76 +27,11 @@
 
 #include "caud.h"
 #include "unit.h"
+#include "unit_files.h"
 
 
 /* ------------------------------------------------------------------ */
 /* helpers */
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-
-    return remove(path);
-}
-
-
-static void
-rmtree(const char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-
-static char *
-mkdir_tmp(char *buf, size_t size)
-{
-    const char  *base;
-
-    base = getenv("TMPDIR");
-    snprintf(buf, size, "%s/caud-test-XXXXXX", base ? base : "/tmp");
-
-    return mkdtemp(buf);
-}
-
-
-static char *
-seg_path(char *buf, size_t size, const char *dir, unsigned writer,
-    unsigned long long first)
-{
-    snprintf(buf, size, "%s/journal-%u-%020llu.cj", dir, writer, first);
-    return buf;
-}
-
-
-static uint8_t *
-slurp(const char *path, size_t *len)
-{
-    int          fd;
-    uint8_t     *b;
-    ssize_t      n;
-    struct stat  st;
-
-    fd = open(path, O_RDONLY);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        return NULL;
-    }
-
-    b = malloc(st.st_size + 1);
-    n = b ? pread(fd, b, st.st_size, 0) : -1;
-    close(fd);
-
-    if (n != st.st_size) {
-        free(b);
-        return NULL;
-    }
-
-    *len = n;
-    return b;
-}
-
 
 static int
 spit(const char *path, const uint8_t *b, size_t len)
@@ -1812,7 +1747,7 @@ main(void)
 {
     char  base[256];
 
-    if (mkdir_tmp(base, sizeof(base)) == NULL) {
+    if (mkdir_tmp(base, sizeof(base), "caud-test") == NULL) {
         printf("mkdtemp failed\n0 passed, 1 failed\n");
         return 1;
     }

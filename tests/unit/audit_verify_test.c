@@ -27,6 +27,7 @@
 
 #include "caud.h"
 #include "unit.h"
+#include "unit_files.h"
 
 
 #define PREFIX   "conclave.example.com/audit/n1"
@@ -36,63 +37,6 @@
 
 /* ------------------------------------------------------------------ */
 /* helpers */
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-
-    return remove(path);
-}
-
-
-static void
-rmtree(const char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-
-static uint8_t *
-slurp(const char *path, size_t *len)
-{
-    int          fd;
-    uint8_t     *b;
-    ssize_t      n;
-    struct stat  st;
-
-    fd = open(path, O_RDONLY);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        if (fd >= 0) {
-            close(fd);
-        }
-        return NULL;
-    }
-
-    b = malloc(st.st_size + 1);
-    n = b ? pread(fd, b, st.st_size, 0) : -1;
-    close(fd);
-
-    if (n != st.st_size) {
-        free(b);
-        return NULL;
-    }
-
-    *len = n;
-    return b;
-}
-
-
-static char *
-seg_path(char *buf, size_t size, const char *dir, unsigned writer,
-    unsigned long long first)
-{
-    snprintf(buf, size, "%s/journal-%u-%020llu.cj", dir, writer, first);
-    return buf;
-}
-
 
 static json_t *
 msg_record(int i)
@@ -594,14 +538,10 @@ main(void)
 {
     char        err[256];
     fixture_t   fx;
-    const char *tmp;
 
     memset(&fx, 0, sizeof(fx));
-    tmp = getenv("TMPDIR");
-    snprintf(fx.base, sizeof(fx.base), "%s/caud-verify-XXXXXX",
-             tmp ? tmp : "/tmp");
 
-    if (mkdtemp(fx.base) == NULL) {
+    if (mkdir_tmp(fx.base, sizeof(fx.base), "caud-verify") == NULL) {
         printf("mkdtemp failed\n0 passed, 1 failed\n");
         return 1;
     }
