@@ -8,7 +8,9 @@ must ship journal 1, which no process holds, too.
 import json
 import time
 
-from test_audit import rows, status, verify, wait_drained
+from auditwait import wait_drained
+from chathelp import status
+from test_audit import rows, verify
 from test_audit_restart import talk
 
 

@@ -15,9 +15,11 @@ import threading
 import time
 import os
 
+from auditwait import wait_drained
+from chathelp import status
 from rawws import Closed
 
-from test_audit import login_on, wait_drained, verify, rows, status
+from test_audit import login_on, verify, rows
 
 N = 400
 

@@ -9,10 +9,11 @@ import subprocess
 import pytest
 
 from appliance import env_sanitize
+from auditwait import wait_drained
 from nginx import NGINX, Nginx
 
 from rawws import RawWS
-from test_audit import rows, verify, wait_drained
+from test_audit import rows, verify
 
 
 @pytest.mark.parametrize("policy", ["interval", "off"])

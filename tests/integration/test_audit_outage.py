@@ -8,7 +8,9 @@ import os
 import signal
 import time
 
-from test_audit import rows, status, verify, wait_drained
+from auditwait import wait_drained
+from chathelp import status
+from test_audit import rows, verify
 
 OUTAGE = 30.0
 

@@ -3,7 +3,8 @@ workers resume their journals, shipping goes on from where it stopped,
 and nothing is shipped twice.
 """
 
-from test_audit import rows, verify, wait_drained
+from auditwait import wait_drained
+from test_audit import rows, verify
 
 
 def talk(app, clients, tag, n):

@@ -9,7 +9,9 @@ failed, and every record in MariaDB exactly once.
 
 import time
 
-from test_audit import rows, status, verify, wait_drained
+from auditwait import wait_drained
+from chathelp import status
+from test_audit import rows, verify
 from test_audit_restart import talk
 
 # long enough that conclavectl ships before the worker's next round

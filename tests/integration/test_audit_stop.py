@@ -20,8 +20,10 @@ condition of the bug, not a timing assertion.
 import threading
 import time
 
+from auditwait import wait_drained
+from chathelp import status
 from slixclient import SlixPool
-from test_audit import count, rows, status, verify, wait_drained
+from test_audit import count, rows, verify
 
 FLOOD = 4000          # messages while MariaDB is down
 SENDERS = (("alice", "bob"), ("carol", "erin"))

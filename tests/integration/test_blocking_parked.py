@@ -18,9 +18,10 @@ docs/chat.md maps each rule to its test.
 import time
 
 from chathelp import get_roster, send_presence, slix
-from smresume import resume_elsewhere
+from polling import wait
+from smresume import drop, resume_elsewhere
 from test_blocking_presence import (block, blocker, keeper, presence_from,
-                                    presences, subscribe_both, wait)
+                                    presences, subscribe_both)
 
 DOMAIN = "example.com"
 APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 60s;"
@@ -28,9 +29,7 @@ APPLIANCE_EXTRA_HTTP = "conclave_sm_resume_timeout 60s;"
 
 def park(c):
     """Drops c's connection without a stream end: the server parks it."""
-    c.xmpp.ended.clear()
-    c.pool.call(lambda: c.xmpp.transport.abort())
-    c.xmpp.ended.wait(10)
+    drop(c.pool, c)
     time.sleep(1.0)             # the server notices the lost connection
 
 

@@ -8,6 +8,7 @@ persistence test_muc_persist.py.
 
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
