@@ -702,8 +702,10 @@ void ngx_xmpp_router_bounce(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
 void ngx_xmpp_router_bounce_text(ngx_xmpp_session_t *s,
     ngx_xmpp_delivery_t *d, const char *type, const char *condition,
     const char *text);
-void ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len);
-void ngx_xmpp_router_fan_ipc(u_char *data, size_t len);
+void ngx_xmpp_router_deliver_ipc(ngx_xmpp_conf_t *xcf, uint64_t sid,
+    u_char *data, size_t len);
+void ngx_xmpp_router_fan_ipc(ngx_xmpp_conf_t *xcf, u_char *data,
+    size_t len);
 void ngx_xmpp_router_exit_worker(void);
 void ngx_xmpp_router_kick(ngx_pid_t pid, uint64_t sid);
 void ngx_xmpp_router_kick_local(uint64_t sid);
@@ -1039,6 +1041,14 @@ void ngx_xmpp_sm_sent(ngx_xmpp_session_t *s, u_char *data, size_t len);
 ngx_int_t ngx_xmpp_sm_detach(ngx_xmpp_session_t *s);
 void ngx_xmpp_sm_release(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_sm_deliver(uint64_t sid, u_char *data, size_t len);
+/* what became of a stanza its session could not take */
+#define NGX_XMPP_UNDELIVERABLE_DROPPED    0
+#define NGX_XMPP_UNDELIVERABLE_RESOURCES  1
+#define NGX_XMPP_UNDELIVERABLE_STORED     2
+#define NGX_XMPP_UNDELIVERABLE_BOUNCED    3
+#define NGX_XMPP_UNDELIVERABLE_N          4
+ngx_uint_t ngx_xmpp_sm_undeliverable(ngx_xmpp_conf_t *xcf,
+    ngx_pool_t *pool, uint64_t sid, u_char *data, size_t len);
 ngx_int_t ngx_xmpp_sm_hold(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
 /* a session being resumed holds command cmd (NGX_XMPP_IPC_*) for later */

@@ -587,11 +587,11 @@ ngx_xmpp_ipc_dispatch(ngx_event_t *ev, ngx_uint_t cmd, ngx_pid_t from,
     switch (cmd) {
 
     case NGX_XMPP_IPC_DELIVER:
-        ngx_xmpp_router_deliver_ipc(sid, data, len);
+        ngx_xmpp_router_deliver_ipc(ngx_xmpp_ipc_conf, sid, data, len);
         break;
 
     case NGX_XMPP_IPC_FAN:
-        ngx_xmpp_router_fan_ipc(data, len);
+        ngx_xmpp_router_fan_ipc(ngx_xmpp_ipc_conf, data, len);
         break;
 
     case NGX_XMPP_IPC_KICK:

@@ -19,6 +19,10 @@ static ngx_xmpp_route_t  ngx_xmpp_routes[NGX_XMPP_ROUTE_MAX];
 static ngx_xmpp_wbuf_t   ngx_xmpp_router_fan;    /* fan-out copies */
 
 
+static void ngx_xmpp_router_ended(ngx_xmpp_conf_t *xcf, uint64_t sid,
+    u_char *data, size_t len);
+
+
 ngx_xmpp_route_t *
 ngx_xmpp_router_routes(void)
 {
@@ -506,7 +510,8 @@ ngx_xmpp_router_bounce_text(ngx_xmpp_session_t *s, ngx_xmpp_delivery_t *d,
 
 
 void
-ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
+ngx_xmpp_router_deliver_ipc(ngx_xmpp_conf_t *xcf, uint64_t sid,
+    u_char *data, size_t len)
 {
     ngx_xmpp_session_t  *s;
 
@@ -521,17 +526,42 @@ ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
     }
 
     if (s == NULL || !s->bound) {
-        /*
-         * The session ended after the sender looked it up; until offline
-         * storage exists such a stanza cannot be kept (issue 7).
-         */
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "xmpp: stanza for ended session #%uL not delivered",
-                      sid);
+        ngx_xmpp_router_ended(xcf, sid, data, len);
         return;
     }
 
     (void) ngx_xmpp_router_inbound(s, data, len);
+}
+
+
+/*
+ * The session ended after the sender looked it up (RFC 6121 8.5.3.2:
+ * no such resource any more): the stanza is handled as the unacked
+ * stanzas of an ended XEP-0198 session are, so a message goes to the
+ * account's other resources or to offline storage, not nowhere.
+ */
+static void
+ngx_xmpp_router_ended(ngx_xmpp_conf_t *xcf, uint64_t sid, u_char *data,
+    size_t len)
+{
+    ngx_uint_t   rc;
+    ngx_pool_t  *pool;
+
+    static const char  *what[] = {
+        "dropped", "sent to other resources", "stored offline", "bounced"
+    };
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    rc = ngx_xmpp_sm_undeliverable(xcf, pool, sid, data, len);
+
+    ngx_destroy_pool(pool);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "xmpp: stanza for ended session #%uL %s", sid, what[rc]);
 }
 
 
@@ -545,7 +575,7 @@ ngx_xmpp_router_deliver_ipc(uint64_t sid, u_char *data, size_t len)
  * the zone's secret, but its lengths are checked all the same.
  */
 void
-ngx_xmpp_router_fan_ipc(u_char *data, size_t len)
+ngx_xmpp_router_fan_ipc(ngx_xmpp_conf_t *xcf, u_char *data, size_t len)
 {
     u_char              *p, *end, *elem, *tail;
     uint64_t             sid;
@@ -603,7 +633,8 @@ ngx_xmpp_router_fan_ipc(u_char *data, size_t len)
         p += r.jid_len;
 
         if (!b->failed) {
-            ngx_xmpp_router_deliver_ipc(sid, b->start, b->last - b->start);
+            ngx_xmpp_router_deliver_ipc(xcf, sid, b->start,
+                                        b->last - b->start);
         }
     }
 

@@ -29,6 +29,8 @@
 
 
 static void ngx_xmpp_sm_ghost_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_xmpp_sm_named(ngx_xmpp_conf_t *xcf, ngx_str_t *bare,
+    uint64_t sid);
 
 
 static ngx_rbtree_t       ngx_xmpp_sm_ghosts;
@@ -413,8 +415,8 @@ ngx_xmpp_sm_has_body(u_char *data, size_t len)
  * cannot keep (there is no sender's session to answer any more).
  */
 static ngx_int_t
-ngx_xmpp_sm_offline(ngx_xmpp_sm_ghost_t *g, u_char *data, size_t len,
-    ngx_str_t *type, ngx_xmpp_jid_t *to)
+ngx_xmpp_sm_offline(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool, u_char *data,
+    size_t len, ngx_str_t *type, ngx_xmpp_jid_t *to)
 {
     ngx_xmpp_delivery_t  d;
 
@@ -425,109 +427,138 @@ ngx_xmpp_sm_offline(ngx_xmpp_sm_ghost_t *g, u_char *data, size_t len,
     d.data = data;
     d.len = len;
 
-    if (ngx_xmpp_sm_attr(g->ghost.pool, data, len, "id", &d.id)
-        == NGX_ERROR)
-    {
+    if (ngx_xmpp_sm_attr(pool, data, len, "id", &d.id) == NGX_ERROR) {
         return NGX_ERROR;
     }
 
-    return ngx_xmpp_offline_store(g->ghost.conf, NULL, &d);
+    return ngx_xmpp_offline_store(xcf, NULL, &d);
 }
 
 
 /*
- * XEP-0198 section 5: stanzas the client never acknowledged are
- * undeliverable to it.  A message goes to the account's other
- * resources (RFC 6121 8.5.2.1), else to offline storage if it has a
- * body, else back to its sender; a request gets an error; presence,
- * results and errors are dropped (RFC 6121 8.5.2.2.2).
+ * XEP-0198 section 5 and RFC 6121 8.5.2: one stanza that its session
+ * can no longer take.  A message goes to the account's other resources
+ * (8.5.2.1), else to offline storage if it has a body, else back to its
+ * sender; a request gets an error; presence, results and errors are
+ * dropped (8.5.2.2.2).  sid, if not 0, is a session of this worker
+ * that is gone: while the registry still names it, the other resources
+ * are skipped, since a stale entry on each of two workers would
+ * otherwise send the stanza back and forth for ever.
  */
+ngx_uint_t
+ngx_xmpp_sm_undeliverable(ngx_xmpp_conf_t *xcf, ngx_pool_t *pool,
+    uint64_t sid, u_char *data, size_t len)
+{
+    ngx_str_t        type, to, from;
+    ngx_xmpp_jid_t   tj, fj;
+
+    type.len = 0;
+
+    if (ngx_xmpp_sm_attr(pool, data, len, "type", &type) == NGX_ERROR
+        || ngx_xmpp_sm_attr(pool, data, len, "to", &to) != NGX_OK
+        || ngx_xmpp_sm_attr(pool, data, len, "from", &from) != NGX_OK
+        || ngx_xmpp_jid_parse(pool, &to, &tj) != NGX_OK
+        || ngx_xmpp_jid_parse(pool, &from, &fj) != NGX_OK)
+    {
+        return NGX_XMPP_UNDELIVERABLE_DROPPED;
+    }
+
+    if (data[1] == 'i') {
+        if (ngx_xmpp_sm_str_is(&type, "get")
+            || ngx_xmpp_sm_str_is(&type, "set"))
+        {
+            ngx_xmpp_sm_bounce(xcf, pool, data, len, &to, &from);
+            return NGX_XMPP_UNDELIVERABLE_BOUNCED;
+        }
+
+        return NGX_XMPP_UNDELIVERABLE_DROPPED;
+    }
+
+    if (data[1] != 'm' || ngx_xmpp_sm_str_is(&type, "error")
+        || ngx_xmpp_sm_str_is(&type, "groupchat")
+        || (fj.resource.len == 0 && fj.bare.len == tj.bare.len
+            && ngx_strncmp(fj.bare.data, tj.bare.data, tj.bare.len) == 0))
+    {
+        /* errors, rooms, and the account's own (MAM results) */
+        return NGX_XMPP_UNDELIVERABLE_DROPPED;
+    }
+
+    if (!ngx_xmpp_sm_named(xcf, &tj.bare, sid)
+        && ngx_xmpp_router_to_bare(xcf, &tj.bare, NGX_XMPP_STANZA_MESSAGE,
+                                   type.len ? &type : NULL, data, len)
+           > 0)
+    {
+        return NGX_XMPP_UNDELIVERABLE_RESOURCES;
+    }
+
+    if (ngx_xmpp_sm_str_is(&type, "headline")
+        || !ngx_xmpp_sm_has_body(data, len))
+    {
+        /* headlines; chat states, receipts: nothing to keep (XEP-0160 3) */
+        return NGX_XMPP_UNDELIVERABLE_DROPPED;
+    }
+
+    if (ngx_xmpp_sm_offline(xcf, pool, data, len, &type, &tj) == NGX_OK) {
+        return NGX_XMPP_UNDELIVERABLE_STORED;
+    }
+
+    ngx_xmpp_sm_bounce(xcf, pool, data, len, &to, &from);
+
+    return NGX_XMPP_UNDELIVERABLE_BOUNCED;
+}
+
+
+/* the registry names session sid of this worker under bare */
+static ngx_uint_t
+ngx_xmpp_sm_named(ngx_xmpp_conf_t *xcf, ngx_str_t *bare, uint64_t sid)
+{
+    ngx_uint_t         i, n;
+    ngx_xmpp_route_t  *routes;
+
+    if (sid == 0) {
+        return 0;
+    }
+
+    routes = ngx_xmpp_router_routes();
+    n = ngx_xmpp_registry_lookup(xcf, bare, routes, NGX_XMPP_ROUTE_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (routes[i].pid == ngx_pid && routes[i].sid == sid) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* XEP-0198 section 5: what the client never acknowledged */
 static void
 ngx_xmpp_sm_reroute(ngx_xmpp_sm_ghost_t *g)
 {
-    u_char          *data;
-    size_t           len;
-    ngx_str_t        type, to, from;
-    ngx_uint_t       n, bounced, stored;
-    ngx_xmpp_jid_t   tj, fj;
+    u_char      *data;
+    size_t       len;
+    ngx_uint_t   n[NGX_XMPP_UNDELIVERABLE_N];
 
-    n = 0;
-    bounced = 0;
-    stored = 0;
+    ngx_memzero(n, sizeof(n));
 
     while (ngx_xmpp_sm_queue_peek(&g->q, &data, &len) == NGX_OK) {
-        type.len = 0;
-
-        if (ngx_xmpp_sm_attr(g->ghost.pool, data, len, "type", &type)
-            == NGX_ERROR
-            || ngx_xmpp_sm_attr(g->ghost.pool, data, len, "to", &to)
-               != NGX_OK
-            || ngx_xmpp_sm_attr(g->ghost.pool, data, len, "from", &from)
-               != NGX_OK
-            || ngx_xmpp_jid_parse(g->ghost.pool, &to, &tj) != NGX_OK
-            || ngx_xmpp_jid_parse(g->ghost.pool, &from, &fj) != NGX_OK)
-        {
-            goto next;
-        }
-
-        if (data[1] == 'i') {
-            if (ngx_xmpp_sm_str_is(&type, "get")
-                || ngx_xmpp_sm_str_is(&type, "set"))
-            {
-                ngx_xmpp_sm_bounce(g->ghost.conf, g->ghost.pool, data, len,
-                                   &to, &from);
-                bounced++;
-            }
-
-            goto next;
-        }
-
-        if (data[1] != 'm' || ngx_xmpp_sm_str_is(&type, "error")
-            || ngx_xmpp_sm_str_is(&type, "groupchat")
-            || (fj.resource.len == 0 && fj.bare.len == tj.bare.len
-                && ngx_strncmp(fj.bare.data, tj.bare.data, tj.bare.len) == 0))
-        {
-            /* errors, rooms, and the account's own (MAM results) */
-            goto next;
-        }
-
-        if (ngx_xmpp_router_to_bare(g->ghost.conf, &tj.bare,
-                                    NGX_XMPP_STANZA_MESSAGE,
-                                    type.len ? &type : NULL, data, len)
-            > 0)
-        {
-            n++;
-            goto next;
-        }
-
-        if (ngx_xmpp_sm_str_is(&type, "headline")) {
-            goto next;
-        }
-
-        if (!ngx_xmpp_sm_has_body(data, len)) {
-            /* chat states, receipts: nothing to keep (XEP-0160 3) */
-            goto next;
-        }
-
-        if (ngx_xmpp_sm_offline(g, data, len, &type, &tj) == NGX_OK) {
-            stored++;
-            goto next;
-        }
-
-        ngx_xmpp_sm_bounce(g->ghost.conf, g->ghost.pool, data, len,
-                           &to, &from);
-        bounced++;
-
-    next:
-
+        n[ngx_xmpp_sm_undeliverable(g->ghost.conf, g->ghost.pool, 0, data,
+                                    len)]++;
         ngx_xmpp_sm_queue_drop(&g->q);
     }
 
-    if (n || bounced || stored) {
+    if (n[NGX_XMPP_UNDELIVERABLE_RESOURCES]
+        || n[NGX_XMPP_UNDELIVERABLE_STORED]
+        || n[NGX_XMPP_UNDELIVERABLE_BOUNCED])
+    {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "xmpp: unacked stanzas of \"%V\": %ui to other "
                       "resources, %ui to offline storage, %ui bounced",
-                      &g->ghost.jid.full, n, stored, bounced);
+                      &g->ghost.jid.full,
+                      n[NGX_XMPP_UNDELIVERABLE_RESOURCES],
+                      n[NGX_XMPP_UNDELIVERABLE_STORED],
+                      n[NGX_XMPP_UNDELIVERABLE_BOUNCED]);
     }
 }
 
