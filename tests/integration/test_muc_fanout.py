@@ -27,7 +27,6 @@ run looked like one occupant "missing" a contiguous range (docs/muc.md,
 Clients: Debian's python3-slixmpp with its xep_0045 plugin.
 """
 
-import json
 import os
 import re
 import signal
@@ -36,6 +35,7 @@ import time
 import urllib.request
 import uuid
 
+from chathelp import status, worker_of
 from mucclient import MucClient
 
 MUC = "conference.example.com"
@@ -44,19 +44,6 @@ MUC = "conference.example.com"
 APPLIANCE_EXTRA_HTTP = "conclave_muc_rate 100000;"
 PER_WORKER = 6
 FLOOD = 3000
-
-
-def status(app):
-    with urllib.request.urlopen(app.status_url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def worker_of(app, full_jid):
-    bare, _, res = full_jid.partition("/")
-    for s in status(app)["sessions"]:
-        if s["jid"] == bare and s["resource"] == res:
-            return s["worker_pid"]
-    return None
 
 
 def room_owner(app, room):

@@ -247,21 +247,28 @@ def test_messages_and_pep_in_the_window_arrive_in_order(appliance, pool):
     print("sent %r" % sent)
 
 
-def test_room_messages_in_the_window_arrive_in_order(appliance, pool):
-    """bob/m sits in a room with alice, who talks without pause while
-    bob/m resumes on the other worker again and again: bob gets every
-    room message once, in order, and stays in the room."""
-    room = "window@" + MUC
+def room_pair(pool, app, room, resource):
+    """alice/r and bob/<resource> in room; bob has XEP-0198 enabled
+    (so that he can resume) and has read the join's history."""
     alice = MucClient(pool, "alice@%s/r" % DOMAIN, "alice-pw",
-                      appliance.nginx.xmpp_port)
+                      app.nginx.xmpp_port)
     alice.join(room, "alice")
-    bob = MucClient(pool, "bob@%s/m" % DOMAIN, "bob-pw",
-                    appliance.nginx.xmpp_port, connect=False)
+    bob = MucClient(pool, "bob@%s/%s" % (DOMAIN, resource), "bob-pw",
+                    app.nginx.xmpp_port, connect=False)
     sm_setup(pool, bob)
     bob.connect()
     wait(lambda: bob.xmpp["xep_0198"].sm_id, "SM enabled")
     bob.join(room, "bob")
     bob.drain(bob.xmpp.groupchat, settle=0.5)
+    return alice, bob
+
+
+def test_room_messages_in_the_window_arrive_in_order(appliance, pool):
+    """bob/m sits in a room with alice, who talks without pause while
+    bob/m resumes on the other worker again and again: bob gets every
+    room message once, in order, and stays in the room."""
+    room = "window@" + MUC
+    alice, bob = room_pair(pool, appliance, room, "m")
 
     async def say(p):
         alice.xmpp.make_message(mto=room, mbody="g%d" % p.count,
@@ -387,16 +394,7 @@ def test_rooms_follow_a_chain_of_resumptions(make_appliance, pool):
         "conclave_sm_resume_timeout 60s;\n"
         "conclave_sm_forward_timeout %ds;" % FORWARD_S))
     room = "chain@" + MUC
-    alice = MucClient(pool, "alice@%s/r" % DOMAIN, "alice-pw",
-                      app.nginx.xmpp_port)
-    alice.join(room, "alice")
-    bob = MucClient(pool, "bob@%s/c" % DOMAIN, "bob-pw",
-                    app.nginx.xmpp_port, connect=False)
-    sm_setup(pool, bob)
-    bob.connect()
-    wait(lambda: bob.xmpp["xep_0198"].sm_id, "SM enabled")
-    bob.join(room, "bob")
-    bob.drain(bob.xmpp.groupchat, settle=0.5)
+    alice, bob = room_pair(pool, app, room, "c")
 
     said = 0
     crossed = same = 0
