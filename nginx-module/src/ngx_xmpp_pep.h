@@ -1,7 +1,7 @@
 
 /*
- * What ngx_xmpp_pep.c (event loop) and ngx_xmpp_pepdb.c (pool threads)
- * share: one request's context.
+ * What ngx_xmpp_pep.c and ngx_xmpp_pepfan.c (event loop) and
+ * ngx_xmpp_pepdb.c (pool threads) share: one request's context.
  */
 
 
@@ -146,6 +146,12 @@ ngx_int_t ngx_xmpp_pep_parse_items(ngx_xmpp_session_t *s,
     ngx_str_t *ids);
 ngx_uint_t ngx_xmpp_pep_is_contact(ngx_xmpp_session_t *s, ngx_pool_t *pool,
     ngx_str_t *owner);
+
+/* ngx_xmpp_pepfan.c: notifications and last items (XEP-0163 section 4) */
+ngx_int_t ngx_xmpp_pep_event(ngx_xmpp_wbuf_t *b, ngx_xmpp_pep_ctx_t *ctx);
+void ngx_xmpp_pep_send_last(ngx_xmpp_session_t *s, ngx_xmpp_pep_ctx_t *ctx);
+void ngx_xmpp_pep_send_last_of(ngx_xmpp_conf_t *xcf,
+    ngx_xmpp_pep_ctx_t *ctx);
 
 /* ngx_xmpp_avatar.c, in the pool threads and on the loop */
 int ngx_xmpp_avatar_run(struct st_mysql *conn, ngx_xmpp_db_req_t *r);
