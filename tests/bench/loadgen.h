@@ -2,10 +2,11 @@
 /*
  * loadgen.h: the load generator's shared types (see loadgen.c).
  *
- * loadgen.c holds the scenarios, measurement and report; loadgen_xmpp.c
- * holds one client session: TCP (and TLS), the WebSocket client side of
- * RFC 6455 or the XML stream of RFC 6120 over TCP, and the sign-in up
- * to initial presence.
+ * loadgen.c holds the scenarios and the setup; loadgen_report.c the
+ * measurement and report; loadgen_xmpp.c holds one client session: TCP
+ * (and TLS), the WebSocket client side of RFC 6455 or the XML stream of
+ * RFC 6120 over TCP, and the sign-in up to initial presence;
+ * loadgen_muc.c the muc-fanout room.
  */
 
 #ifndef LOADGEN_H
@@ -292,6 +293,12 @@ void lg_die(const char *fmt, ...)
 void lg_reason(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void lg_signed_in(lg_conn_t *c);
 void lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len);
+
+/* loadgen_report.c */
+void lg_hist_add(lg_hist_t *h, uint64_t v);
+void lg_sample(lg_sample_t *s, int mem);
+int lg_report(int interrupted);
+int lg_shard_exit(void);
 
 /* loadgen_muc.c */
 void lg_muc_online(lg_conn_t *c);

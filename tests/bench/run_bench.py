@@ -56,7 +56,8 @@ import peers  # noqa: E402
 
 BUILD = os.path.join(REPO, "build", "bench")
 LOADGEN_SRCS = [os.path.join(HERE, f)
-                for f in ("loadgen.c", "loadgen_xmpp.c", "loadgen_muc.c")]
+                for f in ("loadgen.c", "loadgen_report.c", "loadgen_xmpp.c",
+                          "loadgen_muc.c")]
 LOADGEN_DEPS = LOADGEN_SRCS + [os.path.join(HERE, "loadgen.h")]
 LOADGEN = os.path.join(BUILD, "loadgen")
 RELAY_SRC = os.path.join(HERE, "relay.c")
