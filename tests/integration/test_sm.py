@@ -267,6 +267,55 @@ def test_unacked_go_to_offline_storage_on_timeout(appliance, pool):
     a.disconnect()
 
 
+def test_resume_after_the_timeout_is_refused(appliance, pool):
+    """XEP-0198 section 5: a dropped session is kept for
+    conclave_sm_resume_timeout (4 s here, announced as max='4' in
+    test_bad_input), no longer.  slixmpp asking to resume after that
+    gets <failed/> with <item-not-found/>, binds a new session, and that
+    session gets what the old one had not acked from offline storage,
+    once."""
+    b = sm_client(pool, appliance, "frank", "late")
+    failed = []
+    pool.call(lambda: b.xmpp.add_event_handler(
+        "sm_failed", lambda s: failed.append(s.xml)))
+    a = pool.client("alice@%s/lt" % DOMAIN, "alice-pw",
+                    appliance.nginx.xmpp_port)
+    pool.call(lambda: a.xmpp.add_event_handler("message_error",
+                                               a.xmpp._message))
+    full = b.jid
+    starts, resumed = len(b.starts), len(b.resumed)
+    before = stored(appliance, "frank@example.com")
+    drop(pool, b)
+    time.sleep(0.3)
+    a.message(full, "kept for the late one", id="late1")
+
+    # the timeout: the parked session's entry leaves the registry and
+    # what it had not acked goes to offline storage
+    wait(lambda: worker_of(appliance, full) is None,
+         "the parked session to end", timeout=20)
+    wait(lambda: stored(appliance, "frank@example.com") == before + 1,
+         "the unacked message in offline storage", timeout=20)
+
+    b.connect()
+    wait(lambda: len(b.starts) > starts, "a new session", timeout=20)
+    assert len(b.resumed) == resumed
+    assert len(failed) == 1
+    cond = [c.tag for c in failed[0]]
+    assert cond == ["{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found"]
+    assert b.jid == full
+
+    m = b.wait_message(lambda m: m["id"] == "late1", timeout=15)
+    assert m["body"] == "kept for the late one"
+    assert m["from"] == a.jid and m["delay"] is not None
+    wait(lambda: stored(appliance, "frank@example.com") == before,
+         "offline storage emptied", timeout=15)
+    time.sleep(1.0)
+    assert [m for m in bodies(b) if m["id"] == "late1"] == []
+    assert [m for m in bodies(a) if m["type"] == "error"] == []
+    a.disconnect()
+    b.disconnect()
+
+
 def test_unacked_over_the_offline_quota_go_back_to_the_sender(
         make_appliance, pool):
     """What offline storage cannot keep for a timed-out session (here
