@@ -8,7 +8,7 @@
  * the second half of delivery), with an XEP-0203 <delay/> already in
  * it.  The sender hears nothing when that works, and an error stanza
  * when it does not: <service-unavailable/> for an account that has
- * never been available, <resource-constraint/> over the per-user quota
+ * never been available and over the per-user quota
  * (conclave_offline_quota), <internal-server-error/> when MariaDB
  * cannot take it.  Nothing is dropped silently.
  *
@@ -432,14 +432,19 @@ ngx_xmpp_offline_store_done(ngx_xmpp_db_req_t *r)
     ngx_log_error(NGX_LOG_INFO, s ? s->connection->log : ngx_cycle->log, 0,
                   "xmpp: offline storage of %V is full", &ctx->owner);
 
+    /*
+     * XEP-0160 section 2, step 3: a full offline queue answers
+     * <service-unavailable/>, the one error RFC 6121 8.5.2.2.1 allows
+     * here; type "wait" and the text tell the sender it is the quota
+     */
     if (ctx->sid == 0) {
-        ngx_xmpp_offline_bounce_sender(ctx, "wait", "resource-constraint",
+        ngx_xmpp_offline_bounce_sender(ctx, "wait", "service-unavailable",
                                        "the recipient's offline storage "
                                        "is full");
         return;
     }
 
-    ngx_xmpp_router_bounce_text(s, &d, "wait", "resource-constraint",
+    ngx_xmpp_router_bounce_text(s, &d, "wait", "service-unavailable",
                                 "the recipient's offline storage is full");
 }
 

@@ -4,7 +4,8 @@ Real clients: Debian's python3-slixmpp.  A message to a user with no
 available resource is audited, stored, and delivered with an XEP-0203
 <delay/> at the next initial presence, exactly once even when two
 sessions of the recipient on different workers become available at the
-same moment.  The per-user quota answers <resource-constraint/>; a
+same moment.  The per-user quota answers <service-unavailable/>
+(XEP-0160 section 2) of type wait, with a text that names it; a
 stopped or frozen MariaDB gives the sender a clear error while the chat
 of others goes on.
 """
@@ -125,7 +126,9 @@ def test_quota_exceeded(appliance, pool):
         a.message("erin@example.com", "q%d" % i, id="q%d" % i)
     errs = [a.wait_message(lambda m: m["type"] == "error")
             for _ in range(5)]
-    assert all(e["error"] == "resource-constraint" for e in errs)
+    # XEP-0160 section 2, step 3 (RFC 6121 8.5.2.2.1 allows no other)
+    assert all(e["error"] == "service-unavailable" for e in errs)
+    assert all(e["error_type"] == "wait" for e in errs)
     assert all(e["text"] == "the recipient's offline storage is full"
                for e in errs)
     assert not a.drain(settle=0.5)

@@ -320,7 +320,7 @@ def test_unacked_over_the_offline_quota_go_back_to_the_sender(
         make_appliance, pool):
     """What offline storage cannot keep for a timed-out session (here
     the quota, conclave_offline_quota 1) is not dropped in silence: the
-    sender gets <resource-constraint/> for it (RFC 6120 8.3), and the
+    sender gets <service-unavailable/> for it (XEP-0160 section 2), and the
     recipient gets the rest at the next sign-in."""
     app = make_appliance(workers=2, extra_http="conclave_sm_resume_timeout"
                          " 2s; conclave_offline_quota 1;")
@@ -333,7 +333,8 @@ def test_unacked_over_the_offline_quota_go_back_to_the_sender(
     a.message(b.jid, "first of two", id="q1")
     a.message(b.jid, "second of two", id="q2")
     err = a.wait_message(lambda m: m["type"] == "error", timeout=20)
-    assert err["error"] == "resource-constraint"
+    assert err["error"] == "service-unavailable"
+    assert err["text"] == "the recipient's offline storage is full"
     assert err["id"] in ("q1", "q2")
     assert stored(app, "erin@example.com") == 1
 

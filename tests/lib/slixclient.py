@@ -67,6 +67,8 @@ class _Client(slixmpp.ClientXMPP):
                         "error": msg["error"]["condition"]
                         if msg["type"] == "error" else None,
                         "text": msg["error"]["text"]
+                        if msg["type"] == "error" else None,
+                        "error_type": msg["error"]["type"]
                         if msg["type"] == "error" else None})
 
     def _presence(self, pres):
