@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(REPO, "build", "bench")
 AUDIT = os.path.join(REPO, "audit", "src")
+UNIT = os.path.join(REPO, "tests", "unit")
 POLICIES = ("always", "interval", "off")
 
 
@@ -48,7 +49,8 @@ def run(cmd, **kw):
 
 def cc(out, srcs, libs=(), extra=()):
     os.makedirs(BUILD, exist_ok=True)
-    run(["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-I" + AUDIT]
+    run(["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-I" + AUDIT,
+         "-I" + UNIT]
         + list(extra) + ["-o", out] + list(srcs)
         + ["-lcrypto", "-ljansson", "-lpthread"] + list(libs), check=True)
 

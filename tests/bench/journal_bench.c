@@ -2,7 +2,8 @@
 /*
  * Audit journal benchmark (issue 3): prints figures, asserts nothing.
  *
- *   cc -O2 -Iaudit/src -o build/journal_bench tests/bench/journal_bench.c \
+ *   cc -O2 -Iaudit/src -Itests/unit -o build/journal_bench \
+ *       tests/bench/journal_bench.c \
  *       audit/src/caud_record.c audit/src/caud_journal.c \
  *       audit/src/caud_journal_read.c \
  *       -lcrypto -ljansson -lpthread
@@ -27,9 +28,7 @@
 
 #define _GNU_SOURCE
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,6 +39,7 @@
 #include <unistd.h>
 
 #include "caud.h"
+#include "unit_files.h"
 
 
 #define RUNS      3
@@ -65,21 +65,10 @@ now(void)
 }
 
 
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-
-    return remove(path);
-}
-
-
 static void
 fresh_dir(const char *dir)
 {
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    rmtree(dir);
     mkdir(dir, 0700);
 }
 
@@ -431,33 +420,6 @@ bench_group(const char *dir, double pace, int raw, result_t *r)
 
 
 /* d) */
-static void
-drop_cache(const char *dir)
-{
-    int             fd;
-    char            path[1024];
-    DIR            *d;
-    struct dirent  *de;
-
-    d = opendir(dir);
-    if (d == NULL) {
-        return;
-    }
-
-    while ((de = readdir(d)) != NULL) {
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        fd = open(path, O_RDONLY);
-        if (fd >= 0) {
-            fdatasync(fd);
-            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-            close(fd);
-        }
-    }
-
-    closedir(d);
-}
-
-
 static double
 verify(const char *dir, uint64_t n, double *mbs)
 {

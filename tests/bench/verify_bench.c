@@ -2,7 +2,7 @@
 /*
  * Verify benchmark (issue 3): prints figures, asserts nothing.
  *
- *   cc -O2 -Iaudit/src $(mariadb_config --cflags) \
+ *   cc -O2 -Iaudit/src -Itests/unit $(mariadb_config --cflags) \
  *       -o build/verify_bench tests/bench/verify_bench.c \
  *       audit/src/caud_record.c audit/src/caud_journal.c \
  *       audit/src/caud_journal_read.c audit/src/caud_journal_dir.c \
@@ -32,9 +32,7 @@
 
 #define _GNU_SOURCE
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +41,7 @@
 #include <unistd.h>
 
 #include "caud.h"
+#include "unit_files.h"
 
 
 #define RUNS     3
@@ -57,17 +56,6 @@ now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-
-    return remove(path);
 }
 
 
@@ -160,37 +148,6 @@ write_journal(const char *dir, const char *keyfile, uint64_t n,
     caud_signer_free(s);
 
     return rc;
-}
-
-
-static void
-drop_cache(const char *dir)
-{
-    int             fd;
-    DIR            *d;
-    char            path[4096];
-    struct dirent  *de;
-
-    d = opendir(dir);
-    if (d == NULL) {
-        return;
-    }
-
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.') {
-            continue;
-        }
-
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        fd = open(path, O_RDONLY);
-        if (fd >= 0) {
-            (void) fdatasync(fd);
-            (void) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-            close(fd);
-        }
-    }
-
-    closedir(d);
 }
 
 
@@ -341,7 +298,7 @@ main(int argc, char **argv)
              argc > 1 ? argv[1] : "/tmp/caud-verify-bench");
     n = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000;
 
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    rmtree(dir);
     if (mkdir(dir, 0700) != 0) {
         perror(dir);
         return 1;
@@ -378,7 +335,7 @@ main(int argc, char **argv)
         bench_db(dir, &db, vkey, n);
     }
 
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    rmtree(dir);
     unlink(key);
 
     return 0;

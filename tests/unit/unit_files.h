@@ -1,11 +1,13 @@
 
 /*
- * Files for the tests of the audit journal and what reads it: a
+ * Files for the tests of the audit journal and what reads it, and for
+ * its benchmarks (tests/bench/journal_bench.c, verify_bench.c): a
  * directory under $TMPDIR that is removed with all it holds, a whole
- * file read into memory, and a segment's path (the name
+ * file read into memory, a segment's path (the name
  * caud_journal_read.c gives it, written out again here so that a
- * change to the name shows).  The test defines _GNU_SOURCE (nftw) and
- * includes this once.
+ * change to the name shows), and a directory's files dropped from the
+ * page cache.  The includer defines _GNU_SOURCE (nftw) and includes
+ * this once.
  */
 
 
@@ -13,6 +15,7 @@
 #define _UNIT_FILES_H_INCLUDED_
 
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdint.h>
@@ -91,6 +94,42 @@ seg_path(char *buf, size_t size, const char *dir, unsigned writer,
 {
     snprintf(buf, size, "%s/journal-%u-%020llu.cj", dir, writer, first);
     return buf;
+}
+
+
+/*
+ * A directory's files synced and dropped from the page cache
+ * (POSIX_FADV_DONTNEED), so that a benchmark reads them from the disk:
+ * our own files only, never the whole cache.
+ */
+static inline void
+drop_cache(const char *dir)
+{
+    int             fd;
+    DIR            *d;
+    char            path[4096];
+    struct dirent  *de;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            (void) fdatasync(fd);
+            (void) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            close(fd);
+        }
+    }
+
+    closedir(d);
 }
 
 
