@@ -7,9 +7,6 @@ or read-only journal disk and a restart of the whole appliance, and
 
 import json
 import os
-import signal
-import subprocess
-import threading
 import time
 
 import pytest

@@ -16,7 +16,6 @@ import time
 import os
 
 from auditwait import wait_drained
-from chathelp import status
 from rawws import Closed
 
 from test_audit import login_on, verify, rows

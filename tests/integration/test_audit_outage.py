@@ -4,8 +4,6 @@ status page, and when mariadbd is back the backlog drains by itself;
 nothing is missing and nothing is duplicated.
 """
 
-import os
-import signal
 import time
 
 from auditwait import wait_drained

@@ -11,7 +11,6 @@ directory during revalidation.  Clients: npm stanza and @xmpp/client
 over WebSocket (tests/lib/xmppdriver.mjs), raw frames for injection.
 """
 
-import base64
 import json
 import os
 import re

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from mucclient import MucClient, MucError
+from mucclient import MucClient
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath

@@ -16,7 +16,7 @@ import pytest
 
 from appliance import Appliance, env_sanitize
 from auditwait import wait_drained
-from mucclient import MucClient, MucError
+from mucclient import MucClient
 
 MUC = "conference.example.com"
 APPLIANCE_WORKERS = 2

@@ -134,7 +134,7 @@ def test_probe_sent_by_a_client(appliance, pool):
     is the server's to answer: the prober gets the contact's presence
     only with a subscription (else "unsubscribed"), and the contact's
     client never sees the probe."""
-    jc, je, jb = "carol@example.com", "erin@example.com", "bob@example.com"
+    jc, je = "carol@example.com", "erin@example.com"
     c = slix(pool, appliance, "carol", "probe")
     e = slix(pool, appliance, "erin", "probe", not_pid=c.worker)
     b = slix(pool, appliance, "bob", "probe")

@@ -5,9 +5,7 @@ Raw frames (tests/lib/rawws.py) for what real clients never send.
 """
 
 import base64
-import json
 import re
-import urllib.request
 
 import pytest
 

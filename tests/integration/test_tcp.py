@@ -5,7 +5,6 @@ WebSocket user; and the bad input a real client never sends.
 """
 
 import os
-import re
 import socket
 import ssl
 import time
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from chathelp import status, worker_of
-from rawtcp import HEADER, RawTCP
+from rawtcp import RawTCP
 
 APPLIANCE_PLAINTEXT_AUTH = False     # TLS before authentication
 APPLIANCE_TLS = True                 # wss:// for the WebSocket user

@@ -3,9 +3,7 @@
 import socket
 import time
 
-import pytest
-
-from rawws import RawWS, OPEN
+from rawws import RawWS
 
 APPLIANCE_EXTRA_HTTP = """
     conclave_auth_timeout 2s;

@@ -13,7 +13,6 @@ the worker and its other sessions alone.
 """
 
 import base64
-import os
 import re
 import socket
 import ssl

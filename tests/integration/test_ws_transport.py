@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from rawws import RawWS, Closed, OPEN, CLOSE
+from rawws import RawWS, OPEN, CLOSE
 
 
 @pytest.fixture(scope="module")

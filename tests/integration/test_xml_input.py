@@ -5,7 +5,6 @@ WebSocket close (code 1000); never a crash, hang or silent drop.  The
 harness fails the module on any [alert] in the error log.
 """
 
-import base64
 
 import pytest
 
