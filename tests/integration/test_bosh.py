@@ -59,13 +59,13 @@ def worker_of(app, jid):
 class Raw:
     """A minimal BOSH client: one request at a time unless told."""
 
-    def __init__(self, app, rid=1000, wait=5):
+    def __init__(self, app, rid=1000, wait=5, hold=1):
         self.app = app
         self.rid = rid
-        st, hd, data = post(app, "<body rid='%d' wait='%d' hold='1' "
+        st, hd, data = post(app, "<body rid='%d' wait='%d' hold='%d' "
                             "to='example.com' xml:lang='en' ver='1.11' "
                             "xmpp:version='1.0' xmlns='%s' xmlns:xmpp='%s'/>"
-                            % (rid, wait, NS, XBOSH))
+                            % (rid, wait, hold, NS, XBOSH))
         assert st == 200, data
         self.headers = hd
         self.first = parse(data)
@@ -165,6 +165,62 @@ def test_wait_expires_with_empty_body(appliance):
     assert st == 200 and parse(data).tag == "{%s}body" % NS
     assert 0.5 < time.monotonic() - t0 < 5
     c.send(attrs="type='terminate'")
+
+
+def test_hold_answers_the_oldest_and_carries_concurrent_requests(
+        appliance):
+    """XEP-0124 section 7.1: the server may lower "hold" (asked 5, it
+    answers 1, with "requests" one more, section 11); with "hold"
+    requests held, a newer one makes the server answer the oldest at
+    once, empty, and hold the newer.  Two requests of one session at
+    once: one held, one carrying a stanza; the stanza is delivered and
+    its answer comes back on the held request (here the message is to
+    the session itself, across the two workers' hand-offs)."""
+    c = Raw(appliance, rid=4000, wait=60, hold=5)
+    assert c.first.get("hold") == "1" and c.first.get("requests") == "2"
+    c.login("frank", "frank-pw", "holder")
+    got = {}
+
+    def send(name, rid, inner=""):
+        got[name] = post(appliance, c.body(inner, rid=rid))
+
+    first = threading.Thread(target=send, args=("first", c.rid + 1))
+    first.start()
+    first.join(1.0)
+    assert first.is_alive()               # held: nothing to say yet
+    second = threading.Thread(target=send, args=("second", c.rid + 2))
+    second.start()
+    first.join(10)                        # answered at once, wait is 60
+    assert not first.is_alive()
+    st, _, data = got["first"]
+    assert st == 200 and len(parse(data)) == 0, data
+    assert second.is_alive()              # now the one held
+    third = threading.Thread(target=send, args=(
+        "third", c.rid + 3,
+        "<message to='frank@example.com/holder' type='chat' id='held1' "
+        "xmlns='jabber:client'><body>to the held one</body></message>"))
+    third.start()
+    # if the message is routed before the request is counted, it
+    # answers the held request; otherwise the held request is answered
+    # empty (one request over "hold") and the message answers the newer
+    # one.  Either way nothing waits for "wait".
+    second.join(10)
+    assert not second.is_alive()
+    st, _, data = got["second"]
+    assert st == 200, data
+    if b"to the held one" not in data:
+        assert len(parse(data)) == 0, data
+        third.join(10)
+        assert not third.is_alive()
+        st, _, data = got["third"]
+        assert st == 200 and b"to the held one" in data, data
+    c.rid += 3
+    st, data = c.send(attrs="type='terminate'")
+    assert st == 200 and b"type='terminate'" in data
+    third.join(10)
+    assert not third.is_alive() and got["third"][0] == 200
+    if b"to the held one" in got["second"][2]:
+        assert b"to the held one" not in got["third"][2]
 
 
 def test_replayed_rid_returns_cached_response(appliance):
@@ -378,6 +434,9 @@ def test_bad_request(appliance, body):
     assert b.get("type") == "terminate" and b.get("condition") == \
         "bad-request"
     assert hd["content-type"] == "text/xml; charset=utf-8"
+    # error answers are no more cacheable than the others (section 8)
+    assert hd["cache-control"] == "no-store"
+    assert hd["access-control-allow-origin"] == "https://chat.example.com"
 
 
 def test_oversized_body(appliance):
@@ -416,6 +475,24 @@ def test_cors_preflight(appliance):
     assert hd["access-control-allow-origin"] == "https://chat.example.com"
     assert "POST" in hd["access-control-allow-methods"]
     assert "content-type" in hd["access-control-allow-headers"].lower()
+
+
+def test_no_cors_unless_configured(make_appliance):
+    """conclave_bosh_cors_origin unset (the default): no CORS header on
+    any answer, and a preflight is a method the location refuses, so a
+    page from another origin cannot use the BOSH endpoint."""
+    app = make_appliance(workers=1)
+    c = Raw(app, rid=100, wait=1)
+    assert c.headers["cache-control"] == "no-store"
+    assert "access-control-allow-origin" not in c.headers
+    st, hd, _ = post(app, None, method="OPTIONS",
+                     headers={"Origin": "https://chat.example.com",
+                              "Access-Control-Request-Method": "POST"})
+    assert st == 405
+    assert not [h for h in hd if h.startswith("access-control-")], hd
+    st, hd, _ = post(app, "<body rid='1' xmlns='%s'" % NS)
+    assert st == 400 and "access-control-allow-origin" not in hd
+    assert c.send(attrs="type='terminate'")[0] == 200
 
 
 def test_stream_error_terminates(appliance):

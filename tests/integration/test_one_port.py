@@ -15,6 +15,9 @@ import socket
 import ssl
 import time
 
+import pytest
+
+from chathelp import status
 from rawtcp import RawTCP
 from rawws import RawWS
 
@@ -134,3 +137,49 @@ def test_garbage_instead_of_a_client_hello_is_closed(appliance):
     c = RawTCP(appliance.nginx.extra_port, tls=True, alpn=["xmpp-client"])
     c.login("carol", tls=False)
     c.close()
+
+
+@pytest.mark.parametrize("alpn", ["xmpp-client", "http/1.1"],
+                         ids=["xmpp", "websocket"])
+def test_slow_reader_behind_the_one_port_is_cut(make_appliance, alpn):
+    """A client on the one port that stops reading is cut off at
+    conclave_max_output like one on its own port: the stream proxy in
+    front buffers a bounded amount (proxy_buffer_size and the sockets),
+    so the backlog still builds up in the session behind it."""
+    app = make_appliance(extra_stream=APPLIANCE_EXTRA_STREAM,
+                         extra_http=APPLIANCE_EXTRA_HTTP
+                         + "\n    conclave_max_output 64k;\n")
+    if alpn == "xmpp-client":
+        slow = RawTCP(app.nginx.extra_port, tls=True, alpn=[alpn],
+                      rcvbuf=4096)
+    else:
+        slow = RawWS(app.nginx.extra_port, tls=True, alpn=[alpn])
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.login("bob", resource="slow")
+    fast = RawTCP(app.nginx.xmpps_port, tls=True)
+    fast.login("alice", resource="fast")
+    body = "x" * 4000
+
+    def bob_gone():
+        return not any(s["jid"] == "bob@example.com"
+                       for s in status(app)["sessions"])
+
+    assert not bob_gone()
+    sent = 0
+    for i in range(5000):
+        try:
+            fast.send("<message to='bob@example.com/slow' type='chat'>"
+                      "<body>%d %s</body></message>" % (i, body))
+        except OSError:
+            break               # alice's own bounces cut her too
+        sent += 1
+        if i % 100 == 99 and bob_gone():
+            break
+    deadline = time.monotonic() + 20
+    while not bob_gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert bob_gone(), "the slow reader was never cut off (%d sent)" % sent
+    assert ("output backlog over 65536 bytes, closing slow client"
+            in app.nginx.error_log())
+    slow.sock.close()
+    fast.sock.close()
