@@ -45,6 +45,8 @@ typedef struct {
 } ngx_xmpp_ws_t;
 
 
+static ngx_int_t ngx_xmpp_ws_keep_addr(ngx_connection_t *c,
+    ngx_sockaddr_t *sa, socklen_t socklen, u_char *text, size_t len);
 static ngx_int_t ngx_xmpp_ws_open(ngx_xmpp_session_t *s);
 static ngx_int_t ngx_xmpp_ws_send(ngx_xmpp_session_t *s, u_char *data,
     size_t len);
@@ -306,16 +308,27 @@ ngx_xmpp_ws_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
 static void
 ngx_xmpp_ws_detach(ngx_event_t *ev)
 {
+    size_t                   len;
+    socklen_t                socklen;
     ngx_chain_t             *cl;
     ngx_xmpp_ws_t           *ws;
+    ngx_sockaddr_t           sa;
+    struct sockaddr         *addr;
     ngx_connection_t        *c;
     ngx_http_request_t      *r;
     ngx_http_connection_t   *hc;
+    u_char                   text[NGX_SOCKADDR_STRLEN];
 
     c = ev->data;
     r = c->data;
     ws = ngx_http_get_module_ctx(r, ngx_http_conclave_module);
     hc = r->http_connection;
+
+    addr = c->sockaddr;
+    socklen = ngx_min(c->socklen, (socklen_t) sizeof(ngx_sockaddr_t));
+    ngx_memcpy(&sa, c->sockaddr, socklen);
+    len = ngx_min(c->addr_text.len, NGX_SOCKADDR_STRLEN);
+    ngx_memcpy(text, c->addr_text.data, len);
 
     ngx_http_free_request(r, 0);
 
@@ -324,6 +337,20 @@ ngx_xmpp_ws_detach(ngx_event_t *ev)
     c->data = ws;
     ws->request = NULL;
     c->log->action = "serving XMPP over WebSocket";
+
+    /*
+     * The realip module (set_real_ip_from) gives the connection the
+     * client's address for the request's lifetime only: a cleanup of
+     * the request's pool puts the proxy's back.  The session outlives
+     * the request, so it keeps the client's (the session list, the
+     * log's "client:", every later record).
+     */
+    if (c->sockaddr != addr
+        && ngx_xmpp_ws_keep_addr(c, &sa, socklen, text, len) != NGX_OK)
+    {
+        ngx_xmpp_session_finalize(ws->session);
+        return;
+    }
 
     if (c->buffer && c->buffer->start
         && ngx_pfree(c->pool, c->buffer->start) == NGX_OK)
@@ -357,6 +384,36 @@ ngx_xmpp_ws_detach(ngx_event_t *ev)
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_xmpp_session_finalize(ws->session);
     }
+}
+
+
+/* the client's address, copied into the connection's pool */
+static ngx_int_t
+ngx_xmpp_ws_keep_addr(ngx_connection_t *c, ngx_sockaddr_t *sa,
+    socklen_t socklen, u_char *text, size_t len)
+{
+    u_char           *p;
+    struct sockaddr  *addr;
+
+    addr = ngx_palloc(c->pool, socklen);
+    if (addr == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(c->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(addr, sa, socklen);
+    ngx_memcpy(p, text, len);
+
+    c->sockaddr = addr;
+    c->socklen = socklen;
+    c->addr_text.data = p;
+    c->addr_text.len = len;
+
+    return NGX_OK;
 }
 
 

@@ -110,6 +110,51 @@ def test_bosh_behind_a_proxy(appliance):
     assert "127.0.0.1" not in [r[0] for r in rows]
 
 
+def test_the_session_list_shows_the_real_address(appliance):
+    """The console's live session list (GET sessions) names each
+    session's client address as realip gave it: WebSocket and BOSH
+    behind an X-Forwarded-For proxy, TCP behind a PROXY-protocol
+    balancer."""
+    ws = RawWS(appliance.nginx.http_port, connect=False)
+    ws.upgrade(extra="X-Forwarded-For: 203.0.113.41")
+    ws.login("alice", resource="listed-ws")
+    tcp = RawTCP(appliance.nginx.extra_port)
+    tcp.send("PROXY TCP4 198.51.100.42 127.0.0.1 40001 5222\r\n")
+    tcp.login("bob", resource="listed-tcp", tls=False)
+    first = bosh(appliance, "<body rid='900' wait='5' hold='1' "
+                 "to='example.com' ver='1.11' xmpp:version='1.0' "
+                 "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % BOSH_NS,
+                 "203.0.113.43")
+    sid = first.split("sid='", 1)[1].split("'", 1)[0]
+    auth = base64.b64encode(b"\0carol\0carol-pw").decode()
+    assert "<success" in bosh(
+        appliance, "<body rid='901' sid='%s' xmlns='%s'><auth xmlns="
+        "'urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>"
+        "</body>" % (sid, BOSH_NS, auth), "203.0.113.43")
+    bosh(appliance, "<body rid='902' sid='%s' xmpp:restart='true' "
+         "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % (sid, BOSH_NS),
+         "203.0.113.43")
+    assert "<jid>" in bosh(
+        appliance, "<body rid='903' sid='%s' xmlns='%s'><iq type='set' "
+        "id='b' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:"
+        "ns:xmpp-bind'><resource>listed-bosh</resource></bind></iq>"
+        "</body>" % (sid, BOSH_NS), "203.0.113.43")
+
+    frank = Console(appliance.base_url)
+    frank.signin("frank", "frank-pw")
+    status, doc = frank.get("sessions")
+    assert status == 200, doc
+    seen = {s["resource"]: (s["ip"], s["transport"])
+            for s in doc["sessions"] if s["resource"].startswith("listed-")}
+    assert seen == {"listed-ws": ("203.0.113.41", "websocket"),
+                    "listed-tcp": ("198.51.100.42", "tcp"),
+                    "listed-bosh": ("203.0.113.43", "bosh")}, doc
+    bosh(appliance, "<body rid='904' sid='%s' type='terminate' xmlns='%s'/>"
+         % (sid, BOSH_NS), "203.0.113.43")
+    ws.close()
+    tcp.close()
+
+
 def console_signin(app, user, pw, ip):
     c = Console(app.base_url)
     status, _, _ = c.request("POST", "api/signin",
