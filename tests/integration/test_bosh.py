@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import ssl
 import threading
 import time
 import urllib.request
@@ -32,8 +33,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def post(app, body, method="POST", headers=None, timeout=70):
-    conn = http.client.HTTPConnection("127.0.0.1", app.nginx.port,
-                                      timeout=timeout)
+    if app.nginx.tls:
+        # the harness's certificate is self-signed
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection("127.0.0.1", app.nginx.port,
+                                           timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", app.nginx.port,
+                                          timeout=timeout)
     h = {"Content-Type": "text/xml; charset=utf-8"}
     h.update(headers or {})
     conn.request(method, "/http-bind", body=body, headers=h)
@@ -493,6 +502,44 @@ def test_no_cors_unless_configured(make_appliance):
     st, hd, _ = post(app, "<body rid='1' xmlns='%s'" % NS)
     assert st == 400 and "access-control-allow-origin" not in hd
     assert c.send(attrs="type='terminate'")[0] == 200
+
+
+def test_https_signs_in_where_plaintext_auth_is_off(make_appliance):
+    """As the demo and the package deploy it: BOSH over HTTPS, with SASL
+    PLAIN refused on unencrypted transports (conclave_allow_plaintext_auth
+    off, the default).  Over HTTPS the session counts as encrypted: PLAIN
+    is offered, the user signs in, binds and gets a message from a TCP
+    user.  Over plain HTTP the same configuration ends the session at
+    its creation, before any password is sent (policy-violation, as
+    WebSocket does at <open/>)."""
+    app = make_appliance(tls=True, plaintext_auth=False, workers=2)
+    c = Raw(app, rid=100, wait=5)
+    mechs = c.first.find("{http://etherx.jabber.org/streams}features")
+    assert "PLAIN" in ET.tostring(mechs).decode()
+    c.login("alice", "alice-pw", "https")
+    with SlixPool() as pool:
+        bob = pool.client("bob@example.com/tcp", "bob-pw",
+                          app.nginx.xmpps_port, direct_tls=True)
+        bob.message("alice@example.com/https", "over https")
+        got = b""
+        deadline = time.monotonic() + 20
+        while b"over https" not in got and time.monotonic() < deadline:
+            st, data = c.send()
+            assert st == 200, data
+            got += data
+        assert b"over https" in got, got
+    assert c.send(attrs="type='terminate'")[0] == 200
+
+    # plain HTTP: refused at session creation, as WebSocket is at <open/>
+    plain = make_appliance(plaintext_auth=False, workers=1)
+    st, _, data = post(plain, "<body rid='100' wait='5' hold='1' "
+                       "to='example.com' ver='1.11' xmpp:version='1.0' "
+                       "xmlns='%s' xmlns:xmpp='%s'/>" % (NS, XBOSH))
+    b = parse(data)
+    assert st == 200 and b.get("type") == "terminate", data
+    assert b.get("condition") == "remote-stream-error"
+    assert b"<policy-violation" in data and b"requires TLS" in data
+    assert b"PLAIN" not in data
 
 
 def test_stream_error_terminates(appliance):
