@@ -10,6 +10,8 @@ client here connects from 127.0.0.2 to tell its address from the
 proxy's.
 """
 
+import base64
+import http.client
 import json
 import socket
 import ssl
@@ -50,6 +52,7 @@ APPLIANCE_EXTRA_HTTP = r"""
         real_ip_header proxy_protocol;
         location = /xmpp-websocket { conclave_websocket; }
         location = /http-bind { conclave_bosh; }
+        location /admin/ { conclave_admin; }
         location / {
             root @WEBCLIENT@;
             index index.html;
@@ -120,6 +123,71 @@ def test_websocket_on_the_same_port_with_the_real_client_ip(appliance):
     ws.close()
     rows = signins(appliance, "bob@example.com", "127.0.0.2")
     assert rows[0][1] == "websocket"
+
+
+def https(app, method, path, body=None, headers=None):
+    """One HTTPS request through the one port from 127.0.0.2."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    c = http.client.HTTPSConnection("127.0.0.1", app.nginx.extra_port,
+                                    timeout=30, context=ctx,
+                                    source_address=("127.0.0.2", 0))
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r, data
+
+
+def test_bosh_and_the_console_on_the_same_port(appliance):
+    """BOSH and the admin console share the port too: erin signs in over
+    BOSH through it, and frank's console, through it as well, lists her
+    session with the client's address (127.0.0.2), not the proxy's."""
+    ns = "http://jabber.org/protocol/httpbind"
+    xml = {"Content-Type": "text/xml; charset=utf-8"}
+
+    def bosh(body):
+        r, data = https(appliance, "POST", "/http-bind", body, xml)
+        assert r.status == 200, (r.status, data)
+        return data.decode()
+
+    first = bosh("<body rid='10' wait='5' hold='1' to='example.com' "
+                 "ver='1.11' xmpp:version='1.0' xmlns='%s' "
+                 "xmlns:xmpp='urn:xmpp:xbosh'/>" % ns)
+    sid = first.split("sid='", 1)[1].split("'", 1)[0]
+    auth = base64.b64encode(b"\0erin\0erin-pw").decode()
+    assert "<success" in bosh(
+        "<body rid='11' sid='%s' xmlns='%s'><auth xmlns='urn:ietf:params:"
+        "xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth></body>"
+        % (sid, ns, auth))
+    bosh("<body rid='12' sid='%s' xmpp:restart='true' xmlns='%s' "
+         "xmlns:xmpp='urn:xmpp:xbosh'/>" % (sid, ns))
+    assert "<jid>erin@example.com/one-port</jid>" in bosh(
+        "<body rid='13' sid='%s' xmlns='%s'><iq type='set' id='b' "
+        "xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:"
+        "xmpp-bind'><resource>one-port</resource></bind></iq></body>"
+        % (sid, ns))
+
+    r, data = https(appliance, "POST", "/admin/api/signin",
+                    json.dumps({"user": "frank", "password": "frank-pw"}),
+                    {"Content-Type": "application/json"})
+    assert r.status == 200, data
+    cookie = [v.split(";")[0] for k, v in r.getheaders()
+              if k.lower() == "set-cookie"
+              and v.startswith("conclave_admin=")][0]
+    r, data = https(appliance, "GET", "/admin/api/sessions",
+                    headers={"Cookie": cookie})
+    assert r.status == 200, data
+    mine = [(s["ip"], s["transport"]) for s in json.loads(data)["sessions"]
+            if s["jid"] == "erin@example.com"
+            and s["resource"] == "one-port"]
+    assert mine == [("127.0.0.2", "bosh")], data
+    bosh("<body rid='14' sid='%s' type='terminate' xmlns='%s'/>"
+         % (sid, ns))
+    rows = signins(appliance, "erin@example.com", "127.0.0.2")
+    assert rows[0][1] == "bosh"
 
 
 def test_garbage_instead_of_a_client_hello_is_closed(appliance):
