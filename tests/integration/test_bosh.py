@@ -179,14 +179,17 @@ def test_wait_expires_with_empty_body(appliance):
 def test_hold_answers_the_oldest_and_carries_concurrent_requests(
         appliance):
     """XEP-0124 section 7.1: the server may lower "hold" (asked 5, it
-    answers 1, with "requests" one more, section 11); with "hold"
+    answers 1, with "requests" one more, section 11) and "wait" (asked
+    3600, it answers 60, conclave_bosh_max_wait's default); with "hold"
     requests held, a newer one makes the server answer the oldest at
     once, empty, and hold the newer.  Two requests of one session at
-    once: one held, one carrying a stanza; the stanza is delivered and
-    its answer comes back on the held request (here the message is to
-    the session itself, across the two workers' hand-offs)."""
-    c = Raw(appliance, rid=4000, wait=60, hold=5)
+    once: one held, one carrying a stanza; the stanza is delivered
+    (here to the session itself, across the two workers' hand-offs) on
+    one of the two, and neither waits for "wait"."""
+    c = Raw(appliance, rid=4000, wait=3600, hold=5)
     assert c.first.get("hold") == "1" and c.first.get("requests") == "2"
+    # "wait" too: the smaller of the client's and conclave_bosh_max_wait
+    assert c.first.get("wait") == "60"
     c.login("frank", "frank-pw", "holder")
     got = {}
 
