@@ -55,6 +55,15 @@ def test_websocket_behind_a_proxy(appliance):
     ws.close()
     rows = signins(appliance, "alice@example.com")
     assert ("203.0.113.7", "websocket") in [(r[0], r[1]) for r in rows]
+    # the log names the client to the end, after the HTTP request of the
+    # upgrade (and realip's address with it) is gone
+    line = "client closed the connection while serving XMPP over " \
+        "WebSocket, client: 203.0.113.7,"
+    deadline = time.monotonic() + 10
+    while line not in appliance.nginx.error_log() \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert line in appliance.nginx.error_log()
 
 
 def test_without_the_header_the_socket_address_counts(appliance):
