@@ -1,6 +1,7 @@
 """RFC 6121 rules that no other test file shows on its own: the
 subscription state machine across offline periods (section 3 and
-Appendix A), cancelling a subscription (3.2), unavailable presence to
+Appendix A), cancelling a subscription (3.2), an approval without a
+request (3.4: no pre-approval here), unavailable presence to
 subscribers and directed-presence targets (4.5.2, 4.6.3), presence
 probes sent by a client (4.3.1), and the server rules for stanzas to an
 unknown user (8.5.1) and to a full JID that no resource matches
@@ -100,6 +101,36 @@ def test_contact_cancels_subscription(appliance, pool):
     presence_from(b, jc, "unavailable")
     send_presence(c, status="no longer yours")
     assert none_from(b, jc) == []
+
+
+def test_subscribed_without_a_request_is_ignored(appliance, pool):
+    """3.4 and Appendix A.2.1/A.3.1: this server offers no
+    pre-approval, so a "subscribed" the contact sends without a pending
+    request changes no roster and is not routed; the user's later
+    request still waits for the contact's answer."""
+    jc, jf = "carol@example.com", "frank@example.com"
+    c = slix(pool, appliance, "carol", "pre")
+    f = slix(pool, appliance, "frank", "pre", not_pid=c.worker)
+    get_roster(c)
+    get_roster(f)
+
+    send_presence(f, to=jc, ptype="subscribed")
+    assert none_from(c, jf) == []
+    for x in (c, f):
+        assert [p for p in x.drain("pushes", 0.3) if p["type"] == "set"] \
+            == []
+    assert appliance.mariadb.scalar(
+        "SELECT COUNT(*) FROM roster_item WHERE (owner_jid = '%s' AND "
+        "contact_jid = '%s') OR (owner_jid = '%s' AND contact_jid = '%s')"
+        % (jc, jf, jf, jc), database=appliance.mariadb.database) == "0"
+
+    send_presence(c, to=jf, ptype="subscribe")
+    assert push_for(c, jf, subscription="none")["ask"] == "subscribe"
+    presence_from(f, jc, "subscribe")
+    assert [p["type"] for p in none_from(c, jf)] == []
+    items, _ = get_roster(c)
+    assert items[jf]["subscription"] == "none"
+    assert items[jf]["ask"] == "subscribe"
 
 
 def test_unavailable_reaches_subscribers_and_directed(appliance, pool):
