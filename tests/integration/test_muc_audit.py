@@ -153,6 +153,46 @@ def test_session_end_is_a_leave_on_the_record(appliance, pool):
     assert [(x["nick"], x["jid"]) for x in left] == [("Bob", b.jid)]
 
 
+def test_banning_a_present_occupant_is_a_leave_on_the_record(appliance,
+                                                             pool):
+    """A ban (XEP-0045 9.1) of someone in the room ends their presence
+    there: the records hold the ban and a leave with the reason, so the
+    participants of the next message, rebuilt from the records alone,
+    no longer include them."""
+    room = new_room()
+    a = user(appliance, pool, "alice")
+    b = user(appliance, pool, "bob")
+    c = user(appliance, pool, "carol")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    c.join(room, "Carol")
+    a.say(room, "before the ban")
+    c.wait_groupchat(lambda m: m["body"] == "before the ban")
+    a.call(lambda: a.muc.set_affiliation(room, "outcast",
+                                         jid="bob@example.com",
+                                         reason="rules"))
+    b.wait_presence(lambda p: p["type"] == "unavailable"
+                    and 301 in p["codes"])
+    a.say(room, "after the ban")
+    c.wait_groupchat(lambda m: m["body"] == "after the ban")
+
+    wait_drained(appliance)
+    recs = records(appliance, room)
+    ban = [p for e, p in recs if e == "muc_ban"]
+    assert len(ban) == 1
+    assert ban[0]["actor"]["user"] == "alice@example.com"
+    assert ban[0]["params"]["jid"] == "bob@example.com"
+    left = [p for e, p in recs if e == "muc_leave"]
+    assert [(x["params"]["nick"], x["params"]["jid"], x["params"]["reason"])
+            for x in left] == [("Bob", b.jid, "banned")]
+    assert left[0]["actor"]["user"] == "bob@example.com"
+    assert participants_at_each_message(recs) == [
+        ("before the ban", ["alice@example.com", "bob@example.com",
+                            "carol@example.com"]),
+        ("after the ban", ["alice@example.com", "carol@example.com"]),
+    ]
+
+
 # --- a journal that cannot be written --------------------------------
 
 
