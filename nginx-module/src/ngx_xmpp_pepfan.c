@@ -127,7 +127,16 @@ ngx_xmpp_pep_ipc(uint64_t sid, u_char *data, size_t len)
         return;
     }
 
-    (void) ngx_xmpp_session_send(s, p, end - p);
+    /*
+     * The router's last step, as for any stanza from elsewhere: a
+     * notification from a blocked JID is dropped (XEP-0191 3.5), and
+     * while a resumed session reads its blocklist the notification
+     * waits in the same queue as the messages.  One that an old
+     * session forwarded (ngx_xmpp_sm_deliver(): a plain delivery)
+     * waits there too, so a later one of the same node, routed here
+     * directly, must not overtake it (RFC 6120 10.1).
+     */
+    (void) ngx_xmpp_router_inbound(s, p, end - p);
 }
 
 

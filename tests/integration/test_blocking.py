@@ -32,11 +32,11 @@ def db(app, sql):
     return app.mariadb.query(sql, database=DB)
 
 
-def blocker(pool, app, user, resource, **kw):
-    """A slixmpp client with xep_0191; pushes land in c.pushes as
-    (kind, set of JIDs)."""
-    c = slix(pool, app, user, resource, plugins=["xep_0191", "xep_0199"],
-             **kw)
+def blocker(pool, app, user, resource, plugins=(), **kw):
+    """A slixmpp client with xep_0191 (and plugins); pushes land in
+    c.pushes as (kind, set of JIDs)."""
+    c = slix(pool, app, user, resource,
+             plugins=["xep_0191", "xep_0199"] + list(plugins), **kw)
     c.pushes = queue.Queue()
 
     def setup():
@@ -362,3 +362,77 @@ def test_offline_message_from_blocked_jid_refused(pool, appliance):
     assert m["delay"] is not None
     assert [m for m in g.drain(settle=1.0) if m["id"] == "blk-off1"] == []
     assert unblock(g)[0] == "result"
+
+
+TUNE = "urn:example:blocking:tune"
+PEP_PLUGINS = ("xep_0030", "xep_0004", "xep_0060", "xep_0163", "xep_0115")
+
+
+def pep_session(pool, app, user, resource, **kw):
+    """A slixmpp client whose caps ask for TUNE notifications (XEP-0163
+    4.3.1); their items' texts land in c.tunes."""
+    c = blocker(pool, app, user, resource, presence=False,
+                plugins=PEP_PLUGINS, **kw)
+    c.tunes = []
+    pool.call(lambda: c.xmpp.add_event_handler(
+        "pubsub_publish", lambda m: c.tunes.append(
+            m["pubsub_event"]["items"]["item"]["payload"].text)))
+
+    async def caps():
+        c.xmpp["xep_0030"].add_feature(TUNE + "+notify")
+        await c.xmpp["xep_0115"].update_caps(broadcast=False)
+    c.run(caps)
+    send_presence(c)
+    return c
+
+
+def tune(c, text):
+    e = ET.Element("{%s}tune" % TUNE)
+    e.text = text
+    return c.run(lambda: c.xmpp["xep_0060"].publish(None, TUNE, payload=e,
+                                                    timeout=10))
+
+
+def wait_tune(c, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while text not in c.tunes:
+        assert time.monotonic() < deadline, \
+            "%s: no %r notification, have %r" % (c.jid, text, c.tunes)
+        time.sleep(0.05)
+
+
+def test_no_pep_notification_from_a_blocked_contact(pool, make_appliance):
+    """Section 3.5 for PEP (XEP-0163): once erin is blocked, the
+    notifications of her publishes reach neither of frank's sessions
+    (one on each worker, so one gets them from its own worker and one
+    through the other), while erin's own second session still gets
+    them; unblocked, frank gets the next one again."""
+    app = make_appliance()
+    je, jf = "erin@example.com", "frank@example.com"
+    e = pep_session(pool, app, "erin", "pub")
+    e2 = pep_session(pool, app, "erin", "own", not_pid=e.worker)
+    f1 = pep_session(pool, app, "frank", "near", on_pid=e.worker)
+    f2 = pep_session(pool, app, "frank", "far", not_pid=e.worker)
+    get_roster(e)
+    get_roster(f1)
+    befriend(e, f1, je, jf)
+    assert blocklist(f2) == set()       # f2 asked: pushes reach it
+
+    tune(e, "one")
+    for c in (e2, f1, f2):
+        wait_tune(c, "one")
+
+    assert block(f1, je)[0] == "result"
+    assert wait_push(f2) == ("block", {je})
+    tune(e, "two")
+    wait_tune(e2, "two")
+    time.sleep(1.0)
+    assert "two" not in f1.tunes and "two" not in f2.tunes, \
+        (f1.tunes, f2.tunes)
+
+    assert unblock(f1, je)[0] == "result"
+    assert wait_push(f2) == ("unblock", {je})
+    tune(e, "three")
+    for c in (f1, f2):
+        wait_tune(c, "three")
+    assert "two" not in f1.tunes and "two" not in f2.tunes

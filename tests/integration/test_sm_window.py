@@ -31,6 +31,7 @@ from slixclient import SlixPool
 DOMAIN = "example.com"
 MUC = "conference.example.com"
 NODE = "urn:xmpp:conclave:sm-window:0"
+NODE2 = "urn:xmpp:conclave:sm-window:1"
 APPLIANCE_EXTRA_HTTP = ("conclave_sm_resume_timeout 60s;\n"
                         "conclave_sm_max_unacked 5000;")
 HELD = re.compile(r'resumed "([^"]+)", \d+ stanzas sent again, '
@@ -377,6 +378,72 @@ def test_what_waited_for_the_blocklist_follows_the_session(appliance,
     check_sequence(appliance, full, "w", got, sent)
     # the server says what it carried over
     assert sum(w) > 0
+
+
+def test_notifications_wait_for_the_blocklist_with_the_messages(appliance,
+                                                                pool):
+    """A resumed session reads its blocklist again (XEP-0191 3.5) and
+    what reaches it meanwhile waits for the list, PEP notifications
+    (XEP-0163) included: a notification that an old session forwarded
+    is a plain delivery and waits there, so one routed to the new
+    session directly must wait behind it, not overtake it (RFC 6120
+    10.1).  With the list's table locked, erin/n resumes; erin/np
+    publishes and frank sends: nothing reaches erin/n while the lock
+    holds; once it goes, both arrive once (users and node of their own:
+    no offline message or last item of another test comes)."""
+    keep = pool.client("erin@%s/n" % DOMAIN, "erin-pw",
+                       appliance.nginx.xmpp_port, connect=False)
+    sm_setup(pool, keep, ("xep_0030", "xep_0004", "xep_0060", "xep_0163",
+                          "xep_0115"))
+    notes = []
+    pool.call(lambda: keep.xmpp.add_event_handler(
+        "pubsub_publish",
+        lambda m: notes.append(
+            m["pubsub_event"]["items"]["item"]["payload"].text)))
+    assert keep.connect()
+    wait(lambda: keep.xmpp["xep_0198"].sm_id, "SM enabled")
+
+    async def caps():
+        keep.xmpp["xep_0030"].add_feature(NODE2 + "+notify")
+        await keep.xmpp["xep_0115"].update_caps(broadcast=False)
+    keep.run(caps)
+    keep.send(lambda x: x.send_presence())
+    full = keep.jid
+    pub = slix(pool, appliance, "erin", "np", presence=False,
+               plugins=("xep_0030", "xep_0004", "xep_0060", "xep_0163"))
+    frank = slix(pool, appliance, "frank", "nm", presence=False)
+
+    def publish(text):
+        e = ET.Element("{%s}entry" % NODE2)
+        e.text = text
+        return pub.run(lambda: pub.xmpp["xep_0060"].publish(
+            None, NODE2, payload=e, timeout=20))
+
+    publish("before")
+    wait(lambda: "before" in notes, "the notification before the lock")
+
+    lock = TableLock(appliance.mariadb, "blocklist")
+    try:
+        keep.xmpp.ended.clear()
+        pool.call(lambda: keep.xmpp.transport.abort())
+        keep.xmpp.ended.wait(10)
+        n = len(keep.resumed)
+        keep.connect()
+        wait(lambda: len(keep.resumed) > n, "session_resumed")
+        publish("during")
+        frank.send(lambda x: x.make_message(
+            mto=full, mbody="during", mtype="chat").send())
+        time.sleep(1.0)     # both reach erin/n's session, and wait
+        early = list(notes), [m["body"] for m in keep.drain(settle=0.1)]
+    finally:
+        lock.release()
+    assert early == (["before"], []), \
+        "delivered while the blocklist was read: %r" % (early,)
+
+    wait(lambda: "during" in notes, "the notification after the lock")
+    bodies = [m["body"] for m in keep.drain(settle=1.0)]
+    assert notes == ["before", "during"]
+    assert bodies.count("during") == 1
 
 
 FORWARD_S = 2
