@@ -1105,10 +1105,15 @@ ngx_xmpp_blocking_apply(ngx_xmpp_session_t *s, u_char op, u_char *jids,
         return;
     }
 
-    if (bl->loaded) {
-        ngx_xmpp_blocking_update(s, op, jids, len);
+    /*
+     * While the list is still read too: the user's own stanzas are
+     * checked against this copy (ngx_xmpp_blocking_outbound()), and
+     * once <block/> was answered, one to that JID must be refused
+     * (section 3.5); the read replaces the copy when it comes.
+     */
+    ngx_xmpp_blocking_update(s, op, jids, len);
 
-    } else if (!replay) {
+    if (!bl->loaded && !replay) {
         /* the list being read may predate the change: read it again */
         bl->stale = 1;
     }
