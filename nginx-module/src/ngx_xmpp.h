@@ -947,6 +947,10 @@ typedef struct {
     ngx_uint_t             max;
     unsigned               backward:1;
     unsigned               real_jids:1;   /* room: <item jid/> shown */
+    unsigned               with_nick:1;   /* room: with is a nick */
+    unsigned               with_none:1;   /* room: with names nobody */
+    size_t                 with_bare;     /* room: with is a real JID,
+                                             its bare part this long */
 
     /* until MariaDB has what was journaled before the query came */
     ngx_xmpp_audit_mark_t  marks[NGX_XMPP_AUDIT_MARKS];

@@ -409,9 +409,8 @@ ngx_xmpp_mam_defaults(ngx_xmpp_mam_query_t *q, ngx_xmpp_conf_t *xcf)
 
 /*
  * XEP-0313 section 4.1: one field of the query's form, var = v.  A
- * room's archive has no "with" (section 5 leaves it out): it gets
- * <feature-not-implemented/> as any field we do not know.  Returns the
- * error condition for the client, or NULL.
+ * room's archive reads its own "with" (ngx_xmpp_mamroom_with()) before
+ * it calls this.  Returns the error condition for the client, or NULL.
  */
 const char *
 ngx_xmpp_mam_field(ngx_xmpp_mam_query_t *q, ngx_pool_t *pool,
@@ -497,6 +496,10 @@ ngx_xmpp_mam_rsm_value(ngx_xmpp_mam_query_t *q, const char *name,
 const char *
 ngx_xmpp_mam_error_type(const char *condition)
 {
+    if (ngx_strcmp(condition, "forbidden") == 0) {
+        return "auth";
+    }
+
     return ngx_strcmp(condition, "policy-violation") == 0
            || ngx_strcmp(condition, "feature-not-implemented") == 0
            ? "cancel" : "modify";

@@ -297,6 +297,52 @@ ngx_xmpp_mam_pos_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
 
 
 /*
+ * A room's "with" (ngx_xmpp_mamroom_with()).  A real JID is a range of
+ * (actor_user, peer, ts) of 004_mam.sql, in page order like the room's
+ * own range, the room's other records of that user (joins, leaves)
+ * skipped by event; a full JID also checks params.from of each.  A nick
+ * is only in the payload (params.nick): the room's range is read in
+ * page order and each record's nick compared, until the page is full
+ * or the range ends (docs/history.md "Rooms" says what that costs).
+ * Nicks and resources are compared byte for byte, as the room compares
+ * nicks (ngx_xmpp_muc_occ_by_nick()); the bare JID is lower case in
+ * both (ngx_xmpp_jid_make()).
+ */
+static u_char *
+ngx_xmpp_mam_room_with_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
+    ngx_str_t *params, ngx_uint_t *np)
+{
+    if (mq->with_none) {
+        return ngx_slprintf(p, last, " AND FALSE");
+    }
+
+    if (mq->with_nick) {
+        params[(*np)++] = mq->with;
+        return ngx_slprintf(p, last, " AND JSON_VALUE(CONVERT(x.payload"
+                            " USING utf8mb4), '$.params.nick')"
+                            " COLLATE utf8mb4_bin = ?");
+    }
+
+    if (mq->with_bare == 0) {
+        return p;
+    }
+
+    params[*np].data = mq->with.data;
+    params[(*np)++].len = mq->with_bare;
+    p = ngx_slprintf(p, last, " AND x.actor_user = ?");
+
+    if (mq->with.len > mq->with_bare) {
+        params[(*np)++] = mq->with;
+        p = ngx_slprintf(p, last, " AND JSON_VALUE(CONVERT(x.payload"
+                         " USING utf8mb4), '$.params.from')"
+                         " COLLATE utf8mb4_bin = ?");
+    }
+
+    return p;
+}
+
+
+/*
  * One branch of the page, in parentheses.  A user's page is two: what
  * the user sent (own = 1, index (actor_user, ts)) and what they
  * received ((peer, ts)), or both halves of one conversation through
@@ -325,11 +371,14 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
         p = ngx_slprintf(p, last, " COALESCE("
             NGX_XMPP_MAM_RETRACTION_SQL("x.node, ':', x.writer_id, ':', x.seq")
             ", " NGX_XMPP_MAM_RETRACTION_SQL("x.stanza_id") ")"
-            " FROM audit_record x FORCE INDEX (audit_record_room)%s%s"
+            " FROM audit_record x FORCE INDEX (%s)%s%s"
             " WHERE x.peer = ? AND x.event = 'muc_message'",
+            mq->with_bare ? "audit_record_conversation" : "audit_record_room",
             mq->after.set ? ", audit_record a" : "",
             mq->before.set ? ", audit_record b" : "");
         params[(*np)++] = mq->owner;
+
+        p = ngx_xmpp_mam_room_with_sql(p, last, mq, params, np);
 
     } else {
         p = ngx_slprintf(p, last, " " NGX_XMPP_MAM_RETRACTION_SQL("x.stanza_id")

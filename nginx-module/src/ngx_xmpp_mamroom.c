@@ -150,6 +150,7 @@ ngx_xmpp_mamroom_fields(ngx_xmpp_muc_req_t *rq)
         "<x xmlns='" NGX_XMPP_NS_XDATA "' type='form'>"
         "<field type='hidden' var='FORM_TYPE'><value>" NGX_XMPP_NS_MAM
         "</value></field>"
+        "<field type='jid-single' var='with'/>"
         "<field type='text-single' var='start'/>"
         "<field type='text-single' var='end'/>"
         "<field type='text-single' var='after-id'/>"
@@ -157,6 +158,76 @@ ngx_xmpp_mamroom_fields(ngx_xmpp_muc_req_t *rq)
         "</x></query>");
 
     ngx_xmpp_muc_result(rq, b);
+}
+
+
+/*
+ * XEP-0313 section 4.1.1 "with", in a room's archive (section 5), where
+ * every message is from an occupant JID room@service/nick:
+ *  - room@service/nick: what was sent under that nick, the nick the
+ *    record holds (params.nick), as the room showed it;
+ *  - the room's bare JID: everything (each message is from it);
+ *  - a real JID, bare or full: what that user (or that resource) sent,
+ *    the record's actor_user (params.from for a full JID).  Only for who
+ *    may see real JIDs (XEP-0045 section 4.2, ngx_xmpp_mamroom_access()):
+ *    to anyone else a match would tell who is behind a nick, so they
+ *    get <forbidden/> (RFC 6120 8.3.3.6), whether or not that user
+ *    ever spoke here, rather than a page that hides the rule;
+ *  - a JID of the room's service (another room, an occupant of one) or
+ *    a bare domain: no user can be it, so nothing matches.
+ */
+static const char *
+ngx_xmpp_mamroom_with(ngx_xmpp_muc_req_t *rq, ngx_str_t *v,
+    ngx_xmpp_mam_query_t *q)
+{
+    u_char          *at;
+    ngx_str_t       *room;
+    ngx_xmpp_jid_t   jid;
+
+    if (ngx_xmpp_jid_parse(rq->pool, v, &jid) != NGX_OK) {
+        return "jid-malformed";
+    }
+
+    /* a second "with" replaces the first */
+    ngx_str_null(&q->with);
+    q->with_nick = 0;
+    q->with_none = 0;
+    q->with_bare = 0;
+
+    room = &rq->room->jid;
+
+    if (jid.bare.len == room->len
+        && ngx_strncasecmp(jid.bare.data, room->data, room->len) == 0)
+    {
+        if (jid.resource.len) {
+            q->with = jid.resource;
+            q->with_nick = 1;
+        }
+
+        return NULL;
+    }
+
+    at = ngx_strlchr(room->data, room->data + room->len, '@');
+
+    if (jid.local.len == 0
+        || (at && jid.domain.len == (size_t) (room->data + room->len
+                                              - at - 1)
+            && ngx_strncasecmp(jid.domain.data, at + 1, jid.domain.len)
+               == 0))
+    {
+        q->with_none = 1;
+        return NULL;
+    }
+
+    if (!q->real_jids) {
+        return "forbidden";
+    }
+
+    /* jid.full begins with jid.bare (ngx_xmpp_jid_make()) */
+    q->with = jid.full;
+    q->with_bare = jid.bare.len;
+
+    return NULL;
 }
 
 
@@ -187,7 +258,13 @@ ngx_xmpp_mamroom_form(ngx_xmpp_muc_req_t *rq, xmlNodePtr x,
             return "internal-server-error";
         }
 
-        err = ngx_xmpp_mam_field(q, rq->pool, &var, &v);
+        if (var.len == 4 && ngx_strncmp(var.data, "with", 4) == 0) {
+            err = ngx_xmpp_mamroom_with(rq, &v, q);
+
+        } else {
+            err = ngx_xmpp_mam_field(q, rq->pool, &var, &v);
+        }
+
         if (err) {
             return err;
         }

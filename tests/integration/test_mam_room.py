@@ -358,6 +358,110 @@ def test_corrections_and_retractions_in_a_room(appliance, pool):
     b.disconnect()
 
 
+def bodies(res):
+    return [fwd(r)["body"] for r in res]
+
+
+def test_with_in_a_room(appliance, pool):
+    """XEP-0313 4.1.1 'with' in a room's archive (docs/history.md
+    "Rooms"): a nick is what was said under it, as the record holds it;
+    a real JID only for who may see real JIDs (XEP-0045 4.2), anyone
+    else gets <forbidden/>; a JID nobody in the room can be, nothing."""
+    room = new_room()
+    a = user(appliance, pool, "alice", "wa")
+    b = user(appliance, pool, "bob", "wa")
+    c = user(appliance, pool, "carol", "wa")
+    a.join(room, "Alice")
+    b.join(room, "Bob")
+    c.join(room, "Carol")
+
+    def say(who, body, nick):
+        who.say(room, body)
+        m = a.wait_groupchat(lambda m: m["body"] == body)
+        # the room applied every nick change before the message
+        assert str(m["from"]) == room + "/" + nick
+
+    for i in range(5):
+        say(b, "bob %d" % i, "Bob")
+        if i % 2 == 0:
+            say(a, "alice %d" % i, "Alice")
+    say(c, "carol 0", "Carol")
+    # the nick is what the room showed: bob as Robert, then carol as Bob
+    b.change_nick(room, "Robert")
+    say(b, "robert 0", "Robert")
+    c.change_nick(room, "Bob")
+    say(c, "carol as bob", "Bob")
+    assert shipped(appliance, room, 11) == 11
+    by_bob = ["bob %d" % i for i in range(5)] + ["carol as bob"]
+    bob_said = ["bob %d" % i for i in range(5)] + ["robert 0"]
+
+    # a nick, paged forward 4 at a time by a plain occupant
+    nick = [("with", room + "/Bob")]
+    res, fin = raw_page(b, room, nick, "<max>4</max>")
+    assert fin["type"] == "result" and not complete(fin)
+    assert bodies(res) == by_bob[:4]
+    assert all(str(fwd(r)["from"]) == room + "/Bob" for r in res)
+    assert all(real_jid(r) is None for r in res)
+    last = fin["mam_fin"]["rsm"]["last"]
+    res2, fin = raw_page(b, room, nick, "<max>4</max><after>%s</after>"
+                         % last)
+    assert bodies(res2) == by_bob[4:] and complete(fin)
+    # backward: the last page first (XEP-0059 2.5)
+    res3, fin = raw_page(b, room, nick, "<max>4</max><before/>")
+    assert bodies(res3) == by_bob[-4:] and not complete(fin)
+    # with after-id / before-id from the unfiltered archive's ids
+    ids = [r["mam_result"]["id"] for r in res]
+    res4, fin = raw_page(b, room, nick + [("after-id", ids[0]),
+                                          ("before-id", ids[3])])
+    assert bodies(res4) == by_bob[1:3]
+    res5, fin = raw_page(b, room, [("with", room + "/Robert")])
+    assert bodies(res5) == ["robert 0"] and complete(fin)
+    # the room's own JID: every message is from it
+    res6, fin = raw_page(b, room, [("with", room)], "<max>100</max>")
+    assert len(res6) == 11
+
+    # a plain occupant of a semi-anonymous room may not ask by real JID,
+    # bare or full, whether or not that user spoke here
+    for who in ("alice@example.com", b.jid, "nobody@example.com"):
+        res, iq = raw_page(b, room, [("with", who)])
+        assert iq["type"] == "error" and res == []
+        assert condition(iq) == "forbidden"
+        assert iq["error"]["type"] == "auth"
+
+    # the owner (a moderator) may: bob's messages under both his nicks
+    res, fin = raw_page(a, room, [("with", "bob@example.com")],
+                        "<max>4</max>")
+    assert bodies(res) == bob_said[:4] and not complete(fin)
+    assert all(real_jid(r) == b.jid for r in res)
+    res, fin = raw_page(a, room, [("with", "bob@example.com")],
+                        "<max>4</max><after>%s</after>"
+                        % fin["mam_fin"]["rsm"]["last"])
+    assert bodies(res) == bob_said[4:] and complete(fin)
+    # a full JID: that resource only
+    res, fin = raw_page(a, room, [("with", b.jid)], "<max>50</max>")
+    assert bodies(res) == bob_said
+    res, fin = raw_page(a, room, [("with", "bob@example.com/elsewhere")])
+    assert res == [] and complete(fin)
+
+    # JIDs nobody here can be: nothing, for anyone
+    for who in (room + "/Nobody", new_room(), new_room() + "/Bob",
+                MUC, "example.com", "nobody@example.com"):
+        res, fin = raw_page(a, room, [("with", who)])
+        assert fin["type"] == "result" and res == [] and complete(fin), who
+    for who in (new_room() + "/Bob", "example.com"):
+        res, fin = raw_page(b, room, [("with", who)])
+        assert fin["type"] == "result" and res == [] and complete(fin), who
+
+    # non-anonymous: every occupant may ask by real JID
+    a.configure(room, whois="anyone")
+    res, fin = raw_page(b, room, [("with", "alice@example.com")])
+    assert bodies(res) == ["alice 0", "alice 2", "alice 4"]
+    assert all(real_jid(r) == a.jid for r in res)
+    a.disconnect()
+    b.disconnect()
+    c.disconnect()
+
+
 def test_bad_room_queries(appliance, pool):
     room = new_room()
     a = user(appliance, pool, "alice", "bad")
@@ -373,10 +477,12 @@ def test_bad_room_queries(appliance, pool):
     assert condition(iq) == "item-not-found"
     res, iq = mam(a, room, rsm={"after": "garbage"})
     assert condition(iq) == "item-not-found"
-    # a field a room does not offer, a malformed date
-    for field, value, cond in (("with", "bob@example.com",
+    # a field a room does not offer, a malformed date, a 'with' that is
+    # not a JID (RFC 7622: an empty localpart)
+    for field, value, cond in (("frobnicate", "1",
                                 "feature-not-implemented"),
-                               ("start", "yesterday", "bad-request")):
+                               ("start", "yesterday", "bad-request"),
+                               ("with", "@example.com", "jid-malformed")):
         xml = ("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'"
                " type='submit'><field var='FORM_TYPE'><value>"
                "urn:xmpp:mam:2</value></field><field var='%s'><value>%s"
@@ -392,6 +498,7 @@ def test_bad_room_queries(appliance, pool):
     fields = [f.get("var") for f in form.xml.iter(
         "{jabber:x:data}field")]
     assert "FORM_TYPE" in fields and "after-id" in fields
+    assert "with" in fields
     # an id another room's record has is not found here
     other = new_room()
     a.join(other, "Alice")
