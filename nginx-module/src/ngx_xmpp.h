@@ -963,6 +963,8 @@ typedef struct {
     ngx_uint_t             cap;
     unsigned               complete:1;
     unsigned               not_found:1;
+    unsigned               cut:1;         /* room, nick: the scan stopped
+                                             at NGX_XMPP_MAM_NICK_SCAN */
 } ngx_xmpp_mam_query_t;
 
 ngx_int_t ngx_xmpp_mam_parse_id(ngx_str_t *id, ngx_xmpp_mam_pos_t *pos);

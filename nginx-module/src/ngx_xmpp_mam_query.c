@@ -30,6 +30,15 @@
 
 #define NGX_XMPP_MAM_SHIP_WAIT     1000       /* ms */
 
+/*
+ * The records a room's page "with" a nick reads at most (MariaDB's
+ * LIMIT ROWS EXAMINED): the nick is only in the payload, so a nick that
+ * said little reads the room's range until the page is full, and one
+ * that never spoke, all of it (seconds at a million, a database thread
+ * held all along).  See ngx_xmpp_mam_run() for what a cut page answers.
+ */
+#define NGX_XMPP_MAM_NICK_SCAN     100000
+
 
 struct ngx_xmpp_mam_row_s {
     char                  *xml;           /* the message as results
@@ -428,9 +437,16 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
                                  np);
     }
 
-    return ngx_slprintf(p, last, " ORDER BY x.ts_utc_us %s, x.node %s,"
-                        " x.writer_id %s, x.seq %s LIMIT %ui)",
-                        dir, dir, dir, dir, mq->max + 1);
+    p = ngx_slprintf(p, last, " ORDER BY x.ts_utc_us %s, x.node %s,"
+                     " x.writer_id %s, x.seq %s LIMIT %ui",
+                     dir, dir, dir, dir, mq->max + 1);
+
+    if (mq->with_nick) {
+        p = ngx_slprintf(p, last, " ROWS EXAMINED %ui",
+                         (ngx_uint_t) NGX_XMPP_MAM_NICK_SCAN);
+    }
+
+    return ngx_slprintf(p, last, ")");
 }
 
 
@@ -691,6 +707,20 @@ ngx_xmpp_mam_run(MYSQL *conn, ngx_xmpp_db_req_t *r)
     }
 
     rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_mam_row);
+
+    /*
+     * A nick's scan that reached NGX_XMPP_MAM_NICK_SCAN ends with a
+     * warning (1931) and what it found so far: those rows are a page
+     * that is not the last (the client goes on from its <last/>); none,
+     * and ngx_xmpp_mam_done() refuses the query (the only warnings such
+     * a statement has).
+     */
+    if (rc == 0 && mq->with_nick && mq->nrows <= mq->max
+        && mysql_stmt_warning_count(stmt) > 0)
+    {
+        mq->cut = 1;
+    }
+
     (void) mysql_stmt_close(stmt);
 
     if (rc != 0) {
@@ -766,7 +796,7 @@ ngx_xmpp_mam_page(ngx_xmpp_mam_query_t *mq)
     ngx_qsort(mq->rows, mq->nrows, sizeof(ngx_xmpp_mam_row_t),
               mq->backward ? ngx_xmpp_mam_cmp_desc : ngx_xmpp_mam_cmp);
 
-    mq->complete = (mq->nrows <= mq->max);
+    mq->complete = (mq->nrows <= mq->max && !mq->cut);
 
     for (k = mq->max; k < mq->nrows; k++) {
         ngx_free(mq->rows[k].xml);
@@ -926,6 +956,16 @@ ngx_xmpp_mam_done(ngx_xmpp_db_req_t *r)
     if (mq->not_found) {
         /* XEP-0313 section 4.3.1 / XEP-0059 2.6: an unknown id */
         ngx_xmpp_mam_error(mq, "cancel", "item-not-found");
+        return;
+    }
+
+    if (mq->cut && mq->nrows == 0) {
+        /*
+         * No message of the nick in the records a page may read, and
+         * no position to go on from: a local limit (RFC 6120 8.3.3.12),
+         * which start/end or after-id/before-id narrow.
+         */
+        ngx_xmpp_mam_error(mq, "modify", "policy-violation");
         return;
     }
 

@@ -8,6 +8,7 @@ lookups and the result XML.
     mam_bench.py [--messages 1000000] [--queries 1000] [--peers 100]
                  [--room-messages 1000000] [--server test,tuned]
                  [--keep DIR [--reuse]] [--slow-log FILE]
+                 [--kinds room,room-nick,...] [--none-queries 5]
 
 Starts slapd, mariadbd and nginx (tests/lib/appliance.py, the release
 build), fills audit_record with --messages message records in which
@@ -22,8 +23,16 @@ them, then runs, one at a time over one TLS connection:
               a query to the room's JID) of --room-messages records
               from 50 senders, in the same table as the 1:1 archive
     room-rnd  a page of that room after a random id
+    room-nick the newest page of the room 'with' one occupant JID
+              (room/user7: one record in 50 is theirs, read from the
+              payload's params.nick while the room's range is scanned)
+    room-jid  the same with the sender's real JID (user7@example.com,
+              the (actor_user, peer, ts) index), by the room's owner
+    room-none 'with' a nick that never spoke: the scan reads the whole
+              room (--none-queries of them, default 5)
 
-and prints the EXPLAIN of the room page query, then p50/p90/p99/max
+(--kinds picks some of them, comma-separated) and prints the EXPLAIN
+of the room page query and of its two 'with' forms, then p50/p90/p99/max
 per kind in ms.  --server tuned gives MariaDB a 3 GB buffer pool (the
 test harness has 64 MB) and reads the table and the indexes a query
 uses into it first, as on a server whose pool holds its archive;
@@ -145,6 +154,22 @@ ROOM_PLAN = """EXPLAIN SELECT x.node, x.writer_id, x.seq, x.payload,
                    ROOM_SUB % "x.stanza_id", ROOM)
 
 
+ROOM_WITH = ("<x xmlns='jabber:x:data' type='submit'><field"
+             " var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>"
+             "<field var='with'><value>%s</value></field></x>")
+
+# the two 'with' forms of a room's page (ngx_xmpp_mam_room_with_sql())
+ROOM_WITH_PLANS = (
+    ("nick", ROOM_PLAN.replace(
+        "AND (x.body", "AND JSON_VALUE(CONVERT(x.payload USING utf8mb4),"
+        " '$.params.nick') COLLATE utf8mb4_bin = 'user7' AND (x.body")),
+    ("real JID", ROOM_PLAN.replace(
+        "FORCE INDEX (audit_record_room)",
+        "FORCE INDEX (audit_record_conversation)").replace(
+        "AND (x.body", "AND x.actor_user = 'user7@example.com'"
+        " AND (x.body")))
+
+
 def filled(app, args):
     """whether a kept directory holds both archives already"""
     rows = app.mariadb.query(
@@ -194,6 +219,21 @@ def query(c, i, rsm, form="", to=""):
     return dt
 
 
+def query_or_error(c, i, rsm, form="", to=""):
+    """(ms, None), or (ms, the error's condition) for a query that may
+    be refused (room-none past conclave_db_timeout)"""
+    c.send("<iq type='set' id='q%d'%s><query xmlns='urn:xmpp:mam:2'"
+           " queryid='q%d'>%s<set xmlns='http://jabber.org/protocol/rsm'>"
+           "<max>50</max>%s</set></query></iq>" % (
+               i, " to='%s'" % to if to else "", i, form, rsm))
+    t0 = time.perf_counter()
+    r = c.expect(r"<iq [^>]*id='q%d'[^>]*>.*?</iq>" % i, timeout=60)
+    dt = (time.perf_counter() - t0) * 1000.0
+    m = re.search(r"<([a-z-]+) xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'",
+                  r)
+    return dt, (m.group(1) if "<fin" not in r and m else None)
+
+
 def run(app, args):
     c = RawTCP(app.nginx.xmpps_port, tls=True, timeout=30)
     c.login("alice", resource="bench")
@@ -221,17 +261,31 @@ def run(app, args):
             c, i, "<after>%s:1:%d</after>" % (
                 NODE, rnd.randrange(1, args.room_messages - 100)),
             to=ROOM),
+        "room-nick": lambda i: query(c, i, "<before/>", ROOM_WITH % (
+            ROOM + "/user7"), to=ROOM),
+        "room-jid": lambda i: query(c, i, "<before/>", ROOM_WITH % (
+            "user7@example.com"), to=ROOM),
+        "room-none": lambda i: query_or_error(
+            c, i, "<before/>", ROOM_WITH % (ROOM + "/nobody"), to=ROOM),
     }
     out = {}
     i = 0
     for name, fn in kinds.items():
-        for _ in range(20):            # warm-up, not counted
+        if args.kinds and name not in args.kinds.split(","):
+            continue
+        n = args.none_queries if name == "room-none" else args.queries
+        for _ in range(20 if n > 20 else 1):    # warm-up, not counted
             i += 1
             fn(i)
         xs = []
-        for _ in range(args.queries):
+        for _ in range(n):
             i += 1
-            xs.append(fn(i))
+            dt = fn(i)
+            if isinstance(dt, tuple):
+                dt, err = dt
+                if err:
+                    print("%s: <%s/> after %.0f ms" % (name, err, dt))
+            xs.append(dt)
         out[name] = xs
     c.close()
     return out
@@ -248,6 +302,8 @@ def main():
     ap.add_argument("--reuse", action="store_true",
                     help="with --keep: reuse the archives found there")
     ap.add_argument("--slow-log", help="MariaDB's slow log, every query")
+    ap.add_argument("--kinds", help="only these kinds (comma-separated)")
+    ap.add_argument("--none-queries", type=int, default=5)
     args = ap.parse_args()
 
     work = args.keep or tempfile.mkdtemp(prefix="mam-bench-")
@@ -281,13 +337,17 @@ def main():
         print("room page plan:")
         for row in app.mariadb.query(ROOM_PLAN, database=DB):
             print("   ", " | ".join(str(v) for v in row))
+        for what, plan in ROOM_WITH_PLANS:
+            print("room page 'with' a %s, plan:" % what)
+            for row in app.mariadb.query(plan, database=DB):
+                print("   ", " | ".join(str(v) for v in row))
         res = run(app, args)
-        print("page of 50, %d queries each, one at a time, server %s:"
-              % (args.queries, args.server))
-        print("%-8s %8s %8s %8s %8s %8s" % ("kind", "p50 ms", "p90 ms",
+        print("page of 50, %d queries each (room-none: %d), one at a time,"
+              " server %s:" % (args.queries, args.none_queries, args.server))
+        print("%-9s %8s %8s %8s %8s %8s" % ("kind", "p50 ms", "p90 ms",
                                             "p99 ms", "max ms", "mean"))
         for name, xs in res.items():
-            print("%-8s %8.2f %8.2f %8.2f %8.2f %8.2f" % (
+            print("%-9s %8.2f %8.2f %8.2f %8.2f %8.2f" % (
                 name, percentile(xs, 50), percentile(xs, 90),
                 percentile(xs, 99), max(xs), statistics.mean(xs)))
     finally:

@@ -462,6 +462,60 @@ def test_with_in_a_room(appliance, pool):
     c.disconnect()
 
 
+FILL = """
+    INSERT INTO audit_record (node, writer_id, seq, ts_utc_us, event,
+        status, actor_user, peer, msg_type, body, payload, prev_hash,
+        entry_hash)
+    SELECT 'gapfill', 1, s.seq, t.ts + 1, 'muc_message', 'success',
+        'filler@example.com', '%(room)s', 'groupchat', 'filler',
+        CONCAT('{"v":1,"event":"muc_message","params":{"nick":"Filler",',
+            '"from":"filler@example.com/x","type":"groupchat","stanza":',
+            '"<message from=\\'%(room)s/Filler\\' type=\\'groupchat\\'',
+            ' xmlns=\\'jabber:client\\'><body>filler</body></message>"}}'),
+        REPEAT(0x00, 32), REPEAT(0x00, 32)
+    FROM seq_1_to_120000 s,
+        (SELECT MAX(ts_utc_us) AS ts FROM audit_record
+         WHERE peer = '%(room)s') t"""
+
+
+def test_with_a_nick_reads_a_bounded_part_of_the_room(appliance, pool):
+    """A nick is only in the records' payload: a page 'with' a nick reads
+    at most 100,000 of the room's records (docs/history.md "Rooms").
+    120,000 records of another nick, as the room writes them, between
+    two of alice's: a page that found some of hers and stopped is not
+    the last; one that found none says so (<policy-violation/>); a time
+    range past the gap finds the rest."""
+    room = new_room()
+    a = user(appliance, pool, "alice", "gap")
+    a.join(room, "Alice")
+    a.say(room, "early")
+    a.wait_groupchat(lambda m: m["body"] == "early")
+    shipped(appliance, room, 1)
+    appliance.mariadb.query(FILL % {"room": room}, DB, timeout=300)
+    a.say(room, "late")
+    a.wait_groupchat(lambda m: m["body"] == "late")
+    assert shipped(appliance, room, 120002) == 120002
+
+    nick = [("with", room + "/Alice")]
+    res, fin = raw_page(a, room, nick, "<max>5</max>")
+    assert fin["type"] == "result" and bodies(res) == ["early"]
+    assert not complete(fin)
+    res, iq = raw_page(a, room, nick, "<max>5</max><after>%s</after>"
+                       % fin["mam_fin"]["rsm"]["last"])
+    assert iq["type"] == "error" and condition(iq) == "policy-violation"
+    res, iq = raw_page(a, room, [("with", room + "/Nobody")])
+    assert iq["type"] == "error" and condition(iq) == "policy-violation"
+    # the same from the end: the newest first
+    res, fin = raw_page(a, room, nick, "<max>5</max><before/>")
+    assert bodies(res) == ["late"] and not complete(fin)
+    res, fin = raw_page(a, room, nick + [("start", stamp(res[0]))])
+    assert bodies(res) == ["late"] and complete(fin)
+    # a real JID reads its own index range: no gap to cross
+    res, fin = raw_page(a, room, [("with", "alice@example.com")])
+    assert bodies(res) == ["early", "late"] and complete(fin)
+    a.disconnect()
+
+
 def test_bad_room_queries(appliance, pool):
     room = new_room()
     a = user(appliance, pool, "alice", "bad")
