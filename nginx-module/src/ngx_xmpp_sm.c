@@ -664,6 +664,12 @@ ngx_xmpp_sm_replay(ngx_xmpp_session_t *s, u_char *data, size_t len)
     switch (cmd) {
 
     case NGX_XMPP_IPC_DELIVER:
+        if (s->node.key == 0) {
+            /* the session ended meanwhile: as if routed to its id now */
+            ngx_xmpp_router_deliver_ipc(s->conf, s->id, data, len);
+            break;
+        }
+
         /* XEP-0191 and XEP-0352 apply, as to any delivery */
         (void) ngx_xmpp_router_inbound(s, data, len);
         break;
@@ -742,14 +748,16 @@ static void
 ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     ngx_str_t *resource, ngx_str_t *kept, ngx_xmpp_sm_queue_t *old)
 {
-    u_char            *data;
-    size_t             len;
-    uint32_t           missing, skip;
-    uint64_t           osid;
-    ngx_pid_t          opid;
-    ngx_xmpp_sm_t     *sm;
-    ngx_xmpp_jid_t     jid;
-    ngx_xmpp_wbuf_t   *b;
+    u_char               *data;
+    size_t                len;
+    uint32_t              missing, skip;
+    uint64_t              osid;
+    ngx_pid_t             opid;
+    ngx_uint_t            i;
+    ngx_xmpp_sm_t        *sm;
+    ngx_xmpp_jid_t        jid;
+    ngx_xmpp_wbuf_t      *b;
+    ngx_xmpp_sm_queue_t   q[3];
 
     sm = s->sm;
 
@@ -823,15 +831,33 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
     b->last = ngx_sprintf(b->last, "' h='%uD'/>", t->h_in);
     ngx_xmpp_sm_raw(s, (char *) b->start, b->last - b->start);
 
-    while (ngx_xmpp_sm_queue_peek(old, &data, &len) == NGX_OK) {
+    /*
+     * The session can end inside these loops: a stream error when the
+     * stanzas sent again overflow conclave_sm_max_unacked ends it at
+     * once, and the end frees its queues (ngx_xmpp_sm_release()) and
+     * parks it.  So the loops run on queues of their own, and what is
+     * left after the end goes by the session's id, to its ghost
+     * (ngx_xmpp_sm_deliver()): nothing is lost, nothing read freed.
+     */
+    q[0] = *old;
+    q[1] = sm->held_wait;
+    q[2] = sm->held_new;
+    ngx_memzero(old, sizeof(ngx_xmpp_sm_queue_t));
+    ngx_memzero(&sm->held_wait, sizeof(ngx_xmpp_sm_queue_t));
+    ngx_memzero(&sm->held_new, sizeof(ngx_xmpp_sm_queue_t));
+
+    while (ngx_xmpp_sm_queue_peek(&q[0], &data, &len) == NGX_OK) {
         if (skip) {
             skip--;
 
-        } else {
+        } else if (s->node.key) {
             (void) ngx_xmpp_session_send(s, data, len);
+
+        } else {
+            ngx_xmpp_router_deliver_ipc(s->conf, s->id, data, len);
         }
 
-        ngx_xmpp_sm_queue_drop(old);
+        ngx_xmpp_sm_queue_drop(&q[0]);
     }
 
     /*
@@ -840,19 +866,20 @@ ngx_xmpp_sm_finish(ngx_xmpp_session_t *s, ngx_xmpp_sm_taken_t *t,
      * last step, XEP-0191 3.5 (it waits for the list being read) and
      * XEP-0352 included, as any delivery does.
      */
-    while (ngx_xmpp_sm_queue_peek(&sm->held_wait, &data, &len) == NGX_OK) {
-        ngx_xmpp_sm_replay(s, data, len);
-        ngx_xmpp_sm_queue_drop(&sm->held_wait);
+    for (i = 1; i < 3; i++) {
+        while (ngx_xmpp_sm_queue_peek(&q[i], &data, &len) == NGX_OK) {
+            ngx_xmpp_sm_replay(s, data, len);
+            ngx_xmpp_sm_queue_drop(&q[i]);
+        }
     }
 
-    while (ngx_xmpp_sm_queue_peek(&sm->held_new, &data, &len) == NGX_OK) {
-        ngx_xmpp_sm_replay(s, data, len);
-        ngx_xmpp_sm_queue_drop(&sm->held_new);
+    for (i = 0; i < 3; i++) {
+        ngx_xmpp_sm_queue_free(&q[i]);
     }
 
-    ngx_xmpp_sm_queue_free(&sm->held_old);
-    ngx_xmpp_sm_queue_free(&sm->held_wait);
-    ngx_xmpp_sm_queue_free(&sm->held_new);
+    if (s->node.key == 0) {
+        return;
+    }
 
     /* XEP-0191 pushes of changes that came while it resumed, after them */
     ngx_xmpp_blocking_replay(s);
