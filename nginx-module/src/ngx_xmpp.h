@@ -950,7 +950,8 @@ typedef struct {
     unsigned               with_nick:1;   /* room: with is a nick */
     unsigned               with_none:1;   /* room: with names nobody */
     size_t                 with_bare;     /* room: with is a real JID,
-                                             its bare part this long */
+                                             its bare part this long;
+                                             user: with is a full JID */
 
     /* until MariaDB has what was journaled before the query came */
     ngx_xmpp_audit_mark_t  marks[NGX_XMPP_AUDIT_MARKS];

@@ -423,12 +423,22 @@ ngx_xmpp_mam_field(ngx_xmpp_mam_query_t *q, ngx_pool_t *pool,
     }
 
     if (ngx_xmpp_mam_is(var, "with") && q->kind == NGX_XMPP_MAM_USER) {
-        /* a resource is not kept apart: the bare JID is matched */
         if (ngx_xmpp_jid_parse(pool, v, &jid) != NGX_OK) {
             return "jid-malformed";
         }
 
-        q->with = jid.bare;
+        if (jid.resource.len == 0) {
+            q->with = jid.bare;
+            return NULL;
+        }
+
+        /*
+         * XEP-0313 4.1.1: a full JID, only what was exchanged with that
+         * resource; jid.full begins with jid.bare (ngx_xmpp_jid_make())
+         */
+        q->with = jid.full;
+        q->with_bare = jid.bare.len;
+
         return NULL;
     }
 

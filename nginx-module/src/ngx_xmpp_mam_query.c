@@ -352,6 +352,19 @@ ngx_xmpp_mam_room_with_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
 
 
 /*
+ * The filter is read from each record's payload along an index range (a
+ * room's nick, a resource in a user's archive): the range read is cut
+ * at NGX_XMPP_MAM_NICK_SCAN records.
+ */
+static ngx_uint_t
+ngx_xmpp_mam_scans(ngx_xmpp_mam_query_t *mq)
+{
+    return mq->with_nick
+           || (mq->kind == NGX_XMPP_MAM_USER && mq->with_bare != 0);
+}
+
+
+/*
  * One branch of the page, in parentheses.  A user's page is two: what
  * the user sent (own = 1, index (actor_user, ts)) and what they
  * received ((peer, ts)), or both halves of one conversation through
@@ -408,6 +421,22 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
         if (mq->with.len) {
             p = ngx_slprintf(p, last, " AND x.%s = ?",
                              own ? "peer" : "actor_user");
+            params[*np].data = mq->with.data;
+            params[(*np)++].len = mq->with_bare ? mq->with_bare
+                                                : mq->with.len;
+        }
+
+        if (mq->with_bare) {
+            /*
+             * A full JID: the resource the user wrote to, or that
+             * wrote (the record's params.to and params.from), compared
+             * byte for byte as resources are; read from the payload
+             * along the conversation's range, as a room's nick is.
+             */
+            p = ngx_slprintf(p, last, " AND JSON_VALUE(CONVERT(x.payload"
+                             " USING utf8mb4), '$.params.%s')"
+                             " COLLATE utf8mb4_bin = ?",
+                             own ? "to" : "from");
             params[(*np)++] = mq->with;
         }
 
@@ -441,7 +470,7 @@ ngx_xmpp_mam_branch_sql(u_char *p, u_char *last, ngx_xmpp_mam_query_t *mq,
                      " x.writer_id %s, x.seq %s LIMIT %ui",
                      dir, dir, dir, dir, mq->max + 1);
 
-    if (mq->with_nick) {
+    if (ngx_xmpp_mam_scans(mq)) {
         p = ngx_slprintf(p, last, " ROWS EXAMINED %ui",
                          (ngx_uint_t) NGX_XMPP_MAM_NICK_SCAN);
     }
@@ -709,13 +738,13 @@ ngx_xmpp_mam_run(MYSQL *conn, ngx_xmpp_db_req_t *r)
     rc = ngx_xmpp_db_rows(stmt, r, ngx_xmpp_mam_row);
 
     /*
-     * A nick's scan that reached NGX_XMPP_MAM_NICK_SCAN ends with a
-     * warning (1931) and what it found so far: those rows are a page
-     * that is not the last (the client goes on from its <last/>); none,
-     * and ngx_xmpp_mam_done() refuses the query (the only warnings such
-     * a statement has).
+     * A nick's or a resource's scan (ngx_xmpp_mam_scans()) that reached
+     * NGX_XMPP_MAM_NICK_SCAN ends with a warning (1931) and what it
+     * found so far: those rows are a page that is not the last (the
+     * client goes on from its <last/>); none, and ngx_xmpp_mam_done()
+     * refuses the query (the only warnings such a statement has).
      */
-    if (rc == 0 && mq->with_nick && mq->nrows <= mq->max
+    if (rc == 0 && ngx_xmpp_mam_scans(mq) && mq->nrows <= mq->max
         && mysql_stmt_warning_count(stmt) > 0)
     {
         mq->cut = 1;
@@ -961,7 +990,8 @@ ngx_xmpp_mam_done(ngx_xmpp_db_req_t *r)
 
     if (mq->cut && mq->nrows == 0) {
         /*
-         * No message of the nick in the records a page may read, and
+         * No message of the nick (or the resource) in the records a page
+         * may read, and
          * no position to go on from: a local limit (RFC 6120 8.3.3.12),
          * which start/end or after-id/before-id narrow.
          */

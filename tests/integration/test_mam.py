@@ -411,6 +411,37 @@ def test_with_start_end_filters(appliance, pool):
     d.disconnect()
 
 
+def test_with_a_full_jid_keeps_resources_apart(appliance, pool):
+    """XEP-0313 4.1.1: 'with' a full JID returns only what was exchanged
+    with that resource (what the user sent to it, what it sent); the
+    bare JID returns all of the contact's resources."""
+    a = client(pool, appliance, "alice", "fj")
+    phone = client(pool, appliance, "frank", "phone")
+    desk = client(pool, appliance, "frank", "desk")
+    na = shipped(appliance, "alice", 0)
+    nf = shipped(appliance, "frank", 0)
+    a.message("frank@example.com/phone", "to phone")
+    a.message("frank@example.com/desk", "to desk")
+    a.message("frank@example.com", "to bare")
+    phone.message("alice@example.com/fj", "from phone")
+    desk.message("alice@example.com/fj", "from desk")
+    assert shipped(appliance, "alice", na + 3) == na + 3
+    assert shipped(appliance, "frank", nf + 2) == nf + 2
+
+    res, fin = mam(pool, a, with_jid="frank@example.com/phone")
+    assert [body_of(r) for r in res] == ["to phone", "from phone"]
+    assert complete(fin)
+    res, _ = mam(pool, a, with_jid="frank@example.com/desk")
+    assert [body_of(r) for r in res] == ["to desk", "from desk"]
+    res, _ = mam(pool, a, with_jid="frank@example.com/nowhere")
+    assert res == []
+    res, _ = mam(pool, a, with_jid="frank@example.com")
+    assert [body_of(r) for r in res][-5:] == [
+        "to phone", "to desk", "to bare", "from phone", "from desk"]
+    for c in (a, phone, desk):
+        c.disconnect()
+
+
 def test_query_right_after_send_sees_it(appliance, pool):
     """No waiting for the shipper on the client's side: the server holds
     the query until MariaDB has what was journaled before it came."""
