@@ -222,6 +222,12 @@ lg_chat_receive(lg_conn_t *c, const unsigned char *m, size_t len)
     if (lg.phase == LG_PH_MEASURE) {
         lg.delivered_win++;
         lg_hist_add(&lg.lat, now > ts ? now - ts : 0);
+
+        if (lg.late && now > ts + lg.late_ns) {
+            /* CLOCK_MONOTONIC, as perf record -k CLOCK_MONOTONIC */
+            fprintf(lg.late, "%llu %llu %u %u\n", (unsigned long long) ts,
+                    (unsigned long long) now, slot, rcpt);
+        }
     }
 
     from = &lg.conns[slot];
@@ -871,9 +877,13 @@ lg_usage(void)
 "  --timeout S       limit on each sign-in step and close      [30]\n"
 "  --server-pids L   comma list: server processes to measure\n"
 "  --aux-pids L      comma list: more processes (the directory)\n"
+"  --db-pids L       comma list: the audit database (mariadbd)\n"
 "  --cpu N           pin the generator to CPU N\n"
 "  --domain D        XMPP domain                               [example.com]\n"
 "  --csv FILE        append one CSV line\n"
+"  --late-log FILE   chat: write each message later than --late-ms as\n"
+"                    \"sent received from to\" (monotonic ns)\n"
+"  --late-ms MS      [1]\n"
 "  --target NAME     server name in the row                    [conclave]\n"
 "  --label TEXT      free text for the CSV (no commas)\n"
 "  --proto P         xmpp, or relay: the trivial relay (relay.c) [xmpp]\n"
@@ -902,8 +912,10 @@ lg_options(int argc, char **argv)
         { "ramp", 1, NULL, 'R' },        { "payload", 1, NULL, 'p' },
         { "sources", 1, NULL, 'S' },     { "timeout", 1, NULL, 't' },
         { "server-pids", 1, NULL, 'P' }, { "aux-pids", 1, NULL, 'A' },
+        { "db-pids", 1, NULL, 'B' },
         { "cpu", 1, NULL, 'C' },         { "domain", 1, NULL, 'D' },
-        { "csv", 1, NULL, 'o' },         { "target", 1, NULL, 'T' },
+        { "csv", 1, NULL, 'o' },
+        { "late-log", 1, NULL, 'L' },    { "late-ms", 1, NULL, 'm' },         { "target", 1, NULL, 'T' },
         { "label", 1, NULL, 'l' },       { "proto", 1, NULL, 'X' },
         { "room", 1, NULL, 'M' },        { "senders", 1, NULL, 'N' },
         { "procs", 1, NULL, 'k' },       { "help", 0, NULL, 'h' },
@@ -915,6 +927,7 @@ lg_options(int argc, char **argv)
     lg.hold = 5;
     lg.window = 4;
     lg.rate = 1000;
+    lg.late_ns = 1000000;
     lg.concurrency = 20;
     lg.duration = 20;
     lg.warmup = 2;
@@ -950,9 +963,17 @@ lg_options(int argc, char **argv)
         case 't': lg.timeout = atof(optarg); break;
         case 'P': lg.nspids = lg_pids(optarg, lg.spids); break;
         case 'A': lg.napids = lg_pids(optarg, lg.apids); break;
+        case 'B': lg.ndpids = lg_pids(optarg, lg.dpids); break;
         case 'C': lg.cpu = atoi(optarg); break;
         case 'D': lg.domain = optarg; break;
         case 'o': lg.csv = optarg; break;
+        case 'L':
+            lg.late = fopen(optarg, "w");
+            if (lg.late == NULL) {
+                lg_die("%s: %s", optarg, strerror(errno));
+            }
+            break;
+        case 'm': lg.late_ns = (uint64_t) (atof(optarg) * 1e6); break;
         case 'T': lg.target = optarg; break;
         case 'l': lg.label = optarg; break;
         case 'M': lg.room = optarg; break;
@@ -1152,6 +1173,10 @@ main(int argc, char **argv)
 
     if (!lg.sampled) {
         lg_sample(&lg.s1, 0);
+    }
+
+    if (lg.late) {
+        (void) fclose(lg.late);
     }
 
     return lg_report(lg_interrupted);

@@ -117,6 +117,7 @@ typedef struct {
     uint64_t           rss_kib;
     uint64_t           pss_kib;
     uint64_t           aux_ticks;       /* --aux-pids (the directory) */
+    uint64_t           db_ticks;        /* --db-pids (the audit database) */
     struct rusage      self;
     uint64_t           at;
 } lg_sample_t;
@@ -173,6 +174,8 @@ typedef struct {
     const char        *target;
     const char        *label;
     const char        *csv;
+    FILE              *late;            /* --late-log */
+    uint64_t           late_ns;         /* --late-ms */
     const char        *room;            /* muc-fanout: the room's JID */
     int                senders;         /* muc-fanout: sessions that send */
     int                joined;          /* muc-fanout: occupants */
@@ -199,6 +202,8 @@ typedef struct {
     int                nspids;
     pid_t              apids[LG_MAX_PIDS];
     int                napids;
+    pid_t              dpids[LG_MAX_PIDS];
+    int                ndpids;
     int                procs;           /* idle: generator processes */
 
     /* idle with --procs N > 1: the parent and its shards */

@@ -172,6 +172,10 @@ lg_sample(lg_sample_t *s, int mem)
     for (i = 0; i < lg.napids; i++) {
         (void) lg_proc_cpu(lg.apids[i], &s->aux_ticks);
     }
+
+    for (i = 0; i < lg.ndpids; i++) {
+        (void) lg_proc_cpu(lg.dpids[i], &s->db_ticks);
+    }
 }
 
 
@@ -219,12 +223,14 @@ lg_report(int interrupted)
     time_t       t;
     struct stat  st;
     uint64_t     ok, errors;
-    double       secs, per_s, cpu, aux, cli, us_op, rss, pss, p50, p99, mx;
+    double       secs, per_s, cpu, aux, db, db_op, cli, us_op, rss, pss,
+                 p50, p99, mx;
     lg_hist_t   *h;
 
     secs = (lg.s1.at - lg.s0.at) / 1e9;
     cpu = lg_cpu_seconds(lg.s1.cpu_ticks - lg.s0.cpu_ticks);
     aux = lg_cpu_seconds(lg.s1.aux_ticks - lg.s0.aux_ticks);
+    db = lg_cpu_seconds(lg.s1.db_ticks - lg.s0.db_ticks);
     cli = lg_tv(&lg.s1.self.ru_utime) + lg_tv(&lg.s1.self.ru_stime)
           - lg_tv(&lg.s0.self.ru_utime) - lg_tv(&lg.s0.self.ru_stime);
     rss = pss = -1;
@@ -280,10 +286,11 @@ lg_report(int interrupted)
     }
 
     if (lg.scenario == LG_SC_IDLE) {
-        cpu = cli = aux = -1;
-        us_op = -1;
+        cpu = cli = aux = db = -1;
+        us_op = db_op = -1;
     } else {
         us_op = ok ? cpu * 1e6 / ok : -1;
+        db_op = ok && lg.ndpids ? db * 1e6 / ok : -1;
     }
 
     lg.failed += lg.kids_failed;
@@ -314,6 +321,11 @@ lg_report(int interrupted)
         printf("# directory CPU (--aux-pids): %.1f us per op, %.0f%%\n",
                aux * 1e6 / ok, 100 * aux / secs);
     }
+    if (lg.ndpids && db_op >= 0) {
+        printf("# audit database CPU (--db-pids): %.1f us per op, %.0f%%;"
+               " with the server's: %.1f us per op\n",
+               db_op, 100 * db / secs, us_op + db_op);
+    }
 
     if (lg.csv) {
         f = fopen(lg.csv, "a");
@@ -325,12 +337,14 @@ lg_report(int interrupted)
                     "duration_s,ok,errors,failed_sessions,msg_errors,lost,"
                     "per_s,p50_ms,p99_ms,max_ms,srv_cpu_s,srv_cpu_pct,"
                     "srv_cpu_us_per_op,aux_cpu_s,rss_kib_per_session,"
-                    "pss_kib_per_session,cli_cpu_pct,label,tls\n");
+                    "pss_kib_per_session,cli_cpu_pct,label,tls,"
+                    "db_cpu_us_per_op\n");
         }
         t = time(NULL);
         strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", localtime(&t));
         fprintf(f, "%s,%s,%s,%s,%d,%s,%.2f,%llu,%llu,%llu,%llu,%llu,%.1f,"
-                "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s,%s\n",
+                "%.3f,%.3f,%.3f,%.3f,%.1f,%.2f,%.3f,%.3f,%.3f,%.1f,%s,%s,"
+                "%.2f\n",
                 date, lg.target, lg_transport(), lg.scenario_name,
                 size, param, secs, (unsigned long long) ok,
                 (unsigned long long) errors, (unsigned long long) lg.failed,
@@ -338,7 +352,7 @@ lg_report(int interrupted)
                 (unsigned long long) lg.lost, per_s, p50, p99, mx, cpu,
                 cpu >= 0 ? 100 * cpu / secs : -1, us_op, aux, rss, pss,
                 cli >= 0 ? 100 * cli / secs : -1, lg.label,
-                lg.tls_desc);
+                lg.tls_desc, db_op);
         fclose(f);
     }
 

@@ -232,6 +232,12 @@ class Peer:
     def aux_pids(self):
         return []
 
+    def db_pids(self):
+        return []
+
+    def backlog(self):
+        return 0
+
     def audit_breakdown(self):
         # no audit journal: run_bench.Target's None
         return None

@@ -163,6 +163,11 @@ class Target:
         """Helpers measured apart (the directory behind sign-in)."""
         return []
 
+    def db_pids(self):
+        """The audit database, measured apart: its CPU is the server's
+        too, and the comparison shows it (ALL_CPU)."""
+        return []
+
     def log_mark(self):
         return None
 
@@ -174,6 +179,11 @@ class Target:
         """{stage: (count, mean, p50, p99, max)} in microseconds, or
         None: the server's own latency histograms for the run."""
         return None
+
+    def backlog(self):
+        """Audit records not yet in the database (0: none, or no
+        audit store)."""
+        return 0
 
     def describe(self):
         return self.name
@@ -221,6 +231,13 @@ class Conclave(Target):
                              extra_http="\n".join(http),
                              extra_stream="\n".join(
                                  [tls13] + list(args.extra_stream)))
+        # the audit database sized as an appliance's would be, not as
+        # the tests' (64 MB buffer pool, 16 MB redo log): with the
+        # tests' sizes, InnoDB flushes and evicts index pages all run
+        # long and its CPU per shipped record grows with the table
+        self.app.mariadb.extra_args = [
+            "--innodb-buffer-pool-size=" + args.mariadb_buffer_pool,
+            "--innodb-log-file-size=" + args.mariadb_redo_log]
         self._worker_connections(wc)
         self.users_file = os.path.join(workdir, "users.txt")
         self.nusers = 0
@@ -301,6 +318,9 @@ class Conclave(Target):
     def aux_pids(self):
         return [self.app.ldap.pid]
 
+    def db_pids(self):
+        return [self.app.mariadb.pid]
+
     def audit_breakdown(self):
         """The audit path's stage histograms of conclave_status
         (docs/audit.md, "Latency breakdown"), summed over the workers.
@@ -331,6 +351,15 @@ class Conclave(Target):
         out["lag"] = max([j.get("lag_seconds", 0.0)
                           for j in st.get("audit", [])] or [0.0])
         return out
+
+    def backlog(self):
+        try:
+            with urllib.request.urlopen(self.app.status_url,
+                                        timeout=10) as r:
+                st = json.loads(r.read())
+        except (OSError, ValueError):
+            return 0
+        return sum(j.get("backlog_records", 0) for j in st.get("audit", []))
 
     def log_mark(self):
         try:
@@ -379,6 +408,8 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
            "--payload", str(args.payload), "--proto", target.proto]
     if target.aux_pids():
         cmd += ["--aux-pids", ",".join(map(str, target.aux_pids()))]
+    if target.db_pids():
+        cmd += ["--db-pids", ",".join(map(str, target.db_pids()))]
     if args.loadgen_cpu is not None:
         cmd += ["--cpu", str(args.loadgen_cpu)]
     if scenario == "idle":
@@ -416,6 +447,13 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
         cmd += ["--concurrency", str(size),
                 "--duration", str(args.login_duration)]
         limit = 120 + args.login_duration
+    if args.late_ms is not None and scenario.startswith("chat-"):
+        # for tests/bench/late_episodes.py
+        os.makedirs(args.out, exist_ok=True)
+        cmd += ["--late-ms", str(args.late_ms), "--late-log",
+                os.path.join(args.out, "late-%s-%s-%s-%s.txt" % (
+                    target.name, scenario, size,
+                    label.rsplit("rep=", 1)[-1]))]
     return cmd, limit
 
 
@@ -431,19 +469,34 @@ def cpu_ticks(pids):
     return total
 
 
-def settle(target, quiet=0.05, limit=20.0):
+def settle(target, quiet=0.05, limit=20.0, drain=300.0):
     """Wait until the fresh server is idle: under 5% of a CPU over half
     a second (ejabberd keeps loading modules and warming mnesia for a
-    few seconds after its port opens), at most limit seconds."""
+    few seconds after its port opens), at most limit seconds.  The audit
+    database counts, and Conclave's shipping backlog must be empty too
+    (at most drain seconds): a saturated run leaves hundreds of
+    thousands of records that the next run's workers would otherwise
+    ship during its measurement."""
     hz = os.sysconf("SC_CLK_TCK")
-    deadline = time.monotonic() + limit
-    last = cpu_ticks(target.server_pids())
+    t0 = time.monotonic()
+    backlog = target.backlog()
+    deadline = t0 + (drain if backlog else limit)
+    pids = target.server_pids() + target.db_pids()
+    last = cpu_ticks(pids)
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = cpu_ticks(target.server_pids())
-        if (now - last) / hz < quiet * 0.5:
-            return
+        now = cpu_ticks(pids)
+        backlog = target.backlog()
+        if (now - last) / hz < quiet * 0.5 and not backlog:
+            break
         last = now
+    waited = time.monotonic() - t0
+    if backlog:
+        print("*** the audit backlog did not drain in %.0f s: %d records"
+              " still to ship during this run" % (waited, backlog))
+    elif waited > 5:
+        print("(waited %.0f s for the server to idle and its audit "
+              "backlog to drain)" % waited)
 
 
 def run_one(args, target, scenario, size, rep, results):
@@ -549,12 +602,29 @@ def print_breakdown(row, bd):
         row["audit_%s_max_us" % k] = str(bd[k][4])
 
 
+# server CPU per operation with the audit database's (mariadbd, which
+# the shipper's inserts keep busy): the peers have no database, so theirs
+# is their server CPU alone.  CSVs written before db_cpu_us_per_op have
+# no such figure.
+ALL_CPU = "all_cpu_us_per_op"
+
+
+def value(r, key):
+    if key != ALL_CPU:
+        return float(r.get(key, ""))
+    db = r.get("db_cpu_us_per_op")
+    if db is None and r.get("target") == "conclave":
+        raise ValueError("no db_cpu_us_per_op")
+    srv = float(r.get("srv_cpu_us_per_op", ""))
+    return srv + max(float(db or 0), 0) if srv >= 0 else -1
+
+
 def median(rows, key):
     vals = []
     for r in rows:
         try:
-            v = float(r.get(key, ""))
-        except ValueError:
+            v = value(r, key)
+        except (ValueError, TypeError):
             continue
         if v >= 0:
             vals.append(v)
@@ -574,6 +644,7 @@ TABLE = {
                    ("sign-ins/s", "per_s", ".0f")]),
     "chat-saturation": ("W", [("msgs/s", "per_s", ".0f"),
                               ("us CPU/msg", "srv_cpu_us_per_op", ".1f"),
+                              ("+DB us/msg", ALL_CPU, ".1f"),
                               ("p50 ms", "p50_ms", ".3f"),
                               ("p99 ms", "p99_ms", ".3f"),
                               ("srv CPU %", "srv_cpu_pct", ".0f")]),
@@ -582,7 +653,8 @@ TABLE = {
                                 ("max ms", "max_ms", ".3f"),
                                 ("srv CPU %", "srv_cpu_pct", ".0f"),
                                 ("us CPU/msg", "srv_cpu_us_per_op",
-                                 ".1f")]),
+                                 ".1f"),
+                                ("+DB us/msg", ALL_CPU, ".1f")]),
     "login": ("C", [("logins/s", "per_s", ".0f"),
                     ("p50 ms", "p50_ms", ".3f"),
                     ("p99 ms", "p99_ms", ".3f"),
@@ -646,11 +718,16 @@ FIGURES = [
     ("chat-saturation", "per_s", "msgs/s saturated, W=%s", ".0f", True),
     ("chat-saturation", "srv_cpu_us_per_op", "us CPU/msg saturated, W=%s",
      ".1f", False),
+    ("chat-saturation", ALL_CPU, "+ audit DB, us CPU/msg sat, W=%s",
+     ".1f", False),
     ("chat-fixed-rate", "p99_ms", "p99 ms at %s msgs/s", ".3f", False),
     ("chat-fixed-rate", "srv_cpu_us_per_op", "us CPU/msg at %s msgs/s",
      ".1f", False),
+    ("chat-fixed-rate", ALL_CPU, "+ audit DB, us CPU/msg at %s/s",
+     ".1f", False),
     ("login", "per_s", "logins/s, C=%s", ".0f", True),
     ("login", "srv_cpu_us_per_op", "us CPU/login, C=%s", ".0f", False),
+    ("login", ALL_CPU, "+ audit DB, us CPU/login, C=%s", ".0f", False),
     ("muc-fanout", "per_s", "MUC deliveries/s, N=%s", ".0f", True),
     ("muc-fanout", "srv_cpu_us_per_op", "us CPU/MUC delivery, N=%s", ".2f",
      False),
@@ -838,6 +915,14 @@ def parse_args(argv):
                         "not pinned)")
     p.add_argument("--loadgen-cpu", default="1",
                    help="CPU for the load generator ('' = not pinned)")
+    p.add_argument("--late-ms", type=float, default=None,
+                   help="chat runs: log every message later than this "
+                        "to <out>/late-<target>-<scenario>-<size>-<rep>"
+                        ".txt (tests/bench/late_episodes.py)")
+    p.add_argument("--mariadb-buffer-pool", default="1G",
+                   help="the appliance's innodb_buffer_pool_size [1G]")
+    p.add_argument("--mariadb-redo-log", default="512M",
+                   help="the appliance's innodb_log_file_size [512M]")
     p.add_argument("--mariadb-cpus", default="",
                    help="CPUs for the appliance's mariadbd (taskset -c "
                         "list; '' = not pinned, the default)")
