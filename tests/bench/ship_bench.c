@@ -25,6 +25,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include <mysql.h>
+
 #include "caud.h"
 
 
@@ -84,6 +86,8 @@ main(int argc, char **argv)
     bench_job_t      job[WRITERS_MAX];
     struct rusage    ru;
     caud_db_opts_t   db;
+    const char      *after;
+    MYSQL           *conn;
 
     if (argc < 9 || argc - 8 > WRITERS_MAX) {
         fprintf(stderr, "usage: ship_bench HOST PORT USER PASSWORD "
@@ -102,6 +106,23 @@ main(int argc, char **argv)
     if (caud_db_migrate(&db, SCHEMA_DIR, NULL, err, sizeof(err)) < 0) {
         fprintf(stderr, "migrate: %s\n", err);
         return 1;
+    }
+
+    /* ship_bench.py --drop-index: what one index costs the inserts */
+    after = getenv("SHIP_BENCH_AFTER_MIGRATE");
+
+    if (after != NULL && after[0] != '\0') {
+        conn = caud_db_connect(&db, err, sizeof(err));
+        if (conn == NULL) {
+            fprintf(stderr, "connect: %s\n", err);
+            return 1;
+        }
+        if (mysql_real_query(conn, after, strlen(after)) != 0) {
+            fprintf(stderr, "%s: %s\n", after, mysql_error(conn));
+            mysql_close(conn);
+            return 1;
+        }
+        mysql_close(conn);
     }
 
     n = argc - 8;

@@ -3,6 +3,7 @@
 
     ship_bench.py [--records 200000] [--batch 1000] [--size 560]
                   [--writers 1] [--repeat 3] [--server test,tuned]
+                  [--drop-index each|NAME,...]
 
 Builds tests/lib/journal_cli.c and tests/bench/ship_bench.c into
 build/bench/, writes --writers journals of --records message records of
@@ -16,10 +17,15 @@ MariaDB configuration, on a private mariadbd (tests/lib/mariadb.py):
 
 Both keep innodb_flush_log_at_trx_commit=1: every batch is durable when
 its COMMIT returns.  Prints records/s (median and each run), the
-shipper's CPU and mariadbd's CPU per run; asserts nothing.
+shipper's CPU and mariadbd's CPU per run; asserts nothing.  With
+--drop-index the named indexes of audit_record are dropped after the
+migration (ship_bench.c runs $SHIP_BENCH_AFTER_MIGRATE); "each" runs one
+variant per index plus one with them all, alternating run by run: what
+each index costs the inserts.
 """
 
 import argparse
+import collections
 import os
 import shutil
 import statistics
@@ -76,16 +82,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(db, bench, jdir, args, run):
+def one_run(db, bench, jdir, args, run, drop=()):
     name = "bench_%d" % run
     db.query("CREATE DATABASE `%s` CHARACTER SET utf8mb4 COLLATE "
              "utf8mb4_unicode_ci; GRANT ALL ON `%s`.* TO "
              "'%s'@'127.0.0.1';" % (name, name, db.user))
     before = cpu_seconds(db.pid)
+    env = dict(os.environ)
+    if drop:
+        env["SHIP_BENCH_AFTER_MIGRATE"] = "ALTER TABLE audit_record " + \
+            ", ".join("DROP INDEX `%s`" % i for i in drop)
     r = subprocess.run([bench, db.host, str(db.port), db.user, db.password,
                         name, jdir, str(args.batch)]
                        + [str(w) for w in range(1, args.writers + 1)],
-                       capture_output=True, text=True, timeout=3600)
+                       capture_output=True, text=True, timeout=3600,
+                       env=env)
     server_cpu = cpu_seconds(db.pid) - before
     if r.returncode != 0:
         sys.exit("ship_bench failed: %s" % r.stderr.strip())
@@ -96,6 +107,29 @@ def one_run(db, bench, jdir, args, run):
     return res
 
 
+INDEXES = ["audit_record_actor", "audit_record_peer", "audit_record_ts",
+           "audit_record_event", "audit_record_mam_ref_ts",
+           "audit_record_conversation", "audit_record_room",
+           "audit_record_body"]
+
+
+def report(kind, drop, runs, per):
+    rates = [r["rate"] for r in runs]
+    us = [1e6 * r["server_cpu"] / r["records"] for r in runs]
+    what = ("without " + ", ".join(drop)) if drop else "all indexes"
+    print("%-6s %8.0f records/s median  (runs: %s)  mariadbd %.1f us per"
+          " record (runs: %s)  %s"
+          % (kind, statistics.median(rates),
+             ", ".join("%.0f" % x for x in rates), statistics.median(us),
+             ", ".join("%.1f" % x for x in us), what))
+    for r in runs:
+        print("       %.0f records in %.2f s: shipper CPU %.2f s, "
+              "mariadbd CPU %.2f s, %.1f MB/s of journal"
+              % (r["records"], r["seconds"], r["client_cpu"],
+                 r["server_cpu"],
+                 r["records"] * per / r["seconds"] / 1e6))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=200000)
@@ -104,7 +138,19 @@ def main():
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--server", default="test,tuned")
+    ap.add_argument("--drop-index", default="",
+                    help="comma list of audit_record indexes to drop after"
+                         " the migration, or 'each': one variant per index"
+                         " and one with none dropped (what each index costs"
+                         " the inserts)")
     args = ap.parse_args()
+
+    if args.drop_index == "each":
+        variants = [()] + [(i,) for i in INDEXES]
+    elif args.drop_index:
+        variants = [tuple(args.drop_index.split(","))]
+    else:
+        variants = [()]
 
     jcli, bench = build()
     tmp = tempfile.mkdtemp(prefix="ship-bench-")
@@ -127,22 +173,19 @@ def main():
             try:
                 if kind == "tuned":
                     tune(db)
-                runs = [one_run(db, bench, jdir, args, i)
-                        for i in range(args.repeat)]
+                # variants alternate run by run, so drift hits them alike
+                runs = collections.defaultdict(list)
+                for i in range(args.repeat):
+                    for v, drop in enumerate(variants):
+                        runs[drop].append(one_run(db, bench, jdir, args,
+                                                  i * len(variants) + v,
+                                                  drop))
             finally:
                 db.stop()
                 shutil.rmtree(os.path.join(tmp, "mariadb-" + kind),
                               ignore_errors=True)
-            rates = [r["rate"] for r in runs]
-            print("%-6s %8.0f records/s median  (runs: %s)"
-                  % (kind, statistics.median(rates),
-                     ", ".join("%.0f" % x for x in rates)))
-            for r in runs:
-                print("       %.0f records in %.2f s: shipper CPU %.2f s, "
-                      "mariadbd CPU %.2f s, %.1f MB/s of journal"
-                      % (r["records"], r["seconds"], r["client_cpu"],
-                         r["server_cpu"],
-                         r["records"] * per / r["seconds"] / 1e6))
+            for drop in variants:
+                report(kind, drop, runs[drop], per)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
