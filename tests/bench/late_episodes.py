@@ -14,7 +14,7 @@ the run, adds up which tasks held each CPU during the episodes.
         -o sched.data -- sleep 5
     perf script -i sched.data -F comm,tid,cpu,time,event,trace > sched.txt
     /usr/bin/python3 tests/bench/late_episodes.py \\
-        OUT/late-conclave-chat-fixed-rate-5000-1.txt sched.txt
+        OUT/late-conclave-tcp-chat-fixed-rate-5000-1.txt sched.txt
 
 Both clocks are CLOCK_MONOTONIC (the loadgen's timestamps and perf's
 -k), so the two line up.  Only episodes inside the trace count.  It
