@@ -86,13 +86,13 @@ def main():
         print("no late message inside the trace")
         return
     held = {cpu: collections.Counter() for cpu in seg}
+    starts = {cpu: [s[0] for s in ss] for cpu, ss in seg.items()}
     long_runs = collections.Counter()
     span = 0.0
     for first, _, last, _ in eps:
         span += last - first
         for cpu, ss in seg.items():
-            starts = [s[0] for s in ss]
-            i = max(0, bisect.bisect_left(starts, first) - 1)
+            i = max(0, bisect.bisect_left(starts[cpu], first) - 1)
             while i < len(ss) and ss[i][0] < last:
                 s, e, task = ss[i]
                 ov = min(e, last) - max(s, first)

@@ -325,11 +325,8 @@ class Conclave(Target):
         """The audit path's stage histograms of conclave_status
         (docs/audit.md, "Latency breakdown"), summed over the workers.
         The server was restarted for this run, so they cover it."""
-        try:
-            with urllib.request.urlopen(self.app.status_url,
-                                        timeout=10) as r:
-                st = json.loads(r.read())
-        except (OSError, ValueError):
+        st = self._status()
+        if st is None:
             return None
         out = {}
         for stage in AUDIT_STAGES:
@@ -346,20 +343,27 @@ class Conclave(Target):
                 mx = max(mx, h["max"])
             out[stage] = hist_figures(buckets, total, mx)
         # how far shipping is behind when the generator stops
-        out["backlog"] = sum(j.get("backlog_records", 0)
-                             for j in st.get("audit", []))
+        out["backlog"] = self._backlog(st)
         out["lag"] = max([j.get("lag_seconds", 0.0)
                           for j in st.get("audit", [])] or [0.0])
         return out
 
-    def backlog(self):
+    def _status(self):
+        """conclave_status as JSON, or None."""
         try:
             with urllib.request.urlopen(self.app.status_url,
                                         timeout=10) as r:
-                st = json.loads(r.read())
+                return json.loads(r.read())
         except (OSError, ValueError):
-            return 0
+            return None
+
+    @staticmethod
+    def _backlog(st):
         return sum(j.get("backlog_records", 0) for j in st.get("audit", []))
+
+    def backlog(self):
+        st = self._status()
+        return 0 if st is None else self._backlog(st)
 
     def log_mark(self):
         try:
