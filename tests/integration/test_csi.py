@@ -94,6 +94,10 @@ def test_presence_held_messages_pass_flush_on_active(pool, appliance):
     directed(b1, a.jid, "first")
     directed(b1, a.jid, "second")
     directed(b2, a.jid, "other")
+    # b2 shares alice's worker and b1 does not: the round trip puts
+    # "other" there before b1 sends "third" (two clients' sends have
+    # no order of their own)
+    ping(b2)
     directed(b1, a.jid, "third")
     chatstate(b1, a.jid, "composing")
     chatstate(b2, a.jid, "composing")
