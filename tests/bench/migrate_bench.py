@@ -1,18 +1,20 @@
 #!/usr/bin/python3
-"""Schema migration 011 on a big store: how long `conclavectl migrate`
-takes to apply audit/schema/011_mam.sql to an audit_record of
---records rows, and whether the shipper's inserts wait meanwhile.
+"""A schema migration on a big store: how long `conclavectl migrate`
+takes to apply audit/schema/<--migration>_*.sql (011 by default) to an
+audit_record of --records rows, and whether the shipper's inserts wait
+meanwhile.
 
-    migrate_bench.py [--records 1000000] [--buffer-pool 128M]
-                     [--dir /tmp/migrate-bench] [--keep]
+    migrate_bench.py [--migration 011] [--records 1000000]
+                     [--buffer-pool 128M] [--dir /tmp/migrate-bench]
+                     [--keep]
 
 Starts a private mariadbd (tests/lib/mariadb.py) with --buffer-pool
-(128M is MariaDB's default), applies migrations 001-010 with the
+(128M is MariaDB's default), applies the migrations before it with the
 release conclavectl, fills audit_record with --records records built in
 SQL from a sequence (90% 1:1 "message" records, 10% "muc_message"
 records of 10 rooms; every 100th message is a correction and every
-500th a retraction, so mam_ref has values), then, with 011 added to the
-schema directory:
+500th a retraction, so mam_ref has values), then, with the migration
+added to the schema directory:
 
     migrate    `conclavectl migrate` (the package's postinst path) while
                a second connection inserts one record every 100 ms as
@@ -27,6 +29,11 @@ schema directory:
     forms      which ALGORITHM= / LOCK= forms MariaDB accepts for each
                statement (probed on an empty copy of the table: the
                answer depends on the definition, not the rows)
+
+stmt, online and forms are 011's alone.  For a migration that touches
+mam_ref, the rows mam_ref selects (the column and, through the index
+audit_record_mam_ref_ts, the index's entries) are compared before and
+after it.
 
 Prints the figures; asserts nothing.
 """
@@ -234,6 +241,24 @@ def forms(db):
         print("  %-30s %-28s %s" % (name, form, res))
 
 
+def mam_ref_indexed(q):
+    return q("SELECT COUNT(*) FROM information_schema.statistics WHERE "
+             "table_schema = DATABASE() AND table_name = 'audit_record' "
+             "AND index_name = 'audit_record_mam_ref_ts'")[0][0] != "0"
+
+
+def mam_refs(q):
+    """What mam_ref holds: computed from the rows, and as the index
+    audit_record_mam_ref_ts holds it."""
+    rows = q("SELECT node, writer_id, seq, mam_ref FROM audit_record "
+             "IGNORE INDEX (audit_record_mam_ref_ts) WHERE mam_ref IS NOT "
+             "NULL ORDER BY node, writer_id, seq")
+    index = q("SELECT mam_ref, actor_user, ts_utc_us FROM audit_record "
+              "FORCE INDEX (audit_record_mam_ref_ts) WHERE mam_ref IS NOT "
+              "NULL ORDER BY mam_ref, actor_user, ts_utc_us")
+    return rows, index
+
+
 def ctl(conf, *args):
     r = subprocess.run([CTL, "--config", conf] + list(args),
                        capture_output=True, text=True, timeout=7200)
@@ -245,11 +270,18 @@ def ctl(conf, *args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--migration", default="011",
+                    help="the schema file's number, NNN")
     ap.add_argument("--records", type=int, default=1000000)
     ap.add_argument("--buffer-pool", default="128M")
     ap.add_argument("--dir", default="/tmp/migrate-bench")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    mfile = [f for f in os.listdir(SCHEMA)
+             if f.startswith(a.migration + "_") and f.endswith(".sql")]
+    if len(mfile) != 1:
+        sys.exit("no single audit/schema/%s_*.sql" % a.migration)
+    mfile = mfile[0]
 
     if not os.path.isfile(CTL):
         sys.exit("%s is missing: run make first" % CTL)
@@ -259,7 +291,7 @@ def main():
     schema = os.path.join(a.dir, "schema")
     os.makedirs(schema)
     for f in sorted(os.listdir(SCHEMA)):
-        if f.endswith(".sql") and f < "011":
+        if f.endswith(".sql") and f < a.migration:
             shutil.copy(os.path.join(SCHEMA, f), schema)
 
     db = MariaDB(os.path.join(a.dir, "mariadb"))
@@ -282,19 +314,31 @@ def main():
         size = db.scalar("SELECT ROUND((data_length + index_length) / 1048576)"
                          " FROM information_schema.tables WHERE table_name"
                          " = 'audit_record'")
+        q = lambda sql: db.query(sql, database=db.database, timeout=7200)
         print("store: %d records, %s MB with indexes (fill %.1f s), "
-              "buffer pool %s, schema at 010"
-              % (a.records, size, fill, a.buffer_pool))
+              "buffer pool %s, schema at %s"
+              % (a.records, size, fill, a.buffer_pool,
+                 q("SELECT MAX(version) FROM schema_version")[0][0]))
+        refs = None
+        if mam_ref_indexed(q):
+            refs = mam_refs(q)
 
-        shutil.copy(os.path.join(SCHEMA, "011_mam.sql"), schema)
+        shutil.copy(os.path.join(SCHEMA, mfile), schema)
         print()
-        timed(db, "conclavectl migrate (011)",
+        timed(db, "conclavectl migrate (%s)" % a.migration,
               lambda: ctl(conf, "migrate", "--schema", schema))
         v = db.scalar("SELECT MAX(version) FROM schema_version",
                       database=db.database)
         print("schema_version now %s" % v)
+        if refs is not None:
+            after = mam_refs(q)
+            print("mam_ref: %d rows with a value, %d index entries; %s"
+                  % (len(after[0]), len(after[1]),
+                     "the same as before" if after == refs
+                     else "NOT the same as before"))
+        if a.migration != "011":
+            return
 
-        q = lambda sql: db.query(sql, database=db.database, timeout=7200)
         timed(db, "011 stmt 1: MODIFY mam_ref", lambda: q(MODIFY))
         q("DROP INDEX audit_record_room ON audit_record")
         timed(db, "011 stmt 2: CREATE INDEX room", lambda: q(INDEX))

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -328,6 +329,81 @@ def test_migrate_order_and_bad_file(site, tmp_path):
     assert "011_broken.sql line 1" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert site.scalar("SELECT COUNT(*) FROM schema_version") == "3"
+
+
+def mam_refs(site):
+    """mam_ref as computed from each row, and as its index holds it."""
+    rows = site.query("SELECT seq, mam_ref FROM audit_record IGNORE INDEX "
+                      "(audit_record_mam_ref_ts) WHERE mam_ref IS NOT NULL "
+                      "ORDER BY seq")
+    index = site.query("SELECT mam_ref, actor_user, seq FROM audit_record "
+                       "FORCE INDEX (audit_record_mam_ref_ts) WHERE "
+                       "mam_ref IS NOT NULL ORDER BY mam_ref, actor_user, "
+                       "ts_utc_us")
+    return rows, index
+
+
+@pytest.mark.parametrize("stopped_after", [0, 3, 5, 6])
+def test_migrate_017_keeps_mam_ref(site, tmp_path, stopped_after):
+    """017 swaps mam_ref for a cheaper expression of the same values, on
+    a store shipped under 016, also when an earlier run of it stopped
+    after statement stopped_after (0: no earlier run)."""
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    top = os.path.join(TOP, "audit", "schema")
+    for f in sorted(os.listdir(top)):
+        if re.match(r"^0(0\d|1[0-6])_.*\.sql$", f):
+            shutil.copy(os.path.join(top, f), str(schema))
+    site.ok("migrate", "--schema", str(schema))
+
+    site.write(3)
+    site.write(1, "--stanza-id", "m-fix", "--param", "replace_id=m-1",
+               "--extra", "<replace id='m-1' "
+               "xmlns='urn:xmpp:message-correct:0'/>")
+    site.write(1, "--stanza-id", "m-gone", "--param", "retract_id=m-2")
+    site.write(1, "--msg-type", "groupchat", "--event", "muc_message",
+               "--peer", "room@conference.example.com", "--param",
+               "replace_id=r-1")
+    # the keys' names in a body: no key, no value
+    site.write(1, "--body", 'see "replace_id" and "retract_id"')
+    site.write(1, "--event", "signin")
+    assert "8 records shipped" in site.ok("ship")
+    before = mam_refs(site)
+    assert [v for _, v in before[0]] == ["c:m-1", "r:m-2", "c:r-1"]
+
+    sql = open(os.path.join(top, "017_mam.sql")).read()
+    stmts = [t for t in re.split(r";\s*\n", sql)
+             if re.sub(r"(?m)^--.*$", "", t).strip()]
+    assert len(stmts) == 7
+    for t in stmts[:stopped_after]:
+        site.query(t + ";")
+
+    shutil.copy(os.path.join(top, "017_mam.sql"), str(schema))
+    assert site.ok("migrate", "--schema", str(schema)).splitlines()[0] == \
+        "applied 017_mam.sql"
+    assert mam_refs(site) == before
+
+    cols = site.query("SELECT COLUMN_NAME, GENERATION_EXPRESSION FROM "
+                      "information_schema.COLUMNS WHERE TABLE_SCHEMA = "
+                      "DATABASE() AND TABLE_NAME = 'audit_record' AND "
+                      "COLUMN_NAME LIKE 'mam_ref%'")
+    assert [c for c, _ in cols] == ["mam_ref"]
+    assert "locate" in cols[0][1].lower()
+    idx = site.query("SELECT INDEX_NAME, COLUMN_NAME FROM "
+                     "information_schema.STATISTICS WHERE TABLE_SCHEMA = "
+                     "DATABASE() AND TABLE_NAME = 'audit_record' AND "
+                     "INDEX_NAME LIKE 'audit_record_mam_ref%' ORDER BY "
+                     "INDEX_NAME, SEQ_IN_INDEX")
+    assert idx == [("audit_record_mam_ref_ts", "mam_ref"),
+                   ("audit_record_mam_ref_ts", "actor_user"),
+                   ("audit_record_mam_ref_ts", "ts_utc_us")]
+
+    # rows shipped after it get their values the same way
+    site.write(1, "--param", "replace_id=m-3")
+    site.write(1)
+    assert "2 records shipped" in site.ok("ship")
+    assert [v for _, v in mam_refs(site)[0]] == \
+        ["c:m-1", "r:m-2", "c:r-1", "c:m-3"]
 
 
 # ---------------------------------------------------------------------
