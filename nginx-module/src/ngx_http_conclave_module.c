@@ -47,6 +47,9 @@ static char *ngx_http_conclave_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *ngx_http_conclave_location(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_conclave_handler(ngx_http_request_t *r);
+static char *ngx_xmpp_conf_set_realtime(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_conclave_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_conclave_init_process(ngx_cycle_t *cycle);
 static void ngx_http_conclave_exit_process(ngx_cycle_t *cycle);
 
@@ -380,6 +383,11 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
     { ngx_string("conclave_private_max_size"), NGX_XMPP_MAIN,
       ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(private_max_size), NULL },
+    { ngx_string("conclave_realtime_priority"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_xmpp_conf_set_realtime, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(realtime_priority), NULL },
+
     { ngx_string("conclave_csi_max_held"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(csi_max_held), NULL },
@@ -541,7 +549,7 @@ ngx_module_t  ngx_http_conclave_module = {
     ngx_http_conclave_commands,            /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_conclave_init_module,         /* init module */
     ngx_http_conclave_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -776,6 +784,86 @@ ngx_xmpp_cycle_conf(ngx_cycle_t *cycle)
     }
 
     return xcf;
+}
+
+
+/*
+ * conclave_realtime_priority off | 1..99 [max_busy=N%]: sched(7)'s
+ * SCHED_RR range, and how much of a CPU the event loop may use before
+ * it goes back to SCHED_OTHER (1..100; automatic by default, ngx_xmpp_rt.c)
+ */
+static char *
+ngx_xmpp_conf_set_realtime(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_xmpp_conf_t *xcf = conf;
+
+    ngx_int_t   n, busy;
+    ngx_str_t  *value, s;
+
+    if (xcf->realtime_priority != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    busy = 0;
+
+    if (cf->args->nelts == 3) {
+        s = value[2];
+
+        if (s.len > 10 && ngx_strncmp(s.data, "max_busy=", 9) == 0
+            && s.data[s.len - 1] == '%')
+        {
+            busy = ngx_atoi(s.data + 9, s.len - 10);
+        }
+
+        if (busy < 1 || busy > 100) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"conclave_realtime_priority\": expected "
+                               "\"max_busy=N%%\" with N from 1 to 100, not "
+                               "\"%V\"", &s);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    xcf->realtime_max_busy = (ngx_uint_t) busy;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (busy) {
+            return "takes no \"max_busy=\" with \"off\"";
+        }
+
+        xcf->realtime_priority = 0;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1 || n > 99) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_realtime_priority\" must be \"off\" "
+                           "or a priority from 1 to 99, not \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    xcf->realtime_priority = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+/* in the master, before it forks the workers */
+static ngx_int_t
+ngx_http_conclave_init_module(ngx_cycle_t *cycle)
+{
+    ngx_xmpp_conf_t  *xcf;
+
+    xcf = ngx_xmpp_cycle_conf(cycle);
+    if (xcf) {
+        ngx_xmpp_rt_init_master(cycle->log, xcf);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -144,6 +144,8 @@ typedef struct {
     ngx_msec_t             db_timeout;
     ngx_uint_t             ship_batch;
     ngx_msec_t             ship_interval;
+    ngx_uint_t             realtime_priority;   /* 0: off */
+    ngx_uint_t             realtime_max_busy;   /* %, 0: automatic */
 
     /* MariaDB for chat features (ngx_xmpp_db.c), same server as audit */
     ngx_str_t              db_thread_pool_name;
@@ -402,6 +404,12 @@ void ngx_xmpp_dir_config(ngx_pool_t *pool, ngx_xmpp_conf_t *xcf,
 ngx_xmpp_conf_t *ngx_xmpp_cycle_conf(ngx_cycle_t *cycle);
 ngx_int_t ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
 void ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+
+/* conclave_realtime_priority (ngx_xmpp_rt.c) */
+void ngx_xmpp_rt_init_master(ngx_log_t *log, ngx_xmpp_conf_t *xcf);
+ngx_int_t ngx_xmpp_rt_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);
+void ngx_xmpp_rt_register_thread(void);
+void ngx_xmpp_rt_exit_worker(void);
 
 /* ngx_xmpp_xml.c (in ngx_xmpp_parser.c): tree helpers and writer */
 ngx_xmpp_node_t *ngx_xmpp_node_child(ngx_xmpp_node_t *n, const char *name,
@@ -888,6 +896,7 @@ void ngx_xmpp_metrics_console_forged(void);
 void ngx_xmpp_metrics_tls(ngx_uint_t record_layer);
 void ngx_xmpp_metrics_ipc(ngx_uint_t dropped);
 void ngx_xmpp_metrics_muc_refused(ngx_uint_t queue);
+void ngx_xmpp_metrics_realtime(ngx_uint_t on, ngx_uint_t demoted);
 uint64_t ngx_xmpp_metrics_console_forged_total(void);
 void ngx_xmpp_metrics_sample(void);
 struct json_t *ngx_xmpp_metrics_status_json(void);

@@ -105,6 +105,9 @@ ngx_xmpp_audit_sync_thread(void *data)
     /* a name for top -H, perf and /proc/PID/task (15 characters) */
     (void) pthread_setname_np(pthread_self(), "conclave-sync");
 
+    /* conclave_realtime_priority: it wakes the event loop */
+    ngx_xmpp_rt_register_thread();
+
     pthread_mutex_lock(&a->mu);
 
     for ( ;; ) {

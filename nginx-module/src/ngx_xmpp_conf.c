@@ -93,6 +93,7 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->pep_max_nodes = NGX_CONF_UNSET_UINT;
     xcf->private_max_size = NGX_CONF_UNSET_SIZE;
     xcf->csi_max_held = NGX_CONF_UNSET_UINT;
+    xcf->realtime_priority = NGX_CONF_UNSET_UINT;
     xcf->csi_max_held_size = NGX_CONF_UNSET_SIZE;
     xcf->blocklist_max = NGX_CONF_UNSET_UINT;
     xcf->bosh_max_wait = NGX_CONF_UNSET_MSEC;
@@ -208,6 +209,7 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     }
 
     ngx_conf_init_uint_value(xcf->csi_max_held, 256);
+    ngx_conf_init_uint_value(xcf->realtime_priority, 0);
     ngx_conf_init_size_value(xcf->csi_max_held_size, 262144);
     ngx_conf_init_uint_value(xcf->blocklist_max, 1000);
 
@@ -578,6 +580,10 @@ ngx_xmpp_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     ngx_xmpp_metrics_init_worker(xcf);
 
+    if (ngx_xmpp_rt_init_worker(cycle, xcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_xmpp_muc_init_worker(cycle, xcf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -637,6 +643,7 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
     ngx_xmpp_ipc_exit_worker(cycle);
     ngx_xmpp_router_exit_worker();
+    ngx_xmpp_rt_exit_worker();
     ngx_xmpp_metrics_exit_worker();
 
     if (xcf->dir) {

@@ -38,6 +38,8 @@
 typedef struct {
     ngx_pid_t              pid;
     int64_t                sessions[NGX_XMPP_TR_N];
+    uint64_t               realtime;        /* the event loop is SCHED_RR */
+    uint64_t               rt_demotions;    /* busy: back to SCHED_OTHER */
 } ngx_xmpp_metrics_slot_t;
 
 
@@ -66,6 +68,7 @@ typedef struct {
 
 static ngx_int_t ngx_xmpp_metrics_init_zone(ngx_shm_zone_t *zone,
     void *data);
+static u_char *ngx_xmpp_metrics_realtime_text(u_char *p, u_char *end);
 static ngx_int_t ngx_xmpp_metrics_send(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, u_char *data, size_t len);
 
@@ -165,6 +168,8 @@ ngx_xmpp_metrics_init_worker(ngx_xmpp_conf_t *xcf)
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         {
             ngx_memzero(sl->sessions, sizeof(sl->sessions));
+            __atomic_store_n(&sl->realtime, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&sl->rt_demotions, 0, __ATOMIC_RELAXED);
             ngx_xmpp_metrics_slot = sl;
             return;
         }
@@ -181,6 +186,24 @@ ngx_xmpp_metrics_exit_worker(void)
     }
 
     ngx_xmpp_metrics = NULL;
+}
+
+
+/* conclave_realtime_priority: the event loop's policy changed */
+void
+ngx_xmpp_metrics_realtime(ngx_uint_t on, ngx_uint_t demoted)
+{
+    if (ngx_xmpp_metrics_slot == NULL) {
+        return;
+    }
+
+    __atomic_store_n(&ngx_xmpp_metrics_slot->realtime, (uint64_t) on,
+                     __ATOMIC_RELAXED);
+
+    if (demoted) {
+        __atomic_add_fetch(&ngx_xmpp_metrics_slot->rt_demotions, 1,
+                           __ATOMIC_RELAXED);
+    }
 }
 
 
@@ -474,6 +497,46 @@ ngx_xmpp_metrics_workers(u_char *p, u_char *end)
                          sessions[t] > 0 ? sessions[t] : 0);
     }
 
+    return ngx_xmpp_metrics_realtime_text(p, end);
+}
+
+
+/* conclave_realtime_priority, per live worker (0 when it is off) */
+static u_char *
+ngx_xmpp_metrics_realtime_text(u_char *p, u_char *end)
+{
+    ngx_pid_t                 pid;
+    ngx_uint_t                i, k;
+    ngx_xmpp_metrics_slot_t  *sl;
+
+    static const char  *names[2] = {
+        "conclave_worker_realtime",
+        "conclave_worker_realtime_demotions_total"
+    };
+
+    for (k = 0; k < 2; k++) {
+        p = ngx_xmpp_metrics_header(p, end, names[k],
+                                    k ? "counter" : "gauge",
+                                    k ? "Times a worker's event loop left "
+                                        "SCHED_RR because it was busy."
+                                      : "1 while a worker's event loop "
+                                        "runs in SCHED_RR.");
+
+        for (i = 0; i < NGX_XMPP_METRICS_SLOTS; i++) {
+            sl = &ngx_xmpp_metrics->slot[i];
+            pid = __atomic_load_n(&sl->pid, __ATOMIC_ACQUIRE);
+
+            if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+                continue;
+            }
+
+            p = ngx_slprintf(p, end, "%s{pid=\"%P\"} %uL\n", names[k], pid,
+                             __atomic_load_n(k ? &sl->rt_demotions
+                                               : &sl->realtime,
+                                             __ATOMIC_RELAXED));
+        }
+    }
+
     return p;
 }
 
@@ -673,8 +736,8 @@ ngx_xmpp_metrics_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    /* fixed lines, plus one per worker; a full buffer only truncates */
-    size = 8192 + NGX_XMPP_METRICS_SLOTS * 80;
+    /* fixed lines, plus three per worker; a full buffer only truncates */
+    size = 8192 + NGX_XMPP_METRICS_SLOTS * 256;
 
     buf = ngx_pnalloc(r->pool, size);
     if (buf == NULL) {
