@@ -17,14 +17,17 @@
  * workers that share the CPUs this one may run on) it goes back to
  * SCHED_OTHER; below half that share it returns.  The wait counts: a
  * demoted event loop that another real-time one starves wants the CPU
- * as much as before, and must not come back for having had none.  A saturated worker is an ordinary one, and MariaDB, slapd
- * and the shipper keep their part of the machine.
+ * as much as before, and must not come back for having had none.  A
+ * saturated worker is an ordinary one, and MariaDB, slapd and the
+ * shipper keep their part of the machine.
  *
  * An unprivileged worker may raise itself only up to RLIMIT_RTPRIO: the
  * master (root, before it forks) raises that limit to the priority.
- * Threads started after the event loop is promoted start as
- * SCHED_OTHER (SCHED_RESET_ON_FORK): the thread pools, the shipper and
- * the directory threads never run real-time.
+ * The worker's other threads (nginx's thread pools, the shipper, the
+ * directory threads) start before the event loop is promoted and stay
+ * SCHED_OTHER, and so does any thread started later
+ * (SCHED_RESET_ON_FORK); only the sync thread is given the event
+ * loop's policy, by the tick.
  */
 
 
