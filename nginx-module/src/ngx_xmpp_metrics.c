@@ -420,6 +420,22 @@ ngx_xmpp_metrics_status_json(void)
 }
 
 
+/* a slot's worker, or 0 when the slot is free or its worker is gone */
+static ngx_pid_t
+ngx_xmpp_metrics_live(ngx_xmpp_metrics_slot_t *sl)
+{
+    ngx_pid_t  pid;
+
+    pid = __atomic_load_n(&sl->pid, __ATOMIC_ACQUIRE);
+
+    if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+        return 0;
+    }
+
+    return pid;
+}
+
+
 /* sessions by transport, and each live worker's resident memory */
 static u_char *
 ngx_xmpp_metrics_workers(u_char *p, u_char *end)
@@ -443,9 +459,9 @@ ngx_xmpp_metrics_workers(u_char *p, u_char *end)
 
     for (i = 0; i < NGX_XMPP_METRICS_SLOTS; i++) {
         sl = &ngx_xmpp_metrics->slot[i];
-        pid = __atomic_load_n(&sl->pid, __ATOMIC_ACQUIRE);
+        pid = ngx_xmpp_metrics_live(sl);
 
-        if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+        if (pid == 0) {
             continue;
         }
 
@@ -524,9 +540,9 @@ ngx_xmpp_metrics_realtime_text(u_char *p, u_char *end)
 
         for (i = 0; i < NGX_XMPP_METRICS_SLOTS; i++) {
             sl = &ngx_xmpp_metrics->slot[i];
-            pid = __atomic_load_n(&sl->pid, __ATOMIC_ACQUIRE);
+            pid = ngx_xmpp_metrics_live(sl);
 
-            if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+            if (pid == 0) {
                 continue;
             }
 
