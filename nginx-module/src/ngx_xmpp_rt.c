@@ -70,7 +70,11 @@ static ngx_int_t ngx_xmpp_rt_set(ngx_log_t *log, pid_t tid, ngx_uint_t on);
 
 static ngx_xmpp_rt_t  *ngx_xmpp_rt;
 
-/* written once by the sync thread, read by the event loop's tick */
+/*
+ * Written once by the sync thread, read by the event loop's tick; that
+ * thread lives as long as the worker (ngx_xmpp_audit.c starts it once
+ * and joins it at exit, after the last tick), so its tid stays its own.
+ */
 static pid_t           ngx_xmpp_rt_sync;
 
 
