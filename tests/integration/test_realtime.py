@@ -10,6 +10,7 @@ demotion of a busy event loop and its return, driven by slixmpp.
 import os
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -68,22 +69,13 @@ def policies(pid):
 
 
 def metric(appliance, name, pid):
-    with urllib_open(appliance.nginx.base_url + "/metrics") as text:
-        for line in text.splitlines():
-            if line.startswith('%s{pid="%d"} ' % (name, pid)):
-                return int(line.split()[1])
+    url = appliance.nginx.base_url + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith('%s{pid="%d"} ' % (name, pid)):
+            return int(line.split()[1])
     raise AssertionError("%s for %d not in /metrics" % (name, pid))
-
-
-def urllib_open(url):
-    import contextlib
-    import urllib.request
-
-    @contextlib.contextmanager
-    def opened():
-        with urllib.request.urlopen(url, timeout=10) as r:
-            yield r.read().decode()
-    return opened()
 
 
 def wait_for(pred, timeout=10.0):
