@@ -570,6 +570,8 @@ typedef struct {
     uint64_t               errors;        /* atomic: pool threads */
     uint64_t               connects;      /* atomic */
     uint64_t               connect_errors;  /* atomic */
+    uint64_t               statement_timeouts;  /* atomic: ended by
+                                                   max_statement_time */
 } ngx_xmpp_db_stats_t;
 
 ngx_int_t ngx_xmpp_db_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf);

@@ -182,10 +182,12 @@ ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx)
     st = ngx_xmpp_db_stats();
 
     if (st) {
-        db = json_pack("{sIsIsIsIsI}",
+        db = json_pack("{sIsIsIsIsIsI}",
                        "requests", (json_int_t) st->requests,
                        "timeouts", (json_int_t) st->timeouts,
                        "errors", (json_int_t) st->errors,
+                       "statement_timeouts",
+                       (json_int_t) st->statement_timeouts,
                        "connect_errors", (json_int_t) st->connect_errors,
                        "max_ms", (json_int_t) st->max_ms);
         json_object_set_new(doc, "database_this_worker",

@@ -38,6 +38,16 @@
  * and snapshot end with each statement, so no idle pooled connection
  * holds a read view or a metadata lock that would stall a migration.
  *
+ * A statement that the client has stopped waiting for must stop in the
+ * server too.  A read that timed out closes the connection; mariadbd
+ * then ends a metadata-lock wait, but not an InnoDB row-lock wait
+ * (innodb_lock_wait_timeout, 50 s) or a long query, which go on
+ * holding a server thread and their locks.  So every pooled connection sets max_statement_time to the shorter of
+ * nine tenths of its read timeout (conclave_audit_db_timeout) and the
+ * session's wait (conclave_db_timeout): MariaDB ends such a statement
+ * itself, lock waits included, with ER_STATEMENT_TIMEOUT (counted in
+ * statement_timeouts) on a connection that stays usable.
+ *
  * While the server is unreachable, a failed connect closes the circuit
  * for a second: requests fail at once with NGX_XMPP_DB_UNAVAILABLE
  * instead of each holding a thread for a connect timeout.
@@ -57,6 +67,7 @@
 
 #include <mysql.h>
 #include <errmsg.h>
+#include <mysqld_error.h>
 
 #include "caud.h"
 
@@ -106,6 +117,7 @@ struct ngx_xmpp_db_pool_s {
     ngx_msec_t             idle_since[2][NGX_XMPP_DB_POOL_MAX];
     ngx_uint_t             nidle[2];
     ngx_msec_t             down_until;     /* ngx_current_msec scale */
+    ngx_msec_t             statement_ms;   /* max_statement_time */
     caud_db_opts_t         opts;
     ngx_xmpp_db_stats_t    stats;
 };
@@ -171,6 +183,11 @@ ngx_xmpp_db_init_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
     p->opts.password = (const char *) xcf->db_password.data;
     p->opts.database = (const char *) xcf->db_name.data;
     p->opts.timeout_s = (unsigned) ((xcf->db_timeout + 999) / 1000);
+    /* nine tenths of the read timeout: the server's answer comes back
+     * on a live connection, which stays in the pool */
+    p->statement_ms = ngx_min(xcf->db_timeout - xcf->db_timeout / 10,
+                              xcf->db_request_timeout);
+    p->statement_ms = ngx_max(p->statement_ms, 1);
 
     ngx_xmpp_db_pool = p;
 
@@ -364,6 +381,11 @@ ngx_xmpp_db_thread(void *data, ngx_log_t *log)
     r->thread_rc = keep ? NGX_XMPP_DB_ERROR : NGX_XMPP_DB_UNAVAILABLE;
     __atomic_add_fetch(&p->stats.errors, 1, __ATOMIC_RELAXED);
 
+    if (err == ER_STATEMENT_TIMEOUT) {
+        __atomic_add_fetch(&p->stats.statement_timeouts, 1,
+                           __ATOMIC_RELAXED);
+    }
+
     ngx_xmpp_db_put(p, r, dc, keep);
 }
 
@@ -436,6 +458,7 @@ ngx_xmpp_db_commit(MYSQL *conn, ngx_xmpp_db_req_t *r)
 static ngx_xmpp_db_conn_t *
 ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
 {
+    char                 sql[64];
     MYSQL               *conn;
     ngx_uint_t           k;
     ngx_msec_t           now, down, since;
@@ -500,8 +523,13 @@ ngx_xmpp_db_get(ngx_xmpp_db_pool_t *p, ngx_xmpp_db_req_t *r)
     /*
      * One transaction per request, committed by ngx_xmpp_db_commit();
      * a readonly request's connection commits each statement itself.
+     * No statement outlives the wait for it (see the top of the file).
      */
-    if (mysql_autocommit(conn, k) != 0) {
+    (void) ngx_snprintf((u_char *) sql, sizeof(sql) - 1,
+                        "SET SESSION max_statement_time = %M.%03M%Z",
+                        p->statement_ms / 1000, p->statement_ms % 1000);
+
+    if (mysql_autocommit(conn, k) != 0 || mysql_query(conn, sql) != 0) {
         ngx_cpystrn((u_char *) r->err, (u_char *) mysql_error(conn),
                     sizeof(r->err));
         mysql_close(conn);

@@ -18,13 +18,13 @@ and xep_0045 plugins.
 
 import asyncio
 import re
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from chathelp import slix, worker_of
+from mariadb import table_lock
 from mucclient import MucClient
 from slixclient import SlixPool
 
@@ -306,29 +306,6 @@ def test_room_messages_in_the_window_arrive_in_order(appliance, pool):
             if p["type"] == "unavailable"] == []
 
 
-class TableLock:
-    """LOCK TABLES ... WRITE held by a mariadb client of its own, until
-    release(): the module's reads of that table wait (a slow backend,
-    not a dead one: released before conclave_db_timeout)."""
-
-    def __init__(self, db, table):
-        self.proc = subprocess.Popen(
-            ["/usr/bin/mariadb", "--no-defaults", "--batch", "--unbuffered",
-             "--skip-column-names", "-S", db.socket, "-uroot",
-             "-D", db.database],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.proc.stdin.write("LOCK TABLES %s WRITE;\nSELECT 'locked';\n"
-                              % table)
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "locked"
-
-    def release(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.write("UNLOCK TABLES;\n")
-            self.proc.stdin.close()
-            self.proc.wait(30)
-
-
 def test_what_waited_for_the_blocklist_follows_the_session(appliance,
                                                            pool):
     """A resumed session reads its blocklist again (XEP-0191 3.5), and
@@ -350,7 +327,7 @@ def test_what_waited_for_the_blocklist_follows_the_session(appliance,
     sent = 0
     workers = [worker_of(appliance, full)]
 
-    lock = TableLock(appliance.mariadb, "blocklist")
+    lock = table_lock(appliance.mariadb, "blocklist")
     try:
         for r in range(3):
             bob.xmpp.ended.clear()
@@ -427,7 +404,7 @@ def test_notifications_wait_for_the_blocklist_with_the_messages(appliance,
     publish("before")
     wait(lambda: "before" in notes, "the notification before the lock")
 
-    lock = TableLock(appliance.mariadb, "blocklist")
+    lock = table_lock(appliance.mariadb, "blocklist")
     try:
         keep.xmpp.ended.clear()
         pool.call(lambda: keep.xmpp.transport.abort())

@@ -338,3 +338,35 @@ class MariaDB:
 
     def __repr__(self):
         return "<MariaDB 127.0.0.1:%d %s>" % (self.port, self.workdir)
+
+
+class Locker:
+    """A mariadb client of its own (root, unix socket) that ran `take`,
+    statements that take locks, and holds them until release() runs
+    `give_back`: the module's statements that need them wait (a slow
+    backend, not a dead one)."""
+
+    def __init__(self, db, take, give_back):
+        self.give_back = give_back
+        self.proc = subprocess.Popen(
+            ["/usr/bin/mariadb", "--no-defaults", "--batch", "--unbuffered",
+             "--skip-column-names", "-S", db.socket, "-uroot",
+             "-D", db.database],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(take + "\nSELECT 'locked';\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def holding(self):
+        return self.proc.poll() is None
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write(self.give_back + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+def table_lock(db, table):
+    """LOCK TABLES table WRITE until release()."""
+    return Locker(db, "LOCK TABLES %s WRITE;" % table, "UNLOCK TABLES;")
