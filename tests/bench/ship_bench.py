@@ -143,6 +143,10 @@ def main():
                          " the migration, or 'each': one variant per index"
                          " and one with none dropped (what each index costs"
                          " the inserts)")
+    ap.add_argument("--mariadbd-arg", action="append", default=[],
+                    help="one more mariadbd option, e.g. "
+                         "--mariadbd-arg=--innodb-ft-cache-size=80M "
+                         "(repeatable; compare invocations)")
     args = ap.parse_args()
 
     if args.drop_index == "each":
@@ -169,6 +173,7 @@ def main():
 
         for kind in args.server.split(","):
             db = MariaDB(os.path.join(tmp, "mariadb-" + kind))
+            db.extra_args = list(args.mariadbd_arg)
             db.start()
             try:
                 if kind == "tuned":
