@@ -115,6 +115,9 @@ typedef struct {
     ngx_msec_t             idle_timeout;
     ngx_msec_t             close_timeout;
     ngx_uint_t             max_auth_failures;
+    ngx_uint_t             max_address_failures;  /* 0: no lockout */
+    ngx_msec_t             address_lockout;
+    ngx_shm_zone_t        *auth_fail_zone;        /* ngx_xmpp_fail.c */
     ngx_uint_t             max_sessions_per_user;
     ngx_flag_t             allow_plaintext_auth;
     ngx_uint_t             resource_conflict;
@@ -886,6 +889,24 @@ ngx_int_t ngx_xmpp_audit_session_bound(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_audit_writable(void);
 
+/* ngx_xmpp_fail.c: failed sign-ins in shared memory */
+typedef struct {
+    uint32_t               key;          /* ngx_xmpp_fail_key() */
+    uint32_t               failures;
+    time_t                 first;        /* of the window */
+    time_t                 until;        /* locked until */
+} ngx_xmpp_fail_t;
+
+uint32_t ngx_xmpp_fail_key(const char *kind, u_char *s, size_t len);
+time_t ngx_xmpp_fail_locked(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
+    ngx_uint_t n, uint32_t key, time_t window);
+ngx_uint_t ngx_xmpp_fail_count(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
+    ngx_uint_t n, uint32_t key, ngx_uint_t failed, time_t window,
+    ngx_uint_t max);
+ngx_int_t ngx_xmpp_auth_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
+time_t ngx_xmpp_auth_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *addr);
+ngx_uint_t ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr);
+
 /* ngx_xmpp_metrics.c: Prometheus metrics and the health check */
 struct ngx_http_request_s;
 ngx_int_t ngx_xmpp_metrics_add_zone(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
@@ -894,6 +915,7 @@ void ngx_xmpp_metrics_exit_worker(void);
 void ngx_xmpp_metrics_session(ngx_xmpp_session_t *s, ngx_int_t delta);
 void ngx_xmpp_metrics_message(void);
 void ngx_xmpp_metrics_signin(ngx_uint_t ok);
+void ngx_xmpp_metrics_signin_throttled(void);
 void ngx_xmpp_metrics_console_forged(void);
 void ngx_xmpp_metrics_tls(ngx_uint_t record_layer);
 void ngx_xmpp_metrics_ipc(ngx_uint_t dropped);

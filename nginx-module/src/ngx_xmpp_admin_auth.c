@@ -28,21 +28,14 @@
 
 
 typedef struct {
-    uint32_t               key;          /* crc32 of "u:login" / "i:ip" */
-    uint32_t               failures;
-    time_t                 first;
-    time_t                 until;        /* locked until */
-} ngx_xmpp_admin_fail_t;
-
-
-typedef struct {
     u_char                 nonce[NGX_XMPP_ADMIN_NONCE_LEN];
     time_t                 expires;
 } ngx_xmpp_admin_revoked_t;
 
 
 typedef struct {
-    ngx_xmpp_admin_fail_t     fail[NGX_XMPP_ADMIN_FAIL_SLOTS];
+    ngx_xmpp_fail_t           fail[NGX_XMPP_ADMIN_FAIL_SLOTS];  /* keys
+                                   "u:login", "i:ip" (ngx_xmpp_fail.c) */
     ngx_xmpp_admin_revoked_t  revoked[NGX_XMPP_ADMIN_REVOKED_SLOTS];
     ngx_uint_t                next_revoked;
 } ngx_xmpp_admin_shm_t;
@@ -135,120 +128,27 @@ ngx_xmpp_admin_zone_init(ngx_shm_zone_t *zone, void *data)
     ((ngx_slab_pool_t *) (xcf)->admin_zone->shm.addr)
 
 
-static uint32_t
-ngx_xmpp_admin_fail_key(const char *kind, u_char *s, size_t len)
-{
-    uint32_t  crc;
-
-    ngx_crc32_init(crc);
-    ngx_crc32_update(&crc, (u_char *) kind, 2);
-    ngx_crc32_update(&crc, s, len);
-    ngx_crc32_final(crc);
-
-    return crc ? crc : 1;
-}
-
-
-/* the slot of key, or a free or stale one to take over, or NULL */
-static ngx_xmpp_admin_fail_t *
-ngx_xmpp_admin_fail_slot_locked(ngx_xmpp_admin_shm_t *sh, uint32_t key,
-    time_t now, time_t window, ngx_uint_t create)
-{
-    ngx_uint_t              i, n;
-    ngx_xmpp_admin_fail_t  *f, *spare;
-
-    spare = NULL;
-
-    for (n = 0; n < 16; n++) {
-        i = (key + n) % NGX_XMPP_ADMIN_FAIL_SLOTS;
-        f = &sh->fail[i];
-
-        if (f->key == key) {
-            return f;
-        }
-
-        if (spare == NULL
-            && (f->key == 0
-                || (now - f->first > window && now >= f->until)))
-        {
-            spare = f;
-        }
-    }
-
-    if (!create) {
-        return NULL;
-    }
-
-    if (spare == NULL) {
-        /* a full neighbourhood: the oldest window gives way */
-        spare = &sh->fail[key % NGX_XMPP_ADMIN_FAIL_SLOTS];
-    }
-
-    spare->key = key;
-    spare->failures = 0;
-    spare->first = now;
-    spare->until = 0;
-
-    return spare;
-}
-
-
 /* seconds until key may try again, 0 now */
 static time_t
 ngx_xmpp_admin_locked(ngx_xmpp_conf_t *xcf, uint32_t key)
 {
-    time_t                  now, left;
-    ngx_slab_pool_t        *shpool;
-    ngx_xmpp_admin_fail_t  *f;
+    ngx_xmpp_admin_shm_t  *sh = xcf->admin_zone->data;
 
-    shpool = ngx_xmpp_admin_shpool(xcf);
-    now = ngx_time();
-    left = 0;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    f = ngx_xmpp_admin_fail_slot_locked(xcf->admin_zone->data, key, now,
-                                        xcf->admin_lockout / 1000, 0);
-    if (f && f->until > now) {
-        left = f->until - now;
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return left;
+    return ngx_xmpp_fail_locked(ngx_xmpp_admin_shpool(xcf), sh->fail,
+                                NGX_XMPP_ADMIN_FAIL_SLOTS, key,
+                                xcf->admin_lockout / 1000);
 }
 
 
 static void
 ngx_xmpp_admin_count(ngx_xmpp_conf_t *xcf, uint32_t key, ngx_uint_t failed)
 {
-    time_t                  now, window;
-    ngx_slab_pool_t        *shpool;
-    ngx_xmpp_admin_fail_t  *f;
+    ngx_xmpp_admin_shm_t  *sh = xcf->admin_zone->data;
 
-    shpool = ngx_xmpp_admin_shpool(xcf);
-    now = ngx_time();
-    window = xcf->admin_lockout / 1000;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    f = ngx_xmpp_admin_fail_slot_locked(xcf->admin_zone->data, key, now,
-                                        window, failed);
-    if (f && !failed) {
-        f->key = 0;
-
-    } else if (f) {
-        if (now - f->first > window) {
-            f->first = now;
-            f->failures = 0;
-        }
-
-        if (++f->failures >= xcf->admin_max_failures) {
-            f->until = now + window;
-        }
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
+    (void) ngx_xmpp_fail_count(ngx_xmpp_admin_shpool(xcf), sh->fail,
+                               NGX_XMPP_ADMIN_FAIL_SLOTS, key, failed,
+                               xcf->admin_lockout / 1000,
+                               xcf->admin_max_failures);
 }
 
 
@@ -617,10 +517,10 @@ ngx_xmpp_admin_signin_start(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
     }
 
     left = ngx_max(ngx_xmpp_admin_locked(ctx->xcf,
-                       ngx_xmpp_admin_fail_key("u:", ctx->sess.user,
+                       ngx_xmpp_fail_key("u:", ctx->sess.user,
                                                ctx->sess.user_len)),
                    ngx_xmpp_admin_locked(ctx->xcf,
-                       ngx_xmpp_admin_fail_key("i:", ip->data, ip->len)));
+                       ngx_xmpp_fail_key("i:", ip->data, ip->len)));
 
     if (left) {
         return ngx_xmpp_admin_throttled(ctx, left);
@@ -840,9 +740,9 @@ ngx_xmpp_admin_signin_finish(ngx_http_request_t *r, void *data)
                       "xmpp: console: sign-in of \"%s\" refused: %s",
                       st->login, st->reason);
 
-        ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("u:",
+        ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_fail_key("u:",
                              st->login, st->login_len), 1);
-        ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("i:",
+        ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_fail_key("i:",
                              ip->data, ip->len), 1);
 
         params = json_pack("{ss}", "reason", st->reason);
@@ -852,7 +752,7 @@ ngx_xmpp_admin_signin_finish(ngx_http_request_t *r, void *data)
         return ngx_xmpp_admin_error(r, NGX_HTTP_UNAUTHORIZED, "refused");
     }
 
-    ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_admin_fail_key("u:", st->login,
+    ngx_xmpp_admin_count(ctx->xcf, ngx_xmpp_fail_key("u:", st->login,
                          st->login_len), 0);
 
     ngx_xmpp_admin_canonical(ctx, st);

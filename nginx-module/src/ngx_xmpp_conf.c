@@ -61,6 +61,8 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     xcf->close_timeout = NGX_CONF_UNSET_MSEC;
     xcf->max_auth_failures = NGX_CONF_UNSET_UINT;
+    xcf->max_address_failures = NGX_CONF_UNSET_UINT;
+    xcf->address_lockout = NGX_CONF_UNSET_MSEC;
     xcf->max_sessions_per_user = NGX_CONF_UNSET_UINT;
     xcf->allow_plaintext_auth = NGX_CONF_UNSET;
     xcf->resource_conflict = NGX_CONF_UNSET_UINT;
@@ -136,6 +138,8 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_msec_value(xcf->idle_timeout, 600000);
     ngx_conf_init_msec_value(xcf->close_timeout, 5000);
     ngx_conf_init_uint_value(xcf->max_auth_failures, 3);
+    ngx_conf_init_uint_value(xcf->max_address_failures, 20);
+    ngx_conf_init_msec_value(xcf->address_lockout, 10 * 60 * 1000);
     ngx_conf_init_uint_value(xcf->max_sessions_per_user, 16);
     ngx_conf_init_value(xcf->allow_plaintext_auth, 0);
     ngx_conf_init_uint_value(xcf->resource_conflict,
@@ -367,6 +371,17 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     xcf->registry_zone = zone;
 
     if (ngx_xmpp_metrics_add_zone(cf, xcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->max_address_failures && xcf->address_lockout < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_address_lockout\" must be 1s or "
+                           "more");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_xmpp_auth_zone_add(cf, xcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -47,6 +47,7 @@ typedef struct {
     uint64_t               messages;
     uint64_t               signins_ok;
     uint64_t               signins_failed;
+    uint64_t               signins_throttled;  /* address locked out */
     uint64_t               ldap[3];        /* by cdir_status_e */
     uint64_t               ldap_bucket[NGX_XMPP_LDAP_BUCKETS + 1];
     uint64_t               ldap_sum_ms;
@@ -245,6 +246,16 @@ ngx_xmpp_metrics_signin(ngx_uint_t ok)
         __atomic_add_fetch(ok ? &ngx_xmpp_metrics->signins_ok
                               : &ngx_xmpp_metrics->signins_failed,
                            1, __ATOMIC_RELAXED);
+    }
+}
+
+
+void
+ngx_xmpp_metrics_signin_throttled(void)
+{
+    if (ngx_xmpp_metrics) {
+        __atomic_add_fetch(&ngx_xmpp_metrics->signins_throttled, 1,
+                           __ATOMIC_RELAXED);
     }
 }
 
@@ -572,9 +583,11 @@ ngx_xmpp_metrics_counters(u_char *p, u_char *end)
     p = ngx_xmpp_metrics_header(p, end, "conclave_signins_total", "counter",
                                 "Sign-in attempts, by result.");
     p = ngx_slprintf(p, end, "conclave_signins_total{result=\"success\"} "
-                     "%uL\nconclave_signins_total{result=\"failure\"} %uL\n",
+                     "%uL\nconclave_signins_total{result=\"failure\"} %uL\n"
+                     "conclave_signins_total{result=\"throttled\"} %uL\n",
                      ngx_xmpp_metrics_get(&m->signins_ok),
-                     ngx_xmpp_metrics_get(&m->signins_failed));
+                     ngx_xmpp_metrics_get(&m->signins_failed),
+                     ngx_xmpp_metrics_get(&m->signins_throttled));
 
     p = ngx_xmpp_metrics_header(p, end, "conclave_console_forged_cookies_total",
                                 "counter", "Forged or malformed console "

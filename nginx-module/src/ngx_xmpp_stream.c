@@ -24,6 +24,10 @@ static ngx_int_t ngx_xmpp_stream_directory_user(ngx_xmpp_session_t *s,
     cdir_auth_result_t *res);
 static void ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s,
     const char *condition);
+static void ngx_xmpp_stream_sasl_throttled(ngx_xmpp_session_t *s,
+    time_t left);
+static void ngx_xmpp_stream_sasl_send(ngx_xmpp_session_t *s,
+    const char *condition, u_char *text, size_t len);
 static void ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
 static void ngx_xmpp_stream_stanza(ngx_xmpp_session_t *s,
     ngx_xmpp_node_t *n);
@@ -413,7 +417,8 @@ ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 {
     u_char                 buf[1024], *at;
     size_t                 login_len;
-    ngx_str_t              text, decoded;
+    time_t                 left;
+    ngx_str_t              text, decoded, addr;
     const u_char          *login;
     ngx_xmpp_sasl_plain_t  plain;
 
@@ -495,6 +500,17 @@ ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
         return;
     }
 
+    /* too many refusals from this address: not asked (ngx_xmpp_fail.c) */
+    addr.data = (u_char *) s->audit_ip;
+    addr.len = ngx_strlen(s->audit_ip);
+    left = ngx_xmpp_auth_locked(s->conf, &addr);
+
+    if (left) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_throttled(s, left);
+        return;
+    }
+
     s->state = NGX_XMPP_ST_AUTH_PENDING;
 
     if (ngx_xmpp_auth_start(s, s->user.data, s->user.len, plain.passwd,
@@ -520,7 +536,8 @@ ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 static void
 ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
 {
-    ngx_xmpp_wbuf_t  *b;
+    ngx_str_t   addr;
+    ngx_uint_t  failures;
 
     /* every failed attempt is a record; an abort is no attempt */
     if (ngx_strcmp(condition, "aborted") != 0) {
@@ -532,16 +549,24 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
 
     s->auth_reason = NULL;
 
-    b = ngx_xmpp_wbuf_scratch(1024);
-
-    ngx_xmpp_wbuf_lit(b, "<failure xmlns='" NGX_XMPP_NS_SASL "'><");
-    ngx_xmpp_wbuf_str(b, condition);
-    ngx_xmpp_wbuf_lit(b, "/></failure>");
-
-    (void) ngx_xmpp_session_send_wbuf(s, b);
+    ngx_xmpp_stream_sasl_send(s, condition, NULL, 0);
 
     if (ngx_strcmp(condition, "temporary-auth-failure") == 0) {
         return;
+    }
+
+    if (ngx_strcmp(condition, "not-authorized") == 0) {
+        addr.data = (u_char *) s->audit_ip;
+        addr.len = ngx_strlen(s->audit_ip);
+        failures = ngx_xmpp_auth_failed(s->conf, &addr);
+
+        if (failures) {
+            ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                          "xmpp: sign-ins from %V refused for %M s: %ui "
+                          "refused within %M s", &addr,
+                          s->conf->address_lockout / 1000, failures,
+                          s->conf->address_lockout / 1000);
+        }
     }
 
     /* RFC 6120 section 6.4.5: a bounded number of retries */
@@ -549,6 +574,62 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
         ngx_xmpp_session_error(s, "policy-violation",
                                "too many failed authentication attempts");
     }
+}
+
+
+/*
+ * The address is locked out: no directory request, a record of the
+ * attempt, <temporary-auth-failure/> with the time left, and the end
+ * of the stream (a client that retried on the same stream would get
+ * the same answer).
+ */
+static void
+ngx_xmpp_stream_sasl_throttled(ngx_xmpp_session_t *s, time_t left)
+{
+    u_char  text[128], *p;
+
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "xmpp: sign-in of \"%V\" from %s refused: too many "
+                  "refused sign-ins from this address, %T s left",
+                  &s->user, s->audit_ip, left);
+
+    (void) ngx_xmpp_audit_signin(s, 0, "temporary-auth-failure",
+                                 "too many failed sign-ins from this "
+                                 "address");
+    ngx_xmpp_metrics_signin_throttled();
+
+    p = ngx_snprintf(text, sizeof(text), "too many failed sign-ins from "
+                     "this address; try again in %T s", left);
+
+    ngx_xmpp_stream_sasl_send(s, "temporary-auth-failure", text, p - text);
+
+    ngx_xmpp_session_error(s, "policy-violation",
+                           "too many failed sign-ins from this address");
+}
+
+
+/* <failure/> with its condition and an optional text (ASCII, ours) */
+static void
+ngx_xmpp_stream_sasl_send(ngx_xmpp_session_t *s, const char *condition,
+    u_char *text, size_t len)
+{
+    ngx_xmpp_wbuf_t  *b;
+
+    b = ngx_xmpp_wbuf_scratch(1024);
+
+    ngx_xmpp_wbuf_lit(b, "<failure xmlns='" NGX_XMPP_NS_SASL "'><");
+    ngx_xmpp_wbuf_str(b, condition);
+    ngx_xmpp_wbuf_lit(b, "/>");
+
+    if (len) {
+        ngx_xmpp_wbuf_lit(b, "<text xml:lang='en'>");
+        ngx_xmpp_wbuf_add(b, text, len);
+        ngx_xmpp_wbuf_lit(b, "</text>");
+    }
+
+    ngx_xmpp_wbuf_lit(b, "</failure>");
+
+    (void) ngx_xmpp_session_send_wbuf(s, b);
 }
 
 

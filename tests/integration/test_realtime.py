@@ -8,7 +8,6 @@ demotion of a busy event loop and its return, driven by slixmpp.
 """
 
 import os
-import subprocess
 import time
 import urllib.request
 
@@ -16,7 +15,7 @@ import pytest
 
 from chathelp import slix
 from appliance import env_sanitize
-from nginx import NGINX, Nginx
+from nginx import Nginx
 
 SCHED_OTHER, SCHED_RR = 0, 2
 CAP_SYS_RESOURCE = 24
@@ -32,13 +31,6 @@ def rtprio_limit(pid):
     with open("/proc/%d/limits" % pid) as f:
         line = [ln for ln in f if ln.startswith("Max realtime priority")][0]
     return int(line.split()[3])
-
-
-def nginx_t(n):
-    """nginx -t on an instance's configuration."""
-    return subprocess.run([NGINX, "-t", "-p", n.workdir + "/", "-c",
-                           "conf/nginx.conf"], env=n.env(),
-                          capture_output=True, text=True, timeout=60)
 
 
 def threads(pid):
@@ -106,7 +98,7 @@ def test_event_loop_and_sync_thread_only(make_appliance):
     if has_cap(app.nginx.pid, CAP_SYS_RESOURCE):
         assert rtprio_limit(app.nginx.pid) >= 7
     else:
-        r = nginx_t(app.nginx)
+        r = app.nginx.config_test()
         assert 'setrlimit(RLIMIT_RTPRIO, 7) failed: workers that are ' \
             'not root cannot use "conclave_realtime_priority"' in r.stderr, \
             r.stderr
@@ -168,6 +160,6 @@ def test_bad_values_are_config_errors(tmp_path, conclave_module, value,
     n = Nginx(str(tmp_path / "t"), conclave_module, sanitize=env_sanitize(),
               extra_http="conclave_realtime_priority %s;" % value)
     n.render_conf()
-    r = nginx_t(n)
+    r = n.config_test()
     assert r.returncode != 0
     assert error in r.stderr, r.stderr

@@ -276,6 +276,13 @@ class Nginx:
             f.write(text)
         return text
 
+    def config_test(self):
+        """nginx -t on the rendered configuration (render_conf() first):
+        the CompletedProcess, its stderr the verdict."""
+        return subprocess.run([NGINX, "-t", "-p", self.workdir + "/", "-c",
+                               "conf/nginx.conf"], env=self.env(),
+                              capture_output=True, text=True, timeout=60)
+
     def env(self):
         env = dict(os.environ)
         if not self.sanitize:
