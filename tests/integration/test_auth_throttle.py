@@ -10,6 +10,7 @@ module can play many clients; the last test locks 127.0.0.1 itself and
 signs in with real clients.
 """
 
+import base64
 import json
 import re
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from appliance import env_sanitize
 from nginx import Nginx
+from rawbosh import NS, from_ip
 from rawtcp import RawTCP
 from rawws import RawWS
 
@@ -188,6 +190,26 @@ def test_one_count_for_every_transport(appliance):
         ws.close()
     c, r = tcp_auth(appliance, ip, "alice", "alice-pw")
     locked_out(c, r)
+
+
+def test_bosh_too(appliance):
+    """BOSH counts the address of the request that created the session
+    (XEP-0206 over one HTTP request after another)."""
+    ip = "198.51.100.7"
+    refuse(appliance, ip, 3)
+    first = from_ip(appliance, "<body rid='500' wait='5' hold='1' "
+                    "to='example.com' ver='1.11' xmpp:version='1.0' "
+                    "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % NS, ip)
+    sid = first.split("sid='", 1)[1].split("'", 1)[0]
+    auth = base64.b64encode(b"\0alice\0alice-pw").decode()
+    r = from_ip(appliance, "<body rid='501' sid='%s' xmlns='%s'><auth "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+                "%s</auth></body>" % (sid, NS, auth), ip)
+    assert re.search(THROTTLED, r), r
+    # in the same answer the stream error ends the BOSH session
+    assert "type='terminate' condition='remote-stream-error'" in r, r
+    assert "<policy-violation xmlns='urn:ietf:params:xml:ns:" \
+        "xmpp-streams'/>" in r, r
 
 
 def test_ipv6_counts_by_its_64(appliance):

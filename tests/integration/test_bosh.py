@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import re
-import ssl
 import threading
 import time
 import urllib.request
@@ -17,6 +16,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from rawbosh import NS, XBOSH, post
 from slixclient import SlixPool
 from xmppclient import NodeClient, node_available
 
@@ -26,30 +26,8 @@ APPLIANCE_EXTRA_HTTP = """
     conclave_bosh_cors_origin https://chat.example.com;
 """
 
-NS = "http://jabber.org/protocol/httpbind"
-XBOSH = "urn:xmpp:xbosh"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-
-
-def post(app, body, method="POST", headers=None, timeout=70):
-    if app.nginx.tls:
-        # the harness's certificate is self-signed
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection("127.0.0.1", app.nginx.port,
-                                           timeout=timeout, context=ctx)
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", app.nginx.port,
-                                          timeout=timeout)
-    h = {"Content-Type": "text/xml; charset=utf-8"}
-    h.update(headers or {})
-    conn.request(method, "/http-bind", body=body, headers=h)
-    r = conn.getresponse()
-    data = r.read()
-    conn.close()
-    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
 
 
 def parse(data):

@@ -7,11 +7,11 @@ console's per-address sign-in throttle counts the client's address.
 """
 
 import base64
-import http.client
 import json
 import time
 
 from console import Console
+from rawbosh import NS, from_ip
 from rawtcp import RawTCP
 from rawws import RawWS
 
@@ -85,35 +85,19 @@ def test_tcp_behind_a_proxy_protocol_balancer(appliance):
     assert rec["actor"]["ip"] == "198.51.100.9"
 
 
-BOSH_NS = "http://jabber.org/protocol/httpbind"
-
-
-def bosh(app, body, ip):
-    conn = http.client.HTTPConnection("127.0.0.1", app.nginx.http_port,
-                                      timeout=30)
-    conn.request("POST", "/http-bind", body=body,
-                 headers={"Content-Type": "text/xml; charset=utf-8",
-                          "X-Forwarded-For": ip})
-    r = conn.getresponse()
-    data = r.read()
-    conn.close()
-    assert r.status == 200, (r.status, data)
-    return data.decode()
-
-
 def test_bosh_behind_a_proxy(appliance):
     ip = "203.0.113.21"
-    first = bosh(appliance, "<body rid='700' wait='5' hold='1' "
+    first = from_ip(appliance, "<body rid='700' wait='5' hold='1' "
                  "to='example.com' ver='1.11' xmpp:version='1.0' "
-                 "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % BOSH_NS, ip)
+                 "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % NS, ip)
     sid = first.split("sid='", 1)[1].split("'", 1)[0]
     auth = base64.b64encode(b"\0erin\0erin-pw").decode()
-    r = bosh(appliance, "<body rid='701' sid='%s' xmlns='%s'><auth xmlns="
+    r = from_ip(appliance, "<body rid='701' sid='%s' xmlns='%s'><auth xmlns="
              "'urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s"
-             "</auth></body>" % (sid, BOSH_NS, auth), ip)
+             "</auth></body>" % (sid, NS, auth), ip)
     assert "<success" in r, r
-    bosh(appliance, "<body rid='702' sid='%s' type='terminate' xmlns='%s'/>"
-         % (sid, BOSH_NS), ip)
+    from_ip(appliance, "<body rid='702' sid='%s' type='terminate' xmlns='%s'/>"
+         % (sid, NS), ip)
     rows = signins(appliance, "erin@example.com")
     assert ("203.0.113.21", "bosh") in [(r[0], r[1]) for r in rows], rows
     assert "127.0.0.1" not in [r[0] for r in rows]
@@ -130,24 +114,24 @@ def test_the_session_list_shows_the_real_address(appliance):
     tcp = RawTCP(appliance.nginx.extra_port)
     tcp.send("PROXY TCP4 198.51.100.42 127.0.0.1 40001 5222\r\n")
     tcp.login("bob", resource="listed-tcp", tls=False)
-    first = bosh(appliance, "<body rid='900' wait='5' hold='1' "
+    first = from_ip(appliance, "<body rid='900' wait='5' hold='1' "
                  "to='example.com' ver='1.11' xmpp:version='1.0' "
-                 "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % BOSH_NS,
+                 "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % NS,
                  "203.0.113.43")
     sid = first.split("sid='", 1)[1].split("'", 1)[0]
     auth = base64.b64encode(b"\0carol\0carol-pw").decode()
-    assert "<success" in bosh(
+    assert "<success" in from_ip(
         appliance, "<body rid='901' sid='%s' xmlns='%s'><auth xmlns="
         "'urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>"
-        "</body>" % (sid, BOSH_NS, auth), "203.0.113.43")
-    bosh(appliance, "<body rid='902' sid='%s' xmpp:restart='true' "
-         "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % (sid, BOSH_NS),
+        "</body>" % (sid, NS, auth), "203.0.113.43")
+    from_ip(appliance, "<body rid='902' sid='%s' xmpp:restart='true' "
+         "xmlns='%s' xmlns:xmpp='urn:xmpp:xbosh'/>" % (sid, NS),
          "203.0.113.43")
-    assert "<jid>" in bosh(
+    assert "<jid>" in from_ip(
         appliance, "<body rid='903' sid='%s' xmlns='%s'><iq type='set' "
         "id='b' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:"
         "ns:xmpp-bind'><resource>listed-bosh</resource></bind></iq>"
-        "</body>" % (sid, BOSH_NS), "203.0.113.43")
+        "</body>" % (sid, NS), "203.0.113.43")
 
     frank = Console(appliance.base_url)
     frank.signin("frank", "frank-pw")
@@ -158,8 +142,8 @@ def test_the_session_list_shows_the_real_address(appliance):
     assert seen == {"listed-ws": ("203.0.113.41", "websocket"),
                     "listed-tcp": ("198.51.100.42", "tcp"),
                     "listed-bosh": ("203.0.113.43", "bosh")}, doc
-    bosh(appliance, "<body rid='904' sid='%s' type='terminate' xmlns='%s'/>"
-         % (sid, BOSH_NS), "203.0.113.43")
+    from_ip(appliance, "<body rid='904' sid='%s' type='terminate' xmlns='%s'/>"
+         % (sid, NS), "203.0.113.43")
     ws.close()
     tcp.close()
 
