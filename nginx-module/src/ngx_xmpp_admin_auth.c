@@ -518,7 +518,7 @@ ngx_xmpp_admin_signin_start(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
 
     left = ngx_max(ngx_xmpp_admin_locked(ctx->xcf,
                        ngx_xmpp_fail_key("u:", ctx->sess.user,
-                                               ctx->sess.user_len)),
+                                         ctx->sess.user_len)),
                    ngx_xmpp_admin_locked(ctx->xcf,
                        ngx_xmpp_fail_key("i:", ip->data, ip->len)));
 
