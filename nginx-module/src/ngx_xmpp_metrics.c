@@ -524,7 +524,7 @@ ngx_xmpp_metrics_workers(u_char *p, u_char *end)
                          sessions[t] > 0 ? sessions[t] : 0);
     }
 
-    return ngx_xmpp_metrics_realtime_text(p, end);
+    return p;
 }
 
 
@@ -776,6 +776,7 @@ ngx_xmpp_metrics_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     end = buf + size;
 
     p = ngx_xmpp_metrics_workers(buf, end);
+    p = ngx_xmpp_metrics_realtime_text(p, end);
     p = ngx_xmpp_metrics_counters(p, end);
     p = ngx_xmpp_metrics_audit(p, end, xcf);
 
