@@ -9,7 +9,6 @@ demotion of a busy event loop and its return, driven by slixmpp.
 
 import os
 import time
-import urllib.request
 
 import pytest
 
@@ -60,16 +59,6 @@ def policies(pid):
     return loop, sync[0], rest
 
 
-def metric(appliance, name, pid):
-    url = appliance.nginx.base_url + "/metrics"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    for line in text.splitlines():
-        if line.startswith('%s{pid="%d"} ' % (name, pid)):
-            return int(line.split()[1])
-    raise AssertionError("%s for %d not in /metrics" % (name, pid))
-
-
 def wait_for(pred, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,7 +74,8 @@ def test_off_by_default(appliance):
         assert loop == (SCHED_OTHER, 0)
         assert sync == (SCHED_OTHER, 0)
         assert rest == {(SCHED_OTHER, 0)}
-        assert metric(appliance, "conclave_worker_realtime", pid) == 0
+        assert appliance.nginx.metric("conclave_worker_realtime",
+                                      pid=pid) == 0
 
 
 def test_event_loop_and_sync_thread_only(make_appliance):
@@ -109,9 +99,9 @@ def test_event_loop_and_sync_thread_only(make_appliance):
         assert loop == (SCHED_RR, 7)
         # the thread pools, the shipper, the directory threads: not
         assert rest == {(SCHED_OTHER, 0)}, threads(pid)
-        assert metric(app, "conclave_worker_realtime", pid) == 1
-        assert metric(app, "conclave_worker_realtime_demotions_total",
-                      pid) == 0
+        assert app.nginx.metric("conclave_worker_realtime", pid=pid) == 1
+        assert app.nginx.metric("conclave_worker_realtime_demotions_total",
+                                pid=pid) == 0
 
 
 def test_busy_event_loop_leaves_and_returns(make_appliance, pool):
@@ -130,7 +120,8 @@ def test_busy_event_loop_leaves_and_returns(make_appliance, pool):
             a.message(a.jid, "burst %d %d" % (burst, i))
         a.wait_message(lambda m, b=burst: m["body"] == "burst %d 99" % b,
                        10)
-        if metric(app, "conclave_worker_realtime_demotions_total", pid):
+        if app.nginx.metric("conclave_worker_realtime_demotions_total",
+                            pid=pid):
             demoted = True
             break
     assert demoted, "the event loop never crossed 1% of a CPU"
@@ -138,8 +129,9 @@ def test_busy_event_loop_leaves_and_returns(make_appliance, pool):
     # idle again: back to SCHED_RR, the sync thread with it
     assert wait_for(lambda: policies(pid)[:2] == ((SCHED_RR, 5),
                                                  (SCHED_RR, 5)), 15)
-    assert metric(app, "conclave_worker_realtime", pid) == 1
-    assert metric(app, "conclave_worker_realtime_demotions_total", pid) >= 1
+    assert app.nginx.metric("conclave_worker_realtime", pid=pid) == 1
+    assert app.nginx.metric("conclave_worker_realtime_demotions_total",
+                            pid=pid) >= 1
     # it went on delivering throughout
     a.message(a.jid, "after")
     a.wait_message(lambda m: m["body"] == "after", 10)

@@ -493,20 +493,15 @@ def test_slow_reader_on_record_layer(appliance, tmp_path):
     fast.close()
 
 
-def tls_metric(app, layer):
-    import urllib.request
-    with urllib.request.urlopen(app.nginx.base_url + "/metrics",
-                                timeout=10) as r:
-        text = r.read().decode()
-    m = re.search(r'^conclave_tls_connections_total\{layer="%s"\} (\d+)$'
-                  % layer, text, re.M)
-    assert m, text[-2000:]
-    return int(m.group(1))
+def tls_layers(app):
+    """conclave_tls_connections_total of (record_layer, openssl)."""
+    return tuple(app.nginx.metric("conclave_tls_connections_total",
+                                  layer=layer)
+                 for layer in ("record_layer", "openssl"))
 
 
 def test_metrics_count_both_layers(appliance):
-    before = (tls_metric(appliance, "record_layer"),
-              tls_metric(appliance, "openssl"))
+    before = tls_layers(appliance)
     conns = []
     for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
         c = RawTCP(appliance.nginx.xmpps_port)
@@ -518,9 +513,7 @@ def test_metrics_count_both_layers(appliance):
         c.open()                 # the stream is served either way
         conns.append(c)
     deadline = time.monotonic() + 10
-    while (tls_metric(appliance, "record_layer"),
-           tls_metric(appliance, "openssl")) != (before[0] + 1,
-                                                 before[1] + 1):
+    while tls_layers(appliance) != (before[0] + 1, before[1] + 1):
         assert time.monotonic() < deadline, before
         time.sleep(0.05)
     for c in conns:

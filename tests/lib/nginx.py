@@ -20,9 +20,11 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -275,6 +277,27 @@ class Nginx:
         with open(self.conf_path, "w") as f:
             f.write(text)
         return text
+
+    def metric(self, name, **labels):
+        """The value of one sample of /metrics: the series of that name
+        whose labels are exactly `labels`; AssertionError if absent."""
+        ctx = None
+        if self.tls:
+            # the harness's certificate is self-signed
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(self.base_url + "/metrics", timeout=10,
+                                    context=ctx) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$",
+                         line)
+            if m and m.group(1) == name and \
+                    dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")) \
+                    == {k: str(v) for k, v in labels.items()}:
+                return int(float(m.group(3)))
+        raise AssertionError("%s%r not in /metrics" % (name, labels))
 
     def config_test(self):
         """nginx -t on the rendered configuration (render_conf() first):
