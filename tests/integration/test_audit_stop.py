@@ -140,12 +140,7 @@ def test_graceful_stop_with_a_backlog(make_appliance):
         t.join(10)
         assert rc is not False, \
             "nginx did not exit within %.0f s of SIGQUIT" % EXIT_BOUND
-        # the stop did not wait for the backlog: it is left for the next
-        # start (at most the batch in flight per worker went meanwhile)
         at_exit = count(app, "event='message'")
-        assert at_exit < len(SENDERS) * FLOOD, \
-            "%d message records in MariaDB at exit: the stop (%.1f s) " \
-            "shipped the whole backlog first" % (at_exit, took)
 
     app.nginx.start()
     wait_drained(app, 120)
@@ -153,6 +148,14 @@ def test_graceful_stop_with_a_backlog(make_appliance):
     got = rows(app, "SELECT stanza_id, COUNT(*) FROM audit_record WHERE "
                "event='message' GROUP BY stanza_id")
     ids = {i: int(n) for i, n in got}
+    # the stop did not wait for the backlog: some was left for this start.
+    # (Not "fewer than the first backlog": the flood goes on during the
+    # stop, and the shipper with it until the worker exits, so a stop that
+    # waits out conclave_close_timeout ships more than that and still
+    # leaves records behind.)
+    assert at_exit < len(ids), \
+        "all %d message records were in MariaDB at exit: the stop " \
+        "(%.1f s) shipped the whole backlog first" % (at_exit, took)
     assert all(n == 1 for n in ids.values()), \
         [i for i, n in ids.items() if n != 1][:10]
     for _, _, to in pairs:
