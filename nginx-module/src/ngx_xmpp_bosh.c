@@ -100,6 +100,7 @@ struct ngx_xmpp_bosh_s {
     const char                 *condition; /* of the terminating body */
 
     unsigned                    created:1; /* creation answer still due */
+    unsigned                    legacy:1;  /* created without "ver" */
     unsigned                    ended:1;
     unsigned                    overflow:1;
     unsigned                    pausing:1; /* answer every held request */
@@ -699,6 +700,7 @@ ngx_xmpp_bosh_create(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
 
     bs->out.max = xcf->max_output;
     bs->created = 1;
+    bs->legacy = peer->legacy;
 
     bs->idle.handler = ngx_xmpp_bosh_idle_handler;
     bs->idle.data = &bs->conn;
@@ -871,6 +873,7 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
             return;
         }
 
+        peer->legacy = !body->ver;
         ngx_xmpp_bosh_create(xcf, peer, body);
         return;
     }
@@ -879,6 +882,8 @@ ngx_xmpp_bosh_serve(ngx_xmpp_conf_t *xcf, ngx_xmpp_bosh_peer_t *peer,
     if (bs == NULL) {
         return;
     }
+
+    peer->legacy = bs->legacy;
 
     if (bs->idle.timer_set) {
         ngx_del_timer(&bs->idle);

@@ -22,11 +22,17 @@
 #define NGX_XMPP_BOSH_IPC_MAX  (255 * 1024)
 
 
-/* who gets the answer: a local HTTP request or another worker's */
+/*
+ * Who gets the answer: a local HTTP request or another worker's.  A
+ * legacy client (no "ver" when it created its session) gets the HTTP
+ * status of a terminal condition, any other client HTTP 200 (XEP-0124
+ * section 17).
+ */
 typedef struct {
     ngx_http_request_t         *r;
     ngx_pid_t                   pid;
     uint64_t                    tag;
+    unsigned                    legacy:1;
 } ngx_xmpp_bosh_peer_t;
 
 

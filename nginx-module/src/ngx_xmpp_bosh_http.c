@@ -102,16 +102,28 @@ ngx_xmpp_bosh_http_answer(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* XEP-0124 section 17: a terminal condition, with its HTTP status */
+/*
+ * XEP-0124 section 17: a terminal condition, with its HTTP status.  A
+ * connection manager that speaks "ver" sends HTTP errors only to legacy
+ * clients (17.1).  Every other client gets the condition with HTTP 200
+ * (17.2), and so does a request that cannot be tied to a session (no
+ * such session, an owner that does not answer, a body that cannot be
+ * read): the client learns the condition from the body, not from an
+ * HTTP error that any intermediary could have sent.
+ */
 static ngx_uint_t
-ngx_xmpp_bosh_error_body(const char *condition, u_char *buf, size_t size,
-    size_t *len)
+ngx_xmpp_bosh_error_body(const char *condition, ngx_uint_t legacy,
+    u_char *buf, size_t size, size_t *len)
 {
     u_char  *p;
 
     p = ngx_snprintf(buf, size, "<body type='terminate' condition='%s' "
                      "xmlns='" NGX_XMPP_NS_HTTPBIND "'/>", condition);
     *len = p - buf;
+
+    if (!legacy) {
+        return NGX_HTTP_OK;
+    }
 
     if (ngx_strcmp(condition, "item-not-found") == 0) {
         return NGX_HTTP_NOT_FOUND;
@@ -135,7 +147,7 @@ ngx_xmpp_bosh_http_error(ngx_http_request_t *r, const char *condition)
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "xmpp: BOSH request refused: %s", condition);
 
-    status = ngx_xmpp_bosh_error_body(condition, buf, sizeof(buf), &len);
+    status = ngx_xmpp_bosh_error_body(condition, 0, buf, sizeof(buf), &len);
 
     return ngx_xmpp_bosh_http_reply(r, status, buf, len);
 }
@@ -172,7 +184,8 @@ ngx_xmpp_bosh_peer_error(ngx_xmpp_bosh_peer_t *peer, const char *condition)
     size_t    len;
     uint32_t  status;
 
-    status = ngx_xmpp_bosh_error_body(condition, buf + sizeof(uint32_t),
+    status = ngx_xmpp_bosh_error_body(condition, peer->legacy,
+                                      buf + sizeof(uint32_t),
                                       sizeof(buf) - sizeof(uint32_t), &len);
     ngx_memcpy(buf, &status, sizeof(uint32_t));
 
@@ -393,8 +406,8 @@ ngx_xmpp_bosh_fwd_timeout(ngx_event_t *ev)
     ngx_queue_remove(&fwd->queue);
     fwd->linked = 0;
 
-    status = ngx_xmpp_bosh_error_body("item-not-found", buf, sizeof(buf),
-                                      &len);
+    status = ngx_xmpp_bosh_error_body("item-not-found", 0, buf,
+                                      sizeof(buf), &len);
     ngx_xmpp_bosh_http_answer(fwd->r, status, buf, len);
 }
 
@@ -422,8 +435,8 @@ ngx_xmpp_bosh_exit_worker(void)
         return;
     }
 
-    status = ngx_xmpp_bosh_error_body("item-not-found", buf, sizeof(buf),
-                                      &len);
+    status = ngx_xmpp_bosh_error_body("item-not-found", 0, buf,
+                                      sizeof(buf), &len);
 
     while (!ngx_queue_empty(&ngx_xmpp_bosh_fwds)) {
         q = ngx_queue_head(&ngx_xmpp_bosh_fwds);
@@ -512,6 +525,7 @@ ngx_xmpp_bosh_body_handler(ngx_http_request_t *r)
     peer.r = r;
     peer.pid = 0;
     peer.tag = 0;
+    peer.legacy = 0;
 
     ngx_xmpp_bosh_serve(xcf, &peer, &body, data.data, data.len);
 
@@ -541,6 +555,7 @@ ngx_xmpp_bosh_ipc(ngx_uint_t cmd, ngx_pid_t from, uint64_t tag,
         peer.r = NULL;
         peer.pid = from;
         peer.tag = tag;
+        peer.legacy = 0;
 
         if (ngx_xmpp_bosh_body_parse(&body, data, len) != 0
             || body.sid_len == 0)

@@ -141,6 +141,10 @@ ngx_xmpp_bosh_body_parse(ngx_xmpp_bosh_body_t *b, const unsigned char *data,
     rc = ngx_xmpp_bosh_body_attr(body, "type", NULL, buf, sizeof(buf));
     b->terminate = (rc == 9 && strcmp(buf, "terminate") == 0);
 
+    /* XEP-0124 section 17.1: a client that sends no "ver" is legacy */
+    b->ver = (ngx_xmpp_bosh_body_attr(body, "ver", NULL, buf, sizeof(buf))
+              != -2);
+
     rc = ngx_xmpp_bosh_body_attr(body, "restart", NGX_XMPP_BOSH_XBOSH, buf,
                                  sizeof(buf));
     b->restart = (rc == 4 && strcmp(buf, "true") == 0);

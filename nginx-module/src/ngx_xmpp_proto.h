@@ -149,6 +149,7 @@ typedef struct {
     int                   hold;      /* -1: absent */
     unsigned              terminate:1;
     unsigned              restart:1;
+    unsigned              ver:1;     /* "ver" present: not a legacy client */
 } ngx_xmpp_bosh_body_t;
 
 int ngx_xmpp_bosh_body_parse(ngx_xmpp_bosh_body_t *b,

@@ -1,7 +1,8 @@
 """XMPP over BOSH (XEP-0124, XEP-0206) at /http-bind: strophe.js in node
 signs in and chats with a WebSocket user and a TCP user, and raw
 requests with http.client check rid ordering, replay and the terminal
-conditions with their HTTP status (XEP-0124 section 17).
+conditions with their HTTP status (XEP-0124 section 17: HTTP 200 for a
+client that sent "ver", the deprecated HTTP errors for a legacy one).
 """
 
 import base64
@@ -9,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -34,6 +36,21 @@ def parse(data):
     return ET.fromstring(data)
 
 
+# XEP-0124 section 17.1: the deprecated HTTP status of each condition
+LEGACY_STATUS = {"item-not-found": 404, "bad-request": 400}
+
+
+def assert_terminates(st, data, condition, legacy=False):
+    """The session's end with `condition`: HTTP 200 for a client that
+    sent 'ver' (section 17.2), the condition's HTTP error for a legacy
+    client (17.1); the terminating body either way."""
+    assert st == (LEGACY_STATUS.get(condition, 403) if legacy else 200), \
+        (st, data)
+    b = parse(data)
+    assert (b.get("type"), b.get("condition")) == ("terminate", condition), \
+        data
+
+
 def worker_of(app, jid):
     bare, _, res = jid.partition("/")
     with urllib.request.urlopen(app.status_url, timeout=5) as r:
@@ -46,13 +63,15 @@ def worker_of(app, jid):
 class Raw:
     """A minimal BOSH client: one request at a time unless told."""
 
-    def __init__(self, app, rid=1000, wait=5, hold=1):
+    def __init__(self, app, rid=1000, wait=5, hold=1, legacy=False):
+        """legacy: no 'ver' in the session creation request."""
         self.app = app
         self.rid = rid
         st, hd, data = post(app, "<body rid='%d' wait='%d' hold='%d' "
-                            "to='example.com' xml:lang='en' ver='1.11' "
+                            "to='example.com' xml:lang='en' %s"
                             "xmpp:version='1.0' xmlns='%s' xmlns:xmpp='%s'/>"
-                            % (rid, wait, hold, NS, XBOSH))
+                            % (rid, wait, hold,
+                               "" if legacy else "ver='1.11' ", NS, XBOSH))
         assert st == 200, data
         self.headers = hd
         self.first = parse(data)
@@ -241,16 +260,14 @@ def test_out_of_order_rid_waits_for_missing_one(appliance):
     c.send(attrs="type='terminate'")
 
 
-def test_rid_out_of_window(appliance):
-    c = Raw(appliance)
+@pytest.mark.parametrize("legacy", [False, True], ids=["ver", "legacy"])
+def test_rid_out_of_window(appliance, legacy):
+    c = Raw(appliance, legacy=legacy)
     st, data = c.send(rid=c.rid + 50)
-    assert st == 404
-    b = parse(data)
-    assert b.get("type") == "terminate"
-    assert b.get("condition") == "item-not-found"
-    # the session is gone
+    assert_terminates(st, data, "item-not-found", legacy)
+    # the session is gone: a sid nobody knows, HTTP 200 for everyone
     st, data = c.send()
-    assert st == 404
+    assert_terminates(st, data, "item-not-found")
 
 
 def test_requests_reach_the_owner_from_any_worker(appliance):
@@ -317,16 +334,18 @@ def test_graceful_stop_with_a_forwarded_request_held(make_appliance):
     assert "[alert]" not in text, text[-2000:]
 
 
-def test_old_rid_not_cached(appliance):
-    c = Raw(appliance, wait=1)
+@pytest.mark.parametrize("legacy", [False, True], ids=["ver", "legacy"])
+def test_old_rid_not_cached(appliance, legacy):
+    c = Raw(appliance, wait=1, legacy=legacy)
     for _ in range(4):
         assert c.send()[0] == 200
     st, data = c.send(rid=c.rid - 3)
-    assert st == 404 and b"item-not-found" in data
+    assert_terminates(st, data, "item-not-found", legacy)
 
 
-def test_too_many_requests(appliance):
-    c = Raw(appliance, wait=3)
+@pytest.mark.parametrize("legacy", [False, True], ids=["ver", "legacy"])
+def test_too_many_requests(appliance, legacy):
+    c = Raw(appliance, wait=3, legacy=legacy)
     results = []
 
     def one(rid):
@@ -340,7 +359,7 @@ def test_too_many_requests(appliance):
         t.start()
         time.sleep(0.3)
     st, _, data = post(appliance, c.body(rid=c.rid + 2))
-    assert st == 403 and b"policy-violation" in data
+    assert_terminates(st, data, "policy-violation", legacy)
     for t in threads:
         t.join(10)
 
@@ -349,12 +368,14 @@ def test_polling_faster_than_polling_is_overactivity(appliance):
     """XEP-0124 section 12: in a polling session (hold 0) two empty
     requests in a row less than "polling" seconds apart, the first
     answered without payload, end the session with policy-violation
-    (HTTP 403).  A request with a payload in between, or one after the
-    interval, is fine; a session that holds requests is never a poller."""
-    def poller():
+    (HTTP 403 to a legacy client).  A request with a payload in between,
+    or one after the interval, is fine; a session that holds requests is
+    never a poller."""
+    def poller(legacy=False):
         st, _, data = post(appliance, "<body rid='100' wait='5' hold='0' "
-                           "to='example.com' ver='1.11' xmpp:version='1.0' "
-                           "xmlns='%s' xmlns:xmpp='%s'/>" % (NS, XBOSH))
+                           "to='example.com' %sxmpp:version='1.0' "
+                           "xmlns='%s' xmlns:xmpp='%s'/>"
+                           % ("" if legacy else "ver='1.11' ", NS, XBOSH))
         assert st == 200
         b = parse(data)
         assert b.get("hold") == "0" and b.get("polling") == "2"
@@ -362,14 +383,13 @@ def test_polling_faster_than_polling_is_overactivity(appliance):
         c.app, c.rid, c.sid = appliance, 100, b.get("sid")
         return c
 
-    c = poller()
-    assert c.send()[0] == 200               # answered at once: hold 0
-    st, data = c.send()
-    assert st == 403
-    b = parse(data)
-    assert b.get("type") == "terminate"
-    assert b.get("condition") == "policy-violation"
-    assert c.send()[0] == 404               # the session is gone
+    for legacy in (False, True):
+        c = poller(legacy)
+        assert c.send()[0] == 200           # answered at once: hold 0
+        st, data = c.send()
+        assert_terminates(st, data, "policy-violation", legacy)
+        st, data = c.send()                 # the session is gone
+        assert_terminates(st, data, "item-not-found")
 
     c = poller()
     assert c.send()[0] == 200
@@ -392,18 +412,21 @@ def test_polling_faster_than_polling_is_overactivity(appliance):
 
 
 def test_wrong_sid(appliance):
+    """A sid that names no session: HTTP 200 with item-not-found, as the
+    server cannot know whether a legacy client sent it."""
     st, hd, data = post(appliance, "<body rid='5' sid='nosuchsession' "
                         "xmlns='%s'/>" % NS)
-    assert st == 404
+    assert st == 200
     assert data == ("<body type='terminate' condition='item-not-found' "
                     "xmlns='%s'/>" % NS).encode()
-    # well-formed but forged: right shape, wrong key
-    c = Raw(appliance)
+    # well-formed but forged: right shape, wrong key; the real session
+    # is a legacy one, and the forger learns nothing from the status
+    c = Raw(appliance, legacy=True)
     forged = c.sid[:24] + ("0" * 32 if c.sid[24:] != "0" * 32 else "1" * 32)
     st, _, data = post(appliance, "<body rid='%d' sid='%s' xmlns='%s'/>"
                        % (c.rid + 1, forged, NS))
-    assert st == 404 and b"item-not-found" in data
-    c.send(attrs="type='terminate'")
+    assert_terminates(st, data, "item-not-found")
+    assert c.send(attrs="type='terminate'")[0] == 200
 
 
 @pytest.mark.parametrize("body", [
@@ -419,10 +442,7 @@ def test_wrong_sid(appliance):
         "empty"])
 def test_bad_request(appliance, body):
     st, hd, data = post(appliance, body)
-    assert st == 400
-    b = parse(data)
-    assert b.get("type") == "terminate" and b.get("condition") == \
-        "bad-request"
+    assert_terminates(st, data, "bad-request")
     assert hd["content-type"] == "text/xml; charset=utf-8"
     # error answers are no more cacheable than the others (section 8)
     assert hd["cache-control"] == "no-store"
@@ -433,7 +453,7 @@ def test_oversized_body(appliance):
     pad = "x" * (17 * 1024)
     st, hd, data = post(appliance, "<body rid='1' xmlns='%s'>%s</body>"
                         % (NS, pad))
-    assert st == 403 and b"policy-violation" in data
+    assert_terminates(st, data, "policy-violation")
     # chunked, so the length is only known after reading
     conn = http.client.HTTPConnection("127.0.0.1", appliance.nginx.port,
                                       timeout=10)
@@ -446,7 +466,7 @@ def test_oversized_body(appliance):
         conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     conn.send(b"0\r\n\r\n")
     r = conn.getresponse()
-    assert r.status == 403 and b"policy-violation" in r.read()
+    assert_terminates(r.status, r.read(), "policy-violation")
     conn.close()
 
 
@@ -480,8 +500,9 @@ def test_no_cors_unless_configured(make_appliance):
                               "Access-Control-Request-Method": "POST"})
     assert st == 405
     assert not [h for h in hd if h.startswith("access-control-")], hd
-    st, hd, _ = post(app, "<body rid='1' xmlns='%s'" % NS)
-    assert st == 400 and "access-control-allow-origin" not in hd
+    st, hd, data = post(app, "<body rid='1' xmlns='%s'" % NS)
+    assert_terminates(st, data, "bad-request")
+    assert "access-control-allow-origin" not in hd
     assert c.send(attrs="type='terminate'")[0] == 200
 
 
@@ -602,6 +623,35 @@ def test_strophe_chats_with_websocket_and_tcp_users(appliance):
     assert int(n) >= 5
 
 
+@pytest.mark.skipif(not node_available("strophe"),
+                    reason="node or npm strophe.js missing")
+def test_strophe_learns_why_its_session_is_gone(make_appliance):
+    """strophe.js sends 'ver', so a terminal condition comes to it with
+    HTTP 200 (XEP-0124 section 17.2) and reaches the application as the
+    connection's failure with its condition.  The worker that holds the
+    session dies: strophe's next request names a session nobody has, and
+    strophe reports item-not-found.  (With an HTTP 404 it would only say
+    that it disconnected, with no condition.)"""
+    app = make_appliance(workers=2)
+    url = "http://127.0.0.1:%d/http-bind" % app.nginx.port
+    with NodeClient("strophe") as alice:
+        ev = alice.connect(url, "alice", "alice-pw", resource="lost",
+                           timeout=20)
+        assert ev["ev"] == "online", (ev, alice.stderr())
+        pid = worker_of(app, "alice@example.com/lost")
+        app.nginx.expect_alert(r"worker process %d exited on signal 9$"
+                               % pid)
+        os.kill(pid, signal.SIGKILL)
+        # a request held by the other worker waits wait + 10 s for the
+        # dead owner; strophe's wait is 10 s
+        ev = alice.wait_for(lambda e: e["ev"] in ("error", "offline"),
+                            timeout=40)
+        assert ev == {"ev": "error", "phase": "connect",
+                      "condition": "item-not-found"}, (ev, alice.stderr())
+        ev = alice.wait_for(lambda e: e["ev"] == "offline", timeout=10)
+        assert ev["by"] == "server"
+
+
 def test_inactivity_ends_session(make_appliance):
     app = make_appliance(extra_http="conclave_bosh_max_inactivity 2s;")
     c = Raw(app, rid=100, wait=1)
@@ -609,7 +659,7 @@ def test_inactivity_ends_session(make_appliance):
     c.login("alice", "alice-pw", "sleepy")
     time.sleep(3.5)
     st, data = c.send()
-    assert st == 404 and b"item-not-found" in data
+    assert_terminates(st, data, "item-not-found")
     deadline = time.monotonic() + 20
     reasons = []
     while time.monotonic() < deadline:
@@ -638,7 +688,7 @@ def test_output_over_limit_ends_session(make_appliance):
                        % (("flood %d " % i) * 40) * 8)
         assert st == 200, (i, _)
     st, data = b.send()
-    assert st == 404 and b"item-not-found" in data
+    assert_terminates(st, data, "item-not-found")
     log = os.path.join(app.nginx.workdir, "logs", "error.log")
     with open(log) as f:
         assert "BOSH output over 8192 bytes" in f.read()

@@ -92,7 +92,18 @@ test_attributes(void)
     checkf(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
                                    strlen(xml)) == 0, "restart");
     checkf(!b.restart && !b.terminate && b.hold == -1 && b.wait == 0
-          && b.sid_len == 0, "defaults");
+          && b.sid_len == 0 && !b.ver, "defaults");
+    ngx_xmpp_bosh_body_free(&b);
+
+    /* any "ver", even one we do not know, is not a legacy client */
+    xml = "<body rid='1' ver='1.6' " NS "/>";
+    checkf(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
+                                   strlen(xml)) == 0 && b.ver, "ver");
+    ngx_xmpp_bosh_body_free(&b);
+
+    xml = "<body rid='1' ver='' " NS "/>";
+    checkf(ngx_xmpp_bosh_body_parse(&b, (const unsigned char *) xml,
+                                   strlen(xml)) == 0 && b.ver, "empty ver");
     ngx_xmpp_bosh_body_free(&b);
 }
 
