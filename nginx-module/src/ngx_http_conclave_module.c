@@ -244,6 +244,14 @@ static ngx_command_t  ngx_http_conclave_commands[] = {
       ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(address_lockout), NULL },
 
+    { ngx_string("conclave_max_account_failures"), NGX_XMPP_MAIN,
+      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(max_account_failures), NULL },
+
+    { ngx_string("conclave_account_lockout"), NGX_XMPP_MAIN,
+      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+      NGX_XMPP_OFF(account_lockout), NULL },
+
     { ngx_string("conclave_max_sessions_per_user"), NGX_XMPP_MAIN,
       ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
       NGX_XMPP_OFF(max_sessions_per_user), NULL },

@@ -117,6 +117,8 @@ typedef struct {
     ngx_uint_t             max_auth_failures;
     ngx_uint_t             max_address_failures;  /* 0: no lockout */
     ngx_msec_t             address_lockout;
+    ngx_uint_t             max_account_failures;  /* 0: no lockout */
+    ngx_msec_t             account_lockout;
     ngx_shm_zone_t        *auth_fail_zone;        /* ngx_xmpp_fail.c */
     ngx_uint_t             max_sessions_per_user;
     ngx_flag_t             allow_plaintext_auth;
@@ -906,6 +908,9 @@ ngx_uint_t ngx_xmpp_fail_count(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
 ngx_int_t ngx_xmpp_auth_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf);
 time_t ngx_xmpp_auth_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *addr);
 ngx_uint_t ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr);
+time_t ngx_xmpp_auth_account_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *user);
+ngx_uint_t ngx_xmpp_auth_account_count(ngx_xmpp_conf_t *xcf,
+    ngx_str_t *user, ngx_uint_t failed);
 
 /* ngx_xmpp_metrics.c: Prometheus metrics and the health check */
 struct ngx_http_request_s;

@@ -63,6 +63,8 @@ ngx_xmpp_conf_create(ngx_conf_t *cf)
     xcf->max_auth_failures = NGX_CONF_UNSET_UINT;
     xcf->max_address_failures = NGX_CONF_UNSET_UINT;
     xcf->address_lockout = NGX_CONF_UNSET_MSEC;
+    xcf->max_account_failures = NGX_CONF_UNSET_UINT;
+    xcf->account_lockout = NGX_CONF_UNSET_MSEC;
     xcf->max_sessions_per_user = NGX_CONF_UNSET_UINT;
     xcf->allow_plaintext_auth = NGX_CONF_UNSET;
     xcf->resource_conflict = NGX_CONF_UNSET_UINT;
@@ -140,6 +142,8 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_conf_init_uint_value(xcf->max_auth_failures, 3);
     ngx_conf_init_uint_value(xcf->max_address_failures, 20);
     ngx_conf_init_msec_value(xcf->address_lockout, 10 * 60 * 1000);
+    ngx_conf_init_uint_value(xcf->max_account_failures, 0);
+    ngx_conf_init_msec_value(xcf->account_lockout, 15 * 60 * 1000);
     ngx_conf_init_uint_value(xcf->max_sessions_per_user, 16);
     ngx_conf_init_value(xcf->allow_plaintext_auth, 0);
     ngx_conf_init_uint_value(xcf->resource_conflict,
@@ -377,6 +381,13 @@ ngx_xmpp_conf_init(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     if (xcf->max_address_failures && xcf->address_lockout < 1000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"conclave_address_lockout\" must be 1s or "
+                           "more");
+        return NGX_CONF_ERROR;
+    }
+
+    if (xcf->max_account_failures && xcf->account_lockout < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"conclave_account_lockout\" must be 1s or "
                            "more");
         return NGX_CONF_ERROR;
     }

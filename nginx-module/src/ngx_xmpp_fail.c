@@ -19,6 +19,14 @@
  * conclave_address_lockout without asking the directory.  A success
  * does not clear the count: an attacker with one valid account could
  * otherwise reset it between guesses.
+ *
+ * XMPP per account (conclave_max_account_failures, off by default,
+ * conclave_account_lockout): the same refusals counted per login, in
+ * the same table, so that guesses spread over many addresses stop
+ * before the directory's own lockout locks the employee out of every
+ * system.  A success clears this count, as a directory's bad-password
+ * count is cleared, so the two stay in step; the attacker, who does
+ * not know the password, cannot reset it.
  */
 
 
@@ -160,7 +168,7 @@ ngx_xmpp_auth_zone_add(ngx_conf_t *cf, ngx_xmpp_conf_t *xcf)
     ngx_str_t        name = ngx_string("conclave_auth_failures");
     ngx_shm_zone_t  *zone;
 
-    if (xcf->max_address_failures == 0) {
+    if (xcf->max_address_failures == 0 && xcf->max_account_failures == 0) {
         return NGX_OK;
     }
 
@@ -232,7 +240,7 @@ ngx_xmpp_auth_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
 
     zone = xcf->auth_fail_zone;
 
-    if (zone == NULL) {
+    if (zone == NULL || xcf->max_address_failures == 0) {
         return 0;
     }
 
@@ -250,7 +258,7 @@ ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
 
     zone = xcf->auth_fail_zone;
 
-    if (zone == NULL) {
+    if (zone == NULL || xcf->max_address_failures == 0) {
         return 0;
     }
 
@@ -259,4 +267,46 @@ ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
                                ngx_xmpp_auth_fail_key(addr), 1,
                                xcf->address_lockout / 1000,
                                xcf->max_address_failures);
+}
+
+
+/* per account: the login as the client gave it, in lower case */
+time_t
+ngx_xmpp_auth_account_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *user)
+{
+    ngx_shm_zone_t  *zone;
+
+    zone = xcf->auth_fail_zone;
+
+    if (zone == NULL || xcf->max_account_failures == 0) {
+        return 0;
+    }
+
+    return ngx_xmpp_fail_locked((ngx_slab_pool_t *) zone->shm.addr,
+                                zone->data, NGX_XMPP_AUTH_FAIL_SLOTS,
+                                ngx_xmpp_fail_key("u:", user->data,
+                                                  user->len),
+                                xcf->account_lockout / 1000);
+}
+
+
+/* failed: one more refusal; else a success, which clears the count */
+ngx_uint_t
+ngx_xmpp_auth_account_count(ngx_xmpp_conf_t *xcf, ngx_str_t *user,
+    ngx_uint_t failed)
+{
+    ngx_shm_zone_t  *zone;
+
+    zone = xcf->auth_fail_zone;
+
+    if (zone == NULL || xcf->max_account_failures == 0) {
+        return 0;
+    }
+
+    return ngx_xmpp_fail_count((ngx_slab_pool_t *) zone->shm.addr,
+                               zone->data, NGX_XMPP_AUTH_FAIL_SLOTS,
+                               ngx_xmpp_fail_key("u:", user->data,
+                                                 user->len),
+                               failed, xcf->account_lockout / 1000,
+                               xcf->max_account_failures);
 }

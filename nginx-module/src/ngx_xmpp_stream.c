@@ -25,7 +25,7 @@ static ngx_int_t ngx_xmpp_stream_directory_user(ngx_xmpp_session_t *s,
 static void ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s,
     const char *condition);
 static void ngx_xmpp_stream_sasl_throttled(ngx_xmpp_session_t *s,
-    time_t left);
+    time_t left, const char *what);
 static void ngx_xmpp_stream_sasl_send(ngx_xmpp_session_t *s,
     const char *condition, u_char *text, size_t len);
 static void ngx_xmpp_stream_bind(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n);
@@ -507,7 +507,16 @@ ngx_xmpp_stream_sasl_plain(ngx_xmpp_session_t *s, ngx_xmpp_node_t *n)
 
     if (left) {
         ngx_explicit_memzero(buf, sizeof(buf));
-        ngx_xmpp_stream_sasl_throttled(s, left);
+        ngx_xmpp_stream_sasl_throttled(s, left, "from this address");
+        return;
+    }
+
+    /* ... or for this login, from anywhere */
+    left = ngx_xmpp_auth_account_locked(s->conf, &s->user);
+
+    if (left) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_xmpp_stream_sasl_throttled(s, left, "for this account");
         return;
     }
 
@@ -578,33 +587,37 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
 
 
 /*
- * The address is locked out: no directory request, a record of the
+ * The address or the account is locked out ("what": "from this
+ * address", "for this account"): no directory request, a record of the
  * attempt, <temporary-auth-failure/> with the time left, and the end
  * of the stream (a client that retried on the same stream would get
  * the same answer).
  */
 static void
-ngx_xmpp_stream_sasl_throttled(ngx_xmpp_session_t *s, time_t left)
+ngx_xmpp_stream_sasl_throttled(ngx_xmpp_session_t *s, time_t left,
+    const char *what)
 {
-    u_char  text[128], *p;
+    u_char  reason[64], text[128], *p;
 
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "xmpp: sign-in of \"%V\" from %s refused: too many "
-                  "refused sign-ins from this address, %T s left",
-                  &s->user, s->audit_ip, left);
+                  "refused sign-ins %s, %T s left",
+                  &s->user, s->audit_ip, what, left);
+
+    p = ngx_snprintf(reason, sizeof(reason) - 1,
+                     "too many failed sign-ins %s", what);
+    *p = '\0';
 
     (void) ngx_xmpp_audit_signin(s, 0, "temporary-auth-failure",
-                                 "too many failed sign-ins from this "
-                                 "address");
+                                 (const char *) reason);
     ngx_xmpp_metrics_signin_throttled();
 
-    p = ngx_snprintf(text, sizeof(text), "too many failed sign-ins from "
-                     "this address; try again in %T s", left);
+    p = ngx_snprintf(text, sizeof(text), "%s; try again in %T s", reason,
+                     left);
 
     ngx_xmpp_stream_sasl_send(s, "temporary-auth-failure", text, p - text);
 
-    ngx_xmpp_session_error(s, "policy-violation",
-                           "too many failed sign-ins from this address");
+    ngx_xmpp_session_error(s, "policy-violation", (const char *) reason);
 }
 
 
@@ -637,6 +650,7 @@ ngx_xmpp_stream_sasl_send(ngx_xmpp_session_t *s, const char *condition,
 void
 ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
 {
+    ngx_uint_t         failures;
     ngx_connection_t  *c;
 
     if (s->state != NGX_XMPP_ST_AUTH_PENDING) {
@@ -660,6 +674,9 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
     switch (res->status) {
 
     case CDIR_OK:
+        /* the directory took the password: its count starts again */
+        (void) ngx_xmpp_auth_account_count(s->conf, &s->user, 0);
+
         if (ngx_xmpp_stream_directory_user(s, res) != NGX_OK) {
             s->auth_reason = "directory name is not a valid JID localpart";
             ngx_xmpp_stream_sasl_failure(s, "not-authorized");
@@ -700,6 +717,17 @@ ngx_xmpp_stream_auth_done(ngx_xmpp_session_t *s, cdir_auth_result_t *res)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "xmpp: sign-in of \"%V\" refused: %s",
                       &s->user, res->reason);
+
+        failures = ngx_xmpp_auth_account_count(s->conf, &s->user, 1);
+
+        if (failures) {
+            ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                          "xmpp: sign-ins of \"%V\" refused for %M s: %ui "
+                          "refused within %M s", &s->user,
+                          s->conf->account_lockout / 1000, failures,
+                          s->conf->account_lockout / 1000);
+        }
+
         ngx_xmpp_stream_sasl_failure(s, "not-authorized");
         return;
 
