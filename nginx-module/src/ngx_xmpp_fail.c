@@ -233,39 +233,57 @@ ngx_xmpp_auth_fail_key(ngx_str_t *addr)
 }
 
 
-time_t
-ngx_xmpp_auth_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
+/* a lockout of the XMPP table: max 0 is off */
+static time_t
+ngx_xmpp_auth_left(ngx_xmpp_conf_t *xcf, uint32_t key, ngx_msec_t window,
+    ngx_uint_t max)
 {
     ngx_shm_zone_t  *zone;
 
     zone = xcf->auth_fail_zone;
 
-    if (zone == NULL || xcf->max_address_failures == 0) {
+    if (zone == NULL || max == 0) {
         return 0;
     }
 
     return ngx_xmpp_fail_locked((ngx_slab_pool_t *) zone->shm.addr,
-                                zone->data, NGX_XMPP_AUTH_FAIL_SLOTS,
-                                ngx_xmpp_auth_fail_key(addr),
-                                xcf->address_lockout / 1000);
+                                zone->data, NGX_XMPP_AUTH_FAIL_SLOTS, key,
+                                window / 1000);
+}
+
+
+static ngx_uint_t
+ngx_xmpp_auth_count(ngx_xmpp_conf_t *xcf, uint32_t key, ngx_uint_t failed,
+    ngx_msec_t window, ngx_uint_t max)
+{
+    ngx_shm_zone_t  *zone;
+
+    zone = xcf->auth_fail_zone;
+
+    if (zone == NULL || max == 0) {
+        return 0;
+    }
+
+    return ngx_xmpp_fail_count((ngx_slab_pool_t *) zone->shm.addr,
+                               zone->data, NGX_XMPP_AUTH_FAIL_SLOTS, key,
+                               failed, window / 1000, max);
+}
+
+
+time_t
+ngx_xmpp_auth_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
+{
+    return ngx_xmpp_auth_left(xcf, ngx_xmpp_auth_fail_key(addr),
+                              xcf->address_lockout,
+                              xcf->max_address_failures);
 }
 
 
 ngx_uint_t
 ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
 {
-    ngx_shm_zone_t  *zone;
-
-    zone = xcf->auth_fail_zone;
-
-    if (zone == NULL || xcf->max_address_failures == 0) {
-        return 0;
-    }
-
-    return ngx_xmpp_fail_count((ngx_slab_pool_t *) zone->shm.addr,
-                               zone->data, NGX_XMPP_AUTH_FAIL_SLOTS,
-                               ngx_xmpp_auth_fail_key(addr), 1,
-                               xcf->address_lockout / 1000,
+    return ngx_xmpp_auth_count(xcf, ngx_xmpp_auth_fail_key(addr), 1,
+                               xcf->address_lockout,
                                xcf->max_address_failures);
 }
 
@@ -274,19 +292,10 @@ ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr)
 time_t
 ngx_xmpp_auth_account_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *user)
 {
-    ngx_shm_zone_t  *zone;
-
-    zone = xcf->auth_fail_zone;
-
-    if (zone == NULL || xcf->max_account_failures == 0) {
-        return 0;
-    }
-
-    return ngx_xmpp_fail_locked((ngx_slab_pool_t *) zone->shm.addr,
-                                zone->data, NGX_XMPP_AUTH_FAIL_SLOTS,
-                                ngx_xmpp_fail_key("u:", user->data,
-                                                  user->len),
-                                xcf->account_lockout / 1000);
+    return ngx_xmpp_auth_left(xcf,
+                              ngx_xmpp_fail_key("u:", user->data, user->len),
+                              xcf->account_lockout,
+                              xcf->max_account_failures);
 }
 
 
@@ -295,18 +304,8 @@ ngx_uint_t
 ngx_xmpp_auth_account_count(ngx_xmpp_conf_t *xcf, ngx_str_t *user,
     ngx_uint_t failed)
 {
-    ngx_shm_zone_t  *zone;
-
-    zone = xcf->auth_fail_zone;
-
-    if (zone == NULL || xcf->max_account_failures == 0) {
-        return 0;
-    }
-
-    return ngx_xmpp_fail_count((ngx_slab_pool_t *) zone->shm.addr,
-                               zone->data, NGX_XMPP_AUTH_FAIL_SLOTS,
-                               ngx_xmpp_fail_key("u:", user->data,
-                                                 user->len),
-                               failed, xcf->account_lockout / 1000,
+    return ngx_xmpp_auth_count(xcf,
+                               ngx_xmpp_fail_key("u:", user->data, user->len),
+                               failed, xcf->account_lockout,
                                xcf->max_account_failures);
 }

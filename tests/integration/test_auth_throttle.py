@@ -18,7 +18,7 @@ import time
 import pytest
 
 from appliance import env_sanitize
-from nginx import Nginx
+from nginx import assert_config
 from rawbosh import NS, from_ip
 from rawtcp import RawTCP
 from rawws import RawWS
@@ -246,12 +246,5 @@ def test_real_clients_from_a_locked_address(appliance, clients):
     ("conclave_max_address_failures 0; conclave_address_lockout 0s;", None),
 ])
 def test_configuration(tmp_path, conclave_module, conf, error):
-    n = Nginx(str(tmp_path / "t"), conclave_module, sanitize=env_sanitize(),
-              extra_http=conf)
-    n.render_conf()
-    r = n.config_test()
-    if error is None:
-        assert r.returncode == 0, r.stderr
-    else:
-        assert r.returncode != 0
-        assert error in r.stderr, r.stderr
+    assert_config(str(tmp_path / "t"), conclave_module, conf, error,
+                  sanitize=env_sanitize())

@@ -115,6 +115,21 @@ def render(template, values, tags, overridden=()):
     return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text)
 
 
+def assert_config(workdir, module_so, extra_http, error=None,
+                  sanitize=False):
+    """nginx -t on the harness's configuration with extra_http in http{}:
+    accepted when error is None, else refused with error in nginx's
+    message."""
+    n = Nginx(workdir, module_so, sanitize=sanitize, extra_http=extra_http)
+    n.render_conf()
+    r = n.config_test()
+    if error is None:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode != 0, r.stderr
+        assert error in r.stderr, r.stderr
+
+
 class Nginx:
     """nginx master + workers in their own session, prefix = workdir."""
 
