@@ -438,6 +438,7 @@ ngx_int_t ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data,
 void ngx_xmpp_parser_free(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_parser_restart(ngx_xmpp_session_t *s);
 void ngx_xmpp_parser_release(ngx_xmpp_session_t *s);
+void ngx_xmpp_parser_trim(void);
 
 /* ngx_xmpp_session.c */
 ngx_xmpp_session_t *ngx_xmpp_session_create(ngx_connection_t *c,
@@ -926,6 +927,7 @@ void ngx_xmpp_metrics_tls(ngx_uint_t record_layer);
 void ngx_xmpp_metrics_ipc(ngx_uint_t dropped);
 void ngx_xmpp_metrics_muc_refused(ngx_uint_t queue);
 void ngx_xmpp_metrics_realtime(ngx_uint_t on, ngx_uint_t demoted);
+void ngx_xmpp_metrics_parsers(ngx_uint_t cached);
 uint64_t ngx_xmpp_metrics_console_forged_total(void);
 void ngx_xmpp_metrics_sample(void);
 struct json_t *ngx_xmpp_metrics_status_json(void);

@@ -697,6 +697,7 @@ ngx_xmpp_housekeeping(ngx_event_t *ev)
 
     ngx_xmpp_audit_tick(ev->log);
     ngx_xmpp_metrics_sample();
+    ngx_xmpp_parser_trim();
 
     if (++ngx_xmpp_housekeeping_ticks % NGX_XMPP_PURGE_EVERY == 0) {
         ngx_xmpp_registry_purge_dead(ngx_xmpp_worker_conf);

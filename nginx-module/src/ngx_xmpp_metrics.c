@@ -35,12 +35,14 @@
 #define NGX_XMPP_LDAP_BUCKETS      10
 
 
+/* a line of its own: the parser count changes with every stanza */
 typedef struct {
     ngx_pid_t              pid;
     int64_t                sessions[NGX_XMPP_TR_N];
     uint64_t               realtime;        /* the event loop is SCHED_RR */
     uint64_t               rt_demotions;    /* busy: back to SCHED_OTHER */
-} ngx_xmpp_metrics_slot_t;
+    uint64_t               parsers;         /* kept for reuse */
+} __attribute__((aligned(64))) ngx_xmpp_metrics_slot_t;
 
 
 typedef struct {
@@ -69,7 +71,7 @@ typedef struct {
 
 static ngx_int_t ngx_xmpp_metrics_init_zone(ngx_shm_zone_t *zone,
     void *data);
-static u_char *ngx_xmpp_metrics_realtime_text(u_char *p, u_char *end);
+static u_char *ngx_xmpp_metrics_workers_text(u_char *p, u_char *end);
 static ngx_int_t ngx_xmpp_metrics_send(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, u_char *data, size_t len);
 
@@ -171,6 +173,7 @@ ngx_xmpp_metrics_init_worker(ngx_xmpp_conf_t *xcf)
             ngx_memzero(sl->sessions, sizeof(sl->sessions));
             __atomic_store_n(&sl->realtime, 0, __ATOMIC_RELAXED);
             __atomic_store_n(&sl->rt_demotions, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&sl->parsers, 0, __ATOMIC_RELAXED);
             ngx_xmpp_metrics_slot = sl;
             return;
         }
@@ -187,6 +190,17 @@ ngx_xmpp_metrics_exit_worker(void)
     }
 
     ngx_xmpp_metrics = NULL;
+}
+
+
+/* the parser cache changed (ngx_xmpp_parser.c) */
+void
+ngx_xmpp_metrics_parsers(ngx_uint_t cached)
+{
+    if (ngx_xmpp_metrics_slot) {
+        __atomic_store_n(&ngx_xmpp_metrics_slot->parsers, (uint64_t) cached,
+                         __ATOMIC_RELAXED);
+    }
 }
 
 
@@ -528,26 +542,35 @@ ngx_xmpp_metrics_workers(u_char *p, u_char *end)
 }
 
 
-/* conclave_realtime_priority, per live worker (0 when it is off) */
+/* per live worker: its event loop's policy, its parser cache */
 static u_char *
-ngx_xmpp_metrics_realtime_text(u_char *p, u_char *end)
+ngx_xmpp_metrics_workers_text(u_char *p, u_char *end)
 {
     ngx_pid_t                 pid;
     ngx_uint_t                i, k;
     ngx_xmpp_metrics_slot_t  *sl;
 
-    static const char  *names[2] = {
-        "conclave_worker_realtime",
-        "conclave_worker_realtime_demotions_total"
+    static const struct {
+        const char  *name;
+        const char  *type;
+        const char  *help;
+        size_t       offset;
+    } series[] = {
+        { "conclave_worker_realtime", "gauge",
+          "1 while a worker's event loop runs in SCHED_RR.",
+          offsetof(ngx_xmpp_metrics_slot_t, realtime) },
+        { "conclave_worker_realtime_demotions_total", "counter",
+          "Times a worker's event loop left SCHED_RR because it was busy.",
+          offsetof(ngx_xmpp_metrics_slot_t, rt_demotions) },
+        { "conclave_worker_parsers_cached", "gauge",
+          "XML parsers (16 KiB each) a worker keeps for reuse; those "
+          "unused for a second are freed.",
+          offsetof(ngx_xmpp_metrics_slot_t, parsers) }
     };
 
-    for (k = 0; k < 2; k++) {
-        p = ngx_xmpp_metrics_header(p, end, names[k],
-                                    k ? "counter" : "gauge",
-                                    k ? "Times a worker's event loop left "
-                                        "SCHED_RR because it was busy."
-                                      : "1 while a worker's event loop "
-                                        "runs in SCHED_RR.");
+    for (k = 0; k < sizeof(series) / sizeof(series[0]); k++) {
+        p = ngx_xmpp_metrics_header(p, end, series[k].name, series[k].type,
+                                    series[k].help);
 
         for (i = 0; i < NGX_XMPP_METRICS_SLOTS; i++) {
             sl = &ngx_xmpp_metrics->slot[i];
@@ -557,9 +580,10 @@ ngx_xmpp_metrics_realtime_text(u_char *p, u_char *end)
                 continue;
             }
 
-            p = ngx_slprintf(p, end, "%s{pid=\"%P\"} %uL\n", names[k], pid,
-                             __atomic_load_n(k ? &sl->rt_demotions
-                                               : &sl->realtime,
+            p = ngx_slprintf(p, end, "%s{pid=\"%P\"} %uL\n",
+                             series[k].name, pid,
+                             __atomic_load_n((uint64_t *) ((u_char *) sl
+                                                 + series[k].offset),
                                              __ATOMIC_RELAXED));
         }
     }
@@ -765,8 +789,11 @@ ngx_xmpp_metrics_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    /* fixed lines, plus three per worker; a full buffer only truncates */
-    size = 8192 + NGX_XMPP_METRICS_SLOTS * 256;
+    /*
+     * fixed lines, plus at most eight lines of 80 bytes per worker; a
+     * full buffer only truncates
+     */
+    size = 8192 + NGX_XMPP_METRICS_SLOTS * 8 * 80;
 
     buf = ngx_pnalloc(r->pool, size);
     if (buf == NULL) {
@@ -776,7 +803,7 @@ ngx_xmpp_metrics_handler(ngx_http_request_t *r, ngx_xmpp_conf_t *xcf)
     end = buf + size;
 
     p = ngx_xmpp_metrics_workers(buf, end);
-    p = ngx_xmpp_metrics_realtime_text(p, end);
+    p = ngx_xmpp_metrics_workers_text(p, end);
     p = ngx_xmpp_metrics_counters(p, end);
     p = ngx_xmpp_metrics_audit(p, end, xcf);
 

@@ -639,6 +639,9 @@ ngx_xmpp_parser_cleanup(void *data)
  * parser to a per-worker cache, reset, and idle sessions hold none.
  * A parser whose dictionary has grown (many distinct names) is freed
  * rather than cached, so one client cannot inflate it for everyone.
+ * The cache fills to what the busiest moment needed (a burst of
+ * sign-ins: up to 64, 1 MiB); ngx_xmpp_parser_trim() frees what then
+ * stays unused.
  */
 
 #define NGX_XMPP_PARSER_CACHE     64
@@ -646,6 +649,7 @@ ngx_xmpp_parser_cleanup(void *data)
 
 static xmlParserCtxtPtr  ngx_xmpp_parser_cache[NGX_XMPP_PARSER_CACHE];
 static ngx_uint_t        ngx_xmpp_parser_cached;
+static ngx_uint_t        ngx_xmpp_parser_low;   /* fewest since the trim */
 
 
 static ngx_int_t
@@ -656,6 +660,12 @@ ngx_xmpp_parser_acquire(ngx_xmpp_session_t *s)
     if (ngx_xmpp_parser_cached) {
         ctxt = ngx_xmpp_parser_cache[--ngx_xmpp_parser_cached];
         ctxt->userData = s;
+
+        if (ngx_xmpp_parser_cached < ngx_xmpp_parser_low) {
+            ngx_xmpp_parser_low = ngx_xmpp_parser_cached;
+        }
+
+        ngx_xmpp_metrics_parsers(ngx_xmpp_parser_cached);
 
     } else {
         ctxt = xmlCreatePushParserCtxt(&ngx_xmpp_sax, s, NULL, 0, NULL);
@@ -706,10 +716,43 @@ ngx_xmpp_parser_release(ngx_xmpp_session_t *s)
     {
         ctxt->userData = NULL;
         ngx_xmpp_parser_cache[ngx_xmpp_parser_cached++] = ctxt;
+        ngx_xmpp_metrics_parsers(ngx_xmpp_parser_cached);
         return;
     }
 
     xmlFreeParserCtxt(ctxt);
+}
+
+
+/*
+ * Called once a second (the housekeeping timer).  The cache is a stack:
+ * the bottom ngx_xmpp_parser_low entries were not taken since the last
+ * call, so this worker's load did not need them; they are freed, and
+ * the ones in use keep their place.
+ */
+void
+ngx_xmpp_parser_trim(void)
+{
+    ngx_uint_t  i, n;
+
+    n = ngx_xmpp_parser_low;
+
+    for (i = 0; i < n; i++) {
+        xmlFreeParserCtxt(ngx_xmpp_parser_cache[i]);
+    }
+
+    ngx_xmpp_parser_cached -= n;
+
+    if (n && ngx_xmpp_parser_cached) {
+        ngx_memmove(ngx_xmpp_parser_cache, ngx_xmpp_parser_cache + n,
+                    ngx_xmpp_parser_cached * sizeof(xmlParserCtxtPtr));
+    }
+
+    ngx_xmpp_parser_low = ngx_xmpp_parser_cached;
+
+    if (n) {
+        ngx_xmpp_metrics_parsers(ngx_xmpp_parser_cached);
+    }
 }
 
 
