@@ -267,6 +267,22 @@ async function loadSessions() {
     }
 }
 
+async function unlock(ev) {
+    ev.preventDefault();
+    $("unlock-error").textContent = "";
+    $("unlock-result").textContent = "";
+    const body = {};
+    body[$("unlock-kind").value] = $("unlock-name").value.trim();
+    const res = await api("unlock", { method: "POST", body: body });
+    if (res.status !== 200) { failed("unlock-error", res); return; }
+    const d = res.doc;
+    const who = d.login !== undefined ? "login " + d.login : "address " + d.address;
+    $("unlock-result").textContent = d.failures === 0
+        ? "No refused sign-ins were counted for " + who + "."
+        : "Cleared " + d.failures + " refused sign-ins of " + who
+          + (d.locked_for > 0 ? ", locked for " + d.locked_for + " s more." : ".");
+}
+
 async function loadStatus() {
     $("status-error").textContent = "";
     const res = await api("status");
@@ -465,6 +481,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     $("audit-refresh").addEventListener("click", () => loadAudit(false));
     $("audit-more").addEventListener("click", () => loadAudit(true));
     $("sessions-refresh").addEventListener("click", loadSessions);
+    $("unlock-form").addEventListener("submit", unlock);
     $("status-refresh").addEventListener("click", loadStatus);
     $("export-form").addEventListener("submit", startExport);
     $("hold-form").addEventListener("submit", createHold);

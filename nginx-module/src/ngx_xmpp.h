@@ -912,6 +912,11 @@ ngx_uint_t ngx_xmpp_auth_failed(ngx_xmpp_conf_t *xcf, ngx_str_t *addr);
 time_t ngx_xmpp_auth_account_locked(ngx_xmpp_conf_t *xcf, ngx_str_t *user);
 ngx_uint_t ngx_xmpp_auth_account_count(ngx_xmpp_conf_t *xcf,
     ngx_str_t *user, ngx_uint_t failed);
+void ngx_xmpp_fail_peek(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
+    ngx_uint_t n, uint32_t key, time_t window, ngx_uint_t clear,
+    ngx_uint_t *failures, time_t *left);
+ngx_int_t ngx_xmpp_auth_unlock(ngx_xmpp_conf_t *xcf, ngx_str_t *login,
+    ngx_str_t *addr, ngx_uint_t clear, ngx_uint_t *failures, time_t *left);
 
 /* ngx_xmpp_metrics.c: Prometheus metrics and the health check */
 struct ngx_http_request_s;

@@ -62,6 +62,8 @@ static ngx_xmpp_admin_api_t  ngx_xmpp_admin_apis[] = {
       ngx_xmpp_admin_sessions },
     { ngx_string("kick"), NGX_HTTP_POST, NGX_XMPP_ADMIN_ROLE_ADMIN,
       ngx_xmpp_admin_kick },
+    { ngx_string("unlock"), NGX_HTTP_POST, NGX_XMPP_ADMIN_ROLE_ADMIN,
+      ngx_xmpp_admin_unlock },
     { ngx_string("status"), NGX_HTTP_GET, NGX_XMPP_ADMIN_ROLE_ADMIN,
       ngx_xmpp_admin_status },
     /* exports, holds and retention: compliance officers only */

@@ -141,6 +141,7 @@ extern ngx_str_t  ngx_xmpp_admin_role_names[];
 /* ngx_xmpp_admin_ops.c: operations views for admins */
 ngx_int_t ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_kick(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_unlock(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx);
 
 /* ngx_xmpp_admin_export.c: export jobs and their downloads */

@@ -154,6 +154,161 @@ ngx_xmpp_admin_kick_local(uint64_t sid)
 }
 
 
+/*
+ * The login of a body's "login": "alice" or "alice@<our domain>", as a
+ * client may type it, in lower case as the XMPP lockout counts it.
+ */
+static ngx_int_t
+ngx_xmpp_admin_unlock_login(ngx_xmpp_admin_ctx_t *ctx, json_t *v,
+    ngx_str_t *login)
+{
+    size_t   len;
+    u_char  *at, *p;
+
+    len = json_string_length(v);
+    p = (u_char *) json_string_value(v);
+
+    if (len == 0 || len > 2 * NGX_XMPP_JID_PART_MAX + 1) {
+        return NGX_ERROR;
+    }
+
+    at = ngx_strlchr(p, p + len, '@');
+
+    if (at) {
+        if ((size_t) (p + len - at - 1) != ctx->xcf->domain.len
+            || ngx_strncasecmp(at + 1, ctx->xcf->domain.data,
+                               ctx->xcf->domain.len) != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        len = at - p;
+    }
+
+    if (!ngx_xmpp_jid_local_valid(p, len)) {
+        return NGX_ERROR;
+    }
+
+    login->data = ngx_pnalloc(ctx->request->pool, len);
+    if (login->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(login->data, p, len);
+    login->len = len;
+    ngx_xmpp_ascii_lower(login->data, len);
+
+    return NGX_OK;
+}
+
+
+/* a body's "address", written as the server writes client addresses */
+static ngx_int_t
+ngx_xmpp_admin_unlock_address(ngx_xmpp_admin_ctx_t *ctx, json_t *v,
+    ngx_str_t *text)
+{
+    ngx_addr_t  addr;
+
+    if (json_string_length(v) == 0
+        || json_string_length(v) >= NGX_SOCKADDR_STRLEN
+        || ngx_parse_addr(ctx->request->pool, &addr,
+                          (u_char *) json_string_value(v),
+                          json_string_length(v))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    text->data = ngx_pnalloc(ctx->request->pool, NGX_SOCKADDR_STRLEN);
+    if (text->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    text->len = ngx_sock_ntop(addr.sockaddr, addr.socklen, text->data,
+                              NGX_SOCKADDR_STRLEN, 0);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_xmpp_admin_unlock_body(ngx_xmpp_admin_ctx_t *ctx, json_t *body)
+{
+    time_t               left;
+    json_t              *login, *address;
+    ngx_str_t            name;
+    ngx_uint_t           failures;
+    const char          *what;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    login = body ? json_object_get(body, "login") : NULL;
+    address = body ? json_object_get(body, "address") : NULL;
+
+    /* one of the two, and nothing else */
+    if (body == NULL || json_object_size(body) != 1
+        || !(json_is_string(login) || json_is_string(address)))
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_BAD_REQUEST, "bad-request");
+    }
+
+    what = login ? "login" : "address";
+
+    if ((login ? ngx_xmpp_admin_unlock_login(ctx, login, &name)
+               : ngx_xmpp_admin_unlock_address(ctx, address, &name))
+        != NGX_OK)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_BAD_REQUEST, "bad-request");
+    }
+
+    if (ngx_xmpp_auth_unlock(ctx->xcf, login ? &name : NULL,
+                             login ? NULL : &name, 0, &failures, &left)
+        == NGX_DECLINED)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_CONFLICT, "lockouts-off");
+    }
+
+    /* recorded first: an action that cannot be recorded does not happen */
+    if (ngx_xmpp_admin_audit(ctx, "unlock", 1, NULL,
+                             json_pack("{ss#sIsI}", what, name.data,
+                                       (int) name.len, "failures",
+                                       (json_int_t) failures, "locked_for",
+                                       (json_int_t) left))
+        != NGX_OK)
+    {
+        return ngx_xmpp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "audit-unavailable");
+    }
+
+    (void) ngx_xmpp_auth_unlock(ctx->xcf, login ? &name : NULL,
+                                login ? NULL : &name, 1, &failures, &left);
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "xmpp: console: \"%s\" clears the sign-in failures of "
+                  "%s \"%V\" (%ui, locked for %T s)", ctx->sess.user, what,
+                  &name, failures, left);
+
+    return ngx_xmpp_admin_send_json(r, NGX_HTTP_OK,
+                                    json_pack("{ss#sIsI}", what, name.data,
+                                              (int) name.len, "failures",
+                                              (json_int_t) failures,
+                                              "locked_for",
+                                              (json_int_t) left));
+}
+
+
+/*
+ * POST unlock {"login"} or {"address"}: an XMPP sign-in lockout ends
+ * now, and its count starts again from zero (README "Sign-in lockout")
+ */
+ngx_int_t
+ngx_xmpp_admin_unlock(ngx_xmpp_admin_ctx_t *ctx)
+{
+    return ngx_xmpp_admin_read_json(ctx, ngx_xmpp_admin_unlock_body);
+}
+
+
 /* GET status: sessions, the audit pipeline, the database adapter */
 ngx_int_t
 ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx)

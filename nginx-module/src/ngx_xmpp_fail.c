@@ -158,6 +158,45 @@ ngx_xmpp_fail_count(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
 }
 
 
+/*
+ * What one key holds: its refusals within the window and the seconds
+ * of lockout left; clear: forget them, as a success does (the
+ * console's unlock).
+ */
+void
+ngx_xmpp_fail_peek(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
+    ngx_uint_t n, uint32_t key, time_t window, ngx_uint_t clear,
+    ngx_uint_t *failures, time_t *left)
+{
+    time_t            now;
+    ngx_xmpp_fail_t  *f;
+
+    now = ngx_time();
+    *failures = 0;
+    *left = 0;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    f = ngx_xmpp_fail_slot_locked(tab, n, key, now, window, 0);
+
+    if (f) {
+        if (now - f->first <= window || f->until > now) {
+            *failures = f->failures;
+        }
+
+        if (f->until > now) {
+            *left = f->until - now;
+        }
+
+        if (clear) {
+            f->key = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
 /* ------------------------------------------------------------------ */
 /* XMPP sign-ins: per client address */
 
@@ -308,4 +347,40 @@ ngx_xmpp_auth_account_count(ngx_xmpp_conf_t *xcf, ngx_str_t *user,
                                ngx_xmpp_fail_key("u:", user->data, user->len),
                                failed, xcf->account_lockout,
                                xcf->max_account_failures);
+}
+
+
+/*
+ * The console (POST /api/unlock): the count of a login (lower case) or
+ * of a client address (as ngx_sock_ntop() writes it), and clear: end
+ * it.  NGX_DECLINED: neither lockout is configured.
+ */
+ngx_int_t
+ngx_xmpp_auth_unlock(ngx_xmpp_conf_t *xcf, ngx_str_t *login, ngx_str_t *addr,
+    ngx_uint_t clear, ngx_uint_t *failures, time_t *left)
+{
+    uint32_t         key;
+    ngx_msec_t       window;
+    ngx_shm_zone_t  *zone;
+
+    zone = xcf->auth_fail_zone;
+
+    if (zone == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (login) {
+        key = ngx_xmpp_fail_key("u:", login->data, login->len);
+        window = xcf->account_lockout;
+
+    } else {
+        key = ngx_xmpp_auth_fail_key(addr);
+        window = xcf->address_lockout;
+    }
+
+    ngx_xmpp_fail_peek((ngx_slab_pool_t *) zone->shm.addr, zone->data,
+                       NGX_XMPP_AUTH_FAIL_SLOTS, key, window / 1000, clear,
+                       failures, left);
+
+    return NGX_OK;
 }

@@ -6,7 +6,8 @@
  *   conversation of the hit and sees the messages around it, bodies
  *   with HTML in them shown as text (no script runs);
  *   frank (admin) opens Sessions, finds alice's session --resource and
- *   kicks it; the row goes away;
+ *   kicks it; the row goes away; with --unlock ADDRESS he clears that
+ *   client address's refused XMPP sign-ins there;
  *   erin then exports alice's conversations as Actiance XML from the
  *   Exports view: the job's progress bar reaches done and the zip is
  *   downloaded into the first --out directory (console-export.zip);
@@ -16,7 +17,7 @@
  *
  *   node tests/browser/console.mjs --base http://127.0.0.1:PORT/admin/ \
  *       --out DIR [--out DIR2] --keyword WORD --resource RES \
- *       [--markup TEXT]
+ *       [--markup TEXT] [--unlock ADDRESS]
  *
  * Every request must stay on the page's origin.  Prints one JSON line
  * (the result) on stdout; exits 1 on failure, after screenshots and the
@@ -46,6 +47,7 @@ const { values: opt } = parseArgs({
         keyword: { type: 'string' },
         resource: { type: 'string' },
         markup: { type: 'string', default: '' },
+        unlock: { type: 'string', default: '' },
         domain: { type: 'string', default: 'example.com' },
         timeout: { type: 'string', default: '30000' },
     },
@@ -238,6 +240,17 @@ async function frankKicks() {
     await row.waitFor({ state: 'detached' });
     step('frank kicked it; the row is gone');
     await screenshot(u, 'frank-kicked');
+
+    if (opt.unlock) {
+        await u.page.selectOption('#unlock-kind', 'address');
+        await u.page.fill('#unlock-name', opt.unlock);
+        await u.page.click('#unlock-form button[type=submit]');
+        await u.page.waitForFunction(() =>
+            document.getElementById('unlock-result').textContent
+            || document.getElementById('unlock-error').textContent);
+        result.unlock_text = await u.page.textContent('#unlock-result');
+        step('frank cleared the address\'s refused sign-ins');
+    }
 }
 
 async function bobIsRefused() {

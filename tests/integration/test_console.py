@@ -540,7 +540,8 @@ def test_bad_utf8_is_a_400(chat, erin):
 
 ALL_CALLS = [("GET", "me"), ("GET", "search"), ("GET", "conversation"),
              ("GET", "signins"), ("GET", "audit"), ("GET", "sessions"),
-             ("GET", "status"), ("POST", "kick"), ("POST", "signout"),
+             ("GET", "status"), ("POST", "kick"), ("POST", "unlock"),
+             ("POST", "signout"),
              ("POST", "exports"), ("POST", "holds"), ("POST", "retention"),
              ("GET", "download")]
 
@@ -555,8 +556,10 @@ def test_without_a_session_every_call_is_refused(appliance):
 @pytest.mark.parametrize("who, calls", [
     ("grace", [("POST", "exports"), ("POST", "holds"),
                ("POST", "retention"), ("GET", "download"),
-               ("GET", "sessions"), ("POST", "kick"), ("GET", "status")]),
-    ("erin", [("GET", "sessions"), ("POST", "kick"), ("GET", "status")]),
+               ("GET", "sessions"), ("POST", "kick"), ("POST", "unlock"),
+               ("GET", "status")]),
+    ("erin", [("GET", "sessions"), ("POST", "kick"), ("POST", "unlock"),
+              ("GET", "status")]),
     ("frank", [("GET", "search"), ("GET", "conversation"),
                ("POST", "exports"), ("POST", "holds")]),
 ])

@@ -23,6 +23,7 @@ import zipfile
 import pytest
 
 from appliance import REPO
+from rawtcp import RawTCP
 from rawws import RawWS
 from test_console import XSS, msg, shipped, wait_admin_record
 
@@ -30,6 +31,7 @@ SCRIPT = os.path.join(REPO, "tests", "browser", "console.mjs")
 ARTIFACTS = os.path.join(REPO, "build", "browser-artifacts")
 CHROMIUM = "/usr/bin/chromium"
 KEYWORD = "nightingale7"
+UNLOCK = "127.0.6.1"
 # a checkpoint over every record: an export carries only signed records
 APPLIANCE_EXTRA_HTTP = "conclave_audit_checkpoint_records 1;"
 
@@ -42,11 +44,11 @@ def built():
                     pytrace=False)
 
 
-def run_browser(appliance, tmp_path, resource):
+def run_browser(appliance, tmp_path, resource, unlock):
     cmd = ["node", SCRIPT, "--base", appliance.nginx.base_url + "/admin/",
            "--out", str(tmp_path / "screenshots"), "--out", ARTIFACTS,
            "--keyword", KEYWORD, "--resource", resource, "--markup", XSS,
-           "--domain", appliance.domain]
+           "--domain", appliance.domain, "--unlock", unlock]
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
@@ -87,7 +89,16 @@ def test_erin_finds_frank_kicks_bob_is_refused(appliance, tmp_path):
     victim = RawWS(port)
     victim.login("alice", resource="browser-kick")
 
-    result = run_browser(appliance, tmp_path, "browser-kick")
+    # the refused XMPP sign-ins frank will clear (an address counts them)
+    for i in range(2):
+        c = RawTCP(appliance.nginx.xmpp_port, source=UNLOCK)
+        if "starttls" in c.open():
+            c.starttls()
+            c.open()
+        assert "<not-authorized/>" in c.auth("carol", "wrong-%d" % i)
+        c.close()
+
+    result = run_browser(appliance, tmp_path, "browser-kick", UNLOCK)
 
     # erin: the hit, then the conversation around it, bodies as text
     assert "compliance" in result["erin_roles"]
@@ -128,6 +139,8 @@ def test_erin_finds_frank_kicks_bob_is_refused(appliance, tmp_path):
     assert row[:4] == ["alice@example.com", "browser-kick", "127.0.0.1",
                        "websocket"]
     assert victim.stream_error(10) == "policy-violation"
+    assert result["unlock_text"] == \
+        "Cleared 2 refused sign-ins of address %s." % UNLOCK
 
     # bob: refused, nothing shown
     assert result["bob_tabs_hidden"] is True
