@@ -256,16 +256,27 @@ ngx_xmpp_auth_zone_init(ngx_shm_zone_t *zone, void *data)
 }
 
 
-/* the key of a client address: an IPv6 one by its /64 */
+/*
+ * The key of a client address: an IPv6 one by its /64, and an IPv4
+ * client of a dual-stack listener (::ffff:192.0.2.7) by its IPv4
+ * address, or every IPv4 client would share the /64 ::ffff:0:0.
+ */
 static uint32_t
 ngx_xmpp_auth_fail_key(ngx_str_t *addr)
 {
-    u_char  a6[16];
+    size_t  len;
+    u_char  a6[16], text[NGX_INET_ADDRSTRLEN];
 
     if (ngx_strlchr(addr->data, addr->data + addr->len, ':') != NULL
         && ngx_inet6_addr(addr->data, addr->len, a6) == NGX_OK)
     {
-        return ngx_xmpp_fail_key("6:", a6, 8);
+        if (!IN6_IS_ADDR_V4MAPPED((struct in6_addr *) a6)) {
+            return ngx_xmpp_fail_key("6:", a6, 8);
+        }
+
+        len = ngx_inet_ntop(AF_INET, a6 + 12, text, NGX_INET_ADDRSTRLEN);
+
+        return ngx_xmpp_fail_key("i:", text, len);
     }
 
     return ngx_xmpp_fail_key("i:", addr->data, addr->len);
