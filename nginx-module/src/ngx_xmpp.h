@@ -438,7 +438,7 @@ ngx_int_t ngx_xmpp_parser_feed(ngx_xmpp_session_t *s, u_char *data,
 void ngx_xmpp_parser_free(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_parser_restart(ngx_xmpp_session_t *s);
 void ngx_xmpp_parser_release(ngx_xmpp_session_t *s);
-void ngx_xmpp_parser_trim(void);
+ngx_uint_t ngx_xmpp_parser_trim(void);
 
 /* ngx_xmpp_session.c */
 ngx_xmpp_session_t *ngx_xmpp_session_create(ngx_connection_t *c,

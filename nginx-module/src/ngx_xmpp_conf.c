@@ -8,12 +8,18 @@
 
 #include "ngx_xmpp.h"
 
+#if (NGX_LINUX && defined __GLIBC__)
+#include <malloc.h>
+#endif
+
 
 #define NGX_XMPP_HOUSEKEEPING   1000
 #define NGX_XMPP_PURGE_EVERY    30
+#define NGX_XMPP_TRIM_PARSERS   8       /* 128 KiB of parsers freed */
 
 
 static void ngx_xmpp_housekeeping(ngx_event_t *ev);
+static void ngx_xmpp_return_memory(void);
 
 
 static ngx_event_t       ngx_xmpp_housekeeping_ev;
@@ -680,6 +686,30 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
 
 /*
+ * After a burst (a wave of sign-ins: their parsers, write buffers and
+ * database requests, the thread pool's LDAP replies) what was freed
+ * stays in malloc's free lists and arenas, and the worker's RSS stays
+ * at the burst's height: glibc gives back only the top of a heap.  When
+ * the parser cache has just shed what a burst left, the burst is over,
+ * and malloc_trim() returns the free pages of every arena (the event
+ * loop's and its threads') to the kernel.  It walks the free lists, no
+ * I/O: 70-430 us after 1,000 sign-ins (docs/benchmarks.md, session 22),
+ * once per burst.
+ */
+static void
+ngx_xmpp_return_memory(void)
+{
+    if (ngx_xmpp_parser_trim() < NGX_XMPP_TRIM_PARSERS) {
+        return;
+    }
+
+#if (NGX_LINUX && defined __GLIBC__)
+    (void) malloc_trim(0);
+#endif
+}
+
+
+/*
  * nginx has no hook for the start of a graceful shutdown; the timer
  * notices ngx_exiting, and sessions then end with <system-shutdown/>
  * instead of being cut when the worker exits.  The timer is
@@ -697,7 +727,7 @@ ngx_xmpp_housekeeping(ngx_event_t *ev)
 
     ngx_xmpp_audit_tick(ev->log);
     ngx_xmpp_metrics_sample();
-    ngx_xmpp_parser_trim();
+    ngx_xmpp_return_memory();
 
     if (++ngx_xmpp_housekeeping_ticks % NGX_XMPP_PURGE_EVERY == 0) {
         ngx_xmpp_registry_purge_dead(ngx_xmpp_worker_conf);

@@ -728,9 +728,9 @@ ngx_xmpp_parser_release(ngx_xmpp_session_t *s)
  * Called once a second (the housekeeping timer).  The cache is a stack:
  * the bottom ngx_xmpp_parser_low entries were not taken since the last
  * call, so this worker's load did not need them; they are freed, and
- * the ones in use keep their place.
+ * the ones in use keep their place.  Returns how many were freed.
  */
-void
+ngx_uint_t
 ngx_xmpp_parser_trim(void)
 {
     ngx_uint_t  i, n;
@@ -753,6 +753,8 @@ ngx_xmpp_parser_trim(void)
     if (n) {
         ngx_xmpp_metrics_parsers(ngx_xmpp_parser_cached);
     }
+
+    return n;
 }
 
 
