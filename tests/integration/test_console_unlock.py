@@ -9,15 +9,14 @@ their own loopback addresses (127.0.N.M).  The unlock is recorded in
 the audit chain before it happens, with what it cleared.
 """
 
-import json
 import os
 import re
-import time
 
 import pytest
 
 from console import Console
 from rawtcp import RawTCP
+from test_console import wait_admin_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYFILE = os.path.join(os.path.dirname(HERE), "lib", "console-test.key")
@@ -53,24 +52,6 @@ def throttled(app, source, user):
     return m and m.group(1)
 
 
-def unlock_records(app):
-    rows = app.mariadb.query(
-        "SELECT status, actor_user, payload FROM audit_record WHERE "
-        "event = 'admin' AND peer = 'unlock' ORDER BY ts_utc_us",
-        database=app.mariadb.database)
-    return [(r[0], r[1], json.loads(r[2])) for r in rows]
-
-
-def wait_unlock_record(app, pred, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for rec in unlock_records(app):
-            if pred(rec):
-                return rec
-        time.sleep(0.2)
-    pytest.fail("no such unlock record in %r" % unlock_records(app))
-
-
 @pytest.fixture(scope="module")
 def users(appliance):
     return appliance.ldap.add_users("unl", 3)
@@ -100,8 +81,9 @@ def test_an_admin_ends_an_account_lockout(appliance, users, frank):
     r = auth(appliance, "127.0.3.5", user, user + "-pw")
     assert "<success" in r, r
 
-    rec = wait_unlock_record(appliance,
-                             lambda r: r[2]["params"].get("login") == user)
+    rec = wait_admin_record(appliance, lambda r: r[2]["object"]["id"]
+                            == "unlock" and r[2]["params"].get("login")
+                            == user)
     assert rec[0] == "success" and rec[1] == "frank@example.com"
     assert rec[2]["params"] == {"login": user, "failures": 3,
                                 "locked_for": doc["locked_for"]}
@@ -126,8 +108,8 @@ def test_an_admin_ends_an_address_lockout(appliance, users, frank):
 
     r = auth(appliance, source, users[1], users[1] + "-pw")
     assert "<success" in r, r
-    wait_unlock_record(appliance, lambda r: r[2]["params"].get("address")
-                       == "::ffff:" + source)
+    wait_admin_record(appliance, lambda r: r[2]["object"]["id"] == "unlock"
+                      and r[2]["params"].get("address") == "::ffff:" + source)
     assert frank.post("unlock", {"address": source}) == (
         200, {"address": source, "failures": 0, "locked_for": 0})
 
