@@ -142,6 +142,8 @@ extern ngx_str_t  ngx_xmpp_admin_role_names[];
 ngx_int_t ngx_xmpp_admin_sessions(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_kick(ngx_xmpp_admin_ctx_t *ctx);
 ngx_int_t ngx_xmpp_admin_unlock(ngx_xmpp_admin_ctx_t *ctx);
+ngx_int_t ngx_xmpp_admin_local_part(ngx_xmpp_conf_t *xcf, u_char *in,
+    size_t *len);
 ngx_int_t ngx_xmpp_admin_status(ngx_xmpp_admin_ctx_t *ctx);
 
 /* ngx_xmpp_admin_export.c: export jobs and their downloads */

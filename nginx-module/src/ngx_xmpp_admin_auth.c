@@ -442,28 +442,43 @@ ngx_xmpp_admin_signin(ngx_xmpp_admin_ctx_t *ctx)
 }
 
 
-/* "erin" or "erin@<domain>" -> "erin", lower case, a strict alphabet */
-static ngx_int_t
-ngx_xmpp_admin_login(ngx_xmpp_conf_t *xcf, const char *in, size_t len,
-    u_char *out, size_t *out_len)
+/*
+ * "erin" or "erin@<domain>": the length of "erin"; NGX_ERROR for
+ * another domain
+ */
+ngx_int_t
+ngx_xmpp_admin_local_part(ngx_xmpp_conf_t *xcf, u_char *in, size_t *len)
 {
-    u_char   c, *at;
-    size_t   i;
+    u_char  *at;
 
-    at = ngx_strlchr((u_char *) in, (u_char *) in + len, '@');
+    at = ngx_strlchr(in, in + *len, '@');
 
     if (at) {
-        if ((size_t) ((u_char *) in + len - at - 1) != xcf->domain.len
+        if ((size_t) (in + *len - at - 1) != xcf->domain.len
             || ngx_strncasecmp(at + 1, xcf->domain.data, xcf->domain.len)
                != 0)
         {
             return NGX_ERROR;
         }
 
-        len = at - (u_char *) in;
+        *len = at - in;
     }
 
-    if (len == 0 || len > NGX_XMPP_ADMIN_USER_MAX) {
+    return NGX_OK;
+}
+
+
+/* "erin" or "erin@<domain>" -> "erin", lower case, a strict alphabet */
+static ngx_int_t
+ngx_xmpp_admin_login(ngx_xmpp_conf_t *xcf, const char *in, size_t len,
+    u_char *out, size_t *out_len)
+{
+    u_char   c;
+    size_t   i;
+
+    if (ngx_xmpp_admin_local_part(xcf, (u_char *) in, &len) != NGX_OK
+        || len == 0 || len > NGX_XMPP_ADMIN_USER_MAX)
+    {
         return NGX_ERROR;
     }
 

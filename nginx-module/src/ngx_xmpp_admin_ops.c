@@ -163,29 +163,15 @@ ngx_xmpp_admin_unlock_login(ngx_xmpp_admin_ctx_t *ctx, json_t *v,
     ngx_str_t *login)
 {
     size_t   len;
-    u_char  *at, *p;
+    u_char  *p;
 
     len = json_string_length(v);
     p = (u_char *) json_string_value(v);
 
-    if (len == 0 || len > 2 * NGX_XMPP_JID_PART_MAX + 1) {
-        return NGX_ERROR;
-    }
-
-    at = ngx_strlchr(p, p + len, '@');
-
-    if (at) {
-        if ((size_t) (p + len - at - 1) != ctx->xcf->domain.len
-            || ngx_strncasecmp(at + 1, ctx->xcf->domain.data,
-                               ctx->xcf->domain.len) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        len = at - p;
-    }
-
-    if (!ngx_xmpp_jid_local_valid(p, len)) {
+    if (len > 2 * NGX_XMPP_JID_PART_MAX + 1
+        || ngx_xmpp_admin_local_part(ctx->xcf, p, &len) != NGX_OK
+        || !ngx_xmpp_jid_local_valid(p, len))
+    {
         return NGX_ERROR;
     }
 

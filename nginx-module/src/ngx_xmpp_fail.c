@@ -99,24 +99,15 @@ ngx_xmpp_fail_slot_locked(ngx_xmpp_fail_t *tab, ngx_uint_t n, uint32_t key,
 }
 
 
+/* the seconds of lockout left for key, 0 if none */
 time_t
 ngx_xmpp_fail_locked(ngx_slab_pool_t *shpool, ngx_xmpp_fail_t *tab,
     ngx_uint_t n, uint32_t key, time_t window)
 {
-    time_t            now, left;
-    ngx_xmpp_fail_t  *f;
+    time_t      left;
+    ngx_uint_t  failures;
 
-    now = ngx_time();
-    left = 0;
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    f = ngx_xmpp_fail_slot_locked(tab, n, key, now, window, 0);
-    if (f && f->until > now) {
-        left = f->until - now;
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_xmpp_fail_peek(shpool, tab, n, key, window, 0, &failures, &left);
 
     return left;
 }
