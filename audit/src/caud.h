@@ -591,6 +591,8 @@ typedef struct {
     uint64_t  batches;        /* transactions committed */
     uint64_t  failed;         /* batches that failed (and were retried) */
     uint64_t  checkpoints;    /* checkpoint notes stored */
+    uint64_t  buffer_bytes;   /* the batch's arrays and bytes, now */
+    uint64_t  buffer_peak;    /* ... at their largest */
 } caud_ship_stats_t;
 
 /*
@@ -631,6 +633,15 @@ int64_t caud_shipper_ship(caud_shipper_t *sh, uint32_t writer_id,
  * stop never waits for a backlog.  NULL (the default): never.
  */
 void caud_shipper_set_cancel(caud_shipper_t *sh, const int *flag);
+
+/*
+ * Gives back what a backlog's batches took beyond the shipper's resting
+ * size (the rows' arrays and the batch's bytes, up to `batch` rows and
+ * 8 MB); the next backlog takes them again.  Call it when a call found
+ * nothing to ship.  Returns about how many bytes were freed (0: it was
+ * at rest): free() keeps them in malloc's arena until malloc_trim().
+ */
+size_t caud_shipper_shrink(caud_shipper_t *sh);
 
 /* shipped_seq of writer_id as of the last successful call, or 0 */
 uint64_t caud_shipper_shipped_seq(caud_shipper_t *sh, uint32_t writer_id);

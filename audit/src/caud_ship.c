@@ -51,6 +51,12 @@
 #define CAUD_SHIP_READERS_MAX  4        /* open readers kept, LRU */
 #define CAUD_SHIP_BYTES_MAX    (8 * 1024 * 1024)
 #define CAUD_SHIP_BYTES_MIN    (64 * 1024)
+#define CAUD_SHIP_ROWS0        64       /* the arrays' rows at rest */
+#define CAUD_SHIP_ARENA0       (64 * 1024)
+#define CAUD_SHIP_ROW_SIZE                                                \
+    (sizeof(caud_columns_t) + sizeof(size_t) + sizeof(uint32_t)            \
+     + 2 * sizeof(uint64_t) + 2 * CAUD_HASH_LEN                            \
+     + (CAUD_P_N - 3) * (sizeof(char *) + sizeof(unsigned long) + 1))
 
 /* the parameters of the INSERT, in its order */
 enum {
@@ -97,6 +103,7 @@ struct caud_shipper_s {
 
     /* the batch: rows n, their bytes in arena, column-wise arrays */
     size_t               n;
+    size_t               cap;         /* rows the arrays hold */
     size_t               bytes;
     caud_buf_t           arena;
     caud_columns_t      *cols;
@@ -115,6 +122,9 @@ struct caud_shipper_s {
 
     const int           *cancel;      /* non-zero: stop between batches */
 };
+
+
+static void caud_ship_bind(caud_shipper_t *sh);
 
 
 static const char  caud_ship_insert_sql[] =
@@ -161,42 +171,108 @@ caud_strdup0(const char *s)
 }
 
 
+/*
+ * The batch's arrays hold sh->cap rows: CAUD_SHIP_ROWS0 at rest, and
+ * up to sh->batch while a backlog lasts (caud_ship_fill() grows them).
+ * Sized for the batch from the start, 1,000 rows took about 0.5 MB per
+ * shipper, touched by the first burst and kept for good.
+ */
 static int
-caud_ship_alloc(caud_shipper_t *sh)
+caud_ship_rows(caud_shipper_t *sh, size_t rows)
 {
-    int      i;
-    size_t   n;
+    int    i, rc;
+    void  *p;
 
-    n = sh->batch;
+    rc = 0;
 
-    sh->cols = calloc(n, sizeof(caud_columns_t));
-    sh->pay_off = calloc(n, sizeof(size_t));
-    sh->wid = calloc(n, sizeof(uint32_t));
-    sh->seq = calloc(n, sizeof(uint64_t));
-    sh->ts = calloc(n, sizeof(int64_t));
-    sh->hashes = calloc(n, 2 * CAUD_HASH_LEN);
-
-    if (sh->cols == NULL || sh->pay_off == NULL || sh->wid == NULL
-        || sh->seq == NULL || sh->ts == NULL || sh->hashes == NULL)
-    {
-        return -1;
+    /* an array that failed keeps its block: it holds the old rows */
+#define caud_ship_resize(a, size)                                           \
+    p = realloc(a, rows * (size));                                          \
+    if (p == NULL) {                                                        \
+        rc = -1;                                                            \
+    } else {                                                                \
+        a = p;                                                              \
     }
+
+    caud_ship_resize(sh->cols, sizeof(caud_columns_t));
+    caud_ship_resize(sh->pay_off, sizeof(size_t));
+    caud_ship_resize(sh->wid, sizeof(uint32_t));
+    caud_ship_resize(sh->seq, sizeof(uint64_t));
+    caud_ship_resize(sh->ts, sizeof(int64_t));
+    caud_ship_resize(sh->hashes, 2 * CAUD_HASH_LEN);
 
     for (i = 0; i < CAUD_P_N; i++) {
         if (i == CAUD_P_WRITER || i == CAUD_P_SEQ || i == CAUD_P_TS) {
             continue;
         }
 
-        sh->ptr[i] = calloc(n, sizeof(char *));
-        sh->len[i] = calloc(n, sizeof(unsigned long));
-        sh->ind[i] = calloc(n, 1);
-
-        if (sh->ptr[i] == NULL || sh->len[i] == NULL || sh->ind[i] == NULL) {
-            return -1;
-        }
+        caud_ship_resize(sh->ptr[i], sizeof(char *));
+        caud_ship_resize(sh->len[i], sizeof(unsigned long));
+        caud_ship_resize(sh->ind[i], 1);
     }
 
-    return 0;
+#undef caud_ship_resize
+
+    if (rc == 0 || rows < sh->cap) {
+        sh->cap = rows;
+    }
+
+    /* the INSERT's parameters point at the arrays */
+    caud_ship_bind(sh);
+
+    return rc;
+}
+
+
+/* room for row sh->n: doubles the arrays, up to the batch */
+static int
+caud_ship_grow(caud_shipper_t *sh)
+{
+    size_t  rows;
+
+    rows = sh->cap * 2;
+    if (rows > sh->batch) {
+        rows = sh->batch;
+    }
+
+    return caud_ship_rows(sh, rows);
+}
+
+
+/* what the batch's buffers hold, now and at their largest */
+static void
+caud_ship_held(caud_shipper_t *sh)
+{
+    sh->stats.buffer_bytes = sh->cap * CAUD_SHIP_ROW_SIZE + sh->arena.cap;
+
+    if (sh->stats.buffer_bytes > sh->stats.buffer_peak) {
+        sh->stats.buffer_peak = sh->stats.buffer_bytes;
+    }
+}
+
+
+size_t
+caud_shipper_shrink(caud_shipper_t *sh)
+{
+    size_t  freed, rows;
+
+    caud_ship_held(sh);
+    freed = 0;
+    rows = sh->batch < CAUD_SHIP_ROWS0 ? sh->batch : CAUD_SHIP_ROWS0;
+
+    if (sh->cap > rows) {
+        freed = (sh->cap - rows) * CAUD_SHIP_ROW_SIZE;
+        (void) caud_ship_rows(sh, rows);
+    }
+
+    if (sh->arena.cap > CAUD_SHIP_ARENA0) {
+        freed += sh->arena.cap;
+        caud_buf_free(&sh->arena);
+    }
+
+    caud_ship_held(sh);
+
+    return freed;
 }
 
 
@@ -237,7 +313,8 @@ caud_shipper_new(const caud_db_opts_t *db, const char *dir, const char *node,
         || (db->password && sh->db.password == NULL)
         || (db->database && sh->db.database == NULL)
         || sh->dir == NULL || sh->node == NULL
-        || caud_ship_alloc(sh) != 0)
+        || caud_ship_rows(sh, sh->batch < CAUD_SHIP_ROWS0
+                              ? sh->batch : CAUD_SHIP_ROWS0) != 0)
     {
         goto nomem;
     }
@@ -327,6 +404,7 @@ caud_shipper_free(caud_shipper_t *sh)
 void
 caud_shipper_stats(caud_shipper_t *sh, caud_ship_stats_t *st)
 {
+    caud_ship_held(sh);
     *st = sh->stats;
 }
 
@@ -659,7 +737,9 @@ caud_ship_reader(caud_shipper_t *sh, caud_ship_writer_t *w)
 /*
  * Reads up to limit records into the batch; the first must link to
  * expect (MariaDB's head_hash, or the batch in flight's last entry).
- * Returns how many, or -1.
+ * The arrays and the bytes may move meanwhile: the batch in flight is
+ * already in Connector/C's request (caud_ship_send()).  Returns how
+ * many, or -1.
  */
 static int
 caud_ship_fill(caud_shipper_t *sh, caud_ship_writer_t *w, size_t limit,
@@ -675,6 +755,10 @@ caud_ship_fill(caud_shipper_t *sh, caud_ship_writer_t *w, size_t limit,
     sh->arena.len = 0;
 
     while (sh->n < limit && sh->bytes < sh->bytes_max) {
+        if (sh->n == sh->cap && caud_ship_grow(sh) != 0) {
+            goto nomem;
+        }
+
         rc = caud_reader_next(w->reader, &f);
         if (rc < 0) {
             caud_ship_errf(sh->err, sizeof(sh->err), "%s",

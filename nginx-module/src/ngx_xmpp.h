@@ -891,6 +891,7 @@ ngx_int_t ngx_xmpp_audit_session_init(ngx_xmpp_session_t *s);
 ngx_int_t ngx_xmpp_audit_session_bound(ngx_xmpp_session_t *s);
 struct json_t *ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf);
 ngx_int_t ngx_xmpp_audit_writable(void);
+ngx_uint_t ngx_xmpp_audit_released(void);
 
 /* ngx_xmpp_fail.c: failed sign-ins in shared memory */
 typedef struct {

@@ -784,6 +784,19 @@ ngx_xmpp_audit_writable(void)
 }
 
 
+/* the shipper freed a backlog's buffers since the last call */
+ngx_uint_t
+ngx_xmpp_audit_released(void)
+{
+    if (ngx_xmpp_audit_worker == NULL) {
+        return 0;
+    }
+
+    return __atomic_exchange_n(&ngx_xmpp_audit_worker->ship_released, 0,
+                               __ATOMIC_ACQUIRE) != 0;
+}
+
+
 /* the "audit" member of conclave_status */
 json_t *
 ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf)
@@ -843,6 +856,10 @@ ngx_xmpp_audit_json(ngx_xmpp_conf_t *xcf)
         json_object_set_new(item, "checkpoints",
                             json_integer(sl->checkpoints));
         json_object_set_new(item, "mariadb_ok", json_boolean(sl->db_ok));
+        json_object_set_new(item, "ship_buffer_bytes",
+                            json_integer(sl->ship_buffer_bytes));
+        json_object_set_new(item, "ship_buffer_peak_bytes",
+                            json_integer(sl->ship_buffer_peak));
         json_object_set_new(item, "latency_us",
                             ngx_xmpp_audit_lat_json(sl));
 

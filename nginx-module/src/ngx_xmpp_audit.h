@@ -75,6 +75,8 @@ typedef struct {
     uint64_t               checkpoints;
     uint64_t               adopted;
     uint64_t               db_ok;
+    uint64_t               ship_buffer_bytes;
+    uint64_t               ship_buffer_peak;
     ngx_xmpp_audit_hist_t  lat[NGX_XMPP_AUDIT_LAT_N];
 } ngx_xmpp_audit_slot_t;
 
@@ -133,6 +135,8 @@ typedef struct {
     pthread_cond_t         ship_cond;
     ngx_uint_t             stop;
     int                    ship_cancel;  /* atomic: the worker exits */
+    int                    ship_released; /* atomic: a backlog's buffers
+                                             were freed */
     ngx_uint_t             sync_wanted;
     uint64_t               cp_seq;       /* checkpoint wanted at this seq */
     uint64_t               sync_t_us;    /* a round first asked for */

@@ -189,6 +189,10 @@ ngx_xmpp_audit_ship_stats(ngx_xmpp_audit_t *a, caud_shipper_t *sh,
     __atomic_store_n(&a->slot->shipped, st.shipped, __ATOMIC_RELAXED);
     __atomic_store_n(&a->slot->failed, st.failed, __ATOMIC_RELAXED);
     __atomic_store_n(&a->slot->db_ok, (uint64_t) ok, __ATOMIC_RELAXED);
+    __atomic_store_n(&a->slot->ship_buffer_bytes, st.buffer_bytes,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&a->slot->ship_buffer_peak, st.buffer_peak,
+                     __ATOMIC_RELAXED);
 
     if (ok) {
         __atomic_store_n(&a->slot->shipped_seq, shipped, __ATOMIC_RELAXED);
@@ -307,6 +311,13 @@ ngx_xmpp_audit_ship_thread(void *data)
             failing = !ok;
             ngx_xmpp_audit_ship_stats(a, sh, caud_shipper_shipped_seq(sh, id),
                                       ok);
+
+            /* a backlog is over: its batches' buffers go back to malloc */
+            if (got == 0 && caud_shipper_shrink(sh) > 0) {
+                __atomic_store_n(&a->ship_released, 1, __ATOMIC_RELEASE);
+                ngx_xmpp_audit_ship_stats(a, sh,
+                                          caud_shipper_shipped_seq(sh, id), ok);
+            }
 
             shipped = caud_shipper_shipped_seq(sh, id);
 

@@ -687,19 +687,25 @@ ngx_xmpp_exit_worker(ngx_cycle_t *cycle, ngx_xmpp_conf_t *xcf)
 
 /*
  * After a burst (a wave of sign-ins: their parsers, write buffers and
- * database requests, the thread pool's LDAP replies) what was freed
- * stays in malloc's free lists and arenas, and the worker's RSS stays
- * at the burst's height: glibc gives back only the top of a heap.  When
- * the parser cache has just shed what a burst left, the burst is over,
- * and malloc_trim() returns the free pages of every arena (the event
+ * database requests, the thread pool's LDAP replies; the shipper's
+ * batches) what was freed stays in malloc's free lists and arenas, and
+ * the worker's RSS stays at the burst's height: glibc gives back only
+ * the top of a heap.  When the parser cache has just shed what a burst
+ * left, or the shipper the buffers of a backlog, the burst is over, and
+ * malloc_trim() returns the free pages of every arena (the event
  * loop's and its threads') to the kernel.  It walks the free lists, no
  * I/O: 70-430 us after 1,000 sign-ins (docs/benchmarks.md, session 22),
- * once per burst.
+ * once or twice per burst.
  */
 static void
 ngx_xmpp_return_memory(void)
 {
-    if (ngx_xmpp_parser_trim() < NGX_XMPP_TRIM_PARSERS) {
+    ngx_uint_t  parsers, shipper;
+
+    parsers = ngx_xmpp_parser_trim();
+    shipper = ngx_xmpp_audit_released();
+
+    if (parsers < NGX_XMPP_TRIM_PARSERS && !shipper) {
         return;
     }
 

@@ -699,14 +699,15 @@ ngx_xmpp_metrics_audit(u_char *p, u_char *end, ngx_xmpp_conf_t *xcf)
     double       lag, v;
     json_t      *list, *item;
     size_t       i;
-    uint64_t     sum[6];
+    uint64_t     sum[7];
     ngx_uint_t   k, db_up;
 
-    static const char  *keys[6] = {
+    static const char  *keys[7] = {
         "backlog_records", "backlog_bytes", "records_shipped",
-        "batches_failed", "messages_refused", "checkpoints"
+        "batches_failed", "messages_refused", "checkpoints",
+        "ship_buffer_bytes"
     };
-    static const char  *names[6][3] = {
+    static const char  *names[7][3] = {
         { "conclave_audit_backlog_records", "gauge",
           "Audit records not yet in MariaDB." },
         { "conclave_audit_backlog_bytes", "gauge",
@@ -718,7 +719,9 @@ ngx_xmpp_metrics_audit(u_char *p, u_char *end, ngx_xmpp_conf_t *xcf)
         { "conclave_audit_messages_refused_total", "counter",
           "Messages refused because their record could not be written." },
         { "conclave_audit_checkpoints_total", "counter",
-          "Signed checkpoints written by the live workers." }
+          "Signed checkpoints written by the live workers." },
+        { "conclave_audit_ship_buffer_bytes", "gauge",
+          "Memory the shippers' batches hold (64 rows at rest)." }
     };
 
     list = ngx_xmpp_audit_json(xcf);
@@ -731,7 +734,7 @@ ngx_xmpp_metrics_audit(u_char *p, u_char *end, ngx_xmpp_conf_t *xcf)
     db_up = 1;
 
     json_array_foreach(list, i, item) {
-        for (k = 0; k < 6; k++) {
+        for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
             sum[k] += json_integer_value(json_object_get(item, keys[k]));
         }
 
@@ -750,7 +753,7 @@ ngx_xmpp_metrics_audit(u_char *p, u_char *end, ngx_xmpp_conf_t *xcf)
 
     json_decref(list);
 
-    for (k = 0; k < 6; k++) {
+    for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
         p = ngx_xmpp_metrics_header(p, end, names[k][0], names[k][1],
                                     names[k][2]);
         p = ngx_slprintf(p, end, "%s %uL\n", names[k][0], sum[k]);
