@@ -22,7 +22,14 @@
 
 
 #define CAUD_FRAME_MIN_HDR  24          /* up to and with the header CRC */
-#define CAUD_READ_BUF       (1024 * 1024)
+/*
+ * What a reader reads at a time; it grows for a longer frame.  A
+ * shipper tails its journal with one reader for the worker's life, and
+ * with 1 MiB a backlog (MariaDB down, a saturated minute) left the
+ * whole buffer touched for good; at 64 KiB a pread() still carries
+ * about 90 records of 700 bytes.
+ */
+#define CAUD_READ_BUF       (64 * 1024)
 #define CAUD_NAME_LEN       64
 
 
