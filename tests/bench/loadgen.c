@@ -524,7 +524,7 @@ lg_tick(uint64_t now)
 
     case LG_PH_WARM_CLOSE:
         if (lg.live == 0) {
-            lg_phase(LG_PH_SETTLE0, 1.0);
+            lg_phase(LG_PH_SETTLE0, lg.settle >= 0 ? lg.settle : 1.0);
         }
         break;
 
@@ -577,7 +577,8 @@ lg_tick(uint64_t now)
                    (unsigned long long) (lg.failed + lg.kids_failed),
                    (now - lg.ramp_t0) / 1e9);
             fflush(stdout);
-            lg_phase(LG_PH_SETTLE, lg.scenario == LG_SC_IDLE ? 2.0 : 0.5);
+            lg_phase(LG_PH_SETTLE, lg.scenario != LG_SC_IDLE ? 0.5
+                                   : lg.settle >= 0 ? lg.settle : 2.0);
         }
         break;
 
@@ -866,6 +867,9 @@ lg_usage(void)
 "                          muc-fanout\n"
 "  --sessions N      sessions online (idle K, chat senders)   [100]\n"
 "  --hold S          idle: seconds to hold the sessions        [5]\n"
+"  --settle S        idle: seconds the server settles before each\n"
+"                    memory sample (after the warm-up's close,\n"
+"                    after the ramp)                           [1, 2]\n"
 "  --window W        chat-saturation: messages in flight each  [4]\n"
 "  --rate R          chat-fixed-rate: messages per second      [1000]\n"
 "  --concurrency C   login: sign-ins in flight                 [20]\n"
@@ -919,12 +923,14 @@ lg_options(int argc, char **argv)
         { "label", 1, NULL, 'l' },       { "proto", 1, NULL, 'X' },
         { "room", 1, NULL, 'M' },        { "senders", 1, NULL, 'N' },
         { "procs", 1, NULL, 'k' },       { "help", 0, NULL, 'h' },
+        { "settle", 1, NULL, 'e' },
         { NULL, 0, NULL, 0 }
     };
 
     url = users = NULL;
     lg.sessions = 100;
     lg.hold = 5;
+    lg.settle = -1;
     lg.window = 4;
     lg.rate = 1000;
     lg.late_ns = 1000000;
@@ -952,6 +958,7 @@ lg_options(int argc, char **argv)
         case 's': lg.scenario_name = optarg; break;
         case 'n': lg.sessions = atoi(optarg); break;
         case 'H': lg.hold = atof(optarg); break;
+        case 'e': lg.settle = atof(optarg); break;
         case 'w': lg.window = atoi(optarg); break;
         case 'r': lg.rate = atof(optarg); break;
         case 'c': lg.concurrency = atoi(optarg); break;

@@ -193,6 +193,7 @@ typedef struct {
     double             duration;
     double             warmup;
     double             hold;
+    double             settle;        /* idle: < 0 for 1 s and 2 s */
     int                ramp;
     int                nsrc;
     int                cpu;

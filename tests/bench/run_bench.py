@@ -423,6 +423,8 @@ def loadgen_cmd(args, target, scenario, size, csv_path, label):
     if scenario == "idle":
         cmd += ["--sessions", str(size), "--hold", str(args.hold),
                 "--ramp", str(args.ramp)]
+        if args.settle is not None:
+            cmd += ["--settle", str(args.settle)]
         # one generator process holds at most the hard RLIMIT_NOFILE
         procs = -(-size // (fd_hard_limit() - 2048))
         if procs > 1:
@@ -900,6 +902,10 @@ def parse_args(argv):
     p.add_argument("--hold", type=float, default=5)
     p.add_argument("--ramp", type=int, default=200,
                    help="sign-ins in flight while opening idle sessions")
+    p.add_argument("--settle", type=float, default=None,
+                   help="idle: seconds the server settles before each "
+                   "memory sample (default: 1 after the warm-up, 2 after "
+                   "the ramp)")
     p.add_argument("--chat-sessions", type=int, default=200)
     p.add_argument("--windows", type=ints, default=[4],
                    help="chat-saturation: messages in flight per sender")
