@@ -1742,6 +1742,95 @@ test_group_commit(const char *base)
 }
 
 
+/*
+ * Records longer than the reader's 64 KiB read buffer (a long message
+ * body, and the whole stanza beside it) among short ones: the reader
+ * grows its buffer for them and keeps reading across its refills.
+ */
+static void
+test_large_frames(const char *base)
+{
+    int              rc, i, n, ok;
+    char             dir[512], err[512], id[32], *body;
+    size_t           len[40];
+    json_t          *rec, *d;
+    uint8_t          prev[CAUD_HASH_LEN];
+    uint64_t         seq;
+    caud_frame_t     f;
+    caud_reader_t   *r;
+    caud_journal_t  *j;
+    const char      *got;
+
+    static const size_t  big[] = {
+        200 * 1024, 65 * 1024, 64 * 1024, 100 * 1024
+    };
+
+    snprintf(dir, sizeof(dir), "%s/large", base);
+    mkdir(dir, 0700);
+
+    body = malloc(200 * 1024 + 1);
+    rc = caud_journal_open(dir, 0, NULL, &j, err, sizeof(err));
+    check(rc == 0 && body != NULL, "large frames", "open", err);
+    if (rc != 0 || body == NULL) {
+        free(body);
+        return;
+    }
+
+    /* 40 records: every tenth long, the rest 1 KiB */
+    ok = 1;
+
+    for (i = 0; i < 40; i++) {
+        len[i] = (i % 10 == 3) ? big[i / 10] : 1024;
+        memset(body, 'a' + i % 26, len[i]);
+        snprintf(id, sizeof(id), "m-%d", i);
+
+        rec = caud_record_new("message", CAUD_SUCCESS, 1700000000000000 + i);
+        ok = ok && rec != NULL
+             && caud_record_set_object(rec, "chat", id) == 0
+             && caud_record_set_param_str(rec, "body", body, len[i]) == 0
+             && caud_journal_append(j, rec, &seq) == 0
+             && seq == (uint64_t) i + 1;
+        json_decref(rec);
+    }
+
+    check(ok && caud_journal_sync(j, err, sizeof(err)) == 0
+          && caud_journal_close(j, err, sizeof(err)) == 0, "large frames",
+          "40 appends, 4 of them 64 to 200 KiB", err);
+
+    rc = caud_reader_open(dir, 0, 1, &r, err, sizeof(err));
+    check(rc == 0, "large frames", "reader open", err);
+    if (rc != 0) {
+        free(body);
+        return;
+    }
+
+    memset(prev, 0, sizeof(prev));
+    n = 0;
+
+    while ((rc = caud_reader_next(r, &f)) == 1 && n < 40) {
+        d = caud_record_decode(f.payload, f.len, err, sizeof(err));
+        got = json_string_value(json_object_get(
+                  json_object_get(d, "params"), "body"));
+
+        ok = ok && d != NULL && f.seq == (uint64_t) n + 1
+             && memcmp(f.prev_hash, prev, CAUD_HASH_LEN) == 0
+             && got != NULL && strlen(got) == len[n]
+             && got[0] == 'a' + n % 26 && got[len[n] - 1] == 'a' + n % 26;
+
+        memcpy(prev, f.entry_hash, CAUD_HASH_LEN);
+        json_decref(d);
+        n++;
+    }
+
+    check(rc == 0 && n == 40 && ok, "large frames",
+          "the reader returns each record whole, chained, in order",
+          caud_reader_error(r));
+
+    caud_reader_close(r);
+    free(body);
+}
+
+
 int
 main(void)
 {
@@ -1759,6 +1848,7 @@ main(void)
     test_entry_hash();
 
     test_roundtrip(base);
+    test_large_frames(base);
     test_resume(base);
     test_lock(base);
     test_rotation(base);
