@@ -312,14 +312,13 @@ ngx_xmpp_audit_ship_thread(void *data)
             ngx_xmpp_audit_ship_stats(a, sh, caud_shipper_shipped_seq(sh, id),
                                       ok);
 
+            shipped = caud_shipper_shipped_seq(sh, id);
+
             /* a backlog is over: its batches' buffers go back to malloc */
             if (got == 0 && caud_shipper_shrink(sh) > 0) {
                 __atomic_store_n(&a->ship_released, 1, __ATOMIC_RELEASE);
-                ngx_xmpp_audit_ship_stats(a, sh,
-                                          caud_shipper_shipped_seq(sh, id), ok);
+                ngx_xmpp_audit_ship_stats(a, sh, shipped, ok);
             }
-
-            shipped = caud_shipper_shipped_seq(sh, id);
 
             if (since_probe >= NGX_XMPP_AUDIT_PROBE_EVERY || stop) {
                 probed = now;
