@@ -53,6 +53,7 @@
 #define CAUD_SHIP_BYTES_MIN    (64 * 1024)
 #define CAUD_SHIP_ROWS0        64       /* the arrays' rows at rest */
 #define CAUD_SHIP_ARENA0       (64 * 1024)
+/* a row's bytes in the arrays: writer, seq and ts have no string arrays */
 #define CAUD_SHIP_ROW_SIZE                                                \
     (sizeof(caud_columns_t) + sizeof(size_t) + sizeof(uint32_t)            \
      + 2 * sizeof(uint64_t) + 2 * CAUD_HASH_LEN                            \
