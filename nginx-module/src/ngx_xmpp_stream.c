@@ -558,12 +558,10 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
 
     s->auth_reason = NULL;
 
-    ngx_xmpp_stream_sasl_send(s, condition, NULL, 0);
-
-    if (ngx_strcmp(condition, "temporary-auth-failure") == 0) {
-        return;
-    }
-
+    /*
+     * Counted before the client hears of it: its next attempt, on a new
+     * connection that the other worker may take, must find the count
+     */
     if (ngx_strcmp(condition, "not-authorized") == 0) {
         addr.data = (u_char *) s->audit_ip;
         addr.len = ngx_strlen(s->audit_ip);
@@ -576,6 +574,12 @@ ngx_xmpp_stream_sasl_failure(ngx_xmpp_session_t *s, const char *condition)
                           s->conf->address_lockout / 1000, failures,
                           s->conf->address_lockout / 1000);
         }
+    }
+
+    ngx_xmpp_stream_sasl_send(s, condition, NULL, 0);
+
+    if (ngx_strcmp(condition, "temporary-auth-failure") == 0) {
+        return;
     }
 
     /* RFC 6120 section 6.4.5: a bounded number of retries */
